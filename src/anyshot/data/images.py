@@ -1,0 +1,153 @@
+"""Image decoding and preprocessing: any file Pillow reads -> a float tensor in model space.
+
+A :class:`Preprocessing` is the contract between a backbone and the data: the square input size,
+the number of channels (1 = grey, 3 = RGB) and the per-channel mean and std. Backbones carry one
+(and checkpoints store it), datasets apply it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from anyshot.errors import ImageReadError
+
+__all__ = ["Preprocessing", "decode_image", "open_image"]
+
+# Decompression-bomb guard: refuse images over ~180 megapixels instead of exhausting memory.
+Image.MAX_IMAGE_PIXELS = 180_000_000
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model input tensor ``[C, H, W]``.
+
+    Args:
+        image_size: side of the square the image is resized to (bilinear, no crop).
+        channels: 1 (grey) or 3 (RGB).
+        mean: per-channel mean subtracted after scaling pixels to [0, 1]; length ``channels``.
+        std: per-channel std divided by; length ``channels``.
+    """
+
+    image_size: int
+    channels: int = 3
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(
+                f"mean and std need {self.channels} values each, got {self.mean} and {self.std}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be positive, got {self.std}")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    def with_size(self, image_size: int) -> Preprocessing:
+        """The same preprocessing at another input size."""
+        return Preprocessing(image_size, self.channels, self.mean, self.std)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """Convert a decoded PIL image to a normalised tensor ``[C, H, W]`` (float32)."""
+        mode = "L" if self.channels == 1 else "RGB"
+        image = _to_mode(image, mode)
+        if image.size != (self.image_size, self.image_size):
+            image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[:, :, None]
+        tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())
+        mean = torch.tensor(self.mean).view(-1, 1, 1)
+        std = torch.tensor(self.std).view(-1, 1, 1)
+        return (tensor - mean) / std
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form, for checkpoints and cache keys."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            image_size=int(data["image_size"]),
+            channels=int(data["channels"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+        )
+
+
+def _to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Convert any Pillow mode (1, L, P, RGBA, CMYK, I;16, F, LA, ...) to ``L`` or ``RGB``.
+
+    Transparent pixels are composited on white, 16-bit and float images are rescaled to 8 bits.
+    """
+    if image.mode == mode:
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        image = Image.fromarray(((array - low) * scale).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert(mode)
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """Decode image bytes fully (EXIF orientation applied).
+
+    Args:
+        data: the encoded file content.
+        name: the file's name, used in error messages.
+
+    Raises:
+        ImageReadError: the bytes are not a readable image (corrupt, truncated, not an image).
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return ImageOps.exif_transpose(image) or image
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(
+            f"cannot read image {name!r}: {error}. Remove or replace the file, "
+            "or re-export it as PNG/JPEG."
+        ) from error
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(
+            f"image {name!r} is too large to decode safely ({error}); downscale it first."
+        ) from error
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Read and decode an image file (EXIF orientation applied).
+
+    Raises:
+        ImageReadError: the file is missing, unreadable, or not a decodable image.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise ImageReadError(f"cannot open image file {os.fspath(path)!r}: {error}") from error
+    return decode_image(data, os.fspath(path))
+
+
+def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack ``[C, H, W]`` tensors into ``[B, C, H, W]``."""
+    return torch.stack(list(images))
