@@ -1,0 +1,34 @@
+"""Backbones: conv-4, ResNet-12, WRN-28-10, EfficientNet-Lite0; a registry; checkpoints."""
+
+from anyshot.backbones.base import EMBEDDINGS, Backbone
+from anyshot.backbones.checkpoint import (
+    load_checkpoint,
+    load_checkpoint_with_metadata,
+    save_backbone,
+)
+from anyshot.backbones.conv4 import Conv4
+from anyshot.backbones.efficientnet_lite import (
+    EfficientNetLite0,
+    imagenet_class_names,
+    imagenet_wnids,
+)
+from anyshot.backbones.registry import available_backbones, build_backbone, load_backbone
+from anyshot.backbones.resnet12 import ResNet12
+from anyshot.backbones.wrn import WideResNet
+
+__all__ = [
+    "EMBEDDINGS",
+    "Backbone",
+    "Conv4",
+    "EfficientNetLite0",
+    "ResNet12",
+    "WideResNet",
+    "available_backbones",
+    "build_backbone",
+    "imagenet_class_names",
+    "imagenet_wnids",
+    "load_backbone",
+    "load_checkpoint",
+    "load_checkpoint_with_metadata",
+    "save_backbone",
+]

@@ -1,0 +1,297 @@
+"""Backbone checkpoints: one ``torch.save``'d dict, written atomically, read with ``weights_only``.
+
+Format (``format_version`` 1)::
+
+    {"format": "anyshot-backbone", "format_version": 1, "anyshot_version": "0.1.0",
+     "arch": "conv4", "config": {...constructor arguments...},
+     "preprocessing": {...Preprocessing.to_dict()...}, "embedding": "features",
+     "class_names": [...] or None, "state_dict": {name: tensor}, "extra": {...} or None}
+
+Everything but the tensors is plain data (str, int, float, bool, None, list, tuple, dict), so the
+file loads with ``torch.load(..., weights_only=True)``: loading a checkpoint runs no pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import anyshot
+from anyshot.backbones.base import Backbone
+from anyshot.backbones.registry import BACKBONES, build_backbone
+from anyshot.data.images import Preprocessing
+from anyshot.errors import CheckpointError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "load_checkpoint",
+    "load_checkpoint_with_metadata",
+    "save_backbone",
+]
+
+FORMAT = "anyshot-backbone"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("arch", "config", "preprocessing", "embedding", "state_dict")
+_LISTED = 5  # how many offending keys an error message names
+
+
+def save_backbone(
+    backbone: Backbone, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``backbone`` (architecture, preprocessing, weights) to ``path`` atomically.
+
+    Args:
+        backbone: the network to save (its weights are copied to the CPU).
+        path: destination file (``.pt`` by convention); parent directories are created.
+        extra: JSON-like metadata stored alongside (str, int, float, bool, None, lists, tuples,
+            dicts with str keys, tensors), returned by :func:`load_checkpoint_with_metadata`.
+
+    Returns:
+        The path written.
+
+    Raises:
+        CheckpointError: ``extra`` holds values that a ``weights_only`` load could not read.
+    """
+    if extra is not None:
+        _check_plain(extra, "extra")
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "anyshot_version": anyshot.__version__,
+        "arch": backbone.arch,
+        "config": dict(backbone.config()),
+        "preprocessing": backbone.preprocessing.to_dict(),
+        "embedding": backbone.embedding,
+        "class_names": list(backbone.class_names) if backbone.class_names is not None else None,
+        "state_dict": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
+        "extra": extra,
+    }
+    _check_plain(payload["config"], "backbone.config()")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
+    return target
+
+
+def load_checkpoint(path: str | os.PathLike[str], **overrides: Any) -> Backbone:
+    """Read a backbone written by :func:`save_backbone`.
+
+    See :func:`load_checkpoint_with_metadata` for ``overrides`` and the errors raised.
+    """
+    backbone, _ = load_checkpoint_with_metadata(path, **overrides)
+    return backbone
+
+
+def load_checkpoint_with_metadata(
+    path: str | os.PathLike[str], **overrides: Any
+) -> tuple[Backbone, dict[str, Any]]:
+    """Read a backbone and its metadata.
+
+    The architecture is rebuilt from the stored config (EfficientNet-Lite0 with
+    ``pretrained=False``: the stored weights are used, the ImageNet file is not read), then the
+    stored state dict is loaded strictly. The module is left in training mode, like a freshly
+    built one; call ``.eval()`` before embedding.
+
+    Args:
+        path: the checkpoint file.
+        **overrides: constructor arguments replacing the stored ones (e.g. ``embedding``,
+            ``image_size``, ``class_names``); a changed ``image_size`` also resizes the stored
+            preprocessing.
+
+    Returns:
+        ``(backbone, metadata)``; metadata has ``format_version``, ``anyshot_version``,
+        ``arch``, ``config`` and ``extra`` (``{}`` when none was saved).
+
+    Raises:
+        CheckpointError: missing or unreadable file, not an anyshot checkpoint, unknown
+            architecture, a newer format, or weights that do not match the architecture.
+    """
+    name = os.fspath(path)
+    data = _read(name)
+    _check_format(data, name)
+    arch = data["arch"]
+    if arch not in BACKBONES:
+        raise CheckpointError(
+            f"checkpoint {name!r} is for architecture {arch!r}, which this anyshot does not know "
+            f"(known: {', '.join(BACKBONES)}); upgrade anyshot or check the file."
+        )
+    stored_config = dict(data["config"])
+    config = dict(stored_config)
+    if "pretrained" in config:
+        config["pretrained"] = False  # the stored state dict has the weights
+    kwargs: dict[str, Any] = {
+        **config,
+        "embedding": data["embedding"],
+        "class_names": data.get("class_names"),
+        **overrides,
+    }
+    try:
+        backbone = build_backbone(arch, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"cannot rebuild {arch!r} from checkpoint {name!r} with arguments {kwargs}: {error}"
+        ) from error
+    _load_state(backbone, data["state_dict"], name)
+    preprocessing = Preprocessing.from_dict(data["preprocessing"])
+    if "image_size" in overrides:
+        preprocessing = preprocessing.with_size(int(overrides["image_size"]))
+    backbone.preprocessing = preprocessing
+    metadata = {
+        "format_version": data["format_version"],
+        "anyshot_version": data.get("anyshot_version"),
+        "arch": arch,
+        "config": stored_config,
+        "extra": data.get("extra") or {},
+    }
+    return backbone, metadata
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _read(name: str) -> Any:
+    """``torch.load`` with ``weights_only``, errors turned into :class:`CheckpointError`."""
+    path = Path(name)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {name!r} does not exist; check the path.")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint path {name!r} is not a file.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for bad files
+        if "weights only load failed" in str(error).lower():
+            raise CheckpointError(
+                f"checkpoint {name!r} holds Python objects beyond tensors and plain data, so it "
+                "is not an anyshot checkpoint (those load with weights_only=True). If you trust "
+                "the file, load it yourself and re-save the weights with save_backbone()."
+            ) from error
+        raise CheckpointError(
+            f"cannot read checkpoint {name!r}: not a torch file, or corrupt/truncated "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            "Re-create or re-download it."
+        ) from error
+
+
+def _check_format(data: Any, name: str) -> None:
+    if isinstance(data, Mapping) and data.get("format") == FORMAT:
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise CheckpointError(f"checkpoint {name!r} has no valid format_version.")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {name!r} has format version {version}, written by anyshot "
+                f"{data.get('anyshot_version')}; this anyshot ({anyshot.__version__}) reads "
+                f"versions up to {FORMAT_VERSION}. Upgrade anyshot."
+            )
+        missing = [key for key in REQUIRED_KEYS if key not in data]
+        if missing:
+            raise CheckpointError(f"checkpoint {name!r} is incomplete: missing {missing}.")
+        return
+    how = (
+        "To use these weights, build the backbone (anyshot.backbones.build_backbone(arch, ...)), "
+        "call backbone.load_state_dict(state_dict), then anyshot.backbones.save_backbone("
+        "backbone, path)."
+    )
+    is_mapping = isinstance(data, Mapping)
+    if is_mapping and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        keys = list(data)[:_LISTED]
+        raise CheckpointError(
+            f"{name!r} is a bare state_dict ({len(data)} tensors, e.g. {keys}), not an anyshot "
+            f"checkpoint: it has no architecture or preprocessing. {how}"
+        )
+    if is_mapping and isinstance(data.get("state_dict"), Mapping):
+        raise CheckpointError(
+            f"{name!r} is a training checkpoint of another tool (a dict with a 'state_dict' "
+            f"entry and keys {list(data)[:_LISTED]}), not an anyshot checkpoint. {how}"
+        )
+    raise CheckpointError(
+        f"{name!r} is not an anyshot backbone checkpoint (no 'format': {FORMAT!r} entry; "
+        f"found {type(data).__name__}). {how}"
+    )
+
+
+def _load_state(backbone: Backbone, state: Any, name: str) -> None:
+    """Strict load with a message that lists missing, unexpected and mis-shaped keys."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"checkpoint {name!r}: 'state_dict' is {type(state).__name__}.")
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[:_LISTED]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:_LISTED]})")
+    if shapes:
+        problems.append(f"{len(shapes)} with other shapes (e.g. {shapes[:_LISTED]})")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {name!r}: the weights do not match {backbone.arch!r} with config "
+            f"{backbone.config()}: " + "; ".join(problems) + ". The file may be for another "
+            "configuration (e.g. image_size, channels or num_classes)."
+        )
+    try:
+        backbone.load_state_dict(dict(state), strict=True)
+    except (RuntimeError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {name!r}: cannot load weights: {error}") from error
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse values a ``weights_only`` load cannot rebuild (custom classes, numpy, ...).
+
+    Exact types are required: subclasses (numpy.float64, named tuples, struct_time) pickle as
+    their own class, which ``weights_only`` refuses.
+    """
+    if type(value) in _SCALARS or isinstance(value, torch.Tensor):
+        return
+    if type(value) in (list, tuple):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+        return
+    if type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            if type(key) not in (str, int):
+                raise CheckpointError(f"{where} has a key of type {type(key).__name__}: {key!r}")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise CheckpointError(
+        f"{where} holds a {type(value).__name__}; checkpoints store only str, int, float, bool, "
+        "None, lists, tuples, dicts and tensors (convert it, e.g. numpy -> list)."
+    )
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the rename (best effort; not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

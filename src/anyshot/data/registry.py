@@ -1,0 +1,55 @@
+"""Build a dataset by name: ``load_dataset("omniglot", root, "test")``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from anyshot.data.dataset import ImageDataset
+from anyshot.data.folder import FolderDataset
+from anyshot.data.miniimagenet import MiniImageNet
+from anyshot.data.omniglot import Omniglot
+
+__all__ = ["available_datasets", "load_dataset"]
+
+
+def _folder(root: Path, split: str) -> ImageDataset:
+    """``root/split`` when that folder exists (a tree per split), else ``root`` itself."""
+    candidate = root / split if split else root
+    return FolderDataset(candidate if candidate.is_dir() else root)
+
+
+_LOADERS: dict[str, Callable[[Path, str], ImageDataset]] = {
+    "omniglot": lambda root, split: Omniglot(root, split),
+    "mini-imagenet": lambda root, split: MiniImageNet(root, split),
+    "folder": _folder,
+}
+
+_ALIASES = {"miniimagenet": "mini-imagenet", "mini_imagenet": "mini-imagenet"}
+
+
+def available_datasets() -> list[str]:
+    """Names :func:`load_dataset` accepts."""
+    return sorted(_LOADERS)
+
+
+def load_dataset(name: str, root: str | os.PathLike[str], split: str) -> ImageDataset:
+    """Load split ``split`` of dataset ``name`` stored under ``root``.
+
+    Args:
+        name: ``"omniglot"`` (official zips + Vinyals split), ``"mini-imagenet"`` (Ravi CSVs or a
+            folder per class) or ``"folder"`` (``root/split/<class>/...`` if ``root/split`` is a
+            folder, else ``root/<class>/...``).
+        root: the dataset's folder.
+        split: e.g. ``"train"``, ``"val"``, ``"test"``.
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the known ones).
+        DatasetError: the files are missing or malformed.
+    """
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
+    return _LOADERS[key](Path(root), split)

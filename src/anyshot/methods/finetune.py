@@ -1,0 +1,235 @@
+"""Fine-tuning and transductive fine-tuning (Dhillon et al., sections 3.2-3.3), any scope.
+
+From the support-based initialisation, minimise
+
+    CE(support) + lambda * mean_{x in query} H(softmax(logits(x)))
+
+with Adam. Each epoch is one step on the support cross-entropy, then (transductive only) one
+step on the query entropy. Each step's gradient is accumulated over mini-batches (chunks), so a
+support of any size fits in bounded memory and gives the same step as one big batch would (up
+to batch-norm statistics, which are per chunk in training mode).
+
+``scope`` chooses what trains:
+
+* ``all``: every backbone parameter and the classifier (the paper). Batch-norm in training
+  mode, augmentation on by default.
+* ``last``: the backbone's last stage and the classifier. The frozen trunk's activations are
+  computed once per episode (eval mode, no augmentation) and reused every epoch.
+* ``head``: the classifier only, on embeddings computed once per episode: milliseconds.
+
+The caller's backbone is never modified: training happens on a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anyshot.data.augment import Augmentation
+from anyshot.data.images import Preprocessing
+from anyshot.episodes import Episode, Images, image_batches
+from anyshot.errors import ConfigurationError
+from anyshot.methods.cosine import CosineClassifier, normalized_class_means
+from anyshot.methods.frozen import frozen_forward, resolve_device, working_copy
+
+__all__ = ["SCOPES", "FineTuning", "TransductiveFineTuning", "prediction_entropy"]
+
+SCOPES = ("all", "last", "head")
+
+
+def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of ``softmax(logits)``: ``[B, K] -> [B]``."""
+    log_p = F.log_softmax(logits, dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """Support-based initialisation, then fine-tuning on the support cross-entropy.
+
+    Args:
+        scope: ``"all"`` (paper), ``"last"`` (last stage + head) or ``"head"`` (classifier).
+        epochs: number of epochs (one support step, plus one query step if transductive).
+        lr: Adam learning rate.
+        temperature: ``T`` of the cosine logits.
+        relu: rectify embeddings before normalising.
+        entropy_weight: ``lambda``, weight of the query-entropy step; 0 = inductive.
+        batch_size: images (or cached rows) per chunk of a step.
+        augment: apply the pre-training augmentations to support and query images while
+            training; ``None`` = on for scope ``all``, off otherwise (cached scopes cannot).
+        flip: include horizontal flips in the augmentation.
+        seed: seed of the augmentation and chunk-order draws.
+        device: where to train; default the backbone's device.
+    """
+
+    scope: str = "all"
+    epochs: int = 25
+    lr: float = 5e-5
+    temperature: float = 1.0
+    relu: bool = True
+    entropy_weight: float = 0.0
+    batch_size: int = 64
+    augment: bool | None = None
+    flip: bool = True
+    seed: int = 0
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ConfigurationError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.augment and self.scope != "all":
+            raise ConfigurationError(
+                f"augment=True needs scope='all': scope={self.scope!r} reuses features "
+                "computed once from un-augmented images"
+            )
+        if self.epochs < 0 or self.lr < 0 or self.entropy_weight < 0:
+            raise ConfigurationError("epochs, lr and entropy_weight must be non-negative")
+        if self.batch_size < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.temperature <= 0:
+            raise ConfigurationError(f"temperature must be positive, got {self.temperature}")
+
+    @property
+    def transductive(self) -> bool:
+        """Whether the query-entropy step runs."""
+        return self.entropy_weight > 0
+
+    def __call__(self, backbone: nn.Module, episode: Episode) -> torch.Tensor:
+        """Query logits ``[Q, K]`` (CPU, float32), columns in ``episode.classes`` order."""
+        device = resolve_device(backbone, self.device)
+        generator = torch.Generator().manual_seed(self.seed)
+        targets = episode.support_targets.to(device)
+        augment = self.augment if self.augment is not None else self.scope == "all"
+
+        # Inputs of the trainable part and the function that maps them to embeddings.
+        encode: Callable[[torch.Tensor, bool], torch.Tensor]
+        support_inputs: Images
+        query_inputs: Images
+        if self.scope == "head":
+            support_inputs = frozen_forward(
+                backbone, episode.support, batch_size=self.batch_size, device=device
+            )
+            query_inputs = (
+                frozen_forward(backbone, episode.query, batch_size=self.batch_size, device=device)
+                if len(episode.query)
+                else support_inputs[:0]
+            )
+            trainable: list[nn.Parameter] = []
+            model: nn.Module | None = None
+
+            def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
+                return inputs
+
+        elif self.scope == "last":
+            for name in ("forward_trunk", "forward_last", "last_stage_parameters"):
+                if not hasattr(backbone, name):
+                    raise ConfigurationError(
+                        f"scope='last' needs an anyshot Backbone (with {name}); "
+                        f"{type(backbone).__name__} is a plain module: use scope 'all' or 'head'"
+                    )
+
+            def trunk(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+                return m.forward_trunk(x)  # type: ignore[operator]
+
+            support_inputs = frozen_forward(
+                backbone, episode.support, batch_size=self.batch_size, device=device, function=trunk
+            )
+            query_inputs = (
+                frozen_forward(
+                    backbone,
+                    episode.query,
+                    batch_size=self.batch_size,
+                    device=device,
+                    function=trunk,
+                )
+                if len(episode.query)
+                else support_inputs[:0]
+            )
+            model = working_copy(backbone, device)
+            last_ids = {id(p) for p in model.last_stage_parameters()}  # type: ignore[operator]
+            trainable = [p for p in model.parameters() if id(p) in last_ids]
+            for param in model.parameters():
+                param.requires_grad_(id(param) in last_ids)
+            last_modules = list(model.last_stage_modules())  # type: ignore[operator]
+            forward_last: Callable[[torch.Tensor], torch.Tensor] = model.forward_last  # type: ignore[assignment]
+
+            def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
+                for module in last_modules:
+                    module.train(training)
+                return forward_last(inputs)
+
+        else:  # all
+            model = working_copy(backbone, device)
+            trainable = list(model.parameters())
+            preprocessing = getattr(backbone, "preprocessing", None)
+            if augment and not isinstance(preprocessing, Preprocessing):
+                raise ConfigurationError(
+                    "augmentation needs the backbone's preprocessing (mean/std); "
+                    "use an anyshot Backbone or pass augment=False"
+                )
+            augmentation = Augmentation(flip=self.flip)
+            network = model
+            support_inputs, query_inputs = episode.support, episode.query
+
+            def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
+                network.train(training)
+                if training and augment:
+                    assert isinstance(preprocessing, Preprocessing)
+                    inputs = augmentation(inputs, preprocessing, generator)
+                output: torch.Tensor = network(inputs)
+                return output
+
+        # Support-based initialisation from un-augmented embeddings, eval mode.
+        with torch.no_grad():
+            init = torch.cat(
+                [
+                    encode(b.to(device), False)
+                    for b in image_batches(support_inputs, self.batch_size)
+                ]
+            )
+        classifier = CosineClassifier(
+            normalized_class_means(init, targets, episode.ways, relu=self.relu),
+            temperature=self.temperature,
+            relu=self.relu,
+        ).to(device)
+        optimizer = torch.optim.Adam([*trainable, *classifier.parameters()], lr=self.lr)
+        n_support, n_query = len(support_inputs), len(query_inputs)
+
+        for _ in range(self.epochs):
+            optimizer.zero_grad(set_to_none=True)
+            order = torch.randperm(n_support, generator=generator)
+            for batch_order in order.split(self.batch_size):
+                batch = next(image_batches(support_inputs, len(batch_order), batch_order))
+                logits = classifier(encode(batch.to(device), True))
+                loss = F.cross_entropy(logits, targets[batch_order.to(device)], reduction="sum")
+                (loss / n_support).backward()
+            optimizer.step()
+            if self.transductive and n_query > 0:
+                optimizer.zero_grad(set_to_none=True)
+                order = torch.randperm(n_query, generator=generator)
+                for batch_order in order.split(self.batch_size):
+                    batch = next(image_batches(query_inputs, len(batch_order), batch_order))
+                    entropy = prediction_entropy(classifier(encode(batch.to(device), True)))
+                    (self.entropy_weight * entropy.sum() / n_query).backward()
+                optimizer.step()
+
+        if n_query == 0:
+            return torch.empty(0, episode.ways)
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    classifier(encode(b.to(device), False)).float().cpu()
+                    for b in image_batches(query_inputs, self.batch_size)
+                ]
+            )
+
+
+@dataclass(frozen=True)
+class TransductiveFineTuning(FineTuning):
+    """Fine-tuning plus the query-entropy step (``entropy_weight`` = lambda = 1 by default)."""
+
+    entropy_weight: float = 1.0

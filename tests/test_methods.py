@@ -1,0 +1,187 @@
+"""Methods: exact support-init logits, untouched caller backbones, entropy, chunking, scopes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from anyshot.backbones import build_backbone
+from anyshot.episodes import Episode
+from anyshot.errors import ConfigurationError, EmptyClassError
+from anyshot.methods import (
+    FineTuning,
+    SupportBasedInit,
+    TransductiveFineTuning,
+    build_method,
+    normalized_class_means,
+    prediction_entropy,
+)
+
+
+def vectors(rows: list[list[float]]) -> torch.Tensor:
+    """Vectors as ``[N, D, 1, 1]`` images, embedded by ``nn.Flatten()`` to ``[N, D]``."""
+    return torch.tensor(rows, dtype=torch.float32)[:, :, None, None]
+
+
+def test_support_init_exact_logits() -> None:
+    support = vectors([[1, 0], [3, 0], [0, 2]])
+    query = vectors([[3, 4], [-1, 1]])
+    episode = Episode(support, ["a", "a", "b"], query)
+    logits = SupportBasedInit()(nn.Flatten(), episode)
+    # w_a = (1, 0), w_b = (0, 1); n([3, 4]) = (0.6, 0.8); relu([-1, 1]) = (0, 1)
+    assert torch.allclose(logits, torch.tensor([[0.6, 0.8], [0.0, 1.0]]), atol=1e-6)
+    sharp = SupportBasedInit(temperature=0.5)(nn.Flatten(), episode)
+    assert torch.allclose(sharp, 2 * logits, atol=1e-6)
+    no_relu = SupportBasedInit(relu=False)(nn.Flatten(), episode)
+    s = 2**-0.5
+    assert torch.allclose(no_relu[1], torch.tensor([-s, s]), atol=1e-6)
+
+
+def test_class_means_are_normalised_means_and_refuse_empty_class() -> None:
+    embeddings = torch.tensor([[1.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
+    means = normalized_class_means(embeddings, torch.tensor([0, 0, 1]), 2)
+    assert torch.allclose(means[0], torch.tensor([2.0, 1.0]) / 5**0.5)
+    assert torch.allclose(means.norm(dim=1), torch.ones(2))
+    with pytest.raises(EmptyClassError, match=r"\[2\]"):
+        normalized_class_means(embeddings, torch.tensor([0, 0, 1]), 3)
+
+
+def make_episode(
+    ways: int = 3, shots: int | list[int] = 2, queries: int = 4, size: int = 16
+) -> Episode:
+    generator = torch.Generator().manual_seed(0)
+    shot_list = [shots] * ways if isinstance(shots, int) else shots
+    prototypes = torch.randn(ways, 3, size, size, generator=generator)
+    support, labels, query, query_labels = [], [], [], []
+    for k in range(ways):
+        for _ in range(shot_list[k]):
+            support.append(prototypes[k] + 0.5 * torch.randn(3, size, size, generator=generator))
+            labels.append(f"class-{k}")
+        for _ in range(queries):
+            query.append(prototypes[k] + 0.5 * torch.randn(3, size, size, generator=generator))
+            query_labels.append(f"class-{k}")
+    query_images = torch.stack(query) if query else torch.empty(0, 3, size, size)
+    return Episode(torch.stack(support), labels, query_images, query_labels)
+
+
+def snapshot(module: nn.Module) -> dict:
+    return {
+        "state": {k: v.clone() for k, v in module.state_dict().items()},
+        "training": [m.training for m in module.modules()],
+        "requires_grad": [p.requires_grad for p in module.parameters()],
+        "grads": [p.grad for p in module.parameters()],
+    }
+
+
+METHODS = [
+    SupportBasedInit(),
+    FineTuning(scope="all", epochs=2, lr=1e-3),
+    FineTuning(scope="last", epochs=2, lr=1e-3),
+    FineTuning(scope="head", epochs=2, lr=1e-3),
+    TransductiveFineTuning(scope="all", epochs=2, lr=1e-3),
+    TransductiveFineTuning(scope="last", epochs=2, lr=1e-3),
+    TransductiveFineTuning(scope="head", epochs=2, lr=1e-3),
+]
+
+
+@pytest.mark.parametrize(
+    "method", METHODS, ids=lambda m: f"{type(m).__name__}-{getattr(m, 'scope', '')}"
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_caller_backbone_is_never_modified(method, training: bool) -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4", image_size=16)
+    backbone.train(training)
+    backbone.classifier = None
+    before = snapshot(backbone)
+    logits = method(backbone, make_episode())
+    after = snapshot(backbone)
+    assert logits.shape == (12, 3)
+    assert torch.isfinite(logits).all()
+    for key, value in before["state"].items():
+        assert torch.equal(value, after["state"][key]), key
+    assert before["training"] == after["training"]
+    assert before["requires_grad"] == after["requires_grad"]
+    assert all(g is None for g in after["grads"])
+
+
+def test_frozen_parameters_of_the_caller_stay_frozen() -> None:
+    backbone = build_backbone("conv4", image_size=16)
+    for param in backbone.parameters():
+        param.requires_grad_(False)
+    FineTuning(scope="all", epochs=1, lr=1e-3)(backbone, make_episode())
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_transductive_fine_tuning_lowers_query_entropy() -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4", image_size=16)
+    episode = make_episode(ways=5, shots=1, queries=6)
+    before = prediction_entropy(SupportBasedInit(temperature=0.1)(backbone, episode)).mean()
+    method = TransductiveFineTuning(scope="head", epochs=25, lr=1e-2, temperature=0.1)
+    after = prediction_entropy(method(backbone, episode)).mean()
+    assert after < before - 0.05
+
+
+def test_fine_tuning_fits_the_support_set() -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4", image_size=16)
+    episode = make_episode(ways=4, shots=3, queries=2)
+    support_as_query = Episode(
+        episode.support, episode.support_labels, episode.support, episode.support_labels
+    )
+    method = FineTuning(scope="all", epochs=30, lr=1e-3, temperature=0.1, augment=False)
+    logits = method(backbone, support_as_query)
+    assert (logits.argmax(1) == support_as_query.query_targets).float().mean() == 1.0
+
+
+def test_chunked_steps_equal_one_big_batch() -> None:
+    """Gradient accumulation over chunks gives the same result as one batch (head scope)."""
+    backbone = build_backbone("conv4", image_size=16)
+    episode = make_episode(ways=3, shots=[1, 7, 4], queries=5)
+    big = TransductiveFineTuning(scope="head", epochs=10, lr=1e-2, batch_size=1000)(
+        backbone, episode
+    )
+    small = TransductiveFineTuning(scope="head", epochs=10, lr=1e-2, batch_size=3)(
+        backbone, episode
+    )
+    assert torch.allclose(big, small, atol=1e-5)
+
+
+def test_same_seed_same_logits_with_augmentation() -> None:
+    backbone = build_backbone("conv4", image_size=16)
+    episode = make_episode()
+    first = TransductiveFineTuning(scope="all", epochs=2, lr=1e-3, seed=3)(backbone, episode)
+    again = TransductiveFineTuning(scope="all", epochs=2, lr=1e-3, seed=3)(backbone, episode)
+    other = TransductiveFineTuning(scope="all", epochs=2, lr=1e-3, seed=4)(backbone, episode)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_many_ways_unbalanced_and_many_shots_in_small_chunks() -> None:
+    backbone = build_backbone("conv4", image_size=16)
+    episode = make_episode(ways=12, shots=[1, 2, 3, 40, 1, 1, 5, 9, 1, 2, 60, 1], queries=1)
+    logits = TransductiveFineTuning(scope="last", epochs=2, lr=1e-3, batch_size=16)(
+        backbone, episode
+    )
+    assert logits.shape == (12, 12)
+
+
+def test_inductive_use_without_queries() -> None:
+    backbone = build_backbone("conv4", image_size=16)
+    episode = make_episode(queries=0)
+    assert TransductiveFineTuning(scope="head", epochs=2)(backbone, episode).shape == (0, 3)
+
+
+def test_bad_configurations_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="augment=True needs scope='all'"):
+        FineTuning(scope="head", augment=True)
+    with pytest.raises(ConfigurationError, match="scope must be one of"):
+        FineTuning(scope="everything")
+    with pytest.raises(ConfigurationError, match="plain module"):
+        FineTuning(scope="last")(nn.Flatten(), Episode(vectors([[1, 0]]), ["a"], vectors([[1, 0]])))
+    with pytest.raises(TypeError, match="scope"):
+        build_method("support-init", scope="head")
+    with pytest.raises(ValueError, match="unknown method"):
+        build_method("magic")
