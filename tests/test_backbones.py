@@ -174,8 +174,17 @@ def test_efficientnet_pretrained_defaults(imagenet_lite0: EfficientNetLite0) -> 
     assert backbone.embedding_dim == 1000 and backbone.feature_dim == 1280
     assert backbone.preprocessing.image_size == 224
     assert backbone.preprocessing.mean == (0.5,) * 3 and backbone.preprocessing.std == (0.5,) * 3
-    drop_connect = [m for m in backbone.modules() if isinstance(m, nn.Dropout)]
-    assert all(m.p == 0 for m in drop_connect)
+
+
+def test_efficientnet_training_forward_is_deterministic() -> None:
+    """Drop-connect and dropout are off: two training-mode passes agree exactly."""
+    backbone = EfficientNetLite0(image_size=64).train()
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        first, second = backbone(images), backbone(images)
+    assert torch.equal(first, second)
+    assert not any(isinstance(m, nn.Dropout) and m.p > 0 for m in backbone.modules())
 
 
 @pytest.mark.parametrize("size", [84, 100])

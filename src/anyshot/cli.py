@@ -215,7 +215,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     overrides = {
         k: v for k, v in (("image_size", args.image_size), ("embedding", args.embedding)) if v
     }
-    backbone = load_backbone(args.backbone, **overrides)
+    with torch.random.fork_rng():  # a randomly initialised backbone depends on --seed only
+        torch.manual_seed(args.seed)
+        backbone = load_backbone(args.backbone, **overrides)
     if args.device:
         backbone = backbone.to(args.device)
     dataset = load_dataset(args.dataset, args.data_root, args.split)

@@ -132,6 +132,8 @@ def load_checkpoint_with_metadata(
             f"checkpoint {name!r} is for architecture {arch!r}, which this anyshot does not know "
             f"(known: {', '.join(BACKBONES)}); upgrade anyshot or check the file."
         )
+    if not isinstance(data["config"], Mapping):
+        raise CheckpointError(f"checkpoint {name!r}: 'config' is not a dict.")
     stored_config = dict(data["config"])
     config = dict(stored_config)
     if "pretrained" in config:
@@ -145,8 +147,9 @@ def load_checkpoint_with_metadata(
     try:
         backbone = build_backbone(arch, **kwargs)
     except (TypeError, ValueError) as error:
+        shown = {k: v for k, v in kwargs.items() if k != "class_names"}
         raise CheckpointError(
-            f"cannot rebuild {arch!r} from checkpoint {name!r} with arguments {kwargs}: {error}"
+            f"cannot rebuild {arch!r} from checkpoint {name!r} with arguments {shown}: {error}"
         ) from error
     _load_state(backbone, data["state_dict"], name)
     preprocessing = Preprocessing.from_dict(data["preprocessing"])

@@ -1,0 +1,68 @@
+"""The command line: help text, a real evaluation on the shipped sample, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anyshot.cli import main
+from anyshot.data.omniglot import sample_root
+
+
+def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--dataset", "--ways", "--shots", "--scope", "--backbone", "--seed", "examples:"):
+        assert flag in text
+
+
+def test_evaluate_writes_results_on_the_shipped_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "results.json"
+    argv = [
+        "evaluate", "--dataset", "omniglot", "--data-root", str(sample_root()), "--split", "test",
+        "--ways", "3", "--shots", "1", "--queries", "2", "--episodes", "2",
+        "--method", "transductive", "--scope", "head", "--backbone", "conv4",
+        "--image-size", "28", "--output", str(output), "--quiet", "--seed", "5",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    line = capsys.readouterr().out
+    assert "accuracy" in line and "95% CI" in line
+    data = json.loads(output.read_text())
+    assert data["summary"]["episodes"] == 2
+    assert data["config"]["seed"] == 5 and data["config"]["method"] == "transductive"
+    assert [e["ways"] for e in data["episodes"]] == [3, 3]
+    assert main(argv) == 0  # same seed, same numbers
+    again = json.loads(output.read_text())
+    assert [e["accuracy"] for e in again["episodes"]] == [e["accuracy"] for e in data["episodes"]]
+
+
+def test_clear_error_for_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(
+        ["evaluate", "--dataset", "omniglot", "--data-root", str(tmp_path), "--backbone", "conv4",
+         "--output", str(tmp_path / "r.json"), "--quiet"]
+    )  # fmt: skip
+    assert status == 2
+    assert "images_" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_bad_shots_argument_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--dataset", "folder", "--data-root", ".", "--output", "x",
+              "--shots", "one"])  # fmt: skip
+    assert "comma-separated list of integers" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "anyshot", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.startswith("anyshot ")
