@@ -43,6 +43,13 @@ def main() -> None:
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.2, 0.1, 0.05])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 1e-2, 5e-2])
+    parser.add_argument("--epoch-counts", type=int, nargs="+", default=[25, 50])
+    parser.add_argument(
+        "--balance-weights", type=float, nargs="*", default=[], help="class-balance weights to try"
+    )
+    parser.add_argument("--cache", type=Path, help="file to keep the embeddings in between runs")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
 
@@ -61,12 +68,17 @@ def main() -> None:
     )
     start = time.perf_counter()
     features: dict[int, torch.Tensor] = {}
+    if args.cache is not None and args.cache.exists():
+        features = torch.load(args.cache)
+    missing = [i for i in needed if i not in features]
     for chunk in progress_bar(
-        [needed[i : i + 256] for i in range(0, len(needed), 256)], desc="embedding"
+        [missing[i : i + 256] for i in range(0, len(missing), 256)], desc="embedding"
     ):
         batch = dataset.load_batch(chunk, backbone.preprocessing)
         for index, row in zip(chunk, frozen_forward(backbone, batch, batch_size=64), strict=True):
             features[index] = row
+    if args.cache is not None and missing:
+        torch.save(features, args.cache)
     embed_seconds = time.perf_counter() - start
     print(f"embedded {len(needed)} images in {embed_seconds:.1f} s")
 
@@ -86,21 +98,37 @@ def main() -> None:
             )
 
     identity = nn.Flatten()
-    grid = list(itertools.product([1.0, 0.2, 0.1, 0.05], [1e-3, 1e-2, 5e-2], [25, 50], [0.0, 1.0]))
+    losses = [(0.0, 0.0), (1.0, 0.0)] + [(1.0, b) for b in args.balance_weights if b > 0]
+    grid = [
+        (t, lr, ep, w, b)
+        for t, lr, ep, (w, b) in itertools.product(
+            args.temperatures, args.lrs, args.epoch_counts, losses
+        )
+    ]
     rows = []
     for shots in args.shots:
         base = evaluate(SupportBasedInit(), identity, episodes(shots)).summary
         rows.append({"shots": shots, "method": "support-init", **base})
         print(f"{shots}-shot support-init {100 * base['accuracy_mean']:.2f}")
-        for temperature, lr, epochs, weight in progress_bar(grid, desc=f"{shots}-shot grid"):
+        for temperature, lr, epochs, weight, balance in progress_bar(
+            grid, desc=f"{shots}-shot grid"
+        ):
             method = TransductiveFineTuning(
-                scope="head", temperature=temperature, lr=lr, epochs=epochs, entropy_weight=weight
+                scope="head",
+                temperature=temperature,
+                lr=lr,
+                epochs=epochs,
+                entropy_weight=weight,
+                balance_weight=balance,
             )
             summary = evaluate(method, identity, episodes(shots)).summary
             rows.append(
                 {
                     "shots": shots,
-                    "method": "transductive" if weight else "finetune",
+                    "method": f"transd+bal{balance:g}"
+                    if balance
+                    else ("transductive" if weight else "finetune"),
+                    "balance_weight": balance,
                     "temperature": temperature,
                     "lr": lr,
                     "epochs": epochs,
@@ -120,13 +148,13 @@ def main() -> None:
         )
     by_setting: dict[tuple, list[float]] = {}
     for row in rows:
-        if row["method"] == "transductive":
-            key = (row["temperature"], row["lr"], row["epochs"])
+        if row["method"] != "support-init" and row["entropy_weight"] > 0:
+            key = (row["temperature"], row["lr"], row["epochs"], row["balance_weight"])
             by_setting.setdefault(key, []).append(row["accuracy_mean"])
     best = max(by_setting.items(), key=lambda kv: float(np.mean(kv[1])))
     print(
         f"best transductive setting over shots {args.shots} (mean accuracy): "
-        f"T, lr, epochs = {best[0]}"
+        f"T, lr, epochs, balance = {best[0]}"
     )
     write_json(
         args.output,
@@ -137,6 +165,7 @@ def main() -> None:
                 "temperature": best[0][0],
                 "lr": best[0][1],
                 "epochs": best[0][2],
+                "balance_weight": best[0][3],
             },
             "rows": rows,
         },

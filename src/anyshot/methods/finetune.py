@@ -36,7 +36,7 @@ from anyshot.errors import ConfigurationError
 from anyshot.methods.cosine import CosineClassifier, normalized_class_means
 from anyshot.methods.frozen import frozen_forward, resolve_device, working_copy
 
-__all__ = ["SCOPES", "FineTuning", "TransductiveFineTuning", "prediction_entropy"]
+__all__ = ["SCOPES", "FineTuned", "FineTuning", "TransductiveFineTuning", "prediction_entropy"]
 
 SCOPES = ("all", "last", "head")
 
@@ -45,6 +45,24 @@ def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (nats) of ``softmax(logits)``: ``[B, K] -> [B]``."""
     log_p = F.log_softmax(logits, dim=1)
     return -(log_p.exp() * log_p).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class FineTuned:
+    """What :meth:`FineTuning.fit` produced: the trained model, not only its query logits.
+
+    Attributes:
+        classifier: the trained cosine classifier (weights ``[K, D]``, bias ``[K]``), on the
+            training device.
+        network: the trained copy of the backbone (scope ``last`` / ``all``), or ``None`` for
+            scope ``head`` (the backbone was not trained). Its ``training`` flags are whatever
+            training left; call ``.eval()`` before embedding.
+        query_logits: ``[Q, K]`` logits of the episode's query images (CPU, float32).
+    """
+
+    classifier: CosineClassifier
+    network: nn.Module | None
+    query_logits: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,10 @@ class FineTuning:
         temperature: ``T`` of the cosine logits.
         relu: rectify embeddings before normalising.
         entropy_weight: ``lambda``, weight of the query-entropy step; 0 = inductive.
+        balance_weight: weight of a class-balance term subtracted in the query step: the
+            entropy of the mean query prediction (as in TIM). 0 = the paper. It stops the
+            query entropy from collapsing every query onto one class, but assumes roughly
+            balanced queries.
         batch_size: images (or cached rows) per chunk of a step.
         augment: apply the pre-training augmentations to support and query images while
             training; ``None`` = on for scope ``all``, off otherwise (cached scopes cannot).
@@ -72,6 +94,7 @@ class FineTuning:
     temperature: float = 1.0
     relu: bool = True
     entropy_weight: float = 0.0
+    balance_weight: float = 0.0
     batch_size: int = 64
     augment: bool | None = None
     flip: bool = True
@@ -86,8 +109,10 @@ class FineTuning:
                 f"augment=True needs scope='all': scope={self.scope!r} reuses features "
                 "computed once from un-augmented images"
             )
-        if self.epochs < 0 or self.lr < 0 or self.entropy_weight < 0:
-            raise ConfigurationError("epochs, lr and entropy_weight must be non-negative")
+        if min(self.epochs, self.lr, self.entropy_weight, self.balance_weight) < 0:
+            raise ConfigurationError(
+                "epochs, lr, entropy_weight and balance_weight must be non-negative"
+            )
         if self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.temperature <= 0:
@@ -96,10 +121,18 @@ class FineTuning:
     @property
     def transductive(self) -> bool:
         """Whether the query-entropy step runs."""
-        return self.entropy_weight > 0
+        return self.entropy_weight > 0 or self.balance_weight > 0
 
     def __call__(self, backbone: nn.Module, episode: Episode) -> torch.Tensor:
         """Query logits ``[Q, K]`` (CPU, float32), columns in ``episode.classes`` order."""
+        return self.fit(backbone, episode).query_logits
+
+    def fit(self, backbone: nn.Module, episode: Episode) -> FineTuned:
+        """Fine-tune on ``episode``; return the trained classifier, network and query logits.
+
+        The same computation as calling the method; use it to keep the trained model (e.g. to
+        classify new images later without the support set).
+        """
         device = resolve_device(backbone, self.device)
         generator = torch.Generator().manual_seed(self.seed)
         targets = episode.support_targets.to(device)
@@ -211,21 +244,44 @@ class FineTuning:
             if self.transductive and n_query > 0:
                 optimizer.zero_grad(set_to_none=True)
                 order = torch.randperm(n_query, generator=generator)
-                for batch_order in order.split(self.batch_size):
+                chunks = order.split(self.batch_size)
+                balance_grad = None
+                if self.balance_weight > 0 and len(chunks) > 1:
+                    # d H(mean p) / d p_i = -(log mean p + 1) / Q: one no-grad pass gives mean p.
+                    with torch.no_grad():
+                        mean_p = torch.cat(
+                            [
+                                F.softmax(classifier(encode(b.to(device), True)), dim=1)
+                                for b in image_batches(query_inputs, self.batch_size, order)
+                            ]
+                        ).mean(0)
+                    balance_grad = -(torch.log(mean_p.clamp_min(1e-12)) + 1)
+                for batch_order in chunks:
                     batch = next(image_batches(query_inputs, len(batch_order), batch_order))
-                    entropy = prediction_entropy(classifier(encode(batch.to(device), True)))
-                    (self.entropy_weight * entropy.sum() / n_query).backward()
+                    logits = classifier(encode(batch.to(device), True))
+                    loss = self.entropy_weight * prediction_entropy(logits).sum() / n_query
+                    if self.balance_weight > 0:
+                        p = F.softmax(logits, dim=1)
+                        if balance_grad is None:  # one chunk: the exact marginal entropy
+                            marginal = p.mean(0)
+                            balance = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()
+                        else:
+                            balance = (p * balance_grad).sum() / n_query
+                        loss = loss - self.balance_weight * balance
+                    loss.backward()
                 optimizer.step()
 
         if n_query == 0:
-            return torch.empty(0, episode.ways)
-        with torch.no_grad():
-            return torch.cat(
-                [
-                    classifier(encode(b.to(device), False)).float().cpu()
-                    for b in image_batches(query_inputs, self.batch_size)
-                ]
-            )
+            logits = torch.empty(0, episode.ways)
+        else:
+            with torch.no_grad():
+                logits = torch.cat(
+                    [
+                        classifier(encode(b.to(device), False)).float().cpu()
+                        for b in image_batches(query_inputs, self.batch_size)
+                    ]
+                )
+        return FineTuned(classifier=classifier, network=model, query_logits=logits)
 
 
 @dataclass(frozen=True)
