@@ -185,3 +185,15 @@ def test_bad_configurations_are_refused() -> None:
         build_method("support-init", scope="head")
     with pytest.raises(ValueError, match="unknown method"):
         build_method("magic")
+
+
+def test_class_balance_term_is_exact_across_chunks() -> None:
+    """The marginal-entropy gradient is computed exactly when the query is split in chunks."""
+    backbone = build_backbone("conv4", image_size=16)
+    episode = make_episode(ways=4, shots=2, queries=5)
+    options = {"scope": "head", "epochs": 10, "lr": 1e-2, "temperature": 0.1, "balance_weight": 1.0}
+    one = TransductiveFineTuning(batch_size=1000, **options)(backbone, episode)
+    many = TransductiveFineTuning(batch_size=3, **options)(backbone, episode)
+    assert torch.allclose(one, many, atol=1e-5)
+    plain = TransductiveFineTuning(batch_size=1000, **{**options, "balance_weight": 0.0})
+    assert not torch.allclose(plain(backbone, episode), one)  # the term does something
