@@ -23,14 +23,16 @@ from anyshot.episodes import EpisodeSampler, make_episode
 from anyshot.evaluation import evaluate
 from anyshot.io import write_json
 from anyshot.methods import FewShotMethod, FineTuning, SupportBasedInit, TransductiveFineTuning
+from anyshot.methods.recommended import recommended_method
 
 
 def rows(episodes: int, slow_episodes: int) -> list[tuple[str, FewShotMethod, int]]:
-    """(name, method, episode count): paper defaults throughout."""
+    """(name, method, episode count): paper defaults, plus anyshot's recommended head setting."""
     return [
         ("support-init", SupportBasedInit(), episodes),
         ("finetune head", FineTuning(scope="head"), episodes),
         ("transductive head", TransductiveFineTuning(scope="head"), episodes),
+        ("recommended head", recommended_method(), episodes),
         ("finetune last", FineTuning(scope="last"), episodes),
         ("transductive last", TransductiveFineTuning(scope="last"), episodes),
         ("finetune all", FineTuning(scope="all"), slow_episodes),
