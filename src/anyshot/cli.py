@@ -4,6 +4,8 @@
         --ways 5 --shots 1 --queries 15 --episodes 100 --method transductive --scope head \\
         --backbone efficientnet-lite0 --image-size 84 --output results.json
     anyshot demo
+    anyshot classify --support photos/support --query photos/new --output predictions.csv
+    anyshot fit --support photos/support --output model.pt   (then: predict, suggest)
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from typing import Any
 import torch
 
 from anyshot import __version__
+from anyshot.cli_practitioner import PRACTITIONER_COMMANDS, add_practitioner_commands
+from anyshot.cli_pretrain import PRETRAIN_COMMANDS, add_pretrain_command
+from anyshot.cli_research import (
+    EPILOG_PROTOCOLS,
+    RESEARCH_COMMANDS,
+    add_protocol_options,
+    add_report_command,
+    ways_list,
+)
 from anyshot.errors import AnyshotError
 
 EPILOG_EVALUATE = """\
@@ -127,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="evaluate a method on seeded few-shot episodes of a dataset",
         description="Evaluate a few-shot method on N-way K-shot Q-query episodes sampled with a "
-        "seed, and write one record per episode plus mean, std and 95%% CI as JSON.",
-        epilog=EPILOG_EVALUATE,
+        "seed, and write one record per episode plus mean, std and 95% CI as JSON.",
+        epilog=EPILOG_EVALUATE + "\n" + EPILOG_PROTOCOLS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = evaluate.add_argument_group("data")
@@ -142,13 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--split", choices=["train", "val", "test"], default="test")
     episodes = evaluate.add_argument_group("episodes")
-    episodes.add_argument("--ways", type=_positive_int, default=5)
+    episodes.add_argument("--ways", type=ways_list, help="classes per episode (default 5): 5,10,20")
     episodes.add_argument(
-        "--shots", type=_shots, default=[1], help="shots per class, or one per way: 1,5,10"
+        "--shots", type=_shots, help="shots per class (default 1), or one per way: 1,5,10"
     )
     episodes.add_argument("--queries", type=_positive_int, default=15, help="queries per class")
     episodes.add_argument("--episodes", type=_positive_int, default=100)
     episodes.add_argument("--seed", type=int, default=0, help="seed of episodes and fine-tuning")
+    add_protocol_options(evaluate)
     _add_method_options(evaluate)
     _add_backbone_options(evaluate)
     evaluate.add_argument("--output", type=Path, required=True, help="results JSON file")
@@ -167,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", type=Path, help="also write both results to this JSON file")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_practitioner_commands(sub)
+    add_report_command(sub)
+    add_pretrain_command(sub)
     return parser
 
 
@@ -205,72 +220,9 @@ def _summary_line(name: str, summary: dict[str, Any]) -> str:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from anyshot.backbones import load_backbone
-    from anyshot.data import load_dataset
-    from anyshot.episodes import EpisodeSampler, make_episode
-    from anyshot.evaluation import EvaluationResult, evaluate
-    from anyshot.methods import build_method
+    from anyshot.cli_research import run_evaluate
 
-    shots = args.shots[0] if len(args.shots) == 1 else args.shots
-    overrides = {
-        k: v for k, v in (("image_size", args.image_size), ("embedding", args.embedding)) if v
-    }
-    with torch.random.fork_rng():  # a randomly initialised backbone depends on --seed only
-        torch.manual_seed(args.seed)
-        backbone = load_backbone(args.backbone, **overrides)
-    if args.device:
-        backbone = backbone.to(args.device)
-    dataset = load_dataset(args.dataset, args.data_root, args.split)
-    sampler = EpisodeSampler(
-        dataset.labels, ways=args.ways, shots=shots, queries=args.queries, seed=args.seed
-    )
-    method = build_method(args.method, **_method_options(args, args.seed))
-    preprocessing = backbone.preprocessing
-    config = {
-        "command": "evaluate",
-        "dataset": args.dataset,
-        "data_root": str(args.data_root),
-        "split": args.split,
-        "ways": args.ways,
-        "shots": args.shots,
-        "queries": args.queries,
-        "episodes": args.episodes,
-        "seed": args.seed,
-        "method": args.method,
-        "method_options": {k: v for k, v in vars(method).items() if not k.startswith("_")},
-        "backbone": args.backbone,
-        "preprocessing": preprocessing.to_dict(),
-    }
-    episodes = (make_episode(dataset, spec, preprocessing) for spec in sampler.take(args.episodes))
-    partial = EvaluationResult(config=config)
-    try:
-        result = evaluate(
-            method,
-            backbone,
-            episodes,
-            total=args.episodes,
-            config=config,
-            show_progress=not args.quiet,
-            on_record=partial.records.append,
-        )
-    except KeyboardInterrupt:
-        if partial.records:
-            partial.config["interrupted"] = True
-            partial.save(args.output)
-            print(
-                f"interrupted: {len(partial.records)} finished episodes saved to {args.output}",
-                file=sys.stderr,
-            )
-        return 130
-    result.save(args.output)
-    print(
-        _summary_line(
-            f"{args.method} ({args.scope if args.method != 'support-init' else '-'})",
-            result.summary,
-        )
-    )
-    print(f"results written to {args.output}")
-    return 0
+    return run_evaluate(args)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -291,7 +243,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"evaluate": _run_evaluate, "demo": _run_demo}
+COMMANDS = {
+    "evaluate": _run_evaluate,
+    "demo": _run_demo,
+    **PRACTITIONER_COMMANDS,
+    **RESEARCH_COMMANDS,
+    **PRETRAIN_COMMANDS,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -309,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"anyshot: error: {error}", file=sys.stderr)
         return 2
-    if not getattr(args, "quiet", False):
+    if not getattr(args, "quiet", False) and args.command not in PRACTITIONER_COMMANDS:
         print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return status
 

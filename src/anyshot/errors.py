@@ -29,3 +29,11 @@ class CheckpointError(AnyshotError, ValueError):
 
 class ConfigurationError(AnyshotError, ValueError):
     """Arguments that cannot work together (e.g. augmentation with a cached-feature scope)."""
+
+
+class EpisodeFileError(AnyshotError, ValueError):
+    """An episode file is malformed or names images/classes the dataset does not have."""
+
+
+class ResultsFileError(AnyshotError, ValueError):
+    """A results file cannot be read, or results files cannot be combined into one report."""

@@ -56,7 +56,7 @@ class EvaluationResult:
     Attributes:
         records: one dict per episode: ``index``, ``accuracy``, ``ways``, ``shots`` (per class),
             ``queries``, ``seconds`` (the method alone), ``entropy`` (mean query prediction
-            entropy, nats).
+            entropy, nats), and ``hardness`` when :func:`evaluate` was given a hardness hook.
         config: what was run (method, backbone, dataset, ...), stored beside the summary.
     """
 
@@ -100,6 +100,7 @@ def evaluate(
     config: dict[str, Any] | None = None,
     show_progress: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    hardness: Callable[[int, Episode], float] | None = None,
 ) -> EvaluationResult:
     """Run ``method(backbone, episode)`` on every episode and record its accuracy.
 
@@ -111,6 +112,8 @@ def evaluate(
         config: free-form description stored in the result.
         show_progress: draw a progress bar with the running mean accuracy.
         on_record: called with each record as soon as it exists (e.g. to stream to disk).
+        hardness: ``hardness(index, episode) -> Omega`` (see :mod:`anyshot.hardness`), stored
+            as each record's ``hardness``; ``index`` is the episode's position in the stream.
 
     Raises:
         ValueError: an episode without query labels or with no query images.
@@ -135,6 +138,8 @@ def evaluate(
                 "seconds": seconds,
                 "entropy": float(-(log_p.exp() * log_p).sum(dim=1).mean()),
             }
+            if hardness is not None:
+                record["hardness"] = float(hardness(index, episode))
             result.records.append(record)
             if on_record is not None:
                 on_record(record)

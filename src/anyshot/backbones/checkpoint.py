@@ -31,6 +31,9 @@ from anyshot.errors import CheckpointError
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "backbone_from_dict",
+    "backbone_to_dict",
+    "check_plain_data",
     "load_checkpoint",
     "load_checkpoint_with_metadata",
     "save_backbone",
@@ -59,21 +62,7 @@ def save_backbone(
     Raises:
         CheckpointError: ``extra`` holds values that a ``weights_only`` load could not read.
     """
-    if extra is not None:
-        _check_plain(extra, "extra")
-    payload: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "anyshot_version": anyshot.__version__,
-        "arch": backbone.arch,
-        "config": dict(backbone.config()),
-        "preprocessing": backbone.preprocessing.to_dict(),
-        "embedding": backbone.embedding,
-        "class_names": list(backbone.class_names) if backbone.class_names is not None else None,
-        "state_dict": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
-        "extra": extra,
-    }
-    _check_plain(payload["config"], "backbone.config()")
+    payload = backbone_to_dict(backbone, extra=extra)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -88,6 +77,43 @@ def save_backbone(
         raise
     _fsync_directory(target.parent)
     return target
+
+
+def backbone_to_dict(
+    backbone: Backbone,
+    *,
+    preprocessing: Preprocessing | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint payload of ``backbone`` (what :func:`save_backbone` writes), in memory.
+
+    Other file formats embed it (an anyshot model file holds its backbone this way).
+
+    Args:
+        backbone: the network (its weights are copied to the CPU).
+        preprocessing: stored instead of ``backbone.preprocessing`` (e.g. another image size).
+        extra: plain metadata stored alongside (see :func:`save_backbone`).
+
+    Raises:
+        CheckpointError: ``extra`` or the config hold values a ``weights_only`` load cannot read.
+    """
+    if extra is not None:
+        _check_plain(extra, "extra")
+    chosen = preprocessing if preprocessing is not None else backbone.preprocessing
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "anyshot_version": anyshot.__version__,
+        "arch": backbone.arch,
+        "config": dict(backbone.config()),
+        "preprocessing": chosen.to_dict(),
+        "embedding": backbone.embedding,
+        "class_names": list(backbone.class_names) if backbone.class_names is not None else None,
+        "state_dict": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
+        "extra": extra,
+    }
+    _check_plain(payload["config"], "backbone.config()")
+    return payload
 
 
 def load_checkpoint(path: str | os.PathLike[str], **overrides: Any) -> Backbone:
@@ -124,7 +150,24 @@ def load_checkpoint_with_metadata(
             architecture, a newer format, or weights that do not match the architecture.
     """
     name = os.fspath(path)
-    data = _read(name)
+    return backbone_from_dict(_read(name), name, **overrides)
+
+
+def backbone_from_dict(data: Any, name: str, **overrides: Any) -> tuple[Backbone, dict[str, Any]]:
+    """Rebuild a backbone from a checkpoint payload (see :func:`backbone_to_dict`).
+
+    Args:
+        data: the payload, as read by ``torch.load(..., weights_only=True)``.
+        name: where it came from, for error messages (a file name).
+        **overrides: as for :func:`load_checkpoint_with_metadata`.
+
+    Returns:
+        ``(backbone, metadata)`` as :func:`load_checkpoint_with_metadata`.
+
+    Raises:
+        CheckpointError: not a backbone payload, a newer format, unknown architecture, or
+            weights that do not match the architecture.
+    """
     _check_format(data, name)
     arch = data["arch"]
     if arch not in BACKBONES:
@@ -284,6 +327,15 @@ def _check_plain(value: Any, where: str) -> None:
         f"{where} holds a {type(value).__name__}; checkpoints store only str, int, float, bool, "
         "None, lists, tuples, dicts and tensors (convert it, e.g. numpy -> list)."
     )
+
+
+def check_plain_data(value: Any, where: str) -> None:
+    """Raise :class:`CheckpointError` if ``value`` holds anything a ``weights_only`` load refuses.
+
+    Allowed: str, int, float, bool, None, tensors, and lists, tuples and dicts (str or int keys)
+    of those. ``where`` names the value in the message.
+    """
+    _check_plain(value, where)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -1,0 +1,571 @@
+"""The practitioner's estimator: :class:`FewShotClassifier`, scikit-learn style.
+
+    clf = FewShotClassifier().fit(paths, labels, unlabeled=more_paths)
+    clf.predict(new_paths)          # -> list of labels
+    clf.predict_proba(new_paths)    # -> numpy [N, K], columns in clf.classes_ order
+    clf.save("model.pt"); FewShotClassifier.load("model.pt")
+
+Any number of shots in bounded memory: images are decoded, embedded and dropped ``batch_size`` at a
+time; only the ``[N, D]`` embeddings are kept, and the default method (transductive fine-tuning of
+the cosine head, :func:`anyshot.methods.recommended.recommended_method`) trains on them. A fitted
+model is the backbone plus the trained :class:`~anyshot.methods.cosine.CosineClassifier` (weights
+``[K, D]``, bias ``[K]``, temperature, ReLU): prediction needs no support images.
+
+Scopes ``last`` and ``all`` fine-tune (part of) the backbone too; the fitted model then holds the
+fine-tuned copy, and :meth:`FewShotClassifier.save` stores its weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from anyshot.backbones.base import Backbone
+from anyshot.backbones.registry import load_backbone
+from anyshot.data.images import Preprocessing
+from anyshot.embedding import (
+    ImageList,
+    OnUnreadable,
+    Unreadable,
+    as_images,
+    check_images,
+    embed_images,
+    select_images,
+)
+from anyshot.episodes import Episode
+from anyshot.errors import ConfigurationError, DatasetError, EmptyClassError, EpisodeError
+from anyshot.methods.cosine import CosineClassifier, normalized_class_means
+from anyshot.methods.finetune import FineTuning, TransductiveFineTuning
+from anyshot.methods.recommended import recommended_method
+from anyshot.methods.support_init import SupportBasedInit
+from anyshot.model_file import SavedModel, load_model_file, save_model_file
+
+__all__ = ["FewShotClassifier", "Method", "method_from_dict", "method_to_dict"]
+
+#: The methods a :class:`FewShotClassifier` can fit with (they yield a trained classifier).
+Method = SupportBasedInit | FineTuning
+
+#: Cached embeddings per chunk when the head is fine-tuned (4096 x 1280 floats = 20 MiB). Each
+#: step's gradient is accumulated over chunks, so the chunk size changes speed, not the result
+#: (up to floating-point summation order); small chunks of tiny rows are slow on a busy CPU.
+HEAD_CHUNK_ROWS = 4096
+
+_METHOD_NAMES: dict[type, str] = {
+    SupportBasedInit: "support-init",
+    FineTuning: "finetune",
+    TransductiveFineTuning: "transductive",
+}
+
+
+def method_to_dict(method: Method) -> dict[str, Any]:
+    """``{"name": "transductive", "settings": {...dataclass fields...}}`` (plain data)."""
+    return {"name": _METHOD_NAMES[type(method)], "settings": dataclasses.asdict(method)}
+
+
+def method_from_dict(data: dict[str, Any]) -> Method:
+    """Inverse of :func:`method_to_dict` (unknown settings are ignored).
+
+    Raises:
+        ConfigurationError: an unknown method name.
+    """
+    classes = {name: cls for cls, name in _METHOD_NAMES.items()}
+    name = data.get("name")
+    if name not in classes:
+        raise ConfigurationError(f"unknown method {name!r}; known: {sorted(classes)}")
+    cls = classes[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    settings = {k: v for k, v in dict(data.get("settings") or {}).items() if k in fields}
+    method: Method = cls(**settings)
+    return method
+
+
+def _plain_label(label: Any) -> Hashable:
+    """numpy scalars -> Python values (``np.int64(3)`` -> ``3``), everything else unchanged."""
+    if isinstance(label, np.generic):
+        value: Hashable = label.item()
+        return value
+    if not isinstance(label, Hashable):
+        raise EpisodeError(f"labels must be hashable values, got a {type(label).__name__}")
+    return label
+
+
+def _plain_labels(labels: Any) -> list[Hashable]:
+    if isinstance(labels, torch.Tensor | np.ndarray):
+        if labels.ndim != 1:
+            raise EpisodeError(f"labels must be one-dimensional, got shape {tuple(labels.shape)}")
+        return [_plain_label(v) for v in labels.tolist()]
+    if isinstance(labels, str | bytes):
+        raise EpisodeError("labels must be a sequence with one label per image, not a string")
+    return [_plain_label(v) for v in labels]
+
+
+class FewShotClassifier:
+    """A few-shot image classifier for any number of labelled images per class.
+
+    Args:
+        backbone: a registry name (``"efficientnet-lite0"``: ImageNet weights, offline;
+            ``"conv4"``, ``"resnet12"``, ``"wrn28-10"``), a backbone checkpoint file, or an
+            anyshot :class:`~anyshot.backbones.base.Backbone` (copied, never changed).
+        method: :class:`~anyshot.methods.SupportBasedInit`, :class:`~anyshot.methods.FineTuning`
+            or :class:`~anyshot.methods.TransductiveFineTuning` (any scope); ``None`` = the
+            recommended transductive fine-tuning of the head with validation-tuned settings.
+        image_size: input side in pixels (default: the backbone's).
+        batch_size: images decoded and embedded at once (bounds memory).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CPU).
+        seed: seeds the method (chunk order, augmentation) and a randomly initialised backbone.
+        show_progress: progress bars on stderr while embedding.
+
+    Attributes (after :meth:`fit`):
+        classes_: the class labels, in column order of :meth:`predict_proba`.
+        classifier_: the trained cosine classifier (weights ``[K, D]``, bias ``[K]``).
+        network_: the embedding network (eval mode; fine-tuned for scopes last/all).
+        preprocessing_: how images are prepared for ``network_``.
+        method_: the method used.
+        fit_info_: ``{"class_counts": {...}, "unlabeled": n, "skipped": n, "seconds": s}``.
+    """
+
+    def __init__(
+        self,
+        backbone: str | os.PathLike[str] | Backbone = "efficientnet-lite0",
+        method: Method | None = None,
+        *,
+        image_size: int | None = None,
+        batch_size: int = 64,
+        device: str | None = None,
+        seed: int = 0,
+        show_progress: bool = False,
+    ) -> None:
+        self.backbone = backbone
+        self.method = method
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.device = device
+        self.seed = seed
+        self.show_progress = show_progress
+
+    # --- configuration ------------------------------------------------------------------
+    def _resolved_method(self) -> Method:
+        method = self.method
+        if method is None:
+            return recommended_method(seed=self.seed, device=self.device)
+        if not isinstance(method, SupportBasedInit | FineTuning):
+            raise ConfigurationError(
+                f"method must be SupportBasedInit, FineTuning or TransductiveFineTuning (they "
+                f"yield a trained classifier), got {type(method).__name__}"
+            )
+        if method.device is None and self.device is not None:
+            method = dataclasses.replace(method, device=self.device)
+        return method
+
+    def _initial_network(self) -> tuple[Backbone, Preprocessing]:
+        if self.batch_size < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
+        device = torch.device(self.device or "cpu")
+        if isinstance(self.backbone, Backbone):
+            network = copy.deepcopy(self.backbone)
+            preprocessing = network.preprocessing
+            if self.image_size is not None:
+                preprocessing = preprocessing.with_size(self.image_size)
+                network.preprocessing = preprocessing  # the copy's: augmentation reads it
+        elif isinstance(self.backbone, nn.Module):
+            raise ConfigurationError(
+                f"backbone must be an anyshot Backbone (it is saved with the model), got "
+                f"{type(self.backbone).__name__}"
+            )
+        else:
+            overrides = {"image_size": self.image_size} if self.image_size else {}
+            with torch.random.fork_rng():  # a random initialisation depends on the seed only
+                torch.manual_seed(self.seed)
+                network = load_backbone(self.backbone, **overrides)
+            preprocessing = network.preprocessing
+        return network.to(device).eval(), preprocessing
+
+    # --- fitting ------------------------------------------------------------------------
+    def fit(
+        self,
+        images: Any,
+        labels: Any,
+        unlabeled: Any = None,
+        *,
+        on_unreadable: OnUnreadable | None = None,
+    ) -> FewShotClassifier:
+        """Fit on labelled images (and, transductively, unlabeled ones).
+
+        Args:
+            images: ``N`` labelled images: file paths, PIL images, or a float tensor
+                ``[N, C, H, W]`` already in model space.
+            labels: ``N`` labels (str, int, ...: one type), at least 2 distinct classes.
+            unlabeled: images without labels; with a transductive method they enter the
+                prediction-entropy term, otherwise they are ignored.
+            on_unreadable: if given, unreadable images are left out and reported to it (a class
+                left without images is an error); by default the first one raises.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            DatasetError: fewer than 2 classes, or labels and images of different lengths.
+            EmptyClassError: every image of a class was unreadable.
+            ImageReadError: an unreadable image, without ``on_unreadable``.
+        """
+        extra = [] if unlabeled is None else [("unlabeled", unlabeled)]
+        self._fit(images, labels, extra, on_unreadable)
+        return self
+
+    def classify(
+        self,
+        images: Any,
+        labels: Any,
+        query: Any,
+        unlabeled: Any = None,
+        *,
+        on_unreadable: OnUnreadable | None = None,
+    ) -> tuple[np.ndarray, list[int]]:
+        """Fit on the support transductively over ``query`` (+ ``unlabeled``); classify ``query``.
+
+        One few-shot episode: the query images enter the entropy term of a transductive method.
+        The classifier stays fitted afterwards (it can be saved).
+
+        Returns:
+            ``(probabilities [Q', K] float64 in classes_ order, positions in query of the Q'
+            readable query images)``; ``Q' = Q`` without ``on_unreadable``.
+        """
+        extra = [("query", query)]
+        if unlabeled is not None:
+            extra.append(("unlabeled", unlabeled))
+        logits, kept = self._fit(images, labels, extra, on_unreadable)
+        return _softmax(logits[0]), kept[0]
+
+    def _fit(
+        self,
+        images: Any,
+        labels: Any,
+        extra: list[tuple[str, Any]],
+        on_unreadable: OnUnreadable | None,
+    ) -> tuple[list[torch.Tensor], list[list[int]]]:
+        """Train; return the logits and kept positions of each ``extra`` image set."""
+        start = time.perf_counter()
+        label_list = _plain_labels(labels)
+        classes = _check_classes(label_list)
+        if len(images) != len(label_list):
+            raise DatasetError(f"{len(images)} images but {len(label_list)} labels")
+        method = self._resolved_method()
+        network, preprocessing = self._initial_network()
+        support = as_images(images, preprocessing)
+        sets = [(role, as_images(items, preprocessing)) for role, items in extra]
+        skipped: list[Unreadable] = []
+
+        def record(item: Unreadable) -> None:
+            skipped.append(item)
+            assert on_unreadable is not None
+            on_unreadable(item)
+
+        report = record if on_unreadable is not None else None
+        head = isinstance(method, SupportBasedInit) or method.scope == "head"
+        if head:
+            classifier, logits, kept_sets, kept = self._fit_head(
+                method, network, support, label_list, classes, sets, report
+            )
+            fitted_network: nn.Module = network
+        else:
+            assert isinstance(method, FineTuning)
+            classifier, fitted_network, logits, kept_sets, kept = self._fit_network(
+                method, network, support, label_list, classes, sets, report
+            )
+        self.classes_ = classes
+        self.classifier_ = classifier.cpu().eval()
+        self.network_ = fitted_network.to(torch.device(self.device or "cpu")).eval()
+        self.preprocessing_ = preprocessing
+        self.method_ = method
+        counts = Counter(label_list[i] for i in kept)
+        self.fit_info_ = {
+            "class_counts": {str(c): int(counts[c]) for c in classes},
+            **{f"{role}_images": len(k) for (role, _), k in zip(sets, kept_sets, strict=True)},
+            "skipped": len(skipped),
+            "seconds": time.perf_counter() - start,
+        }
+        return logits, kept_sets
+
+    def _embed(
+        self,
+        network: nn.Module,
+        images: torch.Tensor | ImageList,
+        on_unreadable: OnUnreadable | None,
+        desc: str,
+    ) -> tuple[torch.Tensor, list[int]]:
+        return embed_images(
+            network,
+            images,
+            batch_size=self.batch_size,
+            on_unreadable=on_unreadable,
+            show_progress=self.show_progress,
+            desc=desc,
+        )
+
+    def _fit_head(
+        self,
+        method: Method,
+        network: Backbone,
+        support: torch.Tensor | ImageList,
+        labels: list[Hashable],
+        classes: tuple[Hashable, ...],
+        sets: list[tuple[str, torch.Tensor | ImageList]],
+        on_unreadable: OnUnreadable | None,
+    ) -> tuple[CosineClassifier, list[torch.Tensor], list[list[int]], list[int]]:
+        """Support-init or head-scope fine-tuning on cached embeddings ``[N, D]``."""
+        embeddings, kept = self._embed(network, support, on_unreadable, "support")
+        kept_labels = [labels[i] for i in kept]
+        _check_kept(classes, labels, kept_labels)
+        extra = [self._embed(network, images, on_unreadable, role) for role, images in sets]
+        dim = embeddings.shape[1]
+        pool = torch.cat([e.reshape(-1, dim) for e, _ in extra]) if extra else None
+        if isinstance(method, SupportBasedInit):
+            episode = Episode(
+                embeddings[:, :, None, None],
+                kept_labels,
+                embeddings[:0, :, None, None],
+                classes=classes,
+            )
+            classifier = CosineClassifier(
+                normalized_class_means(
+                    embeddings, episode.support_targets, episode.ways, relu=method.relu
+                ),
+                temperature=method.temperature,
+                relu=method.relu,
+            )
+            with torch.inference_mode():
+                pool_logits = classifier(pool) if pool is not None else torch.empty(0, len(classes))
+        else:
+            query = pool if pool is not None else embeddings[:0]
+            episode = Episode(
+                embeddings[:, :, None, None], kept_labels, query[:, :, None, None], classes=classes
+            )
+            # Rows are D floats, not images: big chunks, same gradient (accumulated either way).
+            rows = max(method.batch_size, HEAD_CHUNK_ROWS)
+            fitted = dataclasses.replace(method, batch_size=rows).fit(nn.Flatten(), episode)
+            classifier, pool_logits = fitted.classifier, fitted.query_logits
+        logits = list(pool_logits.split([len(k) for _, k in extra])) if extra else []
+        return classifier, logits, [k for _, k in extra], kept
+
+    def _fit_network(
+        self,
+        method: FineTuning,
+        network: Backbone,
+        support: torch.Tensor | ImageList,
+        labels: list[Hashable],
+        classes: tuple[Hashable, ...],
+        sets: list[tuple[str, torch.Tensor | ImageList]],
+        on_unreadable: OnUnreadable | None,
+    ) -> tuple[CosineClassifier, nn.Module, list[torch.Tensor], list[list[int]], list[int]]:
+        """Scope ``last`` / ``all``: one episode over the images; the backbone copy is trained."""
+
+        def readable(images: torch.Tensor | ImageList, desc: str) -> list[int]:
+            if on_unreadable is None:
+                return list(range(len(images)))
+            return check_images(
+                images,
+                on_unreadable=on_unreadable,
+                batch_size=self.batch_size,
+                show_progress=self.show_progress,
+                desc=desc,
+            )
+
+        kept = readable(support, "checking support")
+        kept_labels = [labels[i] for i in kept]
+        _check_kept(classes, labels, kept_labels)
+        kept_sets = [readable(images, f"checking {role}") for role, images in sets]
+        parts = [select_images(images, k) for (_, images), k in zip(sets, kept_sets, strict=True)]
+        query = _concat(parts, support)
+        episode = Episode(select_images(support, kept), kept_labels, query, classes=classes)
+        fitted = method.fit(network, episode)
+        assert fitted.network is not None
+        logits = list(fitted.query_logits.split([len(k) for k in kept_sets])) if sets else []
+        return fitted.classifier, fitted.network, logits, kept_sets, kept
+
+    # --- prediction ---------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classifier_"):
+            raise ConfigurationError(
+                "this FewShotClassifier is not fitted yet: call fit() or FewShotClassifier.load()"
+            )
+
+    def _logits(self, images: Any, on_unreadable: OnUnreadable | None) -> torch.Tensor:
+        """Logits ``[N', K]`` (CPU float32) of the readable images, in order."""
+        self._check_fitted()
+        data = as_images(images, self.preprocessing_)
+        embeddings, kept = self._embed(self.network_, data, on_unreadable, "images")
+        if not kept:
+            return torch.empty(0, len(self.classes_))
+        with torch.inference_mode():
+            return self.classifier_(embeddings.to(_device_of(self.classifier_))).float().cpu()
+
+    def decision_function(
+        self, images: Any, *, on_unreadable: OnUnreadable | None = None
+    ) -> np.ndarray:
+        """Logits ``[N, K]`` (float32), columns in :attr:`classes_` order.
+
+        ``on_unreadable`` as for :meth:`predict_proba`.
+        """
+        return self._logits(images, on_unreadable).numpy()
+
+    def predict_proba(
+        self, images: Any, *, on_unreadable: OnUnreadable | None = None
+    ) -> np.ndarray:
+        """Class probabilities ``[N, K]`` (float64), columns in :attr:`classes_` order.
+
+        Args:
+            images: file paths, PIL images, or a float tensor ``[N, C, H, W]`` in model space.
+            on_unreadable: if given, unreadable images are left out and reported to it (each
+                :class:`~anyshot.embedding.Unreadable` has the image's position); the rows then
+                follow the remaining images in order. By default the first one raises.
+
+        Raises:
+            ConfigurationError: not fitted.
+            ImageReadError: an unreadable image, without ``on_unreadable``.
+        """
+        return _softmax(self._logits(images, on_unreadable))
+
+    def predict(self, images: Any) -> list[Hashable]:
+        """The most probable label of each image (``N`` labels of the fitted type)."""
+        probabilities = self.predict_proba(images)
+        return [self.classes_[int(k)] for k in probabilities.argmax(axis=1)]
+
+    # --- persistence --------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted model (backbone, classifier, classes, settings) atomically.
+
+        Raises:
+            ConfigurationError: not fitted.
+            ModelFileError: labels of a type the file cannot store (str, int, float, bool can).
+        """
+        self._check_fitted()
+        network = self.network_
+        if not isinstance(network, Backbone):
+            raise ConfigurationError("only a model with an anyshot Backbone can be saved")
+        options = {"batch_size": int(self.batch_size), "seed": int(self.seed)}
+        method = method_to_dict(self.method_)
+        method["settings"]["device"] = None  # where it trained is not where it will run
+        save_model_file(
+            SavedModel(
+                network=network,
+                preprocessing=self.preprocessing_,
+                classifier=self.classifier_,
+                classes=self.classes_,
+                method=method,
+                options=options,
+                info=_plain_info(self.fit_info_),
+            ),
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> FewShotClassifier:
+        """Read a model written by :meth:`save` (loads on the CPU, then moves to ``device``).
+
+        Raises:
+            ModelFileError: not an anyshot model file, corrupt, or a newer format.
+        """
+        saved = load_model_file(path)
+        options = saved.options
+        method = method_from_dict(saved.method)
+        model = cls(
+            backbone=saved.network,
+            method=method,
+            image_size=saved.preprocessing.image_size,
+            batch_size=int(options.get("batch_size", 64)),
+            device=device,
+            seed=int(options.get("seed", 0)),
+        )
+        target = torch.device(device or "cpu")
+        model.classes_ = saved.classes
+        model.classifier_ = saved.classifier.eval()
+        model.network_ = saved.network.to(target).eval()
+        model.preprocessing_ = saved.preprocessing
+        model.method_ = method
+        model.fit_info_ = saved.info
+        return model
+
+    def __repr__(self) -> str:
+        backbone = (
+            self.backbone.arch if isinstance(self.backbone, Backbone) else os.fspath(self.backbone)
+        )
+        fitted = f", classes={list(self.classes_)}" if hasattr(self, "classes_") else ""
+        return f"FewShotClassifier(backbone={backbone!r}, method={self.method!r}{fitted})"
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _softmax(logits: torch.Tensor) -> np.ndarray:
+    """``[N, K]`` logits -> float64 probabilities (numpy)."""
+    return torch.softmax(logits.double(), dim=1).numpy()
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _check_classes(labels: list[Hashable]) -> tuple[Hashable, ...]:
+    """The sorted classes; refuse fewer than 2 and mixed label types."""
+    if not labels:
+        raise DatasetError("no labelled images: give at least one image for each of 2+ classes")
+    # Episode checks label types and orders classes; borrow it on a dummy support.
+    probe = Episode(torch.zeros(len(labels), 1, 1, 1), labels, torch.zeros(0, 1, 1, 1))
+    classes = tuple(probe.classes or ())
+    if len(classes) < 2:
+        raise DatasetError(
+            f"only one class ({classes[0]!r}, {len(labels)} images): a classifier needs at "
+            "least 2 classes. Add images of at least one other class (one folder per class)."
+        )
+    return classes
+
+
+def _check_kept(
+    classes: tuple[Hashable, ...], labels: list[Hashable], kept_labels: list[Hashable]
+) -> None:
+    """Refuse a class whose every image was unreadable."""
+    left = Counter(kept_labels)
+    lost = [c for c in classes if left[c] == 0]
+    if lost:
+        total = Counter(labels)
+        names = ", ".join(f"{c!r} ({total[c]} images)" for c in lost)
+        raise EmptyClassError(
+            f"no readable image left in class {names}: every image of it was skipped as "
+            "unreadable. Replace the files or remove the class."
+        )
+
+
+def _concat(
+    parts: Sequence[torch.Tensor | ImageList], like: torch.Tensor | ImageList
+) -> torch.Tensor | ImageList:
+    """One image collection from several (an empty one shaped like ``like`` if none)."""
+    if not parts:
+        if isinstance(like, torch.Tensor):
+            return like[:0]
+        return ImageList([], like.preprocessing)
+    if all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat(list(parts))  # type: ignore[arg-type]
+    items: list[Any] = []
+    preprocessing = next(p.preprocessing for p in parts if isinstance(p, ImageList))
+    for part in parts:
+        items.extend(part.items if isinstance(part, ImageList) else list(part))
+    return ImageList(items, preprocessing)
+
+
+def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
+    """JSON-like copy of ``fit_info_`` (floats and ints as Python values)."""
+
+    def convert(value: Any) -> Any:
+        return value.item() if isinstance(value, np.generic) else value
+
+    return {
+        k: ({str(a): convert(b) for a, b in v.items()} if isinstance(v, dict) else convert(v))
+        for k, v in info.items()
+    }

@@ -1,0 +1,511 @@
+"""Finding a practitioner's images on disk, and counting everything that was left out.
+
+* A **support folder** holds one sub-folder per class (the folder name is the label) with that
+  class's images at any depth.
+* A **query / unlabeled folder** holds images at any depth (several folders or files may be
+  given).
+
+Nothing is skipped silently: every file or folder not used is recorded in an
+:class:`IntakeReport` with its reason:
+
+=================  ==============================================================================
+kind               what
+=================  ==============================================================================
+``hidden``         a file or folder whose name starts with ``.`` (``.DS_Store``, ``.git``, ...)
+``not-image``      a file without an image extension (``.jpg .jpeg .png .bmp .gif .tif .tiff
+                   .webp``)
+``outside-class``  a file directly in the support folder, not inside a class folder
+``broken-link``    a symbolic link whose target does not exist
+``link-cycle``     a folder reached a second time (a symbolic-link cycle): not walked again
+``permission``     a file or folder that cannot be read (permission denied)
+``special``        a socket, pipe or device file
+``corrupt``        an image file that does not decode (corrupt, truncated, not really an
+                   image); found while embedding, see :meth:`IntakeReport.skip`
+``too-large``      an image over Pillow's decompression-bomb limit (see
+                   :mod:`anyshot.data.images`); found while embedding
+=================  ==============================================================================
+
+Symbolic links are followed when they point to an image file or a folder. Files with the same
+content in different classes are reported as :class:`DuplicateFiles` (by BLAKE2b content hash,
+only computed for files of equal size).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from anyshot.data.folder import IMAGE_EXTENSIONS, is_image_file
+from anyshot.errors import DatasetError, EmptyClassError, ImageReadError
+
+__all__ = [
+    "SKIP_KINDS",
+    "DuplicateFiles",
+    "ImageFiles",
+    "IntakeReport",
+    "LabelledFiles",
+    "SkippedFile",
+    "scan_images",
+    "scan_support",
+]
+
+#: Why a file was not used, in words (see the module docstring).
+SKIP_KINDS: dict[str, str] = {
+    "hidden": "hidden",
+    "not-image": "not an image file",
+    "outside-class": "not inside a class folder",
+    "broken-link": "broken symbolic link",
+    "link-cycle": "folder reached twice (symbolic-link cycle)",
+    "permission": "permission denied",
+    "special": "not a regular file",
+    "corrupt": "corrupt or unreadable image",
+    "too-large": "image too large to decode safely",
+}
+#: Kinds that ``strict`` scanning turns into errors (an image or folder that cannot be read).
+STRICT_KINDS = frozenset({"permission", "corrupt", "too-large"})
+EXTENSIONS = " ".join(sorted(IMAGE_EXTENSIONS))
+SUPPORT_LAYOUT = (
+    "expected layout: SUPPORT/<class name>/<images, at any depth>: one sub-folder per class, "
+    f"named after the class ({EXTENSIONS})"
+)
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file or folder that was not used: its path, the kind of reason, the reason in words."""
+
+    path: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DuplicateFiles:
+    """Files with identical content found in more than one class.
+
+    Attributes:
+        paths: the files (sorted).
+        classes: the class of each file, same order.
+    """
+
+    paths: tuple[str, ...]
+    classes: tuple[str, ...]
+
+
+@dataclass
+class IntakeReport:
+    """What a scan found and what it left out.
+
+    Attributes:
+        roots: the folders (or files) scanned.
+        class_counts: images per class (support folders; empty for query folders), in class
+            order. Updated by :meth:`skip` when an image turns out unreadable.
+        images: number of usable images.
+        skipped: every file or folder left out, with its reason.
+        duplicates: identical files in different classes (a warning: both are used).
+    """
+
+    roots: list[str]
+    class_counts: dict[str, int] = field(default_factory=dict)
+    images: int = 0
+    skipped: list[SkippedFile] = field(default_factory=list)
+    duplicates: list[DuplicateFiles] = field(default_factory=list)
+
+    def skip(self, path: str, kind: str, reason: str, label: str | None = None) -> None:
+        """Record that ``path`` is not used; an image counted before is uncounted.
+
+        Args:
+            path: the file or folder.
+            kind: one of :data:`SKIP_KINDS`.
+            reason: the specific reason (e.g. the decoder's message).
+            label: the class of an image that was counted in :attr:`class_counts`; ``None``
+                for a file that was never counted. Counted query images: pass ``""``.
+        """
+        if kind not in SKIP_KINDS:
+            raise ValueError(f"unknown skip kind {kind!r}; known: {sorted(SKIP_KINDS)}")
+        self.skipped.append(SkippedFile(path, kind, reason))
+        if label is not None:
+            self.images -= 1
+            if label:
+                self.class_counts[label] -= 1
+
+    def skipped_by_kind(self) -> dict[str, int]:
+        """Number of skipped entries of each kind (kinds in :data:`SKIP_KINDS` order)."""
+        counts = Counter(s.kind for s in self.skipped)
+        return {kind: counts[kind] for kind in SKIP_KINDS if counts[kind]}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "roots": list(self.roots),
+            "images": self.images,
+            "class_counts": dict(self.class_counts),
+            "skipped_by_kind": self.skipped_by_kind(),
+            "skipped": [{"path": s.path, "kind": s.kind, "reason": s.reason} for s in self.skipped],
+            "duplicates": [
+                {"paths": list(d.paths), "classes": list(d.classes)} for d in self.duplicates
+            ],
+        }
+
+    def summary_lines(self, name: str, *, listed: int = 10) -> list[str]:
+        """Human-readable summary: counts per class, skipped files by reason, duplicates.
+
+        Args:
+            name: what was scanned (``"support"``, ``"query"``...).
+            listed: at most this many files are named per reason.
+        """
+        lines: list[str] = []
+        if self.class_counts:
+            counts = list(self.class_counts.items())
+            shown = ", ".join(f"{c}: {n}" for c, n in counts[:50])
+            more = f", ... and {len(counts) - 50} more classes" if len(counts) > 50 else ""
+            lines.append(f"{name}: {len(counts)} classes, {self.images} images ({shown}{more})")
+        else:
+            lines.append(f"{name}: {self.images} images")
+        if self.skipped:
+            by_kind = ", ".join(f"{SKIP_KINDS[k]}: {n}" for k, n in self.skipped_by_kind().items())
+            lines.append(f"  skipped {len(self.skipped)} ({by_kind})")
+            by_kind_files: dict[str, list[SkippedFile]] = defaultdict(list)
+            for item in self.skipped:
+                by_kind_files[item.kind].append(item)
+            for kind, items in by_kind_files.items():
+                for item in items[:listed]:
+                    detail = f": {item.reason}" if item.reason != SKIP_KINDS[kind] else ""
+                    lines.append(f"    {item.path} [{SKIP_KINDS[kind]}]{detail}")
+                if len(items) > listed:
+                    lines.append(f"    ... and {len(items) - listed} more [{SKIP_KINDS[kind]}]")
+        for duplicate in self.duplicates[:listed]:
+            pairs = ", ".join(
+                f"{p} (class {c})" for p, c in zip(duplicate.paths, duplicate.classes, strict=True)
+            )
+            lines.append(f"  warning: identical files in different classes: {pairs}")
+        if len(self.duplicates) > listed:
+            lines.append(
+                f"  warning: ... and {len(self.duplicates) - listed} more groups of identical files"
+            )
+        return lines
+
+
+@dataclass
+class LabelledFiles:
+    """Image files with their class labels (sorted by class, then path) and the scan report."""
+
+    paths: list[str]
+    labels: list[str]
+    report: IntakeReport
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names, sorted."""
+        return list(self.report.class_counts)
+
+
+@dataclass
+class ImageFiles:
+    """Unlabelled image files (sorted by path) and the scan report."""
+
+    paths: list[str]
+    report: IntakeReport
+
+
+def scan_support(
+    root: str | os.PathLike[str],
+    *,
+    min_classes: int = 2,
+    strict: bool = False,
+    find_duplicates: bool = True,
+) -> LabelledFiles:
+    """Find the images of a folder-per-class tree.
+
+    Args:
+        root: the support folder: ``root/<class>/<images at any depth>``.
+        min_classes: refuse fewer classes (a classifier needs 2).
+        strict: an image file or folder that cannot be read is an error, not a skip.
+        find_duplicates: look for identical files in different classes.
+
+    Raises:
+        DatasetError: ``root`` missing or not a folder, no class folders, fewer than
+            ``min_classes`` classes.
+        EmptyClassError: a class folder without any image file (the message names it).
+        ImageReadError: ``strict`` and an unreadable image file or folder.
+    """
+    top = os.fspath(root)
+    _check_root(top, "support folder")
+    report = IntakeReport([top])
+    walker = _Walker(report, strict)
+    walker.enter(top)
+    class_dirs: list[tuple[str, str]] = []
+    for entry, kind in walker.entries(top):
+        if kind == "dir":
+            class_dirs.append((entry.name, entry.path))
+        elif kind == "file":
+            report.skip(
+                entry.path,
+                "outside-class",
+                "file directly in the support folder; move it into its class folder",
+            )
+    if not class_dirs:
+        raise DatasetError(
+            f"support folder {top!r} has no class folders"
+            + (f" ({len(report.skipped)} files skipped)" if report.skipped else "")
+            + f"; {SUPPORT_LAYOUT}"
+        )
+    paths: list[str] = []
+    labels: list[str] = []
+    for name, folder in sorted(class_dirs):
+        before = len(report.skipped)
+        files = walker.images(folder) if walker.enter(folder) else []
+        if not files:
+            skipped = report.skipped[before:]
+            detail = ""
+            if skipped:
+                kinds = Counter(SKIP_KINDS[s.kind] for s in skipped)
+                detail = " (skipped: " + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")"
+            raise EmptyClassError(
+                f"class folder {folder!r} contains no image files{detail}; add images of class "
+                f"{name!r} or remove the folder. {SUPPORT_LAYOUT}"
+            )
+        report.class_counts[name] = len(files)
+        paths.extend(files)
+        labels.extend([name] * len(files))
+    report.images = len(paths)
+    if len(class_dirs) < min_classes:
+        only = ", ".join(
+            f"{name!r} ({_count(report.class_counts[name], 'image')})" for name, _ in class_dirs
+        )
+        raise DatasetError(
+            f"support folder {top!r} has {_count(len(class_dirs), 'class folder')}: {only}. "
+            f"A classifier needs at least {min_classes} classes: add a folder of images for each "
+            "other class (e.g. the images that are NOT of this class)."
+        )
+    if find_duplicates:
+        paths, labels = _find_duplicates(paths, labels, report, strict)
+        emptied = [name for name, count in report.class_counts.items() if count == 0]
+        if emptied:
+            raise EmptyClassError(
+                f"no readable image left in class folder(s) {emptied} of {top!r}; fix the "
+                "file permissions or remove the folder(s)"
+            )
+    return LabelledFiles(paths, labels, report)
+
+
+def scan_images(
+    sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    strict: bool = False,
+    require: bool = True,
+) -> ImageFiles:
+    """Find image files: each source is an image file or a folder searched at any depth.
+
+    Args:
+        sources: files and/or folders.
+        strict: an image file or folder that cannot be read is an error, not a skip.
+        require: refuse when no image is found.
+
+    Raises:
+        DatasetError: a source that does not exist, or (``require``) no image at all.
+        ImageReadError: ``strict`` and an unreadable image file or folder.
+    """
+    items = [os.fspath(sources)] if isinstance(sources, str | os.PathLike) else list(sources)
+    names = [os.fspath(s) for s in items]
+    if not names:
+        raise DatasetError("no images given: name image files or folders")
+    report = IntakeReport(names)
+    walker = _Walker(report, strict)
+    found: list[str] = []
+    for name in names:
+        if os.path.islink(name) and not os.path.exists(name):
+            report.skip(name, "broken-link", f"target {os.readlink(name)!r} does not exist")
+            continue
+        if not os.path.exists(name):
+            raise DatasetError(f"{name!r} does not exist; give image files or folders of images")
+        if os.path.isdir(name):
+            if walker.enter(name):
+                found.extend(walker.images(name))
+        else:
+            walker.add_file(name, found)
+    paths = sorted(dict.fromkeys(found))
+    report.images = len(paths)
+    if require and not paths:
+        detail = f" ({len(report.skipped)} files skipped)" if report.skipped else ""
+        raise DatasetError(
+            f"no image files found in {', '.join(repr(n) for n in names)}{detail}; images are "
+            f"files ending in {EXTENSIONS}, at any depth"
+        )
+    return ImageFiles(paths, report)
+
+
+# --- walking ------------------------------------------------------------------------------
+def _check_root(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise DatasetError(f"{what} {path!r} does not exist")
+    if not os.path.isdir(path):
+        raise DatasetError(f"{what} {path!r} is not a folder; {SUPPORT_LAYOUT}")
+
+
+class _Walker:
+    """Walks folders once each (symbolic-link cycles are cut), recording every skip."""
+
+    def __init__(self, report: IntakeReport, strict: bool) -> None:
+        self.report = report
+        self.strict = strict
+        self.visited: set[tuple[int, int]] = set()
+
+    def skip(self, path: str, kind: str, reason: str) -> None:
+        if self.strict and kind in STRICT_KINDS:
+            raise ImageReadError(f"cannot read {path!r}: {reason} (--strict stops here)")
+        self.report.skip(path, kind, reason)
+
+    def enter(self, folder: str) -> bool:
+        """Mark ``folder`` visited; ``False`` (and a skip) if it was visited before."""
+        try:
+            info = os.stat(folder)
+        except OSError as error:
+            self.skip(folder, "permission", error.strerror or str(error))
+            return False
+        key = (info.st_dev, info.st_ino)
+        if key in self.visited:
+            self.report.skip(
+                folder,
+                "link-cycle",
+                "folder already scanned (reached again through a symbolic link); not walked twice",
+            )
+            return False
+        self.visited.add(key)
+        return True
+
+    def entries(self, folder: str) -> Iterable[tuple[os.DirEntry[str], str]]:
+        """``(entry, "dir" | "file")`` for the usable entries of ``folder``, sorted by name."""
+        try:
+            with os.scandir(folder) as scan:
+                listing = sorted(scan, key=lambda e: e.name)
+        except PermissionError:
+            self.skip(folder, "permission", "permission denied: cannot list the folder")
+            return
+        except OSError as error:
+            self.skip(folder, "permission", f"cannot list the folder: {error.strerror}")
+            return
+        for entry in listing:
+            kind = self._kind(entry)
+            if kind is not None:
+                yield entry, kind
+
+    def _kind(self, entry: os.DirEntry[str]) -> str | None:
+        """``"dir"``, ``"file"`` or ``None`` (recorded as skipped)."""
+        path = entry.path
+        if entry.name.startswith("."):
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            self.report.skip(path, "hidden", "hidden folder" if is_dir else "hidden file")
+            return None
+        try:
+            info = os.stat(path)  # follows symbolic links
+        except FileNotFoundError:
+            target = _readlink(path)
+            self.report.skip(path, "broken-link", f"target {target!r} does not exist")
+            return None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                self.report.skip(path, "link-cycle", "symbolic link loop")
+            else:
+                self.skip(path, "permission", error.strerror or str(error))
+            return None
+        if stat.S_ISDIR(info.st_mode):
+            return "dir"
+        if not stat.S_ISREG(info.st_mode):
+            self.report.skip(path, "special", "not a regular file (socket, pipe or device)")
+            return None
+        return "file"
+
+    def images(self, folder: str) -> list[str]:
+        """Image files below ``folder`` (already entered), at any depth, sorted by path."""
+        found: list[str] = []
+        stack = [folder]
+        while stack:
+            current = stack.pop()
+            for entry, kind in self.entries(current):
+                if kind == "dir":
+                    if self.enter(entry.path):
+                        stack.append(entry.path)
+                else:
+                    self.add_file(entry.path, found)
+        return sorted(found)
+
+    def add_file(self, path: str, found: list[str]) -> None:
+        """Append ``path`` to ``found`` if it is a readable image file; else record why not."""
+        if not is_image_file(path):
+            extension = os.path.splitext(path)[1] or "no extension"
+            self.report.skip(path, "not-image", f"not an image file ({extension})")
+            return
+        if not os.access(path, os.R_OK):
+            self.skip(path, "permission", "permission denied: cannot read the file")
+            return
+        found.append(path)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+# --- duplicates ---------------------------------------------------------------------------
+def _find_duplicates(
+    paths: list[str], labels: list[str], report: IntakeReport, strict: bool
+) -> tuple[list[str], list[str]]:
+    """Report identical files in different classes; drop (and report) files that fail to read.
+
+    Only files sharing their size with a file of another class are hashed.
+    """
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for index, path in enumerate(paths):
+        by_size[os.path.getsize(path)].append(index)
+    unreadable: set[int] = set()
+    for members in by_size.values():
+        if len({labels[i] for i in members}) < 2:
+            continue
+        by_digest: dict[bytes, list[int]] = defaultdict(list)
+        for index in members:
+            try:
+                by_digest[_digest(paths[index])].append(index)
+            except OSError as error:
+                reason = f"cannot read the file: {error.strerror or error}"
+                if strict:
+                    raise ImageReadError(f"{paths[index]!r}: {reason}") from error
+                report.skip(paths[index], "permission", reason, label=labels[index])
+                unreadable.add(index)
+        for group in by_digest.values():
+            if len({labels[i] for i in group}) > 1:
+                ordered = sorted(group, key=lambda i: paths[i])
+                report.duplicates.append(
+                    DuplicateFiles(
+                        tuple(paths[i] for i in ordered), tuple(labels[i] for i in ordered)
+                    )
+                )
+    report.duplicates.sort(key=lambda d: d.paths)
+    if not unreadable:
+        return paths, labels
+    keep = [i for i in range(len(paths)) if i not in unreadable]
+    return [paths[i] for i in keep], [labels[i] for i in keep]
+
+
+def _digest(path: str) -> bytes:
+    hasher = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            hasher.update(chunk)
+    return hasher.digest()

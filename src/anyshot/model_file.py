@@ -1,0 +1,276 @@
+"""The fitted-model file: one self-contained ``torch.save``'d dict, written atomically.
+
+Format (``format_version`` 1)::
+
+    {"format": "anyshot-model", "format_version": 1, "anyshot_version": "0.1.0",
+     "backbone": {...an anyshot backbone checkpoint payload: arch, config, preprocessing,
+                  embedding, state_dict (the fine-tuned weights for scopes last / all)...},
+     "classifier": {"weight": tensor [K, D], "bias": tensor [K], "temperature": float,
+                    "relu": bool},
+     "classes": [K labels], "label_types": ["str" | "int" | "float" | "bool", ...],
+     "method": {"name": "transductive", "settings": {...the method's dataclass fields...}},
+     "options": {"batch_size": int, "seed": int}, "info": {...fit summary...}}
+
+Every value is a tensor or plain data, so the file loads with ``torch.load(...,
+weights_only=True, map_location="cpu")``: loading runs no pickled code, and a model saved on a GPU
+loads on a machine without one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import anyshot
+from anyshot.backbones.base import Backbone
+from anyshot.backbones.checkpoint import FORMAT as BACKBONE_FORMAT
+from anyshot.backbones.checkpoint import backbone_from_dict, backbone_to_dict, check_plain_data
+from anyshot.data.images import Preprocessing
+from anyshot.errors import CheckpointError
+from anyshot.io import atomic_write_bytes
+from anyshot.methods.cosine import CosineClassifier
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LABEL_TYPES",
+    "ModelFileError",
+    "SavedModel",
+    "load_model_file",
+    "save_model_file",
+]
+
+FORMAT = "anyshot-model"
+FORMAT_VERSION = 1
+#: Label types a model file stores (and restores with the same type).
+LABEL_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+_ZIP_MAGIC = b"PK"  # torch.save's default (zip) format
+_PICKLE_MAGIC = b"\x80"  # the legacy format: a pickle stream
+REQUIRED_KEYS = ("backbone", "classifier", "classes", "label_types", "method")
+
+
+class ModelFileError(CheckpointError):
+    """A file is not an anyshot model, is corrupt, or was written by a newer anyshot."""
+
+
+@dataclass
+class SavedModel:
+    """Everything a fitted classifier needs to predict, without its training images.
+
+    Attributes:
+        network: the backbone (fine-tuned for scopes ``last`` / ``all``), eval mode.
+        preprocessing: how images are prepared for ``network``.
+        classifier: the trained cosine classifier: weights ``[K, D]``, bias ``[K]``.
+        classes: the ``K`` labels, in the classifier's row order.
+        method: ``{"name": ..., "settings": {...}}`` of the method that trained it.
+        options: ``{"batch_size": int, "seed": int}`` of the estimator.
+        info: free-form plain data about the fit (counts per class, seconds, ...).
+        anyshot_version: the version that wrote the file (on load).
+    """
+
+    network: Backbone
+    preprocessing: Preprocessing
+    classifier: CosineClassifier
+    classes: tuple[Hashable, ...]
+    method: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    anyshot_version: str = anyshot.__version__
+
+
+def _label_type(label: Hashable) -> str:
+    for name, kind in LABEL_TYPES.items():
+        if type(label) is kind:
+            return name
+    raise ModelFileError(
+        f"class label {label!r} is a {type(label).__name__}; a model file stores labels of "
+        f"type {', '.join(LABEL_TYPES)}. Convert the labels (e.g. str(label)) before fitting."
+    )
+
+
+def save_model_file(model: SavedModel, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` to ``path`` atomically (temporary file + rename; parents created).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ModelFileError: labels of a type the format cannot store, or metadata that a
+            ``weights_only`` load could not read.
+    """
+    label_types = [_label_type(label) for label in model.classes]
+    classifier = model.classifier
+    try:
+        for value, where in ((model.method, "method"), (model.options, "options")):
+            check_plain_data(value, where)
+        check_plain_data(model.info, "info")
+        backbone = backbone_to_dict(model.network, preprocessing=model.preprocessing)
+    except CheckpointError as error:
+        raise ModelFileError(f"cannot save the model: {error}") from error
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "anyshot_version": anyshot.__version__,
+        "backbone": backbone,
+        "classifier": {
+            "weight": classifier.weight.detach().cpu().clone(),
+            "bias": classifier.bias.detach().cpu().clone(),
+            "temperature": float(classifier.temperature),
+            "relu": bool(classifier.relu),
+        },
+        "classes": list(model.classes),
+        "label_types": label_types,
+        "method": model.method,
+        "options": model.options,
+        "info": model.info,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_model_file(path: str | os.PathLike[str]) -> SavedModel:
+    """Read a model written by :func:`save_model_file` (on the CPU, ``weights_only``).
+
+    Raises:
+        ModelFileError: missing, unreadable, corrupt or truncated file; a file that is not an
+            anyshot model (an anyshot backbone checkpoint included: the message says to use it
+            as a backbone); a newer format version.
+    """
+    name = os.fspath(path)
+    data = _read(name)
+    _check_format(data, name)
+    try:
+        network, _ = backbone_from_dict(data["backbone"], name)
+    except CheckpointError as error:
+        raise ModelFileError(f"model file {name!r}: its backbone is unusable: {error}") from error
+    network.eval()
+    preprocessing = network.preprocessing
+    classifier = _classifier(data["classifier"], name)
+    classes = _classes(data["classes"], data["label_types"], name)
+    if classifier.weight.shape[0] != len(classes):
+        raise ModelFileError(
+            f"model file {name!r} is inconsistent: {classifier.weight.shape[0]} classifier rows "
+            f"but {len(classes)} class names. Re-create it with `anyshot fit`."
+        )
+    method = data["method"]
+    if not isinstance(method, Mapping) or not isinstance(method.get("name"), str):
+        raise ModelFileError(f"model file {name!r} has no valid method description.")
+    return SavedModel(
+        network=network,
+        preprocessing=preprocessing,
+        classifier=classifier,
+        classes=classes,
+        method={"name": method["name"], "settings": dict(method.get("settings") or {})},
+        options=dict(data.get("options") or {}),
+        info=dict(data.get("info") or {}),
+        anyshot_version=str(data.get("anyshot_version")),
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _read(name: str) -> Any:
+    path = Path(name)
+    if not path.exists():
+        raise ModelFileError(f"model file {name!r} does not exist; check the path.")
+    if not path.is_file():
+        raise ModelFileError(f"model path {name!r} is not a file.")
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as error:
+        raise ModelFileError(
+            f"cannot read model file {name!r}: {error.strerror or error}."
+        ) from error
+    if magic[:2] != _ZIP_MAGIC and magic[:1] != _PICKLE_MAGIC:
+        raise ModelFileError(
+            f"{name!r} is not an anyshot model file: it is not a torch file at all (it starts "
+            f"with {magic!r}). Create a model with `anyshot fit` or FewShotClassifier.save()."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for bad files
+        first = str(error).splitlines()[0] if str(error) else ""
+        if "weights only load failed" in str(error).lower():
+            raise ModelFileError(
+                f"{name!r} holds Python objects beyond tensors and plain data, so it is not an "
+                "anyshot model file (those load with weights_only=True)."
+            ) from error
+        raise ModelFileError(
+            f"cannot read model file {name!r}: not a torch file, or corrupt/truncated "
+            f"({type(error).__name__}: {first}). Re-create it with `anyshot fit`."
+        ) from error
+
+
+def _check_format(data: Any, name: str) -> None:
+    if not isinstance(data, Mapping):
+        raise ModelFileError(
+            f"{name!r} is not an anyshot model file (it holds a {type(data).__name__}); "
+            "create one with `anyshot fit` or FewShotClassifier.save()."
+        )
+    if data.get("format") == BACKBONE_FORMAT:
+        raise ModelFileError(
+            f"{name!r} is an anyshot backbone checkpoint, not a fitted model: it has no "
+            "classifier or class names. Use it as the backbone instead: `anyshot classify "
+            f"--backbone {name} ...` or `anyshot fit --backbone {name} ...` "
+            "(FewShotClassifier(backbone=path) in Python)."
+        )
+    if data.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{name!r} is not an anyshot model file (no 'format': {FORMAT!r} entry; keys "
+            f"{list(data)[:5]}); create one with `anyshot fit` or FewShotClassifier.save()."
+        )
+    version = data.get("format_version")
+    if type(version) is not int:
+        raise ModelFileError(f"model file {name!r} has no valid format_version.")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"model file {name!r} has format version {version}, written by anyshot "
+            f"{data.get('anyshot_version')}; this anyshot ({anyshot.__version__}) reads versions "
+            f"up to {FORMAT_VERSION}. Upgrade anyshot (pip install -U anyshot)."
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise ModelFileError(f"model file {name!r} is incomplete: missing {missing}.")
+
+
+def _classifier(data: Any, name: str) -> CosineClassifier:
+    if not isinstance(data, Mapping):
+        raise ModelFileError(f"model file {name!r}: 'classifier' is not a dict.")
+    weight, bias = data.get("weight"), data.get("bias")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ModelFileError(f"model file {name!r}: the classifier weight is not a [K, D] tensor.")
+    if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],):
+        raise ModelFileError(f"model file {name!r}: the classifier bias is not a [K] tensor.")
+    try:
+        classifier = CosineClassifier(
+            weight, temperature=float(data["temperature"]), relu=bool(data["relu"])
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(f"model file {name!r}: bad classifier settings ({error}).") from error
+    with torch.no_grad():
+        classifier.bias.copy_(bias)
+    return classifier.eval()
+
+
+def _classes(classes: Any, label_types: Any, name: str) -> tuple[Hashable, ...]:
+    if (
+        not isinstance(classes, list | tuple)
+        or not isinstance(label_types, list | tuple)
+        or len(classes) != len(label_types)
+    ):
+        raise ModelFileError(f"model file {name!r}: 'classes' and 'label_types' do not match.")
+    for label, kind in zip(classes, label_types, strict=True):
+        if kind not in LABEL_TYPES or type(label) is not LABEL_TYPES[kind]:
+            raise ModelFileError(
+                f"model file {name!r}: class {label!r} is stored as {kind!r}; the file is corrupt."
+            )
+    if len(set(classes)) != len(classes):
+        raise ModelFileError(f"model file {name!r}: class names repeat; the file is corrupt.")
+    return tuple(classes)

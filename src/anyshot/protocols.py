@@ -1,0 +1,449 @@
+"""Evaluation protocols: seeded samplers of fixed, variable, imbalanced-query and many-way episodes.
+
+Every sampler has ``sample(index) -> EpisodeSpec`` and ``take(count)``. Episode ``index`` depends
+only on ``(seed, index)``: its random draws come from ``numpy.random.Generator(PCG64([seed,
+index]))``, so the same seed gives the same episodes on any machine, in any order, in any process.
+
+* ``"fixed"``: N-way K-shot Q-query, :class:`anyshot.episodes.EpisodeSampler` (per-way shot
+  lists too), re-exported here as :data:`FixedSampler`.
+* ``"variable"``: Meta-Dataset's variable-way variable-shot episodes (Triantafillou et al.,
+  ICLR 2020), :class:`VariableSampler`.
+* ``"imbalanced"``: fixed supports, queries split across classes by a Dirichlet draw (as in
+  Veilleux et al., NeurIPS 2021, "Realistic evaluation of transductive few-shot learning"),
+  :class:`ImbalancedQuerySampler`.
+* ``"many-way"``: N up to every class of the split, :class:`ManyWaySampler`.
+
+:func:`build_sampler` builds any of them by protocol name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from anyshot.episodes import EpisodeSampler, EpisodeSpec
+from anyshot.errors import ConfigurationError, DatasetError
+
+__all__ = [
+    "PROTOCOLS",
+    "FixedSampler",
+    "ImbalancedQuerySampler",
+    "ManyWaySampler",
+    "Sampler",
+    "VariableSampler",
+    "apportion",
+    "build_sampler",
+    "episode_rng",
+    "sampler_config",
+]
+
+#: Protocol names accepted by :func:`build_sampler` (and ``anyshot evaluate --protocol``).
+PROTOCOLS = ("fixed", "variable", "imbalanced", "many-way")
+
+#: The fixed N-way K-shot sampler (per-way shot lists allowed): the existing episode sampler.
+FixedSampler = EpisodeSampler
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """What every sampler is: a seeded, indexable stream of :class:`EpisodeSpec`."""
+
+    seed: int
+
+    def sample(self, index: int) -> EpisodeSpec: ...
+
+    def take(self, count: int) -> Iterator[EpisodeSpec]: ...
+
+
+def apportion(total: int, weights: np.ndarray) -> np.ndarray:
+    """Split ``total`` into integers proportional to ``weights`` ``[N]`` (largest remainder).
+
+    ``floor(total * w / sum(w))`` each, then one more to the largest fractional parts (ties to
+    the lower index) until the parts sum to ``total``.
+    """
+    shares = total * np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
+    counts = np.floor(shares).astype(np.int64)
+    left = int(total - counts.sum())
+    if left > 0:
+        order = np.argsort(-(shares - counts), kind="stable")
+        counts[order[:left]] += 1
+    return counts
+
+
+def episode_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of episode ``index`` of the stream ``seed``: PCG64 seeded with both."""
+    return np.random.Generator(np.random.PCG64([int(seed), int(index)]))
+
+
+def _members_by_class(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Class index -> item indices of that class (ascending), for every class present."""
+    order = np.argsort(labels, kind="stable")
+    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    return {
+        int(c): order[s : s + n].astype(np.int64)
+        for c, s, n in zip(classes, starts, counts, strict=True)
+    }
+
+
+def _as_labels(labels: Sequence[int] | np.ndarray) -> np.ndarray:
+    array = np.asarray(labels, dtype=np.int64)
+    if array.ndim != 1:
+        raise ValueError("labels must be one-dimensional")
+    return array
+
+
+class _SeededSampler:
+    """Shared ``take``: the first ``count`` episodes of the stream."""
+
+    seed: int
+
+    def sample(self, index: int) -> EpisodeSpec:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def take(self, count: int) -> Iterator[EpisodeSpec]:
+        """The first ``count`` episodes (indices ``0..count-1``)."""
+        for index in range(count):
+            yield self.sample(index)
+
+
+class VariableSampler(_SeededSampler):
+    """Meta-Dataset's variable-way, variable-shot episodes (Triantafillou et al., 2020).
+
+    For episode ``i`` (all draws from :func:`episode_rng`):
+
+    1. ways ``N`` uniform in ``[min_ways, min(max_ways, C)]`` (``C`` = classes with at least 2
+       images); ``N`` classes uniformly without replacement.
+    2. queries per class ``q = min(max_queries, floor(min_c n_c / 2))`` (same for every class).
+    3. support size ``S = min(max_support, sum_c floor(beta * min(max_contribution, n_c - q) + 1))``
+       with ``beta ~ U(0, 1)`` (Meta-Dataset's form: the ``+ 1`` is inside the floor, per class,
+       so ``S >= N``).
+    4. shots ``k_c = min(n_c - q, floor(r_c * (S - N)) + 1)`` with ``r_c`` proportional to
+       ``n_c * exp(u_c)``, ``u_c ~ U[log 0.5, log 2]``: at least one shot per class, never more
+       than the images left after the queries.
+    5. per class, ``k_c + q`` distinct images, the first ``k_c`` the support.
+
+    Args:
+        labels: class index of every item, ``[N_items]`` ints.
+        min_ways: smallest way count (Meta-Dataset: 5).
+        max_ways: largest way count (Meta-Dataset: 50).
+        max_queries: cap on queries per class (10).
+        max_support: cap on the support size (500).
+        max_contribution: cap on one class's contribution to the support size (100).
+        seed: the seed of the stream.
+
+    Raises:
+        DatasetError: fewer than ``min_ways`` classes have 2 or more images.
+        ValueError: inconsistent bounds.
+    """
+
+    protocol = "variable"
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        min_ways: int = 5,
+        max_ways: int = 50,
+        max_queries: int = 10,
+        max_support: int = 500,
+        max_contribution: int = 100,
+        min_log_weight: float = math.log(0.5),
+        max_log_weight: float = math.log(2.0),
+        seed: int = 0,
+    ) -> None:
+        if not 1 <= min_ways <= max_ways:
+            raise ValueError(f"need 1 <= min_ways <= max_ways, got {min_ways} and {max_ways}")
+        if max_queries < 1 or max_contribution < 1:
+            raise ValueError("max_queries and max_contribution must be at least 1")
+        if max_support < max_ways:
+            raise ValueError(
+                f"max_support ({max_support}) must be >= max_ways ({max_ways}): every class "
+                "needs one support image"
+            )
+        if min_log_weight > max_log_weight:
+            raise ValueError("min_log_weight must not exceed max_log_weight")
+        label_array = _as_labels(labels)
+        members = _members_by_class(label_array)
+        self._members = {c: m for c, m in members.items() if len(m) >= 2}
+        self._candidates = np.array(sorted(self._members), dtype=np.int64)
+        if len(self._candidates) < min_ways:
+            raise DatasetError(
+                f"variable-way episodes need at least {min_ways} classes with 2 or more images "
+                f"(one query and one shot); only {len(self._candidates)} of {len(members)} "
+                "classes have that many"
+            )
+        self.min_ways = int(min_ways)
+        self.max_ways = int(min(max_ways, len(self._candidates)))
+        self.max_queries = int(max_queries)
+        self.max_support = int(max_support)
+        self.max_contribution = int(max_contribution)
+        self.min_log_weight = float(min_log_weight)
+        self.max_log_weight = float(max_log_weight)
+        self.seed = int(seed)
+
+    def sample(self, index: int) -> EpisodeSpec:
+        """The ``index``-th episode of this sampler's stream."""
+        rng = episode_rng(self.seed, index)
+        ways = int(rng.integers(self.min_ways, self.max_ways + 1))
+        chosen = rng.choice(self._candidates, size=ways, replace=False)
+        sizes = np.array([len(self._members[int(c)]) for c in chosen], dtype=np.int64)
+        queries = int(min(self.max_queries, sizes.min() // 2))
+        remaining = sizes - queries
+        contributions = np.minimum(self.max_contribution, remaining)
+        beta = rng.uniform()
+        support_size = int(
+            min(self.max_support, np.floor(beta * contributions + 1).astype(np.int64).sum())
+        )
+        log_weights = rng.uniform(self.min_log_weight, self.max_log_weight, size=ways)
+        proportions = sizes * np.exp(log_weights)
+        proportions = proportions / proportions.sum()
+        desired = np.floor(proportions * (support_size - ways)).astype(np.int64) + 1
+        shots = np.minimum(desired, remaining)
+        support: list[tuple[int, ...]] = []
+        query: list[tuple[int, ...]] = []
+        for cls, k in zip(chosen, shots, strict=True):
+            picked = rng.choice(self._members[int(cls)], size=int(k) + queries, replace=False)
+            support.append(tuple(int(i) for i in picked[:k]))
+            query.append(tuple(int(i) for i in picked[k:]))
+        return EpisodeSpec(tuple(int(c) for c in chosen), tuple(support), tuple(query))
+
+    def config(self) -> dict[str, Any]:
+        """The protocol's parameters (stored beside results and in episode files)."""
+        return {
+            "protocol": self.protocol,
+            "min_ways": self.min_ways,
+            "max_ways": self.max_ways,
+            "max_queries": self.max_queries,
+            "max_support": self.max_support,
+            "max_contribution": self.max_contribution,
+            "min_log_weight": self.min_log_weight,
+            "max_log_weight": self.max_log_weight,
+            "seed": self.seed,
+        }
+
+
+class ImbalancedQuerySampler(_SeededSampler):
+    """Fixed N-way K-shot supports with class-imbalanced queries drawn from a Dirichlet.
+
+    Episode ``i``: ``N`` classes uniformly without replacement; proportions
+    ``p ~ Dirichlet(alpha * 1_N)``; query counts ``m_c = min_queries + round(p_c * (T - N *
+    min_queries))``, rounded by largest remainder (:func:`apportion`) so they sum to ``T``, then
+    capped by the images a class has left after its shots, what a cap cuts off going to the
+    classes with room in proportion to their ``p_c``. As in Veilleux et al. (2021) the counts
+    are the rounded proportions, not a multinomial draw from them: a multinomial would add a
+    binomial spread (about +-3.5 queries per class at 5 ways, 75 queries) even as
+    ``alpha -> inf``, so ``alpha`` alone would no longer set the imbalance. A class may get 0
+    queries by default (``min_queries=0``), as in Veilleux et al.: a realistic query batch need
+    not contain every support class.
+
+    Args:
+        labels: class index of every item, ``[N_items]`` ints.
+        ways: classes per episode ``N``.
+        shots: support images per class: one int, or one per way.
+        total_queries: queries per episode ``T`` (default 75 = 5 ways x 15).
+        alpha: Dirichlet concentration (default 2; large = nearly balanced, small = skewed).
+        min_queries: queries every class gets before the Dirichlet split (default 0).
+        seed: the seed of the stream.
+
+    Raises:
+        DatasetError: fewer than ``ways`` classes have ``max(shots) + min_queries`` images, or
+            the ``ways`` smallest such classes cannot hold ``T`` queries between them.
+        ValueError: bad arguments.
+    """
+
+    protocol = "imbalanced"
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        ways: int,
+        shots: int | Sequence[int],
+        total_queries: int = 75,
+        alpha: float = 2.0,
+        min_queries: int = 0,
+        seed: int = 0,
+    ) -> None:
+        if ways < 1:
+            raise ValueError(f"ways must be at least 1, got {ways}")
+        shot_list = [int(shots)] * ways if isinstance(shots, int) else [int(s) for s in shots]
+        if len(shot_list) != ways:
+            raise ValueError(f"got {len(shot_list)} shot counts for {ways} ways")
+        if min(shot_list) < 1:
+            raise ValueError(f"every class needs at least 1 shot, got {shot_list}")
+        if not alpha > 0 or not math.isfinite(alpha):
+            raise ValueError(f"the Dirichlet alpha must be a positive number, got {alpha}")
+        if min_queries < 0 or total_queries < ways * min_queries or total_queries < 1:
+            raise ValueError(
+                f"total_queries ({total_queries}) must be >= 1 and >= ways x min_queries "
+                f"({ways} x {min_queries})"
+            )
+        label_array = _as_labels(labels)
+        members = _members_by_class(label_array)
+        need = max(shot_list) + min_queries
+        self._members = {c: m for c, m in members.items() if len(m) >= need}
+        self._candidates = np.array(sorted(self._members), dtype=np.int64)
+        if len(self._candidates) < ways:
+            raise DatasetError(
+                f"{ways}-way episodes with up to {max(shot_list)} shots and at least "
+                f"{min_queries} queries per class need {ways} classes with at least {need} "
+                f"images; only {len(self._candidates)} of {len(members)} classes have that many"
+            )
+        smallest = np.sort([len(m) for m in self._members.values()])[:ways]
+        if int((smallest - max(shot_list)).sum()) < total_queries:
+            raise DatasetError(
+                f"{total_queries} queries do not fit: the {ways} smallest eligible classes have "
+                f"only {int((smallest - max(shot_list)).sum())} images left after "
+                f"{max(shot_list)} shots; lower --total-queries or the shots"
+            )
+        self.ways = int(ways)
+        self.shots = tuple(shot_list)
+        self.total_queries = int(total_queries)
+        self.alpha = float(alpha)
+        self.min_queries = int(min_queries)
+        self.seed = int(seed)
+
+    def query_counts(self, rng: np.random.Generator, capacity: np.ndarray) -> np.ndarray:
+        """Per-way query counts ``[N]`` summing to ``T``, each within ``capacity`` ``[N]``."""
+        proportions = rng.dirichlet(np.full(self.ways, self.alpha))
+        counts = self.min_queries + apportion(
+            self.total_queries - self.ways * self.min_queries, proportions
+        )
+        while True:
+            excess = int(np.maximum(counts - capacity, 0).sum())
+            counts = np.minimum(counts, capacity)
+            if excess == 0:
+                return counts.astype(np.int64)
+            room = capacity > counts
+            weights = np.where(room, proportions, 0.0)
+            counts = counts + apportion(excess, weights if weights.sum() > 0 else room * 1.0)
+
+    def sample(self, index: int) -> EpisodeSpec:
+        """The ``index``-th episode of this sampler's stream."""
+        rng = episode_rng(self.seed, index)
+        chosen = rng.choice(self._candidates, size=self.ways, replace=False)
+        capacity = np.array(
+            [len(self._members[int(c)]) - k for c, k in zip(chosen, self.shots, strict=True)]
+        )
+        counts = self.query_counts(rng, capacity)
+        support: list[tuple[int, ...]] = []
+        query: list[tuple[int, ...]] = []
+        for cls, k, m in zip(chosen, self.shots, counts, strict=True):
+            picked = rng.choice(self._members[int(cls)], size=k + int(m), replace=False)
+            support.append(tuple(int(i) for i in picked[:k]))
+            query.append(tuple(int(i) for i in picked[k:]))
+        return EpisodeSpec(tuple(int(c) for c in chosen), tuple(support), tuple(query))
+
+    def config(self) -> dict[str, Any]:
+        """The protocol's parameters (stored beside results and in episode files)."""
+        return {
+            "protocol": self.protocol,
+            "ways": self.ways,
+            "shots": list(self.shots),
+            "total_queries": self.total_queries,
+            "dirichlet_alpha": self.alpha,
+            "min_queries": self.min_queries,
+            "seed": self.seed,
+        }
+
+
+class ManyWaySampler(EpisodeSampler):
+    """N-way K-shot Q-query episodes with N up to every class of the split.
+
+    The fixed sampler with one addition: ``ways=None`` means every class that has
+    ``shots + queries`` images (each episode then holds all of them, in a seeded order).
+
+    Args:
+        labels: class index of every item, ``[N_items]`` ints.
+        ways: classes per episode, or ``None`` for all eligible classes.
+        shots: support images per class (one int; a per-way list needs an explicit ``ways``).
+        queries: query images per class.
+        seed: the seed of the stream.
+
+    Raises:
+        DatasetError: fewer than ``ways`` classes have ``shots + queries`` images.
+    """
+
+    protocol = "many-way"
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        ways: int | None,
+        shots: int | Sequence[int],
+        queries: int,
+        seed: int = 0,
+    ) -> None:
+        if ways is None:
+            if not isinstance(shots, int):
+                raise ValueError("a per-way shot list needs an explicit number of ways")
+            counts = np.bincount(_as_labels(labels)) if len(labels) else np.zeros(0)
+            ways = int((counts >= shots + queries).sum())
+            if ways == 0:
+                raise DatasetError(
+                    f"no class has the {shots + queries} images that {shots} shots and "
+                    f"{queries} queries need"
+                )
+        super().__init__(labels, ways=ways, shots=shots, queries=queries, seed=seed)
+
+
+def sampler_config(sampler: Sampler) -> dict[str, Any]:
+    """The protocol name and parameters of any sampler of this module, as a JSON-able dict."""
+    config = getattr(sampler, "config", None)
+    if callable(config):
+        return dict(config())
+    if isinstance(sampler, EpisodeSampler):
+        return {
+            "protocol": getattr(sampler, "protocol", "fixed"),
+            "ways": sampler.ways,
+            "shots": list(sampler.shots),
+            "queries": sampler.queries,
+            "seed": sampler.seed,
+        }
+    raise TypeError(f"unknown sampler type {type(sampler).__name__}")
+
+
+def build_sampler(
+    protocol: str,
+    labels: Sequence[int] | np.ndarray,
+    *,
+    ways: int | None = 5,
+    shots: int | Sequence[int] = 1,
+    queries: int = 15,
+    total_queries: int = 75,
+    dirichlet_alpha: float = 2.0,
+    seed: int = 0,
+) -> Sampler:
+    """A sampler of the named protocol (see the module docstring).
+
+    ``ways``, ``shots`` and ``queries`` are ignored by ``"variable"``; ``"imbalanced"`` uses
+    ``total_queries`` and ``dirichlet_alpha`` instead of ``queries``; ``ways=None`` (every class)
+    is only valid for ``"many-way"``.
+
+    Raises:
+        ConfigurationError: unknown protocol, or ``ways=None`` with another protocol.
+        DatasetError: the dataset is too small for the request.
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigurationError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    if ways is None and protocol in ("fixed", "imbalanced"):
+        raise ConfigurationError(f"ways='all' needs protocol 'many-way', not {protocol!r}")
+    if protocol == "variable":
+        return VariableSampler(labels, seed=seed)
+    if protocol == "many-way":
+        return ManyWaySampler(labels, ways=ways, shots=shots, queries=queries, seed=seed)
+    assert ways is not None
+    if protocol == "imbalanced":
+        return ImbalancedQuerySampler(
+            labels,
+            ways=ways,
+            shots=shots,
+            total_queries=total_queries,
+            alpha=dirichlet_alpha,
+            seed=seed,
+        )
+    return FixedSampler(labels, ways=ways, shots=shots, queries=queries, seed=seed)

@@ -1,0 +1,398 @@
+"""Samplers of every protocol, the episode file format, and evaluate's protocol options."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from anyshot.cli import main
+from anyshot.data.dataset import ImageDataset
+from anyshot.data.omniglot import Omniglot, sample_root
+from anyshot.episode_files import image_ids, load_episodes, read_episode_header, save_episodes
+from anyshot.episodes import EpisodeSampler, EpisodeSpec
+from anyshot.errors import ConfigurationError, DatasetError, EpisodeFileError
+from anyshot.protocols import (
+    FixedSampler,
+    ImbalancedQuerySampler,
+    ManyWaySampler,
+    VariableSampler,
+    apportion,
+    build_sampler,
+    sampler_config,
+)
+
+
+def labels_with_counts(counts: list[int]) -> np.ndarray:
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def check_items(spec: EpisodeSpec, labels: np.ndarray) -> None:
+    """Every item belongs to its way's class, no item twice, classes distinct."""
+    assert len(set(spec.classes)) == len(spec.classes)
+    seen: set[int] = set()
+    for cls, support, query in zip(spec.classes, spec.support, spec.query, strict=True):
+        for item in (*support, *query):
+            assert labels[item] == cls
+            assert item not in seen
+            seen.add(item)
+
+
+# --- fixed and many-way ---------------------------------------------------------------------
+
+
+def test_fixed_sampler_is_the_episode_sampler_with_per_way_shots() -> None:
+    labels = labels_with_counts([12] * 8)
+    sampler = build_sampler("fixed", labels, ways=3, shots=[1, 2, 5], queries=4, seed=3)
+    assert isinstance(sampler, EpisodeSampler) and FixedSampler is EpisodeSampler
+    spec = sampler.sample(7)
+    assert spec.shots == (1, 2, 5) and [len(q) for q in spec.query] == [4, 4, 4]
+    check_items(spec, labels)
+    assert sampler_config(sampler) == {
+        "protocol": "fixed",
+        "ways": 3,
+        "shots": [1, 2, 5],
+        "queries": 4,
+        "seed": 3,
+    }
+
+
+def test_many_way_takes_every_eligible_class() -> None:
+    labels = labels_with_counts([6] * 30 + [3] * 5)  # the last 5 classes are too small
+    sampler = ManyWaySampler(labels, ways=None, shots=1, queries=5, seed=0)
+    assert sampler.ways == 30
+    spec = sampler.sample(0)
+    assert sorted(spec.classes) == list(range(30))
+    assert all(len(s) == 1 for s in spec.support) and all(len(q) == 5 for q in spec.query)
+    check_items(spec, labels)
+    assert spec != sampler.sample(1)  # a different seeded order and different images
+    assert sampler_config(sampler)["protocol"] == "many-way"
+    assert build_sampler("many-way", labels, ways=None, shots=1, queries=5).sample(0) == spec
+    with pytest.raises(DatasetError):
+        ManyWaySampler(labels, ways=31, shots=1, queries=5)
+    with pytest.raises(ConfigurationError, match="many-way"):
+        build_sampler("fixed", labels, ways=None, shots=1, queries=5)
+    with pytest.raises(ConfigurationError, match="unknown protocol"):
+        build_sampler("random", labels)
+
+
+# --- variable (Meta-Dataset) ----------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(min_value=2, max_value=300), min_size=5, max_size=70),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    index=st.integers(min_value=0, max_value=10**6),
+)
+def test_variable_sampler_invariants(counts: list[int], seed: int, index: int) -> None:
+    labels = labels_with_counts(counts)
+    sampler = VariableSampler(labels, seed=seed)
+    spec = sampler.sample(index)
+    ways = len(spec.classes)
+    assert 5 <= ways <= min(50, len(counts))
+    check_items(spec, labels)
+    sizes = [counts[c] for c in spec.classes]
+    queries = {len(q) for q in spec.query}
+    assert len(queries) == 1  # the same query count for every class
+    q = queries.pop()
+    assert q == min(10, min(sizes) // 2) and 1 <= q <= 10
+    assert all(1 <= k <= n - q for k, n in zip(spec.shots, sizes, strict=True))
+    assert ways <= sum(spec.shots) <= 500
+    assert spec == VariableSampler(labels, seed=seed).sample(index)
+
+
+def test_variable_sampler_bounds_over_many_draws() -> None:
+    rng = np.random.default_rng(0)
+    labels = labels_with_counts(rng.integers(20, 700, size=120).tolist())
+    specs = list(VariableSampler(labels, seed=1).take(300))
+    ways = [len(s.classes) for s in specs]
+    totals = [sum(s.shots) for s in specs]
+    assert min(ways) >= 5 and max(ways) <= 50
+    assert min(ways) <= 8 and max(ways) >= 45  # the whole range is visited
+    assert 480 <= max(totals) <= 500  # the cap binds (per-class floors keep it just under)
+    assert min(min(s.shots) for s in specs) >= 1
+    assert max(len(q) for s in specs for q in s.query) <= 10
+    assert len({s.shots for s in specs}) == len(specs)  # shots vary from episode to episode
+
+
+def test_variable_sampler_needs_five_classes_with_two_images() -> None:
+    with pytest.raises(DatasetError, match="at least 5 classes with 2 or more images"):
+        VariableSampler(labels_with_counts([10, 10, 10, 10, 1]))
+
+
+# --- imbalanced queries ---------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(min_value=3, max_value=40), min_size=5, max_size=20),
+    ways=st.integers(min_value=2, max_value=5),
+    shots=st.integers(min_value=1, max_value=2),
+    total=st.integers(min_value=1, max_value=60),
+    alpha=st.sampled_from([0.1, 0.5, 2.0, 100.0]),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    index=st.integers(min_value=0, max_value=10**6),
+)
+def test_dirichlet_query_counts(counts, ways, shots, total, alpha, seed, index) -> None:
+    labels = labels_with_counts(counts)
+    capacity = sum(sorted(c - shots for c in counts)[:ways])
+    if capacity < total:
+        with pytest.raises(DatasetError, match="do not fit"):
+            ImbalancedQuerySampler(labels, ways=ways, shots=shots, total_queries=total)
+        return
+    sampler = ImbalancedQuerySampler(
+        labels, ways=ways, shots=shots, total_queries=total, alpha=alpha, seed=seed
+    )
+    spec = sampler.sample(index)
+    check_items(spec, labels)
+    assert spec.shots == (shots,) * ways
+    query_counts = [len(q) for q in spec.query]
+    assert sum(query_counts) == total
+    assert all(m <= counts[c] - shots for c, m in zip(spec.classes, query_counts, strict=True))
+    again = ImbalancedQuerySampler(
+        labels, ways=ways, shots=shots, total_queries=total, alpha=alpha, seed=seed
+    )
+    assert again.sample(index) == spec
+
+
+def test_dirichlet_alpha_controls_imbalance() -> None:
+    labels = labels_with_counts([100] * 10)
+
+    def spread(alpha: float) -> float:
+        sampler = ImbalancedQuerySampler(labels, ways=5, shots=1, alpha=alpha, seed=0)
+        return float(np.mean([np.std([len(q) for q in s.query]) for s in sampler.take(50)]))
+
+    assert spread(0.5) > spread(2.0) > spread(1000.0)
+    assert spread(1000.0) < 0.5  # balanced: 15 queries per class
+
+
+def test_apportion_is_largest_remainder() -> None:
+    assert apportion(10, np.array([0.5, 0.3, 0.2])).tolist() == [5, 3, 2]
+    assert apportion(10, np.array([1.0, 1.0, 1.0])).tolist() == [4, 3, 3]  # ties: lower index
+    assert apportion(7, np.array([0.05, 0.15, 0.8])).tolist() == [0, 1, 6]  # 0.35, 1.05, 5.6
+    assert apportion(0, np.array([0.2, 0.8])).tolist() == [0, 0]
+
+
+def test_min_queries_gives_every_class_some() -> None:
+    sampler = ImbalancedQuerySampler(
+        labels_with_counts([30] * 6), ways=5, shots=1, alpha=0.1, min_queries=2, seed=4
+    )
+    for spec in sampler.take(20):
+        assert min(len(q) for q in spec.query) >= 2 and sum(len(q) for q in spec.query) == 75
+    assert sampler_config(sampler)["dirichlet_alpha"] == 0.1
+
+
+# --- episode files --------------------------------------------------------------------------
+
+
+class NamedItems(ImageDataset):
+    """Items with path-like sources ``ROOT/<class>/imgNNN.png``; pixels are never read."""
+
+    def __init__(self, root: str, counts: list[int], names: list[str] | None = None) -> None:
+        names = names or [f"class{k}" for k in range(len(counts))]
+        super().__init__(names, labels_with_counts(counts))
+        self.root = root
+        self.files = [
+            f"{root}/{names[k]}/img{j:03d}.png" for k, n in enumerate(counts) for j in range(n)
+        ]
+
+    def source(self, index: int) -> str:
+        return self.files[self.check_index(index)]
+
+    def image(self, index: int) -> Image.Image:  # pragma: no cover - not used
+        raise AssertionError("pixels are not needed")
+
+
+def test_episode_file_round_trip_across_roots(tmp_path: Path) -> None:
+    written_on = NamedItems("/data/machine-a/set", [8] * 6)
+    specs = list(
+        ImbalancedQuerySampler(written_on.labels, ways=3, shots=2, total_queries=9, seed=5).take(4)
+    )
+    path = save_episodes(tmp_path / "eps.jsonl", written_on, specs, header={"protocol": "x"})
+    lines = path.read_text().splitlines()
+    assert len(lines) == 5
+    first = json.loads(lines[1])
+    assert first["index"] == 0 and first["classes"][0].startswith("class")
+    assert first["support"][0][0].startswith("class")  # ids are relative to the common root
+    header = read_episode_header(path)
+    assert header["episodes"] == 4 and header["header"] == {"protocol": "x"}
+    assert header["dataset"]["id_prefix"] == "/data/machine-a/set/"
+    # the same images elsewhere resolve to the same items
+    assert load_episodes(path, NamedItems("/elsewhere", [8] * 6)) == specs
+    # so do they in a dataset with only the classes used (another common folder, other indices)
+    used = sorted({c for s in specs for c in s.classes})
+    subset = NamedItems("/x", [8] * len(used), names=[f"class{c}" for c in used])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fingerprint differs: fewer items
+        loaded = load_episodes(path, subset)
+    for original, again in zip(specs, loaded, strict=True):
+        assert [subset.source(i) for w in again.support for i in w] == [
+            written_on.source(i).replace("/data/machine-a/set", "/x")
+            for w in original.support
+            for i in w
+        ]
+
+
+def test_episode_file_round_trip_on_omniglot_zip_sources(tmp_path: Path) -> None:
+    dataset = Omniglot(sample_root(), "test")
+    specs = list(VariableSampler(dataset.labels, seed=2).take(3))
+    path = save_episodes(tmp_path / "o.jsonl", dataset, specs)
+    assert load_episodes(path, dataset) == specs
+    assert image_ids(dataset).ids[0].endswith("@rot000") or "@rot" in image_ids(dataset).ids[0]
+
+
+def test_episode_file_errors_are_clear(tmp_path: Path) -> None:
+    dataset = NamedItems("/d", [6] * 4)
+    specs = list(EpisodeSampler(dataset.labels, ways=2, shots=1, queries=2, seed=0).take(2))
+    path = save_episodes(tmp_path / "e.jsonl", dataset, specs)
+    lines = path.read_text().splitlines()
+
+    def write(name: str, content: list[str]) -> Path:
+        target = tmp_path / name
+        target.write_text("\n".join(content) + "\n")
+        return target
+
+    entry = json.loads(lines[1])
+    entry["query"][0][0] = "class9/nope.png"
+    bad = write("bad-id.jsonl", [lines[0], json.dumps(entry), lines[2]])
+    with pytest.raises(EpisodeFileError, match=r"line 2: image id 'class9/nope.png' is not in"):
+        load_episodes(bad, dataset)
+
+    entry = json.loads(lines[1])
+    entry["support"][0], entry["support"][1] = entry["support"][1], entry["support"][0]
+    with pytest.raises(EpisodeFileError, match="filed under class"):
+        load_episodes(write("swap.jsonl", [lines[0], json.dumps(entry), lines[2]]), dataset)
+
+    entry = json.loads(lines[1])
+    entry["query"][0][0] = entry["support"][0][0]
+    with pytest.raises(EpisodeFileError, match="appears twice"):
+        load_episodes(write("dup.jsonl", [lines[0], json.dumps(entry), lines[2]]), dataset)
+
+    with pytest.raises(EpisodeFileError, match="announces 2 episodes but holds 1"):
+        load_episodes(write("short.jsonl", lines[:2]), dataset)
+    with pytest.raises(EpisodeFileError, match="not an anyshot episode file"):
+        load_episodes(write("plain.jsonl", lines[1:]), dataset)
+    with pytest.raises(EpisodeFileError, match=r"class 'class\d' is not a class"):
+        load_episodes(path, NamedItems("/d", [6]))
+
+    bigger = NamedItems("/d", [6] * 4 + [3])  # same ids plus a new class: resolves, but warns
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_episodes(path, bigger) == specs
+    assert any("fingerprint differs" in str(w.message) for w in caught)
+
+
+# --- the evaluate command's protocol options ------------------------------------------------
+
+
+def run_cli(tmp_path: Path, *extra: str) -> int:
+    return main(
+        [
+            "evaluate",
+            "--dataset",
+            "omniglot",
+            "--data-root",
+            str(sample_root()),
+            "--method",
+            "support-init",
+            "--backbone",
+            "conv4",
+            "--image-size",
+            "28",
+            "--episodes",
+            "3",
+            "--queries",
+            "2",
+            "--quiet",
+            *extra,
+        ]
+    )
+
+
+def test_cli_sweep_writes_one_file_per_setting_and_replays_episode_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.json"
+    assert (
+        run_cli(
+            tmp_path,
+            "--ways",
+            "2,3",
+            "--shots",
+            "1,2",
+            "--output",
+            str(out),
+            "--save-episodes",
+            str(tmp_path / "e.jsonl"),
+        )
+        == 0
+    )
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "e-2w1s.jsonl",
+        "e-2w2s.jsonl",
+        "e-3w1s.jsonl",
+        "e-3w2s.jsonl",
+        "r-2w1s.json",
+        "r-2w2s.json",
+        "r-3w1s.json",
+        "r-3w2s.json",
+    ]
+    swept = json.loads((tmp_path / "r-3w2s.json").read_text())
+    assert swept["config"]["ways"] == 3 and swept["config"]["shots"] == [2, 2, 2]
+    assert [e["shots"] for e in swept["episodes"]] == [[2, 2, 2]] * 3
+
+    replay = tmp_path / "replay.json"
+    assert (
+        run_cli(
+            tmp_path, "--episodes-file", str(tmp_path / "e-3w2s.jsonl"), "--output", str(replay)
+        )
+        == 0
+    )
+    replayed = json.loads(replay.read_text())
+    assert [e["accuracy"] for e in replayed["episodes"]] == [
+        e["accuracy"] for e in swept["episodes"]
+    ]
+    assert replayed["config"]["episodes_file"].endswith("e-3w2s.jsonl")
+    assert replayed["config"]["protocol"] == "fixed"
+    capsys.readouterr()
+
+
+def test_cli_protocols_and_their_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "imb.json"
+    assert (
+        run_cli(
+            tmp_path,
+            "--protocol",
+            "imbalanced",
+            "--ways",
+            "3",
+            "--total-queries",
+            "10",
+            "--dirichlet-alpha",
+            "0.5",
+            "--output",
+            str(out),
+        )
+        == 0
+    )
+    data = json.loads(out.read_text())
+    assert data["config"]["protocol"] == "imbalanced"
+    assert [e["queries"] for e in data["episodes"]] == [10, 10, 10]
+    out = tmp_path / "var.json"
+    assert run_cli(tmp_path, "--protocol", "variable", "--episodes", "1", "--output", str(out)) == 0
+    assert all(5 <= e["ways"] <= 50 for e in json.loads(out.read_text())["episodes"])
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--protocol", "variable", "--ways", "5", "--output", str(out)) == 2
+    assert "draws ways and shots itself" in capsys.readouterr().err
+    assert run_cli(tmp_path, "--ways", "3", "--shots", "1,2", "--output", str(out)) == 2
+    assert "--sweep" in capsys.readouterr().err
+    assert run_cli(tmp_path, "--ways", "all", "--output", str(out)) == 2
+    assert "many-way" in capsys.readouterr().err

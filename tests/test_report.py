@@ -1,0 +1,211 @@
+"""Reports: the numbers in the CSV and Markdown, warnings, the hardness line, valid PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from anyshot.cli import main
+from anyshot.errors import ResultsFileError
+from anyshot.report import load_results, method_label, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def results_file(
+    path: Path,
+    accuracies: list[float],
+    *,
+    ways: int,
+    shots: int,
+    method: str = "support-init",
+    hardness: list[float] | None = None,
+    protocol: str = "fixed",
+    options: dict[str, Any] | None = None,
+) -> Path:
+    """A results file as ``anyshot evaluate`` writes it (only the fields a report reads)."""
+    records = [
+        {"index": i, "accuracy": a, "ways": ways, "shots": [shots] * ways, "queries": 15 * ways}
+        for i, a in enumerate(accuracies)
+    ]
+    for record, h in zip(records, hardness or [], strict=False):
+        record["hardness"] = h
+    config = {
+        "dataset": "omniglot",
+        "split": "test",
+        "protocol": protocol,
+        "ways": ways,
+        "shots": [shots],
+        "queries": 15,
+        "method": method,
+        "method_options": options or {},
+    }
+    path.write_text(json.dumps({"summary": {}, "config": config, "episodes": records}))
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    hardness = rng.uniform(0.5, 3.0, size=120)
+    # support-init lies exactly on accuracy(%) = 95 - 20 h; the other method gets better with h
+    exact = (0.95 - 0.20 * hardness).tolist()
+    rising = np.clip(0.3 + 0.1 * hardness, 0, 1).tolist()
+    files = {
+        "5w1s": results_file(
+            tmp_path / "a.json", exact, ways=5, shots=1, hardness=hardness.tolist()
+        ),
+        "5w1s-td": results_file(
+            tmp_path / "b.json",
+            rising,
+            ways=5,
+            shots=1,
+            method="transductive",
+            options={"scope": "head"},
+            hardness=hardness.tolist(),
+        ),
+        "10w1s": results_file(
+            tmp_path / "c.json", rng.uniform(0.4, 0.9, 200).tolist(), ways=10, shots=1
+        ),
+        "40w1s": results_file(
+            tmp_path / "d.json",
+            rng.uniform(0.3, 0.5, 20).tolist(),
+            ways=40,
+            shots=1,
+            protocol="many-way",
+        ),
+        "5w5s": results_file(
+            tmp_path / "e.json", rng.uniform(0.7, 1.0, 150).tolist(), ways=5, shots=5
+        ),
+    }
+    return {"files": files, "hardness": hardness, "exact": exact}
+
+
+def test_report_numbers_match_numpy(tmp_path: Path, inputs: dict[str, Any]) -> None:
+    report = write_report(list(inputs["files"].values()), tmp_path / "out", name="r")
+    rows = read_csv(tmp_path / "out" / "r.csv")
+    assert len(rows) == 5
+    by_key = {(r["setting"], r["method"]): r for r in rows}
+    by_source = {r["source"]: r for r in rows}
+    for path in inputs["files"].values():
+        data = json.loads(path.read_text())
+        accuracy = 100 * np.array([e["accuracy"] for e in data["episodes"]])
+        row = by_source[str(path)]
+        n = accuracy.size
+        assert int(row["episodes"]) == n
+        assert float(row["accuracy_mean_pct"]) == pytest.approx(accuracy.mean())
+        assert float(row["accuracy_std_pct"]) == pytest.approx(accuracy.std(ddof=1))
+        assert float(row["accuracy_ci95_pct"]) == pytest.approx(
+            1.96 * accuracy.std(ddof=1) / math.sqrt(n)
+        )
+    exact_row = by_key[("5-way 1-shot 15q", "support-init")]
+    assert float(exact_row["hardness_mean"]) == pytest.approx(inputs["hardness"].mean())
+    assert by_key[("10-way 1-shot 15q", "support-init")]["hardness_mean"] == ""
+    assert report.markdown is not None and "| 5-way 1-shot 15q | support-init |" in (
+        report.markdown.read_text()
+    )
+
+
+def test_report_warnings_for_wide_intervals_and_short_many_way_runs(
+    tmp_path: Path, inputs: dict[str, Any]
+) -> None:
+    report = write_report(list(inputs["files"].values()), tmp_path, plots=False)
+    many_way = [w for w in report.warnings if "40-way" in w]
+    assert any("only 20 episodes of a many-way setting" in w for w in many_way)
+    rows = {r.setting.label: r for r in report.rows if r.method == "support-init"}
+    for label, row in rows.items():
+        wide = [w for w in report.warnings if label in w and "95% CI" in w and "support-init" in w]
+        assert bool(wide) == (row.ci95 > 2.0), label
+    text = (tmp_path / "report.md").read_text()
+    assert "## Warnings" in text and "only 20 episodes" in text
+
+
+def test_hardness_line_and_area(tmp_path: Path, inputs: dict[str, Any]) -> None:
+    write_report(list(inputs["files"].values()), tmp_path)
+    rows = read_csv(tmp_path / "report-hardness.csv")
+    fits = {r["method"]: r for r in rows if r["scope"] == "all settings"}
+    # one pooled line per method, then one per setting with hardness: here the same episodes
+    assert [r["scope"] for r in rows] == ["all settings"] * 2 + ["5-way 1-shot 15q"] * 2
+    assert float(fits["support-init"]["correlation"]) == pytest.approx(-1.0)
+    exact = fits["support-init"]
+    assert int(exact["episodes"]) == 120
+    assert float(exact["slope_pct"]) == pytest.approx(-20.0)
+    assert float(exact["intercept_pct"]) == pytest.approx(95.0)
+    assert float(exact["area"]) == pytest.approx(95.0**2 / (2 * 20.0))  # 225.625
+    rising = fits["transductive head"]
+    assert float(rising["slope_pct"]) > 0 and rising["area"] == ""
+    assert "slope >= 0" in rising["note"]
+    assert "n/a (slope >= 0" in (tmp_path / "report.md").read_text()
+
+
+def test_plots_are_valid_pngs(tmp_path: Path, inputs: dict[str, Any]) -> None:
+    report = write_report(list(inputs["files"].values()), tmp_path, name="x")
+    names = sorted(p.name for p in report.plots)
+    assert names == [
+        "x-hardness-omniglot-test.png",
+        "x-shots-omniglot-test.png",
+        "x-ways-omniglot-test.png",
+    ]
+    for path in report.plots:
+        data = path.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000, path
+        assert path.parent == tmp_path / "plots"
+        assert f"(plots/{path.name})" in (tmp_path / "x.md").read_text()
+
+
+def test_bundles_duplicates_and_bad_files(tmp_path: Path, inputs: dict[str, Any]) -> None:
+    one = json.loads(inputs["files"]["5w1s"].read_text())
+    other = json.loads(inputs["files"]["10w1s"].read_text())
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps({"results": [one, other]}))
+    assert len(load_results([bundle])) == 2
+    with pytest.raises(ResultsFileError, match="both hold 'support-init'"):
+        load_results([bundle, inputs["files"]["5w1s"]])
+    (tmp_path / "junk.json").write_text('{"hello": 1}')
+    with pytest.raises(ResultsFileError, match="not an anyshot results file"):
+        load_results([tmp_path / "junk.json"])
+    with pytest.raises(ResultsFileError, match="not found"):
+        load_results([tmp_path / "missing.json"])
+
+
+def test_method_labels() -> None:
+    assert method_label({"method": "support-init", "method_options": {"temperature": 1.0}}) == (
+        "support-init"
+    )
+    label = method_label(
+        {
+            "method": "transductive",
+            "method_options": {
+                "scope": "head",
+                "temperature": 0.1,
+                "lr": 0.01,
+                "balance_weight": 1.0,
+                "epochs": 25,
+                "seed": 3,
+            },
+        }
+    )
+    assert label == "transductive head balance=1 lr=0.01 T=0.1"
+    assert method_label({"label": "mine", "method": "x"}) == "mine"
+
+
+def test_report_command(tmp_path: Path, inputs: dict[str, Any], capsys) -> None:
+    paths = [str(p) for p in inputs["files"].values()]
+    assert main(["report", *paths, "--output", str(tmp_path / "cli"), "--no-plots"]) == 0
+    captured = capsys.readouterr()
+    assert "anyshot: warning:" in captured.err and "many-way" in captured.err
+    assert "report.csv" in captured.out
+    assert not (tmp_path / "cli" / "plots").exists()
+    assert main(["report", str(tmp_path / "nope.json"), "--output", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
