@@ -449,8 +449,15 @@ def test_mini_imagenet_folder_layout_and_missing_split(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- registry
 def test_registry(tmp_path: Path) -> None:
-    assert available_datasets() == ["folder", "mini-imagenet", "omniglot"]
-    with pytest.raises(ValueError, match="folder, mini-imagenet, omniglot"):
+    assert available_datasets() == [
+        "cifar-fs",
+        "fc100",
+        "folder",
+        "mini-imagenet",
+        "omniglot",
+        "tiered-imagenet",
+    ]
+    with pytest.raises(ValueError, match="folder, mini-imagenet, omniglot, tiered-imagenet"):
         load_dataset("cifar-100", tmp_path, "test")
 
     _write(tmp_path / "tree" / "cat" / "a.png")

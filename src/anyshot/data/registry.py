@@ -6,10 +6,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from anyshot.data.cifar_fs import CifarFS
 from anyshot.data.dataset import ImageDataset
+from anyshot.data.fc100 import FC100
 from anyshot.data.folder import FolderDataset
 from anyshot.data.miniimagenet import MiniImageNet
 from anyshot.data.omniglot import Omniglot
+from anyshot.data.tiered_imagenet import TieredImageNet
 
 __all__ = ["available_datasets", "load_dataset"]
 
@@ -23,10 +26,22 @@ def _folder(root: Path, split: str) -> ImageDataset:
 _LOADERS: dict[str, Callable[[Path, str], ImageDataset]] = {
     "omniglot": lambda root, split: Omniglot(root, split),
     "mini-imagenet": lambda root, split: MiniImageNet(root, split),
+    "tiered-imagenet": lambda root, split: TieredImageNet(root, split),
+    "cifar-fs": lambda root, split: CifarFS(root, split),
+    "fc100": lambda root, split: FC100(root, split),
     "folder": _folder,
 }
 
-_ALIASES = {"miniimagenet": "mini-imagenet", "mini_imagenet": "mini-imagenet"}
+_ALIASES = {
+    "miniimagenet": "mini-imagenet",
+    "mini_imagenet": "mini-imagenet",
+    "tieredimagenet": "tiered-imagenet",
+    "tiered_imagenet": "tiered-imagenet",
+    "cifarfs": "cifar-fs",
+    "cifar_fs": "cifar-fs",
+    "fc-100": "fc100",
+    "fc_100": "fc100",
+}
 
 
 def available_datasets() -> list[str]:
@@ -39,7 +54,9 @@ def load_dataset(name: str, root: str | os.PathLike[str], split: str) -> ImageDa
 
     Args:
         name: ``"omniglot"`` (official zips + Vinyals split), ``"mini-imagenet"`` (Ravi CSVs or a
-            folder per class) or ``"folder"`` (``root/split/<class>/...`` if ``root/split`` is a
+            folder per class), ``"tiered-imagenet"`` (Ren et al. pickles), ``"cifar-fs"``
+            (CIFAR-100 pickles + Bertinetto split files), ``"fc100"`` (CIFAR-100 pickles split by
+            superclass) or ``"folder"`` (``root/split/<class>/...`` if ``root/split`` is a
             folder, else ``root/<class>/...``).
         root: the dataset's folder.
         split: e.g. ``"train"``, ``"val"``, ``"test"``.
