@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from anyshot.episodes import Episode
+from anyshot.methods.batched import batched_head_finetuning, batched_support_init
 from anyshot.methods.cosine import CosineClassifier, normalized_class_means
 from anyshot.methods.finetune import SCOPES, FineTuning, TransductiveFineTuning, prediction_entropy
 from anyshot.methods.support_init import SupportBasedInit
@@ -25,6 +26,8 @@ __all__ = [
     "FineTuning",
     "SupportBasedInit",
     "TransductiveFineTuning",
+    "batched_head_finetuning",
+    "batched_support_init",
     "build_method",
     "normalized_class_means",
     "prediction_entropy",

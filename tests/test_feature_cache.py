@@ -1,0 +1,154 @@
+"""Tests of anyshot.feature_cache: features computed once, keyed by model, preprocessing, file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from anyshot.backbones import Backbone, build_backbone
+from anyshot.data import FolderDataset, Preprocessing
+from anyshot.errors import ConfigurationError
+from anyshot.feature_cache import FeatureCache, file_identity
+from anyshot.methods.frozen import frozen_forward
+
+
+def save(path: Path, value: int, size: tuple[int, int] = (12, 12)) -> Path:
+    """A small RGB PNG of noise around ``value``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(value)
+    pixels = np.clip(value + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels, "RGB").save(path)
+    return path
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> FolderDataset:
+    for k, cls in enumerate(("a", "b", "c")):
+        for i in range(3):
+            save(tmp_path / "data" / cls / f"{i}.png", 30 + 70 * k + 7 * i)
+    return FolderDataset(tmp_path / "data")
+
+
+class Counting(nn.Module):
+    """Wraps a backbone; counts the images it embeds."""
+
+    preprocessing: Preprocessing
+    inner: Backbone
+
+    def __init__(self, inner: Backbone) -> None:
+        super().__init__()
+        self.inner = inner
+        self.preprocessing = inner.preprocessing
+        self.arch = inner.arch
+        self.embedding = inner.embedding
+        self.images = 0
+
+    def config(self) -> dict[str, Any]:
+        return self.inner.config()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += int(x.shape[0])
+        out: torch.Tensor = self.inner(x)
+        return out
+
+
+def counting_backbone(seed: int = 0) -> Counting:
+    torch.manual_seed(seed)
+    return Counting(build_backbone("conv4", image_size=16))
+
+
+def test_hit_is_bitwise_the_frozen_forward_and_computes_nothing(
+    dataset: FolderDataset, tmp_path: Path
+) -> None:
+    model = counting_backbone()
+    order = [5, 0, 8, 0, 3]
+    reference = frozen_forward(
+        model.inner, dataset.load_batch(order, model.preprocessing), batch_size=64
+    )
+    exact = FeatureCache(tmp_path / "exact", channels_last=False)
+    first = exact.features(model, dataset, order, batch_size=2)
+    assert torch.equal(first, reference)
+    assert model.images == 4 and exact.computed == 4  # the repeated item is embedded once
+    # A fresh object reads the shards from disk: nothing recomputed, bitwise the same rows.
+    again = FeatureCache(tmp_path / "exact", channels_last=False)
+    model.images = 0
+    assert torch.equal(again.features(model, dataset, order), reference)
+    assert model.images == 0 and again.computed == 0
+    # More indices: only the new ones are computed, rows follow the request order.
+    both = again.features(model, dataset, [1, 5, 2])
+    assert model.images == 2
+    assert torch.equal(both[1], reference[0])
+
+    # Channels-last (the default): same values up to rounding, hits are bitwise the misses.
+    fast = FeatureCache(tmp_path / "fast", shard_size=3)
+    model.images = 0
+    computed = fast.features(model, dataset, order)
+    torch.testing.assert_close(computed, reference, atol=1e-5, rtol=1e-5)
+    assert len(list((tmp_path / "fast").rglob("shard-*.pt"))) == 2  # 4 items, shards of 3
+    model.images = 0
+    assert torch.equal(FeatureCache(tmp_path / "fast").features(model, dataset, order), computed)
+    assert model.images == 0
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_changes_invalidate(dataset: FolderDataset, tmp_path: Path) -> None:
+    model = counting_backbone()
+    cache = FeatureCache(tmp_path / "cache")
+    items = [0, 1, 2]
+    before = cache.features(model, dataset, items)
+    assert model.images == 3
+
+    # Changed preprocessing -> a miss for every item.
+    model.images = 0
+    other = model.preprocessing.with_size(20)
+    cache.features(model, dataset, items, preprocessing=other)
+    assert model.images == 3
+
+    # A touched file (new mtime, same bytes) and a rewritten file (new size) -> misses.
+    model.images = 0
+    touched = Path(dataset.source(0))
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    save(Path(dataset.source(1)), 99, size=(14, 10))
+    after = cache.features(model, dataset, items)
+    assert model.images == 2
+    assert torch.equal(after[2], before[2])
+    assert not torch.equal(after[1], before[1])
+
+    # Different weights -> a miss; same weights in a new module -> hits.
+    model.images = 0
+    with torch.no_grad():
+        next(model.inner.parameters()).add_(0.01)
+    cache.features(model, dataset, items)
+    assert model.images == 3
+    twin = counting_backbone()
+    twin.inner.load_state_dict(model.inner.state_dict())
+    cache.features(twin, dataset, items)
+    assert twin.images == 0
+
+
+def test_edge_cases(dataset: FolderDataset, tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path / "c")
+    model = counting_backbone()
+    assert cache.features(model, dataset, []).shape[0] == 0
+    assert cache.features(model, dataset, torch.tensor([-1])).shape == (
+        1,
+        model.inner.embedding_dim,
+    )
+    with pytest.raises(ConfigurationError, match="preprocessing"):
+        cache.features(nn.Flatten(), dataset, [0])
+    with pytest.raises(IndexError):
+        cache.features(model, dataset, [len(dataset)])
+    with pytest.raises(ConfigurationError):
+        FeatureCache(tmp_path, shard_size=0)
+    assert file_identity(str(tmp_path / "nope.zip") + ":x/y.png@rot000") == (None, None)
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(b"12345")
+    assert file_identity(f"{archive}:x/y.png@rot090")[0] == 5
