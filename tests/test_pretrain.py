@@ -308,7 +308,11 @@ def run(folder):
 
 
 if __name__ == "__main__":
+    # One process group for both runs (pretrain() uses a group its caller started; re-creating
+    # a group on the same torchrun store within one process is not reliable).
+    torch.distributed.init_process_group("gloo")
     curves = run(sys.argv[1])
+    torch.distributed.destroy_process_group()
     if curves["no-norm"]:  # rank 0 only
         with open(f"{sys.argv[1]}/curves.json", "w") as handle:
             json.dump(curves, handle)

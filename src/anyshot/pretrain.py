@@ -398,6 +398,10 @@ def pretrain(
         log: receives one line per epoch and notices (rank 0 only).
         on_epoch: called with each epoch's history record after its files are written.
 
+    Under torchrun, a process group the caller started is used as is; otherwise one is started
+    here and destroyed on return (so several runs in one process should share a caller's group:
+    re-creating a group on the same torchrun store is not reliable).
+
     Returns:
         The files written and the per-epoch history.
 

@@ -1,0 +1,306 @@
+"""Omniglot from scratch (issue 3): pre-train conv-4 on the Vinyals train classes, evaluate on test.
+
+1. Pre-training: runs ``anyshot pretrain`` (28 x 28 grey, no flip, validation on the val classes)
+   unless the checkpoint's training state says the run is complete; a partial run is resumed.
+2. Evaluation on the test classes: 5- and 20-way, 1- and 5-shot, 15 queries per class, seeded
+   episodes (``EpisodeSampler(seed=0)``, the same episodes ``anyshot evaluate --seed 0`` draws).
+   ``--part fast``: support-based initialisation and head-scope (transductive) fine-tuning on
+   every episode; the test images are decoded and embedded once (eval mode, no augmentation) and
+   the methods run on the cached embeddings, which is what they compute from the images anyway.
+   ``--part all``: fine-tuning of every parameter (paper settings, no flip) on the images of the
+   first episodes of each setting, as many as ``--all-seconds`` allows.
+
+Writes ``benchmarks/results/omniglot-scratch-{fast,all}.json``: pre-training record (config,
+per-epoch history, wall time), then per setting and method the summary (mean, std, 95% CI) and
+the per-episode accuracies.
+
+    OMP_NUM_THREADS=1 python benchmarks/omniglot_benchmark.py --data-root ../shared/data/omniglot \\
+        --cycles 5:0.1,10:0.01 --part fast
+    OMP_NUM_THREADS=1 python benchmarks/omniglot_benchmark.py --data-root ../shared/data/omniglot \\
+        --cycles 5:0.1,10:0.01 --part all --all-seconds 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from anyshot.backbones import load_backbone
+from anyshot.backbones.base import Backbone
+from anyshot.data import load_dataset
+from anyshot.data.memory import MemoryImages
+from anyshot.episodes import Episode, EpisodeSampler, EpisodeSpec
+from anyshot.evaluation import evaluate, summarize
+from anyshot.io import write_json
+from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
+from anyshot.methods.frozen import frozen_forward
+from anyshot.methods.recommended import recommended_method
+from anyshot.pretrain import last_path
+
+SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+QUERIES = 15
+PUBLISHED = {
+    "Prototypical Networks (Snell et al. 2017)": {
+        "5w1s": 98.8,
+        "5w5s": 99.7,
+        "20w1s": 96.0,
+        "20w5s": 98.9,
+    },
+    "MAML (Finn et al. 2017)": {"5w1s": 98.7, "5w5s": 99.9, "20w1s": 95.8, "20w5s": 98.9},
+}
+
+
+def pretrain_command(args: argparse.Namespace, resume: bool) -> list[str]:
+    """The ``anyshot pretrain`` command line of this benchmark."""
+    command = [
+        sys.executable,
+        "-m",
+        "anyshot",
+        "pretrain",
+        "--dataset",
+        "omniglot",
+        "--data-root",
+        str(args.data_root),
+        "--split",
+        "train",
+        "--arch",
+        "conv4",
+        "--image-size",
+        "28",
+        "--channels",
+        "1",
+        "--cycles",
+        args.cycles,
+        "--seed",
+        "0",
+        "--output",
+        str(args.checkpoint),
+    ]
+    return [*command, "--resume"] if resume else command
+
+
+def run_pretraining(args: argparse.Namespace) -> dict[str, Any]:
+    """Pre-train (or resume, or skip when complete); the run's record."""
+    state_file = last_path(args.checkpoint)
+    state = _training_state(state_file)
+    wall = None
+    if state is None or state["epoch"] < sum(int(c.split(":")[0]) for c in args.cycles.split(",")):
+        command = pretrain_command(args, resume=state is not None)
+        print("running:", " ".join(command), flush=True)
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        wall = time.perf_counter() - start
+        state = _training_state(state_file)
+    assert state is not None
+    return {
+        "command": " ".join(pretrain_command(args, resume=False)[1:]),
+        "config": state["config"],
+        "epochs": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "best_val_accuracy": state["best_metric"],
+        "history": state["history"],
+        "train_seconds_sum_of_epochs": sum(h["seconds"] for h in state["history"]),
+        "wall_seconds_this_invocation": wall,
+    }
+
+
+def _training_state(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    state: dict[str, Any] = data["extra"]["training_state"]
+    return state
+
+
+class _Rows(nn.Module):
+    """Cached embeddings ``[N, D, 1, 1]`` -> ``[N, D]``: a 'backbone' for head-scope methods."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(x, 1)
+
+
+def _episode(spec: EpisodeSpec, data: torch.Tensor | MemoryImages, names: list[str]) -> Episode:
+    """The episode of ``spec`` over cached rows ``[N, D, 1, 1]`` or in-memory images."""
+    support = [i for items in spec.support for i in items]
+    query = [i for items in spec.query for i in items]
+
+    def take(items: list[int]) -> torch.Tensor:
+        if isinstance(data, MemoryImages):
+            return data.batch(items)
+        return data[torch.as_tensor(items)]
+
+    return Episode(
+        take(support),
+        [names[c] for c, items in zip(spec.classes, spec.support, strict=True) for _ in items],
+        take(query),
+        [names[c] for c, items in zip(spec.classes, spec.query, strict=True) for _ in items],
+        classes=[names[c] for c in spec.classes],
+    )
+
+
+def _record(result: Any, ways: int, shots: int, method: str, seconds: float) -> dict[str, Any]:
+    accuracies = [r["accuracy"] for r in result.records]
+    return {
+        "ways": ways,
+        "shots": shots,
+        "queries": QUERIES,
+        "method": method,
+        "summary": dict(summarize(accuracies)),
+        "seconds": seconds,
+        "accuracies": [round(a, 4) for a in accuracies],
+    }
+
+
+def fast_part(
+    args: argparse.Namespace, backbone: Backbone, test: MemoryImages, save: Any
+) -> list[Any]:
+    """Support-init and head-scope methods on cached embeddings, every episode."""
+    start = time.perf_counter()
+    embeddings = {}
+    for embedding in ("logits", "features"):
+        backbone.embedding = embedding
+        rows = frozen_forward(backbone, _all_images(test), batch_size=512)
+        embeddings[embedding] = rows.view(*rows.shape, 1, 1)
+    backbone.embedding = "logits"
+    print(f"embedded {len(test)} test images in {time.perf_counter() - start:.0f} s", flush=True)
+    methods: list[tuple[str, str, Any]] = [
+        ("support-init", "logits", SupportBasedInit()),
+        ("support-init (features)", "features", SupportBasedInit()),
+        ("finetune head (paper)", "logits", FineTuning(scope="head")),
+        ("transductive head (paper)", "logits", TransductiveFineTuning(scope="head")),
+        ("transductive head (recommended)", "logits", recommended_method()),
+    ]
+    names = list(test.class_names)
+    out = []
+    for ways, shots in SETTINGS:
+        sampler = EpisodeSampler(
+            test.labels.numpy(), ways=ways, shots=shots, queries=QUERIES, seed=0
+        )
+        for label, embedding, method in methods:
+            rows = embeddings[embedding]
+            episodes = (_episode(spec, rows, names) for spec in sampler.take(args.episodes))
+            begin = time.perf_counter()
+            result = evaluate(method, _Rows(), episodes, total=args.episodes)
+            record = _record(result, ways, shots, label, time.perf_counter() - begin)
+            out.append(record)
+            save(out)
+            print(
+                f"{ways}-way {shots}-shot {label}: "
+                f"{100 * record['summary']['accuracy_mean']:.2f} "
+                f"± {100 * record['summary']['accuracy_ci95']:.2f} "
+                f"({record['seconds']:.0f} s)",
+                flush=True,
+            )
+    return out
+
+
+def all_part(
+    args: argparse.Namespace, backbone: Backbone, test: MemoryImages, save: Any
+) -> list[Any]:
+    """Scope ``all`` (paper settings, no flip) on the images of the first episodes."""
+    methods = [
+        ("finetune all (paper)", FineTuning(scope="all", flip=False)),
+        ("transductive all (paper)", TransductiveFineTuning(scope="all", flip=False)),
+    ]
+    settings = [s for s in SETTINGS if f"{s[0]}w{s[1]}s" in args.all_settings.split(",")]
+    budget = args.all_seconds / (len(settings) * len(methods))
+    names = list(test.class_names)
+    out = []
+    for ways, shots in settings:
+        sampler = EpisodeSampler(
+            test.labels.numpy(), ways=ways, shots=shots, queries=QUERIES, seed=0
+        )
+        for label, method in methods:
+            begin = time.perf_counter()
+
+            episodes = _timed(sampler, args.episodes, test, names, begin + budget)
+            result = evaluate(method, backbone, episodes)
+            record = _record(result, ways, shots, label, time.perf_counter() - begin)
+            out.append(record)
+            save(out)
+            print(
+                f"{ways}-way {shots}-shot {label}: "
+                f"{100 * record['summary']['accuracy_mean']:.2f} "
+                f"± {100 * record['summary']['accuracy_ci95']:.2f} on "
+                f"{record['summary']['episodes']} episodes ({record['seconds']:.0f} s)",
+                flush=True,
+            )
+    return out
+
+
+def _timed(
+    sampler: EpisodeSampler, count: int, test: MemoryImages, names: list[str], deadline: float
+) -> Iterator[Episode]:
+    """Up to ``count`` episodes, none started after ``deadline`` (at least one)."""
+    for index, spec in enumerate(sampler.take(count)):
+        if index and time.perf_counter() > deadline:
+            return
+        yield _episode(spec, test, names)
+
+
+def _all_images(test: MemoryImages) -> torch.Tensor:
+    return test.batch(torch.arange(len(test)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, default=Path("../shared/data/omniglot"))
+    parser.add_argument(
+        "--checkpoint", type=Path, default=Path("benchmarks/checkpoints/omniglot-conv4.pt")
+    )
+    parser.add_argument(
+        "--cycles",
+        default="5:0.1,10:0.01",
+        help="pre-training schedule (the paper's is 40:0.1,80:0.01)",
+    )
+    parser.add_argument("--part", choices=["fast", "all"], default="fast")
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument(
+        "--all-seconds",
+        type=float,
+        default=600.0,
+        help="time budget of --part all, shared across settings and methods",
+    )
+    parser.add_argument("--all-settings", default="5w1s,5w5s,20w1s,20w5s")
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    pretraining = run_pretraining(args)
+    backbone = load_backbone(args.checkpoint).eval()
+    dataset = load_dataset("omniglot", args.data_root, "test")
+    test = MemoryImages.from_dataset(dataset, backbone.preprocessing)
+    path = args.results / f"omniglot-scratch-{args.part}.json"
+
+    def save(results: list[Any]) -> None:
+        """Rewrite the results file (atomically) after every method: nothing finished is lost."""
+        write_json(
+            path,
+            {
+                "benchmark": "Omniglot from scratch (issue 3)",
+                "checkpoint": str(args.checkpoint),
+                "split": "test (Vinyals), seeded episodes seed 0, 15 queries per class",
+                "pretraining": pretraining,
+                "published": PUBLISHED,
+                "results": results,
+                "evaluation_wall_seconds": time.perf_counter() - started,
+                "torch_threads": torch.get_num_threads(),
+            },
+        )
+
+    run = fast_part if args.part == "fast" else all_part
+    run(args, backbone, test, save)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
