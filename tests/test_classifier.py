@@ -12,7 +12,6 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +31,6 @@ SIZE = 16
 CONV4 = ["--backbone", "conv4", "--image-size", str(SIZE), "--quiet"]
 COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 30)}
 MINI_IMAGENET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mini-imagenet"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one torch thread avoids thread start-up and contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def backbone() -> Backbone:

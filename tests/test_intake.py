@@ -9,7 +9,6 @@ import json
 import os
 import struct
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +25,6 @@ from anyshot.errors import DatasetError, EmptyClassError, ImageReadError
 
 SIZE = 16
 CONV4 = ["--backbone", "conv4", "--image-size", str(SIZE), "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one torch thread avoids thread start-up and contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def save(

@@ -31,6 +31,7 @@ __all__ = [
     "EpisodeSampler",
     "EpisodeSpec",
     "ImageSequence",
+    "draw_episode",
     "image_batches",
     "image_shape",
     "make_episode",
@@ -290,6 +291,31 @@ class EpisodeSpec:
         }
 
 
+def draw_episode(
+    rng: np.random.Generator,
+    members: dict[int, np.ndarray],
+    classes: Sequence[int] | np.ndarray,
+    shots: Sequence[int] | np.ndarray,
+    queries: Sequence[int] | np.ndarray,
+) -> EpisodeSpec:
+    """Draw each class's support and query items, without replacement, in class order.
+
+    Args:
+        rng: the episode's generator (one ``choice`` call per class, in order).
+        members: item indices of every class, by class index.
+        classes: the episode's classes, one per way.
+        shots: support images per way.
+        queries: query images per way.
+    """
+    support: list[tuple[int, ...]] = []
+    query: list[tuple[int, ...]] = []
+    for cls, k, q in zip(classes, shots, queries, strict=True):
+        picked = rng.choice(members[int(cls)], size=int(k) + int(q), replace=False)
+        support.append(tuple(int(i) for i in picked[: int(k)]))
+        query.append(tuple(int(i) for i in picked[int(k) :]))
+    return EpisodeSpec(tuple(int(c) for c in classes), tuple(support), tuple(query))
+
+
 class EpisodeSampler:
     """Seeded sampler of N-way K-shot Q-query episodes over a labelled collection.
 
@@ -355,14 +381,7 @@ class EpisodeSampler:
         """The ``index``-th episode of this sampler's stream."""
         rng = np.random.Generator(np.random.PCG64([self.seed, int(index)]))
         chosen = rng.choice(self._candidates, size=self.ways, replace=False)
-        support: list[tuple[int, ...]] = []
-        query: list[tuple[int, ...]] = []
-        for way, cls in enumerate(chosen):
-            members = self._members[int(cls)]
-            picked = rng.choice(members, size=self.shots[way] + self.queries, replace=False)
-            support.append(tuple(int(i) for i in picked[: self.shots[way]]))
-            query.append(tuple(int(i) for i in picked[self.shots[way] :]))
-        return EpisodeSpec(tuple(int(c) for c in chosen), tuple(support), tuple(query))
+        return draw_episode(rng, self._members, chosen, self.shots, [self.queries] * self.ways)
 
     def take(self, count: int) -> Iterator[EpisodeSpec]:
         """The first ``count`` episodes."""

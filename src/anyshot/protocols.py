@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from anyshot.episodes import EpisodeSampler, EpisodeSpec
+from anyshot.episodes import EpisodeSampler, EpisodeSpec, draw_episode
 from anyshot.errors import ConfigurationError, DatasetError
 
 __all__ = [
@@ -202,13 +202,7 @@ class VariableSampler(_SeededSampler):
         proportions = proportions / proportions.sum()
         desired = np.floor(proportions * (support_size - ways)).astype(np.int64) + 1
         shots = np.minimum(desired, remaining)
-        support: list[tuple[int, ...]] = []
-        query: list[tuple[int, ...]] = []
-        for cls, k in zip(chosen, shots, strict=True):
-            picked = rng.choice(self._members[int(cls)], size=int(k) + queries, replace=False)
-            support.append(tuple(int(i) for i in picked[:k]))
-            query.append(tuple(int(i) for i in picked[k:]))
-        return EpisodeSpec(tuple(int(c) for c in chosen), tuple(support), tuple(query))
+        return draw_episode(rng, self._members, chosen, shots, [queries] * len(chosen))
 
     def config(self) -> dict[str, Any]:
         """The protocol's parameters (stored beside results and in episode files)."""
@@ -329,13 +323,7 @@ class ImbalancedQuerySampler(_SeededSampler):
             [len(self._members[int(c)]) - k for c, k in zip(chosen, self.shots, strict=True)]
         )
         counts = self.query_counts(rng, capacity)
-        support: list[tuple[int, ...]] = []
-        query: list[tuple[int, ...]] = []
-        for cls, k, m in zip(chosen, self.shots, counts, strict=True):
-            picked = rng.choice(self._members[int(cls)], size=k + int(m), replace=False)
-            support.append(tuple(int(i) for i in picked[:k]))
-            query.append(tuple(int(i) for i in picked[k:]))
-        return EpisodeSpec(tuple(int(c) for c in chosen), tuple(support), tuple(query))
+        return draw_episode(rng, self._members, chosen, self.shots, counts)
 
     def config(self) -> dict[str, Any]:
         """The protocol's parameters (stored beside results and in episode files)."""
