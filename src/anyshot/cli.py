@@ -27,6 +27,7 @@ from anyshot.cli_research import (
     RESEARCH_COMMANDS,
     add_protocol_options,
     add_report_command,
+    add_speed_options,
     ways_list,
 )
 from anyshot.errors import AnyshotError
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     episodes.add_argument("--episodes", type=_positive_int, default=100)
     episodes.add_argument("--seed", type=int, default=0, help="seed of episodes and fine-tuning")
     add_protocol_options(evaluate)
+    add_speed_options(evaluate)
     _add_method_options(evaluate)
     _add_backbone_options(evaluate)
     evaluate.add_argument("--output", type=Path, required=True, help="results JSON file")

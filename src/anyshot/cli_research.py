@@ -6,6 +6,11 @@
 (or ``all`` with ``--protocol many-way``). A sweep writes **one results file per setting**:
 ``--output r.json`` becomes ``r-5w1s.json``, ``r-10w1s.json``, ... (``r-allw1s.json`` for all
 ways); ``--save-episodes e.jsonl`` likewise. ``anyshot report`` reads any number of results files.
+
+Speed options (:func:`add_speed_options`): ``--cache-dir DIR`` embeds each image once into a
+:class:`~anyshot.feature_cache.FeatureCache` and runs support-init / head-scope methods on the
+cached rows, same-shaped episodes batched (:mod:`anyshot.cached_evaluation`); ``--workers N``
+(or ``torchrun``) shards the episodes over processes (:mod:`anyshot.sharding`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ __all__ = [
     "RESEARCH_COMMANDS",
     "add_protocol_options",
     "add_report_command",
+    "add_speed_options",
     "run_evaluate",
     "run_report",
     "ways_list",
@@ -194,21 +200,72 @@ def _hardness_hook(model: Any, specs: list[Any]) -> Any:
     return hook
 
 
+def add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """``evaluate``'s speed options: ``--cache-dir`` and ``--workers``."""
+    group = parser.add_argument_group("speed")
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="embed every image the episodes use once, keep the features in this folder "
+        "(reused by later runs with the same backbone, preprocessing and files) and run the "
+        "method on them, many same-shaped episodes at once; for support-init and --scope head "
+        "only (other scopes train the backbone and run as usual, with a note). Per-episode "
+        "seconds then are a batch's time divided by its episodes",
+    )
+    group.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="processes to share the episodes (episode i goes to worker i %% N; results are "
+        "identical to one process apart from seconds); each uses max(1, CPUs / N) torch "
+        "threads unless --threads is given. Under 'torchrun --nproc-per-node N -m anyshot "
+        "evaluate ...' the N torchrun processes are the workers (default 1)",
+    )
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    """``anyshot evaluate``: sample (or read) episodes per setting, evaluate, write results."""
+    """``anyshot evaluate``: sample (or read) episodes per setting, evaluate, write results.
+
+    With ``--workers N`` (or under ``torchrun``) every process runs this with its own
+    :class:`~anyshot.sharding.Shard` of the episodes; rank 0 prints and writes.
+    """
+    from anyshot.sharding import launch
+
+    return launch(
+        _evaluate_job,
+        args,
+        workers=getattr(args, "workers", 1),
+        threads=getattr(args, "threads", None),
+    )
+
+
+def _evaluate_job(args: argparse.Namespace, shard: Any) -> int:
+    """One process's part of ``anyshot evaluate`` (see :func:`run_evaluate`)."""
     import torch
 
     from anyshot.backbones import load_backbone
+    from anyshot.cached_evaluation import (
+        embed_items,
+        episode_items,
+        evaluate_cached,
+        supports_cached,
+    )
     from anyshot.cli import _method_options, _summary_line
     from anyshot.data import load_dataset
     from anyshot.episode_files import load_episodes, read_episode_header, save_episodes
     from anyshot.episodes import make_episode
     from anyshot.evaluation import EvaluationResult, evaluate
+    from anyshot.feature_cache import FeatureCache
     from anyshot.hardness import HardnessModel
     from anyshot.methods import build_method
     from anyshot.protocols import build_sampler, sampler_config
     from anyshot.report import method_label
 
+    main_rank = shard.is_main
+    if not main_rank:
+        args.quiet = True  # one progress bar and one "done in" line, from rank 0
     settings = _settings(args)
     protocol = args.protocol or "fixed"
     overrides = {
@@ -222,6 +279,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.data_root, args.split)
     method = build_method(args.method, **_method_options(args, args.seed))
     preprocessing = backbone.preprocessing
+    cache_dir = getattr(args, "cache_dir", None)
+    cache = None
+    if cache_dir is not None:
+        if supports_cached(method):
+            cache = FeatureCache(cache_dir)
+        elif main_rank:
+            print(
+                f"anyshot: note: --cache-dir is not used: --scope {args.scope} trains the "
+                "backbone, so every episode embeds its own images (cached features work with "
+                "support-init and --scope head)",
+                file=sys.stderr,
+            )
     hardness_model = None
     if args.hardness:
         hardness_model = HardnessModel(
@@ -249,7 +318,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             )
             specs = list(sampler.take(args.episodes))
             protocol_config = sampler_config(sampler)
-            if args.save_episodes is not None:
+            if args.save_episodes is not None and main_rank:
                 path = save_episodes(
                     _suffixed(args.save_episodes, ways, shots, many),
                     dataset,
@@ -273,26 +342,78 @@ def run_evaluate(args: argparse.Namespace) -> int:
         }
         if hardness_model is not None:
             config["hardness"] = hardness_model.config()
-        episodes = (make_episode(dataset, spec, preprocessing) for spec in specs)
-        hook = None if hardness_model is None else _hardness_hook(hardness_model, specs)
+        if cache is not None:
+            config["feature_cache"] = str(cache_dir)
+        if shard.world_size > 1:
+            config["workers"] = shard.world_size
+        mine = shard.indices(len(specs))
         partial = EvaluationResult(config=config)
+        interrupted = False
         try:
-            result = evaluate(
-                method,
-                backbone,
-                episodes,
-                total=len(specs),
-                config=config,
-                show_progress=not args.quiet,
-                on_record=partial.records.append,
-                hardness=hook,
-            )
+            if cache is not None:
+                # The ranks share the embedding, then each reads its episodes' rows.
+                everything = episode_items(specs)
+                cache.features(
+                    backbone,
+                    dataset,
+                    everything[shard.rank :: shard.world_size],
+                    batch_size=args.batch_size,
+                    show_progress=not args.quiet,
+                )
+                shard.barrier()
+                if mine:
+                    features = embed_items(
+                        cache,
+                        backbone,
+                        dataset,
+                        episode_items(specs[i] for i in mine),
+                        batch_size=args.batch_size,
+                    )
+                    cached_hook = (
+                        None
+                        if hardness_model is None
+                        else _cached_hardness_hook(hardness_model, specs)
+                    )
+                    partial = evaluate_cached(
+                        method,  # type: ignore[arg-type]  # supports_cached(method) holds
+                        features,
+                        specs,
+                        indices=mine,
+                        config=config,
+                        show_progress=not args.quiet,
+                        on_record=partial.records.append,
+                        hardness=cached_hook,
+                    )
+            elif mine:
+                episodes = (make_episode(dataset, specs[i], preprocessing) for i in mine)
+                hook = None if hardness_model is None else _hardness_hook(hardness_model, specs)
+                keep = _reindexing(partial.records, mine)
+                partial = evaluate(
+                    method,
+                    backbone,
+                    episodes,
+                    total=len(mine),
+                    config=config,
+                    show_progress=not args.quiet,
+                    on_record=keep,
+                    hardness=None if hook is None else _shard_hook(hook, mine),
+                )
         except KeyboardInterrupt:
-            if partial.records:
-                partial.config["interrupted"] = True
-                partial.save(output)
+            interrupted = True
+        gathered = shard.all_gather((partial.records, interrupted))
+        records = sorted((r for part, _ in gathered for r in part), key=lambda r: r["index"])
+        interrupted = any(flag for _, flag in gathered)
+        if not main_rank:
+            if interrupted:
+                return 130
+            continue
+        result = EvaluationResult(records=records, config=partial.config)
+        if interrupted:
+            if records:
+                result.config["interrupted"] = True
+                result.save(output)
                 print(
-                    f"interrupted: {len(partial.records)} finished episodes saved to {output}",
+                    f"interrupted: {len(records)} finished episodes saved to {output}",
                     file=sys.stderr,
                 )
             return 130
@@ -301,6 +422,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(_summary_line(f"{method_label(config)}{what}", result.summary))
         print(f"results written to {output}")
     return 0
+
+
+def _reindexing(records: list[dict[str, Any]], mine: list[int]) -> Any:
+    """``on_record`` for a shard: the record's ``index`` becomes its position in all the
+    episodes (``mine[local index]``), then the record is appended to ``records``."""
+
+    def keep(record: dict[str, Any]) -> None:
+        record["index"] = mine[record["index"]]
+        records.append(record)
+
+    return keep
+
+
+def _shard_hook(hook: Any, mine: list[int]) -> Any:
+    """``hook`` called with the position in all the episodes, not in this shard's."""
+
+    def shifted(local: int, episode: Any) -> float:
+        return float(hook(mine[local], episode))
+
+    return shifted
+
+
+def _cached_hardness_hook(model: Any, specs: list[Any]) -> Any:
+    """``index -> Omega`` of ``specs[index]``."""
+
+    def hook(index: int) -> float:
+        return float(model(specs[index]))
+
+    return hook
 
 
 def add_report_command(sub: Any) -> None:

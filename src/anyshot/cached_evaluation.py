@@ -1,0 +1,302 @@
+"""Evaluate head-scope methods on cached embeddings, many episodes at once.
+
+:class:`~anyshot.methods.SupportBasedInit` and :class:`~anyshot.methods.FineTuning` /
+:class:`~anyshot.methods.TransductiveFineTuning` with ``scope="head"`` never change the
+backbone: they only need each image's embedding. So every dataset item the episodes use is
+embedded once (:func:`embed_items`, through a :class:`~anyshot.feature_cache.FeatureCache`), and
+the methods run on the cached rows (:func:`evaluate_cached`):
+
+* episodes are grouped by shape ``(ways, support size, query count)``; a group of two or more
+  episodes (counted over *all* the episodes, so the choice does not depend on sharding) runs
+  through :func:`~anyshot.methods.batched_support_init` /
+  :func:`~anyshot.methods.batched_head_finetuning`, ``episodes_per_chunk`` episodes per call;
+* an episode whose shape no other episode shares (e.g. variable-way episodes) runs alone,
+  through the method itself on an :class:`~anyshot.episodes.Episode` of its embeddings.
+
+Labels follow :func:`~anyshot.episodes.make_episode`: way ``k`` of an
+:class:`~anyshot.episodes.EpisodeSpec` is class index ``k`` (the ``classes`` order of the
+episode it makes), support and query rows are in way order. Records are those of
+:func:`anyshot.evaluation.evaluate`; ``seconds`` of a batched episode is the wall time of its
+batch call divided by the batch's episode count (embedding excluded), which the result's
+``config["timing"]`` states.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from anyshot.data.dataset import ImageDataset
+from anyshot.data.images import Preprocessing
+from anyshot.episodes import Episode, EpisodeSpec
+from anyshot.evaluation import EvaluationResult, _environment
+from anyshot.feature_cache import FeatureCache
+from anyshot.methods.batched import batched_head_finetuning, batched_support_init
+from anyshot.methods.finetune import FineTuning
+from anyshot.methods.support_init import SupportBasedInit
+from anyshot.progress import progress_bar
+
+__all__ = [
+    "TIMING",
+    "ItemFeatures",
+    "embed_items",
+    "episode_items",
+    "evaluate_cached",
+    "plan_batches",
+    "supports_cached",
+]
+
+#: What ``seconds`` means in records of :func:`evaluate_cached` (stored as ``config["timing"]``).
+TIMING = (
+    "batched: an episode's seconds is the wall time of the batched method call that ran it "
+    "divided by the number of episodes in that call; cached embeddings, embedding time excluded"
+)
+
+
+def supports_cached(method: object) -> bool:
+    """Whether ``method`` only needs frozen embeddings (so it can run on cached features).
+
+    True for :class:`SupportBasedInit` and for :class:`FineTuning` (or
+    :class:`TransductiveFineTuning`) with ``scope == "head"``.
+    """
+    if isinstance(method, SupportBasedInit):
+        return True
+    return isinstance(method, FineTuning) and method.scope == "head"
+
+
+def episode_items(specs: Iterable[EpisodeSpec]) -> list[int]:
+    """Every dataset item the episodes use, each once, in order of first use."""
+    items: dict[int, None] = {}
+    for spec in specs:
+        for group in (*spec.support, *spec.query):
+            for item in group:
+                items.setdefault(int(item), None)
+    return list(items)
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    """Embeddings of dataset items: ``features[i]`` is the row of dataset item ``items[i]``."""
+
+    items: Sequence[int]
+    features: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.items) != len(self.features):
+            raise ValueError(f"{len(self.items)} items but {len(self.features)} feature rows")
+        object.__setattr__(self, "_row", {int(item): r for r, item in enumerate(self.items)})
+
+    def rows(self, items: Iterable[int]) -> torch.Tensor:
+        """``[N, D]`` rows of dataset ``items``, in that order.
+
+        Raises:
+            KeyError: an item that was not embedded.
+        """
+        row: dict[int, int] = self._row  # type: ignore[attr-defined]
+        index = torch.tensor([row[int(i)] for i in items], dtype=torch.long)
+        return self.features.index_select(0, index)
+
+
+def embed_items(
+    cache: FeatureCache,
+    backbone: nn.Module,
+    dataset: ImageDataset,
+    items: Sequence[int],
+    *,
+    batch_size: int = 64,
+    show_progress: bool = False,
+    preprocessing: Preprocessing | None = None,
+) -> ItemFeatures:
+    """Embeddings of dataset ``items`` via ``cache`` (rows on disk are read, others computed)."""
+    features = cache.features(
+        backbone,
+        dataset,
+        list(items),
+        batch_size=batch_size,
+        show_progress=show_progress,
+        preprocessing=preprocessing,
+    )
+    return ItemFeatures(list(items), features)
+
+
+def _shape(spec: EpisodeSpec) -> tuple[int, int, int]:
+    """``(ways, support size, query count)``: what a batch of episodes must share."""
+    return (len(spec.classes), sum(len(s) for s in spec.support), sum(len(q) for q in spec.query))
+
+
+def plan_batches(
+    specs: Sequence[EpisodeSpec],
+    indices: Sequence[int] | None = None,
+    *,
+    episodes_per_chunk: int = 64,
+) -> list[list[int]]:
+    """Which episodes run together: lists of episode indices, in order of their first index.
+
+    Episodes ``indices`` (default all) are grouped by ``(ways, support size, query count)``
+    and each group split into chunks of at most ``episodes_per_chunk``. An episode whose shape
+    is unique among *all* ``specs`` forms a list of its own and :func:`evaluate_cached` runs it
+    alone; because uniqueness is judged over all ``specs``, a shard of the episodes makes the
+    same batched-or-alone choice for every episode as the whole run does.
+    """
+    if episodes_per_chunk < 1:
+        raise ValueError(f"episodes_per_chunk must be at least 1, got {episodes_per_chunk}")
+    chosen = range(len(specs)) if indices is None else indices
+    counts: dict[tuple[int, int, int], int] = {}
+    for spec in specs:
+        counts[_shape(spec)] = counts.get(_shape(spec), 0) + 1
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    batches: list[list[int]] = []
+    for index in chosen:
+        shape = _shape(specs[index])
+        if counts[shape] < 2:
+            batches.append([index])
+        else:
+            groups.setdefault(shape, []).append(index)
+    for members in groups.values():
+        for start in range(0, len(members), episodes_per_chunk):
+            batches.append(members[start : start + episodes_per_chunk])
+    batches.sort(key=lambda batch: batch[0])
+    return batches
+
+
+def _targets(parts: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Class index of every row when way ``k`` contributes ``len(parts[k])`` rows in way order."""
+    sizes = torch.tensor([len(p) for p in parts], dtype=torch.long)
+    return torch.repeat_interleave(torch.arange(len(parts)), sizes)
+
+
+def _flat(parts: Sequence[Sequence[int]]) -> list[int]:
+    return [int(item) for part in parts for item in part]
+
+
+def _run_batch(
+    method: SupportBasedInit | FineTuning,
+    features: ItemFeatures,
+    specs: Sequence[EpisodeSpec],
+    batch: Sequence[int],
+    alone: bool,
+    episodes_per_chunk: int,
+) -> torch.Tensor:
+    """Query logits ``[E, Q, K]`` of the episodes ``batch`` (all of one shape)."""
+    chosen = [specs[i] for i in batch]
+    ways = len(chosen[0].classes)
+    if alone:
+        (spec,) = chosen
+        # The method itself, on an episode whose "images" are [N, D, 1, 1] embeddings and a
+        # backbone that flattens them back: exactly its one-episode computation.
+        support = features.rows(_flat(spec.support))
+        query = features.rows(_flat(spec.query))
+        episode = Episode(
+            support[:, :, None, None],
+            _targets(spec.support).tolist(),
+            query[:, :, None, None],
+            _targets(spec.query).tolist(),
+            classes=list(range(ways)),
+        )
+        return method(nn.Flatten(), episode).float().unsqueeze(0)
+    support = torch.stack([features.rows(_flat(spec.support)) for spec in chosen])
+    query = torch.stack([features.rows(_flat(spec.query)) for spec in chosen])
+    targets = torch.stack([_targets(spec.support) for spec in chosen])
+    if isinstance(method, SupportBasedInit):
+        return batched_support_init(
+            support,
+            targets,
+            query,
+            method=method,
+            ways=ways,
+            episodes_per_chunk=episodes_per_chunk,
+        )
+    return batched_head_finetuning(
+        method, support, targets, query, ways=ways, episodes_per_chunk=episodes_per_chunk
+    )
+
+
+def evaluate_cached(
+    method: SupportBasedInit | FineTuning,
+    features: ItemFeatures,
+    specs: Sequence[EpisodeSpec],
+    *,
+    indices: Sequence[int] | None = None,
+    episodes_per_chunk: int = 64,
+    config: dict[str, Any] | None = None,
+    show_progress: bool = False,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    hardness: Callable[[int], float] | None = None,
+) -> EvaluationResult:
+    """Run a head-scope ``method`` on the episodes ``specs`` (or those at ``indices``).
+
+    Args:
+        method: see :func:`supports_cached`.
+        features: embeddings of every item the chosen episodes use (see :func:`embed_items`).
+        specs: all the episodes (the record ``index`` is the position in ``specs``).
+        indices: the episodes to run (e.g. one shard); default all.
+        episodes_per_chunk: most episodes per batched call.
+        config: free-form description stored in the result (``timing`` is added).
+        show_progress: draw a progress bar with the running mean accuracy.
+        on_record: called with each record as soon as it exists (batch by batch).
+        hardness: ``hardness(index) -> Omega`` stored as each record's ``hardness``.
+
+    Returns:
+        The records of :func:`anyshot.evaluation.evaluate`, sorted by ``index``.
+
+    Raises:
+        ValueError: a method that needs images (see :func:`supports_cached`), an episode
+            without queries, or no episodes.
+    """
+    if not supports_cached(method):
+        raise ValueError(
+            f"{type(method).__name__} with scope {getattr(method, 'scope', None)!r} trains the "
+            "backbone, so it cannot run on cached embeddings; use scope 'head' or support-init"
+        )
+    chosen = list(range(len(specs)) if indices is None else indices)
+    for index in chosen:
+        if not any(specs[index].query):
+            raise ValueError("evaluation needs episodes with query images and query labels")
+    batches = plan_batches(specs, chosen, episodes_per_chunk=episodes_per_chunk)
+    counts: dict[tuple[int, int, int], int] = {}
+    for spec in specs:
+        counts[_shape(spec)] = counts.get(_shape(spec), 0) + 1
+    result = EvaluationResult(
+        config={**(config or {}), "timing": TIMING, "environment": _environment()}
+    )
+    bar = progress_bar(total=len(chosen), desc="episodes", enabled=show_progress, unit="episode")
+    try:
+        for batch in batches:
+            alone = counts[_shape(specs[batch[0]])] < 2
+            start = time.perf_counter()
+            logits = _run_batch(method, features, specs, batch, alone, episodes_per_chunk)
+            seconds = (time.perf_counter() - start) / len(batch)
+            for index, episode_logits in zip(batch, logits, strict=True):
+                spec = specs[index]
+                targets = _targets(spec.query)
+                predictions = episode_logits.argmax(dim=1)
+                log_p = torch.log_softmax(episode_logits.float(), dim=1)
+                record: dict[str, Any] = {
+                    "index": index,
+                    "accuracy": float((predictions == targets).float().mean()),
+                    "ways": len(spec.classes),
+                    "shots": list(spec.shots),
+                    "queries": len(targets),
+                    "seconds": seconds,
+                    "entropy": float(-(log_p.exp() * log_p).sum(dim=1).mean()),
+                }
+                if hardness is not None:
+                    record["hardness"] = float(hardness(index))
+                result.records.append(record)
+                if on_record is not None:
+                    on_record(record)
+            running = np.mean([r["accuracy"] for r in result.records])
+            bar.set_postfix(accuracy=f"{100 * running:.2f}%", refresh=False)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    if not result.records:
+        raise ValueError("no episodes were given")
+    result.records.sort(key=lambda r: r["index"])
+    return result
