@@ -152,3 +152,92 @@ def test_edge_cases(dataset: FolderDataset, tmp_path: Path) -> None:
     archive = tmp_path / "a.zip"
     archive.write_bytes(b"12345")
     assert file_identity(f"{archive}:x/y.png@rot090")[0] == 5
+
+
+def test_bfloat16_is_close_keyed_apart_and_leaves_the_backbone(
+    dataset: FolderDataset, tmp_path: Path
+) -> None:
+    model = counting_backbone()
+    items = [0, 4, 8]
+    exact = FeatureCache(tmp_path / "c").features(model, dataset, items)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    half = FeatureCache(tmp_path / "c", dtype="bfloat16")
+    rows = half.features(model, dataset, items, batch_size=2)
+    assert half.computed == 3  # float32 rows never answer a bfloat16 request
+    assert rows.dtype == torch.float32 and rows.shape == exact.shape
+    assert not torch.equal(rows, exact)
+    assert torch.nn.functional.cosine_similarity(rows, exact).min() > 0.99
+    # The caller's backbone: same dtype, values and memory format as before.
+    for name, value in model.state_dict().items():
+        assert value.dtype == before[name].dtype and torch.equal(value, before[name])
+        assert value.is_contiguous()
+
+    # Hits from disk are bitwise the bfloat16 misses; float32 rows are still served as before.
+    again = FeatureCache(tmp_path / "c", dtype="bfloat16")
+    assert torch.equal(again.features(model, dataset, items), rows)
+    assert again.computed == 0
+    plain = FeatureCache(tmp_path / "c", dtype="float32")
+    assert torch.equal(plain.features(model, dataset, items), exact)
+    assert plain.computed == 0
+
+    with pytest.raises(ConfigurationError, match="dtype"):
+        FeatureCache(tmp_path / "c", dtype="float16")
+
+
+def test_float32_keys_are_those_without_a_dtype() -> None:
+    import hashlib
+    import json
+
+    from anyshot.feature_cache import _item_key
+
+    record = {
+        "model": "m",
+        "source": "/no/such/file.png",
+        "size": None,
+        "mtime_ns": None,
+        "channels_last": True,
+    }
+    old = hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
+    assert _item_key("m", "/no/such/file.png", True) == old
+    assert _item_key("m", "/no/such/file.png", True, "float32") == old
+    assert _item_key("m", "/no/such/file.png", True, "bfloat16") != old
+    assert _item_key("m", "/no/such/file.png", True, freeze=True) != old
+
+
+def test_freeze_is_close_keyed_apart_and_says_when_it_cannot_trace(
+    dataset: FolderDataset, tmp_path: Path
+) -> None:
+    model = counting_backbone()
+    items = [0, 4, 8, 2, 6]
+    exact = FeatureCache(tmp_path / "c").features(model, dataset, items)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    frozen = FeatureCache(tmp_path / "c", freeze=True)
+    rows = frozen.features(model, dataset, items, batch_size=2)  # traced on 2, run on 2, 2, 1
+    assert frozen.computed == 5  # eager rows never answer a frozen request
+    torch.testing.assert_close(rows, exact, atol=1e-4, rtol=1e-4)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]) and value.is_contiguous()
+    again = FeatureCache(tmp_path / "c", freeze=True)
+    assert torch.equal(again.features(model, dataset, items), rows)
+    assert again.computed == 0
+
+    both = FeatureCache(tmp_path / "c", freeze=True, dtype="bfloat16")
+    assert (
+        torch.nn.functional.cosine_similarity(both.features(model, dataset, items), exact).min()
+        > 0.99
+    )
+    assert both.computed == 5
+
+    class Untraceable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.preprocessing = model.preprocessing
+            self.inner = model.inner
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"features": self.inner(x)}
+
+    with pytest.raises(ConfigurationError, match="freeze=False"):
+        FeatureCache(tmp_path / "d", freeze=True).features(Untraceable(), dataset, [0])
