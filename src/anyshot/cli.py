@@ -78,7 +78,7 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         choices=["support-init", "finetune", "transductive"],
         default="transductive",
         help="support-init: cosine class means, no training; finetune: + support cross-entropy; "
-        "transductive: + query prediction entropy (default)",
+        "transductive: + a query term (default)",
     )
     group.add_argument(
         "--scope",
@@ -91,7 +91,32 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr", type=float, help="Adam learning rate (paper: 5e-5)")
     group.add_argument("--temperature", type=float, help="cosine-logit temperature T (paper: 1)")
     group.add_argument(
-        "--entropy-weight", type=float, help="lambda, weight of the query-entropy step (paper: 1)"
+        "--entropy-weight",
+        type=float,
+        help="lambda, weight of the query prediction entropy (paper: 1; tuned head: 0)",
+    )
+    group.add_argument(
+        "--balance-weight",
+        type=float,
+        help="weight of TIM's class-balance term, the entropy of the mean query prediction "
+        "(paper and tuned head: 0; assumes balanced queries)",
+    )
+    group.add_argument(
+        "--likelihood-weight",
+        type=float,
+        help="weight of the queries' log-likelihood under a mixture of the classes with "
+        "re-estimated proportions (paper: 0; tuned head: 0.5)",
+    )
+    group.add_argument(
+        "--prior-count",
+        type=float,
+        help="pseudo-count per class of those proportions (tuned head: 10; large = uniform)",
+    )
+    group.add_argument(
+        "--center",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="centre embeddings on the episode's mean unit embedding (paper: no; tuned head: yes)",
     )
     group.add_argument(
         "--augment",
@@ -187,7 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options of the query step, refused for methods without one.
+_QUERY_OPTIONS = ("entropy_weight", "balance_weight", "likelihood_weight", "prior_count", "center")
+
+
 def _method_options(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Keyword options of the method ``args`` describe.
+
+    At scope ``head``, settings not given on the command line come from
+    :data:`anyshot.methods.recommended.HEAD_SETTINGS` (tuned on validation classes); at scopes
+    ``last`` / ``all`` from the method's dataclass (the paper's values).
+    """
+    from anyshot.methods.recommended import HEAD_SETTINGS, QUERY_SETTINGS
+
     options: dict[str, Any] = {
         "relu": args.relu,
         "batch_size": args.batch_size,
@@ -197,18 +234,27 @@ def _method_options(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         if args.temperature is not None:
             options["temperature"] = args.temperature
         return options
-    options.update(
-        scope=args.scope,
-        epochs=args.epochs,
-        lr=args.lr,
-        temperature=args.temperature,
-        augment=args.augment,
-        seed=seed,
-    )
-    if args.method == "transductive":
-        options["entropy_weight"] = args.entropy_weight
-    elif args.entropy_weight is not None:
-        raise AnyshotError("--entropy-weight applies to --method transductive only")
+    transductive = args.method == "transductive"
+    if not transductive:
+        given_query = [k for k in _QUERY_OPTIONS if getattr(args, k, None) is not None]
+        if given_query:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given_query)
+            raise AnyshotError(f"{flags} apply to --method transductive only")
+    if args.scope == "head":
+        options.update(
+            {k: v for k, v in HEAD_SETTINGS.items() if transductive or k not in QUERY_SETTINGS}
+        )
+    given = {
+        "scope": args.scope,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "temperature": args.temperature,
+        "augment": args.augment,
+        "seed": seed,
+    }
+    if transductive:
+        given.update({k: getattr(args, k, None) for k in _QUERY_OPTIONS})
+    options.update({k: v for k, v in given.items() if v is not None})
     return options
 
 

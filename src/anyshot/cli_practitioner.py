@@ -138,8 +138,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--method",
         choices=METHOD_CHOICES,
         default="transductive",
-        help="transductive: fine-tune on the labelled images' cross-entropy plus the unlabelled "
-        "(or query) images' prediction entropy (default); finetune: labelled images only; "
+        help="transductive: fine-tune on the labelled images' cross-entropy plus a term on the "
+        "unlabelled (or query) images (default: their likelihood under a mixture of the "
+        "classes); finetune: labelled images only; "
         "support-init: cosine class means, no training",
     )
     group.add_argument(
@@ -170,10 +171,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--balance-weight",
         type=_non_negative_float,
-        help=f"weight of the class-balance term of --method transductive (default: "
-        f"{_tuned('balance_weight')} for --scope head, 0 for last/all). It keeps the query "
-        "images from collapsing onto one class but assumes the classes are roughly equally "
-        "frequent among them: use 0 when they are very unbalanced",
+        help=f"weight of TIM's class-balance term in --method transductive (default: "
+        f"{_tuned('balance_weight')}). It keeps the query images from collapsing onto one "
+        "class but assumes the classes are roughly equally frequent among them; the default "
+        "query term (a class mixture's likelihood with estimated proportions) needs no such "
+        "assumption",
     )
     group.add_argument(
         "--image-size", type=_positive_int, help="input side in pixels (default: the backbone's)"
@@ -314,7 +316,7 @@ def build_method(args: argparse.Namespace) -> Any:
     ``last`` / ``all`` from the method's dataclass (the paper's values).
     """
     from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
-    from anyshot.methods.recommended import HEAD_SETTINGS, recommended_method
+    from anyshot.methods.recommended import HEAD_SETTINGS, QUERY_SETTINGS, recommended_method
 
     given = {
         "temperature": args.temperature,
@@ -336,9 +338,8 @@ def build_method(args: argparse.Namespace) -> Any:
         raise ConfigurationError("--balance-weight applies to --method transductive only")
     options: dict[str, Any] = {"scope": scope, "seed": args.seed, "device": args.device}
     if scope == "head":
-        query_step = ("entropy_weight", "balance_weight")
         options.update(
-            {k: v for k, v in HEAD_SETTINGS.items() if transductive or k not in query_step}
+            {k: v for k, v in HEAD_SETTINGS.items() if transductive or k not in QUERY_SETTINGS}
         )
     options.update({k: v for k, v in given.items() if v is not None})
     if transductive:

@@ -86,8 +86,9 @@ def run_demo(
         )
     lines.append("")
     lines.append(
-        f"* anyshot's recommended head settings {HEAD_SETTINGS} (query entropy plus a "
-        "class-balance term), tuned on validation classes only."
+        f"* anyshot's recommended head settings {HEAD_SETTINGS} (episode-centred embeddings; "
+        "support cross-entropy plus the queries' likelihood under a class mixture with "
+        "estimated proportions), tuned on validation classes only."
     )
     lines.append(
         "Seconds are per episode, method only (embedding included), on this machine; "

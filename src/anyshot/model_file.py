@@ -123,6 +123,8 @@ def save_model_file(model: SavedModel, path: str | os.PathLike[str]) -> Path:
             "bias": classifier.bias.detach().cpu().clone(),
             "temperature": float(classifier.temperature),
             "relu": bool(classifier.relu),
+            "center": None if classifier.center is None else classifier.center.detach().cpu(),
+            "normalize_weight": bool(classifier.normalize_weight),
         },
         "classes": list(model.classes),
         "label_types": label_types,
@@ -248,9 +250,18 @@ def _classifier(data: Any, name: str) -> CosineClassifier:
         raise ModelFileError(f"model file {name!r}: the classifier weight is not a [K, D] tensor.")
     if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],):
         raise ModelFileError(f"model file {name!r}: the classifier bias is not a [K] tensor.")
+    center = data.get("center")  # absent in files of earlier versions: no centring
+    if center is not None and (
+        not isinstance(center, torch.Tensor) or tuple(center.shape) != (weight.shape[1],)
+    ):
+        raise ModelFileError(f"model file {name!r}: the classifier center is not a [D] tensor.")
     try:
         classifier = CosineClassifier(
-            weight, temperature=float(data["temperature"]), relu=bool(data["relu"])
+            weight,
+            temperature=float(data["temperature"]),
+            relu=bool(data["relu"]),
+            center=center,
+            normalize_weight=bool(data.get("normalize_weight", False)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"model file {name!r}: bad classifier settings ({error}).") from error

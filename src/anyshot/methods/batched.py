@@ -17,13 +17,15 @@ rounding (summation order).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from anyshot.errors import ConfigurationError
-from anyshot.methods.finetune import FineTuning
+from anyshot.methods.cosine import unit_embeddings
+from anyshot.methods.finetune import FineTuning, estimated_log_prior
 from anyshot.methods.support_init import SupportBasedInit
 
 __all__ = ["batched_head_finetuning", "batched_support_init"]
@@ -226,23 +228,36 @@ def _finetune_chunk(
 ) -> torch.Tensor:
     """Head fine-tuning of validated episodes ``[E, S, D], [E, S], [E, Q, D]`` -> ``[E, Q, K]``."""
     episodes, n_support, n_query = s.shape[0], s.shape[1], q.shape[1]
-    support_n = _normalized(s, method.relu)
-    query_n = _normalized(q, method.relu)
-    weight = _class_means(s, t, k, method.relu).requires_grad_(True)
-    bias = torch.zeros(episodes, k, device=s.device, requires_grad=True)
-    optimizer = torch.optim.Adam([weight, bias], lr=method.lr)
+    if method.center:
+        center = episode_center_batched(s, q, method.relu)  # [E, 1, D]
+        support_n = unit_embeddings(s, relu=method.relu, center=center)
+        query_n = unit_embeddings(q, relu=method.relu, center=center)
+        weight = _class_means(support_n, t, k, relu=False)
+    else:
+        support_n = _normalized(s, method.relu)
+        query_n = _normalized(q, method.relu)
+        weight = _class_means(s, t, k, method.relu)
+    likelihood = method.likelihood_weight > 0
+    weight.requires_grad_(True)
+    bias = torch.zeros(episodes, k, device=s.device, requires_grad=not likelihood)
+    optimizer = torch.optim.Adam([weight] if likelihood else [weight, bias], lr=method.lr)
     flat_targets = t.reshape(-1)
     temperature = method.temperature
+    log_prior = torch.full((episodes, k), -math.log(k), device=s.device)
+
+    def logits_of(rows: torch.Tensor) -> torch.Tensor:
+        w = F.normalize(weight, dim=-1) if likelihood else weight
+        return _logits(rows, w, bias, temperature)
 
     for _ in range(method.epochs):
         optimizer.zero_grad(set_to_none=True)
-        logits = _logits(support_n, weight, bias, temperature)
+        logits = logits_of(support_n)
         loss = F.cross_entropy(logits.reshape(-1, k), flat_targets, reduction="sum") / n_support
         loss.backward()
         optimizer.step()
         if method.transductive and n_query > 0:
             optimizer.zero_grad(set_to_none=True)
-            logits = _logits(query_n, weight, bias, temperature)
+            logits = logits_of(query_n)
             log_p = F.log_softmax(logits, dim=-1)  # [E, Q, K]
             p = log_p.exp()
             entropy = -(p * log_p).sum()  # summed over episodes and queries
@@ -251,9 +266,24 @@ def _finetune_chunk(
                 marginal = p.mean(1)  # [E, K]
                 balance = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()
                 loss = loss - method.balance_weight * balance
+            if likelihood:
+                joint = logits + log_prior.unsqueeze(1)
+                log_likelihood = torch.logsumexp(joint, dim=-1).sum() / n_query
+                loss = loss - method.likelihood_weight * log_likelihood
+                responsibilities = F.softmax(joint.detach(), dim=-1).sum(1)  # [E, K]
             loss.backward()
             optimizer.step()
+            if likelihood:
+                log_prior = estimated_log_prior(responsibilities, n_query, method.prior_count)
 
     with torch.no_grad():
-        result = _logits(query_n, weight, bias, temperature)
+        if likelihood:
+            bias = log_prior
+        result = logits_of(query_n)
     return result.float().cpu()
+
+
+def episode_center_batched(support: torch.Tensor, query: torch.Tensor, relu: bool) -> torch.Tensor:
+    """``[E, S, D], [E, Q, D] -> [E, 1, D]``: each episode's mean unit (rectified) embedding."""
+    rows = torch.cat([support, query], dim=1)
+    return F.normalize(F.relu(rows) if relu else rows, dim=-1).mean(1, keepdim=True)

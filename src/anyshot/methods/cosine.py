@@ -12,7 +12,7 @@ from torch import nn
 
 from anyshot.errors import EmptyClassError
 
-__all__ = ["CosineClassifier", "normalized_class_means"]
+__all__ = ["CosineClassifier", "episode_center", "normalized_class_means", "unit_embeddings"]
 
 
 def _rectify(embeddings: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -50,24 +50,71 @@ def normalized_class_means(
 class CosineClassifier(nn.Module):
     """Cosine classifier ``[B, D] -> [B, K]`` with trainable weights ``[K, D]`` and bias ``[K]``.
 
+    ``logits = n(z) @ w.T / T + b``, where ``n(z)`` is the unit-norm (rectified) embedding, or,
+    with a ``center`` ``c``, ``normalize(normalize(relu(z)) - c)`` (transductive centring: ``c``
+    is the mean unit embedding of an episode's support and query images). With
+    ``normalize_weight`` the rows of ``w`` are renormalised in every forward pass (unit class
+    directions, as in a von Mises-Fisher mixture); otherwise they are free (the paper).
+
     Args:
         weight: initial class weights ``[K, D]`` (usually :func:`normalized_class_means`).
         temperature: ``T``; logits are divided by it (the paper uses 1).
         relu: rectify embeddings before normalising.
+        center: ``[D]`` vector subtracted from unit embeddings before renormalising, or ``None``.
+        normalize_weight: use unit-norm class weights.
     """
 
     def __init__(
-        self, weight: torch.Tensor, *, temperature: float = 1.0, relu: bool = True
+        self,
+        weight: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        relu: bool = True,
+        center: torch.Tensor | None = None,
+        normalize_weight: bool = False,
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if center is not None and tuple(center.shape) != (weight.shape[1],):
+            raise ValueError(
+                f"center must be a [D] = [{weight.shape[1]}] vector, got {tuple(center.shape)}"
+            )
         self.weight = nn.Parameter(weight.detach().clone().float())
         self.bias = nn.Parameter(torch.zeros(weight.shape[0], device=weight.device))
+        self.center: torch.Tensor | None
+        self.register_buffer(
+            "center", None if center is None else center.detach().clone().float().to(weight.device)
+        )
         self.temperature = float(temperature)
         self.relu = relu
+        self.normalize_weight = bool(normalize_weight)
+
+    def normalized(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` embeddings -> ``[B, D]`` unit rows ``n(z)`` the logits are computed from."""
+        return unit_embeddings(embeddings, relu=self.relu, center=self.center)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``[B, D]`` embeddings -> ``[B, K]`` logits."""
-        normalized = F.normalize(_rectify(embeddings.float(), self.relu), dim=1)
-        return normalized @ self.weight.t() / self.temperature + self.bias
+        weight = F.normalize(self.weight, dim=1) if self.normalize_weight else self.weight
+        return self.normalized(embeddings) @ weight.t() / self.temperature + self.bias
+
+
+def unit_embeddings(
+    embeddings: torch.Tensor, *, relu: bool = True, center: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[..., D] -> [..., D]``: unit (rectified) rows, centred on ``center`` and renormalised.
+
+    ``center`` broadcasts against the unit rows (``[D]``, or ``[E, 1, D]`` for a batch of
+    episodes); ``None`` = no centring.
+    """
+    unit = F.normalize(_rectify(embeddings.float(), relu), dim=-1)
+    return unit if center is None else F.normalize(unit - center, dim=-1)
+
+
+def episode_center(embeddings: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+    """Transductive centre of an episode: the mean unit (rectified) embedding, ``[N, D] -> [D]``.
+
+    ``N`` covers the support and the query embeddings together.
+    """
+    return F.normalize(_rectify(embeddings.float(), relu), dim=1).mean(0)

@@ -22,6 +22,7 @@ The caller's backbone is never modified: training happens on a copy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,10 +34,22 @@ from anyshot.data.augment import Augmentation
 from anyshot.data.images import Preprocessing
 from anyshot.episodes import Episode, Images, image_batches
 from anyshot.errors import ConfigurationError
-from anyshot.methods.cosine import CosineClassifier, normalized_class_means
+from anyshot.methods.cosine import (
+    CosineClassifier,
+    episode_center,
+    normalized_class_means,
+    unit_embeddings,
+)
 from anyshot.methods.frozen import frozen_forward, resolve_device, working_copy
 
-__all__ = ["SCOPES", "FineTuned", "FineTuning", "TransductiveFineTuning", "prediction_entropy"]
+__all__ = [
+    "SCOPES",
+    "FineTuned",
+    "FineTuning",
+    "TransductiveFineTuning",
+    "estimated_log_prior",
+    "prediction_entropy",
+]
 
 SCOPES = ("all", "last", "head")
 
@@ -45,6 +58,23 @@ def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (nats) of ``softmax(logits)``: ``[B, K] -> [B]``."""
     log_p = F.log_softmax(logits, dim=1)
     return -(log_p.exp() * log_p).sum(dim=1)
+
+
+#: Smallest class proportion of the likelihood term's estimate (keeps ``log pi`` finite).
+MIN_PROPORTION = 1e-4
+
+
+def estimated_log_prior(
+    responsibilities: torch.Tensor, n_query: int, prior_count: float
+) -> torch.Tensor:
+    """``log pi`` from summed query responsibilities ``[..., K]`` and a pseudo-count per class.
+
+    ``pi_k = (r_k + c) / (Q + K c)``, floored at :data:`MIN_PROPORTION` and renormalised.
+    """
+    ways = responsibilities.shape[-1]
+    pi = (responsibilities + prior_count) / (n_query + ways * prior_count)
+    pi = pi.clamp_min(MIN_PROPORTION)
+    return torch.log(pi / pi.sum(-1, keepdim=True))
 
 
 @dataclass(frozen=True)
@@ -80,6 +110,19 @@ class FineTuning:
             entropy of the mean query prediction (as in TIM). 0 = the paper. It stops the
             query entropy from collapsing every query onto one class, but assumes roughly
             balanced queries.
+        likelihood_weight: weight of the query log-likelihood term (anyshot): the queries'
+            mean ``log sum_k pi_k exp(logit_k)`` is maximised, a mixture of the classes with
+            proportions ``pi`` re-estimated after every query step (see ``prior_count``).
+            Unlike the entropy it moves the class directions toward the queries' clusters
+            without forcing confident or balanced predictions, so it neither collapses nor
+            assumes balanced queries. When positive, class weights are unit vectors, the
+            bias is not trained, and the final logits add ``log pi`` (stored as the bias).
+        prior_count: pseudo-count per class of the proportions' estimate,
+            ``pi_k = (sum_i p_ik + c) / (Q + K c)``: 0 = maximum likelihood, large = nearly
+            uniform (a Dirichlet prior pulling toward balanced classes).
+        center: transductive centring: subtract the mean unit embedding of the episode's
+            support and query images (computed once before training, eval mode) and
+            renormalise, before the cosine classifier.
         batch_size: images (or cached rows) per chunk of a step.
         augment: apply the pre-training augmentations to support and query images while
             training; ``None`` = on for scope ``all``, off otherwise (cached scopes cannot).
@@ -95,6 +138,9 @@ class FineTuning:
     relu: bool = True
     entropy_weight: float = 0.0
     balance_weight: float = 0.0
+    likelihood_weight: float = 0.0
+    prior_count: float = 10.0
+    center: bool = False
     batch_size: int = 64
     augment: bool | None = None
     flip: bool = True
@@ -109,9 +155,11 @@ class FineTuning:
                 f"augment=True needs scope='all': scope={self.scope!r} reuses features "
                 "computed once from un-augmented images"
             )
-        if min(self.epochs, self.lr, self.entropy_weight, self.balance_weight) < 0:
+        weights = (self.entropy_weight, self.balance_weight, self.likelihood_weight)
+        if min(self.epochs, self.lr, self.prior_count, *weights) < 0:
             raise ConfigurationError(
-                "epochs, lr, entropy_weight and balance_weight must be non-negative"
+                "epochs, lr, entropy_weight, balance_weight, likelihood_weight and prior_count "
+                "must be non-negative"
             )
         if self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
@@ -120,8 +168,8 @@ class FineTuning:
 
     @property
     def transductive(self) -> bool:
-        """Whether the query-entropy step runs."""
-        return self.entropy_weight > 0 or self.balance_weight > 0
+        """Whether the query step runs."""
+        return self.entropy_weight > 0 or self.balance_weight > 0 or self.likelihood_weight > 0
 
     def __call__(self, backbone: nn.Module, episode: Episode) -> torch.Tensor:
         """Query logits ``[Q, K]`` (CPU, float32), columns in ``episode.classes`` order."""
@@ -217,6 +265,8 @@ class FineTuning:
                 return output
 
         # Support-based initialisation from un-augmented embeddings, eval mode.
+        n_support, n_query = len(support_inputs), len(query_inputs)
+        center = None
         with torch.no_grad():
             init = torch.cat(
                 [
@@ -224,13 +274,32 @@ class FineTuning:
                     for b in image_batches(support_inputs, self.batch_size)
                 ]
             )
+            if self.center:
+                seen = [init]
+                if n_query:
+                    seen += [
+                        encode(b.to(device), False)
+                        for b in image_batches(query_inputs, self.batch_size)
+                    ]
+                center = episode_center(torch.cat(seen), relu=self.relu)
+        if center is None:
+            init_weight = normalized_class_means(init, targets, episode.ways, relu=self.relu)
+        else:
+            unit = unit_embeddings(init, relu=self.relu, center=center)
+            init_weight = normalized_class_means(unit, targets, episode.ways, relu=False)
+        likelihood = self.likelihood_weight > 0
         classifier = CosineClassifier(
-            normalized_class_means(init, targets, episode.ways, relu=self.relu),
+            init_weight,
             temperature=self.temperature,
             relu=self.relu,
+            center=center,
+            normalize_weight=likelihood,
         ).to(device)
-        optimizer = torch.optim.Adam([*trainable, *classifier.parameters()], lr=self.lr)
-        n_support, n_query = len(support_inputs), len(query_inputs)
+        head_params = [classifier.weight] if likelihood else list(classifier.parameters())
+        classifier.bias.requires_grad_(not likelihood)
+        optimizer = torch.optim.Adam([*trainable, *head_params], lr=self.lr)
+        ways = episode.ways
+        log_prior = torch.full((ways,), -math.log(ways), device=device)
 
         for _ in range(self.epochs):
             optimizer.zero_grad(set_to_none=True)
@@ -256,10 +325,16 @@ class FineTuning:
                             ]
                         ).mean(0)
                     balance_grad = -(torch.log(mean_p.clamp_min(1e-12)) + 1)
+                responsibilities = torch.zeros(ways, device=device)
                 for batch_order in chunks:
                     batch = next(image_batches(query_inputs, len(batch_order), batch_order))
                     logits = classifier(encode(batch.to(device), True))
                     loss = self.entropy_weight * prediction_entropy(logits).sum() / n_query
+                    if likelihood:
+                        joint = logits + log_prior
+                        log_likelihood = torch.logsumexp(joint, dim=1).sum() / n_query
+                        loss = loss - self.likelihood_weight * log_likelihood
+                        responsibilities += F.softmax(joint.detach(), dim=1).sum(0)
                     if self.balance_weight > 0:
                         p = F.softmax(logits, dim=1)
                         if balance_grad is None:  # one chunk: the exact marginal entropy
@@ -270,7 +345,12 @@ class FineTuning:
                         loss = loss - self.balance_weight * balance
                     loss.backward()
                 optimizer.step()
+                if likelihood:
+                    log_prior = estimated_log_prior(responsibilities, n_query, self.prior_count)
 
+        if likelihood:
+            with torch.no_grad():
+                classifier.bias.copy_(log_prior)
         if n_query == 0:
             logits = torch.empty(0, episode.ways)
         else:
