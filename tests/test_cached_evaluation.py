@@ -195,3 +195,21 @@ def test_help_describes_speed_options(capsys: pytest.CaptureFixture[str]) -> Non
         main(["evaluate", "--help"])
     text = capsys.readouterr().out
     assert "--cache-dir" in text and "--workers" in text and "torchrun" in text
+
+
+def test_shard_episodes_hands_out_whole_batches() -> None:
+    from anyshot.cached_evaluation import plan_batches, shard_episodes
+    from anyshot.episodes import EpisodeSpec
+
+    def spec(ways: int) -> EpisodeSpec:
+        return EpisodeSpec(
+            tuple(range(ways)), tuple((k,) for k in range(ways)), tuple((k,) for k in range(ways))
+        )
+
+    specs = [spec(3)] * 150 + [spec(4)] * 5 + [spec(2)]
+    batches = plan_batches(specs, episodes_per_chunk=64)
+    parts = [shard_episodes(specs, r, 3, episodes_per_chunk=64) for r in range(3)]
+    assert sorted(i for p in parts for i in p) == list(range(len(specs)))
+    for part in parts:  # every batch lies wholly inside one part
+        for batch in batches:
+            assert set(batch) <= set(part) or not set(batch) & set(part)

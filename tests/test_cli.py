@@ -66,3 +66,31 @@ def test_python_dash_m_runs() -> None:
         [sys.executable, "-m", "anyshot", "--version"], capture_output=True, text=True, check=True
     )
     assert done.stdout.startswith("anyshot ")
+
+
+def test_evaluate_defaults_are_the_tuned_head_settings() -> None:
+    from anyshot.cli import _method_options, build_parser
+    from anyshot.errors import AnyshotError
+    from anyshot.methods import build_method
+    from anyshot.methods.recommended import HEAD_SETTINGS
+
+    base = ["evaluate", "--dataset", "omniglot", "--data-root", "x", "--output", "o.json"]
+    parser = build_parser()
+    method = build_method("transductive", **_method_options(parser.parse_args(base), 0))
+    assert {k: getattr(method, k) for k in HEAD_SETTINGS} == HEAD_SETTINGS
+    # A flag overrides one setting and keeps the others.
+    args = parser.parse_args([*base, "--prior-count", "5", "--no-center"])
+    method = build_method("transductive", **_method_options(args, 0))
+    assert (method.prior_count, method.center, method.likelihood_weight) == (5.0, False, 0.2)
+    # Scopes that train the backbone keep the paper's values.
+    args = parser.parse_args([*base, "--scope", "last"])
+    method = build_method("transductive", **_method_options(args, 0))
+    assert (method.lr, method.temperature, method.entropy_weight) == (5e-5, 1.0, 1.0)
+    assert method.likelihood_weight == 0 and not method.center
+    # Inductive fine-tuning has no query term to tune.
+    inductive = build_method(
+        "finetune", **_method_options(parser.parse_args([*base, "--method", "finetune"]), 0)
+    )
+    assert not inductive.transductive and not inductive.center
+    with pytest.raises(AnyshotError, match="--center apply to --method transductive"):
+        _method_options(parser.parse_args([*base, "--method", "finetune", "--center"]), 0)

@@ -241,3 +241,16 @@ def test_freeze_is_close_keyed_apart_and_says_when_it_cannot_trace(
 
     with pytest.raises(ConfigurationError, match="freeze=False"):
         FeatureCache(tmp_path / "d", freeze=True).features(Untraceable(), dataset, [0])
+
+
+def test_fastest_dtype_reads_the_cpu_flags(tmp_path: Path) -> None:
+    from anyshot.feature_cache import fastest_dtype
+
+    with_bf16 = tmp_path / "bf16"
+    with_bf16.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n")
+    without = tmp_path / "plain"
+    without.write_text("processor : 0\nflags : fpu avx2 avx512f\n")
+    assert fastest_dtype(cpuinfo=str(with_bf16)) == "bfloat16"
+    assert fastest_dtype(cpuinfo=str(without)) == "float32"
+    assert fastest_dtype(cpuinfo=str(tmp_path / "missing")) == "float32"
+    assert fastest_dtype("cuda", cpuinfo=str(with_bf16)) == "float32"

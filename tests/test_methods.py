@@ -82,6 +82,7 @@ METHODS = [
     TransductiveFineTuning(scope="all", epochs=2, lr=1e-3),
     TransductiveFineTuning(scope="last", epochs=2, lr=1e-3),
     TransductiveFineTuning(scope="head", epochs=2, lr=1e-3),
+    TransductiveFineTuning(scope="last", epochs=2, lr=1e-3, likelihood_weight=0.5, center=True),
 ]
 
 

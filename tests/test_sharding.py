@@ -65,13 +65,15 @@ TRANSDUCTIVE = ["--method", "transductive", "--temperature", "0.1", "--lr", "0.0
 def test_two_workers_give_the_single_process_records(
     folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Cached and batched (transductive head), 7 episodes over 2 workers: 4 + 3.
+    # Cached and batched (transductive head), 70 episodes over 2 workers: whole batches of
+    # 64 episodes each, so worker 0 runs episodes 0-63 and worker 1 runs 64-69.
     cache = str(tmp_path / "cache")
     one, two = tmp_path / "one.json", tmp_path / "two.json"
-    assert main(argv(folder, one, *TRANSDUCTIVE, "--cache-dir", cache)) == 0
-    assert main(argv(folder, two, *TRANSDUCTIVE, "--cache-dir", cache, "--workers", "2")) == 0
+    many = ["--episodes", "70", "--cache-dir", cache]
+    assert main(argv(folder, one, *TRANSDUCTIVE, *many)) == 0
+    assert main(argv(folder, two, *TRANSDUCTIVE, *many, "--workers", "2")) == 0
     records = without_seconds(two)
-    assert [r["index"] for r in records] == list(range(7))
+    assert [r["index"] for r in records] == list(range(70))
     assert records == without_seconds(one)  # accuracies and entropies exactly equal
     assert len({r["accuracy"] for r in records} | {r["entropy"] for r in records}) > 2
     assert json.loads(two.read_text())["config"]["workers"] == 2

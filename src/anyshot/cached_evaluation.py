@@ -49,6 +49,7 @@ __all__ = [
     "episode_items",
     "evaluate_cached",
     "plan_batches",
+    "shard_episodes",
     "supports_cached",
 ]
 
@@ -163,6 +164,19 @@ def plan_batches(
             batches.append(members[start : start + episodes_per_chunk])
     batches.sort(key=lambda batch: batch[0])
     return batches
+
+
+def shard_episodes(
+    specs: Sequence[EpisodeSpec], rank: int, world_size: int, *, episodes_per_chunk: int = 64
+) -> list[int]:
+    """Episode indices of rank ``rank``: whole batches of :func:`plan_batches`, round robin.
+
+    Every batch is computed by one rank exactly as a single process computes it (same
+    episodes, same order, same tensor shapes), so a sharded run reproduces the single-process
+    logits bit for bit, not only up to float rounding.
+    """
+    batches = plan_batches(specs, episodes_per_chunk=episodes_per_chunk)
+    return sorted(i for batch in batches[rank::world_size] for i in batch)
 
 
 def _targets(parts: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -139,7 +139,7 @@ class FineTuning:
     entropy_weight: float = 0.0
     balance_weight: float = 0.0
     likelihood_weight: float = 0.0
-    prior_count: float = 10.0
+    prior_count: float = 0.0
     center: bool = False
     batch_size: int = 64
     augment: bool | None = None

@@ -1,0 +1,377 @@
+"""The mini-ImageNet table: every method on one fixed list of episodes, balanced and imbalanced.
+
+Backbone: the offline ImageNet-pretrained EfficientNet-Lite0, pooled 1280-d features of 224x224
+bilinear resizes of the 84 px images, inputs scaled to [-1, 1], computed once per image with
+:class:`anyshot.feature_cache.FeatureCache`. **The backbone was trained on ImageNet, which
+contains every mini-ImageNet class: these numbers are optimistic for the few-shot protocol.**
+
+Two protocols, 5-way 1-shot and 5-shot, episodes seeded by ``--seed``:
+
+* ``balanced``: 15 queries per class (``--episodes``, 1,000 in the table);
+* ``imbalanced``: 75 queries per episode split by Dirichlet(alpha = 2) class proportions
+  (``--imbalanced-episodes``, 500 in the table).
+
+Rows (every head-scope row runs batched on the cached features; time per episode = the batch's
+wall time / episodes):
+
+* ``support-init``; ``fine-tuning`` (support cross-entropy only, the tuned head settings);
+* ``transductive (paper)``: the paper's hyper-parameters (T = 1, Adam 5e-5, 25 epochs,
+  lambda = 1) on the head;
+* ``transductive + TIM balance``: query entropy plus TIM's class-balance term (anyshot's
+  previous default);
+* ``anyshot default``: :func:`anyshot.methods.recommended.recommended_method`, the settings
+  tuned on val (``--split val --grid`` runs the candidates this was chosen from);
+* ``transductive (last)``: the paper's method at scope ``last`` (images through the network,
+  last stage trained) on the first ``--last-episodes`` episodes of each setting (slow);
+* easyfsl 1.5.0 peers on the identical episode features, with its benchmark settings
+  (``scripts/methods_configs.json`` of its repository), run in ``benchmarks/.venv-easyfsl``
+  by ``benchmarks/easyfsl_methods.py`` (``--no-easyfsl`` skips them).
+
+    .venv/bin/python benchmarks/mini_imagenet_table.py --split test --episodes 1000 \\
+        --imbalanced-episodes 500 --last-episodes 10 \\
+        --output benchmarks/results/mini-imagenet-table-test.json
+    .venv/bin/python benchmarks/mini_imagenet_table.py --split val --episodes 300 \\
+        --imbalanced-episodes 300 --seed 1 --grid --last-episodes 0 \\
+        --output benchmarks/results/mini-imagenet-table-val.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anyshot.backbones import build_backbone
+from anyshot.data import ImageDataset, load_dataset
+from anyshot.episodes import EpisodeSpec, make_episode
+from anyshot.evaluation import summarize
+from anyshot.feature_cache import FeatureCache
+from anyshot.io import write_json
+from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
+from anyshot.methods.batched import batched_head_finetuning, batched_support_init
+from anyshot.methods.recommended import HEAD_SETTINGS, QUERY_SETTINGS, recommended_method
+from anyshot.progress import progress_bar
+from anyshot.protocols import build_sampler
+
+HERE = Path(__file__).resolve().parent
+EASYFSL_PYTHON = HERE / ".venv-easyfsl" / "bin" / "python"
+
+#: easyfsl's own benchmark settings (scripts/methods_configs.json of easy-few-shot-learning).
+EASYFSL_SETTINGS: dict[str, dict[str, Any]] = {
+    "TIM": {
+        "fine_tuning_steps": 50,
+        "fine_tuning_lr": 0.001,
+        "cross_entropy_weight": 1.0,
+        "marginal_entropy_weight": 1.0,
+        "conditional_entropy_weight": 0.5,
+        "temperature": 10.0,
+        "feature_normalization": 2,
+    },
+    "BDCSPN": {"feature_normalization": 2},
+    "LaplacianShot": {
+        "inference_steps": 10,
+        "knn": 3,
+        "lambda_regularization": 0.1,
+        "feature_normalization": 2,
+    },
+    "SimpleShot": {"feature_normalization": 2},
+    "TransductiveFinetuning": {
+        "fine_tuning_steps": 10,
+        "fine_tuning_lr": 0.0001,
+        "temperature": 10.0,
+        "feature_normalization": 2,
+    },
+}
+
+#: Dhillon et al. (ICLR 2020), WRN-28-10 pre-trained on the 64 mini-ImageNet train classes.
+PAPER_WRN = {
+    "support-init": (56.17, 73.31),
+    "fine-tuning": (57.73, 78.17),
+    "transductive (paper)": (65.73, 78.40),
+}
+
+INDUCTIVE_HEAD = {k: v for k, v in HEAD_SETTINGS.items() if k not in QUERY_SETTINGS}
+
+
+def head_rows(grid: bool) -> dict[str, Any]:
+    """Row name -> method (a SupportBasedInit or a head-scope FineTuning)."""
+    rows: dict[str, Any] = {
+        "support-init": SupportBasedInit(),
+        "fine-tuning": FineTuning(scope="head", **INDUCTIVE_HEAD),  # type: ignore[arg-type]
+        "transductive (paper)": TransductiveFineTuning(scope="head"),
+        "transductive + TIM balance": TransductiveFineTuning(
+            scope="head", temperature=0.1, lr=1e-2, entropy_weight=1.0, balance_weight=1.0
+        ),
+        "anyshot default": recommended_method(),
+    }
+    if grid:
+        base = recommended_method()
+        rows["default, no centring"] = dataclasses.replace(base, center=False)
+        rows["centring + entropy"] = dataclasses.replace(
+            base, likelihood_weight=0.0, entropy_weight=1.0
+        )
+        rows["centring + entropy + balance"] = dataclasses.replace(
+            base, likelihood_weight=0.0, entropy_weight=1.0, balance_weight=1.0
+        )
+        for count in (0.0, 5.0, 20.0, 30.0):
+            rows[f"default, prior_count {count:g}"] = dataclasses.replace(base, prior_count=count)
+        for temperature in (0.07, 0.05):
+            rows[f"default, T {temperature:g}"] = dataclasses.replace(base, temperature=temperature)
+        rows["default, likelihood 1"] = dataclasses.replace(base, likelihood_weight=1.0)
+        rows["default + balance 0.3"] = dataclasses.replace(base, balance_weight=0.3)
+        rows["default, 50 epochs"] = dataclasses.replace(base, epochs=50)
+    return rows
+
+
+def draw(
+    dataset: ImageDataset, protocol: str, shots: int, count: int, seed: int
+) -> list[EpisodeSpec]:
+    """``count`` seeded 5-way episodes of one protocol."""
+    sampler = build_sampler(
+        "fixed" if protocol == "balanced" else "imbalanced",
+        dataset.labels,
+        ways=5,
+        shots=shots,
+        queries=15,
+        total_queries=75,
+        dirichlet_alpha=2.0,
+        seed=seed,
+    )
+    return list(sampler.take(count))
+
+
+def tensors(
+    specs: Sequence[EpisodeSpec], rows: dict[int, int], features: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``support [E,S,D]``, ``support_labels [E,S]``, ``query [E,Q,D]``, ``query_labels [E,Q]``."""
+
+    def gather(parts: tuple[tuple[int, ...], ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [rows[i] for way in parts for i in way]
+        labels = [k for k, way in enumerate(parts) for _ in way]
+        return features[items], torch.tensor(labels)
+
+    pairs = [(gather(s.support), gather(s.query)) for s in specs]
+    return {
+        "support": torch.stack([p[0][0] for p in pairs]),
+        "support_labels": torch.stack([p[0][1] for p in pairs]),
+        "query": torch.stack([p[1][0] for p in pairs]),
+        "query_labels": torch.stack([p[1][1] for p in pairs]),
+    }
+
+
+def row_result(accuracies: Sequence[float], seconds_per_episode: Sequence[float]) -> dict[str, Any]:
+    """Summary (percentages) plus median seconds per episode and the per-episode accuracies."""
+    stats = summarize(accuracies)
+    return {
+        "accuracy": 100 * stats["accuracy_mean"],
+        "std": 100 * stats["accuracy_std"],
+        "ci95": 100 * stats["accuracy_ci95"],
+        "episodes": stats["episodes"],
+        "seconds_per_episode_median": float(statistics.median(seconds_per_episode)),
+        "accuracies": [float(a) for a in accuracies],
+    }
+
+
+def run_head(method: Any, data: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A head-scope method on every episode at once (batched)."""
+    start = time.perf_counter()
+    if isinstance(method, SupportBasedInit):
+        logits = batched_support_init(data["support"], data["support_labels"], data["query"])
+    else:
+        logits = batched_head_finetuning(
+            method, data["support"], data["support_labels"], data["query"]
+        )
+    seconds = time.perf_counter() - start
+    correct = (logits.argmax(-1) == data["query_labels"]).float().mean(1)
+    per_episode = seconds / len(correct)
+    return row_result(correct.tolist(), [per_episode] * len(correct))
+
+
+def run_last(
+    dataset: ImageDataset, specs: Sequence[EpisodeSpec], backbone: torch.nn.Module
+) -> dict[str, Any]:
+    """The paper's transductive fine-tuning at scope ``last``, one episode at a time."""
+    method = TransductiveFineTuning(scope="last")
+    accuracies, seconds = [], []
+    bar = progress_bar(total=len(specs), desc="scope last", unit="episode")
+    for spec in specs:
+        episode = make_episode(dataset, spec, backbone.preprocessing)  # type: ignore[arg-type]
+        start = time.perf_counter()
+        logits = method(backbone, episode)
+        seconds.append(time.perf_counter() - start)
+        assert episode.query_targets is not None
+        accuracies.append(float((logits.argmax(1) == episode.query_targets).float().mean()))
+        bar.update(1)
+    bar.close()
+    return row_result(accuracies, seconds)
+
+
+def run_easyfsl(data: dict[str, torch.Tensor], work: Path, threads: int) -> dict[str, Any]:
+    """easyfsl's methods on the same episode features (its own venv); name -> row result."""
+    file = work / "episodes.pt"
+    torch.save({k: v.contiguous() for k, v in data.items()}, file)
+    output = work / "easyfsl.json"
+    command = [
+        str(EASYFSL_PYTHON),
+        str(HERE / "easyfsl_methods.py"),
+        "--episodes-file",
+        str(file),
+        "--output",
+        str(output),
+        "--threads",
+        str(threads),
+        "--methods",
+        *EASYFSL_SETTINGS,
+    ]
+    for method, settings in EASYFSL_SETTINGS.items():
+        for key, value in settings.items():
+            command += ["--option", f"{method}.{key}={json.dumps(value)}"]
+    environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    subprocess.run(command, check=True, env=environment)
+    results = json.loads(output.read_text())["results"]
+    return {
+        f"easyfsl {name}": row_result(r["accuracies"], r["seconds"]) for name, r in results.items()
+    }
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """One table: rows x (protocol, shots) cells ``mean ± ci (std) [s/episode]``."""
+    settings = list(record["results"])
+    names: list[str] = []
+    for cell in record["results"].values():
+        names += [n for n in cell if n not in names]
+    header = "| method | " + " | ".join(settings) + " | paper WRN-28-10 (1 / 5-shot) |"
+    lines = [header, "|---" * (len(settings) + 2) + "|"]
+    for name in names:
+        cells = []
+        for setting in settings:
+            r = record["results"][setting].get(name)
+            cells.append(
+                "-"
+                if r is None
+                else f"{r['accuracy']:.2f} ± {r['ci95']:.2f} (std {r['std']:.1f}; "
+                f"{1000 * r['seconds_per_episode_median']:.1f} ms; n={r['episodes']})"
+            )
+        paper = PAPER_WRN.get(name)
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {'-' if paper is None else f'{paper[0]} / {paper[1]}'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-root", default="../shared/data/mini-imagenet")
+    parser.add_argument("--split", choices=["val", "test"], default="test")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--episodes", type=int, default=1000, help="balanced episodes")
+    parser.add_argument("--imbalanced-episodes", type=int, default=500)
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--last-episodes", type=int, default=10, help="0 skips scope last")
+    parser.add_argument("--grid", action="store_true", help="also the tuning candidates")
+    parser.add_argument("--no-easyfsl", action="store_true")
+    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/anyshot-features"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
+    backbone = build_backbone("efficientnet-lite0", image_size=args.image_size)
+    settings: dict[str, tuple[str, int, list[EpisodeSpec]]] = {}
+    for protocol, count in (("balanced", args.episodes), ("imbalanced", args.imbalanced_episodes)):
+        for shots in args.shots:
+            if count > 0:
+                specs = draw(dataset, protocol, shots, count, args.seed)
+                settings[f"{protocol} {shots}-shot"] = (protocol, shots, specs)
+    items = sorted(
+        {
+            i
+            for _, _, specs in settings.values()
+            for s in specs
+            for w in (*s.support, *s.query)
+            for i in w
+        }
+    )
+    start = time.perf_counter()
+    features = FeatureCache(args.cache_dir).features(backbone, dataset, items, show_progress=True)
+    embed_seconds = time.perf_counter() - start
+    rows = {item: position for position, item in enumerate(items)}
+    methods = head_rows(args.grid)
+
+    record: dict[str, Any] = {
+        "setting": {
+            "split": args.split,
+            "data_root": args.data_root,
+            "backbone": "efficientnet-lite0 (ImageNet weights; ImageNet contains these classes)",
+            "image_size": args.image_size,
+            "seed": args.seed,
+            "ways": 5,
+            "balanced_queries_per_class": 15,
+            "imbalanced_total_queries": 75,
+            "dirichlet_alpha": 2.0,
+            "episodes": {name: len(specs) for name, (_, _, specs) in settings.items()},
+            "last_episodes": args.last_episodes,
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "python": sys.version.split()[0],
+            "embedding_seconds_this_run": embed_seconds,
+            "methods": {
+                name: dataclasses.asdict(m) if dataclasses.is_dataclass(m) else repr(m)
+                for name, m in methods.items()
+            },
+            "easyfsl_settings": None if args.no_easyfsl else EASYFSL_SETTINGS,
+            "paper_wrn_28_10": PAPER_WRN,
+        },
+        "results": {},
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, (protocol, _shots, specs) in settings.items():
+            data = tensors(specs, rows, features)
+            cell: dict[str, Any] = {}
+            for row, method in methods.items():
+                cell[row] = run_head(method, data)
+                print(
+                    f"{name:22s} {row:32s} {cell[row]['accuracy']:6.2f} ± {cell[row]['ci95']:.2f}",
+                    flush=True,
+                )
+            if args.last_episodes > 0 and protocol == "balanced":
+                cell["transductive (last)"] = run_last(
+                    dataset, specs[: args.last_episodes], backbone
+                )
+                # The same episodes through the default, for a paired comparison.
+                subset = {k: v[: args.last_episodes] for k, v in data.items()}
+                cell["anyshot default, same episodes as last"] = run_head(
+                    recommended_method(), subset
+                )
+            if not args.no_easyfsl:
+                cell.update(run_easyfsl(data, Path(scratch), args.threads))
+            record["results"][name] = cell
+            write_json(args.output, record)  # what is finished survives an interruption
+    table = markdown(record)
+    record["markdown"] = table
+    write_json(args.output, record)
+    print(table)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
