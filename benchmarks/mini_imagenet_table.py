@@ -9,7 +9,9 @@ Two protocols, 5-way 1-shot and 5-shot, episodes seeded by ``--seed``:
 
 * ``balanced``: 15 queries per class (``--episodes``, 1,000 in the table);
 * ``imbalanced``: 75 queries per episode split by Dirichlet(alpha = 2) class proportions
-  (``--imbalanced-episodes``, 500 in the table).
+  (``--imbalanced-episodes``, 500 in the table);
+* ``strongly imbalanced``: the same with alpha = 0.5 (``--strong-imbalance-episodes``):
+  often one or two classes hold most queries and some none.
 
 Rows (every head-scope row runs batched on the cached features; time per episode = the batch's
 wall time / episodes):
@@ -138,7 +140,8 @@ def head_rows(grid: bool) -> dict[str, Any]:
 def draw(
     dataset: ImageDataset, protocol: str, shots: int, count: int, seed: int
 ) -> list[EpisodeSpec]:
-    """``count`` seeded 5-way episodes of one protocol."""
+    """``count`` seeded 5-way episodes of one protocol (``balanced``, ``imbalanced``: alpha 2,
+    ``strongly imbalanced``: alpha 0.5)."""
     sampler = build_sampler(
         "fixed" if protocol == "balanced" else "imbalanced",
         dataset.labels,
@@ -146,7 +149,7 @@ def draw(
         shots=shots,
         queries=15,
         total_queries=75,
-        dirichlet_alpha=2.0,
+        dirichlet_alpha=0.5 if protocol == "strongly imbalanced" else 2.0,
         seed=seed,
     )
     return list(sampler.take(count))
@@ -282,6 +285,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--episodes", type=int, default=1000, help="balanced episodes")
     parser.add_argument("--imbalanced-episodes", type=int, default=500)
+    parser.add_argument(
+        "--strong-imbalance-episodes",
+        type=int,
+        default=0,
+        help="also episodes with Dirichlet(alpha = 0.5) query proportions (0 = none)",
+    )
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--last-episodes", type=int, default=10, help="0 skips scope last")
@@ -296,7 +305,12 @@ def main() -> None:
     dataset = load_dataset("mini-imagenet", args.data_root, args.split)
     backbone = build_backbone("efficientnet-lite0", image_size=args.image_size)
     settings: dict[str, tuple[str, int, list[EpisodeSpec]]] = {}
-    for protocol, count in (("balanced", args.episodes), ("imbalanced", args.imbalanced_episodes)):
+    protocols = (
+        ("balanced", args.episodes),
+        ("imbalanced", args.imbalanced_episodes),
+        ("strongly imbalanced", args.strong_imbalance_episodes),
+    )
+    for protocol, count in protocols:
         for shots in args.shots:
             if count > 0:
                 specs = draw(dataset, protocol, shots, count, args.seed)
@@ -327,6 +341,7 @@ def main() -> None:
             "balanced_queries_per_class": 15,
             "imbalanced_total_queries": 75,
             "dirichlet_alpha": 2.0,
+            "strong_imbalance_dirichlet_alpha": 0.5,
             "episodes": {name: len(specs) for name, (_, _, specs) in settings.items()},
             "last_episodes": args.last_episodes,
             "torch_threads": torch.get_num_threads(),

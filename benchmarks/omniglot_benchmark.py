@@ -177,6 +177,13 @@ def fast_part(
         ("support-init (features)", "features", SupportBasedInit()),
         ("finetune head (paper)", "logits", FineTuning(scope="head")),
         ("transductive head (paper)", "logits", TransductiveFineTuning(scope="head")),
+        (
+            "transductive head (entropy + TIM balance)",
+            "logits",
+            TransductiveFineTuning(
+                scope="head", temperature=0.1, lr=1e-2, entropy_weight=1.0, balance_weight=1.0
+            ),
+        ),
         ("transductive head (recommended)", "logits", recommended_method()),
     ]
     names = list(test.class_names)
