@@ -30,6 +30,7 @@ from anyshot.cli_research import (
     add_speed_options,
     ways_list,
 )
+from anyshot.data.registry import available_datasets
 from anyshot.errors import AnyshotError
 
 EPILOG_EVALUATE = """\
@@ -50,6 +51,10 @@ The output JSON holds {"summary": {accuracy_mean, accuracy_std, accuracy_ci95, e
 "config": {...}, "episodes": [{accuracy, ways, shots, queries, seconds, ...}, ...]}; accuracies
 are fractions in [0, 1]. The same --seed gives the same episodes on any machine.
 """
+
+
+#: The dataset formats anyshot reads.
+DATASET_CHOICES = available_datasets()
 
 
 def _positive_int(text: str) -> int:
@@ -169,13 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = evaluate.add_argument_group("data")
-    data.add_argument("--dataset", choices=["omniglot", "mini-imagenet", "folder"], required=True)
+    data.add_argument(
+        "--dataset",
+        choices=DATASET_CHOICES,
+        required=True,
+        help="dataset format: " + ", ".join(DATASET_CHOICES),
+    )
     data.add_argument(
         "--data-root",
         required=True,
         type=Path,
         help="omniglot: folder with images_*.zip and splits/; mini-imagenet: folder with "
-        "{split}.csv and images/; folder: ROOT/<class>/<images> (or ROOT/<split>/<class>/...)",
+        "{split}.csv and images/ (or {split}/<wnid>/*.jpg); tiered-imagenet: "
+        "{split}_images_png.pkl and {split}_labels.pkl; cifar-fs: CIFAR-100 python pickles and "
+        "the Bertinetto split files; fc100: CIFAR-100 python pickles; folder: "
+        "ROOT/<class>/<images> (or ROOT/<split>/<class>/...)",
     )
     data.add_argument("--split", choices=["train", "val", "test"], default="test")
     episodes = evaluate.add_argument_group("episodes")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from anyshot.data.registry import available_datasets
 from anyshot.errors import ConfigurationError
 
 __all__ = ["PRETRAIN_COMMANDS", "add_pretrain_command", "config_from_args", "run_pretrain"]
@@ -33,6 +34,10 @@ examples:
 """
 
 
+#: The dataset formats anyshot reads.
+DATASET_CHOICES = available_datasets()
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -53,7 +58,12 @@ def add_pretrain_command(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=["omniglot", "mini-imagenet", "folder"], required=True)
+    data.add_argument(
+        "--dataset",
+        choices=DATASET_CHOICES,
+        required=True,
+        help="dataset format: " + ", ".join(DATASET_CHOICES),
+    )
     data.add_argument("--data-root", type=Path, required=True, help="the dataset's folder")
     data.add_argument("--split", default="train", help="training split (default: train)")
     data.add_argument(
