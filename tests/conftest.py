@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 
 @pytest.fixture(autouse=True)
@@ -20,3 +23,20 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200)]
+
+
+def write_colour_folder(
+    root: Path, *, classes: int = 5, per_class: int = 8, noise: float = 25.0
+) -> Path:
+    """A class-per-folder set of 12x12 RGB PNGs: one colour per class plus Gaussian noise."""
+    for k, colour in enumerate(COLOURS[:classes]):
+        for i in range(per_class):
+            rng = np.random.default_rng(100 * k + i)
+            pixels = np.clip(np.array(colour) + rng.normal(0, noise, (12, 12, 3)), 0, 255)
+            path = root / f"class{k}" / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.astype(np.uint8), "RGB").save(path)
+    return root

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from anyshot.backbones import build_backbone
 from anyshot.cached_evaluation import (
@@ -28,25 +27,12 @@ from anyshot.episodes import EpisodeSampler, EpisodeSpec, make_episode
 from anyshot.evaluation import evaluate
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
-
-COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200)]
-
-
-def synthetic_folder(root: Path, per_class: int = 8) -> Path:
-    """A class-per-folder set of 12x12 PNGs: one colour per class plus noise (well separated)."""
-    for k, colour in enumerate(COLOURS):
-        for i in range(per_class):
-            rng = np.random.default_rng(100 * k + i)
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255)
-            path = root / f"class{k}" / f"{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels.astype(np.uint8), "RGB").save(path)
-    return root
+from conftest import write_colour_folder
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    return synthetic_folder(tmp_path / "data")
+    return write_colour_folder(tmp_path / "data")
 
 
 def mixed_specs(dataset: FolderDataset) -> list[EpisodeSpec]:

@@ -11,31 +11,17 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from anyshot.cli import main
 from anyshot.errors import ConfigurationError
 from anyshot.sharding import Shard, launch, torchrun_world
-
-
-def synthetic_folder(root: Path, per_class: int = 6) -> Path:
-    """A class-per-folder set of 12x12 PNGs: one colour per class plus noise."""
-    colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
-    for k, colour in enumerate(colours):
-        for i in range(per_class):
-            rng = np.random.default_rng(100 * k + i)
-            pixels = np.clip(np.array(colour) + rng.normal(0, 60, (12, 12, 3)), 0, 255)
-            path = root / f"class{k}" / f"{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels.astype(np.uint8), "RGB").save(path)
-    return root
+from conftest import write_colour_folder
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    return synthetic_folder(tmp_path / "data")
+    return write_colour_folder(tmp_path / "data", classes=4, per_class=6, noise=60.0)
 
 
 def argv(root: Path, output: Path, *extra: str) -> list[str]:
