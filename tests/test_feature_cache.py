@@ -254,3 +254,24 @@ def test_fastest_dtype_reads_the_cpu_flags(tmp_path: Path) -> None:
     assert fastest_dtype(cpuinfo=str(without)) == "float32"
     assert fastest_dtype(cpuinfo=str(tmp_path / "missing")) == "float32"
     assert fastest_dtype("cuda", cpuinfo=str(with_bf16)) == "float32"
+
+
+def test_relative_and_absolute_roots_share_rows(
+    dataset: FolderDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anyshot.feature_cache import canonical_source
+
+    backbone = counting_backbone()
+    cache = FeatureCache(tmp_path / "cache")
+    absolute = cache.features(backbone, dataset, range(len(dataset)))
+    assert backbone.images == len(dataset)
+    monkeypatch.chdir(tmp_path)
+    relative = FolderDataset(Path("data"))
+    assert not relative.source(0).startswith("/")
+    again = FeatureCache(tmp_path / "cache").features(backbone, relative, range(len(relative)))
+    assert backbone.images == len(dataset)  # every row was a hit
+    torch.testing.assert_close(again, absolute, atol=0, rtol=0)
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(b"")
+    assert canonical_source("a.zip:x/y.png@rot090") == f"{archive.resolve()}:x/y.png@rot090"
+    assert canonical_source("/no/such/file.png") == "/no/such/file.png"

@@ -13,7 +13,8 @@ episodes reuse them.
   followed by every ``state_dict`` entry's name, dtype, shape and raw bytes (so any change of a
   weight or buffer changes the digest);
 * ``source``: the dataset item's :meth:`~anyshot.data.dataset.ImageDataset.source` string
-  (a file path, or ``"<zip path>:<member>@rotDDD"`` for Omniglot);
+  (a file path, or ``"<zip path>:<member>@rotDDD"`` for Omniglot), its file part made absolute
+  and symlink-free (:func:`canonical_source`), so a relative and an absolute data root share rows;
 * ``channels_last``: whether batches were fed channels-last (see :class:`FeatureCache`);
 * ``dtype``: only when it is not ``"float32"`` (so float32 keys are those of earlier versions):
   the precision the network computed in (see :class:`FeatureCache`);
@@ -61,7 +62,7 @@ from anyshot.io import atomic_write_bytes
 from anyshot.methods.frozen import evaluation_mode, module_device
 from anyshot.progress import progress_bar
 
-__all__ = ["FeatureCache", "fastest_dtype", "file_identity", "model_digest"]
+__all__ = ["FeatureCache", "canonical_source", "fastest_dtype", "file_identity", "model_digest"]
 
 _ZIP_MARK = ".zip:"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -131,13 +132,29 @@ def file_identity(source: str) -> tuple[int | None, int | None]:
     return None, None
 
 
+def canonical_source(source: str) -> str:
+    """``source`` with its file part (the source itself, or the archive of
+    ``"<archive>.zip:<member>..."``) made absolute and free of symlinks, when that file exists.
+
+    The same file then gets the same key from any working directory or path spelling.
+    """
+    if os.path.exists(source):
+        return os.path.realpath(source)
+    cut = source.rfind(_ZIP_MARK)
+    if cut >= 0:
+        archive = source[: cut + len(_ZIP_MARK) - 1]
+        if os.path.exists(archive):
+            return os.path.realpath(archive) + source[len(archive) :]
+    return source
+
+
 def _item_key(
     model: str, source: str, channels_last: bool, dtype: str = "float32", freeze: bool = False
 ) -> str:
     size, mtime_ns = file_identity(source)
     record: dict[str, Any] = {
         "model": model,
-        "source": source,
+        "source": canonical_source(source),
         "size": size,
         "mtime_ns": mtime_ns,
         "channels_last": channels_last,
