@@ -160,6 +160,19 @@ def _record(result: Any, ways: int, shots: int, method: str, seconds: float) -> 
     }
 
 
+def _keep(out: list[Any], save: Any, record: dict[str, Any]) -> None:
+    """Append ``record``, save everything so far and print one line."""
+    out.append(record)
+    save(out)
+    summary = record["summary"]
+    print(
+        f"{record['ways']}-way {record['shots']}-shot {record['method']}: "
+        f"{100 * summary['accuracy_mean']:.2f} ± {100 * summary['accuracy_ci95']:.2f} on "
+        f"{summary['episodes']} episodes ({record['seconds']:.0f} s)",
+        flush=True,
+    )
+
+
 def fast_part(
     args: argparse.Namespace, backbone: Backbone, test: MemoryImages, save: Any
 ) -> list[Any]:
@@ -197,16 +210,7 @@ def fast_part(
             episodes = (_episode(spec, rows, names) for spec in sampler.take(args.episodes))
             begin = time.perf_counter()
             result = evaluate(method, _Rows(), episodes, total=args.episodes)
-            record = _record(result, ways, shots, label, time.perf_counter() - begin)
-            out.append(record)
-            save(out)
-            print(
-                f"{ways}-way {shots}-shot {label}: "
-                f"{100 * record['summary']['accuracy_mean']:.2f} "
-                f"± {100 * record['summary']['accuracy_ci95']:.2f} "
-                f"({record['seconds']:.0f} s)",
-                flush=True,
-            )
+            _keep(out, save, _record(result, ways, shots, label, time.perf_counter() - begin))
     return out
 
 
@@ -231,16 +235,7 @@ def all_part(
 
             episodes = _timed(sampler, args.episodes, test, names, begin + budget)
             result = evaluate(method, backbone, episodes)
-            record = _record(result, ways, shots, label, time.perf_counter() - begin)
-            out.append(record)
-            save(out)
-            print(
-                f"{ways}-way {shots}-shot {label}: "
-                f"{100 * record['summary']['accuracy_mean']:.2f} "
-                f"± {100 * record['summary']['accuracy_ci95']:.2f} on "
-                f"{record['summary']['episodes']} episodes ({record['seconds']:.0f} s)",
-                flush=True,
-            )
+            _keep(out, save, _record(result, ways, shots, label, time.perf_counter() - begin))
     return out
 
 
