@@ -23,6 +23,7 @@ wall time / episodes):
   previous default);
 * ``anyshot default``: :func:`anyshot.methods.recommended.recommended_method`, the settings
   tuned on val (``--split val --grid`` runs the candidates this was chosen from);
+* ``likelihood only (previous default)``: the same without the adaptive balance term;
 * ``transductive (last)``: the paper's method at scope ``last`` (images through the network,
   last stage trained) on the first ``--last-episodes`` episodes of each setting (slow);
 * easyfsl 1.5.0 peers on the identical episode features, with its benchmark settings
@@ -118,22 +119,31 @@ def head_rows(grid: bool) -> dict[str, Any]:
         ),
         "anyshot default": recommended_method(),
     }
+    rows["likelihood only (previous default)"] = dataclasses.replace(
+        recommended_method(), adaptive_balance=False, balance_weight=0.0
+    )
     if grid:
         base = recommended_method()
+        previous = rows["likelihood only (previous default)"]
         rows["default, no centring"] = dataclasses.replace(base, center=False)
         rows["centring + entropy"] = dataclasses.replace(
-            base, likelihood_weight=0.0, entropy_weight=1.0
+            previous, likelihood_weight=0.0, entropy_weight=1.0
         )
         rows["centring + entropy + balance"] = dataclasses.replace(
-            base, likelihood_weight=0.0, entropy_weight=1.0, balance_weight=1.0
+            previous, likelihood_weight=0.0, entropy_weight=1.0, balance_weight=1.0
         )
-        for count in (0.0, 5.0, 20.0, 30.0):
-            rows[f"default, prior_count {count:g}"] = dataclasses.replace(base, prior_count=count)
-        for temperature in (0.07, 0.05):
-            rows[f"default, T {temperature:g}"] = dataclasses.replace(base, temperature=temperature)
-        rows["default, likelihood 1"] = dataclasses.replace(base, likelihood_weight=1.0)
-        rows["default + balance 0.3"] = dataclasses.replace(base, balance_weight=0.3)
-        rows["default, 50 epochs"] = dataclasses.replace(base, epochs=50)
+        for count in (5.0, 20.0):
+            rows[f"likelihood only, prior_count {count:g}"] = dataclasses.replace(
+                previous, prior_count=count
+            )
+        rows["likelihood only, T 0.07"] = dataclasses.replace(previous, temperature=0.07)
+        rows["likelihood only, 50 epochs"] = dataclasses.replace(previous, epochs=50)
+        for weight in (1.0, 2.0, 5.0):
+            rows[f"default, balance {weight:g}"] = dataclasses.replace(base, balance_weight=weight)
+        rows["default, balance always"] = dataclasses.replace(base, adaptive_balance=False)
+        rows["likelihood only + balance 0.3 always"] = dataclasses.replace(
+            previous, balance_weight=0.3
+        )
     return rows
 
 

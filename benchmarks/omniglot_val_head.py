@@ -48,9 +48,10 @@ def main() -> None:
         "entropy + TIM balance": TransductiveFineTuning(
             scope="head", temperature=0.1, lr=1e-2, entropy_weight=1.0, balance_weight=1.0
         ),
-        "default, likelihood 0.5": dataclasses.replace(base, likelihood_weight=0.5),
+        "likelihood only": dataclasses.replace(base, adaptive_balance=False, balance_weight=0.0),
+        "default, balance 2": dataclasses.replace(base, balance_weight=2.0),
+        "default, balance always": dataclasses.replace(base, adaptive_balance=False),
         "default, prior_count 5": dataclasses.replace(base, prior_count=5.0),
-        "default, no centring": dataclasses.replace(base, center=False),
     }
     results: dict[str, dict[str, float]] = {}
     for ways, shots in ((5, 1), (20, 1), (20, 5)):

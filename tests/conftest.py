@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from anyshot.episodes import Episode
+
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
@@ -40,3 +42,30 @@ def write_colour_folder(
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels.astype(np.uint8), "RGB").save(path)
     return root
+
+
+#: Width of :func:`clustered_episode`'s embeddings.
+DIM = 32
+
+
+def clustered_episode(
+    query_counts: list[int], *, seed: int = 0, spread: float = 0.5, shift: float = 2.0
+) -> Episode:
+    """One-shot episode of embeddings ``[N, DIM, 1, 1]`` around random class centres.
+
+    Every embedding shares a common ``shift`` direction (as pooled CNN features do), so
+    raw cosines between classes are high and centring has something to remove.
+    """
+    g = torch.Generator().manual_seed(seed)
+    ways = len(query_counts)
+    centres = torch.randn(ways, DIM, generator=g)
+    common = shift * torch.randn(DIM, generator=g).abs()
+
+    def draw(k: int, n: int) -> torch.Tensor:
+        return centres[k] + common + spread * torch.randn(n, DIM, generator=g)
+
+    support = torch.cat([draw(k, 1) for k in range(ways)])
+    query = torch.cat([draw(k, n) for k, n in enumerate(query_counts)])
+    labels = list(range(ways))
+    query_labels = [k for k, n in enumerate(query_counts) for _ in range(n)]
+    return Episode(support[:, :, None, None], labels, query[:, :, None, None], query_labels)

@@ -15,31 +15,7 @@ from anyshot.methods.batched import batched_head_finetuning
 from anyshot.methods.cosine import CosineClassifier, episode_center, unit_embeddings
 from anyshot.methods.finetune import MIN_PROPORTION, estimated_log_prior
 from anyshot.methods.recommended import HEAD_SETTINGS, recommended_method
-
-DIM = 32
-
-
-def clustered_episode(
-    query_counts: list[int], *, seed: int = 0, spread: float = 0.5, shift: float = 2.0
-) -> Episode:
-    """One-shot episode of embeddings ``[N, DIM, 1, 1]`` around random class centres.
-
-    Every embedding shares a common ``shift`` direction (as pooled CNN features do), so
-    raw cosines between classes are high and centring has something to remove.
-    """
-    g = torch.Generator().manual_seed(seed)
-    ways = len(query_counts)
-    centres = torch.randn(ways, DIM, generator=g)
-    common = shift * torch.randn(DIM, generator=g).abs()
-
-    def draw(k: int, n: int) -> torch.Tensor:
-        return centres[k] + common + spread * torch.randn(n, DIM, generator=g)
-
-    support = torch.cat([draw(k, 1) for k in range(ways)])
-    query = torch.cat([draw(k, n) for k, n in enumerate(query_counts)])
-    labels = list(range(ways))
-    query_labels = [k for k, n in enumerate(query_counts) for _ in range(n)]
-    return Episode(support[:, :, None, None], labels, query[:, :, None, None], query_labels)
+from conftest import clustered_episode
 
 
 def accuracy(logits: torch.Tensor, episode: Episode) -> float:

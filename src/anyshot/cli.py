@@ -92,36 +92,57 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         help="what fine-tuning trains: all parameters (paper, slow), last stage + classifier, "
         "or the classifier on frozen features (default, fast)",
     )
-    group.add_argument("--epochs", type=int, help="fine-tuning epochs (paper: 25)")
-    group.add_argument("--lr", type=float, help="Adam learning rate (paper: 5e-5)")
-    group.add_argument("--temperature", type=float, help="cosine-logit temperature T (paper: 1)")
+    from anyshot.methods.recommended import setting_text as _tuned
+
+    group.add_argument(
+        "--epochs", type=int, help=f"fine-tuning epochs (paper: 25; tuned head: {_tuned('epochs')})"
+    )
+    group.add_argument(
+        "--lr", type=float, help=f"Adam learning rate (paper: 5e-5; tuned head: {_tuned('lr')})"
+    )
+    group.add_argument(
+        "--temperature",
+        type=float,
+        help=f"cosine-logit temperature T (paper: 1; tuned head: {_tuned('temperature')})",
+    )
     group.add_argument(
         "--entropy-weight",
         type=float,
-        help="lambda, weight of the query prediction entropy (paper: 1; tuned head: 0)",
+        help="lambda, weight of the query prediction entropy (paper: 1; tuned head: "
+        f"{_tuned('entropy_weight')})",
     )
     group.add_argument(
         "--balance-weight",
         type=float,
         help="weight of TIM's class-balance term, the entropy of the mean query prediction "
-        "(paper and tuned head: 0; assumes balanced queries)",
+        f"(paper: 0; tuned head: {_tuned('balance_weight')}, with --adaptive-balance)",
+    )
+    group.add_argument(
+        "--adaptive-balance",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use the balance term only when a first run's predicted query classes look "
+        "equally frequent (an empirical-Bayes Dirichlet test; paper: no; tuned head: "
+        f"{_tuned('adaptive_balance')})",
     )
     group.add_argument(
         "--likelihood-weight",
         type=float,
         help="weight of the queries' log-likelihood under a mixture of the classes with "
-        "re-estimated proportions (paper: 0; tuned head: 0.5)",
+        f"re-estimated proportions (paper: 0; tuned head: {_tuned('likelihood_weight')})",
     )
     group.add_argument(
         "--prior-count",
         type=float,
-        help="pseudo-count per class of those proportions (tuned head: 10; large = uniform)",
+        help="pseudo-count per class of those proportions (tuned head: "
+        f"{_tuned('prior_count')}; large = uniform)",
     )
     group.add_argument(
         "--center",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="centre embeddings on the episode's mean unit embedding (paper: no; tuned head: yes)",
+        help="centre embeddings on the episode's mean unit embedding (paper: no; tuned head: "
+        f"{_tuned('center')})",
     )
     group.add_argument(
         "--augment",
@@ -226,7 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Options of the query step, refused for methods without one.
-_QUERY_OPTIONS = ("entropy_weight", "balance_weight", "likelihood_weight", "prior_count", "center")
+_QUERY_OPTIONS = (
+    "entropy_weight",
+    "balance_weight",
+    "likelihood_weight",
+    "prior_count",
+    "adaptive_balance",
+    "center",
+)
 
 
 def _method_options(args: argparse.Namespace, seed: int) -> dict[str, Any]:

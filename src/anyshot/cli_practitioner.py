@@ -119,9 +119,9 @@ def _non_negative_float(text: str) -> float:
 
 def _tuned(name: str) -> str:
     """The validation-tuned head setting ``name``, for help texts."""
-    from anyshot.methods.recommended import HEAD_SETTINGS
+    from anyshot.methods.recommended import setting_text
 
-    return f"{HEAD_SETTINGS.get(name, '-')}"
+    return setting_text(name)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -172,10 +172,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--balance-weight",
         type=_non_negative_float,
         help=f"weight of TIM's class-balance term in --method transductive (default: "
-        f"{_tuned('balance_weight')}). It keeps the query images from collapsing onto one "
-        "class but assumes the classes are roughly equally frequent among them; the default "
-        "query term (a class mixture's likelihood with estimated proportions) needs no such "
-        "assumption",
+        f"{_tuned('balance_weight')}, used only when the predicted classes of the images to "
+        "classify look equally frequent: a first run without it decides). The default query "
+        "term, a class mixture's likelihood with estimated proportions, assumes no balance; "
+        "0 turns the balance term off",
     )
     group.add_argument(
         "--image-size", type=_positive_int, help="input side in pixels (default: the backbone's)"

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from anyshot.errors import ConfigurationError
+from anyshot.methods.balance import looks_balanced
 from anyshot.methods.cosine import unit_embeddings
 from anyshot.methods.finetune import FineTuning, estimated_log_prior
 from anyshot.methods.support_init import SupportBasedInit
@@ -178,7 +179,8 @@ def batched_head_finetuning(
     ``"head"``) on ``E`` episodes of embeddings at once.
 
     Uses the method's ``temperature``, ``relu``, ``lr``, ``epochs``, ``entropy_weight``,
-    ``balance_weight`` and ``device``; ``batch_size`` and ``seed`` do not change the result
+    ``balance_weight``, ``likelihood_weight``, ``prior_count``, ``adaptive_balance``,
+    ``center`` and ``device``; ``batch_size`` and ``seed`` do not change the result
     (every row of an episode fits in one step, and scope ``head`` draws no augmentation).
 
     Args:
@@ -227,7 +229,6 @@ def _finetune_chunk(
     method: FineTuning, s: torch.Tensor, t: torch.Tensor, q: torch.Tensor, k: int
 ) -> torch.Tensor:
     """Head fine-tuning of validated episodes ``[E, S, D], [E, S], [E, Q, D]`` -> ``[E, Q, K]``."""
-    episodes, n_support, n_query = s.shape[0], s.shape[1], q.shape[1]
     if method.center:
         center = episode_center_batched(s, q, method.relu)  # [E, 1, D]
         support_n = unit_embeddings(s, relu=method.relu, center=center)
@@ -237,13 +238,41 @@ def _finetune_chunk(
         support_n = _normalized(s, method.relu)
         query_n = _normalized(q, method.relu)
         weight = _class_means(s, t, k, method.relu)
+    if not (method.adaptive_balance and method.balance_weight > 0 and q.shape[1] > 0):
+        return _train_chunk(method, method.balance_weight, support_n, t, query_n, weight)
+    # Episodes train independently (Adam is element-wise), so re-running a subset of them
+    # gives each exactly what a run of all of them would.
+    logits = _train_chunk(method, 0.0, support_n, t, query_n, weight)
+    counts = F.one_hot(logits.argmax(-1), k).sum(1)  # [E, K]
+    balanced = looks_balanced(counts)  # [E] bool, CPU
+    if bool(balanced.any()):
+        rows = balanced.to(support_n.device)
+        logits[balanced] = _train_chunk(
+            method, method.balance_weight, support_n[rows], t[rows], query_n[rows], weight[rows]
+        )
+    return logits
+
+
+def _train_chunk(
+    method: FineTuning,
+    balance_weight: float,
+    support_n: torch.Tensor,
+    t: torch.Tensor,
+    query_n: torch.Tensor,
+    init_weight: torch.Tensor,
+) -> torch.Tensor:
+    """One training run from class weights ``init_weight [E, K, D]`` on normalised rows
+    ``[E, S, D]`` / ``[E, Q, D]`` with targets ``[E, S]``; query logits ``[E, Q, K]`` (CPU)."""
+    episodes, k = init_weight.shape[0], init_weight.shape[1]
+    n_support, n_query = support_n.shape[1], query_n.shape[1]
     likelihood = method.likelihood_weight > 0
-    weight.requires_grad_(True)
-    bias = torch.zeros(episodes, k, device=s.device, requires_grad=not likelihood)
+    query_step = method.entropy_weight > 0 or balance_weight > 0 or likelihood
+    weight = init_weight.detach().clone().requires_grad_(True)
+    bias = torch.zeros(episodes, k, device=weight.device, requires_grad=not likelihood)
     optimizer = torch.optim.Adam([weight] if likelihood else [weight, bias], lr=method.lr)
     flat_targets = t.reshape(-1)
     temperature = method.temperature
-    log_prior = torch.full((episodes, k), -math.log(k), device=s.device)
+    log_prior = torch.full((episodes, k), -math.log(k), device=weight.device)
 
     def logits_of(rows: torch.Tensor) -> torch.Tensor:
         w = F.normalize(weight, dim=-1) if likelihood else weight
@@ -255,17 +284,17 @@ def _finetune_chunk(
         loss = F.cross_entropy(logits.reshape(-1, k), flat_targets, reduction="sum") / n_support
         loss.backward()
         optimizer.step()
-        if method.transductive and n_query > 0:
+        if query_step and n_query > 0:
             optimizer.zero_grad(set_to_none=True)
             logits = logits_of(query_n)
             log_p = F.log_softmax(logits, dim=-1)  # [E, Q, K]
             p = log_p.exp()
             entropy = -(p * log_p).sum()  # summed over episodes and queries
             loss = method.entropy_weight * entropy / n_query
-            if method.balance_weight > 0:
+            if balance_weight > 0:
                 marginal = p.mean(1)  # [E, K]
                 balance = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()
-                loss = loss - method.balance_weight * balance
+                loss = loss - balance_weight * balance
             if likelihood:
                 joint = logits + log_prior.unsqueeze(1)
                 log_likelihood = torch.logsumexp(joint, dim=-1).sum() / n_query

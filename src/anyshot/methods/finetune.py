@@ -34,6 +34,7 @@ from anyshot.data.augment import Augmentation
 from anyshot.data.images import Preprocessing
 from anyshot.episodes import Episode, Images, image_batches
 from anyshot.errors import ConfigurationError
+from anyshot.methods.balance import looks_balanced
 from anyshot.methods.cosine import (
     CosineClassifier,
     episode_center,
@@ -120,6 +121,11 @@ class FineTuning:
         prior_count: pseudo-count per class of the proportions' estimate,
             ``pi_k = (sum_i p_ik + c) / (Q + K c)``: 0 = maximum likelihood, large = nearly
             uniform (a Dirichlet prior pulling toward balanced classes).
+        adaptive_balance: use ``balance_weight`` only when the queries look balanced: a
+            first run without the balance term predicts the query classes; if their counts
+            pass :func:`anyshot.methods.balance.looks_balanced`, training is repeated from
+            the initialisation with it (the result is then exactly that of
+            ``adaptive_balance=False``), otherwise the first run's result is kept.
         center: transductive centring: subtract the mean unit embedding of the episode's
             support and query images (computed once before training, eval mode) and
             renormalise, before the cosine classifier.
@@ -140,6 +146,7 @@ class FineTuning:
     balance_weight: float = 0.0
     likelihood_weight: float = 0.0
     prior_count: float = 0.0
+    adaptive_balance: bool = False
     center: bool = False
     batch_size: int = 64
     augment: bool | None = None
@@ -287,80 +294,102 @@ class FineTuning:
         else:
             unit = unit_embeddings(init, relu=self.relu, center=center)
             init_weight = normalized_class_means(unit, targets, episode.ways, relu=False)
-        likelihood = self.likelihood_weight > 0
-        classifier = CosineClassifier(
-            init_weight,
-            temperature=self.temperature,
-            relu=self.relu,
-            center=center,
-            normalize_weight=likelihood,
-        ).to(device)
-        head_params = [classifier.weight] if likelihood else list(classifier.parameters())
-        classifier.bias.requires_grad_(not likelihood)
-        optimizer = torch.optim.Adam([*trainable, *head_params], lr=self.lr)
         ways = episode.ways
-        log_prior = torch.full((ways,), -math.log(ways), device=device)
+        likelihood = self.likelihood_weight > 0
+        # scope last / all train ``model`` in place: a second run starts from the same weights
+        initial_state = (
+            {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if self.adaptive_balance and model is not None
+            else None
+        )
 
-        for _ in range(self.epochs):
-            optimizer.zero_grad(set_to_none=True)
-            order = torch.randperm(n_support, generator=generator)
-            for batch_order in order.split(self.batch_size):
-                batch = next(image_batches(support_inputs, len(batch_order), batch_order))
-                logits = classifier(encode(batch.to(device), True))
-                loss = F.cross_entropy(logits, targets[batch_order.to(device)], reduction="sum")
-                (loss / n_support).backward()
-            optimizer.step()
-            if self.transductive and n_query > 0:
+        def train(balance_weight: float) -> tuple[CosineClassifier, torch.Tensor]:
+            """One training run from the initialisation; the classifier and query logits."""
+            query_step = self.entropy_weight > 0 or balance_weight > 0 or likelihood
+            generator.manual_seed(self.seed)
+            if initial_state is not None:
+                assert model is not None
+                model.load_state_dict(initial_state)
+            classifier = CosineClassifier(
+                init_weight,
+                temperature=self.temperature,
+                relu=self.relu,
+                center=center,
+                normalize_weight=likelihood,
+            ).to(device)
+            head_params = [classifier.weight] if likelihood else list(classifier.parameters())
+            classifier.bias.requires_grad_(not likelihood)
+            optimizer = torch.optim.Adam([*trainable, *head_params], lr=self.lr)
+            log_prior = torch.full((ways,), -math.log(ways), device=device)
+
+            for _ in range(self.epochs):
                 optimizer.zero_grad(set_to_none=True)
-                order = torch.randperm(n_query, generator=generator)
-                chunks = order.split(self.batch_size)
-                balance_grad = None
-                if self.balance_weight > 0 and len(chunks) > 1:
-                    # d H(mean p) / d p_i = -(log mean p + 1) / Q: one no-grad pass gives mean p.
-                    with torch.no_grad():
-                        mean_p = torch.cat(
-                            [
-                                F.softmax(classifier(encode(b.to(device), True)), dim=1)
-                                for b in image_batches(query_inputs, self.batch_size, order)
-                            ]
-                        ).mean(0)
-                    balance_grad = -(torch.log(mean_p.clamp_min(1e-12)) + 1)
-                responsibilities = torch.zeros(ways, device=device)
-                for batch_order in chunks:
-                    batch = next(image_batches(query_inputs, len(batch_order), batch_order))
+                order = torch.randperm(n_support, generator=generator)
+                for batch_order in order.split(self.batch_size):
+                    batch = next(image_batches(support_inputs, len(batch_order), batch_order))
                     logits = classifier(encode(batch.to(device), True))
-                    loss = self.entropy_weight * prediction_entropy(logits).sum() / n_query
-                    if likelihood:
-                        joint = logits + log_prior
-                        log_likelihood = torch.logsumexp(joint, dim=1).sum() / n_query
-                        loss = loss - self.likelihood_weight * log_likelihood
-                        responsibilities += F.softmax(joint.detach(), dim=1).sum(0)
-                    if self.balance_weight > 0:
-                        p = F.softmax(logits, dim=1)
-                        if balance_grad is None:  # one chunk: the exact marginal entropy
-                            marginal = p.mean(0)
-                            balance = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()
-                        else:
-                            balance = (p * balance_grad).sum() / n_query
-                        loss = loss - self.balance_weight * balance
-                    loss.backward()
+                    loss = F.cross_entropy(logits, targets[batch_order.to(device)], reduction="sum")
+                    (loss / n_support).backward()
                 optimizer.step()
-                if likelihood:
-                    log_prior = estimated_log_prior(responsibilities, n_query, self.prior_count)
+                if query_step and n_query > 0:
+                    optimizer.zero_grad(set_to_none=True)
+                    order = torch.randperm(n_query, generator=generator)
+                    chunks = order.split(self.batch_size)
+                    balance_grad = None
+                    if balance_weight > 0 and len(chunks) > 1:
+                        # d H(mean p) / d p_i = -(log mean p + 1) / Q: a no-grad pass gives mean p
+                        with torch.no_grad():
+                            mean_p = torch.cat(
+                                [
+                                    F.softmax(classifier(encode(b.to(device), True)), dim=1)
+                                    for b in image_batches(query_inputs, self.batch_size, order)
+                                ]
+                            ).mean(0)
+                        balance_grad = -(torch.log(mean_p.clamp_min(1e-12)) + 1)
+                    responsibilities = torch.zeros(ways, device=device)
+                    for batch_order in chunks:
+                        batch = next(image_batches(query_inputs, len(batch_order), batch_order))
+                        logits = classifier(encode(batch.to(device), True))
+                        loss = self.entropy_weight * prediction_entropy(logits).sum() / n_query
+                        if likelihood:
+                            joint = logits + log_prior
+                            log_likelihood = torch.logsumexp(joint, dim=1).sum() / n_query
+                            loss = loss - self.likelihood_weight * log_likelihood
+                            responsibilities += F.softmax(joint.detach(), dim=1).sum(0)
+                        if balance_weight > 0:
+                            p = F.softmax(logits, dim=1)
+                            if balance_grad is None:  # one chunk: the exact marginal entropy
+                                marginal = p.mean(0)
+                                balance = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()
+                            else:
+                                balance = (p * balance_grad).sum() / n_query
+                            loss = loss - balance_weight * balance
+                        loss.backward()
+                    optimizer.step()
+                    if likelihood:
+                        log_prior = estimated_log_prior(responsibilities, n_query, self.prior_count)
 
-        if likelihood:
-            with torch.no_grad():
-                classifier.bias.copy_(log_prior)
-        if n_query == 0:
-            logits = torch.empty(0, episode.ways)
-        else:
-            with torch.no_grad():
-                logits = torch.cat(
-                    [
-                        classifier(encode(b.to(device), False)).float().cpu()
-                        for b in image_batches(query_inputs, self.batch_size)
-                    ]
-                )
+            if likelihood:
+                with torch.no_grad():
+                    classifier.bias.copy_(log_prior)
+            if n_query == 0:
+                logits = torch.empty(0, episode.ways)
+            else:
+                with torch.no_grad():
+                    logits = torch.cat(
+                        [
+                            classifier(encode(b.to(device), False)).float().cpu()
+                            for b in image_batches(query_inputs, self.batch_size)
+                        ]
+                    )
+            return classifier, logits
+
+        if self.adaptive_balance and self.balance_weight > 0 and n_query > 0:
+            classifier, logits = train(0.0)
+            counts = torch.bincount(logits.argmax(1), minlength=ways)
+            if not bool(looks_balanced(counts)):
+                return FineTuned(classifier=classifier, network=model, query_logits=logits)
+        classifier, logits = train(self.balance_weight)
         return FineTuned(classifier=classifier, network=model, query_logits=logits)
 
 
