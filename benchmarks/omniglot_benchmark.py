@@ -15,14 +15,15 @@ per-epoch history, wall time), then per setting and method the summary (mean, st
 the per-episode accuracies.
 
     OMP_NUM_THREADS=1 python benchmarks/omniglot_benchmark.py --data-root ../shared/data/omniglot \\
-        --cycles 5:0.1,10:0.01 --part fast
+        --cycles 10:0.1,20:0.01 --part fast
     OMP_NUM_THREADS=1 python benchmarks/omniglot_benchmark.py --data-root ../shared/data/omniglot \\
-        --cycles 5:0.1,10:0.01 --part all --all-seconds 600
+        --cycles 10:0.1,20:0.01 --part all --all-seconds 600
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -197,7 +198,17 @@ def fast_part(
                 scope="head", temperature=0.1, lr=1e-2, entropy_weight=1.0, balance_weight=1.0
             ),
         ),
+        (
+            "transductive head (likelihood only: the previous default)",
+            "logits",
+            dataclasses.replace(recommended_method(), adaptive_balance=False, balance_weight=0.0),
+        ),
         ("transductive head (recommended)", "logits", recommended_method()),
+        (
+            "transductive head (recommended, balance always: --no-adaptive-balance)",
+            "logits",
+            dataclasses.replace(recommended_method(), adaptive_balance=False),
+        ),
     ]
     names = list(test.class_names)
     out = []
@@ -261,7 +272,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--cycles",
-        default="5:0.1,10:0.01",
+        default="10:0.1,20:0.01",
         help="pre-training schedule (the paper's is 40:0.1,80:0.01)",
     )
     parser.add_argument("--part", choices=["fast", "all"], default="fast")

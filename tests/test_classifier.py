@@ -436,3 +436,11 @@ def test_cli_method_options_build_the_recommended_method_and_variants() -> None:
     assert method("--balance-weight", "0").balance_weight == 0.0  # type: ignore[attr-defined]
     with pytest.raises(ConfigurationError, match="transductive only"):
         method("--method", "finetune", "--balance-weight", "1")
+    always = method("--no-adaptive-balance")
+    assert isinstance(always, TransductiveFineTuning) and not always.adaptive_balance
+    assert (
+        always.balance_weight == HEAD_SETTINGS["balance_weight"]
+        and recommended_method().adaptive_balance
+    )
+    with pytest.raises(ConfigurationError, match="transductive only"):
+        method("--method", "finetune", "--adaptive-balance")

@@ -82,11 +82,15 @@ def test_evaluate_defaults_are_the_tuned_head_settings() -> None:
     args = parser.parse_args([*base, "--prior-count", "5", "--no-center"])
     method = build_method("transductive", **_method_options(args, 0))
     assert (method.prior_count, method.center, method.likelihood_weight) == (5.0, False, 0.2)
+    assert method.adaptive_balance and method.balance_weight == 3.0
+    args = parser.parse_args([*base, "--no-adaptive-balance", "--balance-weight", "1"])
+    method = build_method("transductive", **_method_options(args, 0))
+    assert (method.adaptive_balance, method.balance_weight) == (False, 1.0)
     # Scopes that train the backbone keep the paper's values.
     args = parser.parse_args([*base, "--scope", "last"])
     method = build_method("transductive", **_method_options(args, 0))
     assert (method.lr, method.temperature, method.entropy_weight) == (5e-5, 1.0, 1.0)
-    assert method.likelihood_weight == 0 and not method.center
+    assert method.likelihood_weight == 0 and not method.center and not method.adaptive_balance
     # Inductive fine-tuning has no query term to tune.
     inductive = build_method(
         "finetune", **_method_options(parser.parse_args([*base, "--method", "finetune"]), 0)

@@ -178,6 +178,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "0 turns the balance term off",
     )
     group.add_argument(
+        "--adaptive-balance",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"--method transductive: use the balance term only when a first run's predicted "
+        f"classes look equally frequent (default: {_tuned('adaptive_balance')}); "
+        "--no-adaptive-balance always uses it (best when you know the classes are balanced)",
+    )
+    group.add_argument(
         "--image-size", type=_positive_int, help="input side in pixels (default: the backbone's)"
     )
     group.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
@@ -323,19 +331,22 @@ def build_method(args: argparse.Namespace) -> Any:
         "lr": args.lr,
         "epochs": args.epochs,
         "balance_weight": args.balance_weight,
+        "adaptive_balance": args.adaptive_balance,
     }
     if args.method == "support-init":
         if args.scope is not None or any(given[k] is not None for k in given if k != "temperature"):
             raise ConfigurationError(
-                "--scope, --epochs, --lr and --balance-weight apply to --method transductive or "
-                "finetune; support-init does no training"
+                "--scope, --epochs, --lr, --balance-weight and --adaptive-balance apply to "
+                "--method transductive or finetune; support-init does no training"
             )
         temperature = args.temperature or float(HEAD_SETTINGS["temperature"])
         return SupportBasedInit(temperature=temperature, device=args.device)
     scope = args.scope or "head"
     transductive = args.method == "transductive"
-    if not transductive and args.balance_weight is not None:
-        raise ConfigurationError("--balance-weight applies to --method transductive only")
+    if not transductive and (args.balance_weight is not None or args.adaptive_balance is not None):
+        raise ConfigurationError(
+            "--balance-weight and --adaptive-balance apply to --method transductive only"
+        )
     options: dict[str, Any] = {"scope": scope, "seed": args.seed, "device": args.device}
     if scope == "head":
         options.update(
