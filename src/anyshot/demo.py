@@ -88,7 +88,8 @@ def run_demo(
     lines.append(
         f"* anyshot's recommended head settings {HEAD_SETTINGS} (episode-centred embeddings; "
         "support cross-entropy plus the queries' likelihood under a class mixture with "
-        "estimated proportions), tuned on validation classes only."
+        "estimated proportions, plus TIM's class-balance term when a first run's predicted "
+        "classes look balanced), tuned on validation classes only."
     )
     lines.append(
         "Seconds are per episode, method only (embedding included), on this machine; "
