@@ -246,17 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Options of the query step, refused for methods without one.
-_QUERY_OPTIONS = (
-    "entropy_weight",
-    "balance_weight",
-    "likelihood_weight",
-    "prior_count",
-    "adaptive_balance",
-    "center",
-)
-
-
 def _method_options(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Keyword options of the method ``args`` describe.
 
@@ -277,7 +266,7 @@ def _method_options(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         return options
     transductive = args.method == "transductive"
     if not transductive:
-        given_query = [k for k in _QUERY_OPTIONS if getattr(args, k, None) is not None]
+        given_query = [k for k in QUERY_SETTINGS if getattr(args, k, None) is not None]
         if given_query:
             flags = ", ".join("--" + k.replace("_", "-") for k in given_query)
             raise AnyshotError(f"{flags} apply to --method transductive only")
@@ -294,7 +283,7 @@ def _method_options(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "seed": seed,
     }
     if transductive:
-        given.update({k: getattr(args, k, None) for k in _QUERY_OPTIONS})
+        given.update({k: getattr(args, k, None) for k in QUERY_SETTINGS})
     options.update({k: v for k, v in given.items() if v is not None})
     return options
 
