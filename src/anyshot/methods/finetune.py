@@ -296,10 +296,11 @@ class FineTuning:
             init_weight = normalized_class_means(unit, targets, episode.ways, relu=False)
         ways = episode.ways
         likelihood = self.likelihood_weight > 0
+        two_runs = self.adaptive_balance and self.balance_weight > 0 and n_query > 0
         # scope last / all train ``model`` in place: a second run starts from the same weights
         initial_state = (
             {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if self.adaptive_balance and model is not None
+            if two_runs and model is not None
             else None
         )
 
@@ -384,7 +385,7 @@ class FineTuning:
                     )
             return classifier, logits
 
-        if self.adaptive_balance and self.balance_weight > 0 and n_query > 0:
+        if two_runs:
             classifier, logits = train(0.0)
             counts = torch.bincount(logits.argmax(1), minlength=ways)
             if not bool(looks_balanced(counts)):
