@@ -57,6 +57,7 @@ from typing import Any
 import torch
 
 from anyshot.backbones import build_backbone
+from anyshot.cached_evaluation import ItemFeatures, embed_items, episode_items, episode_tensors
 from anyshot.data import ImageDataset, load_dataset
 from anyshot.episodes import EpisodeSpec, make_episode
 from anyshot.evaluation import summarize
@@ -165,22 +166,14 @@ def draw(
     return list(sampler.take(count))
 
 
-def tensors(
-    specs: Sequence[EpisodeSpec], rows: dict[int, int], features: torch.Tensor
-) -> dict[str, torch.Tensor]:
+def tensors(specs: Sequence[EpisodeSpec], features: ItemFeatures) -> dict[str, torch.Tensor]:
     """``support [E,S,D]``, ``support_labels [E,S]``, ``query [E,Q,D]``, ``query_labels [E,Q]``."""
-
-    def gather(parts: tuple[tuple[int, ...], ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        items = [rows[i] for way in parts for i in way]
-        labels = [k for k, way in enumerate(parts) for _ in way]
-        return features[items], torch.tensor(labels)
-
-    pairs = [(gather(s.support), gather(s.query)) for s in specs]
+    support, support_labels, query, query_labels = episode_tensors(features, specs)
     return {
-        "support": torch.stack([p[0][0] for p in pairs]),
-        "support_labels": torch.stack([p[0][1] for p in pairs]),
-        "query": torch.stack([p[1][0] for p in pairs]),
-        "query_labels": torch.stack([p[1][1] for p in pairs]),
+        "support": support,
+        "support_labels": support_labels,
+        "query": query,
+        "query_labels": query_labels,
     }
 
 
@@ -325,19 +318,12 @@ def main() -> None:
             if count > 0:
                 specs = draw(dataset, protocol, shots, count, args.seed)
                 settings[f"{protocol} {shots}-shot"] = (protocol, shots, specs)
-    items = sorted(
-        {
-            i
-            for _, _, specs in settings.values()
-            for s in specs
-            for w in (*s.support, *s.query)
-            for i in w
-        }
-    )
+    items = episode_items(s for _, _, specs in settings.values() for s in specs)
     start = time.perf_counter()
-    features = FeatureCache(args.cache_dir).features(backbone, dataset, items, show_progress=True)
+    features = embed_items(
+        FeatureCache(args.cache_dir), backbone, dataset, items, show_progress=True
+    )
     embed_seconds = time.perf_counter() - start
-    rows = {item: position for position, item in enumerate(items)}
     methods = head_rows(args.grid)
 
     record: dict[str, Any] = {
@@ -360,7 +346,9 @@ def main() -> None:
             "python": sys.version.split()[0],
             "embedding_seconds_this_run": embed_seconds,
             "methods": {
-                name: dataclasses.asdict(m) if dataclasses.is_dataclass(m) else repr(m)
+                name: dataclasses.asdict(m)
+                if dataclasses.is_dataclass(m) and not isinstance(m, type)
+                else repr(m)
                 for name, m in methods.items()
             },
             "easyfsl_settings": None if args.no_easyfsl else EASYFSL_SETTINGS,
@@ -370,7 +358,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as scratch:
         for name, (protocol, _shots, specs) in settings.items():
-            data = tensors(specs, rows, features)
+            data = tensors(specs, features)
             cell: dict[str, Any] = {}
             for row, method in methods.items():
                 cell[row] = run_head(method, data)

@@ -70,6 +70,8 @@ import torch
 from torch import nn
 
 from anyshot.backbones import build_backbone
+from anyshot.cached_evaluation import embed_items, episode_items
+from anyshot.cached_evaluation import episode_tensors as stacked_episodes
 from anyshot.data import load_dataset
 from anyshot.data.dataset import ImageDataset
 from anyshot.data.images import Preprocessing
@@ -149,9 +151,7 @@ def samplers(args: argparse.Namespace, dataset: ImageDataset) -> dict[int, Episo
 
 def spec_items(specs: Iterable[EpisodeSpec]) -> list[int]:
     """Sorted unique dataset items of some episodes."""
-    return sorted(
-        {i for spec in specs for part in (spec.support, spec.query) for way in part for i in way}
-    )
+    return sorted(episode_items(specs))
 
 
 def episode_tensors(
@@ -164,29 +164,8 @@ def episode_tensors(
 
     Targets are way indices (the order of ``spec.classes``), as in :func:`make_episode`.
     """
-    items = spec_items(specs)
-    rows = cache.features(backbone, dataset, items, show_progress=True)
-    position = {item: k for k, item in enumerate(items)}
-
-    def gather(parts: tuple[tuple[int, ...], ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = [position[i] for way in parts for i in way]
-        targets = [w for w, way in enumerate(parts) for _ in way]
-        return rows[index], torch.tensor(targets, dtype=torch.long)
-
-    support, targets, query, query_targets = [], [], [], []
-    for spec in specs:
-        s, t = gather(spec.support)
-        q, qt = gather(spec.query)
-        support.append(s)
-        targets.append(t)
-        query.append(q)
-        query_targets.append(qt)
-    return (
-        torch.stack(support),
-        torch.stack(targets),
-        torch.stack(query),
-        torch.stack(query_targets),
-    )
+    features = embed_items(cache, backbone, dataset, spec_items(specs), show_progress=True)
+    return stacked_episodes(features, specs)
 
 
 def accuracies(logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
@@ -269,7 +248,7 @@ def mode_embed(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]
                 return torch.cat([backbone(b.contiguous()) for b in x.split(batch)])
 
     elif name in ("anyshot-fp32", "anyshot-bf16", "anyshot-fp32-freeze", "anyshot-bf16-freeze"):
-        options = {"dtype": "bfloat16" if "bf16" in name else "float32"}
+        options: dict[str, Any] = {"dtype": "bfloat16" if "bf16" in name else "float32"}
         options["freeze"] = name.endswith("-freeze")
         result["feature_cache_options"] = options
         scratch = Path(tempfile.mkdtemp(prefix="speed-embed-", dir=args.work_dir))

@@ -15,8 +15,10 @@ import torch
 from anyshot.backbones import build_backbone
 from anyshot.cached_evaluation import (
     TIMING,
+    ItemFeatures,
     embed_items,
     episode_items,
+    episode_tensors,
     evaluate_cached,
     plan_batches,
     supports_cached,
@@ -42,6 +44,30 @@ def mixed_specs(dataset: FolderDataset) -> list[EpisodeSpec]:
     specs = list(fixed.take(6))
     specs.insert(2, other.sample(0))
     return specs
+
+
+def test_episode_tensors_stack_rows_in_way_order_with_way_targets(folder: Path) -> None:
+    dataset = FolderDataset(folder)
+    specs = mixed_specs(dataset)
+    fixed = [spec for spec in specs if len(spec.classes) == 3]
+    items = episode_items(specs)
+    # Each item's "embedding" is its dataset index, so rows show which item they hold.
+    features = ItemFeatures(items, torch.tensor(items, dtype=torch.float32)[:, None].repeat(1, 4))
+    support, targets, query, query_targets = episode_tensors(features, fixed)
+
+    assert support.shape == (6, 6, 4) and targets.shape == (6, 6)
+    assert query.shape == (6, 9, 4) and query_targets.shape == (6, 9)
+    for e, spec in enumerate(fixed):
+        assert support[e, :, 0].long().tolist() == [i for way in spec.support for i in way]
+        assert query[e, :, 0].long().tolist() == [i for way in spec.query for i in way]
+        assert targets[e].tolist() == [k for k, way in enumerate(spec.support) for _ in way]
+        assert query_targets[e].tolist() == [k for k, way in enumerate(spec.query) for _ in way]
+        for row, k in zip(support[e, :, 0].long().tolist(), targets[e].tolist(), strict=True):
+            assert dataset.labels[row] == dataset.labels[spec.support[k][0]]
+    with pytest.raises(ValueError, match="different"):
+        episode_tensors(features, specs)
+    with pytest.raises(ValueError, match="no episodes"):
+        episode_tensors(features, [])
 
 
 METHODS = [

@@ -46,6 +46,7 @@ __all__ = [
     "TIMING",
     "ItemFeatures",
     "embed_items",
+    "episode_tensors",
     "episode_items",
     "evaluate_cached",
     "plan_batches",
@@ -189,6 +190,40 @@ def _flat(parts: Sequence[Sequence[int]]) -> list[int]:
     return [int(item) for part in parts for item in part]
 
 
+def episode_tensors(
+    features: ItemFeatures, specs: Sequence[EpisodeSpec]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fixed-shape episodes as stacked embedding rows, ready for the batched methods.
+
+    Args:
+        features: embeddings of every item the episodes use.
+        specs: ``E`` episodes sharing ``(ways, support size, query count)``.
+
+    Returns:
+        ``support [E, S, D]``, ``support targets [E, S]``, ``query [E, Q, D]``,
+        ``query targets [E, Q]``; targets are way indices (way ``k`` of a spec is class ``k``,
+        as in :func:`~anyshot.episodes.make_episode`), rows in way order.
+
+    Raises:
+        ValueError: no episodes, or episodes of different shapes.
+        KeyError: an item that was not embedded.
+    """
+    if not specs:
+        raise ValueError("no episodes were given")
+    shapes = sorted({_shape(spec) for spec in specs})
+    if len(shapes) > 1:
+        raise ValueError(
+            f"episodes of different (ways, support size, query count) {shapes} cannot be "
+            "stacked; group them first (plan_batches) or run them one at a time"
+        )
+    return (
+        torch.stack([features.rows(_flat(spec.support)) for spec in specs]),
+        torch.stack([_targets(spec.support) for spec in specs]),
+        torch.stack([features.rows(_flat(spec.query)) for spec in specs]),
+        torch.stack([_targets(spec.query) for spec in specs]),
+    )
+
+
 def _run_batch(
     method: SupportBasedInit | FineTuning,
     features: ItemFeatures,
@@ -214,9 +249,7 @@ def _run_batch(
             classes=list(range(ways)),
         )
         return method(nn.Flatten(), episode).float().unsqueeze(0)
-    support = torch.stack([features.rows(_flat(spec.support)) for spec in chosen])
-    query = torch.stack([features.rows(_flat(spec.query)) for spec in chosen])
-    targets = torch.stack([_targets(spec.support) for spec in chosen])
+    support, targets, query, _ = episode_tensors(features, chosen)
     if isinstance(method, SupportBasedInit):
         return batched_support_init(
             support,
