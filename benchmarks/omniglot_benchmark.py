@@ -6,7 +6,9 @@
    episodes (``EpisodeSampler(seed=0)``, the same episodes ``anyshot evaluate --seed 0`` draws).
    ``--part fast``: support-based initialisation and head-scope (transductive) fine-tuning on
    every episode; the test images are decoded and embedded once (eval mode, no augmentation) and
-   the methods run on the cached embeddings, which is what they compute from the images anyway.
+   the methods run on the cached embeddings, which is what they compute from the images anyway,
+   many episodes at once (``evaluate_cached``; the first ``--verify`` episodes of each row are
+   checked against one-at-a-time runs).
    ``--part all``: fine-tuning of every parameter (paper settings, no flip) on the images of the
    first episodes of each setting, as many as ``--all-seconds`` allows.
 
@@ -37,6 +39,7 @@ from torch import nn
 
 from anyshot.backbones import load_backbone
 from anyshot.backbones.base import Backbone
+from anyshot.cached_evaluation import ItemFeatures, evaluate_cached
 from anyshot.data import load_dataset
 from anyshot.data.memory import MemoryImages
 from anyshot.episodes import Episode, EpisodeSampler, EpisodeSpec
@@ -58,6 +61,42 @@ PUBLISHED = {
     },
     "MAML (Finn et al. 2017)": {"5w1s": 98.7, "5w5s": 99.9, "20w1s": 95.8, "20w5s": 98.9},
 }
+
+
+FAST_METHODS: list[tuple[str, str, Any]] = [
+    ("support-init", "logits", SupportBasedInit()),
+    ("support-init (features)", "features", SupportBasedInit()),
+    ("finetune head (paper)", "logits", FineTuning(scope="head")),
+    ("transductive head (paper)", "logits", TransductiveFineTuning(scope="head")),
+    (
+        "transductive head (entropy + TIM balance)",
+        "logits",
+        TransductiveFineTuning(
+            scope="head", temperature=0.1, lr=1e-2, entropy_weight=1.0, balance_weight=1.0
+        ),
+    ),
+    (
+        "transductive head (likelihood only: the previous default)",
+        "logits",
+        dataclasses.replace(recommended_method(), adaptive_balance=False, balance_weight=0.0),
+    ),
+    ("transductive head (recommended)", "logits", recommended_method()),
+    (
+        "transductive head (recommended, balance always: --no-adaptive-balance)",
+        "logits",
+        dataclasses.replace(recommended_method(), adaptive_balance=False),
+    ),
+]
+"""``(row label, embedding, method)`` of ``--part fast``, in the order they run."""
+
+
+def _settings(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """The ``(ways, shots)`` of ``--settings``, in :data:`SETTINGS` order."""
+    chosen = args.settings.split(",")
+    unknown = sorted(set(chosen) - {f"{w}w{s}s" for w, s in SETTINGS})
+    if unknown:
+        raise SystemExit(f"unknown settings {unknown}; choose from 5w1s,5w5s,20w1s,20w5s")
+    return [(w, s) for w, s in SETTINGS if f"{w}w{s}s" in chosen]
 
 
 def pretrain_command(args: argparse.Namespace, resume: bool) -> list[str]:
@@ -177,52 +216,59 @@ def _keep(out: list[Any], save: Any, record: dict[str, Any]) -> None:
 def fast_part(
     args: argparse.Namespace, backbone: Backbone, test: MemoryImages, save: Any
 ) -> list[Any]:
-    """Support-init and head-scope methods on cached embeddings, every episode."""
+    """Support-init and head-scope methods on cached embeddings, every episode, batched.
+
+    The methods run through :func:`~anyshot.cached_evaluation.evaluate_cached` (fixed-shape
+    episodes trained together, each with its own gradients); the first ``--verify`` episodes
+    of every row are also run one at a time through the method itself and the largest
+    per-episode accuracy difference is recorded (``verify``).
+    """
     start = time.perf_counter()
     embeddings = {}
     for embedding in ("logits", "features"):
         backbone.embedding = embedding
-        rows = frozen_forward(backbone, _all_images(test), batch_size=512)
-        embeddings[embedding] = rows.view(*rows.shape, 1, 1)
+        embeddings[embedding] = frozen_forward(backbone, _all_images(test), batch_size=512)
     backbone.embedding = "logits"
     print(f"embedded {len(test)} test images in {time.perf_counter() - start:.0f} s", flush=True)
-    methods: list[tuple[str, str, Any]] = [
-        ("support-init", "logits", SupportBasedInit()),
-        ("support-init (features)", "features", SupportBasedInit()),
-        ("finetune head (paper)", "logits", FineTuning(scope="head")),
-        ("transductive head (paper)", "logits", TransductiveFineTuning(scope="head")),
-        (
-            "transductive head (entropy + TIM balance)",
-            "logits",
-            TransductiveFineTuning(
-                scope="head", temperature=0.1, lr=1e-2, entropy_weight=1.0, balance_weight=1.0
-            ),
-        ),
-        (
-            "transductive head (likelihood only: the previous default)",
-            "logits",
-            dataclasses.replace(recommended_method(), adaptive_balance=False, balance_weight=0.0),
-        ),
-        ("transductive head (recommended)", "logits", recommended_method()),
-        (
-            "transductive head (recommended, balance always: --no-adaptive-balance)",
-            "logits",
-            dataclasses.replace(recommended_method(), adaptive_balance=False),
-        ),
-    ]
+    everything = list(range(len(test)))
     names = list(test.class_names)
-    out = []
-    for ways, shots in SETTINGS:
+    out: list[Any] = []
+    for ways, shots in _settings(args):
         sampler = EpisodeSampler(
             test.labels.numpy(), ways=ways, shots=shots, queries=QUERIES, seed=0
         )
-        for label, embedding, method in methods:
+        specs = list(sampler.take(args.episodes))
+        for label, embedding, method in FAST_METHODS:
             rows = embeddings[embedding]
-            episodes = (_episode(spec, rows, names) for spec in sampler.take(args.episodes))
             begin = time.perf_counter()
-            result = evaluate(method, _Rows(), episodes, total=args.episodes)
-            _keep(out, save, _record(result, ways, shots, label, time.perf_counter() - begin))
+            result = evaluate_cached(method, ItemFeatures(everything, rows), specs)
+            record = _record(result, ways, shots, label, time.perf_counter() - begin)
+            record["verify"] = _verify(method, rows, specs[: args.verify], names, result)
+            _keep(out, save, record)
     return out
+
+
+def _verify(
+    method: Any,
+    rows: torch.Tensor,
+    specs: list[EpisodeSpec],
+    names: list[str],
+    batched: Any,
+) -> dict[str, Any]:
+    """Run ``specs`` one at a time; how far their accuracies are from the batched ones."""
+    if not specs:
+        return {"episodes": 0}
+    cached = rows.view(*rows.shape, 1, 1)
+    alone = evaluate(method, _Rows(), (_episode(spec, cached, names) for spec in specs))
+    differences = [
+        abs(a["accuracy"] - b["accuracy"])
+        for a, b in zip(alone.records, batched.records[: len(specs)], strict=True)
+    ]
+    return {
+        "episodes": len(specs),
+        "max_accuracy_difference": max(differences),
+        "episodes_that_differ": sum(d > 0 for d in differences),
+    }
 
 
 def all_part(
@@ -233,10 +279,10 @@ def all_part(
         ("finetune all (paper)", FineTuning(scope="all", flip=False)),
         ("transductive all (paper)", TransductiveFineTuning(scope="all", flip=False)),
     ]
-    settings = [s for s in SETTINGS if f"{s[0]}w{s[1]}s" in args.all_settings.split(",")]
+    settings = _settings(args)
     budget = args.all_seconds / (len(settings) * len(methods))
     names = list(test.class_names)
-    out = []
+    out: list[Any] = []
     for ways, shots in settings:
         sampler = EpisodeSampler(
             test.labels.numpy(), ways=ways, shots=shots, queries=QUERIES, seed=0
@@ -283,7 +329,18 @@ def main() -> None:
         default=600.0,
         help="time budget of --part all, shared across settings and methods",
     )
-    parser.add_argument("--all-settings", default="5w1s,5w5s,20w1s,20w5s")
+    parser.add_argument(
+        "--settings",
+        default="5w1s,5w5s,20w1s,20w5s",
+        help="comma-separated subset of 5w1s,5w5s,20w1s,20w5s (both parts)",
+    )
+    parser.add_argument(
+        "--verify",
+        type=int,
+        default=20,
+        help="--part fast: also run the first N episodes of every row one at a time and "
+        "record the largest accuracy difference from the batched run",
+    )
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 
