@@ -103,7 +103,7 @@ def measure_accuracy(
                        "--query", str(folder / "query"), "--output", str(output), "--quiet",
                        *extra]  # fmt: skip
             seconds, _ = run(command)
-            record = {
+            record: dict[str, Any] = {
                 "shots": shots,
                 "draw": draw,
                 "classes": chosen,

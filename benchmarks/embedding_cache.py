@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 
+from anyshot.backbones.base import Backbone
 from anyshot.data import ImageDataset, load_dataset
 from anyshot.io import atomic_write_bytes
 from anyshot.methods.frozen import frozen_forward
@@ -44,7 +44,7 @@ def load_cache(folder: Path) -> dict[int, torch.Tensor]:
 
 
 def embed_items(
-    backbone: nn.Module,
+    backbone: Backbone,
     dataset: ImageDataset,
     items: Sequence[int],
     folder: Path | None,

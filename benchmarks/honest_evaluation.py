@@ -155,19 +155,23 @@ def run_dataset(args: argparse.Namespace, name: str) -> tuple[Path, dict[str, An
                 "episodes": n,
                 "label": label,
                 "method": type(method).__name__,
-                "method_options": dataclasses.asdict(method),
+                "method_options": dataclasses.asdict(method),  # type: ignore[call-overload]
                 "backbone": "efficientnet-lite0",
                 "image_size": args.image_size,
                 "embedding": "features (1280-d), cached",
                 "hardness": {**hardness.config(), "image_size": args.image_size},
             }
+
+            def hardness_of(index: int, _episode: Any, values: list[float] = values) -> float:
+                return values[index]
+
             start = time.perf_counter()
             result = evaluate(
                 method,
                 identity,
                 cached_episodes(setting_specs, features),
                 config=config,
-                hardness=lambda index, _episode, values=values: values[index],
+                hardness=hardness_of,
             )
             method_seconds += time.perf_counter() - start
             results.append(result.to_dict())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def main() -> None:
     embed_seconds = time.perf_counter() - start
     print(f"embedded {len(needed)} images in {embed_seconds:.1f} s")
 
-    def episodes(shots: int):
+    def episodes(shots: int) -> Iterator[Episode]:
         for spec in specs[shots]:
             s_items = [i for items in spec.support for i in items]
             q_items = [i for items in spec.query for i in items]
