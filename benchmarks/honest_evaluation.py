@@ -13,13 +13,14 @@ for three head-scope methods on the same seeded episodes: support-based initiali
 paper's transductive fine-tuning (T = 1, Adam 5e-5, 25 epochs) and anyshot's recommended
 transductive setting (``recommended_method()``: T = 0.1, lr 1e-2, class-balance term).
 
-Every image is embedded once (frozen backbone, :mod:`embedding_cache`); the methods run on the
+Every image is embedded once (frozen backbone, channels-first rows of a
+:class:`~anyshot.feature_cache.FeatureCache`, reused across runs); the methods run on the
 cached ``[N, 1280, 1, 1]`` rows with ``nn.Flatten()`` as the backbone, in chunks of 1024 rows
 (the same gradient as the default 64: chunked steps accumulate exactly). The hardness model's
 logits are the same network's ImageNet classifier applied to the cached features.
 
     OMP_NUM_THREADS=1 python benchmarks/honest_evaluation.py --data-root ../shared/data \\
-        --cache-dir /tmp/anyshot-embeddings --output-dir benchmarks/results
+        --cache-dir /tmp/anyshot-features --output-dir benchmarks/results
 
 writes ``benchmarks/results/honest-evaluation-{omniglot,mini-imagenet}-test.json`` (bundles of
 per-setting results), ``honest-evaluation.{md,csv}``, ``honest-evaluation-hardness.csv`` and
@@ -43,6 +44,7 @@ from anyshot.backbones import load_backbone
 from anyshot.data import load_dataset
 from anyshot.episodes import Episode, EpisodeSpec
 from anyshot.evaluation import evaluate
+from anyshot.feature_cache import FeatureCache
 from anyshot.hardness import HardnessModel
 from anyshot.io import atomic_write_text
 from anyshot.methods import FewShotMethod, SupportBasedInit, TransductiveFineTuning
@@ -50,7 +52,6 @@ from anyshot.methods.recommended import recommended_method
 from anyshot.progress import progress_bar
 from anyshot.protocols import build_sampler, sampler_config
 from anyshot.report import POOLED, write_report
-from embedding_cache import cache_folder, embed_items
 
 HEAD_CHUNK = 1024
 
@@ -121,10 +122,13 @@ def run_dataset(args: argparse.Namespace, name: str) -> tuple[Path, dict[str, An
         {i for ss in specs.values() for s in ss for part in (*s.support, *s.query) for i in part}
     )
     backbone = load_backbone("efficientnet-lite0", image_size=args.image_size)
-    folder = cache_folder(args.cache_dir, name, "test", "efficientnet-lite0", args.image_size)
+    cache = FeatureCache(args.cache_dir, channels_last=False)
     start = time.perf_counter()
-    features, embed_seconds = embed_items(backbone, dataset, needed, folder)
-    load_seconds = time.perf_counter() - start - embed_seconds
+    rows = cache.features(backbone, dataset, needed, batch_size=64, show_progress=True)
+    features = dict(zip(needed, rows, strict=True))
+    seconds = time.perf_counter() - start
+    embed_seconds = seconds if cache.computed else 0.0
+    load_seconds = seconds - embed_seconds
 
     # Hardness: the generic model's logits = the ImageNet classifier on the cached features.
     hardness_backbone = load_backbone(
@@ -177,7 +181,7 @@ def run_dataset(args: argparse.Namespace, name: str) -> tuple[Path, dict[str, An
             results.append(result.to_dict())
     path = args.output_dir / f"honest-evaluation-{name}-test.json"
     timing = {
-        "images_embedded_now": len(needed) if embed_seconds else 0,
+        "images_embedded_now": cache.computed,
         "embedding_seconds": embed_seconds,
         "cache_load_seconds": load_seconds,
         "method_seconds": method_seconds,
@@ -225,7 +229,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=84)
     parser.add_argument("--episodes", type=int, default=100, help="per setting up to 20 ways")
     parser.add_argument("--many-way-episodes", type=int, default=20, help="per setting > 20 ways")
-    parser.add_argument("--cache-dir", type=Path, help="embedding cache folder (kept)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("/tmp/anyshot-features"),
+        help="FeatureCache folder (kept; rows are reused while the image files are unchanged)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 

@@ -1,0 +1,92 @@
+"""The default head on many-way, low-accuracy episodes: a val-only probe of the collapse.
+
+The honest-evaluation harness (EfficientNet-Lite0 at 84 px, ImageNet weights) shows the
+recommended transductive head falling far *below* support-init on many-way Omniglot episodes
+(e.g. 160-way 1-shot). This probe runs the default and variants of it on the **val** classes
+(seeded fixed-way episodes, 5 queries per class on Omniglot, 15 on mini-ImageNet, batched on
+cached features) to locate the cause: the query log-likelihood term with maximum-likelihood
+class proportions (``likelihood_weight``, ``prior_count 0``), and what softens it.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/many_way_probe.py \\
+        --output benchmarks/results/many-way-probe-val.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from anyshot.backbones import load_backbone
+from anyshot.cached_evaluation import embed_items, episode_items, evaluate_cached
+from anyshot.data import load_dataset
+from anyshot.feature_cache import FeatureCache
+from anyshot.io import write_json
+from anyshot.methods import FineTuning, SupportBasedInit
+from anyshot.methods.recommended import recommended_method
+from anyshot.protocols import build_sampler
+
+#: dataset -> (queries per class, [(ways, shots), ...])
+PLANS = {
+    "omniglot": (5, [(5, 1), (20, 1), (40, 5), (160, 1)]),
+    "mini-imagenet": (15, [(5, 1), (5, 5), (16, 1), (16, 5)]),
+}
+
+
+def variants() -> dict[str, SupportBasedInit | FineTuning]:
+    """The default and what changes only its likelihood / balance terms."""
+    base = recommended_method()
+    return {
+        "support-init": SupportBasedInit(),
+        "default": base,
+        "default, prior_count 3": dataclasses.replace(base, prior_count=3.0),
+        "default, prior_count 10": dataclasses.replace(base, prior_count=10.0),
+        "default, balance always": dataclasses.replace(base, adaptive_balance=False),
+        "default without the likelihood term": dataclasses.replace(base, likelihood_weight=0.0),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--image-size", type=int, default=84)
+    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/anyshot-features"))
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    backbone = load_backbone("efficientnet-lite0", image_size=args.image_size)
+    cache = FeatureCache(args.cache_dir, channels_last=False)
+    results: dict[str, dict[str, float]] = {}
+    for name, (queries, settings) in PLANS.items():
+        dataset = load_dataset(name, args.data_root / name, "val")
+        for ways, shots in settings:
+            sampler = build_sampler(
+                "fixed", dataset.labels, ways=ways, shots=shots, queries=queries, seed=0
+            )
+            specs = list(sampler.take(args.episodes))
+            items = sorted(episode_items(specs))
+            features = embed_items(cache, backbone, dataset, items, show_progress=True)
+            cell = f"{name} val {ways}-way {shots}-shot"
+            results[cell] = {}
+            for label, method in variants().items():
+                result = evaluate_cached(method, features, specs)
+                accuracy = 100 * float(np.mean([r["accuracy"] for r in result.records]))
+                results[cell][label] = accuracy
+                print(f"{cell:32s} {label:38s} {accuracy:6.2f}", flush=True)
+    write_json(
+        args.output,
+        {
+            "backbone": f"efficientnet-lite0 (ImageNet weights) at {args.image_size} px",
+            "episodes_per_cell": args.episodes,
+            "seed": 0,
+            "queries_per_class": {name: plan[0] for name, plan in PLANS.items()},
+            "accuracy_percent": results,
+        },
+    )
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
