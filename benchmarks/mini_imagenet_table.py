@@ -318,7 +318,7 @@ def main() -> None:
             if count > 0:
                 specs = draw(dataset, protocol, shots, count, args.seed)
                 settings[f"{protocol} {shots}-shot"] = (protocol, shots, specs)
-    items = episode_items(s for _, _, specs in settings.values() for s in specs)
+    items = sorted(episode_items(s for _, _, specs in settings.values() for s in specs))
     start = time.perf_counter()
     features = embed_items(
         FeatureCache(args.cache_dir), backbone, dataset, items, show_progress=True
