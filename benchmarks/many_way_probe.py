@@ -28,11 +28,13 @@ from anyshot.methods import FineTuning, SupportBasedInit
 from anyshot.methods.recommended import recommended_method
 from anyshot.protocols import build_sampler
 
-#: dataset -> (queries per class, [(ways, shots), ...])
+#: dataset -> (queries per class, [(ways, shots), ...]) of balanced query sets
 PLANS = {
     "omniglot": (5, [(5, 1), (20, 1), (40, 5), (160, 1)]),
     "mini-imagenet": (15, [(5, 1), (5, 5), (16, 1), (16, 5)]),
 }
+#: imbalanced query sets (75 queries, Dirichlet(alpha) proportions): where "balance always" fails
+IMBALANCED = {"mini-imagenet": [(5, 1, 2.0), (5, 5, 2.0), (5, 1, 0.5), (5, 5, 0.5)]}
 
 
 def variants() -> dict[str, SupportBasedInit | FineTuning]:
@@ -45,6 +47,10 @@ def variants() -> dict[str, SupportBasedInit | FineTuning]:
         "default, prior_count 10": dataclasses.replace(base, prior_count=10.0),
         "default, balance always": dataclasses.replace(base, adaptive_balance=False),
         "default without the likelihood term": dataclasses.replace(base, likelihood_weight=0.0),
+        "default, likelihood 0.05": dataclasses.replace(base, likelihood_weight=0.05),
+        "balance always, prior_count 10": dataclasses.replace(
+            base, adaptive_balance=False, prior_count=10.0
+        ),
     }
 
 
@@ -59,22 +65,33 @@ def main() -> None:
     backbone = load_backbone("efficientnet-lite0", image_size=args.image_size)
     cache = FeatureCache(args.cache_dir, channels_last=False)
     results: dict[str, dict[str, float]] = {}
-    for name, (queries, settings) in PLANS.items():
-        dataset = load_dataset(name, args.data_root / name, "val")
-        for ways, shots in settings:
-            sampler = build_sampler(
-                "fixed", dataset.labels, ways=ways, shots=shots, queries=queries, seed=0
-            )
-            specs = list(sampler.take(args.episodes))
-            items = sorted(episode_items(specs))
-            features = embed_items(cache, backbone, dataset, items, show_progress=True)
-            cell = f"{name} val {ways}-way {shots}-shot"
-            results[cell] = {}
-            for label, method in variants().items():
-                result = evaluate_cached(method, features, specs)
-                accuracy = 100 * float(np.mean([r["accuracy"] for r in result.records]))
-                results[cell][label] = accuracy
-                print(f"{cell:32s} {label:38s} {accuracy:6.2f}", flush=True)
+    cells = [
+        (name, f"{ways}-way {shots}-shot", dict(ways=ways, shots=shots, queries=queries))
+        for name, (queries, settings) in PLANS.items()
+        for ways, shots in settings
+    ] + [
+        (
+            name,
+            f"{ways}-way {shots}-shot imbalanced (alpha {alpha:g})",
+            dict(ways=ways, shots=shots, total_queries=75, dirichlet_alpha=alpha),
+        )
+        for name, settings in IMBALANCED.items()
+        for ways, shots, alpha in settings
+    ]
+    datasets = {name: load_dataset(name, args.data_root / name, "val") for name in PLANS}
+    for name, setting, options in cells:
+        protocol = "imbalanced" if "total_queries" in options else "fixed"
+        sampler = build_sampler(protocol, datasets[name].labels, seed=0, **options)
+        specs = list(sampler.take(args.episodes))
+        items = sorted(episode_items(specs))
+        features = embed_items(cache, backbone, datasets[name], items, show_progress=True)
+        cell = f"{name} val {setting}"
+        results[cell] = {}
+        for label, method in variants().items():
+            result = evaluate_cached(method, features, specs)
+            accuracy = 100 * float(np.mean([r["accuracy"] for r in result.records]))
+            results[cell][label] = accuracy
+            print(f"{cell:50s} {label:38s} {accuracy:6.2f}", flush=True)
     write_json(
         args.output,
         {
@@ -82,6 +99,7 @@ def main() -> None:
             "episodes_per_cell": args.episodes,
             "seed": 0,
             "queries_per_class": {name: plan[0] for name, plan in PLANS.items()},
+            "imbalanced": "75 queries per episode, Dirichlet(alpha) class proportions",
             "accuracy_percent": results,
         },
     )
