@@ -161,13 +161,6 @@ def _training_state(path: Path) -> dict[str, Any] | None:
     return state
 
 
-class _Rows(nn.Module):
-    """Cached embeddings ``[N, D, 1, 1]`` -> ``[N, D]``: a 'backbone' for head-scope methods."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(x, 1)
-
-
 def _episode(spec: EpisodeSpec, data: torch.Tensor | MemoryImages, names: list[str]) -> Episode:
     """The episode of ``spec`` over cached rows ``[N, D, 1, 1]`` or in-memory images."""
     support = [i for items in spec.support for i in items]
@@ -259,7 +252,7 @@ def _verify(
     if not specs:
         return {"episodes": 0}
     cached = rows.view(*rows.shape, 1, 1)
-    alone = evaluate(method, _Rows(), (_episode(spec, cached, names) for spec in specs))
+    alone = evaluate(method, nn.Flatten(), (_episode(spec, cached, names) for spec in specs))
     differences = [
         abs(a["accuracy"] - b["accuracy"])
         for a, b in zip(alone.records, batched.records[: len(specs)], strict=True)
