@@ -13,8 +13,7 @@ from anyshot.backbones import build_backbone
 from anyshot.episodes import Episode
 from anyshot.methods import TransductiveFineTuning
 from anyshot.methods.balance import CONCENTRATIONS, dirichlet_concentration, looks_balanced
-from anyshot.methods.batched import batched_head_finetuning
-from anyshot.methods.recommended import recommended_method
+from anyshot.methods.presets import RECOMMENDED
 from conftest import clustered_episode
 
 
@@ -62,7 +61,7 @@ def _unbalanced_run(method: TransductiveFineTuning) -> TransductiveFineTuning:
 
 
 def test_adaptive_balance_uses_the_term_only_on_balanced_queries() -> None:
-    method = recommended_method()
+    method = RECOMMENDED
     assert method.adaptive_balance and method.balance_weight > 0
     balanced = clustered_episode([6, 6, 6], seed=4)
     imbalanced = clustered_episode([24, 6, 2], seed=1)
@@ -79,7 +78,7 @@ def test_adaptive_balance_uses_the_term_only_on_balanced_queries() -> None:
     )
 
 
-def test_adaptive_balance_batched_equals_single() -> None:
+def test_adaptive_balance_decides_per_episode_in_a_batch() -> None:
     episodes = [
         clustered_episode(counts, seed=s)
         for s, counts in enumerate(([4, 4, 4], [8, 3, 1], [4, 4, 4], [1, 2, 9]))
@@ -87,12 +86,15 @@ def test_adaptive_balance_batched_equals_single() -> None:
     support = torch.stack([e.support.flatten(1) for e in episodes])
     targets = torch.stack([e.support_targets for e in episodes])
     query = torch.stack([e.query.flatten(1) for e in episodes])
-    method = recommended_method()
-    single = torch.stack([method(nn.Flatten(), e) for e in episodes])
-    batched = batched_head_finetuning(method, support, targets, query)
-    torch.testing.assert_close(batched, single, atol=1e-4, rtol=0)
-    counts = torch.stack([torch.bincount(x.argmax(1), minlength=3) for x in single])
+    method = RECOMMENDED
+    batched = method.fit_features(support, targets, query).query_logits
+    counts = torch.stack([torch.bincount(x.argmax(1), minlength=3) for x in batched])
     assert looks_balanced(counts).tolist() == [True, False, True, False]
+    # balanced episodes got the second run with the term, the others kept the first run
+    with_term = _balanced_run(method).fit_features(support, targets, query).query_logits
+    without = _unbalanced_run(method).fit_features(support, targets, query).query_logits
+    torch.testing.assert_close(batched[[0, 2]], with_term[[0, 2]], atol=0, rtol=0)
+    torch.testing.assert_close(batched[[1, 3]], without[[1, 3]], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("scope", ["last", "all"])

@@ -417,20 +417,20 @@ def test_classify_real_images_above_chance(
 def test_cli_method_options_build_the_recommended_method_and_variants() -> None:
     from anyshot.cli import build_parser
     from anyshot.cli_practitioner import build_method
-    from anyshot.methods.recommended import HEAD_SETTINGS, recommended_method
+    from anyshot.methods.presets import RECOMMENDED
 
     def method(*options: str) -> object:
         args = build_parser().parse_args(["classify", "--support", "s", "--query", "q", *options])
         return build_method(args)
 
-    assert method() == recommended_method()
+    assert method() == RECOMMENDED
     tuned = method("--lr", "0.001")
     assert isinstance(tuned, TransductiveFineTuning) and tuned.lr == 0.001
-    assert tuned.balance_weight == HEAD_SETTINGS["balance_weight"]
-    assert tuned.temperature == HEAD_SETTINGS["temperature"]
+    assert tuned.balance_weight == RECOMMENDED.balance_weight
+    assert tuned.temperature == RECOMMENDED.temperature
     inductive = method("--method", "finetune")
     assert type(inductive) is FineTuning and inductive.entropy_weight == 0.0
-    assert inductive.balance_weight == 0.0 and inductive.lr == HEAD_SETTINGS["lr"]
+    assert inductive.balance_weight == 0.0 and inductive.lr == RECOMMENDED.lr
     paper = method("--scope", "all")
     assert isinstance(paper, TransductiveFineTuning) and (paper.lr, paper.temperature) == (5e-5, 1)
     assert method("--balance-weight", "0").balance_weight == 0.0  # type: ignore[attr-defined]
@@ -438,9 +438,6 @@ def test_cli_method_options_build_the_recommended_method_and_variants() -> None:
         method("--method", "finetune", "--balance-weight", "1")
     always = method("--no-adaptive-balance")
     assert isinstance(always, TransductiveFineTuning) and not always.adaptive_balance
-    assert (
-        always.balance_weight == HEAD_SETTINGS["balance_weight"]
-        and recommended_method().adaptive_balance
-    )
+    assert always.balance_weight == RECOMMENDED.balance_weight and RECOMMENDED.adaptive_balance
     with pytest.raises(ConfigurationError, match="transductive only"):
         method("--method", "finetune", "--adaptive-balance")

@@ -72,12 +72,12 @@ def test_evaluate_defaults_are_the_tuned_head_settings() -> None:
     from anyshot.cli import _method_options, build_parser
     from anyshot.errors import AnyshotError
     from anyshot.methods import build_method
-    from anyshot.methods.recommended import HEAD_SETTINGS
+    from anyshot.methods.presets import RECOMMENDED
 
     base = ["evaluate", "--dataset", "omniglot", "--data-root", "x", "--output", "o.json"]
     parser = build_parser()
     method = build_method("transductive", **_method_options(parser.parse_args(base), 0))
-    assert {k: getattr(method, k) for k in HEAD_SETTINGS} == HEAD_SETTINGS
+    assert method == RECOMMENDED
     # A flag overrides one setting and keeps the others.
     args = parser.parse_args([*base, "--prior-count", "5", "--no-center"])
     method = build_method("transductive", **_method_options(args, 0))

@@ -11,10 +11,9 @@ from torch import nn
 from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError
 from anyshot.methods import TransductiveFineTuning
-from anyshot.methods.batched import batched_head_finetuning
 from anyshot.methods.cosine import CosineClassifier, episode_center, unit_embeddings
-from anyshot.methods.finetune import MIN_PROPORTION, estimated_log_prior
-from anyshot.methods.recommended import HEAD_SETTINGS, recommended_method
+from anyshot.methods.objective import MIN_PROPORTION, estimated_log_prior
+from anyshot.methods.presets import RECOMMENDED
 from conftest import clustered_episode
 
 
@@ -40,8 +39,8 @@ def test_estimated_log_prior_is_the_smoothed_proportion() -> None:
 
 def test_learned_proportions_follow_imbalanced_queries() -> None:
     episode = clustered_episode([24, 6, 2], seed=1)
-    assert recommended_method().prior_count == 0  # maximum likelihood: free to follow the data
-    fitted = recommended_method().fit(nn.Flatten(), episode)
+    assert RECOMMENDED.prior_count == 0  # maximum likelihood: free to follow the data
+    fitted = RECOMMENDED.fit(nn.Flatten(), episode)
     proportions = fitted.classifier.bias.detach().exp()
     assert float(proportions.sum()) == pytest.approx(1.0, abs=1e-5)
     # The estimate ranks the classes as the queries do (24 > 6 > 2 of 32).
@@ -52,12 +51,12 @@ def test_learned_proportions_follow_imbalanced_queries() -> None:
 def test_fitted_classifier_reproduces_the_query_logits() -> None:
     """centre, unit class directions and log-proportions all live in the returned classifier."""
     episode = clustered_episode([5, 5, 5], seed=2)
-    fitted = recommended_method().fit(nn.Flatten(), episode)
+    fitted = RECOMMENDED.fit(nn.Flatten(), episode)
     classifier = fitted.classifier
     assert classifier.normalize_weight and classifier.center is not None
     assert not classifier.bias.requires_grad
     embeddings = torch.cat([episode.support, episode.query]).flatten(1)
-    torch.testing.assert_close(classifier.center, episode_center(embeddings))
+    torch.testing.assert_close(classifier.center, episode_center(embeddings[None])[0, 0])
     with torch.no_grad():
         again = classifier(episode.query.flatten(1))
     torch.testing.assert_close(again, fitted.query_logits)
@@ -67,7 +66,7 @@ def test_centring_removes_the_shared_direction() -> None:
     episode = clustered_episode([5, 5, 5], seed=3, shift=6.0)
     embeddings = torch.cat([episode.support, episode.query]).flatten(1)
     raw = unit_embeddings(embeddings)
-    centred = unit_embeddings(embeddings, center=episode_center(embeddings))
+    centred = unit_embeddings(embeddings, center=episode_center(embeddings[None])[0, 0])
     assert torch.allclose(centred.norm(dim=1), torch.ones(len(centred)))
     # Pairwise cosines of different-class rows drop once the common component is gone.
     targets = torch.cat([episode.support_targets, episode.query_targets])  # type: ignore[list-item]
@@ -76,29 +75,13 @@ def test_centring_removes_the_shared_direction() -> None:
     assert float((centred @ centred.T)[different].mean()) < 0.2
 
 
-def test_batched_equals_single_for_every_query_term() -> None:
-    episodes = [clustered_episode([4, 4, 4], seed=s) for s in range(4)]
-    support = torch.stack([e.support.flatten(1) for e in episodes])
-    targets = torch.stack([e.support_targets for e in episodes])
-    query = torch.stack([e.query.flatten(1) for e in episodes])
-    for method in (
-        recommended_method(),
-        TransductiveFineTuning(scope="head", lr=1e-2, likelihood_weight=1.0, prior_count=5.0),
-        TransductiveFineTuning(scope="head", lr=1e-2, temperature=0.1, center=True),
-    ):
-        single = torch.stack([method(nn.Flatten(), e) for e in episodes])
-        batched = batched_head_finetuning(method, support, targets, query)
-        torch.testing.assert_close(batched, single, atol=1e-4, rtol=0)
-
-
 def test_recommended_settings_and_refusals() -> None:
-    method = recommended_method()
+    method = RECOMMENDED
     assert method.transductive and method.scope == "head"
-    assert {k: getattr(method, k) for k in HEAD_SETTINGS} == HEAD_SETTINGS
     with pytest.raises(ConfigurationError, match="prior_count"):
         TransductiveFineTuning(prior_count=-1.0)
     with pytest.raises(ConfigurationError, match="likelihood_weight"):
         TransductiveFineTuning(likelihood_weight=-0.5)
     with pytest.raises(ValueError, match=r"\[D\]"):
         CosineClassifier(torch.eye(3), center=torch.zeros(4))
-    assert math.isclose(float(HEAD_SETTINGS["likelihood_weight"]), 0.2)
+    assert math.isclose(RECOMMENDED.likelihood_weight, 0.2) and RECOMMENDED.center

@@ -6,12 +6,10 @@ backbone: they only need each image's embedding. So every dataset item the episo
 embedded once (:func:`embed_items`, through a :class:`~anyshot.feature_cache.FeatureCache`), and
 the methods run on the cached rows (:func:`evaluate_cached`):
 
-* episodes are grouped by shape ``(ways, support size, query count)``; a group of two or more
-  episodes (counted over *all* the episodes, so the choice does not depend on sharding) runs
-  through :func:`~anyshot.methods.batched_support_init` /
-  :func:`~anyshot.methods.batched_head_finetuning`, ``episodes_per_chunk`` episodes per call;
-* an episode whose shape no other episode shares (e.g. variable-way episodes) runs alone,
-  through the method itself on an :class:`~anyshot.episodes.Episode` of its embeddings.
+* episodes are grouped by shape ``(ways, support size, query count)`` and each group runs
+  through the method's ``fit_features``, ``episodes_per_chunk`` episodes per call; an episode
+  whose shape no other episode shares (e.g. variable-way episodes) is a batch of one. The
+  episodes of a batch are independent, so the grouping changes the speed, never a result.
 
 Labels follow :func:`~anyshot.episodes.make_episode`: way ``k`` of an
 :class:`~anyshot.episodes.EpisodeSpec` is class index ``k`` (the ``classes`` order of the
@@ -34,11 +32,11 @@ from torch import nn
 
 from anyshot.data.dataset import ImageDataset
 from anyshot.data.images import Preprocessing
-from anyshot.episodes import Episode, EpisodeSpec
+from anyshot.episodes import EpisodeSpec
 from anyshot.evaluation import EvaluationResult, _environment
 from anyshot.feature_cache import FeatureCache
-from anyshot.methods.batched import batched_head_finetuning, batched_support_init
 from anyshot.methods.finetune import FineTuning
+from anyshot.methods.presets import Method
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.progress import progress_bar
 
@@ -142,9 +140,8 @@ def plan_batches(
 
     Episodes ``indices`` (default all) are grouped by ``(ways, support size, query count)``
     and each group split into chunks of at most ``episodes_per_chunk``. An episode whose shape
-    is unique among *all* ``specs`` forms a list of its own and :func:`evaluate_cached` runs it
-    alone; because uniqueness is judged over all ``specs``, a shard of the episodes makes the
-    same batched-or-alone choice for every episode as the whole run does.
+    is unique among *all* ``specs`` forms a list of its own (judged over all ``specs``, so a
+    shard of the episodes groups every episode as the whole run does).
     """
     if episodes_per_chunk < 1:
         raise ValueError(f"episodes_per_chunk must be at least 1, got {episodes_per_chunk}")
@@ -225,47 +222,23 @@ def episode_tensors(
 
 
 def _run_batch(
-    method: SupportBasedInit | FineTuning,
+    method: Method,
     features: ItemFeatures,
     specs: Sequence[EpisodeSpec],
     batch: Sequence[int],
-    alone: bool,
     episodes_per_chunk: int,
 ) -> torch.Tensor:
     """Query logits ``[E, Q, K]`` of the episodes ``batch`` (all of one shape)."""
     chosen = [specs[i] for i in batch]
-    ways = len(chosen[0].classes)
-    if alone:
-        (spec,) = chosen
-        # The method itself, on an episode whose "images" are [N, D, 1, 1] embeddings and a
-        # backbone that flattens them back: exactly its one-episode computation.
-        support = features.rows(_flat(spec.support))
-        query = features.rows(_flat(spec.query))
-        episode = Episode(
-            support[:, :, None, None],
-            _targets(spec.support).tolist(),
-            query[:, :, None, None],
-            _targets(spec.query).tolist(),
-            classes=list(range(ways)),
-        )
-        return method(nn.Flatten(), episode).float().unsqueeze(0)
     support, targets, query, _ = episode_tensors(features, chosen)
-    if isinstance(method, SupportBasedInit):
-        return batched_support_init(
-            support,
-            targets,
-            query,
-            method=method,
-            ways=ways,
-            episodes_per_chunk=episodes_per_chunk,
-        )
-    return batched_head_finetuning(
-        method, support, targets, query, ways=ways, episodes_per_chunk=episodes_per_chunk
+    fitted = method.fit_features(
+        support, targets, query, ways=len(chosen[0].classes), episodes_per_chunk=episodes_per_chunk
     )
+    return fitted.query_logits
 
 
 def evaluate_cached(
-    method: SupportBasedInit | FineTuning,
+    method: Method,
     features: ItemFeatures,
     specs: Sequence[EpisodeSpec],
     *,
@@ -306,18 +279,14 @@ def evaluate_cached(
         if not any(specs[index].query):
             raise ValueError("evaluation needs episodes with query images and query labels")
     batches = plan_batches(specs, chosen, episodes_per_chunk=episodes_per_chunk)
-    counts: dict[tuple[int, int, int], int] = {}
-    for spec in specs:
-        counts[_shape(spec)] = counts.get(_shape(spec), 0) + 1
     result = EvaluationResult(
         config={**(config or {}), "timing": TIMING, "environment": _environment()}
     )
     bar = progress_bar(total=len(chosen), desc="episodes", enabled=show_progress, unit="episode")
     try:
         for batch in batches:
-            alone = counts[_shape(specs[batch[0]])] < 2
             start = time.perf_counter()
-            logits = _run_batch(method, features, specs, batch, alone, episodes_per_chunk)
+            logits = _run_batch(method, features, specs, batch, episodes_per_chunk)
             seconds = (time.perf_counter() - start) / len(batch)
             for index, episode_logits in zip(batch, logits, strict=True):
                 spec = specs[index]

@@ -43,51 +43,17 @@ from anyshot.embedding import (
 )
 from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError, DatasetError, EmptyClassError, EpisodeError
-from anyshot.methods.cosine import CosineClassifier, normalized_class_means
-from anyshot.methods.finetune import FineTuning, TransductiveFineTuning
-from anyshot.methods.recommended import recommended_method
+from anyshot.methods.cosine import CosineClassifier
+from anyshot.methods.finetune import FineTuning
+from anyshot.methods.presets import RECOMMENDED, Method
+from anyshot.methods.registry import method_from_dict, method_to_dict
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.model_file import SavedModel, load_model_file, save_model_file
 
-__all__ = ["FewShotClassifier", "Method", "method_from_dict", "method_to_dict"]
+__all__ = ["FewShotClassifier"]
+
 
 #: The methods a :class:`FewShotClassifier` can fit with (they yield a trained classifier).
-Method = SupportBasedInit | FineTuning
-
-#: Cached embeddings per chunk when the head is fine-tuned (4096 x 1280 floats = 20 MiB). Each
-#: step's gradient is accumulated over chunks, so the chunk size changes speed, not the result
-#: (up to floating-point summation order); small chunks of tiny rows are slow on a busy CPU.
-HEAD_CHUNK_ROWS = 4096
-
-_METHOD_NAMES: dict[type, str] = {
-    SupportBasedInit: "support-init",
-    FineTuning: "finetune",
-    TransductiveFineTuning: "transductive",
-}
-
-
-def method_to_dict(method: Method) -> dict[str, Any]:
-    """``{"name": "transductive", "settings": {...dataclass fields...}}`` (plain data)."""
-    return {"name": _METHOD_NAMES[type(method)], "settings": dataclasses.asdict(method)}
-
-
-def method_from_dict(data: dict[str, Any]) -> Method:
-    """Inverse of :func:`method_to_dict` (unknown settings are ignored).
-
-    Raises:
-        ConfigurationError: an unknown method name.
-    """
-    classes = {name: cls for cls, name in _METHOD_NAMES.items()}
-    name = data.get("name")
-    if name not in classes:
-        raise ConfigurationError(f"unknown method {name!r}; known: {sorted(classes)}")
-    cls = classes[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    settings = {k: v for k, v in dict(data.get("settings") or {}).items() if k in fields}
-    method: Method = cls(**settings)
-    return method
-
-
 def _plain_label(label: Any) -> Hashable:
     """numpy scalars -> Python values (``np.int64(3)`` -> ``3``), everything else unchanged."""
     if isinstance(label, np.generic):
@@ -156,7 +122,7 @@ class FewShotClassifier:
     def _resolved_method(self) -> Method:
         method = self.method
         if method is None:
-            return recommended_method(seed=self.seed, device=self.device)
+            return dataclasses.replace(RECOMMENDED, seed=self.seed, device=self.device)
         if not isinstance(method, SupportBasedInit | FineTuning):
             raise ConfigurationError(
                 f"method must be SupportBasedInit, FineTuning or TransductiveFineTuning (they "
@@ -328,31 +294,11 @@ class FewShotClassifier:
         extra = [self._embed(network, images, on_unreadable, role) for role, images in sets]
         dim = embeddings.shape[1]
         pool = torch.cat([e.reshape(-1, dim) for e, _ in extra]) if extra else None
-        if isinstance(method, SupportBasedInit):
-            episode = Episode(
-                embeddings[:, :, None, None],
-                kept_labels,
-                embeddings[:0, :, None, None],
-                classes=classes,
-            )
-            classifier = CosineClassifier(
-                normalized_class_means(
-                    embeddings, episode.support_targets, episode.ways, relu=method.relu
-                ),
-                temperature=method.temperature,
-                relu=method.relu,
-            )
-            with torch.inference_mode():
-                pool_logits = classifier(pool) if pool is not None else torch.empty(0, len(classes))
-        else:
-            query = pool if pool is not None else embeddings[:0]
-            episode = Episode(
-                embeddings[:, :, None, None], kept_labels, query[:, :, None, None], classes=classes
-            )
-            # Rows are D floats, not images: big chunks, same gradient (accumulated either way).
-            rows = max(method.batch_size, HEAD_CHUNK_ROWS)
-            fitted = dataclasses.replace(method, batch_size=rows).fit(nn.Flatten(), episode)
-            classifier, pool_logits = fitted.classifier, fitted.query_logits
+        index = {label: k for k, label in enumerate(classes)}
+        targets = torch.tensor([index[label] for label in kept_labels])
+        query = pool if pool is not None else embeddings[:0]
+        fitted = method.fit_features(embeddings, targets, query, ways=len(classes))
+        classifier, pool_logits = fitted.classifier(0), fitted.query_logits[0]
         logits = list(pool_logits.split([len(k) for _, k in extra])) if extra else []
         return classifier, logits, [k for _, k in extra], kept
 

@@ -92,7 +92,10 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
         help="what fine-tuning trains: all parameters (paper, slow), last stage + classifier, "
         "or the classifier on frozen features (default, fast)",
     )
-    from anyshot.methods.recommended import setting_text as _tuned
+    from anyshot.methods.presets import RECOMMENDED
+
+    def _tuned(name: str) -> str:
+        return str(getattr(RECOMMENDED, name))
 
     group.add_argument(
         "--epochs", type=int, help=f"fine-tuning epochs (paper: 25; tuned head: {_tuned('epochs')})"
@@ -253,7 +256,12 @@ def _method_options(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     :data:`anyshot.methods.recommended.HEAD_SETTINGS` (tuned on validation classes); at scopes
     ``last`` / ``all`` from the method's dataclass (the paper's values).
     """
-    from anyshot.methods.recommended import HEAD_SETTINGS, QUERY_SETTINGS
+    from anyshot.methods.finetune import QUERY_FIELDS as QUERY_SETTINGS
+    from anyshot.methods.presets import RECOMMENDED
+
+    HEAD_SETTINGS = {
+        k: getattr(RECOMMENDED, k) for k in ("temperature", "lr", "epochs", *QUERY_SETTINGS)
+    }
 
     options: dict[str, Any] = {
         "relu": args.relu,

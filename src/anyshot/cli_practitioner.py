@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -119,9 +120,12 @@ def _non_negative_float(text: str) -> float:
 
 def _tuned(name: str) -> str:
     """The validation-tuned head setting ``name``, for help texts."""
-    from anyshot.methods.recommended import setting_text
+    from anyshot.methods.presets import RECOMMENDED
 
-    return setting_text(name)
+    value = getattr(RECOMMENDED, name)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -324,7 +328,12 @@ def build_method(args: argparse.Namespace) -> Any:
     ``last`` / ``all`` from the method's dataclass (the paper's values).
     """
     from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
-    from anyshot.methods.recommended import HEAD_SETTINGS, QUERY_SETTINGS, recommended_method
+    from anyshot.methods.finetune import QUERY_FIELDS as QUERY_SETTINGS
+    from anyshot.methods.presets import RECOMMENDED
+
+    HEAD_SETTINGS = {
+        k: getattr(RECOMMENDED, k) for k in ("temperature", "lr", "epochs", *QUERY_SETTINGS)
+    }
 
     given = {
         "temperature": args.temperature,
@@ -355,7 +364,7 @@ def build_method(args: argparse.Namespace) -> Any:
     options.update({k: v for k, v in given.items() if v is not None})
     if transductive:
         if scope == "head" and all(v is None for v in given.values()):
-            return recommended_method(seed=args.seed, device=args.device)
+            return dataclasses.replace(RECOMMENDED, seed=args.seed, device=args.device)
         return TransductiveFineTuning(**options)
     return FineTuning(**options)
 

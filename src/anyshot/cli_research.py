@@ -390,7 +390,7 @@ def _evaluate_job(args: argparse.Namespace, shard: Any) -> int:
                         else _cached_hardness_hook(hardness_model, specs)
                     )
                     partial = evaluate_cached(
-                        method,  # type: ignore[arg-type]  # supports_cached(method) holds
+                        method,  # supports_cached(method) holds
                         features,
                         specs,
                         indices=mine,

@@ -8,6 +8,7 @@ data when it is present, else the small real sample shipped inside anyshot.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from anyshot.data.omniglot import Omniglot, sample_root
 from anyshot.episodes import EpisodeSampler, make_episode
 from anyshot.evaluation import evaluate
 from anyshot.methods import FewShotMethod, SupportBasedInit
-from anyshot.methods.recommended import HEAD_SETTINGS, recommended_method
+from anyshot.methods.presets import RECOMMENDED
 
 __all__ = ["DEMO_IMAGE_SIZE", "DemoReport", "default_omniglot_root", "run_demo"]
 
@@ -58,7 +59,7 @@ def run_demo(
     specs = list(sampler.take(episodes))
     methods: dict[str, FewShotMethod] = {
         "support-init": SupportBasedInit(),
-        "transductive (head)*": recommended_method(seed=seed),
+        "transductive (head)*": dataclasses.replace(RECOMMENDED, seed=seed),
     }
     results: dict[str, Any] = {}
     lines = [
@@ -86,7 +87,7 @@ def run_demo(
         )
     lines.append("")
     lines.append(
-        f"* anyshot's recommended head settings {HEAD_SETTINGS} (episode-centred embeddings; "
+        f"* anyshot's recommended head settings {RECOMMENDED} (episode-centred embeddings; "
         "support cross-entropy plus the queries' likelihood under a class mixture with "
         "estimated proportions, plus TIM's class-balance term when a first run's predicted "
         "classes look balanced), tuned on validation classes only."

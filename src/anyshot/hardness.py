@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyshot.episodes import EpisodeSpec
-from anyshot.methods.cosine import normalized_class_means
+from anyshot.methods.cosine import class_means
 from anyshot.methods.frozen import frozen_forward
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def cosine_probabilities(
     Returns:
         ``[Q, K]`` probabilities (float64).
     """
-    weight = normalized_class_means(support, support_targets, ways, relu=relu).double()
+    weight = class_means(support.double()[None], support_targets[None], ways, relu=relu)[0]
     rectified = F.relu(query.double()) if relu else query.double()
     logits = F.normalize(rectified, dim=1) @ weight.t() / temperature
     return torch.softmax(logits, dim=1)

@@ -1,35 +1,49 @@
 """Few-shot methods. A method is a frozen dataclass called as ``method(backbone, episode)``.
 
 It returns query logits ``[Q, K]`` whose columns follow ``episode.classes``, and never modifies
-the backbone it is given.
+the backbone it is given. Support-init and head fine-tuning also run on embeddings:
+``method.fit_features(support [E, S, D], targets [E, S], query [E, Q, D])`` fits ``E``
+episodes at once and returns their classifiers (:class:`FittedHead`).
+
+Where each piece lives: ``cosine`` (the classifier and class means), ``objective`` (the loss
+terms), ``head`` (the only head-training loop), ``network`` (scopes ``last`` / ``all``),
+``support_init`` / ``finetune`` (the methods), ``presets`` (named settings), ``registry``
+(names <-> classes), ``balance`` (the balanced-queries test), ``frozen`` (running a caller's
+network without changing it).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from anyshot.episodes import Episode
-from anyshot.methods.batched import batched_head_finetuning, batched_support_init
-from anyshot.methods.cosine import CosineClassifier, normalized_class_means
-from anyshot.methods.finetune import SCOPES, FineTuning, TransductiveFineTuning, prediction_entropy
+from anyshot.methods.cosine import CosineClassifier, class_means
+from anyshot.methods.features import FittedHead
+from anyshot.methods.finetune import SCOPES, FineTuned, FineTuning, TransductiveFineTuning
+from anyshot.methods.objective import prediction_entropy
+from anyshot.methods.presets import PRESETS, RECOMMENDED, Method
+from anyshot.methods.registry import METHODS, build_method, method_name
 from anyshot.methods.support_init import SupportBasedInit
 
 __all__ = [
     "METHODS",
+    "PRESETS",
+    "RECOMMENDED",
     "SCOPES",
     "CosineClassifier",
     "FewShotMethod",
+    "FineTuned",
     "FineTuning",
+    "FittedHead",
+    "Method",
     "SupportBasedInit",
     "TransductiveFineTuning",
-    "batched_head_finetuning",
-    "batched_support_init",
     "build_method",
-    "normalized_class_means",
+    "class_means",
+    "method_name",
     "prediction_entropy",
 ]
 
@@ -38,28 +52,3 @@ class FewShotMethod(Protocol):
     """What every method is: ``(backbone, episode) -> query logits [Q, K]``."""
 
     def __call__(self, backbone: nn.Module, episode: Episode) -> torch.Tensor: ...
-
-
-METHODS: dict[str, type] = {
-    "support-init": SupportBasedInit,
-    "finetune": FineTuning,
-    "transductive": TransductiveFineTuning,
-}
-
-
-def build_method(name: str, **options: Any) -> FewShotMethod:
-    """Build a method by its command-line name, with keyword options of its dataclass.
-
-    Options that are ``None`` are dropped (so the method's defaults apply); options a method
-    does not take raise ``TypeError`` naming them.
-    """
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-    cls = METHODS[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    given = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(given) - fields)
-    if unknown:
-        raise TypeError(f"method {name!r} does not take option(s) {unknown}")
-    method: FewShotMethod = cls(**given)
-    return method

@@ -2,6 +2,12 @@
 
 ``logits_k(z) = <w_k, n(z)> / T + b_k`` with ``n(z) = relu(z) / ||relu(z)||`` (ReLU optional),
 initialised from the support set as ``w_k = normalize(mean_{i: y_i = k} relu(z_i))``, ``b_k = 0``.
+With transductive centring, ``n(z) = normalize(normalize(relu(z)) - c)`` where ``c`` is the mean
+unit embedding of an episode's support and query rows.
+
+Every function works on a batch of episodes, ``[E, N, D]`` embeddings; one episode is ``E = 1``.
+:class:`CosineClassifier` is the same classifier for one episode as an ``nn.Module`` (what scopes
+``last`` / ``all`` train and what model files store).
 """
 
 from __future__ import annotations
@@ -10,58 +16,88 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyshot.errors import EmptyClassError
+__all__ = [
+    "CosineClassifier",
+    "class_means",
+    "cosine_logits",
+    "episode_center",
+    "rectify",
+    "unit_embeddings",
+]
 
-__all__ = ["CosineClassifier", "episode_center", "normalized_class_means", "unit_embeddings"]
 
-
-def _rectify(embeddings: torch.Tensor, relu: bool) -> torch.Tensor:
+def rectify(embeddings: torch.Tensor, relu: bool) -> torch.Tensor:
+    """``relu(embeddings)`` when ``relu``, else the embeddings unchanged (any shape)."""
     return F.relu(embeddings) if relu else embeddings
 
 
-def normalized_class_means(
+def unit_embeddings(
+    embeddings: torch.Tensor, *, relu: bool = True, center: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[..., D] -> [..., D]`` float32: unit (rectified) rows, centred on ``center`` and
+    renormalised.
+
+    ``center`` broadcasts against the unit rows (``[D]`` for one episode's ``[N, D]`` rows,
+    ``[E, 1, D]`` for ``[E, N, D]``); ``None`` = no centring.
+    """
+    unit = F.normalize(rectify(embeddings.float(), relu), dim=-1)
+    return unit if center is None else F.normalize(unit - center, dim=-1)
+
+
+def episode_center(rows: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+    """``[E, N, D] -> [E, 1, D]``: each episode's mean unit (rectified) embedding, ``N``
+    covering its support and query rows together (the transductive centre)."""
+    return unit_embeddings(rows, relu=relu).mean(1, keepdim=True)
+
+
+def class_means(
     embeddings: torch.Tensor, targets: torch.Tensor, ways: int, *, relu: bool = True
 ) -> torch.Tensor:
-    """Unit-norm class means of (rectified) embeddings.
+    """Unit-norm class means of (rectified) rows: ``[E, S, D], [E, S] -> [E, K, D]``.
 
     Args:
-        embeddings: ``[S, D]`` support embeddings.
-        targets: ``[S]`` class indices in ``0..ways-1``.
-        ways: number of classes ``K``.
+        embeddings: ``[E, S, D]`` support rows (float32).
+        targets: ``[E, S]`` class indices in ``0..ways-1``; every episode has every class
+            (callers check: see :func:`anyshot.methods.features.episode_batch`).
+        ways: ``K``.
         relu: rectify before averaging.
-
-    Returns:
-        ``[K, D]`` rows of unit L2 norm (a zero mean stays zero).
-
-    Raises:
-        EmptyClassError: a class index in ``0..ways-1`` with no embedding.
     """
-    counts = torch.bincount(targets, minlength=ways)
-    if bool((counts == 0).any()):
-        missing = (counts == 0).nonzero().flatten().tolist()
-        raise EmptyClassError(f"classes {missing} have no support embeddings")
-    rectified = _rectify(embeddings.float(), relu)
-    sums = torch.zeros(ways, rectified.shape[1], dtype=rectified.dtype, device=rectified.device)
-    sums.index_add_(0, targets.to(rectified.device), rectified)
-    means = sums / counts.to(rectified.device, rectified.dtype).unsqueeze(1)
-    return F.normalize(means, dim=1)
+    one_hot = F.one_hot(targets, ways).to(embeddings.dtype)  # [E, S, K]
+    sums = one_hot.transpose(1, 2) @ rectify(embeddings, relu)  # [E, K, D]
+    means = sums / one_hot.sum(1).unsqueeze(-1)
+    return F.normalize(means, dim=-1)
+
+
+def cosine_logits(
+    unit: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    temperature: float,
+    *,
+    normalize_weight: bool = False,
+) -> torch.Tensor:
+    """``[E, N, D]`` unit rows, weights ``[E, K, D]``, bias ``[E, K]`` -> ``[E, N, K]`` logits
+    ``<w_k, n> / T + b_k`` (with ``normalize_weight``, ``w_k`` is renormalised first)."""
+    w = F.normalize(weight, dim=-1) if normalize_weight else weight
+    return unit @ w.transpose(1, 2) / temperature + bias.unsqueeze(1)
 
 
 class CosineClassifier(nn.Module):
-    """Cosine classifier ``[B, D] -> [B, K]`` with trainable weights ``[K, D]`` and bias ``[K]``.
+    """One episode's cosine classifier ``[B, D] -> [B, K]``: trainable weights ``[K, D]`` and
+    bias ``[K]``.
 
-    ``logits = n(z) @ w.T / T + b``, where ``n(z)`` is the unit-norm (rectified) embedding, or,
-    with a ``center`` ``c``, ``normalize(normalize(relu(z)) - c)`` (transductive centring: ``c``
-    is the mean unit embedding of an episode's support and query images). With
-    ``normalize_weight`` the rows of ``w`` are renormalised in every forward pass (unit class
-    directions, as in a von Mises-Fisher mixture); otherwise they are free (the paper).
+    ``logits = n(z) @ w.T / T + b`` with ``n`` of :func:`unit_embeddings` (centred on
+    ``center`` when given). With ``normalize_weight`` the rows of ``w`` are renormalised in every
+    forward pass (unit class directions, as in a von Mises-Fisher mixture); otherwise they are
+    free (the paper).
 
     Args:
-        weight: initial class weights ``[K, D]`` (usually :func:`normalized_class_means`).
+        weight: initial class weights ``[K, D]`` (usually support class means).
         temperature: ``T``; logits are divided by it (the paper uses 1).
         relu: rectify embeddings before normalising.
         center: ``[D]`` vector subtracted from unit embeddings before renormalising, or ``None``.
         normalize_weight: use unit-norm class weights.
+        bias: initial bias ``[K]``; default zeros.
     """
 
     def __init__(
@@ -72,6 +108,7 @@ class CosineClassifier(nn.Module):
         relu: bool = True,
         center: torch.Tensor | None = None,
         normalize_weight: bool = False,
+        bias: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -81,7 +118,10 @@ class CosineClassifier(nn.Module):
                 f"center must be a [D] = [{weight.shape[1]}] vector, got {tuple(center.shape)}"
             )
         self.weight = nn.Parameter(weight.detach().clone().float())
-        self.bias = nn.Parameter(torch.zeros(weight.shape[0], device=weight.device))
+        initial_bias = torch.zeros(weight.shape[0], device=weight.device)
+        if bias is not None:
+            initial_bias = bias.detach().clone().float().to(weight.device)
+        self.bias = nn.Parameter(initial_bias)
         self.center: torch.Tensor | None
         self.register_buffer(
             "center", None if center is None else center.detach().clone().float().to(weight.device)
@@ -98,23 +138,3 @@ class CosineClassifier(nn.Module):
         """``[B, D]`` embeddings -> ``[B, K]`` logits."""
         weight = F.normalize(self.weight, dim=1) if self.normalize_weight else self.weight
         return self.normalized(embeddings) @ weight.t() / self.temperature + self.bias
-
-
-def unit_embeddings(
-    embeddings: torch.Tensor, *, relu: bool = True, center: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``[..., D] -> [..., D]``: unit (rectified) rows, centred on ``center`` and renormalised.
-
-    ``center`` broadcasts against the unit rows (``[D]``, or ``[E, 1, D]`` for a batch of
-    episodes); ``None`` = no centring.
-    """
-    unit = F.normalize(_rectify(embeddings.float(), relu), dim=-1)
-    return unit if center is None else F.normalize(unit - center, dim=-1)
-
-
-def episode_center(embeddings: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
-    """Transductive centre of an episode: the mean unit (rectified) embedding, ``[N, D] -> [D]``.
-
-    ``N`` covers the support and the query embeddings together.
-    """
-    return F.normalize(_rectify(embeddings.float(), relu), dim=1).mean(0)

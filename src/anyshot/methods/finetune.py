@@ -22,78 +22,29 @@ The caller's backbone is never modified: training happens on a copy.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from anyshot.data.augment import Augmentation
-from anyshot.data.images import Preprocessing
-from anyshot.episodes import Episode, Images, image_batches
+from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError
-from anyshot.methods.balance import looks_balanced
-from anyshot.methods.cosine import (
-    CosineClassifier,
-    episode_center,
-    normalized_class_means,
-    unit_embeddings,
+from anyshot.methods.features import FittedHead, RowBatch, episode_rows
+from anyshot.methods.frozen import frozen_forward, resolve_device
+from anyshot.methods.head import HeadTraining, fit_head
+from anyshot.methods.network import (
+    FineTuned,
+    NetworkTraining,
+    train_network,
+    trainable_network,
 )
-from anyshot.methods.frozen import frozen_forward, resolve_device, working_copy
+from anyshot.methods.objective import QueryWeights
 
-__all__ = [
-    "SCOPES",
-    "FineTuned",
-    "FineTuning",
-    "TransductiveFineTuning",
-    "estimated_log_prior",
-    "prediction_entropy",
-]
+__all__ = ["QUERY_FIELDS", "SCOPES", "FineTuned", "FineTuning", "TransductiveFineTuning"]
 
 SCOPES = ("all", "last", "head")
-
-
-def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) of ``softmax(logits)``: ``[B, K] -> [B]``."""
-    log_p = F.log_softmax(logits, dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1)
-
-
-#: Smallest class proportion of the likelihood term's estimate (keeps ``log pi`` finite).
-MIN_PROPORTION = 1e-4
-
-
-def estimated_log_prior(
-    responsibilities: torch.Tensor, n_query: int, prior_count: float
-) -> torch.Tensor:
-    """``log pi`` from summed query responsibilities ``[..., K]`` and a pseudo-count per class.
-
-    ``pi_k = (r_k + c) / (Q + K c)``, floored at :data:`MIN_PROPORTION` and renormalised.
-    """
-    ways = responsibilities.shape[-1]
-    pi = (responsibilities + prior_count) / (n_query + ways * prior_count)
-    pi = pi.clamp_min(MIN_PROPORTION)
-    return torch.log(pi / pi.sum(-1, keepdim=True))
-
-
-@dataclass(frozen=True)
-class FineTuned:
-    """What :meth:`FineTuning.fit` produced: the trained model, not only its query logits.
-
-    Attributes:
-        classifier: the trained cosine classifier (weights ``[K, D]``, bias ``[K]``), on the
-            training device.
-        network: the trained copy of the backbone (scope ``last`` / ``all``), or ``None`` for
-            scope ``head`` (the backbone was not trained). Its ``training`` flags are whatever
-            training left; call ``.eval()`` before embedding.
-        query_logits: ``[Q, K]`` logits of the episode's query images (CPU, float32).
-    """
-
-    classifier: CosineClassifier
-    network: nn.Module | None
-    query_logits: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -176,7 +127,74 @@ class FineTuning:
     @property
     def transductive(self) -> bool:
         """Whether the query step runs."""
-        return self.entropy_weight > 0 or self.balance_weight > 0 or self.likelihood_weight > 0
+        return self.query_weights.any
+
+    @property
+    def query_weights(self) -> QueryWeights:
+        """The query terms' weights."""
+        return QueryWeights(self.entropy_weight, self.balance_weight, self.likelihood_weight)
+
+    @property
+    def head_training(self) -> HeadTraining:
+        """The settings of the head loop (:func:`anyshot.methods.head.fit_head`)."""
+        return HeadTraining(
+            temperature=self.temperature,
+            relu=self.relu,
+            lr=self.lr,
+            epochs=self.epochs,
+            weights=self.query_weights,
+            prior_count=self.prior_count,
+            adaptive_balance=self.adaptive_balance,
+            center=self.center,
+        )
+
+    def inductive(self) -> FineTuning:
+        """The same settings without any query term (plain fine-tuning on the support)."""
+        return FineTuning(
+            **{
+                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                **{name: field_default(FineTuning, name) for name in QUERY_FIELDS},
+            }
+        )
+
+    def fit_features(
+        self,
+        support: RowBatch,
+        support_targets: RowBatch,
+        query: RowBatch,
+        *,
+        ways: int | None = None,
+        episodes_per_chunk: int = 64,
+    ) -> FittedHead:
+        """Head fine-tuning of ``E`` episodes of embeddings (scope ``head`` only).
+
+        ``batch_size`` and ``seed`` do not change the result: every row of an episode is in
+        each step, and the head draws no augmentation.
+
+        Args:
+            support: ``[E, S, D]`` support embeddings (``[S, D]`` = one episode).
+            support_targets: ``[E, S]`` class indices in ``0..K-1``; every episode has every class.
+            query: ``[E, Q, D]`` query embeddings (``Q`` may be 0).
+            ways: ``K``; default ``max(support_targets) + 1``.
+            episodes_per_chunk: episodes trained together; only speed and memory depend on it.
+
+        Returns:
+            The fitted classifiers; ``query_logits`` is ``[E, Q, K]`` (CPU, float32).
+
+        Raises:
+            ConfigurationError: a scope other than ``head`` (it trains the network, which
+                embeddings do not have), or shapes that are not a batch of episodes.
+        """
+        if self.scope != "head":
+            raise ConfigurationError(
+                f"scope={self.scope!r} trains the network, so it cannot run on embeddings; use "
+                "scope 'head' (or run the method on images)"
+            )
+        rows = episode_rows(support, support_targets, query, ways=ways, device=self.device)
+        training = self.head_training
+        return FittedHead.concatenate(
+            [fit_head(training, chunk) for chunk in rows.split(episodes_per_chunk)]
+        )
 
     def __call__(self, backbone: nn.Module, episode: Episode) -> torch.Tensor:
         """Query logits ``[Q, K]`` (CPU, float32), columns in ``episode.classes`` order."""
@@ -189,209 +207,29 @@ class FineTuning:
         classify new images later without the support set).
         """
         device = resolve_device(backbone, self.device)
-        generator = torch.Generator().manual_seed(self.seed)
-        targets = episode.support_targets.to(device)
-        augment = self.augment if self.augment is not None else self.scope == "all"
-
-        # Inputs of the trainable part and the function that maps them to embeddings.
-        encode: Callable[[torch.Tensor, bool], torch.Tensor]
-        support_inputs: Images
-        query_inputs: Images
         if self.scope == "head":
-            support_inputs = frozen_forward(
+            support = frozen_forward(
                 backbone, episode.support, batch_size=self.batch_size, device=device
             )
-            query_inputs = (
+            query = (
                 frozen_forward(backbone, episode.query, batch_size=self.batch_size, device=device)
                 if len(episode.query)
-                else support_inputs[:0]
+                else support[:0]
             )
-            trainable: list[nn.Parameter] = []
-            model: nn.Module | None = None
-
-            def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
-                return inputs
-
-        elif self.scope == "last":
-            for name in ("forward_trunk", "forward_last", "last_stage_parameters"):
-                if not hasattr(backbone, name):
-                    raise ConfigurationError(
-                        f"scope='last' needs an anyshot Backbone (with {name}); "
-                        f"{type(backbone).__name__} is a plain module: use scope 'all' or 'head'"
-                    )
-
-            def trunk(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-                return m.forward_trunk(x)  # type: ignore[operator]
-
-            support_inputs = frozen_forward(
-                backbone, episode.support, batch_size=self.batch_size, device=device, function=trunk
+            fitted = replace(self, device=str(device)).fit_features(
+                support, episode.support_targets, query, ways=episode.ways
             )
-            query_inputs = (
-                frozen_forward(
-                    backbone,
-                    episode.query,
-                    batch_size=self.batch_size,
-                    device=device,
-                    function=trunk,
-                )
-                if len(episode.query)
-                else support_inputs[:0]
-            )
-            model = working_copy(backbone, device)
-            last_ids = {id(p) for p in model.last_stage_parameters()}  # type: ignore[operator]
-            trainable = [p for p in model.parameters() if id(p) in last_ids]
-            for param in model.parameters():
-                param.requires_grad_(id(param) in last_ids)
-            last_modules = list(model.last_stage_modules())  # type: ignore[operator]
-            forward_last: Callable[[torch.Tensor], torch.Tensor] = model.forward_last  # type: ignore[assignment]
-
-            def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
-                for module in last_modules:
-                    module.train(training)
-                return forward_last(inputs)
-
-        else:  # all
-            model = working_copy(backbone, device)
-            trainable = list(model.parameters())
-            preprocessing = getattr(backbone, "preprocessing", None)
-            if augment and not isinstance(preprocessing, Preprocessing):
-                raise ConfigurationError(
-                    "augmentation needs the backbone's preprocessing (mean/std); "
-                    "use an anyshot Backbone or pass augment=False"
-                )
-            augmentation = Augmentation(flip=self.flip)
-            network = model
-            support_inputs, query_inputs = episode.support, episode.query
-
-            def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
-                network.train(training)
-                if training and augment:
-                    assert isinstance(preprocessing, Preprocessing)
-                    inputs = augmentation(inputs, preprocessing, generator)
-                output: torch.Tensor = network(inputs)
-                return output
-
-        # Support-based initialisation from un-augmented embeddings, eval mode.
-        n_support, n_query = len(support_inputs), len(query_inputs)
-        center = None
-        with torch.no_grad():
-            init = torch.cat(
-                [
-                    encode(b.to(device), False)
-                    for b in image_batches(support_inputs, self.batch_size)
-                ]
-            )
-            if self.center:
-                seen = [init]
-                if n_query:
-                    seen += [
-                        encode(b.to(device), False)
-                        for b in image_batches(query_inputs, self.batch_size)
-                    ]
-                center = episode_center(torch.cat(seen), relu=self.relu)
-        if center is None:
-            init_weight = normalized_class_means(init, targets, episode.ways, relu=self.relu)
-        else:
-            unit = unit_embeddings(init, relu=self.relu, center=center)
-            init_weight = normalized_class_means(unit, targets, episode.ways, relu=False)
-        ways = episode.ways
-        likelihood = self.likelihood_weight > 0
-        two_runs = self.adaptive_balance and self.balance_weight > 0 and n_query > 0
-        # scope last / all train ``model`` in place: a second run starts from the same weights
-        initial_state = (
-            {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if two_runs and model is not None
-            else None
+            return FineTuned(fitted.classifier(0), None, fitted.query_logits[0])
+        settings = NetworkTraining(
+            scope=self.scope,
+            head=self.head_training,
+            batch_size=self.batch_size,
+            augment=self.augment if self.augment is not None else self.scope == "all",
+            flip=self.flip,
+            seed=self.seed,
         )
-
-        def train(balance_weight: float) -> tuple[CosineClassifier, torch.Tensor]:
-            """One training run from the initialisation; the classifier and query logits."""
-            query_step = self.entropy_weight > 0 or balance_weight > 0 or likelihood
-            generator.manual_seed(self.seed)
-            if initial_state is not None:
-                assert model is not None
-                model.load_state_dict(initial_state)
-            classifier = CosineClassifier(
-                init_weight,
-                temperature=self.temperature,
-                relu=self.relu,
-                center=center,
-                normalize_weight=likelihood,
-            ).to(device)
-            head_params = [classifier.weight] if likelihood else list(classifier.parameters())
-            classifier.bias.requires_grad_(not likelihood)
-            optimizer = torch.optim.Adam([*trainable, *head_params], lr=self.lr)
-            log_prior = torch.full((ways,), -math.log(ways), device=device)
-
-            for _ in range(self.epochs):
-                optimizer.zero_grad(set_to_none=True)
-                order = torch.randperm(n_support, generator=generator)
-                for batch_order in order.split(self.batch_size):
-                    batch = next(image_batches(support_inputs, len(batch_order), batch_order))
-                    logits = classifier(encode(batch.to(device), True))
-                    loss = F.cross_entropy(logits, targets[batch_order.to(device)], reduction="sum")
-                    (loss / n_support).backward()
-                optimizer.step()
-                if query_step and n_query > 0:
-                    optimizer.zero_grad(set_to_none=True)
-                    order = torch.randperm(n_query, generator=generator)
-                    chunks = order.split(self.batch_size)
-                    balance_grad = None
-                    if balance_weight > 0 and len(chunks) > 1:
-                        # d H(mean p) / d p_i = -(log mean p + 1) / Q: a no-grad pass gives mean p
-                        with torch.no_grad():
-                            mean_p = torch.cat(
-                                [
-                                    F.softmax(classifier(encode(b.to(device), True)), dim=1)
-                                    for b in image_batches(query_inputs, self.batch_size, order)
-                                ]
-                            ).mean(0)
-                        balance_grad = -(torch.log(mean_p.clamp_min(1e-12)) + 1)
-                    responsibilities = torch.zeros(ways, device=device)
-                    for batch_order in chunks:
-                        batch = next(image_batches(query_inputs, len(batch_order), batch_order))
-                        logits = classifier(encode(batch.to(device), True))
-                        loss = self.entropy_weight * prediction_entropy(logits).sum() / n_query
-                        if likelihood:
-                            joint = logits + log_prior
-                            log_likelihood = torch.logsumexp(joint, dim=1).sum() / n_query
-                            loss = loss - self.likelihood_weight * log_likelihood
-                            responsibilities += F.softmax(joint.detach(), dim=1).sum(0)
-                        if balance_weight > 0:
-                            p = F.softmax(logits, dim=1)
-                            if balance_grad is None:  # one chunk: the exact marginal entropy
-                                marginal = p.mean(0)
-                                balance = -(marginal * torch.log(marginal.clamp_min(1e-12))).sum()
-                            else:
-                                balance = (p * balance_grad).sum() / n_query
-                            loss = loss - balance_weight * balance
-                        loss.backward()
-                    optimizer.step()
-                    if likelihood:
-                        log_prior = estimated_log_prior(responsibilities, n_query, self.prior_count)
-
-            if likelihood:
-                with torch.no_grad():
-                    classifier.bias.copy_(log_prior)
-            if n_query == 0:
-                logits = torch.empty(0, episode.ways)
-            else:
-                with torch.no_grad():
-                    logits = torch.cat(
-                        [
-                            classifier(encode(b.to(device), False)).float().cpu()
-                            for b in image_batches(query_inputs, self.batch_size)
-                        ]
-                    )
-            return classifier, logits
-
-        if two_runs:
-            classifier, logits = train(0.0)
-            counts = torch.bincount(logits.argmax(1), minlength=ways)
-            if not bool(looks_balanced(counts)):
-                return FineTuned(classifier=classifier, network=model, query_logits=logits)
-        classifier, logits = train(self.balance_weight)
-        return FineTuned(classifier=classifier, network=model, query_logits=logits)
+        network = trainable_network(settings, backbone, episode, device)
+        return train_network(settings, network, episode.support_targets.to(device), episode.ways)
 
 
 @dataclass(frozen=True)
@@ -399,3 +237,20 @@ class TransductiveFineTuning(FineTuning):
     """Fine-tuning plus the query-entropy step (``entropy_weight`` = lambda = 1 by default)."""
 
     entropy_weight: float = 1.0
+
+
+#: The settings that use the query (unlabelled) images; :meth:`FineTuning.inductive` resets them.
+QUERY_FIELDS = (
+    "entropy_weight",
+    "balance_weight",
+    "likelihood_weight",
+    "prior_count",
+    "adaptive_balance",
+    "center",
+)
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default value of dataclass ``cls``'s field ``name``."""
+    (field,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    return field.default

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from anyshot.episodes import Episode
-from anyshot.methods.cosine import CosineClassifier, normalized_class_means
+from anyshot.methods.features import FittedHead, RowBatch, episode_rows
 from anyshot.methods.frozen import frozen_forward
+from anyshot.methods.head import support_init_head
 
 __all__ = ["SupportBasedInit"]
 
@@ -25,7 +26,7 @@ class SupportBasedInit:
         temperature: ``T`` of the cosine logits (1 in the paper).
         relu: rectify embeddings before normalising.
         batch_size: images per forward pass.
-        device: where to compute; default the backbone's device.
+        device: where to compute; default the backbone's (or the embeddings') device.
     """
 
     temperature: float = 1.0
@@ -33,20 +34,44 @@ class SupportBasedInit:
     batch_size: int = 128
     device: str | None = None
 
+    def fit_features(
+        self,
+        support: RowBatch,
+        support_targets: RowBatch,
+        query: RowBatch,
+        *,
+        ways: int | None = None,
+        episodes_per_chunk: int = 64,
+    ) -> FittedHead:
+        """The classifiers of ``E`` episodes of embeddings (see :mod:`anyshot.methods.features`).
+
+        Args:
+            support: ``[E, S, D]`` support embeddings (``[S, D]`` = one episode).
+            support_targets: ``[E, S]`` class indices in ``0..K-1``; every episode has every class.
+            query: ``[E, Q, D]`` query embeddings (``Q`` may be 0).
+            ways: ``K``; default ``max(support_targets) + 1``.
+            episodes_per_chunk: episodes computed together; only speed and memory depend on it.
+
+        Returns:
+            The fitted classifiers; ``query_logits`` is ``[E, Q, K]`` (CPU, float32).
+        """
+        rows = episode_rows(support, support_targets, query, ways=ways, device=self.device)
+        with torch.inference_mode():
+            parts = [
+                support_init_head(chunk, self.temperature, self.relu)
+                for chunk in rows.split(episodes_per_chunk)
+            ]
+        return FittedHead.concatenate(parts)
+
     def __call__(self, backbone: nn.Module, episode: Episode) -> torch.Tensor:
         """Query logits ``[Q, K]`` (CPU, float32), columns in ``episode.classes`` order."""
         support = frozen_forward(
             backbone, episode.support, batch_size=self.batch_size, device=self.device
         )
-        classifier = CosineClassifier(
-            normalized_class_means(support, episode.support_targets, episode.ways, relu=self.relu),
-            temperature=self.temperature,
-            relu=self.relu,
+        query = (
+            frozen_forward(backbone, episode.query, batch_size=self.batch_size, device=self.device)
+            if len(episode.query)
+            else support[:0]
         )
-        if len(episode.query) == 0:
-            return torch.empty(0, episode.ways)
-        query = frozen_forward(
-            backbone, episode.query, batch_size=self.batch_size, device=self.device
-        )
-        with torch.inference_mode():
-            return classifier(query)
+        fitted = self.fit_features(support, episode.support_targets, query, ways=episode.ways)
+        return fitted.query_logits[0]

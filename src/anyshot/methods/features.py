@@ -1,0 +1,196 @@
+"""Methods on embeddings: the checked batch of episodes they take and the classifier they fit.
+
+Support-based initialisation and head fine-tuning need only each image's embedding, so they run
+on ``[E, S, D]`` support rows, ``[E, S]`` class indices and ``[E, Q, D]`` query rows: ``E``
+episodes that share the support size, the query count and the number of ways ``K`` (one
+episode is ``E = 1``; ``[S, D]`` / ``[S]`` / ``[Q, D]`` are read as that). The result is a
+:class:`FittedHead`: the fitted cosine classifiers of every episode and their query logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from anyshot.errors import ConfigurationError
+from anyshot.methods.cosine import CosineClassifier, cosine_logits, unit_embeddings
+
+__all__ = ["EpisodeRows", "FittedHead", "RowBatch", "episode_rows"]
+
+#: ``[E, N, D]`` tensor, ``[N, D]`` tensor (one episode) or ``E`` equally shaped ``[N, D]`` ones.
+RowBatch = torch.Tensor | Sequence[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EpisodeRows:
+    """A checked batch of episodes on one device.
+
+    Attributes:
+        support: ``[E, S, D]`` float32 support embeddings.
+        targets: ``[E, S]`` long class indices; every episode has every class ``0..K-1``.
+        query: ``[E, Q, D]`` float32 query embeddings (``Q`` may be 0).
+        ways: ``K``.
+    """
+
+    support: torch.Tensor
+    targets: torch.Tensor
+    query: torch.Tensor
+    ways: int
+
+    def split(self, episodes: int) -> list[EpisodeRows]:
+        """Consecutive sub-batches of at most ``episodes`` episodes (only speed and memory
+        depend on the split: episodes are independent)."""
+        if episodes < 1:
+            raise ConfigurationError(f"episodes_per_chunk must be at least 1, got {episodes}")
+        return [
+            EpisodeRows(s, t, q, self.ways)
+            for s, t, q in zip(
+                self.support.split(episodes),
+                self.targets.split(episodes),
+                self.query.split(episodes),
+                strict=True,
+            )
+        ]
+
+
+def _stack(values: RowBatch, name: str, dims: int) -> torch.Tensor:
+    """A ``dims``-D tensor from a tensor (one episode when it has ``dims - 1`` axes) or a
+    sequence of equally shaped ``dims - 1``-D ones."""
+    if isinstance(values, torch.Tensor):
+        tensor = values.unsqueeze(0) if values.dim() == dims - 1 else values
+    else:
+        parts = list(values)
+        if not parts:
+            raise ConfigurationError(f"{name}: no episodes given")
+        shapes = {tuple(p.shape) for p in parts}
+        if len(shapes) > 1:
+            raise ConfigurationError(
+                f"{name}: episodes differ in shape {sorted(shapes)}; a batch needs fixed N-way "
+                "K-shot episodes (the same support size, query size and ways); run variable "
+                "episodes one at a time"
+            )
+        tensor = torch.stack(parts)
+    if tensor.dim() != dims:
+        raise ConfigurationError(
+            f"{name} must be {dims}-D (episodes first) or {dims - 1}-D (one episode), got shape "
+            f"{tuple(tensor.shape)}"
+        )
+    return tensor
+
+
+def episode_rows(
+    support: RowBatch,
+    support_targets: RowBatch,
+    query: RowBatch,
+    *,
+    ways: int | None = None,
+    device: str | torch.device | None = None,
+) -> EpisodeRows:
+    """Check and stack a batch of episodes of embeddings.
+
+    Args:
+        support: ``[E, S, D]`` (or ``[S, D]``, or ``E`` tensors ``[S, D]``).
+        support_targets: ``[E, S]`` integer class indices in ``0..K-1``.
+        query: ``[E, Q, D]`` (``Q`` may be 0).
+        ways: ``K``; default ``max(support_targets) + 1``.
+        device: where to compute; default the support's device.
+
+    Raises:
+        ConfigurationError: shapes that are not a batch of fixed N-way K-shot episodes,
+            non-integer targets, or an episode missing a class.
+    """
+    s = _stack(support, "support", 3)
+    t = _stack(support_targets, "support_targets", 2)
+    q = _stack(query, "query", 3)
+    if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise ConfigurationError(f"support_targets must be integer class indices, got {t.dtype}")
+    if t.shape != s.shape[:2]:
+        raise ConfigurationError(
+            f"support_targets {tuple(t.shape)} must be [E, S] = {tuple(s.shape[:2])}"
+        )
+    if q.shape[0] != s.shape[0] or q.shape[2] != s.shape[2]:
+        raise ConfigurationError(
+            f"query {tuple(q.shape)} must be [E, Q, D] with E, D of support {tuple(s.shape)}"
+        )
+    if s.shape[0] == 0 or s.shape[1] == 0:
+        raise ConfigurationError(f"support {tuple(s.shape)} has no episodes or no support rows")
+    target = torch.device(device) if device is not None else s.device
+    t = t.to(target, torch.long)
+    k = int(t.max()) + 1 if ways is None else int(ways)
+    if int(t.min()) < 0 or int(t.max()) >= k:
+        raise ConfigurationError(f"support_targets must lie in 0..{k - 1}")
+    counts = torch.nn.functional.one_hot(t, k).sum(1)  # [E, K]
+    empty = (counts == 0).nonzero()
+    if len(empty):
+        e, c = (int(v) for v in empty[0])
+        raise ConfigurationError(
+            f"episode {e} has no support row of class {c}: every episode of a batch needs all "
+            f"{k} ways (targets 0..{k - 1}); run variable-way episodes one at a time"
+        )
+    return EpisodeRows(s.to(target, torch.float32), t, q.to(target, torch.float32), k)
+
+
+@dataclass(frozen=True)
+class FittedHead:
+    """The cosine classifiers fitted on ``E`` episodes of embeddings, and their query logits.
+
+    ``logits(z) = <w, n(z)> / T + b`` per episode, with ``n`` of
+    :func:`~anyshot.methods.cosine.unit_embeddings` (centred on ``center`` when set).
+
+    Attributes:
+        weight: ``[E, K, D]`` class weights.
+        bias: ``[E, K]`` biases (``log pi`` of the likelihood term when it was on).
+        center: ``[E, 1, D]`` transductive centres, or ``None``.
+        temperature: ``T``.
+        relu: rectify embeddings before normalising.
+        normalize_weight: the weights' rows are renormalised before use.
+        query_logits: ``[E, Q, K]`` logits of the episodes' query rows (CPU, float32).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    center: torch.Tensor | None
+    temperature: float
+    relu: bool
+    normalize_weight: bool
+    query_logits: torch.Tensor
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``[E, N, D]`` embeddings -> ``[E, N, K]`` logits (on the weights' device)."""
+        rows = embeddings.to(self.weight.device)
+        unit = unit_embeddings(rows, relu=self.relu, center=self.center)
+        return cosine_logits(
+            unit, self.weight, self.bias, self.temperature, normalize_weight=self.normalize_weight
+        )
+
+    def classifier(self, episode: int = 0) -> CosineClassifier:
+        """Episode ``episode``'s classifier as a module ``[B, D] -> [B, K]`` (e.g. to save it).
+
+        With unit class weights the bias holds the estimated ``log pi`` and is not trainable.
+        """
+        classifier = CosineClassifier(
+            self.weight[episode],
+            temperature=self.temperature,
+            relu=self.relu,
+            center=None if self.center is None else self.center[episode, 0],
+            normalize_weight=self.normalize_weight,
+            bias=self.bias[episode],
+        )
+        classifier.bias.requires_grad_(not self.normalize_weight)
+        return classifier
+
+    @staticmethod
+    def concatenate(parts: Sequence[FittedHead]) -> FittedHead:
+        """One :class:`FittedHead` of the episodes of ``parts``, in order."""
+        first = parts[0]
+        return FittedHead(
+            weight=torch.cat([p.weight for p in parts]),
+            bias=torch.cat([p.bias for p in parts]),
+            center=None if first.center is None else torch.cat([p.center for p in parts]),  # type: ignore[misc]
+            temperature=first.temperature,
+            relu=first.relu,
+            normalize_weight=first.normalize_weight,
+            query_logits=torch.cat([p.query_logits for p in parts]),
+        )

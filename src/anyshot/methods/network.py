@@ -1,0 +1,315 @@
+"""Fine-tuning through the network: scopes ``last`` (last stage + head) and ``all`` (the paper).
+
+The objective is that of :mod:`anyshot.methods.objective`, as in the head loop, but images (or
+the frozen trunk's activations) pass through a trainable copy of the backbone, so each step's
+gradient is accumulated over chunks of ``batch_size`` inputs: a support of any size fits in
+bounded memory and gives the same step as one big batch would (up to batch-norm statistics,
+which are per chunk in training mode). With several query chunks the balance term is
+linearised around the whole query set's mean prediction (its exact gradient).
+
+* ``all``: every parameter trains; batch-norm in training mode, augmentation optional.
+* ``last``: the frozen trunk's activations are computed once (eval mode, no augmentation) and
+  only the last stage trains.
+
+The caller's backbone is never modified: training happens on a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anyshot.data.augment import Augmentation
+from anyshot.data.images import Preprocessing
+from anyshot.episodes import Episode, Images, image_batches
+from anyshot.errors import ConfigurationError
+from anyshot.methods.balance import looks_balanced
+from anyshot.methods.cosine import CosineClassifier, class_means, episode_center, unit_embeddings
+from anyshot.methods.frozen import frozen_forward, working_copy
+from anyshot.methods.head import HeadTraining
+from anyshot.methods.objective import (
+    QueryWeights,
+    estimated_log_prior,
+    query_loss,
+    support_loss,
+    uniform_log_prior,
+)
+
+__all__ = ["FineTuned", "NetworkTraining", "TrainableNetwork", "train_network", "trainable_network"]
+
+#: ``encode(inputs [B, ...], training) -> embeddings [B, D]``.
+Encoder = Callable[[torch.Tensor, bool], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FineTuned:
+    """What fine-tuning produced: the trained model, not only its query logits.
+
+    Attributes:
+        classifier: the trained cosine classifier (weights ``[K, D]``, bias ``[K]``).
+        network: the trained copy of the backbone (scope ``last`` / ``all``), or ``None`` for
+            scope ``head`` (the backbone was not trained). Its ``training`` flags are whatever
+            training left; call ``.eval()`` before embedding.
+        query_logits: ``[Q, K]`` logits of the episode's query images (CPU, float32).
+    """
+
+    classifier: CosineClassifier
+    network: nn.Module | None
+    query_logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class NetworkTraining:
+    """Settings of network fine-tuning: the head's, plus what images need.
+
+    Attributes:
+        scope: ``"last"`` or ``"all"``.
+        head: the objective and optimiser settings (shared with the head loop).
+        batch_size: inputs per chunk of a step.
+        augment: apply the pre-training augmentations while training (scope ``all``).
+        flip: include horizontal flips in the augmentation.
+        seed: seed of the augmentation and chunk-order draws.
+    """
+
+    scope: str
+    head: HeadTraining
+    batch_size: int
+    augment: bool
+    flip: bool
+    seed: int
+
+
+@dataclass
+class TrainableNetwork:
+    """The trainable part of a backbone and its inputs for one episode.
+
+    Attributes:
+        model: the trained copy of the backbone.
+        parameters: the parameters that train (the classifier's are added).
+        support: inputs of the support images (images, or trunk activations for ``last``).
+        query: inputs of the query images.
+        encode: ``encode(inputs, training) -> [B, D]`` embeddings.
+        device: where training happens.
+        generator: the seeded source of augmentation and chunk-order draws.
+    """
+
+    model: nn.Module
+    parameters: list[nn.Parameter]
+    support: Images
+    query: Images
+    encode: Encoder
+    device: torch.device
+    generator: torch.Generator
+
+
+def trainable_network(
+    settings: NetworkTraining, backbone: nn.Module, episode: Episode, device: torch.device
+) -> TrainableNetwork:
+    """A trainable copy of ``backbone`` for ``episode`` at scope ``last`` or ``all``."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    if settings.scope == "last":
+        return _last_stage(settings, backbone, episode, device, generator)
+    model = working_copy(backbone, device)
+    preprocessing = getattr(backbone, "preprocessing", None)
+    if settings.augment and not isinstance(preprocessing, Preprocessing):
+        raise ConfigurationError(
+            "augmentation needs the backbone's preprocessing (mean/std); "
+            "use an anyshot Backbone or pass augment=False"
+        )
+    augmentation = Augmentation(flip=settings.flip)
+
+    def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
+        model.train(training)
+        if training and settings.augment:
+            assert isinstance(preprocessing, Preprocessing)
+            inputs = augmentation(inputs, preprocessing, generator)
+        output: torch.Tensor = model(inputs)
+        return output
+
+    return TrainableNetwork(
+        model, list(model.parameters()), episode.support, episode.query, encode, device, generator
+    )
+
+
+def _last_stage(
+    settings: NetworkTraining,
+    backbone: nn.Module,
+    episode: Episode,
+    device: torch.device,
+    generator: torch.Generator,
+) -> TrainableNetwork:
+    """Scope ``last``: frozen trunk activations once, the last stage trainable."""
+    for name in ("forward_trunk", "forward_last", "last_stage_parameters"):
+        if not hasattr(backbone, name):
+            raise ConfigurationError(
+                f"scope='last' needs an anyshot Backbone (with {name}); "
+                f"{type(backbone).__name__} is a plain module: use scope 'all' or 'head'"
+            )
+
+    def trunk(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.forward_trunk(x)  # type: ignore[operator]
+
+    def activations(images: Images) -> torch.Tensor:
+        return frozen_forward(
+            backbone, images, batch_size=settings.batch_size, device=device, function=trunk
+        )
+
+    support = activations(episode.support)
+    query = activations(episode.query) if len(episode.query) else support[:0]
+    model = working_copy(backbone, device)
+    last_ids = {id(p) for p in model.last_stage_parameters()}  # type: ignore[operator]
+    for param in model.parameters():
+        param.requires_grad_(id(param) in last_ids)
+    last_modules = list(model.last_stage_modules())  # type: ignore[operator]
+    forward_last: Callable[[torch.Tensor], torch.Tensor] = model.forward_last  # type: ignore[assignment]
+
+    def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
+        for module in last_modules:
+            module.train(training)
+        return forward_last(inputs)
+
+    trainable = [p for p in model.parameters() if id(p) in last_ids]
+    return TrainableNetwork(model, trainable, support, query, encode, device, generator)
+
+
+def _embed(network: TrainableNetwork, inputs: Images, batch_size: int) -> torch.Tensor:
+    """``[N, D]`` embeddings of ``inputs`` in eval mode, without gradients."""
+    with torch.no_grad():
+        return torch.cat(
+            [network.encode(b.to(network.device), False) for b in image_batches(inputs, batch_size)]
+        )
+
+
+def train_network(
+    settings: NetworkTraining, network: TrainableNetwork, targets: torch.Tensor, ways: int
+) -> FineTuned:
+    """Fine-tune ``network`` and a cosine head on the support (and queries); see the module doc.
+
+    Args:
+        settings: the scope's settings.
+        network: from :func:`trainable_network`; its ``model`` is trained in place.
+        targets: ``[S]`` support class indices (on ``network.device``).
+        ways: ``K``.
+    """
+    head = settings.head
+    init = _embed(network, network.support, settings.batch_size)
+    center = None
+    if head.center:
+        seen = init
+        if len(network.query):
+            seen = torch.cat([init, _embed(network, network.query, settings.batch_size)])
+        center = episode_center(seen[None], relu=head.relu)[0, 0]  # [D]
+        init = unit_embeddings(init, relu=head.relu, center=center)
+    init_weight = class_means(init[None], targets[None], ways, relu=head.relu and center is None)
+    weights = head.weights
+    two_runs = head.adaptive_balance and weights.balance > 0 and len(network.query) > 0
+    initial_state = (
+        {k: v.detach().clone() for k, v in network.model.state_dict().items()} if two_runs else None
+    )
+    run = _Run(settings, network, targets, init_weight[0], center)
+    if two_runs:
+        classifier, logits = run(QueryWeights(weights.entropy, 0.0, weights.likelihood))
+        if not bool(looks_balanced(torch.bincount(logits.argmax(1), minlength=ways))):
+            return FineTuned(classifier, network.model, logits)
+        assert initial_state is not None
+        network.model.load_state_dict(initial_state)
+    classifier, logits = run(weights)
+    return FineTuned(classifier, network.model, logits)
+
+
+@dataclass
+class _Run:
+    """One training run from the initialisation (callable with the query weights to use)."""
+
+    settings: NetworkTraining
+    network: TrainableNetwork
+    targets: torch.Tensor
+    init_weight: torch.Tensor
+    center: torch.Tensor | None
+
+    def __call__(self, weights: QueryWeights) -> tuple[CosineClassifier, torch.Tensor]:
+        """``(trained classifier, query logits [Q, K] CPU float32)``."""
+        head, net = self.settings.head, self.network
+        net.generator.manual_seed(self.settings.seed)
+        likelihood = weights.likelihood > 0
+        classifier = CosineClassifier(
+            self.init_weight,
+            temperature=head.temperature,
+            relu=head.relu,
+            center=self.center,
+            normalize_weight=likelihood,
+        ).to(net.device)
+        classifier.bias.requires_grad_(not likelihood)
+        head_params = [classifier.weight] if likelihood else list(classifier.parameters())
+        optimizer = torch.optim.Adam([*net.parameters, *head_params], lr=head.lr)
+        log_prior = uniform_log_prior((), classifier.weight.shape[0], net.device)
+        for _ in range(head.epochs):
+            optimizer.zero_grad(set_to_none=True)
+            self._support_step(classifier)
+            optimizer.step()
+            if weights.any and len(net.query) > 0:
+                optimizer.zero_grad(set_to_none=True)
+                responsibilities = self._query_step(classifier, weights, log_prior)
+                optimizer.step()
+                if likelihood:
+                    log_prior = estimated_log_prior(
+                        responsibilities, len(net.query), head.prior_count
+                    )
+        if likelihood:
+            with torch.no_grad():
+                classifier.bias.copy_(log_prior)
+        logits = torch.empty(0, classifier.weight.shape[0])
+        if len(net.query):
+            with torch.no_grad():
+                logits = classifier(_embed(net, net.query, self.settings.batch_size)).float().cpu()
+        return classifier, logits
+
+    def _order(self, count: int) -> list[torch.Tensor]:
+        """Positions ``0..count-1`` in a seeded random order, split into chunks."""
+        order = torch.randperm(count, generator=self.network.generator)
+        return list(order.split(self.settings.batch_size))
+
+    def _batches(self, inputs: Images, parts: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The chunks ``parts`` of ``inputs``, one at a time, on the training device."""
+        for part in parts:
+            yield next(image_batches(inputs, len(part), part)).to(self.network.device)
+
+    def _support_step(self, classifier: CosineClassifier) -> None:
+        """Accumulate the support cross-entropy's gradient over chunks."""
+        net = self.network
+        parts = self._order(len(net.support))
+        for positions, batch in zip(parts, self._batches(net.support, parts), strict=True):
+            logits = classifier(net.encode(batch, True))
+            target = self.targets[positions.to(net.device)]
+            support_loss(logits, target, len(net.support)).backward()
+
+    def _query_step(
+        self, classifier: CosineClassifier, weights: QueryWeights, log_prior: torch.Tensor
+    ) -> torch.Tensor:
+        """Accumulate the query terms' gradient over chunks; the summed responsibilities."""
+        net = self.network
+        parts = self._order(len(net.query))
+        balance_gradient = None
+        if weights.balance > 0 and len(parts) > 1:
+            # d H(mean p) / d p_i = -(log mean p + 1) / Q: a no-grad pass gives mean p
+            with torch.no_grad():
+                mean_p = torch.cat(
+                    [
+                        F.softmax(classifier(net.encode(b, True)), dim=1)
+                        for b in self._batches(net.query, parts)
+                    ]
+                ).mean(0)
+            balance_gradient = -(torch.log(mean_p.clamp_min(1e-12)) + 1)
+        responsibilities = torch.zeros_like(log_prior)
+        for batch in self._batches(net.query, parts):
+            logits = classifier(net.encode(batch, True))
+            loss, part = query_loss(
+                logits, weights, len(net.query), log_prior, balance_gradient=balance_gradient
+            )
+            loss.backward()
+            responsibilities += part
+        return responsibilities

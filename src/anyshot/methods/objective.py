@@ -1,0 +1,137 @@
+"""The terms fine-tuning minimises, written once for every scope.
+
+Support: the cross-entropy of the labelled rows. Queries (transductive), weighted by a
+:class:`QueryWeights`:
+
+* ``entropy``: the paper's mean prediction entropy ``mean_x H(softmax(l(x)))``;
+* ``balance``: TIM's class-balance term, the entropy of the mean query prediction, *subtracted*
+  (it pulls the predicted class proportions toward uniform);
+* ``likelihood``: the queries' mean log-likelihood under a mixture of the classes,
+  ``mean_x log sum_k pi_k exp(l_k(x))``, *subtracted* (maximised); the proportions ``pi`` are
+  re-estimated from the responsibilities after every step (:func:`estimated_log_prior`).
+
+Logits are ``[..., B, K]`` (episodes first when batched); losses are summed over episodes, so
+in a batch every episode gets exactly its own gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "MIN_PROPORTION",
+    "QueryWeights",
+    "estimated_log_prior",
+    "marginal_entropy",
+    "prediction_entropy",
+    "query_loss",
+    "support_loss",
+    "uniform_log_prior",
+]
+
+#: Smallest class proportion of the likelihood term's estimate (keeps ``log pi`` finite).
+MIN_PROPORTION = 1e-4
+
+
+@dataclass(frozen=True)
+class QueryWeights:
+    """Weights of the query terms (all 0 = inductive fine-tuning).
+
+    Attributes:
+        entropy: weight of the mean prediction entropy (the paper's ``lambda``).
+        balance: weight of TIM's class-balance term (subtracted).
+        likelihood: weight of the mixture log-likelihood (subtracted).
+    """
+
+    entropy: float = 0.0
+    balance: float = 0.0
+    likelihood: float = 0.0
+
+    @property
+    def any(self) -> bool:
+        """Whether any query term is on (a query step runs)."""
+        return self.entropy > 0 or self.balance > 0 or self.likelihood > 0
+
+
+def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of ``softmax(logits)`` over the last axis: ``[..., K] -> [...]``."""
+    log_p = F.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def marginal_entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Entropy of the mean prediction: ``[..., Q, K]`` probabilities -> ``[...]``."""
+    marginal = probabilities.mean(-2)
+    return -(marginal * torch.log(marginal.clamp_min(1e-12))).sum(-1)
+
+
+def uniform_log_prior(shape: tuple[int, ...], ways: int, device: torch.device) -> torch.Tensor:
+    """``log pi`` of uniform proportions: a ``[*shape, K]`` tensor of ``-log K``."""
+    return torch.full((*shape, ways), -math.log(ways), device=device)
+
+
+def estimated_log_prior(
+    responsibilities: torch.Tensor, n_query: int, prior_count: float
+) -> torch.Tensor:
+    """``log pi`` from summed query responsibilities ``[..., K]`` and a pseudo-count per class.
+
+    ``pi_k = (r_k + c) / (Q + K c)``, floored at :data:`MIN_PROPORTION` and renormalised.
+    """
+    ways = responsibilities.shape[-1]
+    pi = (responsibilities + prior_count) / (n_query + ways * prior_count)
+    pi = pi.clamp_min(MIN_PROPORTION)
+    return torch.log(pi / pi.sum(-1, keepdim=True))
+
+
+def support_loss(logits: torch.Tensor, targets: torch.Tensor, n_support: int) -> torch.Tensor:
+    """Summed cross-entropy of ``[..., B, K]`` logits against ``[..., B]`` targets, divided by
+    the support size (a chunk's share of the mean; chunks' losses add up to it)."""
+    ways = logits.shape[-1]
+    loss = F.cross_entropy(logits.reshape(-1, ways), targets.reshape(-1), reduction="sum")
+    return loss / n_support
+
+
+def query_loss(
+    logits: torch.Tensor,
+    weights: QueryWeights,
+    n_query: int,
+    log_prior: torch.Tensor,
+    *,
+    balance_gradient: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The query terms of ``[..., B, K]`` logits (a chunk of ``B`` of the ``n_query`` queries).
+
+    Args:
+        logits: ``[..., B, K]`` query logits.
+        weights: the terms' weights.
+        n_query: the episode's number of queries (each term is a mean over them).
+        log_prior: ``[..., K]`` current ``log pi`` of the likelihood term.
+        balance_gradient: ``[..., K]`` ``-(log mean p + 1)`` of the whole query set, when the
+            queries come in several chunks: the balance term is then linearised around it (the
+            exact gradient of ``H(mean p)`` with respect to each chunk's predictions); ``None``
+            = all queries are in ``logits`` (exact term).
+
+    Returns:
+        ``(loss, responsibilities)``: the scalar loss (summed over episodes), and the summed
+        responsibilities ``[..., K]`` of the likelihood term (zeros when it is off).
+    """
+    log_p = F.log_softmax(logits, dim=-1)
+    p = log_p.exp()
+    loss = weights.entropy * -(p * log_p).sum() / n_query
+    if weights.balance > 0:
+        if balance_gradient is None:
+            balance = marginal_entropy(p).sum()
+        else:
+            balance = (p * balance_gradient.unsqueeze(-2)).sum() / n_query
+        loss = loss - weights.balance * balance
+    responsibilities = torch.zeros_like(log_prior)
+    if weights.likelihood > 0:
+        joint = logits + log_prior.unsqueeze(-2)
+        log_likelihood = torch.logsumexp(joint, dim=-1).sum() / n_query
+        loss = loss - weights.likelihood * log_likelihood
+        responsibilities = F.softmax(joint.detach(), dim=-1).sum(-2)
+    return loss, responsibilities
