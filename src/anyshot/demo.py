@@ -93,7 +93,7 @@ def run_demo(
         "classes look balanced), tuned on validation classes only."
     )
     lines.append(
-        "Seconds are per episode, method only (embedding included), on this machine; "
+        "Seconds are per episode, method only (embedding included), on your machine; "
         "accuracies are means over the episodes above."
     )
     return DemoReport("\n".join(lines), results)

@@ -75,7 +75,7 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 def fastest_dtype(device: str | None = None, cpuinfo: str = "/proc/cpuinfo") -> str:
     """``"bfloat16"`` on a CPU with native bfloat16 instructions, else ``"float32"``.
 
-    On this team's AVX512-BF16 CPU a bfloat16 forward ran ~3.5x (84 px) to ~4.6x (224 px) the
+    On a 2-core AVX512-BF16 CPU a bfloat16 forward ran ~3.5x (84 px) to ~4.6x (224 px) the
     images/s of float32 while few-shot accuracy moved by less than its noise
     (``benchmarks/speed.py``). Other devices (and CPUs without the flags, or where the flags
     cannot be read) get ``"float32"``.
@@ -197,7 +197,7 @@ class FeatureCache:
             Part of the key, so the two never mix.
         dtype: precision of the forward pass. ``"float32"`` (default) runs the backbone as
             given. ``"bfloat16"`` runs a bfloat16 copy of it (weights and inputs converted;
-            channels-last weights too when ``channels_last``). On this team's AVX512-BF16 CPU
+            channels-last weights too when ``channels_last``). On a 2-core AVX512-BF16 CPU
             EfficientNet-Lite0 ran ~3x the images/s of float32 at 224 px but only ~1.3x at
             84 px (~4x with ``freeze`` too); features differ from float32 by ~0.5% (min cosine
             similarity ~0.995); ``benchmarks/speed.py`` measures both and the effect on
