@@ -45,9 +45,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from anyshot.backbones.architectures import build_backbone
 from anyshot.backbones.base import Backbone
 from anyshot.backbones.checkpoint import save_backbone
-from anyshot.backbones.registry import build_backbone
 from anyshot.data.augment import Augmentation
 from anyshot.data.images import Preprocessing
 from anyshot.data.memory import MemoryImages

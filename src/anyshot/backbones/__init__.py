@@ -1,5 +1,6 @@
 """Backbones: conv-4, ResNet-12, WRN-28-10, EfficientNet-Lite0; a registry; checkpoints."""
 
+from anyshot.backbones.architectures import available_backbones, build_backbone
 from anyshot.backbones.base import EMBEDDINGS, Backbone
 from anyshot.backbones.checkpoint import (
     load_checkpoint,
@@ -12,7 +13,7 @@ from anyshot.backbones.efficientnet_lite import (
     imagenet_class_names,
     imagenet_wnids,
 )
-from anyshot.backbones.registry import available_backbones, build_backbone, load_backbone
+from anyshot.backbones.registry import load_backbone
 from anyshot.backbones.resnet12 import ResNet12
 from anyshot.backbones.wrn import WideResNet
 

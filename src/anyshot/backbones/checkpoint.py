@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 import anyshot
+from anyshot.backbones.architectures import BACKBONES, build_backbone
 from anyshot.backbones.base import Backbone
-from anyshot.backbones.registry import BACKBONES, build_backbone
 from anyshot.data.images import Preprocessing
 from anyshot.errors import CheckpointError
 
