@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
+from PIL import Image
 
 from anyshot.backbones import (
     INPUT_SPECS,
     Conv4,
+    EfficientNetLite0,
     available_backbones,
     build_backbone,
     load_backbone,
@@ -19,9 +22,15 @@ from anyshot.backbones import (
 )
 from anyshot.backbones.checkpoint import backbone_to_dict
 from anyshot.backbones.preprocessing import DATASET_INPUTS, UNIT_RANGE
+from anyshot.classifier import FewShotClassifier
+from anyshot.data.dataset import ImageDataset
 from anyshot.data.images import Preprocessing
-from anyshot.errors import CheckpointError
+from anyshot.errors import CheckpointError, ConfigurationError
+from anyshot.hardness import HardnessModel
+from anyshot.methods import SupportBasedInit
+from anyshot.pretrain import PretrainConfig
 
+SRC = Path(__file__).resolve().parents[1] / "src" / "anyshot"
 EXPECTED_SIZES = {"conv4": 84, "resnet12": 84, "wrn28-10": 84, "efficientnet-lite0": 224}
 SKEWED = Preprocessing(28, 3, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))  # not the default normalisation
 
@@ -53,6 +62,16 @@ def test_a_backbone_built_without_size_uses_the_resolver_default(arch: str) -> N
 def test_the_unit_range_normalisation_is_preprocessings_own_default() -> None:
     assert UNIT_RANGE.mean == 0.5 and UNIT_RANGE.std == 0.5
     assert Preprocessing(84) == unit_range(84, 3)
+
+
+def test_the_normalisation_is_written_once_in_the_sources() -> None:
+    pattern = re.compile(r"\(0\.5,\)\s*\*")
+    offenders = [
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
 
 
 def test_unknown_architecture_names_the_known_ones() -> None:
@@ -130,3 +149,45 @@ def test_checkpoint_with_an_unusable_preprocessing_says_so(tmp_path: Path) -> No
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match=r"bad\.pt.*'preprocessing' is not a dict"):
         load_backbone(path)
+
+
+# --- the callers ------------------------------------------------------------------------------
+def coloured(count: int) -> tuple[list[Image.Image], list[str]]:
+    images = [Image.new("RGB", (20, 20), (40 * i, 200 - 40 * i, 90)) for i in range(count)]
+    return images, ["a" if i % 2 else "b" for i in range(count)]
+
+
+def test_classifier_image_size_resizes_a_backbone_copy_only() -> None:
+    backbone = skewed_conv4()
+    images, labels = coloured(4)
+    model = FewShotClassifier(backbone, SupportBasedInit(), image_size=32).fit(images, labels)
+    assert model.preprocessing_ == Preprocessing(32, 3, SKEWED.mean, SKEWED.std)
+    assert backbone.preprocessing == SKEWED  # the caller's backbone is not changed
+
+
+def test_classifier_by_name_uses_the_architecture_default_or_the_override() -> None:
+    images, labels = coloured(4)
+    default = FewShotClassifier("conv4", SupportBasedInit()).fit(images, labels)
+    assert default.preprocessing_ == resolve_preprocessing("conv4")
+    small = FewShotClassifier("conv4", SupportBasedInit(), image_size=16).fit(images, labels)
+    assert small.preprocessing_ == unit_range(16, 3)
+
+
+def test_pretrain_config_defaults_follow_dataset_and_architecture() -> None:
+    plain = PretrainConfig(output="x.pt", dataset="mini-imagenet", arch="resnet12")
+    assert (plain.image_size, plain.channels) == (84, 3)
+    omniglot = PretrainConfig(output="x.pt", dataset="omniglot")
+    assert (omniglot.image_size, omniglot.channels) == (28, 1)
+    assert omniglot.preprocessing() == unit_range(28, 1)
+    given = PretrainConfig(output="x.pt", dataset="omniglot", image_size=16, channels=3)
+    assert given.preprocessing() == unit_range(16, 3)
+    with pytest.raises(ConfigurationError, match="unknown backbone 'vit'"):
+        PretrainConfig(output="x.pt", arch="vit")
+
+
+def test_hardness_model_defaults_to_the_architecture_size() -> None:
+    dataset = cast(ImageDataset, None)  # only stored; nothing is embedded here
+    default = HardnessModel(dataset)
+    assert isinstance(default.backbone, EfficientNetLite0)
+    assert default.preprocessing == resolve_preprocessing("efficientnet-lite0")
+    assert HardnessModel(dataset, image_size=84).preprocessing == unit_range(84, 3)
