@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from anyshot.backbones import checkpoint as checkpoint_module
 from anyshot.data.images import open_image
 from anyshot.errors import CheckpointError
 
+BACKBONES_SRC = Path(__file__).resolve().parents[1] / "src" / "anyshot" / "backbones"
 MINI_IMAGENET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mini-imagenet"
 ARCHS = ["conv4", "resnet12", "wrn28-10", "efficientnet-lite0"]
 SIZE = 32
@@ -142,6 +144,55 @@ def test_unknown_name_lists_known_names_and_checkpoint_hint() -> None:
     assert "load_backbone" in str(info.value)
     for name in ARCHS:
         assert name in str(info.value)
+
+
+def _package_imports(folder: Path, package: str) -> dict[str, set[str]]:
+    """Module -> modules of ``package`` it imports anywhere (function-level imports included)."""
+    modules = {f"{package}.{p.stem}": p for p in folder.glob("*.py") if p.stem != "__init__"}
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            edges[name] |= {t for t in targets if t in modules and t != name}
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle found by a depth-first search (each as a closed path)."""
+    found: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(edges[node]):
+            if state.get(target) == 1:
+                found.append([*stack[stack.index(target) :], target])
+            elif target not in state:
+                visit(target, stack)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [])
+    return found
+
+
+def test_backbone_modules_import_without_cycles() -> None:
+    edges = _package_imports(BACKBONES_SRC, "anyshot.backbones")
+    assert "anyshot.backbones.checkpoint" in edges["anyshot.backbones.registry"]
+    assert "anyshot.backbones.architectures" in edges["anyshot.backbones.checkpoint"]
+    assert _cycles(edges) == []
+
+
+def test_cycle_detection_finds_a_planted_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
 
 
 # --- EfficientNet-Lite0 ---------------------------------------------------------------------

@@ -133,27 +133,32 @@ class FewShotClassifier:
         return method
 
     def _initial_network(self) -> tuple[Backbone, Preprocessing]:
+        """The network to fit (a copy or a fresh load, eval mode, on the device) and its input.
+
+        ``image_size`` (``None``: the backbone's own) goes through
+        :func:`~anyshot.backbones.preprocessing.resolve_preprocessing` in every case: for a
+        Backbone object here, for a name or checkpoint inside :func:`load_backbone`.
+        """
+        from anyshot.backbones.preprocessing import resolve_preprocessing
+
         if self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
         device = torch.device(self.device or "cpu")
         if isinstance(self.backbone, Backbone):
             network = copy.deepcopy(self.backbone)
-            preprocessing = network.preprocessing
-            if self.image_size is not None:
-                preprocessing = preprocessing.with_size(self.image_size)
-                network.preprocessing = preprocessing  # the copy's: augmentation reads it
+            network.preprocessing = resolve_preprocessing(  # the copy's: augmentation reads it
+                network.preprocessing, image_size=self.image_size
+            )
         elif isinstance(self.backbone, nn.Module):
             raise ConfigurationError(
                 f"backbone must be an anyshot Backbone (it is saved with the model), got "
                 f"{type(self.backbone).__name__}"
             )
         else:
-            overrides = {"image_size": self.image_size} if self.image_size else {}
             with torch.random.fork_rng():  # a random initialisation depends on the seed only
                 torch.manual_seed(self.seed)
-                network = load_backbone(self.backbone, **overrides)
-            preprocessing = network.preprocessing
-        return network.to(device).eval(), preprocessing
+                network = load_backbone(self.backbone, image_size=self.image_size)
+        return network.to(device).eval(), network.preprocessing
 
     # --- fitting ------------------------------------------------------------------------
     def fit(

@@ -22,6 +22,8 @@ from anyshot.methods.presets import RECOMMENDED
 
 __all__ = ["DEMO_IMAGE_SIZE", "DemoReport", "default_omniglot_root", "run_demo"]
 
+#: The demo's input side: an override of EfficientNet-Lite0's 224 px default (fast on any CPU),
+#: applied by ``load_backbone`` through :func:`anyshot.backbones.resolve_preprocessing`.
 DEMO_IMAGE_SIZE = 84
 SHARED_OMNIGLOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "omniglot"
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLAMP",
+    "HARDNESS_ARCH",
     "HardnessModel",
     "LineFit",
     "area_under_line",
@@ -49,6 +50,9 @@ __all__ = [
 
 #: ``p(y|x)`` is clamped to ``[CLAMP, 1 - CLAMP]`` before the log-odds.
 CLAMP = 1e-6
+#: The generic model's architecture (its default input size comes from
+#: :func:`anyshot.backbones.resolve_preprocessing`: 224 px).
+HARDNESS_ARCH = "efficientnet-lite0"
 
 
 def episode_hardness(
@@ -137,7 +141,8 @@ class HardnessModel:
         dataset: the dataset the :class:`EpisodeSpec` items index into.
         backbone: the generic model, ``[B, C, H, W] -> [B, D]``; default the ImageNet
             EfficientNet-Lite0 with ``embedding="logits"`` (1000-d) at ``image_size``.
-        image_size: input side of the default backbone (ignored when ``backbone`` is given).
+        image_size: input side of the default backbone (ignored when ``backbone`` is given);
+            ``None``: the architecture's default, 224 px (the ImageNet weights' size).
         relu: rectify the embeddings (the support-based initialisation's ReLU; default on).
         temperature: cosine-logit temperature (1, the paper's).
         batch_size: images per forward pass.
@@ -149,7 +154,7 @@ class HardnessModel:
         dataset: ImageDataset,
         backbone: nn.Module | None = None,
         *,
-        image_size: int = 224,
+        image_size: int | None = None,
         relu: bool = True,
         temperature: float = 1.0,
         batch_size: int = 64,
@@ -158,9 +163,7 @@ class HardnessModel:
         if backbone is None:
             from anyshot.backbones import load_backbone
 
-            backbone = load_backbone(
-                "efficientnet-lite0", embedding="logits", image_size=image_size
-            )
+            backbone = load_backbone(HARDNESS_ARCH, embedding="logits", image_size=image_size)
         preprocessing = getattr(backbone, "preprocessing", None)
         if preprocessing is None:
             raise ValueError(

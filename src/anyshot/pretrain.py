@@ -45,9 +45,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from anyshot.backbones.architectures import build_backbone
 from anyshot.backbones.base import Backbone
 from anyshot.backbones.checkpoint import save_backbone
-from anyshot.backbones.registry import build_backbone
+from anyshot.backbones.preprocessing import resolve_preprocessing
 from anyshot.data.augment import Augmentation
 from anyshot.data.images import Preprocessing
 from anyshot.data.memory import MemoryImages
@@ -90,8 +91,11 @@ class PretrainConfig:
         data_root: the dataset folder.
         split: training split (its classes are the pre-training classes).
         arch: ``"conv4"``, ``"resnet12"`` or ``"wrn28-10"``.
-        image_size: input side in pixels.
-        channels: 1 (grey) or 3 (RGB).
+        image_size: input side in pixels; ``None``: the default for ``arch`` and ``dataset``
+            (Omniglot 28, else the architecture's: 84), from
+            :func:`~anyshot.backbones.preprocessing.resolve_preprocessing`. Always an ``int``
+            after construction.
+        channels: 1 (grey) or 3 (RGB); ``None``: the default (Omniglot 1, else 3), as above.
         cycles: ``((epochs, lr), ...)``: one cosine-annealing cycle per entry, restarting at ``lr``.
         batch_size: global batch (split across ranks under DDP).
         label_smoothing: cross-entropy label smoothing.
@@ -115,8 +119,8 @@ class PretrainConfig:
     data_root: str = ""
     split: str = "train"
     arch: str = "conv4"
-    image_size: int = 84
-    channels: int = 3
+    image_size: int | None = None
+    channels: int | None = None
     cycles: tuple[tuple[int, float], ...] = PAPER_CYCLES
     batch_size: int = 256
     label_smoothing: float = 0.1
@@ -147,6 +151,18 @@ class PretrainConfig:
         if self.mixup_alpha < 0 or self.weight_decay < 0:
             raise ConfigurationError("mixup alpha and weight decay must be >= 0")
         object.__setattr__(self, "cycles", tuple((int(e), float(lr)) for e, lr in self.cycles))
+        try:
+            resolved = resolve_preprocessing(
+                self.arch, image_size=self.image_size, channels=self.channels, dataset=self.dataset
+            )
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from error
+        object.__setattr__(self, "image_size", resolved.image_size)
+        object.__setattr__(self, "channels", resolved.channels)
+
+    def preprocessing(self) -> Preprocessing:
+        """How the training images are prepared: the configured size and channels, ``[-1, 1]``."""
+        return resolve_preprocessing(self.arch, image_size=self.image_size, channels=self.channels)
 
     @property
     def epochs(self) -> int:
@@ -353,13 +369,7 @@ def load_memory_split(
     from anyshot.data.registry import load_dataset
 
     dataset = load_dataset(config.dataset, config.data_root, split)
-    return MemoryImages.from_dataset(dataset, _preprocessing(config), show_progress=show_progress)
-
-
-def _preprocessing(config: PretrainConfig) -> Preprocessing:
-    return Preprocessing(
-        config.image_size, config.channels, (0.5,) * config.channels, (0.5,) * config.channels
-    )
+    return MemoryImages.from_dataset(dataset, config.preprocessing(), show_progress=show_progress)
 
 
 # --- the loop ----------------------------------------------------------------------------------

@@ -1,5 +1,12 @@
-"""Backbones: conv-4, ResNet-12, WRN-28-10, EfficientNet-Lite0; a registry; checkpoints."""
+"""Backbones: conv-4, ResNet-12, WRN-28-10, EfficientNet-Lite0; a registry; checkpoints.
 
+Modules: :mod:`~anyshot.backbones.preprocessing` (each architecture's input and the one
+preprocessing resolver), :mod:`~anyshot.backbones.base` (the contract), one module per network,
+:mod:`~anyshot.backbones.architectures` (name -> constructor), :mod:`~anyshot.backbones.checkpoint`
+(files) and :mod:`~anyshot.backbones.registry` (:func:`load_backbone`: a name or a file).
+"""
+
+from anyshot.backbones.architectures import available_backbones, build_backbone
 from anyshot.backbones.base import EMBEDDINGS, Backbone
 from anyshot.backbones.checkpoint import (
     load_checkpoint,
@@ -12,15 +19,18 @@ from anyshot.backbones.efficientnet_lite import (
     imagenet_class_names,
     imagenet_wnids,
 )
-from anyshot.backbones.registry import available_backbones, build_backbone, load_backbone
+from anyshot.backbones.preprocessing import INPUT_SPECS, InputSpec, resolve_preprocessing
+from anyshot.backbones.registry import load_backbone
 from anyshot.backbones.resnet12 import ResNet12
 from anyshot.backbones.wrn import WideResNet
 
 __all__ = [
     "EMBEDDINGS",
+    "INPUT_SPECS",
     "Backbone",
     "Conv4",
     "EfficientNetLite0",
+    "InputSpec",
     "ResNet12",
     "WideResNet",
     "available_backbones",
@@ -30,5 +40,6 @@ __all__ = [
     "load_backbone",
     "load_checkpoint",
     "load_checkpoint_with_metadata",
+    "resolve_preprocessing",
     "save_backbone",
 ]

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 
 import anyshot
+from anyshot.backbones.architectures import BACKBONES, build_backbone
 from anyshot.backbones.base import Backbone
-from anyshot.backbones.registry import BACKBONES, build_backbone
+from anyshot.backbones.preprocessing import resolve_preprocessing
 from anyshot.data.images import Preprocessing
 from anyshot.errors import CheckpointError
 
@@ -42,6 +43,7 @@ __all__ = [
 FORMAT = "anyshot-backbone"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("arch", "config", "preprocessing", "embedding", "state_dict")
+INPUT_KEYS = ("image_size", "channels")  # overrides that also change the stored preprocessing
 _LISTED = 5  # how many offending keys an error message names
 
 
@@ -138,8 +140,10 @@ def load_checkpoint_with_metadata(
     Args:
         path: the checkpoint file.
         **overrides: constructor arguments replacing the stored ones (e.g. ``embedding``,
-            ``image_size``, ``class_names``); a changed ``image_size`` also resizes the stored
-            preprocessing.
+            ``image_size``, ``class_names``); ``image_size`` / ``channels`` also change the
+            stored preprocessing (through
+            :func:`~anyshot.backbones.preprocessing.resolve_preprocessing`, which keeps its
+            normalisation); ``None`` for either keeps the stored value.
 
     Returns:
         ``(backbone, metadata)``; metadata has ``format_version``, ``anyshot_version``,
@@ -175,10 +179,40 @@ def backbone_from_dict(data: Any, name: str, **overrides: Any) -> tuple[Backbone
             f"checkpoint {name!r} is for architecture {arch!r}, which this anyshot does not know "
             f"(known: {', '.join(BACKBONES)}); upgrade anyshot or check the file."
         )
-    if not isinstance(data["config"], Mapping):
-        raise CheckpointError(f"checkpoint {name!r}: 'config' is not a dict.")
-    stored_config = dict(data["config"])
-    config = dict(stored_config)
+    for key in ("config", "preprocessing"):
+        if not isinstance(data[key], Mapping):
+            raise CheckpointError(f"checkpoint {name!r}: {key!r} is not a dict.")
+    inputs = {key: overrides[key] for key in INPUT_KEYS if overrides.get(key) is not None}
+    others = {key: value for key, value in overrides.items() if key not in INPUT_KEYS}
+    backbone = _rebuild(data, name, {**others, **inputs})
+    _load_state(backbone, data["state_dict"], name)
+    backbone.preprocessing = _stored_preprocessing(data["preprocessing"], name, inputs)
+    metadata = {
+        "format_version": data["format_version"],
+        "anyshot_version": data.get("anyshot_version"),
+        "arch": arch,
+        "config": dict(data["config"]),
+        "extra": data.get("extra") or {},
+    }
+    return backbone, metadata
+
+
+def _stored_preprocessing(
+    stored: Mapping[str, Any], name: str, inputs: dict[str, Any]
+) -> Preprocessing:
+    """The payload's preprocessing with the ``image_size`` / ``channels`` overrides applied."""
+    try:
+        return resolve_preprocessing(stored, **inputs)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {name!r}: cannot use its preprocessing {dict(stored)} with {inputs}: "
+            f"{error}"
+        ) from error
+
+
+def _rebuild(data: Mapping[str, Any], name: str, overrides: dict[str, Any]) -> Backbone:
+    """The payload's architecture built from its stored config (weights not loaded yet)."""
+    config = dict(data["config"])
     if "pretrained" in config:
         config["pretrained"] = False  # the stored state dict has the weights
     kwargs: dict[str, Any] = {
@@ -187,26 +221,14 @@ def backbone_from_dict(data: Any, name: str, **overrides: Any) -> tuple[Backbone
         "class_names": data.get("class_names"),
         **overrides,
     }
+    arch = data["arch"]
     try:
-        backbone = build_backbone(arch, **kwargs)
+        return build_backbone(arch, **kwargs)
     except (TypeError, ValueError) as error:
         shown = {k: v for k, v in kwargs.items() if k != "class_names"}
         raise CheckpointError(
             f"cannot rebuild {arch!r} from checkpoint {name!r} with arguments {shown}: {error}"
         ) from error
-    _load_state(backbone, data["state_dict"], name)
-    preprocessing = Preprocessing.from_dict(data["preprocessing"])
-    if "image_size" in overrides:
-        preprocessing = preprocessing.with_size(int(overrides["image_size"]))
-    backbone.preprocessing = preprocessing
-    metadata = {
-        "format_version": data["format_version"],
-        "anyshot_version": data.get("anyshot_version"),
-        "arch": arch,
-        "config": stored_config,
-        "extra": data.get("extra") or {},
-    }
-    return backbone, metadata
 
 
 # --- helpers ------------------------------------------------------------------------------

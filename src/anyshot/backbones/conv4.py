@@ -13,17 +13,13 @@ import torch
 from torch import nn
 
 from anyshot.backbones.base import Backbone
-from anyshot.data.images import Preprocessing
+from anyshot.backbones.preprocessing import resolve_preprocessing
 
-__all__ = ["Conv4", "conv_block", "default_preprocessing", "init_weights"]
+__all__ = ["Conv4", "conv_block", "init_weights"]
 
+ARCH = "conv4"
 WIDTH = 64
 NUM_BLOCKS = 4
-
-
-def default_preprocessing(image_size: int, channels: int) -> Preprocessing:
-    """Mean 0.5 and std 0.5 per channel (pixels mapped to [-1, 1])."""
-    return Preprocessing(image_size, channels, (0.5,) * channels, (0.5,) * channels)
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -40,8 +36,9 @@ class Conv4(Backbone):
     """Conv-4: trunk = blocks 1-3, last stage = block 4 and flatten.
 
     Args:
-        image_size: input side in pixels (at least 16); fixes ``feature_dim``.
-        channels: 1 (grey) or 3 (RGB).
+        image_size: input side in pixels (at least 16); fixes ``feature_dim``. Default (``None``):
+            the architecture's, 84 (see :data:`~anyshot.backbones.preprocessing.INPUT_SPECS`).
+        channels: 1 (grey) or 3 (RGB); default (``None``) 3.
         num_classes: size of the pre-training classifier, or ``None`` for none.
         embedding: ``"features"`` or ``"logits"`` (needs ``num_classes``).
         class_names: names of the pre-training classes, if known.
@@ -50,33 +47,31 @@ class Conv4(Backbone):
     ``[B, 64, s, s]`` with ``s = image_size // 8`` -> features ``[B, 64 * (s // 2) ** 2]``.
     """
 
-    arch = "conv4"
+    arch = ARCH
 
     def __init__(
         self,
-        image_size: int = 84,
-        channels: int = 3,
+        image_size: int | None = None,
+        channels: int | None = None,
         num_classes: int | None = None,
         embedding: str = "features",
         class_names: list[str] | None = None,
     ) -> None:
-        super().__init__(
-            default_preprocessing(image_size, channels),
-            embedding=embedding,
-            class_names=class_names,
-        )
-        side = image_size
+        preprocessing = resolve_preprocessing(ARCH, image_size=image_size, channels=channels)
+        super().__init__(preprocessing, embedding=embedding, class_names=class_names)
+        self.image_size = preprocessing.image_size
+        self.channels = preprocessing.channels
+        side = self.image_size
         for _ in range(NUM_BLOCKS):
             side //= 2
         if side < 1:
             raise ValueError(
-                f"conv4 needs image_size >= {2**NUM_BLOCKS} (four 2x2 max-pools), got {image_size}"
+                f"conv4 needs image_size >= {2**NUM_BLOCKS} (four 2x2 max-pools), "
+                f"got {self.image_size}"
             )
-        self.image_size = image_size
-        self.channels = channels
         self.num_classes = num_classes
         self.trunk = nn.Sequential(
-            conv_block(channels, WIDTH), conv_block(WIDTH, WIDTH), conv_block(WIDTH, WIDTH)
+            conv_block(self.channels, WIDTH), conv_block(WIDTH, WIDTH), conv_block(WIDTH, WIDTH)
         )
         self.last = conv_block(WIDTH, WIDTH)
         self.feature_dim = WIDTH * side * side

@@ -25,7 +25,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 
 from anyshot.backbones.base import Backbone
 from anyshot.backbones.conv4 import init_weights
-from anyshot.data.images import Preprocessing
+from anyshot.backbones.preprocessing import resolve_preprocessing
 
 __all__ = [
     "EfficientNetLite0",
@@ -106,8 +106,11 @@ class EfficientNetLite0(Backbone):
     """EfficientNet-Lite0; trunk = stem and blocks 1-15, last stage = block 16, head, pooling.
 
     Args:
-        image_size: input side in pixels (224 for the ImageNet weights; smaller works, e.g. 84).
-        channels: 3 (RGB) or 1 (grey; the pretrained stem filters are summed over RGB).
+        image_size: input side in pixels; default (``None``) the architecture's, 224, the size
+            of the ImageNet weights (see :data:`~anyshot.backbones.preprocessing.INPUT_SPECS`);
+            smaller works, e.g. 84.
+        channels: 3 (RGB) or 1 (grey; the pretrained stem filters are summed over RGB); default
+            (``None``) 3.
         num_classes: classifier size; 1000 keeps the ImageNet classifier, ``None`` drops it,
             another value gets a freshly initialised one.
         embedding: ``"features"`` (1280-d pooled) or ``"logits"`` (classifier output).
@@ -123,8 +126,8 @@ class EfficientNetLite0(Backbone):
 
     def __init__(
         self,
-        image_size: int = 224,
-        channels: int = 3,
+        image_size: int | None = None,
+        channels: int | None = None,
         num_classes: int | None = IMAGENET_CLASSES,
         embedding: str = "features",
         class_names: list[str] | None = None,
@@ -133,18 +136,15 @@ class EfficientNetLite0(Backbone):
         keeps_imagenet_head = pretrained and num_classes == IMAGENET_CLASSES
         if class_names is None and keeps_imagenet_head:
             class_names = imagenet_class_names()
-        super().__init__(
-            Preprocessing(image_size, channels, (0.5,) * channels, (0.5,) * channels),
-            embedding=embedding,
-            class_names=class_names,
-        )
-        self.image_size = image_size
-        self.channels = channels
+        preprocessing = resolve_preprocessing(MODEL_NAME, image_size=image_size, channels=channels)
+        super().__init__(preprocessing, embedding=embedding, class_names=class_names)
+        self.image_size = preprocessing.image_size
+        self.channels = preprocessing.channels
         self.num_classes = num_classes
         self.pretrained = pretrained
         net = EfficientNet.from_name(
             MODEL_NAME,
-            in_channels=channels,
+            in_channels=self.channels,
             image_size=None,  # dynamic "same" padding: correct at every input size
             drop_connect_rate=0.0,
             dropout_rate=0.0,

@@ -14,10 +14,12 @@ import torch
 from torch import nn
 
 from anyshot.backbones.base import Backbone
-from anyshot.backbones.conv4 import default_preprocessing, init_weights
+from anyshot.backbones.conv4 import init_weights
+from anyshot.backbones.preprocessing import resolve_preprocessing
 
 __all__ = ["WIDTHS", "ResNet12", "ResNet12Block"]
 
+ARCH = "resnet12"
 WIDTHS = (64, 160, 320, 640)
 SLOPE = 0.1
 
@@ -58,8 +60,9 @@ class ResNet12(Backbone):
     """ResNet-12: trunk = blocks 1-3, last stage = block 4 and global average pooling.
 
     Args:
-        image_size: input side in pixels (at least 16).
-        channels: 1 (grey) or 3 (RGB).
+        image_size: input side in pixels (at least 16); default (``None``) the architecture's, 84
+            (see :data:`~anyshot.backbones.preprocessing.INPUT_SPECS`).
+        channels: 1 (grey) or 3 (RGB); default (``None``) 3.
         num_classes: size of the pre-training classifier, or ``None`` for none.
         embedding: ``"features"`` or ``"logits"`` (needs ``num_classes``).
         class_names: names of the pre-training classes, if known.
@@ -68,29 +71,26 @@ class ResNet12(Backbone):
     -> features ``[B, 640]``.
     """
 
-    arch = "resnet12"
+    arch = ARCH
 
     def __init__(
         self,
-        image_size: int = 84,
-        channels: int = 3,
+        image_size: int | None = None,
+        channels: int | None = None,
         num_classes: int | None = None,
         embedding: str = "features",
         class_names: list[str] | None = None,
     ) -> None:
-        super().__init__(
-            default_preprocessing(image_size, channels),
-            embedding=embedding,
-            class_names=class_names,
-        )
-        if image_size < 16:
+        preprocessing = resolve_preprocessing(ARCH, image_size=image_size, channels=channels)
+        super().__init__(preprocessing, embedding=embedding, class_names=class_names)
+        self.image_size = preprocessing.image_size
+        self.channels = preprocessing.channels
+        if self.image_size < 16:
             raise ValueError(
-                f"resnet12 needs image_size >= 16 (four 2x2 max-pools), got {image_size}"
+                f"resnet12 needs image_size >= 16 (four 2x2 max-pools), got {self.image_size}"
             )
-        self.image_size = image_size
-        self.channels = channels
         self.num_classes = num_classes
-        widths = (channels, *WIDTHS)
+        widths = (self.channels, *WIDTHS)
         self.trunk = nn.Sequential(*(ResNet12Block(widths[i], widths[i + 1]) for i in range(3)))
         self.last = ResNet12Block(widths[3], widths[4])
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -13,10 +13,12 @@ import torch
 from torch import nn
 
 from anyshot.backbones.base import Backbone
-from anyshot.backbones.conv4 import default_preprocessing, init_weights
+from anyshot.backbones.conv4 import init_weights
+from anyshot.backbones.preprocessing import resolve_preprocessing
 
 __all__ = ["BasicBlock", "WideResNet"]
 
+ARCH = "wrn28-10"
 DEPTH = 28
 WIDEN = 10
 
@@ -65,8 +67,9 @@ class WideResNet(Backbone):
     """WRN-28-10: trunk = stem and groups 1-2; last stage = group 3, final BN-ReLU, pooling.
 
     Args:
-        image_size: input side in pixels.
-        channels: 1 (grey) or 3 (RGB).
+        image_size: input side in pixels; default (``None``) the architecture's, 84
+            (see :data:`~anyshot.backbones.preprocessing.INPUT_SPECS`).
+        channels: 1 (grey) or 3 (RGB); default (``None``) 3.
         num_classes: size of the pre-training classifier, or ``None`` for none.
         embedding: ``"features"`` or ``"logits"`` (needs ``num_classes``).
         class_names: names of the pre-training classes, if known.
@@ -75,27 +78,24 @@ class WideResNet(Backbone):
     -> features ``[B, 640]``.
     """
 
-    arch = "wrn28-10"
+    arch = ARCH
 
     def __init__(
         self,
-        image_size: int = 84,
-        channels: int = 3,
+        image_size: int | None = None,
+        channels: int | None = None,
         num_classes: int | None = None,
         embedding: str = "features",
         class_names: list[str] | None = None,
     ) -> None:
-        super().__init__(
-            default_preprocessing(image_size, channels),
-            embedding=embedding,
-            class_names=class_names,
-        )
+        preprocessing = resolve_preprocessing(ARCH, image_size=image_size, channels=channels)
+        super().__init__(preprocessing, embedding=embedding, class_names=class_names)
         blocks = (DEPTH - 4) // 6
         widths = (16, 16 * WIDEN, 32 * WIDEN, 64 * WIDEN)
-        self.image_size = image_size
-        self.channels = channels
+        self.image_size = preprocessing.image_size
+        self.channels = preprocessing.channels
         self.num_classes = num_classes
-        self.stem = nn.Conv2d(channels, widths[0], kernel_size=3, padding=1, bias=False)
+        self.stem = nn.Conv2d(self.channels, widths[0], kernel_size=3, padding=1, bias=False)
         self.group1 = _group(widths[0], widths[1], blocks, stride=1)
         self.group2 = _group(widths[1], widths[2], blocks, stride=2)
         self.group3 = _group(widths[2], widths[3], blocks, stride=2)

@@ -2,7 +2,9 @@
 
 A :class:`Preprocessing` is the contract between a backbone and the data: the square input size,
 the number of channels (1 = grey, 3 = RGB) and the per-channel mean and std. Backbones carry one
-(and checkpoints store it), datasets apply it.
+(and checkpoints store it), datasets apply it. A backbone's is built, and resized or re-channelled
+for a user's override, by :func:`anyshot.backbones.preprocessing.resolve_preprocessing` (each
+architecture's default input and the ``[-1, 1]`` normalisation live there).
 """
 
 from __future__ import annotations
@@ -56,7 +58,11 @@ class Preprocessing:
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 
     def with_size(self, image_size: int) -> Preprocessing:
-        """The same preprocessing at another input size."""
+        """The same preprocessing (channels, mean, std) at another input size.
+
+        For a backbone's or checkpoint's preprocessing use
+        :func:`anyshot.backbones.preprocessing.resolve_preprocessing` (the one override path).
+        """
         return Preprocessing(image_size, self.channels, self.mean, self.std)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
