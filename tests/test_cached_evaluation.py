@@ -1,4 +1,4 @@
-"""Tests of anyshot.cached_evaluation and ``anyshot evaluate --cache-dir``: the cached, batched
+"""Tests of anyshot.evaluation.cached and ``anyshot evaluate --cache-dir``: the cached, batched
 path gives the records of the plain one; the cache is reused and invalidated by a touched file."""
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ import pytest
 import torch
 
 from anyshot.backbones import build_backbone
-from anyshot.cached_evaluation import (
+from anyshot.cli import main
+from anyshot.data import FolderDataset
+from anyshot.episodes import EpisodeSampler, EpisodeSpec, make_episode
+from anyshot.evaluation import evaluate
+from anyshot.evaluation.cached import (
     TIMING,
     ItemFeatures,
     embed_items,
@@ -23,10 +27,6 @@ from anyshot.cached_evaluation import (
     plan_batches,
     supports_cached,
 )
-from anyshot.cli import main
-from anyshot.data import FolderDataset
-from anyshot.episodes import EpisodeSampler, EpisodeSpec, make_episode
-from anyshot.evaluation import evaluate
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
 from conftest import write_colour_folder
@@ -210,8 +210,8 @@ def test_help_describes_speed_options(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_shard_episodes_hands_out_whole_batches() -> None:
-    from anyshot.cached_evaluation import plan_batches, shard_episodes
     from anyshot.episodes import EpisodeSpec
+    from anyshot.evaluation.cached import plan_batches, shard_episodes
 
     def spec(ways: int) -> EpisodeSpec:
         return EpisodeSpec(

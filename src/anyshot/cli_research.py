@@ -255,18 +255,18 @@ def _evaluate_job(args: argparse.Namespace, shard: Any) -> int:
     import torch
 
     from anyshot.backbones import load_backbone
-    from anyshot.cached_evaluation import (
+    from anyshot.cli import _method_options, _summary_line
+    from anyshot.data import load_dataset
+    from anyshot.episode_files import load_episodes, read_episode_header, save_episodes
+    from anyshot.episodes import make_episode
+    from anyshot.evaluation import EvaluationResult, evaluate
+    from anyshot.evaluation.cached import (
         embed_items,
         episode_items,
         evaluate_cached,
         shard_episodes,
         supports_cached,
     )
-    from anyshot.cli import _method_options, _summary_line
-    from anyshot.data import load_dataset
-    from anyshot.episode_files import load_episodes, read_episode_header, save_episodes
-    from anyshot.episodes import make_episode
-    from anyshot.evaluation import EvaluationResult, evaluate
     from anyshot.feature_cache import FeatureCache, fastest_dtype
     from anyshot.hardness import HardnessModel
     from anyshot.methods import build_method
