@@ -187,6 +187,21 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         f"for support-init and --scope head, {paper.temperature} for last/all); for "
         "support-init T only scales the confidences, never the predictions",
     )
+    _add_query_options(group)
+    group.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="augment images while fine-tuning (default: on for --scope all only)",
+    )
+    group.add_argument(
+        "--no-relu", dest="relu", action="store_false", help="do not rectify embeddings"
+    )
+
+
+def _add_query_options(group: argparse._ArgumentGroup) -> None:
+    """The query terms' settings (--method transductive only: ``QUERY_FIELDS``)."""
+    head, paper = RECOMMENDED, PAPER
     group.add_argument(
         "--entropy-weight",
         type=non_negative_float,
@@ -229,15 +244,6 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="transductive: centre embeddings on the episode's mean unit embedding (default: "
         f"{_yes(head.center)} for --scope head, {_yes(paper.center)} for last/all)",
-    )
-    group.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="augment images while fine-tuning (default: on for --scope all only)",
-    )
-    group.add_argument(
-        "--no-relu", dest="relu", action="store_false", help="do not rectify embeddings"
     )
 
 

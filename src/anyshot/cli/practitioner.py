@@ -124,7 +124,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: Any) -> None:
     """Register ``classify``, ``fit``, ``predict`` and ``suggest`` on the subparsers ``sub``."""
-    formatter = argparse.RawDescriptionHelpFormatter
+    _add_classify(sub)
+    _add_fit(sub)
+    _add_predict(sub)
+    _add_suggest(sub)
+
+
+def _add_classify(sub: Any) -> None:
     classify = sub.add_parser(
         "classify",
         help="label a folder of images from a few labelled examples per class",
@@ -133,7 +139,7 @@ def add_commands(sub: Any) -> None:
         "cosine classifier on an ImageNet-pretrained backbone (Dhillon et al., ICLR 2020), "
         "with settings tuned on validation classes.",
         epilog=EPILOG_CLASSIFY,
-        formatter_class=formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = classify.add_argument_group("data")
     data.add_argument("--support", type=Path, required=True, help="SUPPORT/<class>/<images>")
@@ -143,6 +149,8 @@ def add_commands(sub: Any) -> None:
     add_run_options(classify, strict=True, quiet=QUIET)
     classify.set_defaults(run=_guarded(_run_classify), timed=False)
 
+
+def _add_fit(sub: Any) -> None:
     fit = sub.add_parser(
         "fit",
         help="train a classifier on a folder per class and save it",
@@ -150,7 +158,7 @@ def add_commands(sub: Any) -> None:
         "number of images each) and optional unlabelled images, and save it as one "
         "self-contained model file for `anyshot predict` and `anyshot suggest`.",
         epilog=EPILOG_FIT,
-        formatter_class=formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = fit.add_argument_group("data")
     data.add_argument("--support", type=Path, required=True, help="SUPPORT/<class>/<images>")
@@ -164,13 +172,15 @@ def add_commands(sub: Any) -> None:
     add_run_options(fit, strict=True, quiet=QUIET)
     fit.set_defaults(run=_guarded(_run_fit), timed=False)
 
+
+def _add_predict(sub: Any) -> None:
     predict = sub.add_parser(
         "predict",
         help="classify images with a saved model",
         description="Classify image files and folders (searched at any depth) with a model "
         "written by `anyshot fit`.",
         epilog=EPILOG_PREDICT,
-        formatter_class=formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("--model", type=Path, required=True, help="model file from anyshot fit")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGES_OR_DIRS")
@@ -178,6 +188,8 @@ def add_commands(sub: Any) -> None:
     add_run_options(predict, strict=True, quiet=QUIET)
     predict.set_defaults(run=_guarded(_run_predict), timed=False)
 
+
+def _add_suggest(sub: Any) -> None:
     suggest = sub.add_parser(
         "suggest",
         help="which unlabelled images to label next (most uncertain first)",
@@ -185,7 +197,7 @@ def add_commands(sub: Any) -> None:
         "uncertain first: labelling those next teaches the model the most (active learning "
         "by uncertainty sampling).",
         epilog=EPILOG_SUGGEST,
-        formatter_class=formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     suggest.add_argument("--model", type=Path, required=True, help="model file from anyshot fit")
     suggest.add_argument("--unlabeled", type=Path, required=True, help="folder of images")
