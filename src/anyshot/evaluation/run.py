@@ -228,13 +228,14 @@ def run_evaluation(
 ) -> list[EvaluationResult]:
     """Evaluate ``config.method`` on every setting of ``config``; one result per setting.
 
+    ``log`` and ``on_result`` run in the first process only; with ``workers > 1`` they must be
+    picklable (module-level functions, not lambdas).
+
     Args:
         config: what to run.
         show_progress: progress bars (on stderr, from the first process only).
         log: receives one-line messages (e.g. where episodes were written).
         on_result: called as each setting finishes (see :data:`OnResult`).
-        ``log`` and ``on_result`` run in the first process only; with ``workers > 1`` they
-        must be picklable (module-level functions).
 
     Returns:
         The results, in setting order (every process of a sharded run returns all of them).
