@@ -51,7 +51,8 @@ any depth (.jpg .jpeg .png .bmp .gif .tif .tiff .webp; grey, RGBA, CMYK, 16-bit,
 EXIF-rotated photos are converted). Hidden files, non-image files, broken links and (unless
 --strict) corrupt images are skipped and listed in the summary; identical files in two classes
 are reported as a warning. The query images take part in the fitting (transductive fine-tuning:
-their prediction entropy is minimised), so classify all the images you want labelled at once.
+by default their likelihood under a mixture of the classes is maximised), so classify all the
+images you want labelled at once.
 
 CSV columns: path,label,confidence then label_2,confidence_2,... (the --top-k most probable
 classes), one row per readable query image, sorted by path.
