@@ -416,12 +416,12 @@ def test_classify_real_images_above_chance(
 
 def test_cli_method_options_build_the_recommended_method_and_variants() -> None:
     from anyshot.cli import build_parser
-    from anyshot.cli_practitioner import build_method
+    from anyshot.cli.options import method_from_args
     from anyshot.methods.presets import RECOMMENDED
 
     def method(*options: str) -> object:
         args = build_parser().parse_args(["classify", "--support", "s", "--query", "q", *options])
-        return build_method(args)
+        return method_from_args(args)
 
     assert method() == RECOMMENDED
     tuned = method("--lr", "0.001")

@@ -69,32 +69,30 @@ def test_python_dash_m_runs() -> None:
 
 
 def test_evaluate_defaults_are_the_tuned_head_settings() -> None:
-    from anyshot.cli import _method_options, build_parser
+    from anyshot.cli import build_parser
+    from anyshot.cli.options import method_from_args
     from anyshot.errors import AnyshotError
-    from anyshot.methods import build_method
     from anyshot.methods.presets import RECOMMENDED
 
     base = ["evaluate", "--dataset", "omniglot", "--data-root", "x", "--output", "o.json"]
     parser = build_parser()
-    method = build_method("transductive", **_method_options(parser.parse_args(base), 0))
+    method = method_from_args(parser.parse_args(base))
     assert method == RECOMMENDED
     # A flag overrides one setting and keeps the others.
     args = parser.parse_args([*base, "--prior-count", "5", "--no-center"])
-    method = build_method("transductive", **_method_options(args, 0))
+    method = method_from_args(args)
     assert (method.prior_count, method.center, method.likelihood_weight) == (5.0, False, 0.2)
     assert method.adaptive_balance and method.balance_weight == 3.0
     args = parser.parse_args([*base, "--no-adaptive-balance", "--balance-weight", "1"])
-    method = build_method("transductive", **_method_options(args, 0))
+    method = method_from_args(args)
     assert (method.adaptive_balance, method.balance_weight) == (False, 1.0)
     # Scopes that train the backbone keep the paper's values.
     args = parser.parse_args([*base, "--scope", "last"])
-    method = build_method("transductive", **_method_options(args, 0))
+    method = method_from_args(args)
     assert (method.lr, method.temperature, method.entropy_weight) == (5e-5, 1.0, 1.0)
     assert method.likelihood_weight == 0 and not method.center and not method.adaptive_balance
     # Inductive fine-tuning has no query term to tune.
-    inductive = build_method(
-        "finetune", **_method_options(parser.parse_args([*base, "--method", "finetune"]), 0)
-    )
+    inductive = method_from_args(parser.parse_args([*base, "--method", "finetune"]))
     assert not inductive.transductive and not inductive.center
     with pytest.raises(AnyshotError, match="--center apply to --method transductive"):
-        _method_options(parser.parse_args([*base, "--method", "finetune", "--center"]), 0)
+        method_from_args(parser.parse_args([*base, "--method", "finetune", "--center"]))

@@ -20,7 +20,7 @@ from PIL import Image
 from anyshot.backbones import build_backbone, load_backbone
 from anyshot.backbones.checkpoint import load_checkpoint_with_metadata
 from anyshot.cli import build_parser, main
-from anyshot.cli_pretrain import config_from_args
+from anyshot.cli.pretrain import config_from_args
 from anyshot.data.images import Preprocessing
 from anyshot.data.memory import MemoryImages
 from anyshot.errors import CheckpointError, ConfigurationError

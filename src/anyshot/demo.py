@@ -16,7 +16,7 @@ from typing import Any
 from anyshot.backbones import load_backbone
 from anyshot.data.omniglot import Omniglot, sample_root
 from anyshot.episodes import EpisodeSampler, make_episode
-from anyshot.evaluation import evaluate
+from anyshot.evaluation.loop import evaluate
 from anyshot.methods import FewShotMethod, SupportBasedInit
 from anyshot.methods.presets import RECOMMENDED
 

@@ -54,7 +54,7 @@ from anyshot.data.images import Preprocessing
 from anyshot.data.memory import MemoryImages
 from anyshot.episodes import Episode, EpisodeSampler
 from anyshot.errors import CheckpointError, ConfigurationError
-from anyshot.evaluation import summarize
+from anyshot.evaluation.records import summarize
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.progress import progress_bar
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from anyshot.errors import ResultsFileError
-from anyshot.evaluation import summarize
+from anyshot.evaluation.records import summarize
 from anyshot.hardness import fit_accuracy_line
 from anyshot.io import atomic_write_text
 

@@ -1,6 +1,6 @@
 """Run one job over several processes (``torch.distributed``, gloo on the CPU), one shard each.
 
-:func:`launch` runs ``job(args, shard)`` in every process and returns rank 0's status:
+:func:`launch` runs ``job(args, shard)`` in every process and returns rank 0's return value:
 
 * under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) it joins the job's process group
   (``env://``) and runs the job in this process, which is one rank of the world;
@@ -16,7 +16,8 @@ should print or write files.
 A job that raises in a spawned worker stops the others; the exception is re-raised here (its
 own type when it can be pickled). Ctrl-C reaches every worker (same terminal process group);
 the parent then waits for them, so a job that catches ``KeyboardInterrupt`` can still gather
-and save what it finished.
+and save what it finished (and return a value that says so); one that does not makes
+:func:`launch` raise ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def _threads(threads: int | None, world_size: int) -> int:
 
 
 def _run_in_torchrun(
-    job: Callable[[Any, Shard], int], args: Any, shard: Shard, threads: int | None
-) -> int:
+    job: Callable[[Any, Shard], T], args: Any, shard: Shard, threads: int | None
+) -> T:
     torch.set_num_threads(_threads(threads, shard.world_size))
     created = not dist.is_initialized()
     if created:
@@ -123,14 +124,14 @@ def _run_in_torchrun(
 
 def _spawned(
     rank: int,
-    job: Callable[[Any, Shard], int],
+    job: Callable[[Any, Shard], Any],
     args: Any,
     world_size: int,
     threads: int | None,
     port: int,
     report: Any,
 ) -> None:
-    """Body of a spawned worker: run the job, report rank 0's status or any rank's error.
+    """Body of a spawned worker: run the job, report rank 0's value or any rank's error.
 
     An error is reported before the process group is torn down, so the root cause is in the
     queue before the other ranks' "connection closed" errors.
@@ -145,9 +146,9 @@ def _spawned(
         timeout=TIMEOUT,
     )
     try:
-        status = job(args, shard)
+        value = job(args, shard)
     except KeyboardInterrupt:
-        report.put(("status", rank, 130))
+        report.put(("interrupted", rank, None))
         return
     except BaseException as error:  # handed to the parent, which re-raises it
         try:
@@ -158,20 +159,23 @@ def _spawned(
     finally:
         dist.destroy_process_group()
     if rank == 0:
-        report.put(("status", rank, status))
+        report.put(("value", rank, value))
 
 
 def launch(
-    job: Callable[[Any, Shard], int],
+    job: Callable[[Any, Shard], T],
     args: Any,
     *,
     workers: int = 1,
     threads: int | None = None,
-) -> int:
-    """Run ``job(args, shard)`` on every rank (see the module doc); return rank 0's status.
+) -> T:
+    """Run ``job(args, shard)`` on every rank (see the module doc); return rank 0's value.
+
+    Under ``torchrun`` every process is one rank and gets its own rank's value.
 
     Args:
-        job: a module-level function (it is pickled by reference for spawned workers).
+        job: a module-level function (it is pickled by reference for spawned workers); its
+            value on rank 0 must be picklable.
         args: its first argument (picklable).
         workers: processes to spawn; ignored under ``torchrun`` unless it contradicts
             ``WORLD_SIZE``.
@@ -180,6 +184,7 @@ def launch(
     Raises:
         ConfigurationError: ``workers`` below 1, or a ``workers`` > 1 that differs from
             ``torchrun``'s world size.
+        KeyboardInterrupt: spawned workers were interrupted before rank 0 returned.
     """
     if workers < 1:
         raise ConfigurationError(f"--workers must be at least 1, got {workers}")
@@ -211,18 +216,22 @@ def launch(
         except ProcessException as error:
             failure = error
             break
-    statuses: dict[int, int] = {}
+    values: dict[int, Any] = {}
     errors: list[tuple[int, BaseException]] = []
     while not report.empty():
         kind, rank, value = report.get()
         if kind == "error":
             errors.append((rank, value))
+        elif kind == "interrupted":
+            interrupted = True
         else:
-            statuses[rank] = int(value)
+            values[rank] = value
     if errors:
         raise errors[0][1]  # the first reported: the root cause (see _spawned)
     if failure is not None:
         raise RuntimeError(f"a worker failed: {failure}") from failure
-    if interrupted or 130 in statuses.values():
-        return 130
-    return statuses.get(0, 1)
+    if 0 not in values:
+        if interrupted:
+            raise KeyboardInterrupt
+        raise RuntimeError("the workers ended without rank 0's result")
+    return values[0]

@@ -1,7 +1,7 @@
 """The practitioner's commands: ``classify``, ``fit``, ``predict``, ``suggest``.
 
-Registered on the ``anyshot`` parser by :func:`add_practitioner_commands`; each runner takes the
-parsed arguments and returns the exit status. Output files are written atomically; the summary
+Registered on the ``anyshot`` parser by :func:`add_commands`; each runner takes the parsed
+arguments and returns the exit status. Output files are written atomically; the summary
 (classes, counts, skipped files, time) goes to stderr when the predictions go to stdout.
 """
 
@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -21,9 +19,20 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from anyshot.cli.options import (
+    add_backbone_options,
+    add_method_options,
+    add_run_options,
+    method_from_args,
+    positive_int,
+    preprocessing_overrides,
+)
 from anyshot.errors import AnyshotError, ConfigurationError
 
-__all__ = ["PRACTITIONER_COMMANDS", "add_practitioner_commands"]
+__all__ = ["add_commands", "prediction_records", "predictions_csv", "uncertainty"]
+
+#: ``--quiet`` of these commands.
+QUIET = "no progress bars and no summary"
 
 EPILOG_CLASSIFY = """\
 examples:
@@ -42,7 +51,8 @@ any depth (.jpg .jpeg .png .bmp .gif .tif .tiff .webp; grey, RGBA, CMYK, 16-bit,
 EXIF-rotated photos are converted). Hidden files, non-image files, broken links and (unless
 --strict) corrupt images are skipped and listed in the summary; identical files in two classes
 are reported as a warning. The query images take part in the fitting (transductive fine-tuning:
-their prediction entropy is minimised), so classify all the images you want labelled at once.
+by default their likelihood under a mixture of the classes is maximised), so classify all the
+images you want labelled at once.
 
 CSV columns: path,label,confidence then label_2,confidence_2,... (the --top-k most probable
 classes), one row per readable query image, sorted by path.
@@ -84,142 +94,8 @@ idea); highest first. --by margin: score = probability of the best class minus t
 second (0 = a tie); lowest first. CSV columns: path,score,predicted_label.
 """
 
-METHOD_CHOICES = ("transductive", "finetune", "support-init")
 
-
-# --- argument helpers ---------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not value >= 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def _tuned(name: str) -> str:
-    """The validation-tuned head setting ``name``, for help texts."""
-    from anyshot.methods.presets import RECOMMENDED
-
-    value = getattr(RECOMMENDED, name)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Options that choose and train the model (classify, fit)."""
-    group = parser.add_argument_group("model")
-    group.add_argument(
-        "--backbone",
-        default="efficientnet-lite0",
-        help="architecture name (efficientnet-lite0: ImageNet weights, no download; conv4, "
-        "resnet12, wrn28-10: random weights) or an anyshot backbone checkpoint file "
-        "(default: efficientnet-lite0)",
-    )
-    group.add_argument(
-        "--method",
-        choices=METHOD_CHOICES,
-        default="transductive",
-        help="transductive: fine-tune on the labelled images' cross-entropy plus a term on the "
-        "unlabelled (or query) images (default: their likelihood under a mixture of the "
-        "classes); finetune: labelled images only; "
-        "support-init: cosine class means, no training",
-    )
-    group.add_argument(
-        "--scope",
-        choices=["head", "last", "all"],
-        help="what fine-tuning trains: head = the classifier on cached embeddings (default, "
-        "fast, any number of images); last = last backbone stage too; all = every parameter "
-        "(the paper; slow on a CPU)",
-    )
-    group.add_argument(
-        "--epochs",
-        type=_positive_int,
-        help=f"fine-tuning epochs (default: {_tuned('epochs')} for --scope head, 25 for last/all)",
-    )
-    group.add_argument(
-        "--lr",
-        type=_positive_float,
-        help=f"Adam learning rate (default: {_tuned('lr')} for --scope head, tuned on "
-        "validation classes; 5e-5, the paper's, for last/all)",
-    )
-    group.add_argument(
-        "--temperature",
-        type=_positive_float,
-        help=f"cosine-logit temperature T (default: {_tuned('temperature')} for head and "
-        "support-init, tuned on validation classes; 1, the paper's, for last/all); lower = "
-        "more confident",
-    )
-    group.add_argument(
-        "--balance-weight",
-        type=_non_negative_float,
-        help=f"weight of TIM's class-balance term in --method transductive (default: "
-        f"{_tuned('balance_weight')}, used only when the predicted classes of the images to "
-        "classify look equally frequent: a first run without it decides). The default query "
-        "term, a class mixture's likelihood with estimated proportions, assumes no balance; "
-        "0 turns the balance term off",
-    )
-    group.add_argument(
-        "--adaptive-balance",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"--method transductive: use the balance term only when a first run's predicted "
-        f"classes look equally frequent (default: {_tuned('adaptive_balance')}); "
-        "--no-adaptive-balance always uses it (best when you know the classes are balanced)",
-    )
-    group.add_argument(
-        "--image-size", type=_positive_int, help="input side in pixels (default: the backbone's)"
-    )
-    group.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
-
-
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Options of every command: device, batch size, strictness, verbosity."""
-    group = parser.add_argument_group("run")
-    group.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
-    group.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=64,
-        help="images decoded and embedded at once; bounds memory (default 64)",
-    )
-    group.add_argument(
-        "--threads",
-        type=_positive_int,
-        help="CPU threads for torch (default: all cores; on a machine busy with other work, "
-        "--threads 1 can be several times faster)",
-    )
-    group.add_argument(
-        "--strict",
-        action="store_true",
-        help="stop at the first image that cannot be read (corrupt, truncated, too large, "
-        "permission denied) instead of skipping it",
-    )
-    group.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
-
-
+# --- options ----------------------------------------------------------------------------------
 def _add_output_options(parser: argparse.ArgumentParser, *, default_top_k: int) -> None:
     group = parser.add_argument_group("output")
     group.add_argument(
@@ -234,15 +110,28 @@ def _add_output_options(parser: argparse.ArgumentParser, *, default_top_k: int) 
     )
     group.add_argument(
         "--top-k",
-        type=_positive_int,
+        type=positive_int,
         default=default_top_k,
         help=f"how many most probable classes per image (default {default_top_k})",
     )
 
 
-def add_practitioner_commands(sub: argparse._SubParsersAction[Any]) -> None:
-    """Register ``classify``, ``fit``, ``predict`` and ``suggest`` on the subparsers."""
-    formatter = argparse.RawDescriptionHelpFormatter
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The backbone, the method and its settings, the seed (classify, fit)."""
+    add_backbone_options(parser)
+    add_method_options(parser)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``classify``, ``fit``, ``predict`` and ``suggest`` on the subparsers ``sub``."""
+    _add_classify(sub)
+    _add_fit(sub)
+    _add_predict(sub)
+    _add_suggest(sub)
+
+
+def _add_classify(sub: Any) -> None:
     classify = sub.add_parser(
         "classify",
         help="label a folder of images from a few labelled examples per class",
@@ -251,15 +140,18 @@ def add_practitioner_commands(sub: argparse._SubParsersAction[Any]) -> None:
         "cosine classifier on an ImageNet-pretrained backbone (Dhillon et al., ICLR 2020), "
         "with settings tuned on validation classes.",
         epilog=EPILOG_CLASSIFY,
-        formatter_class=formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = classify.add_argument_group("data")
     data.add_argument("--support", type=Path, required=True, help="SUPPORT/<class>/<images>")
     data.add_argument("--query", type=Path, required=True, help="folder of images to classify")
     _add_model_options(classify)
     _add_output_options(classify, default_top_k=3)
-    _add_run_options(classify)
+    add_run_options(classify, strict=True, quiet=QUIET)
+    classify.set_defaults(run=_guarded(_run_classify), timed=False)
 
+
+def _add_fit(sub: Any) -> None:
     fit = sub.add_parser(
         "fit",
         help="train a classifier on a folder per class and save it",
@@ -267,7 +159,7 @@ def add_practitioner_commands(sub: argparse._SubParsersAction[Any]) -> None:
         "number of images each) and optional unlabelled images, and save it as one "
         "self-contained model file for `anyshot predict` and `anyshot suggest`.",
         epilog=EPILOG_FIT,
-        formatter_class=formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = fit.add_argument_group("data")
     data.add_argument("--support", type=Path, required=True, help="SUPPORT/<class>/<images>")
@@ -278,21 +170,27 @@ def add_practitioner_commands(sub: argparse._SubParsersAction[Any]) -> None:
     )
     fit.add_argument("--output", type=Path, required=True, help="model file to write (.pt)")
     _add_model_options(fit)
-    _add_run_options(fit)
+    add_run_options(fit, strict=True, quiet=QUIET)
+    fit.set_defaults(run=_guarded(_run_fit), timed=False)
 
+
+def _add_predict(sub: Any) -> None:
     predict = sub.add_parser(
         "predict",
         help="classify images with a saved model",
         description="Classify image files and folders (searched at any depth) with a model "
         "written by `anyshot fit`.",
         epilog=EPILOG_PREDICT,
-        formatter_class=formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("--model", type=Path, required=True, help="model file from anyshot fit")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGES_OR_DIRS")
     _add_output_options(predict, default_top_k=3)
-    _add_run_options(predict)
+    add_run_options(predict, strict=True, quiet=QUIET)
+    predict.set_defaults(run=_guarded(_run_predict), timed=False)
 
+
+def _add_suggest(sub: Any) -> None:
     suggest = sub.add_parser(
         "suggest",
         help="which unlabelled images to label next (most uncertain first)",
@@ -300,12 +198,12 @@ def add_practitioner_commands(sub: argparse._SubParsersAction[Any]) -> None:
         "uncertain first: labelling those next teaches the model the most (active learning "
         "by uncertainty sampling).",
         epilog=EPILOG_SUGGEST,
-        formatter_class=formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     suggest.add_argument("--model", type=Path, required=True, help="model file from anyshot fit")
     suggest.add_argument("--unlabeled", type=Path, required=True, help="folder of images")
     suggest.add_argument(
-        "-n", type=_positive_int, default=20, help="how many images to suggest (default 20)"
+        "-n", type=positive_int, default=20, help="how many images to suggest (default 20)"
     )
     suggest.add_argument(
         "--by",
@@ -316,70 +214,22 @@ def add_practitioner_commands(sub: argparse._SubParsersAction[Any]) -> None:
     suggest.add_argument(
         "--output", type=Path, help="CSV file (default: stdout, summary on stderr)"
     )
-    _add_run_options(suggest)
+    add_run_options(suggest, strict=True, quiet=QUIET)
+    suggest.set_defaults(run=_guarded(_run_suggest), timed=False)
 
 
 # --- building the estimator ---------------------------------------------------------------
-def build_method(args: argparse.Namespace) -> Any:
-    """The method the options describe (the recommended one when none is given).
-
-    At scope ``head`` (and for support-init's temperature) unspecified settings come from
-    :data:`anyshot.methods.recommended.HEAD_SETTINGS`, tuned on validation classes; at scopes
-    ``last`` / ``all`` from the method's dataclass (the paper's values).
-    """
-    from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
-    from anyshot.methods.finetune import QUERY_FIELDS as QUERY_SETTINGS
-    from anyshot.methods.presets import RECOMMENDED
-
-    HEAD_SETTINGS = {
-        k: getattr(RECOMMENDED, k) for k in ("temperature", "lr", "epochs", *QUERY_SETTINGS)
-    }
-
-    given = {
-        "temperature": args.temperature,
-        "lr": args.lr,
-        "epochs": args.epochs,
-        "balance_weight": args.balance_weight,
-        "adaptive_balance": args.adaptive_balance,
-    }
-    if args.method == "support-init":
-        if args.scope is not None or any(given[k] is not None for k in given if k != "temperature"):
-            raise ConfigurationError(
-                "--scope, --epochs, --lr, --balance-weight and --adaptive-balance apply to "
-                "--method transductive or finetune; support-init does no training"
-            )
-        temperature = args.temperature or float(HEAD_SETTINGS["temperature"])
-        return SupportBasedInit(temperature=temperature, device=args.device)
-    scope = args.scope or "head"
-    transductive = args.method == "transductive"
-    if not transductive and (args.balance_weight is not None or args.adaptive_balance is not None):
-        raise ConfigurationError(
-            "--balance-weight and --adaptive-balance apply to --method transductive only"
-        )
-    options: dict[str, Any] = {"scope": scope, "seed": args.seed, "device": args.device}
-    if scope == "head":
-        options.update(
-            {k: v for k, v in HEAD_SETTINGS.items() if transductive or k not in QUERY_SETTINGS}
-        )
-    options.update({k: v for k, v in given.items() if v is not None})
-    if transductive:
-        if scope == "head" and all(v is None for v in given.values()):
-            return dataclasses.replace(RECOMMENDED, seed=args.seed, device=args.device)
-        return TransductiveFineTuning(**options)
-    return FineTuning(**options)
-
-
 def _classifier(args: argparse.Namespace) -> Any:
     from anyshot.classifier import FewShotClassifier
 
     return FewShotClassifier(
         backbone=args.backbone,
-        method=build_method(args),
-        image_size=args.image_size,
+        method=method_from_args(args),
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
         show_progress=not args.quiet,
+        **preprocessing_overrides(args),
     )
 
 
@@ -683,11 +533,3 @@ def _guarded(runner: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             return 130
 
     return run
-
-
-PRACTITIONER_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "classify": _guarded(_run_classify),
-    "fit": _guarded(_run_fit),
-    "predict": _guarded(_run_predict),
-    "suggest": _guarded(_run_suggest),
-}

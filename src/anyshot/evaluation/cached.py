@@ -14,7 +14,8 @@ the methods run on the cached rows (:func:`evaluate_cached`):
 Labels follow :func:`~anyshot.episodes.make_episode`: way ``k`` of an
 :class:`~anyshot.episodes.EpisodeSpec` is class index ``k`` (the ``classes`` order of the
 episode it makes), support and query rows are in way order. Records are those of
-:func:`anyshot.evaluation.evaluate`; ``seconds`` of a batched episode is the wall time of its
+:func:`anyshot.evaluation.evaluate` (:func:`~anyshot.evaluation.records.episode_record`);
+``seconds`` of a batched episode is the wall time of its
 batch call divided by the batch's episode count (embedding excluded), which the result's
 ``config["timing"]`` states.
 """
@@ -26,14 +27,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from anyshot.data.dataset import ImageDataset
 from anyshot.data.images import Preprocessing
 from anyshot.episodes import EpisodeSpec
-from anyshot.evaluation import EvaluationResult, _environment
+from anyshot.evaluation.records import (
+    EvaluationResult,
+    environment_info,
+    episode_record,
+    running_accuracy,
+)
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods.finetune import FineTuning
 from anyshot.methods.presets import Method
@@ -280,7 +285,7 @@ def evaluate_cached(
             raise ValueError("evaluation needs episodes with query images and query labels")
     batches = plan_batches(specs, chosen, episodes_per_chunk=episodes_per_chunk)
     result = EvaluationResult(
-        config={**(config or {}), "timing": TIMING, "environment": _environment()}
+        config={**(config or {}), "timing": TIMING, "environment": environment_info()}
     )
     bar = progress_bar(total=len(chosen), desc="episodes", enabled=show_progress, unit="episode")
     try:
@@ -290,25 +295,19 @@ def evaluate_cached(
             seconds = (time.perf_counter() - start) / len(batch)
             for index, episode_logits in zip(batch, logits, strict=True):
                 spec = specs[index]
-                targets = _targets(spec.query)
-                predictions = episode_logits.argmax(dim=1)
-                log_p = torch.log_softmax(episode_logits.float(), dim=1)
-                record: dict[str, Any] = {
-                    "index": index,
-                    "accuracy": float((predictions == targets).float().mean()),
-                    "ways": len(spec.classes),
-                    "shots": list(spec.shots),
-                    "queries": len(targets),
-                    "seconds": seconds,
-                    "entropy": float(-(log_p.exp() * log_p).sum(dim=1).mean()),
-                }
-                if hardness is not None:
-                    record["hardness"] = float(hardness(index))
+                record = episode_record(
+                    index,
+                    episode_logits,
+                    _targets(spec.query),
+                    ways=len(spec.classes),
+                    shots=spec.shots,
+                    seconds=seconds,
+                    hardness=None if hardness is None else hardness(index),
+                )
                 result.records.append(record)
                 if on_record is not None:
                     on_record(record)
-            running = np.mean([r["accuracy"] for r in result.records])
-            bar.set_postfix(accuracy=f"{100 * running:.2f}%", refresh=False)
+            bar.set_postfix(accuracy=running_accuracy(result.records), refresh=False)
             bar.update(len(batch))
     finally:
         bar.close()

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from anyshot.data.registry import available_datasets
+from anyshot.cli.options import add_dataset_argument, positive_int
 from anyshot.errors import ConfigurationError
 
-__all__ = ["PRETRAIN_COMMANDS", "add_pretrain_command", "config_from_args", "run_pretrain"]
+__all__ = ["add_commands", "config_from_args", "run_pretrain"]
 
 EPILOG = """\
 files: OUTPUT is the best backbone so far (highest 5-way 1-shot support-init validation
@@ -34,19 +34,8 @@ examples:
 """
 
 
-#: The dataset formats anyshot reads.
-DATASET_CHOICES = available_datasets()
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def add_pretrain_command(sub: Any) -> None:
-    """Add the ``pretrain`` subcommand to ``sub`` (an argparse subparsers object)."""
+def add_commands(sub: Any) -> None:
+    """Register ``pretrain`` on the subparsers ``sub``."""
     parser = sub.add_parser(
         "pretrain",
         help="pre-train a backbone on a dataset's training classes (resumable, DDP-ready)",
@@ -58,12 +47,7 @@ def add_pretrain_command(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("data")
-    data.add_argument(
-        "--dataset",
-        choices=DATASET_CHOICES,
-        required=True,
-        help="dataset format: " + ", ".join(DATASET_CHOICES),
-    )
+    add_dataset_argument(data)
     data.add_argument("--data-root", type=Path, required=True, help="the dataset's folder")
     data.add_argument("--split", default="train", help="training split (default: train)")
     data.add_argument(
@@ -71,8 +55,8 @@ def add_pretrain_command(sub: Any) -> None:
         help="validation split, or 'none' (default: val for omniglot / mini-imagenet, none for "
         "folder)",
     )
-    data.add_argument("--val-episodes", type=_positive_int, default=200)
-    data.add_argument("--image-size", type=_positive_int, help="default 28 for omniglot, else 84")
+    data.add_argument("--val-episodes", type=positive_int, default=200)
+    data.add_argument("--image-size", type=positive_int, help="default 28 for omniglot, else 84")
     data.add_argument("--channels", type=int, choices=[1, 3], help="default 1 for omniglot, else 3")
     model = parser.add_argument_group("model")
     model.add_argument("--arch", choices=["conv4", "resnet12", "wrn28-10"], default="conv4")
@@ -83,9 +67,9 @@ def add_pretrain_command(sub: Any) -> None:
         help="what the saved backbone embeds with (paper: logits)",
     )
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=_positive_int, help="total epochs (see 'schedule')")
+    optim.add_argument("--epochs", type=positive_int, help="total epochs (see 'schedule')")
     optim.add_argument("--cycles", help="EPOCHS:LR,... (default 40:0.1,80:0.01)")
-    optim.add_argument("--batch-size", type=_positive_int, default=256, help="global batch")
+    optim.add_argument("--batch-size", type=positive_int, default=256, help="global batch")
     optim.add_argument("--label-smoothing", type=float, default=0.1)
     optim.add_argument("--mixup-alpha", type=float, default=0.25, help="0 turns mixup off")
     optim.add_argument("--weight-decay", type=float, default=1e-4)
@@ -110,10 +94,11 @@ def add_pretrain_command(sub: Any) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    run.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT's .last.pt")
     run.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     run.add_argument("--output", type=Path, required=True, help="best checkpoint file (.pt)")
+    parser.set_defaults(run=run_pretrain)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -195,6 +180,3 @@ def run_pretrain(args: argparse.Namespace) -> int:
             f"latest checkpoint and training state: {result.last_path}"
         )
     return 0
-
-
-PRETRAIN_COMMANDS = {"pretrain": run_pretrain}

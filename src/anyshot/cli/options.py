@@ -1,0 +1,347 @@
+"""The command line's shared vocabulary: argument types, option groups, arguments -> method.
+
+* argument types: :func:`positive_int`, :func:`positive_float`, :func:`non_negative_float`,
+  :func:`shots_list`, :func:`ways_list`;
+* option groups: :func:`add_method_options` (evaluate, classify, fit), :func:`add_backbone_options`,
+  :func:`add_run_options`, :func:`add_dataset_argument`;
+* :func:`method_from_args`: THE function turning parsed arguments into a method, for every
+  command that builds one; :func:`preprocessing_overrides`: the one place ``--image-size`` is
+  read.
+
+At ``--scope head`` (the default) the settings not given come from
+:data:`~anyshot.methods.presets.RECOMMENDED` (``transductive``) or
+:data:`~anyshot.methods.presets.RECOMMENDED_INDUCTIVE` (``finetune``), tuned on validation
+classes; at ``--scope last`` / ``all`` from the paper's (:data:`~anyshot.methods.presets.PAPER`,
+:data:`~anyshot.methods.presets.PAPER_INDUCTIVE`); ``support-init`` is
+:data:`~anyshot.methods.presets.SUPPORT_INIT`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any
+
+from anyshot.data.registry import available_datasets
+from anyshot.errors import ConfigurationError
+from anyshot.methods.finetune import QUERY_FIELDS, SCOPES
+from anyshot.methods.presets import (
+    PAPER,
+    PAPER_INDUCTIVE,
+    RECOMMENDED,
+    RECOMMENDED_INDUCTIVE,
+    SUPPORT_INIT,
+    Method,
+)
+from anyshot.methods.registry import METHODS
+
+__all__ = [
+    "DATASET_CHOICES",
+    "add_backbone_options",
+    "add_dataset_argument",
+    "add_method_options",
+    "add_run_options",
+    "method_from_args",
+    "non_negative_float",
+    "positive_float",
+    "positive_int",
+    "preprocessing_overrides",
+    "shots_list",
+    "ways_list",
+]
+
+#: The dataset formats anyshot reads.
+DATASET_CHOICES = available_datasets()
+
+#: Method options that only fine-tuning uses (support-init does no training).
+TRAINING_FIELDS = ("scope", "epochs", "lr", "augment", *QUERY_FIELDS)
+
+
+# --- argument types ---------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def shots_list(text: str) -> list[int]:
+    """``"1"`` or ``"1,5,10"`` -> shot counts (each >= 1)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--shots takes an integer or a comma-separated list of integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"every shot count must be >= 1, got {text!r}")
+    return values
+
+
+def ways_list(text: str) -> list[int | None]:
+    """``"5"``, ``"5,10,20"`` or ``"all"`` -> way counts (``None`` = every class)."""
+    values: list[int | None] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.lower() == "all":
+            values.append(None)
+            continue
+        try:
+            number = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--ways takes integers or 'all', comma-separated, got {text!r}"
+            ) from None
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"every way count must be >= 1, got {text!r}")
+        values.append(number)
+    if not values:
+        raise argparse.ArgumentTypeError(f"--ways needs at least one value, got {text!r}")
+    return values
+
+
+# --- option groups ----------------------------------------------------------------------------
+def add_dataset_argument(group: argparse._ArgumentGroup) -> None:
+    """``--dataset`` (required): one of :data:`DATASET_CHOICES`."""
+    group.add_argument(
+        "--dataset",
+        choices=DATASET_CHOICES,
+        required=True,
+        help="dataset format: " + ", ".join(DATASET_CHOICES),
+    )
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """The method and its settings (read by :func:`method_from_args`); the defaults shown are
+    those of the presets."""
+    head, paper = RECOMMENDED, PAPER
+    group = parser.add_argument_group(
+        "method",
+        "settings not given are, at --scope head, the recommended head's (tuned on\n"
+        "validation classes) and, at --scope last/all, the paper's",
+    )
+    group.add_argument(
+        "--method",
+        choices=list(METHODS),
+        default="transductive",
+        help="transductive (default): fine-tune on the labelled images' cross-entropy plus a "
+        "term on the query (or unlabelled) images, by default their likelihood under a mixture "
+        "of the classes; finetune: the labelled images only; support-init: cosine class means, "
+        f"no training, T = {SUPPORT_INIT.temperature} (T only scales the confidences, never "
+        "the predictions)",
+    )
+    group.add_argument(
+        "--scope",
+        choices=list(SCOPES),
+        help="what fine-tuning trains: head = the classifier on frozen embeddings (default; "
+        "fast, any number of images); last = the last backbone stage too; all = every "
+        "parameter (the paper; slow on a CPU)",
+    )
+    group.add_argument(
+        "--epochs",
+        type=positive_int,
+        help=f"fine-tuning epochs (default: {head.epochs} for --scope head, {paper.epochs} for "
+        "last/all)",
+    )
+    group.add_argument(
+        "--lr",
+        type=positive_float,
+        help=f"Adam learning rate (default: {head.lr} for --scope head, {paper.lr} for last/all)",
+    )
+    group.add_argument(
+        "--temperature",
+        type=positive_float,
+        help=f"cosine-logit temperature T; lower = more confident (default: {head.temperature} "
+        f"for support-init and --scope head, {paper.temperature} for last/all); for "
+        "support-init T only scales the confidences, never the predictions",
+    )
+    _add_query_options(group)
+    group.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="augment images while fine-tuning (default: on for --scope all only)",
+    )
+    group.add_argument(
+        "--no-relu", dest="relu", action="store_false", help="do not rectify embeddings"
+    )
+
+
+def _add_query_options(group: argparse._ArgumentGroup) -> None:
+    """The query terms' settings (--method transductive only: ``QUERY_FIELDS``)."""
+    head, paper = RECOMMENDED, PAPER
+    group.add_argument(
+        "--entropy-weight",
+        type=non_negative_float,
+        help="transductive: lambda, weight of the query prediction entropy (default: "
+        f"{head.entropy_weight} for --scope head, {paper.entropy_weight} for last/all)",
+    )
+    group.add_argument(
+        "--balance-weight",
+        type=non_negative_float,
+        help="transductive: weight of TIM's class-balance term, the entropy of the mean query "
+        f"prediction (default: {head.balance_weight} for --scope head, with --adaptive-balance; "
+        f"{paper.balance_weight} for last/all); it assumes balanced classes, 0 turns it off",
+    )
+    group.add_argument(
+        "--adaptive-balance",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="transductive: use the balance term only when a first run's predicted classes "
+        "look equally frequent (an empirical-Bayes Dirichlet test; default: "
+        f"{_yes(head.adaptive_balance)} for --scope head, {_yes(paper.adaptive_balance)} for "
+        "last/all); --no-adaptive-balance always uses it (best when you know the classes are "
+        "balanced)",
+    )
+    group.add_argument(
+        "--likelihood-weight",
+        type=non_negative_float,
+        help="transductive: weight of the queries' log-likelihood under a mixture of the "
+        f"classes with re-estimated proportions (default: {head.likelihood_weight} for --scope "
+        f"head, {paper.likelihood_weight} for last/all)",
+    )
+    group.add_argument(
+        "--prior-count",
+        type=non_negative_float,
+        help="transductive: pseudo-count per class of those proportions (default: "
+        f"{head.prior_count}; large = uniform)",
+    )
+    group.add_argument(
+        "--center",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="transductive: centre embeddings on the episode's mean unit embedding (default: "
+        f"{_yes(head.center)} for --scope head, {_yes(paper.center)} for last/all)",
+    )
+
+
+def add_backbone_options(parser: argparse.ArgumentParser, *, embedding: bool = False) -> None:
+    """``--backbone`` and ``--image-size`` (plus ``--embedding`` when asked)."""
+    group = parser.add_argument_group("backbone")
+    group.add_argument(
+        "--backbone",
+        default="efficientnet-lite0",
+        help="architecture name (efficientnet-lite0: ImageNet weights, no download; conv4, "
+        "resnet12, wrn28-10: random weights) or an anyshot backbone checkpoint file "
+        "(default: efficientnet-lite0)",
+    )
+    group.add_argument(
+        "--image-size", type=positive_int, help="input side in pixels (default: the backbone's)"
+    )
+    if embedding:
+        group.add_argument(
+            "--embedding",
+            choices=["features", "logits"],
+            help="use pooled features or the pre-training logits as the embedding",
+        )
+
+
+def preprocessing_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The preprocessing the arguments ask of the backbone (``image_size``), as keyword
+    arguments; empty for the backbone's own. The one place the CLI reads ``--image-size``."""
+    return {} if args.image_size is None else {"image_size": args.image_size}
+
+
+def add_run_options(
+    parser: argparse.ArgumentParser, *, strict: bool = False, quiet: str = "no progress bars"
+) -> None:
+    """``--device``, ``--batch-size``, ``--threads``, ``--quiet`` (and ``--strict``)."""
+    group = parser.add_argument_group("run")
+    group.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="images decoded and embedded at once; bounds memory (default 64)",
+    )
+    group.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads for torch (default: all cores; on a machine busy with other work, "
+        "--threads 1 can be several times faster)",
+    )
+    if strict:
+        group.add_argument(
+            "--strict",
+            action="store_true",
+            help="stop at the first image that cannot be read (corrupt, truncated, too large, "
+            "permission denied) instead of skipping it",
+        )
+    group.add_argument("--quiet", action="store_true", help=quiet)
+
+
+# --- arguments -> method ----------------------------------------------------------------------
+def _flags(names: list[str]) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in names)
+
+
+def method_from_args(args: argparse.Namespace) -> Method:
+    """The method the options of :func:`add_method_options` (and ``--seed``, ``--device``,
+    ``--batch-size``) describe.
+
+    ``support-init`` is :data:`~anyshot.methods.presets.SUPPORT_INIT`; fine-tuning starts from
+    the recommended head at scope ``head`` and from the paper's method at ``last`` / ``all``
+    (see the module doc); every option given replaces that one setting.
+
+    Raises:
+        ConfigurationError: training options with support-init, or query-term options with
+            ``--method finetune``.
+    """
+    given = {k: getattr(args, k) for k in TRAINING_FIELDS if getattr(args, k, None) is not None}
+    temperature = getattr(args, "temperature", None)
+    if temperature is not None:
+        given["temperature"] = temperature
+    common: dict[str, Any] = {
+        "relu": getattr(args, "relu", True),
+        "batch_size": args.batch_size,
+        "device": args.device,
+    }
+    if args.method == "support-init":
+        training = [k for k in given if k != "temperature"]
+        if training:
+            raise ConfigurationError(
+                f"{_flags(training)} apply to fine-tuning (--method transductive or finetune); "
+                "support-init does no training"
+            )
+        return dataclasses.replace(SUPPORT_INIT, **common, **given)
+    transductive = args.method == "transductive"
+    query = [k for k in given if k in QUERY_FIELDS]
+    if query and not transductive:
+        raise ConfigurationError(f"{_flags(query)} apply to --method transductive only")
+    if given.get("scope", "head") == "head":
+        base: Method = RECOMMENDED if transductive else RECOMMENDED_INDUCTIVE
+    else:
+        base = PAPER if transductive else PAPER_INDUCTIVE
+    return dataclasses.replace(base, **common, seed=args.seed, **given)

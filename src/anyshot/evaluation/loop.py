@@ -1,0 +1,85 @@
+"""Run a method over a stream of episodes, one record per episode (:mod:`.records`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from anyshot.episodes import Episode
+from anyshot.evaluation.records import (
+    EvaluationResult,
+    environment_info,
+    episode_record,
+    running_accuracy,
+)
+from anyshot.progress import progress_bar
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    method: Callable[[nn.Module, Episode], torch.Tensor],
+    backbone: nn.Module,
+    episodes: Iterable[Episode],
+    *,
+    total: int | None = None,
+    config: dict[str, Any] | None = None,
+    show_progress: bool = False,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    hardness: Callable[[int, Episode], float] | None = None,
+) -> EvaluationResult:
+    """Run ``method(backbone, episode)`` on every episode and record its accuracy.
+
+    Args:
+        method: any few-shot method (see :mod:`anyshot.methods`).
+        backbone: the network; never modified.
+        episodes: episodes with query labels (a generator is fine: it is consumed lazily).
+        total: number of episodes, for the progress bar.
+        config: free-form description stored in the result.
+        show_progress: draw a progress bar with the running mean accuracy.
+        on_record: called with each record as soon as it exists (e.g. to stream to disk).
+        hardness: ``hardness(index, episode) -> Omega`` (see :mod:`anyshot.hardness`), stored
+            as each record's ``hardness``; ``index`` is the episode's position in the stream.
+
+    Raises:
+        ValueError: an episode without query labels or with no query images.
+    """
+    result = EvaluationResult(config={**(config or {}), "environment": environment_info()})
+    bar = progress_bar(total=total, desc="episodes", enabled=show_progress, unit="episode")
+    try:
+        for index, episode in enumerate(_checked(episodes)):
+            start = time.perf_counter()
+            logits = method(backbone, episode)
+            seconds = time.perf_counter() - start
+            targets = episode.query_targets
+            assert targets is not None
+            record = episode_record(
+                index,
+                logits,
+                targets,
+                ways=episode.ways,
+                shots=episode.shots,
+                seconds=seconds,
+                hardness=None if hardness is None else hardness(index, episode),
+            )
+            result.records.append(record)
+            if on_record is not None:
+                on_record(record)
+            bar.set_postfix(accuracy=running_accuracy(result.records), refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+    if not result.records:
+        raise ValueError("no episodes were given")
+    return result
+
+
+def _checked(episodes: Iterable[Episode]) -> Iterator[Episode]:
+    for episode in episodes:
+        if episode.query_labels is None or len(episode.query) == 0:
+            raise ValueError("evaluation needs episodes with query images and query labels")
+        yield episode

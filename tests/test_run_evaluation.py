@@ -1,0 +1,200 @@
+"""anyshot.evaluation.run from Python (no argparse), and the CLI's single arguments -> method
+function shared by ``evaluate`` and ``classify`` / ``fit``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from anyshot.cli import build_parser, main
+from anyshot.cli.options import method_from_args
+from anyshot.errors import ConfigurationError
+from anyshot.evaluation import EvaluationResult
+from anyshot.evaluation.run import EvaluationConfig, EvaluationInterrupted, run_evaluation
+from anyshot.methods import FineTuning, TransductiveFineTuning
+from anyshot.methods.presets import PAPER, RECOMMENDED, RECOMMENDED_INDUCTIVE, SUPPORT_INIT
+from conftest import write_colour_folder
+
+EVALUATE = ["evaluate", "--dataset", "folder", "--data-root", "d", "--output", "o.json"]
+CLASSIFY = ["classify", "--support", "s", "--query", "q"]
+
+OPTION_SETS = [
+    [],
+    ["--method", "support-init"],
+    ["--method", "support-init", "--temperature", "1"],
+    ["--method", "finetune"],
+    ["--scope", "last"],
+    ["--method", "finetune", "--scope", "all", "--lr", "0.001"],
+    ["--temperature", "0.5", "--epochs", "3", "--seed", "7"],
+    ["--no-adaptive-balance", "--balance-weight", "1", "--center"],
+    ["--likelihood-weight", "0", "--entropy-weight", "1", "--batch-size", "8"],
+]
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: " ".join(o) or "defaults")
+def test_evaluate_and_classify_build_the_same_method(options: list[str]) -> None:
+    parser = build_parser()
+    evaluated = method_from_args(parser.parse_args([*EVALUATE, *options]))
+    classified = method_from_args(parser.parse_args([*CLASSIFY, *options]))
+    assert evaluated == classified
+
+
+def test_method_from_args_starts_from_the_presets() -> None:
+    parser = build_parser()
+
+    def method(*options: str) -> Any:
+        return method_from_args(parser.parse_args([*CLASSIFY, *options]))
+
+    assert method() == RECOMMENDED
+    # --batch-size (default 64) is the method's batch too
+    assert method("--method", "support-init") == dataclasses.replace(SUPPORT_INIT, batch_size=64)
+    assert SUPPORT_INIT.temperature == RECOMMENDED.temperature == 0.1
+    assert method("--method", "finetune") == RECOMMENDED_INDUCTIVE
+    assert method("--scope", "all") == PAPER
+    assert type(method("--method", "finetune", "--scope", "last")) is FineTuning
+    assert method("--epochs", "3") == dataclasses.replace(RECOMMENDED, epochs=3)
+
+
+@pytest.mark.parametrize("command", [EVALUATE, CLASSIFY], ids=["evaluate", "classify"])
+def test_method_errors_are_the_same_for_every_command(command: list[str]) -> None:
+    parser = build_parser()
+    with pytest.raises(ConfigurationError, match="support-init does no training"):
+        method_from_args(parser.parse_args([*command, "--method", "support-init", "--epochs", "2"]))
+    with pytest.raises(ConfigurationError, match="--scope apply to"):
+        method_from_args(
+            parser.parse_args([*command, "--method", "support-init", "--scope", "head"])
+        )
+    with pytest.raises(ConfigurationError, match="--balance-weight apply to --method transductive"):
+        method_from_args(
+            parser.parse_args([*command, "--method", "finetune", "--balance-weight", "1"])
+        )
+
+
+# --- run_evaluation from Python ----------------------------------------------------------------
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return write_colour_folder(tmp_path / "data", classes=4, per_class=5)
+
+
+def config(folder: Path, **changes: Any) -> EvaluationConfig:
+    base = EvaluationConfig(
+        dataset="folder",
+        data_root=folder,
+        ways=(3,),
+        shots=(1,),
+        queries=2,
+        episodes=3,
+        method=SUPPORT_INIT,
+        backbone="conv4",
+        image_size=16,
+        seed=4,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def without_seconds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_run_evaluation_from_python_matches_the_command(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (result,) = run_evaluation(config(folder))  # no output file: the result is returned
+    assert [r["index"] for r in result.records] == [0, 1, 2]
+    assert result.config["method"] == "support-init"
+    assert result.config["method_options"]["temperature"] == SUPPORT_INIT.temperature
+    assert not list(tmp_path.glob("*.json"))
+
+    output = tmp_path / "cli.json"
+    argv = ["evaluate", "--dataset", "folder", "--data-root", str(folder), "--ways", "3",
+            "--shots", "1", "--queries", "2", "--episodes", "3", "--method", "support-init",
+            "--backbone", "conv4", "--image-size", "16", "--seed", "4", "--quiet",
+            "--output", str(output)]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert without_seconds(json.loads(output.read_text())["episodes"]) == without_seconds(
+        result.records
+    )
+
+
+def test_run_evaluation_sweep_writes_a_file_per_setting_and_reports_each(
+    folder: Path, tmp_path: Path
+) -> None:
+    seen: list[tuple[int, Path | None, str | None]] = []
+    messages: list[str] = []
+
+    def on_result(result: EvaluationResult, path: Path | None, setting: str | None) -> None:
+        seen.append((len(result.records), path, setting))
+
+    method = TransductiveFineTuning(scope="head", temperature=0.1, lr=0.01, epochs=2)
+    results = run_evaluation(
+        config(
+            folder,
+            ways=[2, 3],  # lists are accepted
+            method=method,
+            cache_dir=tmp_path / "cache",
+            output=tmp_path / "r.json",
+            save_episodes=tmp_path / "e.jsonl",
+        ),
+        log=messages.append,
+        on_result=on_result,
+    )
+    assert [r.records[0]["ways"] for r in results] == [2, 3]
+    assert seen == [
+        (3, tmp_path / "r-2w1s.json", "2-way 1-shot"),
+        (3, tmp_path / "r-3w1s.json", "3-way 1-shot"),
+    ]
+    assert messages == [f"episodes written to {tmp_path / f'e-{w}w1s.jsonl'}" for w in (2, 3)]
+    saved = json.loads((tmp_path / "r-3w1s.json").read_text())
+    assert saved["config"]["feature_cache"] == str(tmp_path / "cache")
+    assert saved["config"]["method_options"] == dataclasses.asdict(method)
+
+
+def test_run_evaluation_rejects_contradictions_before_running(folder: Path) -> None:
+    with pytest.raises(ConfigurationError, match="--episodes-file runs the episodes"):
+        run_evaluation(config(folder, episodes_file=folder / "nope.jsonl"))
+    with pytest.raises(ConfigurationError, match="--sweep"):
+        run_evaluation(config(folder, ways=(3,), shots=(1, 2)))
+
+
+def test_an_interrupted_run_saves_its_finished_episodes(
+    folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import anyshot.evaluation.run as run_module
+
+    real = run_module.evaluate
+
+    def stops_after_two(*args: Any, **kwargs: Any) -> EvaluationResult:
+        calls = {"n": 0}
+
+        def hardness(index: int, episode: Any) -> float:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return 0.0
+
+        return real(*args, **{**kwargs, "hardness": hardness})
+
+    monkeypatch.setattr(run_module, "evaluate", stops_after_two)
+    output = tmp_path / "r.json"
+    with pytest.raises(EvaluationInterrupted) as stopped:
+        run_evaluation(config(folder, output=output))
+    assert stopped.value.saved == output and stopped.value.results == []
+    saved = json.loads(output.read_text())
+    assert saved["config"]["interrupted"] is True
+    assert [r["index"] for r in saved["episodes"]] == [0, 1]
+
+    # The command: exit status 130 and where the finished episodes are.
+    argv = ["evaluate", "--dataset", "folder", "--data-root", str(folder), "--ways", "3",
+            "--episodes", "3", "--queries", "2", "--method", "support-init", "--backbone",
+            "conv4", "--image-size", "16", "--quiet",
+            "--output", str(tmp_path / "cli.json")]  # fmt: skip
+    assert main(argv) == 130
+    assert "interrupted: 2 finished episodes saved to" in capsys.readouterr().err
