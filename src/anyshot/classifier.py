@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from anyshot.backbones.base import Backbone
+from anyshot.backbones.preprocessing import resolve_preprocessing
 from anyshot.backbones.registry import load_backbone
 from anyshot.data.images import Preprocessing
 from anyshot.embedding import (
@@ -139,8 +140,6 @@ class FewShotClassifier:
         :func:`~anyshot.backbones.preprocessing.resolve_preprocessing` in every case: for a
         Backbone object here, for a name or checkpoint inside :func:`load_backbone`.
         """
-        from anyshot.backbones.preprocessing import resolve_preprocessing
-
         if self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
         device = torch.device(self.device or "cpu")

@@ -468,107 +468,126 @@ def write_report(
     )
 
     datasets = sorted({row.dataset for row in rows})
-    plot_folder = folder / "plots"
     if plots:
-        from anyshot.plots import ScatterSeries, hardness_plot
-
-        for dataset in datasets:
-            series = [
-                ScatterSeries(f["method"], f["hardness"], f["accuracy"], f["fit"])
-                for f in fits
-                if f["dataset"] == dataset and f["scope"] == POOLED
-            ]
-            if series:
-                report.plots.append(
-                    hardness_plot(
-                        plot_folder / f"{name}-hardness-{_slug(dataset)}.png",
-                        f"{dataset}: accuracy versus episode hardness",
-                        series,
-                    )
-                )
-            report.plots.extend(_curve_plots(rows, dataset, plot_folder, name))
-
-    header = [
-        "dataset",
-        "setting",
-        "protocol",
-        "ways",
-        "shots",
-        "queries",
-        "method",
-        "episodes",
-        "accuracy_mean_pct",
-        "accuracy_std_pct",
-        "accuracy_ci95_pct",
-        "hardness_mean",
-        "source",
-        "warning",
-    ]
-    report.csv = atomic_write_text(
-        folder / f"{name}.csv",
-        _csv_text(
-            header,
-            (
-                [
-                    r.dataset,
-                    r.setting.label,
-                    r.setting.protocol,
-                    r.setting.ways,
-                    r.setting.shots,
-                    r.setting.queries,
-                    r.method,
-                    r.episodes,
-                    repr(r.mean),
-                    repr(r.std),
-                    repr(r.ci95),
-                    None if r.hardness_mean is None else repr(r.hardness_mean),
-                    r.source,
-                    " | ".join(r.warnings),
-                ]
-                for r in rows
-            ),
-        ),
-    )
-    report.hardness_csv = atomic_write_text(
-        folder / f"{name}-hardness.csv",
-        _csv_text(
-            [
-                "dataset",
-                "scope",
-                "method",
-                "episodes",
-                "hardness_min",
-                "hardness_max",
-                "slope_pct",
-                "intercept_pct",
-                "correlation",
-                "area",
-                "note",
-                "settings",
-            ],
-            (
-                [
-                    f["dataset"],
-                    f["scope"],
-                    f["method"],
-                    f["episodes"],
-                    repr(f["hardness_min"]),
-                    repr(f["hardness_max"]),
-                    repr(f["slope"]),
-                    repr(f["intercept"]),
-                    repr(f["correlation"]),
-                    repr(f["area"]) if math.isfinite(f["area"]) else None,
-                    f["note"],
-                    "; ".join(f["settings"]),
-                ]
-                for f in fits
-            ),
-        ),
-    )
+        report.plots.extend(_plots(rows, fits, datasets, folder / "plots", name))
+    report.csv = atomic_write_text(folder / f"{name}.csv", _rows_csv(rows))
+    report.hardness_csv = atomic_write_text(folder / f"{name}-hardness.csv", _fits_csv(fits))
     report.markdown = atomic_write_text(
         folder / f"{name}.md", _markdown(report, datasets, folder, blocks)
     )
     return report
+
+
+def _plots(
+    rows: Sequence[Row],
+    fits: Sequence[dict[str, Any]],
+    datasets: Sequence[str],
+    plot_folder: Path,
+    name: str,
+) -> list[Path]:
+    """The hardness scatter and the curve plots of every dataset; the paths written."""
+    from anyshot.plots import ScatterSeries, hardness_plot
+
+    written: list[Path] = []
+    for dataset in datasets:
+        series = [
+            ScatterSeries(f["method"], f["hardness"], f["accuracy"], f["fit"])
+            for f in fits
+            if f["dataset"] == dataset and f["scope"] == POOLED
+        ]
+        if series:
+            written.append(
+                hardness_plot(
+                    plot_folder / f"{name}-hardness-{_slug(dataset)}.png",
+                    f"{dataset}: accuracy versus episode hardness",
+                    series,
+                )
+            )
+        written.extend(_curve_plots(rows, dataset, plot_folder, name))
+    return written
+
+
+ROWS_HEADER = (
+    "dataset",
+    "setting",
+    "protocol",
+    "ways",
+    "shots",
+    "queries",
+    "method",
+    "episodes",
+    "accuracy_mean_pct",
+    "accuracy_std_pct",
+    "accuracy_ci95_pct",
+    "hardness_mean",
+    "source",
+    "warning",
+)
+
+FITS_HEADER = (
+    "dataset",
+    "scope",
+    "method",
+    "episodes",
+    "hardness_min",
+    "hardness_max",
+    "slope_pct",
+    "intercept_pct",
+    "correlation",
+    "area",
+    "note",
+    "settings",
+)
+
+
+def _rows_csv(rows: Sequence[Row]) -> str:
+    """The summary rows as CSV text (:data:`ROWS_HEADER`)."""
+    return _csv_text(
+        list(ROWS_HEADER),
+        (
+            [
+                r.dataset,
+                r.setting.label,
+                r.setting.protocol,
+                r.setting.ways,
+                r.setting.shots,
+                r.setting.queries,
+                r.method,
+                r.episodes,
+                repr(r.mean),
+                repr(r.std),
+                repr(r.ci95),
+                None if r.hardness_mean is None else repr(r.hardness_mean),
+                r.source,
+                " | ".join(r.warnings),
+            ]
+            for r in rows
+        ),
+    )
+
+
+def _fits_csv(fits: Sequence[dict[str, Any]]) -> str:
+    """The accuracy-versus-hardness fits as CSV text (:data:`FITS_HEADER`)."""
+    return _csv_text(
+        list(FITS_HEADER),
+        (
+            [
+                f["dataset"],
+                f["scope"],
+                f["method"],
+                f["episodes"],
+                repr(f["hardness_min"]),
+                repr(f["hardness_max"]),
+                repr(f["slope"]),
+                repr(f["intercept"]),
+                repr(f["correlation"]),
+                repr(f["area"]) if math.isfinite(f["area"]) else None,
+                f["note"],
+                "; ".join(f["settings"]),
+            ]
+            for f in fits
+        ),
+    )
 
 
 def _fit_line(fit: dict[str, Any], where: str) -> str:

@@ -96,7 +96,8 @@ class EvaluationConfig:
         device: where to run (``None``: CPU).
         batch_size: images per forward pass.
         hardness: record each episode's hardness (:mod:`anyshot.hardness`).
-        hardness_image_size: input side of the hardness model (default ``image_size``, else 224).
+        hardness_image_size: input side of the hardness model (default ``image_size``, else the
+            hardness model's own, :class:`~anyshot.hardness.HardnessModel`).
         cache_dir: embed each image once into this :class:`~anyshot.feature_cache.FeatureCache`
             and run the method on the cached rows; used only when
             :func:`~anyshot.evaluation.cached.supports_cached` holds for ``method``.
@@ -312,7 +313,7 @@ class _Run:
         if config.hardness:
             self.hardness = HardnessModel(
                 self.dataset,
-                image_size=config.hardness_image_size or config.image_size or 224,
+                image_size=config.hardness_image_size or config.image_size,
                 batch_size=config.batch_size,
                 device=config.device,
             )
@@ -478,12 +479,10 @@ class _Run:
 
 
 def _backbone(config: EvaluationConfig) -> Backbone:
-    overrides = {
-        k: v for k, v in (("image_size", config.image_size), ("embedding", config.embedding)) if v
-    }
+    overrides = {"embedding": config.embedding} if config.embedding else {}
     with torch.random.fork_rng():  # a randomly initialised backbone depends on the seed only
         torch.manual_seed(config.seed)
-        backbone = load_backbone(config.backbone, **overrides)
+        backbone = load_backbone(config.backbone, image_size=config.image_size, **overrides)
     if config.device:
         backbone = backbone.to(config.device)
     return backbone
