@@ -444,6 +444,37 @@ def pretrain(
             dist.destroy_process_group()
 
 
+@dataclass
+class _Progress:
+    """Where training stands: what an epoch updates and the state file keeps."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_epoch: int = 0
+
+
+@dataclass
+class _Trainer:
+    """Everything an epoch needs: the network (and its DDP wrapper), optimiser, data, settings."""
+
+    config: PretrainConfig
+    backbone: Backbone
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: bool
+    amp_dtype: torch.dtype
+    train: MemoryImages
+    device: torch.device
+    ranks: _Ranks
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train) // self.config.batch_size
+
+
 def _run(
     config: PretrainConfig,
     train: MemoryImages | None,
@@ -458,6 +489,57 @@ def _run(
 ) -> PretrainResult:
     best_file = Path(config.output)
     state_file = last_path(best_file)
+    _check_start(config, state_file, resume, ranks)
+    stored = _read_state(state_file, config) if resume else None
+    if train is None:
+        say(f"decoding {config.dataset} {config.split!r} into memory ...")
+        train = load_memory_split(config, config.split, show_progress=show_progress)
+    if val is None and config.val_split:
+        say(f"decoding {config.dataset} {config.val_split!r} into memory ...")
+        val = load_memory_split(config, config.val_split, show_progress=show_progress)
+    if len(train) // config.batch_size < 1:
+        raise ConfigurationError(
+            f"the training split has {len(train)} images, fewer than one batch of "
+            f"{config.batch_size}; lower --batch-size"
+        )
+    trainer = _trainer(config, train, backbone, device, ranks)
+    progress = _Progress()
+    if stored is not None:
+        progress = _restore(trainer, stored, state_file)
+        say(f"resuming after epoch {progress.epoch} of {config.epochs} from {str(state_file)!r}")
+    episodes = _validation_episodes(val, config) if val is not None and ranks.main else []
+    for epoch in range(progress.epoch, config.epochs):
+        started = time.perf_counter()
+        totals = _train_epoch(trainer, epoch, progress, show_progress)
+        if ranks.world > 1:
+            dist.all_reduce(totals)
+        progress.epoch = epoch + 1
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": float(totals[0] / totals[2]),
+            "accuracy": float(totals[1] / totals[2]),
+            "lr": lr_at(progress.step - 1, trainer.steps_per_epoch, config.cycles),
+            "val_accuracy": None,
+            "val_ci95": None,
+        }
+        if ranks.main:
+            if episodes:
+                summary = _validate(trainer.backbone, episodes, show_progress)
+                record["val_accuracy"] = summary["accuracy_mean"]
+                record["val_ci95"] = summary["accuracy_ci95"]
+            record["seconds"] = time.perf_counter() - started
+            _end_epoch(trainer, progress, record, best_file, state_file)
+            say(_epoch_line(record, config.epochs, progress.best_epoch, progress.history))
+            if on_epoch is not None:
+                on_epoch(record)
+        if ranks.world > 1:
+            dist.barrier()
+    history = progress.history if ranks.main else []
+    return PretrainResult(best_file, state_file, history, progress.best_epoch, progress.best_metric)
+
+
+def _check_start(config: PretrainConfig, state_file: Path, resume: bool, ranks: _Ranks) -> None:
+    """Refuse a batch that does not split over the processes, or a state file without resume."""
     if config.batch_size % ranks.world:
         raise ConfigurationError(
             f"batch size {config.batch_size} does not split across {ranks.world} processes; "
@@ -468,21 +550,16 @@ def _run(
             f"a training state already exists at {str(state_file)!r}: pass --resume to continue "
             "that run, or delete it (and the best checkpoint) to start afresh"
         )
-    stored = _read_state(state_file, config) if resume else None
 
-    if train is None:
-        say(f"decoding {config.dataset} {config.split!r} into memory ...")
-        train = load_memory_split(config, config.split, show_progress=show_progress)
-    if val is None and config.val_split:
-        say(f"decoding {config.dataset} {config.val_split!r} into memory ...")
-        val = load_memory_split(config, config.val_split, show_progress=show_progress)
-    steps_per_epoch = len(train) // config.batch_size
-    if steps_per_epoch < 1:
-        raise ConfigurationError(
-            f"the training split has {len(train)} images, fewer than one batch of "
-            f"{config.batch_size}; lower --batch-size"
-        )
 
+def _trainer(
+    config: PretrainConfig,
+    train: MemoryImages,
+    backbone: Backbone | None,
+    device: torch.device,
+    ranks: _Ranks,
+) -> _Trainer:
+    """The network (built from the seed unless given), its optimiser and mixed precision."""
     if backbone is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -505,144 +582,158 @@ def _run(
     amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-
-    start_epoch, step = 0, 0
-    history: list[dict[str, Any]] = []
-    best_metric: float | None = None
-    best_epoch = 0
-    if stored is not None:
-        weights, state = stored
-        try:
-            backbone.load_state_dict(weights)
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"the weights in {str(state_file)!r} do not fit the network being trained: "
-                f"{str(error).splitlines()[0]}"
-            ) from error
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        history = list(state["history"])
-        best_metric = state["best_metric"]
-        best_epoch = int(state["best_epoch"])
-        say(f"resuming after epoch {start_epoch} of {config.epochs} from {str(state_file)!r}")
-
     model: nn.Module = _Logits(backbone)
     if ranks.world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    augmentation = Augmentation(flip=config.flip) if config.augment else None
-    episodes = _validation_episodes(val, config) if val is not None and ranks.main else []
-    local = config.batch_size // ranks.world
-    lo = ranks.rank * local
-    labels = train.labels
+    return _Trainer(
+        config, backbone, model, optimizer, scaler, amp, amp_dtype, train, device, ranks
+    )
 
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        rng = np.random.Generator(np.random.PCG64([config.seed, epoch]))
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        order = torch.from_numpy(rng.permutation(len(train)))
-        model.train()
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct sum, count (local)
-        bar = progress_bar(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            enabled=show_progress,
-            unit="batch",
+
+def _restore(
+    trainer: _Trainer, stored: tuple[dict[str, torch.Tensor], Any], state_file: Path
+) -> _Progress:
+    """Load a saved state (weights, optimiser, scaler, RNG) into ``trainer``; its progress."""
+    weights, state = stored
+    try:
+        trainer.backbone.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"the weights in {str(state_file)!r} do not fit the network being trained: "
+            f"{str(error).splitlines()[0]}"
+        ) from error
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        trainer.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return _Progress(
+        epoch=int(state["epoch"]),
+        step=int(state["step"]),
+        history=list(state["history"]),
+        best_metric=state["best_metric"],
+        best_epoch=int(state["best_epoch"]),
+    )
+
+
+def _train_epoch(
+    trainer: _Trainer, epoch: int, progress: _Progress, show_progress: bool
+) -> torch.Tensor:
+    """One epoch of SGD steps (``progress.step`` advances); ``[loss sum, correct, count]``
+    of this process's share (float64)."""
+    config, train = trainer.config, trainer.train
+    steps = trainer.steps_per_epoch
+    rng = np.random.Generator(np.random.PCG64([config.seed, epoch]))
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    order = torch.from_numpy(rng.permutation(len(train)))
+    augmentation = Augmentation(flip=config.flip) if config.augment else None
+    local = config.batch_size // trainer.ranks.world
+    lo = trainer.ranks.rank * local
+    trainer.model.train()
+    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct sum, count (local)
+    bar = progress_bar(
+        total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", enabled=show_progress, unit="batch"
+    )
+    try:
+        for b in range(steps):
+            index = order[b * config.batch_size : (b + 1) * config.batch_size]
+            images, targets = train.batch(index), train.labels[index]
+            if augmentation is not None:
+                images = augmentation(images, train.preprocessing, generator)
+            lam, partner_targets = 1.0, targets
+            if config.mixup_alpha > 0:
+                lam = float(rng.beta(config.mixup_alpha, config.mixup_alpha))
+                partner = torch.randperm(len(index), generator=generator)
+                images = mix_batch(images, lam, partner)
+                partner_targets = targets[partner]
+            lr = lr_at(progress.step, steps, config.cycles)
+            loss, correct, count = _step(
+                trainer,
+                images[lo : lo + local],
+                targets[lo : lo + local],
+                partner_targets[lo : lo + local],
+                lam,
+                lr,
+            )
+            progress.step += 1
+            totals += torch.tensor([loss * count, correct, count], dtype=torch.float64)
+            bar.set_postfix(
+                loss=f"{totals[0] / totals[2]:.3f}",
+                acc=f"{100 * totals[1] / totals[2]:.1f}%",
+                lr=f"{lr:.4f}",
+                refresh=False,
+            )
+            bar.update(1)
+    finally:
+        bar.close()
+    return totals
+
+
+def _step(
+    trainer: _Trainer,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    partner_targets: torch.Tensor,
+    lam: float,
+    lr: float,
+) -> tuple[float, float, int]:
+    """One SGD step on ``[B, C, H, W]`` (mixed) images; ``(loss, correct, B)``."""
+    device = trainer.device
+    x = images.to(device, non_blocking=True)
+    y, y2 = targets.to(device), partner_targets.to(device)
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(device.type, dtype=trainer.amp_dtype, enabled=trainer.amp):
+        logits = trainer.model(x)
+    config = trainer.config
+    loss = mixup_cross_entropy(logits.float(), y, y2, lam, config.label_smoothing)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.scaler.scale(loss).backward()
+    trainer.scaler.step(trainer.optimizer)
+    trainer.scaler.update()
+    with torch.no_grad():
+        predicted = logits.argmax(1)
+        correct = lam * (predicted == y).sum() + (1 - lam) * (predicted == y2).sum()
+    return loss.item(), float(correct), len(y)
+
+
+def _end_epoch(
+    trainer: _Trainer,
+    progress: _Progress,
+    record: dict[str, Any],
+    best_file: Path,
+    state_file: Path,
+) -> None:
+    """Keep the epoch's record; save the best checkpoint when it improved and the state."""
+    config = trainer.config
+    progress.history.append(record)
+    metric = record["val_accuracy"]
+    if metric is None or progress.best_metric is None or metric > progress.best_metric:
+        progress.best_metric, progress.best_epoch = metric, progress.epoch
+        save_backbone(
+            trainer.backbone,
+            best_file,
+            extra={
+                "pretrain": _summary(
+                    config, progress.history, progress.best_epoch, progress.best_metric
+                )
+            },
         )
-        try:
-            for b in range(steps_per_epoch):
-                index = order[b * config.batch_size : (b + 1) * config.batch_size]
-                images = train.batch(index)
-                targets = labels[index]
-                if augmentation is not None:
-                    images = augmentation(images, train.preprocessing, generator)
-                lam, partner_targets = 1.0, targets
-                if config.mixup_alpha > 0:
-                    lam = float(rng.beta(config.mixup_alpha, config.mixup_alpha))
-                    partner = torch.randperm(len(index), generator=generator)
-                    images = mix_batch(images, lam, partner)
-                    partner_targets = targets[partner]
-                x = images[lo : lo + local].to(device, non_blocking=True)
-                y = targets[lo : lo + local].to(device)
-                y2 = partner_targets[lo : lo + local].to(device)
-                lr = lr_at(step, steps_per_epoch, config.cycles)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    logits = model(x)
-                loss = mixup_cross_entropy(logits.float(), y, y2, lam, config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                with torch.no_grad():
-                    predicted = logits.argmax(1)
-                    correct = lam * (predicted == y).sum() + (1 - lam) * (predicted == y2).sum()
-                totals += torch.tensor(
-                    [loss.item() * len(y), float(correct), len(y)], dtype=torch.float64
-                )
-                bar.set_postfix(
-                    loss=f"{totals[0] / totals[2]:.3f}",
-                    acc=f"{100 * totals[1] / totals[2]:.1f}%",
-                    lr=f"{lr:.4f}",
-                    refresh=False,
-                )
-                bar.update(1)
-        finally:
-            bar.close()
-        if ranks.world > 1:
-            dist.all_reduce(totals)
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "loss": float(totals[0] / totals[2]),
-            "accuracy": float(totals[1] / totals[2]),
-            "lr": lr_at(step - 1, steps_per_epoch, config.cycles),
-            "val_accuracy": None,
-            "val_ci95": None,
-        }
-        if ranks.main:
-            if episodes:
-                summary = _validate(backbone, episodes, show_progress)
-                record["val_accuracy"] = summary["accuracy_mean"]
-                record["val_ci95"] = summary["accuracy_ci95"]
-            record["seconds"] = time.perf_counter() - started
-            history.append(record)
-            metric = record["val_accuracy"]
-            improved = metric is None or best_metric is None or metric > best_metric
-            if improved:
-                best_metric, best_epoch = metric, epoch + 1
-                save_backbone(
-                    backbone,
-                    best_file,
-                    extra={"pretrain": _summary(config, history, best_epoch, best_metric)},
-                )
-            state = {
-                "format": STATE_FORMAT,
-                "format_version": STATE_VERSION,
-                "config": config.to_dict(),
-                "epoch": epoch + 1,
-                "step": step,
-                "best_metric": best_metric,
-                "best_epoch": best_epoch,
-                "history": history,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "rng": {"torch": torch.get_rng_state()},
-            }
-            save_backbone(backbone, state_file, extra={"training_state": state})
-            say(_epoch_line(record, config.epochs, best_epoch, history))
-            if on_epoch is not None:
-                on_epoch(record)
-        if ranks.world > 1:
-            dist.barrier()
-    if not ranks.main:
-        history = []
-    return PretrainResult(best_file, state_file, history, best_epoch, best_metric)
+    state = {
+        "format": STATE_FORMAT,
+        "format_version": STATE_VERSION,
+        "config": config.to_dict(),
+        "epoch": progress.epoch,
+        "step": progress.step,
+        "best_metric": progress.best_metric,
+        "best_epoch": progress.best_epoch,
+        "history": progress.history,
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,
+        "rng": {"torch": torch.get_rng_state()},
+    }
+    save_backbone(trainer.backbone, state_file, extra={"training_state": state})
 
 
 def _summary(
