@@ -39,17 +39,23 @@ __all__ = [
     "MethodRun",
     "accuracy_percent",
     "compare_methods",
+    "dataset_root",
     "dataset_split",
     "embed_episodes",
     "run_method",
 ]
 
 
-def dataset_split(data_root: Path, name: str, split: str) -> ImageDataset:
-    """Split ``split`` of dataset ``name``; ``data_root`` is its folder or the folder holding it
-    (``../shared/data/omniglot`` or ``../shared/data``)."""
+def dataset_root(data_root: Path, name: str) -> Path:
+    """The folder of dataset ``name``: ``data_root`` itself or, when it holds a folder
+    ``name``, that one (``../shared/data/omniglot`` or ``../shared/data`` both work)."""
     folder = data_root / name
-    return load_dataset(name, folder if folder.is_dir() else data_root, split)
+    return folder if folder.is_dir() else data_root
+
+
+def dataset_split(data_root: Path, name: str, split: str) -> ImageDataset:
+    """Split ``split`` of dataset ``name`` under ``data_root`` (see :func:`dataset_root`)."""
+    return load_dataset(name, dataset_root(data_root, name), split)
 
 
 @dataclass(frozen=True)
