@@ -43,6 +43,7 @@ __all__ = [
     "dataset_split",
     "embed_episodes",
     "run_method",
+    "timing",
 ]
 
 
@@ -161,21 +162,22 @@ class MethodRun:
     def seconds_total(self) -> float:
         return float(sum(self.seconds))
 
-    def timing(self) -> dict[str, float]:
-        """Total, mean and median seconds per episode, and episodes per second."""
-        values = np.asarray(self.seconds, dtype=np.float64)
-        total = float(values.sum())
-        return {
-            "seconds_total": total,
-            "seconds_per_episode_mean": float(values.mean()),
-            "seconds_per_episode_median": float(np.median(values)),
-            "episodes_per_s": float(len(values) / total) if total > 0 else float("inf"),
-        }
-
     def summary(self) -> dict[str, Any]:
         """Accuracy statistics (:func:`~anyshot.evaluation.summarize`: mean, std, 95% CI,
-        episodes, ...) and :meth:`timing`."""
-        return {**summarize(self.accuracies), **self.timing()}
+        episodes, ...) and :func:`timing`."""
+        return {**summarize(self.accuracies), **timing(self.seconds)}
+
+
+def timing(seconds: Sequence[float]) -> dict[str, float]:
+    """Total, mean and median of per-episode ``seconds``, and episodes per second."""
+    values = np.asarray(seconds, dtype=np.float64)
+    total = float(values.sum())
+    return {
+        "seconds_total": total,
+        "seconds_per_episode_mean": float(values.mean()),
+        "seconds_per_episode_median": float(np.median(values)),
+        "episodes_per_s": float(len(values) / total) if total > 0 else float("inf"),
+    }
 
 
 def run_method(
