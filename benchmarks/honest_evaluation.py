@@ -139,7 +139,7 @@ def run_dataset(args: argparse.Namespace, name: str) -> tuple[Path, dict[str, An
                 "episodes": n,
                 "label": label,
                 "method": type(method).__name__,
-                "method_options": dataclasses.asdict(method),  # type: ignore[call-overload]
+                "method_options": dataclasses.asdict(method),
                 "backbone": "efficientnet-lite0",
                 "image_size": args.image_size,
                 "embedding": "features (1280-d), cached",

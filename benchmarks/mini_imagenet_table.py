@@ -119,12 +119,10 @@ def head_rows(grid: bool) -> dict[str, Method]:
         "transductive + TIM balance": TIM_LIKE,
         "anyshot default": RECOMMENDED,
     }
-    rows["likelihood only (previous default)"] = dataclasses.replace(
-        RECOMMENDED, adaptive_balance=False, balance_weight=0.0
-    )
+    previous = dataclasses.replace(RECOMMENDED, adaptive_balance=False, balance_weight=0.0)
+    rows["likelihood only (previous default)"] = previous
     if grid:
         base = RECOMMENDED
-        previous = rows["likelihood only (previous default)"]
         rows["default, no centring"] = dataclasses.replace(base, center=False)
         rows["centring + entropy"] = dataclasses.replace(
             previous, likelihood_weight=0.0, entropy_weight=1.0
