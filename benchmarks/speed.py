@@ -70,7 +70,7 @@ import torch
 from torch import nn
 
 from anyshot.backbones import build_backbone
-from anyshot.data import load_dataset
+from anyshot.backbones.base import Backbone
 from anyshot.data.dataset import ImageDataset
 from anyshot.data.images import Preprocessing
 from anyshot.episodes import EpisodeSampler, EpisodeSpec, make_episode
@@ -87,7 +87,7 @@ from harness.cli import (
     config_of,
     script_parser,
 )
-from harness.episodes import EpisodeBatch, embed_episodes, run_method, timing
+from harness.episodes import EpisodeBatch, dataset_split, embed_episodes, run_method, timing
 from harness.output import environment, peak_rss_mb, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -152,11 +152,24 @@ def samplers(args: argparse.Namespace, dataset: ImageDataset) -> dict[int, Episo
     }
 
 
+def episode_inputs(args: argparse.Namespace) -> tuple[Backbone, ImageDataset]:
+    """The backbone at the episodes' image size, and the dataset split they are drawn from."""
+    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
+    return backbone, dataset_split(args.data_root, "mini-imagenet", args.split)
+
+
 def cached_episodes(
     cache: FeatureCache, backbone: nn.Module, dataset: ImageDataset, specs: Sequence[EpisodeSpec]
 ) -> EpisodeBatch:
     """The episodes ``specs`` as stacked rows of ``cache`` (embedded there first if missing)."""
     return EpisodeBatch.of(embed_episodes(cache, backbone, dataset, specs).features, specs)
+
+
+def shot_episodes(args: argparse.Namespace, shots: int) -> EpisodeBatch:
+    """The ``--episodes`` episodes of one shot count, from the float32 FeatureCache."""
+    backbone, dataset = episode_inputs(args)
+    specs = list(samplers(args, dataset)[shots].take(args.episodes))
+    return cached_episodes(FeatureCache(args.cache_dir), backbone, dataset, specs)
 
 
 def head_method(name: str, seed: int) -> Method:
@@ -215,7 +228,7 @@ def mode_embed(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]
     name, _, batch_text = variant.partition("@")
     batch = int(batch_text) if batch_text else args.batch_size
     backbone = build_backbone(BACKBONE, image_size=size).eval()
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
+    dataset = dataset_split(args.data_root, "mini-imagenet", args.split)
     rng = np.random.default_rng(args.seed)
     items = rng.choice(len(dataset), size=min(args.embed_images, len(dataset)), replace=False)
     images = dataset.load_batch(items.tolist(), backbone.preprocessing)  # decoded, not timed
@@ -303,8 +316,7 @@ def mode_embed(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]
 
 def mode_cache(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     """Make sure every item of the episodes is in the FeatureCache (84 px), one variant."""
-    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
+    backbone, dataset = episode_inputs(args)
     count = int(spec["episodes"])
     specs = [s for sampler in samplers(args, dataset).values() for s in sampler.take(count)]
     cache = FeatureCache(args.cache_dir, **FEATURE_VARIANTS[spec["variant"]])
@@ -322,8 +334,7 @@ def mode_cache(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]
 
 def mode_dtype_accuracy(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     """Support-init and recommended-head accuracy from each feature variant vs float32."""
-    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
+    backbone, dataset = episode_inputs(args)
     result: dict[str, Any] = {}
     methods = {name: head_method(name, args.seed) for name in ("support-init", "recommended-head")}
     for shots, sampler in samplers(args, dataset).items():
@@ -361,8 +372,7 @@ def mode_dtype_accuracy(args: argparse.Namespace, spec: dict[str, Any]) -> dict[
 def mode_scope(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     """Transductive fine-tuning of one scope on the first ``count`` episodes, from images."""
     scope, shots, count = spec["scope"], int(spec["shots"]), int(spec["count"])
-    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
+    backbone, dataset = episode_inputs(args)
     sampler = samplers(args, dataset)[shots]
     method = (
         head_method("recommended-head", args.seed)
@@ -394,10 +404,7 @@ def mode_features(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, A
     """Support-init or the recommended head on cached features, through ``fit_features``: one
     episode per call (``single``) or every episode in one call (``batched``)."""
     method_name, path, shots = spec["method"], spec["path"], int(spec["shots"])
-    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
-    specs = list(samplers(args, dataset)[shots].take(args.episodes))
-    batch = cached_episodes(FeatureCache(args.cache_dir), backbone, dataset, specs)
+    batch = shot_episodes(args, shots)
     method = head_method(method_name, args.seed)
     result: dict[str, Any] = {
         "method": method_name,
@@ -409,11 +416,11 @@ def mode_features(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, A
     run_method(method, batch.first(1 if single else 8), one_at_a_time=single)  # warm-up
     result["rss_before_timing_mb"] = rss_now_mb()
     run = run_method(method, batch, one_at_a_time=single, show_progress=single)
-    result.update(summarize(run.accuracies))
     if single:
-        result.update(timing(run.seconds))
+        result.update(run.summary())
         result.update({"accuracies": run.accuracies, "seconds": run.seconds})
     else:
+        result.update(summarize(run.accuracies))
         total = run.seconds_total
         result.update(
             {
@@ -428,10 +435,7 @@ def mode_features(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, A
 def mode_dump(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     """Write the cached features of the ``--episodes`` episodes of one shot for easyfsl."""
     shots = int(spec["shots"])
-    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
-    specs = list(samplers(args, dataset)[shots].take(args.episodes))
-    batch = cached_episodes(FeatureCache(args.cache_dir), backbone, dataset, specs)
+    batch = shot_episodes(args, shots)
     meta = {
         "dataset": "mini-imagenet",
         "split": args.split,
@@ -441,7 +445,7 @@ def mode_dump(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
         "shots": shots,
         "queries": args.queries,
         "seed": args.seed,
-        "episodes": len(specs),
+        "episodes": len(batch),
     }
     torch.save({**batch.tensors(), "meta": meta}, spec["file"])
     return {"file": spec["file"], **meta}

@@ -28,7 +28,7 @@ from anyshot.cached_evaluation import (
 )
 from anyshot.data import ImageDataset, load_dataset
 from anyshot.episodes import EpisodeSpec
-from anyshot.evaluation import EvaluationResult, summarize
+from anyshot.evaluation import summarize
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods.presets import Method
 from anyshot.progress import progress_bar
@@ -37,7 +37,6 @@ __all__ = [
     "Embedded",
     "EpisodeBatch",
     "MethodRun",
-    "accuracy_percent",
     "compare_methods",
     "dataset_root",
     "dataset_split",
@@ -220,11 +219,6 @@ def run_method(
     return MethodRun(logits, correct.float().mean(-1).tolist(), seconds)
 
 
-def accuracy_percent(result: EvaluationResult) -> float:
-    """Mean accuracy of an evaluation, in percent."""
-    return 100 * float(np.mean([r["accuracy"] for r in result.records]))
-
-
 def compare_methods(
     methods: Mapping[str, Method],
     features: ItemFeatures,
@@ -236,6 +230,7 @@ def compare_methods(
     batched by :func:`~anyshot.cached_evaluation.evaluate_cached`); prints a line per method."""
     accuracies: dict[str, float] = {}
     for label, method in methods.items():
-        accuracies[label] = accuracy_percent(evaluate_cached(method, features, specs))
+        records = evaluate_cached(method, features, specs).records
+        accuracies[label] = 100 * float(np.mean([r["accuracy"] for r in records]))
         print(f"{cell:50s} {label:40s} {accuracies[label]:7.3f}", flush=True)
     return accuracies
