@@ -1,10 +1,14 @@
-"""Episodes per second: batched head-scope methods vs one episode at a time, on embeddings.
+"""Episodes per second of head-scope methods on embeddings: many episodes per call vs one.
 
 Synthetic fixed N-way K-shot episodes of random ``D``-dimensional features (the timing does not
-depend on the values). The one-at-a-time path calls the method on an
-``Episode(features[:, :, None, None], ...)`` with ``nn.Flatten()`` as the backbone, which is what
-running a head-scope method on cached features costs today; the batched path is
-:mod:`anyshot.methods.batched`. Also reports the largest difference between the two logits.
+depend on the values). Both paths run the method's ``fit_features``: **batched** is one call on
+all ``--episodes`` episodes (``[E, S, D]`` support rows), **one at a time** is one call per
+episode (a batch of one) on the first ``--one-at-a-time`` episodes. Also reports the largest
+difference between the two paths' logits.
+
+Results written before ``fit_features`` existed timed a different "one at a time": the method's
+``__call__`` on an ``Episode`` of ``[N, D, 1, 1]`` rows with ``nn.Flatten()`` as the backbone
+(and ``anyshot.methods.batched`` as the batched path).
 
     OMP_NUM_THREADS=1 python benchmarks/batched_episodes.py --episodes 1000 \\
         --output benchmarks/results/batched-episodes.json
@@ -12,88 +16,54 @@ running a head-scope method on cached features costs today; the batched path is
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
-import time
-from collections.abc import Callable
-from pathlib import Path
+import dataclasses
 from typing import Any
 
 import torch
-from torch import nn
 
-from anyshot.episodes import Episode
-from anyshot.io import write_json
 from anyshot.methods import SupportBasedInit
-from anyshot.methods.batched import batched_head_finetuning, batched_support_init
-from anyshot.methods.recommended import HEAD_SETTINGS, recommended_method
+from anyshot.methods.presets import RECOMMENDED, Method
+from harness.cli import OPTIONAL, add_shared_arguments, script_parser
+from harness.episodes import EpisodeBatch, run_method
+from harness.output import environment, write_json
 
 
-def episodes(
-    count: int, ways: int, shots: int, queries: int, dim: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``support [E, W*S, D]``, ``targets [E, W*S]``, ``query [E, W*Q, D]`` (ReLU-like features)."""
+def episodes(count: int, ways: int, shots: int, queries: int, dim: int, seed: int) -> EpisodeBatch:
+    """``count`` episodes of ReLU-like random features, rows in way order."""
     g = torch.Generator().manual_seed(seed)
     support = torch.randn(count, ways * shots, dim, generator=g).relu()
-    targets = torch.arange(ways).repeat_interleave(shots).expand(count, -1).contiguous()
     query = torch.randn(count, ways * queries, dim, generator=g).relu()
-    return support, targets, query
 
+    def targets(per_class: int) -> torch.Tensor:
+        return torch.arange(ways).repeat_interleave(per_class).expand(count, -1).contiguous()
 
-def timed(function: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
+    return EpisodeBatch(support, targets(shots), query, targets(queries), ways)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--episodes", type=int, default=1000)
+    parser = script_parser(__doc__)
+    add_shared_arguments(parser, episodes=1000, seed=0, output=OPTIONAL)
     parser.add_argument("--one-at-a-time", type=int, default=None, help="episodes timed singly")
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--dim", type=int, default=1280)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     singly = args.one_at_a_time if args.one_at_a_time is not None else args.episodes
 
-    support, targets, query = episodes(
-        args.episodes, args.ways, args.shots, args.queries, args.dim, args.seed
-    )
-    labels = targets[0].tolist()
-    flatten = nn.Flatten()
-    methods: dict[str, tuple[Any, Callable[[], torch.Tensor]]] = {
-        "support-init": (
-            SupportBasedInit(),
-            lambda: batched_support_init(support, targets, query),
-        ),
-        "recommended-head": (
-            recommended_method(),
-            lambda: batched_head_finetuning(recommended_method(), support, targets, query),
-        ),
+    batch = episodes(args.episodes, args.ways, args.shots, args.queries, args.dim, args.seed)
+    methods: dict[str, Method] = {
+        "support-init": SupportBasedInit(),
+        "recommended-head": RECOMMENDED,
     }
     results: dict[str, Any] = {}
-    for name, (method, batched) in methods.items():
-        batched_logits, batched_s = timed(batched)
-
-        def loop(method: Any = method) -> torch.Tensor:
-            return torch.stack(
-                [
-                    method(flatten, Episode(s[:, :, None, None], labels, q[:, :, None, None]))
-                    for s, q in zip(support[:singly], query[:singly], strict=True)
-                ]
-            )
-
-        single_logits, single_s = timed(loop)
-        difference = (batched_logits[:singly] - single_logits).abs().max().item()
-        agreement = (
-            (batched_logits[:singly].argmax(-1) == single_logits.argmax(-1)).float().mean().item()
-        )
+    for name, method in methods.items():
+        batched = run_method(method, batch)
+        single = run_method(method, batch.first(singly), one_at_a_time=True)
+        batched_s, single_s = batched.seconds_total, single.seconds_total
+        first = batched.logits[:singly]
+        difference = (first - single.logits).abs().max().item()
+        agreement = (first.argmax(-1) == single.logits.argmax(-1)).float().mean().item()
         results[name] = {
             "batched_episodes_per_s": args.episodes / batched_s,
             "batched_seconds": batched_s,
@@ -117,11 +87,8 @@ def main() -> None:
             "shots": args.shots,
             "queries_per_class": args.queries,
             "dim": args.dim,
-            "recommended": HEAD_SETTINGS,
-            "torch_threads": torch.get_num_threads(),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine(),
+            "recommended": dataclasses.asdict(RECOMMENDED),
+            **environment("torch_threads", "OMP_NUM_THREADS", "torch", "machine"),
         },
         "results": results,
     }

@@ -21,10 +21,10 @@ of ImageNet): the accuracies are optimistic for truly new classes.
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
+import importlib
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from anyshot.io import write_json
-from anyshot.methods.recommended import HEAD_SETTINGS
+import anyshot.methods.presets as presets
+from harness.cli import DATA_ROOT, REQUIRED, add_shared_arguments, config_of, script_parser
+from harness.output import environment, write_json
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mini-imagenet"
 ANYSHOT = [sys.executable, "-m", "anyshot"]
 WAYS = 5
 
@@ -185,37 +185,35 @@ def measure_scaling(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = script_parser(__doc__)
+    add_shared_arguments(
+        parser,
+        data_root=DATA_ROOT / "mini-imagenet",
+        image_size=84,
+        seed=0,
+        output=REQUIRED,
+        helps={"image_size": "for the fit measurements"},
     )
-    parser.add_argument("--data-root", type=Path, default=DATA)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--queries", type=int, default=50, help="query images per class")
     parser.add_argument("--draws", type=int, default=5, help="random class/image draws per shot")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100, 1000])
-    parser.add_argument("--image-size", type=int, default=84, help="for the fit measurements")
     parser.add_argument(
         "--fit-threads", type=int, nargs="+", default=[0, 1], help="0 = torch's default"
     )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
-    parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
+    args.data_root = args.data_root.resolve()  # the symbolic links need an absolute target
     if not (args.data_root / "val.csv").is_file():
         raise SystemExit(f"mini-ImageNet not found at {args.data_root}")
 
     classes = val_classes(args.data_root)
     results: dict[str, Any] = {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-        },
+        "config": config_of(args),
+        "environment": environment("python", "torch", "cpu_count", "machine"),
         "split": "val",
-        "recommended_head_settings": dict(HEAD_SETTINGS),
+        "recommended_head_settings": dataclasses.asdict(presets.RECOMMENDED),
     }
     with tempfile.TemporaryDirectory(prefix="anyshot-scaling-") as temp:
         work = Path(temp)
@@ -255,13 +253,9 @@ def main() -> None:
                 classes, work, args.sizes, args.image_size, args.fit_threads
             )
     # The commands read the settings afresh in each subprocess: check they did not change.
-    import importlib
-
-    import anyshot.methods.recommended as recommended
-
-    now = dict(importlib.reload(recommended).HEAD_SETTINGS)
+    now = dataclasses.asdict(importlib.reload(presets).RECOMMENDED)
     if now != results["recommended_head_settings"]:
-        raise SystemExit(f"HEAD_SETTINGS changed during the run: {now}; run again")
+        raise SystemExit(f"the RECOMMENDED preset changed during the run: {now}; run again")
     write_json(args.output, results)
     print(f"results written to {args.output}")
 

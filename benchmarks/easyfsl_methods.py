@@ -25,6 +25,9 @@ one by one instead of through that ``__init__``.
 hyper-parameter is easyfsl's default unless ``--option`` sets it. One untimed warm-up episode
 (episode 0) runs first; then every episode is timed (``time.perf_counter``).
 
+Of the benchmark harness it uses only :mod:`harness.cli` and :mod:`harness.output` (standard
+library and torch).
+
 **Output** (``--output``, JSON): per method the effective hyper-parameters, per-episode
 accuracies and seconds, their summary (mean, std, 95% CI half-width 1.96 std / sqrt(n), median
 seconds, episodes per second) and the process's peak resident memory (``ru_maxrss``, the whole
@@ -37,16 +40,11 @@ process: all methods of one run together).
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import json
 import math
-import os
-import platform
-import resource
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
@@ -54,6 +52,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from harness.cli import OPTIONAL, REQUIRED, add_shared_arguments, script_parser
+from harness.output import environment, peak_rss_mb, write_json
 
 #: easyfsl class name -> its module under ``easyfsl.methods`` (the feature-level methods).
 METHOD_MODULES = {
@@ -170,22 +171,20 @@ def run_method(cls: type, options: dict[str, Any], data: dict[str, Any]) -> dict
     }
 
 
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(record, stream, indent=2)
-        stream.write("\n")
-    os.replace(temporary, path)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = script_parser(__doc__)
+    add_shared_arguments(
+        parser,
+        episodes=OPTIONAL,
+        threads=OPTIONAL,
+        seed=0,
+        output=REQUIRED,
+        helps={
+            "episodes": "only the first N episodes",
+            "seed": "torch.manual_seed before each method",
+        },
     )
     parser.add_argument("--episodes-file", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True)
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -199,9 +198,6 @@ def main() -> None:
         metavar="METHOD.name=value",
         help="a constructor keyword of one method (value parsed as JSON); repeatable",
     )
-    parser.add_argument("--episodes", type=int, default=None, help="only the first N episodes")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed before each method")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -237,13 +233,11 @@ def main() -> None:
             "episodes_file": str(args.episodes_file),
             "meta": data.get("meta"),
             "easyfsl": getattr(easyfsl, "__version__", None),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "machine": platform.processor() or platform.machine(),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **environment("torch", "torch_threads", "OMP_NUM_THREADS", "machine"),
+            "peak_rss_mb": peak_rss_mb(),
             "results": results,
         },
+        allow_nan=True,
     )
 
 

@@ -11,13 +11,16 @@ On Omniglot test and mini-ImageNet test, with the ImageNet EfficientNet-Lite0 at
 
 for three head-scope methods on the same seeded episodes: support-based initialisation, the
 paper's transductive fine-tuning (T = 1, Adam 5e-5, 25 epochs) and anyshot's recommended
-transductive setting (``recommended_method()``: T = 0.1, lr 1e-2, class-balance term).
+transductive setting (:data:`~anyshot.methods.presets.RECOMMENDED`: T = 0.1, lr 1e-2,
+class-balance term).
 
 Every image is embedded once (frozen backbone, channels-first rows of a
 :class:`~anyshot.feature_cache.FeatureCache`, reused across runs); the methods run on the
-cached ``[N, 1280, 1, 1]`` rows with ``nn.Flatten()`` as the backbone, in chunks of 1024 rows
-(the same gradient as the default 64: chunked steps accumulate exactly). The hardness model's
-logits are the same network's ImageNet classifier applied to the cached features.
+cached rows through ``fit_features``, episodes of one shape batched together
+(``evaluate_cached``: an episode's ``seconds`` is its batch's wall time / episodes, as each
+result's ``config["timing"]`` says; before ``fit_features`` every episode ran alone). The
+hardness model's logits are the same network's ImageNet classifier applied to the cached
+features.
 
     OMP_NUM_THREADS=1 python benchmarks/honest_evaluation.py --data-root ../shared/data \\
         --cache-dir /tmp/anyshot-features --output-dir benchmarks/results
@@ -33,26 +36,26 @@ import argparse
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from anyshot.backbones import load_backbone
-from anyshot.data import load_dataset
-from anyshot.episodes import Episode, EpisodeSpec
-from anyshot.evaluation import evaluate
+from anyshot.cached_evaluation import evaluate_cached
 from anyshot.feature_cache import FeatureCache
 from anyshot.hardness import HardnessModel
-from anyshot.io import atomic_write_text
-from anyshot.methods import FewShotMethod, SupportBasedInit, TransductiveFineTuning
-from anyshot.methods.recommended import recommended_method
+from anyshot.methods import SupportBasedInit, TransductiveFineTuning
+from anyshot.methods.presets import RECOMMENDED, Method
 from anyshot.progress import progress_bar
 from anyshot.protocols import build_sampler, sampler_config
 from anyshot.report import POOLED, write_report
+from harness.cli import DATA_ROOT, FEATURE_CACHE, add_shared_arguments, script_parser
+from harness.episodes import dataset_split, embed_episodes
+from harness.output import write_json
 
+#: ``batch_size`` of the fine-tuning methods: what the committed results record (it chunked
+#: the rows of the old image path; ``fit_features`` uses every row of an episode in each step).
 HEAD_CHUNK = 1024
 
 #: dataset -> (queries per class, ways sweep, shots sweep at 5 ways)
@@ -62,7 +65,7 @@ PLANS: dict[str, tuple[int, list[int], list[int]]] = {
 }
 
 
-def methods() -> list[tuple[str, FewShotMethod]]:
+def methods() -> list[tuple[str, Method]]:
     """(label, method) of the three compared head-scope methods."""
     return [
         ("support-init", SupportBasedInit()),
@@ -72,7 +75,7 @@ def methods() -> list[tuple[str, FewShotMethod]]:
         ),
         (
             "transductive (recommended)",
-            dataclasses.replace(recommended_method(), batch_size=HEAD_CHUNK),
+            dataclasses.replace(RECOMMENDED, batch_size=HEAD_CHUNK),
         ),
     ]
 
@@ -89,26 +92,9 @@ def settings(dataset: str, small: int, large: int) -> list[tuple[str, int, int, 
     return found
 
 
-def cached_episodes(
-    specs: list[EpisodeSpec], features: dict[int, torch.Tensor]
-) -> Iterator[Episode]:
-    """Episodes of ``[n, D, 1, 1]`` cached features; labels are dataset class indices."""
-    for spec in specs:
-        support = [i for items in spec.support for i in items]
-        query = [i for items in spec.query for i in items]
-        yield Episode(
-            torch.stack([features[i] for i in support])[:, :, None, None],
-            [c for c, items in zip(spec.classes, spec.support, strict=True) for _ in items],
-            torch.stack([features[i] for i in query])[:, :, None, None],
-            [c for c, items in zip(spec.classes, spec.query, strict=True) for _ in items],
-            classes=list(spec.classes),
-        )
-
-
 def run_dataset(args: argparse.Namespace, name: str) -> tuple[Path, dict[str, Any]]:
     """Evaluate every setting and method of one dataset; write its bundle; return path, timing."""
-    root = args.data_root / name
-    dataset = load_dataset(name, root, "test")
+    dataset = dataset_split(args.data_root, name, "test")
     queries = PLANS[name][0]
     plan = settings(name, args.episodes, args.many_way_episodes)
     samplers = {
@@ -118,17 +104,12 @@ def run_dataset(args: argparse.Namespace, name: str) -> tuple[Path, dict[str, An
     specs = {
         (w, k): list(samplers[(w, k)].take(n)) for _, w, k, n in plan
     }  # episode i of a setting is the same for every method
-    needed = sorted(
-        {i for ss in specs.values() for s in ss for part in (*s.support, *s.query) for i in part}
-    )
     backbone = load_backbone("efficientnet-lite0", image_size=args.image_size)
     cache = FeatureCache(args.cache_dir, channels_last=False)
-    start = time.perf_counter()
-    rows = cache.features(backbone, dataset, needed, batch_size=64, show_progress=True)
-    features = dict(zip(needed, rows, strict=True))
-    seconds = time.perf_counter() - start
-    embed_seconds = seconds if cache.computed else 0.0
-    load_seconds = seconds - embed_seconds
+    embedded = embed_episodes(cache, backbone, dataset, (s for ss in specs.values() for s in ss))
+    features, needed = embedded.features, list(embedded.features.items)
+    embed_seconds = embedded.seconds if embedded.computed else 0.0
+    load_seconds = embedded.seconds - embed_seconds
 
     # Hardness: the generic model's logits = the ImageNet classifier on the cached features.
     hardness_backbone = load_backbone(
@@ -137,7 +118,7 @@ def run_dataset(args: argparse.Namespace, name: str) -> tuple[Path, dict[str, An
     hardness = HardnessModel(dataset, hardness_backbone)
     assert backbone.classifier is not None
     with torch.inference_mode():
-        logits = backbone.classifier(torch.stack([features[i] for i in needed]))
+        logits = backbone.classifier(features.features)
     hardness.add_embeddings(needed, logits)
     check = needed[:4]
     fresh = HardnessModel(dataset, hardness_backbone).embeddings(check)
@@ -145,7 +126,6 @@ def run_dataset(args: argparse.Namespace, name: str) -> tuple[Path, dict[str, An
 
     results = []
     method_seconds = 0.0
-    identity = nn.Flatten()
     for protocol, w, k, n in progress_bar(plan, desc=f"{name} settings", unit="setting"):
         setting_specs = specs[(w, k)]
         values = [hardness(spec) for spec in setting_specs]
@@ -159,36 +139,29 @@ def run_dataset(args: argparse.Namespace, name: str) -> tuple[Path, dict[str, An
                 "episodes": n,
                 "label": label,
                 "method": type(method).__name__,
-                "method_options": dataclasses.asdict(method),  # type: ignore[call-overload]
+                "method_options": dataclasses.asdict(method),
                 "backbone": "efficientnet-lite0",
                 "image_size": args.image_size,
                 "embedding": "features (1280-d), cached",
                 "hardness": {**hardness.config(), "image_size": args.image_size},
             }
 
-            def hardness_of(index: int, _episode: Any, values: list[float] = values) -> float:
-                return values[index]
-
             start = time.perf_counter()
-            result = evaluate(
-                method,
-                identity,
-                cached_episodes(setting_specs, features),
-                config=config,
-                hardness=hardness_of,
+            result = evaluate_cached(
+                method, features, setting_specs, config=config, hardness=values.__getitem__
             )
             method_seconds += time.perf_counter() - start
             results.append(result.to_dict())
     path = args.output_dir / f"honest-evaluation-{name}-test.json"
     timing = {
-        "images_embedded_now": cache.computed,
+        "images_embedded_now": embedded.computed,
         "embedding_seconds": embed_seconds,
         "cache_load_seconds": load_seconds,
         "method_seconds": method_seconds,
         "images_used": len(needed),
     }
     bundle = {"timing": timing, "results": results}
-    atomic_write_text(path, json.dumps(bundle, separators=(",", ":"), allow_nan=False) + "\n")
+    write_json(path, bundle, compact=True)
     return path, timing
 
 
@@ -221,20 +194,17 @@ def pivot(report_rows: list[Any], dataset: str, axis: str, fixed: dict[str, int]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = script_parser(__doc__)
+    add_shared_arguments(
+        parser,
+        data_root=DATA_ROOT,
+        image_size=84,
+        episodes=100,
+        cache_dir=FEATURE_CACHE,
+        helps={"episodes": "per setting up to 20 ways"},
     )
-    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--datasets", nargs="+", default=list(PLANS), choices=list(PLANS))
-    parser.add_argument("--image-size", type=int, default=84)
-    parser.add_argument("--episodes", type=int, default=100, help="per setting up to 20 ways")
     parser.add_argument("--many-way-episodes", type=int, default=20, help="per setting > 20 ways")
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path("/tmp/anyshot-features"),
-        help="FeatureCache folder (kept; rows are reused while the image files are unchanged)",
-    )
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 

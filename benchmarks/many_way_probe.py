@@ -13,20 +13,16 @@ class proportions (``likelihood_weight``, ``prior_count 0``), and what softens i
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from pathlib import Path
-
-import numpy as np
 
 from anyshot.backbones import load_backbone
-from anyshot.cached_evaluation import embed_items, episode_items, evaluate_cached
-from anyshot.data import load_dataset
 from anyshot.feature_cache import FeatureCache
-from anyshot.io import write_json
-from anyshot.methods import FineTuning, SupportBasedInit
-from anyshot.methods.recommended import recommended_method
+from anyshot.methods import SupportBasedInit
+from anyshot.methods.presets import RECOMMENDED, Method
 from anyshot.protocols import build_sampler
+from harness.cli import DATA_ROOT, FEATURE_CACHE, REQUIRED, add_shared_arguments, script_parser
+from harness.episodes import compare_methods, dataset_split, embed_episodes
+from harness.output import write_json
 
 #: dataset -> (queries per class, [(ways, shots), ...]) of balanced query sets
 PLANS = {
@@ -37,9 +33,9 @@ PLANS = {
 IMBALANCED = {"mini-imagenet": [(5, 1, 2.0), (5, 5, 2.0), (5, 1, 0.5), (5, 5, 0.5)]}
 
 
-def variants() -> dict[str, SupportBasedInit | FineTuning]:
+def variants() -> dict[str, Method]:
     """The default and what changes only its likelihood / balance terms."""
-    base = recommended_method()
+    base = RECOMMENDED
     return {
         "support-init": SupportBasedInit(),
         "default": base,
@@ -55,12 +51,15 @@ def variants() -> dict[str, SupportBasedInit | FineTuning]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--image-size", type=int, default=84)
-    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/anyshot-features"))
-    parser.add_argument("--output", type=Path, required=True)
+    parser = script_parser(__doc__)
+    add_shared_arguments(
+        parser,
+        data_root=DATA_ROOT,
+        episodes=20,
+        image_size=84,
+        cache_dir=FEATURE_CACHE,
+        output=REQUIRED,
+    )
     args = parser.parse_args()
     backbone = load_backbone("efficientnet-lite0", image_size=args.image_size)
     cache = FeatureCache(args.cache_dir, channels_last=False)
@@ -78,20 +77,14 @@ def main() -> None:
         for name, settings in IMBALANCED.items()
         for ways, shots, alpha in settings
     ]
-    datasets = {name: load_dataset(name, args.data_root / name, "val") for name in PLANS}
+    datasets = {name: dataset_split(args.data_root, name, "val") for name in PLANS}
     for name, setting, options in cells:
         protocol = "imbalanced" if "total_queries" in options else "fixed"
         sampler = build_sampler(protocol, datasets[name].labels, seed=0, **options)
         specs = list(sampler.take(args.episodes))
-        items = sorted(episode_items(specs))
-        features = embed_items(cache, backbone, datasets[name], items, show_progress=True)
+        features = embed_episodes(cache, backbone, datasets[name], specs).features
         cell = f"{name} val {setting}"
-        results[cell] = {}
-        for label, method in variants().items():
-            result = evaluate_cached(method, features, specs)
-            accuracy = 100 * float(np.mean([r["accuracy"] for r in result.records]))
-            results[cell][label] = accuracy
-            print(f"{cell:50s} {label:38s} {accuracy:6.2f}", flush=True)
+        results[cell] = compare_methods(variants(), features, specs, cell=cell)
     write_json(
         args.output,
         {

@@ -10,20 +10,17 @@ each row can have its own episode count (the first N episodes of the same stream
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any
 
-import torch
-
 from anyshot.backbones import load_backbone
-from anyshot.data import load_dataset
 from anyshot.episodes import EpisodeSampler, make_episode
 from anyshot.evaluation import evaluate
-from anyshot.io import write_json
 from anyshot.methods import FewShotMethod, FineTuning, SupportBasedInit, TransductiveFineTuning
-from anyshot.methods.recommended import recommended_method
+from anyshot.methods.presets import RECOMMENDED
+from harness.cli import REQUIRED, add_shared_arguments, config_of, script_parser
+from harness.episodes import dataset_split
+from harness.output import environment, write_json
 
 
 def rows(episodes: int, slow_episodes: int) -> list[tuple[str, FewShotMethod, int]]:
@@ -32,7 +29,7 @@ def rows(episodes: int, slow_episodes: int) -> list[tuple[str, FewShotMethod, in
         ("support-init", SupportBasedInit(), episodes),
         ("finetune head", FineTuning(scope="head"), episodes),
         ("transductive head", TransductiveFineTuning(scope="head"), episodes),
-        ("recommended head", recommended_method(), episodes),
+        ("recommended head", RECOMMENDED, episodes),
         ("finetune last", FineTuning(scope="last"), episodes),
         ("transductive last", TransductiveFineTuning(scope="last"), episodes),
         ("finetune all", FineTuning(scope="all"), slow_episodes),
@@ -41,24 +38,20 @@ def rows(episodes: int, slow_episodes: int) -> list[tuple[str, FewShotMethod, in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = script_parser(__doc__)
+    add_shared_arguments(
+        parser, data_root=REQUIRED, image_size=84, episodes=20, seed=0, output=REQUIRED
     )
     parser.add_argument("--dataset", default="omniglot")
-    parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--image-size", type=int, default=84)
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--queries", type=int, default=15)
-    parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--slow-episodes", type=int, default=3, help="episodes for scope all")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
 
     backbone = load_backbone("efficientnet-lite0", image_size=args.image_size)
-    dataset = load_dataset(args.dataset, args.data_root, args.split)
+    dataset = dataset_split(args.data_root, args.dataset, args.split)
     sampler = EpisodeSampler(
         dataset.labels, ways=args.ways, shots=args.shots, queries=args.queries, seed=args.seed
     )
@@ -77,8 +70,8 @@ def main() -> None:
     write_json(
         args.output,
         {
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "torch_threads": torch.get_num_threads(),
+            "config": config_of(args),
+            **environment("torch_threads"),
             "rows": results,
         },
     )

@@ -13,16 +13,16 @@ Two protocols, 5-way 1-shot and 5-shot, episodes seeded by ``--seed``:
 * ``strongly imbalanced``: the same with alpha = 0.5 (``--strong-imbalance-episodes``):
   often one or two classes hold most queries and some none.
 
-Rows (every head-scope row runs batched on the cached features; time per episode = the batch's
-wall time / episodes):
+Rows (every head-scope row runs on the cached features, all episodes of a cell in one
+``fit_features`` call; time per episode = the call's wall time / episodes):
 
 * ``support-init``; ``fine-tuning`` (support cross-entropy only, the tuned head settings);
 * ``transductive (paper)``: the paper's hyper-parameters (T = 1, Adam 5e-5, 25 epochs,
   lambda = 1) on the head;
 * ``transductive + TIM balance``: query entropy plus TIM's class-balance term (anyshot's
   previous default);
-* ``anyshot default``: :func:`anyshot.methods.recommended.recommended_method`, the settings
-  tuned on val (``--split val --grid`` runs the candidates this was chosen from);
+* ``anyshot default``: :data:`anyshot.methods.presets.RECOMMENDED`, the settings tuned on val
+  (``--split val --grid`` runs the candidates this was chosen from);
 * ``likelihood only (previous default)``: the same without the adaptive balance term;
 * ``transductive (last)``: the paper's method at scope ``last`` (images through the network,
   last stage trained) on the first ``--last-episodes`` episodes of each setting (slow);
@@ -40,14 +40,11 @@ wall time / episodes):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -57,17 +54,23 @@ from typing import Any
 import torch
 
 from anyshot.backbones import build_backbone
-from anyshot.cached_evaluation import ItemFeatures, embed_items, episode_items, episode_tensors
-from anyshot.data import ImageDataset, load_dataset
+from anyshot.data import ImageDataset
 from anyshot.episodes import EpisodeSpec, make_episode
 from anyshot.evaluation import summarize
 from anyshot.feature_cache import FeatureCache
-from anyshot.io import write_json
-from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
-from anyshot.methods.batched import batched_head_finetuning, batched_support_init
-from anyshot.methods.recommended import HEAD_SETTINGS, QUERY_SETTINGS, recommended_method
+from anyshot.methods import SupportBasedInit, TransductiveFineTuning
+from anyshot.methods.presets import RECOMMENDED, RECOMMENDED_INDUCTIVE, TIM_LIKE, Method
 from anyshot.progress import progress_bar
 from anyshot.protocols import build_sampler
+from harness.cli import (
+    DATA_ROOT,
+    FEATURE_CACHE,
+    REQUIRED,
+    add_shared_arguments,
+    script_parser,
+)
+from harness.episodes import EpisodeBatch, dataset_split, embed_episodes, run_method
+from harness.output import environment, write_json
 
 HERE = Path(__file__).resolve().parent
 EASYFSL_PYTHON = HERE / ".venv-easyfsl" / "bin" / "python"
@@ -106,26 +109,20 @@ PAPER_WRN = {
     "transductive (paper)": (65.73, 78.40),
 }
 
-INDUCTIVE_HEAD = {k: v for k, v in HEAD_SETTINGS.items() if k not in QUERY_SETTINGS}
 
-
-def head_rows(grid: bool) -> dict[str, Any]:
+def head_rows(grid: bool) -> dict[str, Method]:
     """Row name -> method (a SupportBasedInit or a head-scope FineTuning)."""
-    rows: dict[str, Any] = {
+    rows: dict[str, Method] = {
         "support-init": SupportBasedInit(),
-        "fine-tuning": FineTuning(scope="head", **INDUCTIVE_HEAD),  # type: ignore[arg-type]
+        "fine-tuning": RECOMMENDED_INDUCTIVE,
         "transductive (paper)": TransductiveFineTuning(scope="head"),
-        "transductive + TIM balance": TransductiveFineTuning(
-            scope="head", temperature=0.1, lr=1e-2, entropy_weight=1.0, balance_weight=1.0
-        ),
-        "anyshot default": recommended_method(),
+        "transductive + TIM balance": TIM_LIKE,
+        "anyshot default": RECOMMENDED,
     }
-    rows["likelihood only (previous default)"] = dataclasses.replace(
-        recommended_method(), adaptive_balance=False, balance_weight=0.0
-    )
+    previous = dataclasses.replace(RECOMMENDED, adaptive_balance=False, balance_weight=0.0)
+    rows["likelihood only (previous default)"] = previous
     if grid:
-        base = recommended_method()
-        previous = rows["likelihood only (previous default)"]
+        base = RECOMMENDED
         rows["default, no centring"] = dataclasses.replace(base, center=False)
         rows["centring + entropy"] = dataclasses.replace(
             previous, likelihood_weight=0.0, entropy_weight=1.0
@@ -166,17 +163,6 @@ def draw(
     return list(sampler.take(count))
 
 
-def tensors(specs: Sequence[EpisodeSpec], features: ItemFeatures) -> dict[str, torch.Tensor]:
-    """``support [E,S,D]``, ``support_labels [E,S]``, ``query [E,Q,D]``, ``query_labels [E,Q]``."""
-    support, support_labels, query, query_labels = episode_tensors(features, specs)
-    return {
-        "support": support,
-        "support_labels": support_labels,
-        "query": query,
-        "query_labels": query_labels,
-    }
-
-
 def row_result(accuracies: Sequence[float], seconds_per_episode: Sequence[float]) -> dict[str, Any]:
     """Summary (percentages) plus median seconds per episode and the per-episode accuracies."""
     stats = summarize(accuracies)
@@ -190,19 +176,10 @@ def row_result(accuracies: Sequence[float], seconds_per_episode: Sequence[float]
     }
 
 
-def run_head(method: Any, data: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """A head-scope method on every episode at once (batched)."""
-    start = time.perf_counter()
-    if isinstance(method, SupportBasedInit):
-        logits = batched_support_init(data["support"], data["support_labels"], data["query"])
-    else:
-        logits = batched_head_finetuning(
-            method, data["support"], data["support_labels"], data["query"]
-        )
-    seconds = time.perf_counter() - start
-    correct = (logits.argmax(-1) == data["query_labels"]).float().mean(1)
-    per_episode = seconds / len(correct)
-    return row_result(correct.tolist(), [per_episode] * len(correct))
+def run_head(method: Method, batch: EpisodeBatch) -> dict[str, Any]:
+    """A head-scope method (or support-init) on every episode at once (one ``fit_features``)."""
+    run = run_method(method, batch)
+    return row_result(run.accuracies, run.seconds)
 
 
 def run_last(
@@ -224,10 +201,10 @@ def run_last(
     return row_result(accuracies, seconds)
 
 
-def run_easyfsl(data: dict[str, torch.Tensor], work: Path, threads: int) -> dict[str, Any]:
+def run_easyfsl(batch: EpisodeBatch, work: Path, threads: int) -> dict[str, Any]:
     """easyfsl's methods on the same episode features (its own venv); name -> row result."""
     file = work / "episodes.pt"
-    torch.save({k: v.contiguous() for k, v in data.items()}, file)
+    torch.save(batch.tensors(), file)
     output = work / "easyfsl.json"
     command = [
         str(EASYFSL_PYTHON),
@@ -280,13 +257,19 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = script_parser(__doc__)
+    add_shared_arguments(
+        parser,
+        data_root=DATA_ROOT / "mini-imagenet",
+        image_size=224,
+        episodes=1000,
+        seed=0,
+        cache_dir=FEATURE_CACHE,
+        threads=2,
+        output=REQUIRED,
+        helps={"episodes": "balanced episodes"},
     )
-    parser.add_argument("--data-root", default="../shared/data/mini-imagenet")
     parser.add_argument("--split", choices=["val", "test"], default="test")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--episodes", type=int, default=1000, help="balanced episodes")
     parser.add_argument("--imbalanced-episodes", type=int, default=500)
     parser.add_argument(
         "--strong-imbalance-episodes",
@@ -295,17 +278,13 @@ def main() -> None:
         help="also episodes with Dirichlet(alpha = 0.5) query proportions (0 = none)",
     )
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--last-episodes", type=int, default=10, help="0 skips scope last")
     parser.add_argument("--grid", action="store_true", help="also the tuning candidates")
     parser.add_argument("--no-easyfsl", action="store_true")
-    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/anyshot-features"))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
+    dataset = dataset_split(args.data_root, "mini-imagenet", args.split)
     backbone = build_backbone("efficientnet-lite0", image_size=args.image_size)
     settings: dict[str, tuple[str, int, list[EpisodeSpec]]] = {}
     protocols = (
@@ -318,18 +297,19 @@ def main() -> None:
             if count > 0:
                 specs = draw(dataset, protocol, shots, count, args.seed)
                 settings[f"{protocol} {shots}-shot"] = (protocol, shots, specs)
-    items = sorted(episode_items(s for _, _, specs in settings.values() for s in specs))
-    start = time.perf_counter()
-    features = embed_items(
-        FeatureCache(args.cache_dir), backbone, dataset, items, show_progress=True
+    embedded = embed_episodes(
+        FeatureCache(args.cache_dir),
+        backbone,
+        dataset,
+        (s for _, _, specs in settings.values() for s in specs),
     )
-    embed_seconds = time.perf_counter() - start
+    features, embed_seconds = embedded.features, embedded.seconds
     methods = head_rows(args.grid)
 
     record: dict[str, Any] = {
         "setting": {
             "split": args.split,
-            "data_root": args.data_root,
+            "data_root": str(args.data_root),
             "backbone": "efficientnet-lite0 (ImageNet weights; ImageNet contains these classes)",
             "image_size": args.image_size,
             "seed": args.seed,
@@ -340,17 +320,9 @@ def main() -> None:
             "strong_imbalance_dirichlet_alpha": 0.5,
             "episodes": {name: len(specs) for name, (_, _, specs) in settings.items()},
             "last_episodes": args.last_episodes,
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine(),
-            "python": sys.version.split()[0],
+            **environment("torch_threads", "torch", "machine", "python"),
             "embedding_seconds_this_run": embed_seconds,
-            "methods": {
-                name: dataclasses.asdict(m)
-                if dataclasses.is_dataclass(m) and not isinstance(m, type)
-                else repr(m)
-                for name, m in methods.items()
-            },
+            "methods": {name: dataclasses.asdict(m) for name, m in methods.items()},
             "easyfsl_settings": None if args.no_easyfsl else EASYFSL_SETTINGS,
             "paper_wrn_28_10": PAPER_WRN,
         },
@@ -358,10 +330,10 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as scratch:
         for name, (protocol, _shots, specs) in settings.items():
-            data = tensors(specs, features)
+            batch = EpisodeBatch.of(features, specs)
             cell: dict[str, Any] = {}
             for row, method in methods.items():
-                cell[row] = run_head(method, data)
+                cell[row] = run_head(method, batch)
                 print(
                     f"{name:22s} {row:32s} {cell[row]['accuracy']:6.2f} ± {cell[row]['ci95']:.2f}",
                     flush=True,
@@ -371,12 +343,11 @@ def main() -> None:
                     dataset, specs[: args.last_episodes], backbone
                 )
                 # The same episodes through the default, for a paired comparison.
-                subset = {k: v[: args.last_episodes] for k, v in data.items()}
                 cell["anyshot default, same episodes as last"] = run_head(
-                    recommended_method(), subset
+                    RECOMMENDED, batch.first(args.last_episodes)
                 )
             if not args.no_easyfsl:
-                cell.update(run_easyfsl(data, Path(scratch), args.threads))
+                cell.update(run_easyfsl(batch, Path(scratch), args.threads))
             record["results"][name] = cell
             write_json(args.output, record)  # what is finished survives an interruption
     table = markdown(record)

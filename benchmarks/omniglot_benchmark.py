@@ -8,7 +8,7 @@
    every episode; the test images are decoded and embedded once (eval mode, no augmentation) and
    the methods run on the cached embeddings, which is what they compute from the images anyway,
    many episodes at once (``evaluate_cached``; the first ``--verify`` episodes of each row are
-   checked against one-at-a-time runs).
+   run again one per ``fit_features`` call and checked against the batched run).
    ``--part all``: fine-tuning of every parameter (paper settings, no flip) on the images of the
    first episodes of each setting, as many as ``--all-seconds`` allows.
 
@@ -35,20 +35,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from anyshot.backbones import load_backbone
 from anyshot.backbones.base import Backbone
 from anyshot.cached_evaluation import ItemFeatures, evaluate_cached
-from anyshot.data import load_dataset
 from anyshot.data.memory import MemoryImages
 from anyshot.episodes import Episode, EpisodeSampler, EpisodeSpec
-from anyshot.evaluation import evaluate, summarize
-from anyshot.io import write_json
+from anyshot.evaluation import EvaluationResult, evaluate, summarize
 from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
 from anyshot.methods.frozen import frozen_forward
-from anyshot.methods.recommended import recommended_method
+from anyshot.methods.presets import RECOMMENDED, TIM_LIKE, Method
 from anyshot.pretrain import last_path
+from harness.cli import DATA_ROOT, add_shared_arguments, script_parser
+from harness.episodes import dataset_root, dataset_split
+from harness.output import environment, write_json
 
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
 QUERIES = 15
@@ -63,28 +63,22 @@ PUBLISHED = {
 }
 
 
-FAST_METHODS: list[tuple[str, str, Any]] = [
+FAST_METHODS: list[tuple[str, str, Method]] = [
     ("support-init", "logits", SupportBasedInit()),
     ("support-init (features)", "features", SupportBasedInit()),
     ("finetune head (paper)", "logits", FineTuning(scope="head")),
     ("transductive head (paper)", "logits", TransductiveFineTuning(scope="head")),
-    (
-        "transductive head (entropy + TIM balance)",
-        "logits",
-        TransductiveFineTuning(
-            scope="head", temperature=0.1, lr=1e-2, entropy_weight=1.0, balance_weight=1.0
-        ),
-    ),
+    ("transductive head (entropy + TIM balance)", "logits", TIM_LIKE),
     (
         "transductive head (likelihood only: the previous default)",
         "logits",
-        dataclasses.replace(recommended_method(), adaptive_balance=False, balance_weight=0.0),
+        dataclasses.replace(RECOMMENDED, adaptive_balance=False, balance_weight=0.0),
     ),
-    ("transductive head (recommended)", "logits", recommended_method()),
+    ("transductive head (recommended)", "logits", RECOMMENDED),
     (
         "transductive head (recommended, balance always: --no-adaptive-balance)",
         "logits",
-        dataclasses.replace(recommended_method(), adaptive_balance=False),
+        dataclasses.replace(RECOMMENDED, adaptive_balance=False),
     ),
 ]
 """``(row label, embedding, method)`` of ``--part fast``, in the order they run."""
@@ -161,26 +155,22 @@ def _training_state(path: Path) -> dict[str, Any] | None:
     return state
 
 
-def _episode(spec: EpisodeSpec, data: torch.Tensor | MemoryImages, names: list[str]) -> Episode:
-    """The episode of ``spec`` over cached rows ``[N, D, 1, 1]`` or in-memory images."""
+def _episode(spec: EpisodeSpec, images: MemoryImages, names: list[str]) -> Episode:
+    """The episode of ``spec`` on in-memory images."""
     support = [i for items in spec.support for i in items]
     query = [i for items in spec.query for i in items]
-
-    def take(items: list[int]) -> torch.Tensor:
-        if isinstance(data, MemoryImages):
-            return data.batch(items)
-        return data[torch.as_tensor(items)]
-
     return Episode(
-        take(support),
+        images.batch(support),
         [names[c] for c, items in zip(spec.classes, spec.support, strict=True) for _ in items],
-        take(query),
+        images.batch(query),
         [names[c] for c, items in zip(spec.classes, spec.query, strict=True) for _ in items],
         classes=[names[c] for c in spec.classes],
     )
 
 
-def _record(result: Any, ways: int, shots: int, method: str, seconds: float) -> dict[str, Any]:
+def _record(
+    result: EvaluationResult, ways: int, shots: int, method: str, seconds: float
+) -> dict[str, Any]:
     accuracies = [r["accuracy"] for r in result.records]
     return {
         "ways": ways,
@@ -213,7 +203,7 @@ def fast_part(
 
     The methods run through :func:`~anyshot.cached_evaluation.evaluate_cached` (fixed-shape
     episodes trained together, each with its own gradients); the first ``--verify`` episodes
-    of every row are also run one at a time through the method itself and the largest
+    of every row are also run one episode per ``fit_features`` call and the largest
     per-episode accuracy difference is recorded (``verify``).
     """
     start = time.perf_counter()
@@ -224,7 +214,6 @@ def fast_part(
     backbone.embedding = "logits"
     print(f"embedded {len(test)} test images in {time.perf_counter() - start:.0f} s", flush=True)
     everything = list(range(len(test)))
-    names = list(test.class_names)
     out: list[Any] = []
     for ways, shots in _settings(args):
         sampler = EpisodeSampler(
@@ -232,27 +221,23 @@ def fast_part(
         )
         specs = list(sampler.take(args.episodes))
         for label, embedding, method in FAST_METHODS:
-            rows = embeddings[embedding]
+            features = ItemFeatures(everything, embeddings[embedding])
             begin = time.perf_counter()
-            result = evaluate_cached(method, ItemFeatures(everything, rows), specs)
+            result = evaluate_cached(method, features, specs)
             record = _record(result, ways, shots, label, time.perf_counter() - begin)
-            record["verify"] = _verify(method, rows, specs[: args.verify], names, result)
+            record["verify"] = _verify(method, features, specs[: args.verify], result)
             _keep(out, save, record)
     return out
 
 
 def _verify(
-    method: Any,
-    rows: torch.Tensor,
-    specs: list[EpisodeSpec],
-    names: list[str],
-    batched: Any,
+    method: Method, features: ItemFeatures, specs: list[EpisodeSpec], batched: EvaluationResult
 ) -> dict[str, Any]:
-    """Run ``specs`` one at a time; how far their accuracies are from the batched ones."""
+    """Run ``specs`` one per ``fit_features`` call; how far their accuracies are from the
+    batched ones."""
     if not specs:
         return {"episodes": 0}
-    cached = rows.view(*rows.shape, 1, 1)
-    alone = evaluate(method, nn.Flatten(), (_episode(spec, cached, names) for spec in specs))
+    alone = evaluate_cached(method, features, specs, episodes_per_chunk=1)
     differences = [
         abs(a["accuracy"] - b["accuracy"])
         for a, b in zip(alone.records, batched.records[: len(specs)], strict=True)
@@ -304,8 +289,13 @@ def _all_images(test: MemoryImages) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=Path("../shared/data/omniglot"))
+    parser = script_parser(__doc__)
+    add_shared_arguments(
+        parser,
+        data_root=DATA_ROOT / "omniglot",
+        episodes=1000,
+        results=Path("benchmarks/results"),
+    )
     parser.add_argument(
         "--checkpoint", type=Path, default=Path("benchmarks/checkpoints/omniglot-conv4.pt")
     )
@@ -315,7 +305,6 @@ def main() -> None:
         help="pre-training schedule (the paper's is 40:0.1,80:0.01)",
     )
     parser.add_argument("--part", choices=["fast", "all"], default="fast")
-    parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument(
         "--all-seconds",
         type=float,
@@ -334,13 +323,13 @@ def main() -> None:
         help="--part fast: also run the first N episodes of every row one at a time and "
         "record the largest accuracy difference from the batched run",
     )
-    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
+    args.data_root = dataset_root(args.data_root, "omniglot")
 
     started = time.perf_counter()
     pretraining = run_pretraining(args)
     backbone = load_backbone(args.checkpoint).eval()
-    dataset = load_dataset("omniglot", args.data_root, "test")
+    dataset = dataset_split(args.data_root, "omniglot", "test")
     test = MemoryImages.from_dataset(dataset, backbone.preprocessing)
     path = args.results / f"omniglot-scratch-{args.part}.json"
 
@@ -356,7 +345,7 @@ def main() -> None:
                 "published": PUBLISHED,
                 "results": results,
                 "evaluation_wall_seconds": time.perf_counter() - started,
-                "torch_threads": torch.get_num_threads(),
+                **environment("torch_threads"),
             },
         )
 

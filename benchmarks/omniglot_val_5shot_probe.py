@@ -13,24 +13,22 @@ over the image and its four 1-pixel shifts, edges replicated). 300 seeded 5-way 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from anyshot.backbones import load_backbone
-from anyshot.cached_evaluation import ItemFeatures, evaluate_cached
-from anyshot.data import load_dataset
+from anyshot.cached_evaluation import ItemFeatures
 from anyshot.data.memory import MemoryImages
-from anyshot.io import write_json
-from anyshot.methods import FineTuning, SupportBasedInit
+from anyshot.methods import SupportBasedInit
 from anyshot.methods.frozen import frozen_forward
-from anyshot.methods.recommended import recommended_method
+from anyshot.methods.presets import RECOMMENDED, Method
 from anyshot.protocols import build_sampler
+from harness.cli import DATA_ROOT, REQUIRED, add_shared_arguments, script_parser
+from harness.episodes import compare_methods, dataset_split
+from harness.output import write_json
 
 SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -43,15 +41,14 @@ def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default="../shared/data/omniglot")
+    parser = script_parser(__doc__)
+    add_shared_arguments(
+        parser, data_root=DATA_ROOT / "omniglot", episodes=300, seed=1, output=REQUIRED
+    )
     parser.add_argument("--checkpoint", default="benchmarks/checkpoints/omniglot-conv4.pt")
-    parser.add_argument("--episodes", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     backbone = load_backbone(args.checkpoint).eval()
-    dataset = load_dataset("omniglot", args.data_root, "val")
+    dataset = dataset_split(args.data_root, "omniglot", "val")
     images = MemoryImages.from_dataset(dataset, backbone.preprocessing)
     pixels = images.batch(torch.arange(len(images)))  # [N, 1, 28, 28]
     start = time.perf_counter()
@@ -64,8 +61,8 @@ def main() -> None:
     embeddings["logits, mean of 5 shifts"] = torch.stack(views).mean(0)
     print(f"embedded {len(pixels)} images 7 times in {time.perf_counter() - start:.0f} s")
 
-    chosen = dataclasses.replace(recommended_method(), adaptive_balance=False)
-    heads: dict[str, SupportBasedInit | FineTuning] = {
+    chosen = dataclasses.replace(RECOMMENDED, adaptive_balance=False)
+    heads: dict[str, Method] = {
         "support-init": SupportBasedInit(),
         "balance always (chosen)": chosen,
         "balance always, T 0.05": dataclasses.replace(chosen, temperature=0.05),
@@ -80,17 +77,15 @@ def main() -> None:
     items = list(range(len(dataset)))
     results: dict[str, dict[str, float]] = {}
     for embedding, rows in embeddings.items():
-        results[embedding] = {}
-        for label, method in heads.items():
-            if embedding.startswith("logits, mean") and label not in (
-                "support-init",
-                "balance always (chosen)",
-            ):
-                continue
-            result = evaluate_cached(method, ItemFeatures(items, rows), specs)
-            accuracy = 100 * float(np.mean([r["accuracy"] for r in result.records]))
-            results[embedding][label] = accuracy
-            print(f"{embedding:26s} {label:32s} {accuracy:7.3f}", flush=True)
+        chosen_heads = {
+            label: method
+            for label, method in heads.items()
+            if not embedding.startswith("logits, mean")
+            or label in ("support-init", "balance always (chosen)")
+        }
+        results[embedding] = compare_methods(
+            chosen_heads, ItemFeatures(items, rows), specs, cell=embedding
+        )
     write_json(
         args.output,
         {

@@ -26,11 +26,13 @@ work) is its own. All episodes are seeded EpisodeSampler streams of mini-ImageNe
 (b) **scopes**: seconds per episode and accuracy of transductive fine-tuning, scope ``all`` and
     ``last`` with the paper's settings (the method defaults: T = 1, Adam 5e-5, 25 epochs,
     lambda 1) on the first ``--slow-episodes`` episodes, and scope ``head`` with
-    ``recommended_method()`` on the same episodes from images (its time includes embedding
-    the 80 or 100 images) and on all ``--episodes`` from cached features.
-(c) **batched**: episodes/s of support-init and the recommended head on cached 84 px features:
-    one episode at a time (the method's ``__call__`` with ``nn.Flatten()`` as backbone) versus
-    ``anyshot.methods.batched``; the same episodes.
+    :data:`~anyshot.methods.presets.RECOMMENDED` on the same episodes from images (its time
+    includes embedding the 80 or 100 images) and on all ``--episodes`` from cached features.
+(c) **batched**: episodes/s of support-init and the recommended head on cached 84 px features,
+    both through the method's ``fit_features``: one episode per call (a batch of one) versus
+    all ``--episodes`` episodes in one call; the same episodes. (Results written before
+    ``fit_features`` timed "one at a time" as the method's ``__call__`` with ``nn.Flatten()`` as
+    the backbone, and "batched" as ``anyshot.methods.batched``.)
 (d) **easyfsl**: easyfsl 1.5.0 ``TransductiveFinetuning``, ``TIM`` and ``PrototypicalNetworks``
     (their default hyper-parameters, ``nn.Identity()`` backbone) on the identical cached
     features, run by ``benchmarks/easyfsl_methods.py`` in its own venv
@@ -54,8 +56,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -70,19 +70,25 @@ import torch
 from torch import nn
 
 from anyshot.backbones import build_backbone
-from anyshot.cached_evaluation import embed_items, episode_items
-from anyshot.cached_evaluation import episode_tensors as stacked_episodes
-from anyshot.data import load_dataset
+from anyshot.backbones.base import Backbone
 from anyshot.data.dataset import ImageDataset
 from anyshot.data.images import Preprocessing
-from anyshot.episodes import Episode, EpisodeSampler, EpisodeSpec, make_episode
+from anyshot.episodes import EpisodeSampler, EpisodeSpec, make_episode
 from anyshot.evaluation import summarize
 from anyshot.feature_cache import FeatureCache
-from anyshot.io import write_json
 from anyshot.methods import SupportBasedInit, TransductiveFineTuning
-from anyshot.methods.batched import batched_head_finetuning, batched_support_init
-from anyshot.methods.recommended import recommended_method
+from anyshot.methods.presets import RECOMMENDED, Method
 from anyshot.progress import progress_bar
+from harness.cli import (
+    DATA_ROOT,
+    FEATURE_CACHE,
+    OPTIONAL,
+    add_shared_arguments,
+    config_of,
+    script_parser,
+)
+from harness.episodes import EpisodeBatch, dataset_split, embed_episodes, run_method, timing
+from harness.output import environment, peak_rss_mb, write_json
 
 HERE = Path(__file__).resolve().parent
 BACKBONE = "efficientnet-lite0"
@@ -117,13 +123,10 @@ def rss_now_mb() -> float:
     return 0.0
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MiB; Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class MemoryImages(ImageDataset):
-    """Pre-decoded ``[N, C, H, W]`` images as a dataset, so FeatureCache times only the network."""
+class DecodedImages(ImageDataset):
+    """Pre-decoded float ``[N, C, H, W]`` model inputs as a dataset, so that FeatureCache times
+    only the network (unlike :class:`anyshot.data.memory.MemoryImages`, uint8 pixels that are
+    not an :class:`~anyshot.data.dataset.ImageDataset`)."""
 
     def __init__(self, images: torch.Tensor) -> None:
         super().__init__(["all"], np.zeros(len(images), dtype=np.int64))
@@ -133,7 +136,7 @@ class MemoryImages(ImageDataset):
         return f"memory:{index}"  # no file behind it: keyed by this string alone
 
     def image(self, index: int) -> Any:
-        raise NotImplementedError("MemoryImages holds decoded tensors only")
+        raise NotImplementedError("DecodedImages holds decoded tensors only")
 
     def load_batch(self, indices: Iterable[int], preprocessing: Preprocessing) -> torch.Tensor:
         return self._images[torch.as_tensor(list(indices), dtype=torch.long)]
@@ -149,38 +152,31 @@ def samplers(args: argparse.Namespace, dataset: ImageDataset) -> dict[int, Episo
     }
 
 
-def spec_items(specs: Iterable[EpisodeSpec]) -> list[int]:
-    """Sorted unique dataset items of some episodes."""
-    return sorted(episode_items(specs))
+def episode_inputs(args: argparse.Namespace) -> tuple[Backbone, ImageDataset]:
+    """The backbone at the episodes' image size, and the dataset split they are drawn from."""
+    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
+    return backbone, dataset_split(args.data_root, "mini-imagenet", args.split)
 
 
-def episode_tensors(
-    cache: FeatureCache,
-    backbone: nn.Module,
-    dataset: ImageDataset,
-    specs: Sequence[EpisodeSpec],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``support [E,S,D]``, ``targets [E,S]``, ``query [E,Q,D]``, ``query targets [E,Q]``.
-
-    Targets are way indices (the order of ``spec.classes``), as in :func:`make_episode`.
-    """
-    features = embed_items(cache, backbone, dataset, spec_items(specs), show_progress=True)
-    return stacked_episodes(features, specs)
+def cached_episodes(
+    cache: FeatureCache, backbone: nn.Module, dataset: ImageDataset, specs: Sequence[EpisodeSpec]
+) -> EpisodeBatch:
+    """The episodes ``specs`` as stacked rows of ``cache`` (embedded there first if missing)."""
+    return EpisodeBatch.of(embed_episodes(cache, backbone, dataset, specs).features, specs)
 
 
-def accuracies(logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
-    """Per-episode accuracy of ``[E, Q, K]`` logits against ``[E, Q]`` targets."""
-    return (logits.argmax(-1) == targets).float().mean(-1).tolist()
+def shot_episodes(args: argparse.Namespace, shots: int) -> EpisodeBatch:
+    """The ``--episodes`` episodes of one shot count, from the float32 FeatureCache."""
+    backbone, dataset = episode_inputs(args)
+    specs = list(samplers(args, dataset)[shots].take(args.episodes))
+    return cached_episodes(FeatureCache(args.cache_dir), backbone, dataset, specs)
 
 
-def timing_summary(seconds: Sequence[float]) -> dict[str, float]:
-    values = np.asarray(seconds, dtype=np.float64)
-    return {
-        "seconds_total": float(values.sum()),
-        "seconds_per_episode_mean": float(values.mean()),
-        "seconds_per_episode_median": float(np.median(values)),
-        "episodes_per_s": float(len(values) / values.sum()) if values.sum() > 0 else math.inf,
-    }
+def head_method(name: str, seed: int) -> Method:
+    """``support-init`` or ``recommended-head`` (the recommended preset with ``seed``)."""
+    if name == "support-init":
+        return SupportBasedInit()
+    return dataclasses.replace(RECOMMENDED, seed=seed)
 
 
 def settings_of(method: Any) -> dict[str, Any]:
@@ -232,7 +228,7 @@ def mode_embed(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]
     name, _, batch_text = variant.partition("@")
     batch = int(batch_text) if batch_text else args.batch_size
     backbone = build_backbone(BACKBONE, image_size=size).eval()
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
+    dataset = dataset_split(args.data_root, "mini-imagenet", args.split)
     rng = np.random.default_rng(args.seed)
     items = rng.choice(len(dataset), size=min(args.embed_images, len(dataset)), replace=False)
     images = dataset.load_batch(items.tolist(), backbone.preprocessing)  # decoded, not timed
@@ -258,7 +254,7 @@ def mode_embed(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]
             runs[0] += 1  # a fresh folder each run: always a miss, i.e. the compute path
             folder = scratch / str(runs[0])
             cache = FeatureCache(folder, shard_size=max(len(x), 1), **options)
-            return cache.features(backbone, MemoryImages(x), range(len(x)), batch_size=batch)
+            return cache.features(backbone, DecodedImages(x), range(len(x)), batch_size=batch)
 
     elif name == "plain-cl-fp32":
         model = copy.deepcopy(backbone).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -320,44 +316,35 @@ def mode_embed(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]
 
 def mode_cache(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     """Make sure every item of the episodes is in the FeatureCache (84 px), one variant."""
-    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
+    backbone, dataset = episode_inputs(args)
     count = int(spec["episodes"])
-    items = spec_items(
-        s for sampler in samplers(args, dataset).values() for s in sampler.take(count)
-    )
+    specs = [s for sampler in samplers(args, dataset).values() for s in sampler.take(count)]
     cache = FeatureCache(args.cache_dir, **FEATURE_VARIANTS[spec["variant"]])
-    start = time.perf_counter()
-    cache.features(backbone, dataset, items, batch_size=args.batch_size, show_progress=True)
-    seconds = time.perf_counter() - start
+    embedded = embed_episodes(cache, backbone, dataset, specs, batch_size=args.batch_size)
+    computed, seconds = embedded.computed, embedded.seconds
     return {
         "variant": spec["variant"],
         "feature_cache_options": FEATURE_VARIANTS[spec["variant"]],
-        "items": len(items),
-        "computed": cache.computed,
+        "items": len(embedded.features.items),
+        "computed": computed,
         "seconds_with_decoding": seconds,
-        "images_per_s_with_decoding": cache.computed / seconds if cache.computed else None,
+        "images_per_s_with_decoding": computed / seconds if computed else None,
     }
 
 
 def mode_dtype_accuracy(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     """Support-init and recommended-head accuracy from each feature variant vs float32."""
-    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
+    backbone, dataset = episode_inputs(args)
     result: dict[str, Any] = {}
-    head = recommended_method(seed=args.seed)
+    methods = {name: head_method(name, args.seed) for name in ("support-init", "recommended-head")}
     for shots, sampler in samplers(args, dataset).items():
         specs = list(sampler.take(args.accuracy_episodes))
         per_variant: dict[str, dict[str, list[float]]] = {}
         for variant, options in FEATURE_VARIANTS.items():
-            s, t, q, qt = episode_tensors(
-                FeatureCache(args.cache_dir, **options), backbone, dataset, specs
-            )
+            cache = FeatureCache(args.cache_dir, **options)
+            batch = cached_episodes(cache, backbone, dataset, specs)
             per_variant[variant] = {
-                "support-init": accuracies(batched_support_init(s, t, q, ways=args.ways), qt),
-                "recommended-head": accuracies(
-                    batched_head_finetuning(head, s, t, q, ways=args.ways), qt
-                ),
+                name: run_method(method, batch).accuracies for name, method in methods.items()
             }
         for method in ("support-init", "recommended-head"):
             fp32 = per_variant["float32"][method]
@@ -385,11 +372,10 @@ def mode_dtype_accuracy(args: argparse.Namespace, spec: dict[str, Any]) -> dict[
 def mode_scope(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     """Transductive fine-tuning of one scope on the first ``count`` episodes, from images."""
     scope, shots, count = spec["scope"], int(spec["shots"]), int(spec["count"])
-    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
+    backbone, dataset = episode_inputs(args)
     sampler = samplers(args, dataset)[shots]
     method = (
-        recommended_method(seed=args.seed)
+        head_method("recommended-head", args.seed)
         if scope == "head"
         else TransductiveFineTuning(scope=scope, seed=args.seed)
     )
@@ -408,82 +394,48 @@ def mode_scope(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]
         "shots": shots,
         "settings": settings_of(method),
         **summarize(accuracy),
-        **timing_summary(seconds),
+        **timing(seconds),
         "accuracies": accuracy,
         "seconds": seconds,
     }
 
 
 def mode_features(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
-    """Support-init or the recommended head on cached features: one at a time or batched."""
+    """Support-init or the recommended head on cached features, through ``fit_features``: one
+    episode per call (``single``) or every episode in one call (``batched``)."""
     method_name, path, shots = spec["method"], spec["path"], int(spec["shots"])
-    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
-    specs = list(samplers(args, dataset)[shots].take(args.episodes))
-    s, t, q, qt = episode_tensors(FeatureCache(args.cache_dir), backbone, dataset, specs)
-    method: Any = (
-        SupportBasedInit() if method_name == "support-init" else recommended_method(seed=args.seed)
-    )
+    batch = shot_episodes(args, shots)
+    method = head_method(method_name, args.seed)
     result: dict[str, Any] = {
         "method": method_name,
         "path": path,
         "shots": shots,
         "settings": settings_of(method),
     }
-    if path == "batched":
-
-        def batched(count: int | None = None) -> torch.Tensor:
-            sl = slice(0, count)
-            if method_name == "support-init":
-                return batched_support_init(s[sl], t[sl], q[sl], method=method, ways=args.ways)
-            return batched_head_finetuning(method, s[sl], t[sl], q[sl], ways=args.ways)
-
-        batched(min(len(s), 8))  # warm-up
-        result["rss_before_timing_mb"] = rss_now_mb()
-        start = time.perf_counter()
-        logits = batched()
-        total = time.perf_counter() - start
-        result.update(summarize(accuracies(logits, qt)))
+    single = path != "batched"
+    run_method(method, batch.first(1 if single else 8), one_at_a_time=single)  # warm-up
+    result["rss_before_timing_mb"] = rss_now_mb()
+    run = run_method(method, batch, one_at_a_time=single, show_progress=single)
+    if single:
+        result.update(run.summary())
+        result.update({"accuracies": run.accuracies, "seconds": run.seconds})
+    else:
+        result.update(summarize(run.accuracies))
+        total = run.seconds_total
         result.update(
             {
                 "seconds_total": total,
-                "episodes_per_s": len(s) / total,
-                "accuracies": accuracies(logits, qt),
+                "episodes_per_s": len(batch) / total,
+                "accuracies": run.accuracies,
             }
         )
-        return result
-
-    flatten = nn.Flatten()
-    labels = t[0].tolist()
-
-    def one(e: int) -> torch.Tensor:
-        logits: torch.Tensor = method(
-            flatten, Episode(s[e][:, :, None, None], t[e].tolist(), q[e][:, :, None, None])
-        )
-        return logits
-
-    assert all(row.tolist() == labels for row in t)  # classes 0..K-1 in order: columns = targets
-    one(0)  # warm-up
-    result["rss_before_timing_mb"] = rss_now_mb()
-    accuracy, seconds = [], []
-    for e in progress_bar(range(len(s)), desc=f"{method_name} {shots}-shot", unit="episode"):
-        start = time.perf_counter()
-        logits = one(e)
-        seconds.append(time.perf_counter() - start)
-        accuracy.append((logits.argmax(1) == qt[e]).float().mean().item())
-    result.update(summarize(accuracy))
-    result.update(timing_summary(seconds))
-    result.update({"accuracies": accuracy, "seconds": seconds})
     return result
 
 
 def mode_dump(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     """Write the cached features of the ``--episodes`` episodes of one shot for easyfsl."""
     shots = int(spec["shots"])
-    backbone = build_backbone(BACKBONE, image_size=EPISODE_SIZE)
-    dataset = load_dataset("mini-imagenet", args.data_root, args.split)
-    specs = list(samplers(args, dataset)[shots].take(args.episodes))
-    s, t, q, qt = episode_tensors(FeatureCache(args.cache_dir), backbone, dataset, specs)
+    batch = shot_episodes(args, shots)
     meta = {
         "dataset": "mini-imagenet",
         "split": args.split,
@@ -493,10 +445,9 @@ def mode_dump(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
         "shots": shots,
         "queries": args.queries,
         "seed": args.seed,
-        "episodes": len(specs),
+        "episodes": len(batch),
     }
-    payload = {"support": s, "support_labels": t, "query": q, "query_labels": qt, "meta": meta}
-    torch.save(payload, spec["file"])
+    torch.save({**batch.tensors(), "meta": meta}, spec["file"])
     return {"file": spec["file"], **meta}
 
 
@@ -772,7 +723,7 @@ def part_scopes(args: argparse.Namespace, record: dict[str, Any]) -> list[str]:
         + ", ".join(
             f"{k}={settings['all'][k]}" for k in ("temperature", "lr", "epochs", "entropy_weight")
         )
-        + " (augment on for all); head: recommended_method() "
+        + " (augment on for all); head: RECOMMENDED "
         + ", ".join(
             f"{k}={settings['head'][k]}"
             for k in ("temperature", "lr", "epochs", "entropy_weight", "balance_weight")
@@ -887,14 +838,22 @@ def part_easyfsl(args: argparse.Namespace, record: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = script_parser(__doc__)
+    add_shared_arguments(
+        parser,
+        data_root=DATA_ROOT / "mini-imagenet",
+        cache_dir=FEATURE_CACHE,
+        threads=2,
+        episodes=500,
+        seed=0,
+        output=OPTIONAL,
+        helps={
+            "threads": "torch threads in every mode",
+            "episodes": "head / support-init / easyfsl",
+        },
     )
-    parser.add_argument("--data-root", type=Path, default=Path("../shared/data/mini-imagenet"))
     parser.add_argument("--split", default="val")
-    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/anyshot-features"))
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    parser.add_argument("--threads", type=int, default=2, help="torch threads in every mode")
     parser.add_argument("--embed-images", type=int, default=256)
     parser.add_argument("--embed-sizes", type=int, nargs="+", default=[84, 224])
     parser.add_argument(
@@ -911,7 +870,6 @@ def main() -> None:
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--queries", type=int, default=15)
-    parser.add_argument("--episodes", type=int, default=500, help="head / support-init / easyfsl")
     parser.add_argument("--slow-episodes", type=int, default=10, help="scopes all, last")
     parser.add_argument("--accuracy-episodes", type=int, default=200, help="fp32 vs bf16")
     parser.add_argument(
@@ -922,7 +880,6 @@ def main() -> None:
         nargs="+",
         default=["TransductiveFinetuning", "TIM", "PrototypicalNetworks"],
     )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--work-dir",
         type=Path,
@@ -930,7 +887,6 @@ def main() -> None:
         help="keep scratch files (episode feature dumps, per-variant features) here; default a "
         "temporary folder, removed at the end",
     )
-    parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--mode-output", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -948,18 +904,12 @@ def main() -> None:
     started = time.perf_counter()
     record: dict[str, Any] = {
         "setting": {
-            **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            **config_of(args, leave_out=("mode", "mode_output")),
             "backbone": BACKBONE,
             "episode_image_size": EPISODE_SIZE,
-            "torch": torch.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "machine": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
+            **environment("torch", "cpu_capability", "OMP_NUM_THREADS", "machine", "cpu_count"),
         }
     }
-    for key in ("mode", "mode_output"):
-        record["setting"].pop(key)
     needs_features = {"accuracy", "scopes", "batched", "easyfsl"} & set(args.parts)
     if needs_features:
         count = max(args.episodes, args.slow_episodes, args.accuracy_episodes)

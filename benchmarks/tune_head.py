@@ -1,8 +1,11 @@
 """Tune the head-scope fine-tuning hyper-parameters on VALIDATION classes only.
 
-Embeds every image the episodes use once (frozen backbone), then runs support-init, fine-tuning
-and transductive fine-tuning (scope ``head``) over a grid of temperature / lr / epochs on the
-same seeded episodes. Prints a table and writes JSON.
+Embeds every image the episodes use once (frozen backbone, channels-first rows of the
+``--cache-dir`` :class:`~anyshot.feature_cache.FeatureCache`, the same rows as a plain forward
+pass), then runs support-init, fine-tuning and transductive fine-tuning (scope ``head``) over a
+grid of temperature / lr / epochs on the same seeded episodes, batched on the embeddings
+(``evaluate_cached``: an episode's ms is its batch's time / episodes; before ``fit_features``
+each episode ran alone). Prints a table and writes JSON.
 
     python benchmarks/tune_head.py --dataset omniglot --data-root ../shared/data/omniglot \\
         --image-size 84 --episodes 200 --output benchmarks/results/tune-head-omniglot-val.json
@@ -12,51 +15,57 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from anyshot.backbones import load_backbone
-from anyshot.data import load_dataset
-from anyshot.episodes import Episode, EpisodeSampler
-from anyshot.evaluation import evaluate
-from anyshot.io import write_json
+from anyshot.cached_evaluation import evaluate_cached
+from anyshot.episodes import EpisodeSampler
+from anyshot.feature_cache import FeatureCache
 from anyshot.methods import SupportBasedInit, TransductiveFineTuning
-from anyshot.methods.frozen import frozen_forward
 from anyshot.progress import progress_bar
+from harness.cli import FEATURE_CACHE, REQUIRED, add_shared_arguments, config_of, script_parser
+from harness.episodes import dataset_split, embed_episodes
+from harness.output import write_json
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = script_parser(__doc__)
+    add_shared_arguments(
+        parser,
+        data_root=REQUIRED,
+        image_size=84,
+        episodes=200,
+        seed=0,
+        cache_dir=FEATURE_CACHE,
+        output=REQUIRED,
     )
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--split", default="val", choices=["val"], help="tuning uses val only")
     parser.add_argument("--backbone", default="efficientnet-lite0")
-    parser.add_argument("--image-size", type=int, default=84)
-    parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--queries", type=int, default=15)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.2, 0.1, 0.05])
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 1e-2, 5e-2])
     parser.add_argument("--epoch-counts", type=int, nargs="+", default=[25, 50])
     parser.add_argument(
         "--balance-weights", type=float, nargs="*", default=[], help="class-balance weights to try"
     )
-    parser.add_argument("--cache", type=Path, help="file to keep the embeddings in between runs")
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        dest="cache_dir",
+        default=argparse.SUPPRESS,
+        help="the same as --cache-dir (it used to name a torch.save file of the embeddings)",
+    )
     args = parser.parse_args()
 
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone, image_size=args.image_size)
-    dataset = load_dataset(args.dataset, args.data_root, args.split)
+    dataset = dataset_split(args.data_root, args.dataset, args.split)
     samplers = {
         shots: EpisodeSampler(
             dataset.labels, ways=args.ways, shots=shots, queries=args.queries, seed=args.seed
@@ -64,41 +73,12 @@ def main() -> None:
         for shots in args.shots
     }
     specs = {shots: list(s.take(args.episodes)) for shots, s in samplers.items()}
-    needed = sorted(
-        {i for ss in specs.values() for s in ss for items in (*s.support, *s.query) for i in items}
-    )
-    start = time.perf_counter()
-    features: dict[int, torch.Tensor] = {}
-    if args.cache is not None and args.cache.exists():
-        features = torch.load(args.cache)
-    missing = [i for i in needed if i not in features]
-    for chunk in progress_bar(
-        [missing[i : i + 256] for i in range(0, len(missing), 256)], desc="embedding"
-    ):
-        batch = dataset.load_batch(chunk, backbone.preprocessing)
-        for index, row in zip(chunk, frozen_forward(backbone, batch, batch_size=64), strict=True):
-            features[index] = row
-    if args.cache is not None and missing:
-        torch.save(features, args.cache)
-    embed_seconds = time.perf_counter() - start
-    print(f"embedded {len(needed)} images in {embed_seconds:.1f} s")
+    cache = FeatureCache(args.cache_dir, channels_last=False)
+    embedded = embed_episodes(cache, backbone, dataset, (s for ss in specs.values() for s in ss))
+    features = embedded.features
+    embed_seconds = embedded.seconds
+    print(f"embedded {len(features.items)} images in {embed_seconds:.1f} s")
 
-    def episodes(shots: int) -> Iterator[Episode]:
-        for spec in specs[shots]:
-            s_items = [i for items in spec.support for i in items]
-            q_items = [i for items in spec.query for i in items]
-            s_labels = [
-                c for c, items in zip(spec.classes, spec.support, strict=True) for _ in items
-            ]
-            q_labels = [c for c, items in zip(spec.classes, spec.query, strict=True) for _ in items]
-            yield Episode(
-                torch.stack([features[i] for i in s_items])[:, :, None, None],
-                s_labels,
-                torch.stack([features[i] for i in q_items])[:, :, None, None],
-                q_labels,
-            )
-
-    identity = nn.Flatten()
     losses = [(0.0, 0.0), (1.0, 0.0)] + [(1.0, b) for b in args.balance_weights if b > 0]
     grid = [
         (t, lr, ep, w, b)
@@ -108,7 +88,7 @@ def main() -> None:
     ]
     rows = []
     for shots in args.shots:
-        base = evaluate(SupportBasedInit(), identity, episodes(shots)).summary
+        base = evaluate_cached(SupportBasedInit(), features, specs[shots]).summary
         rows.append({"shots": shots, "method": "support-init", **base})
         print(f"{shots}-shot support-init {100 * base['accuracy_mean']:.2f}")
         for temperature, lr, epochs, weight, balance in progress_bar(
@@ -122,7 +102,7 @@ def main() -> None:
                 entropy_weight=weight,
                 balance_weight=balance,
             )
-            summary = evaluate(method, identity, episodes(shots)).summary
+            summary = evaluate_cached(method, features, specs[shots]).summary
             rows.append(
                 {
                     "shots": shots,
@@ -160,7 +140,7 @@ def main() -> None:
     write_json(
         args.output,
         {
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "config": config_of(args),
             "embedding_seconds": embed_seconds,
             "best_transductive": {
                 "temperature": best[0][0],
