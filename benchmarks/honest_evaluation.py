@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from anyshot.backbones import load_backbone
-from anyshot.cached_evaluation import evaluate_cached
+from anyshot.evaluation.cached import evaluate_cached
 from anyshot.feature_cache import FeatureCache
 from anyshot.hardness import HardnessModel
 from anyshot.methods import SupportBasedInit, TransductiveFineTuning

@@ -38,10 +38,10 @@ import torch
 
 from anyshot.backbones import load_backbone
 from anyshot.backbones.base import Backbone
-from anyshot.cached_evaluation import ItemFeatures, evaluate_cached
 from anyshot.data.memory import MemoryImages
 from anyshot.episodes import Episode, EpisodeSampler, EpisodeSpec
 from anyshot.evaluation import EvaluationResult, evaluate, summarize
+from anyshot.evaluation.cached import ItemFeatures, evaluate_cached
 from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
 from anyshot.methods.frozen import frozen_forward
 from anyshot.methods.presets import RECOMMENDED, TIM_LIKE, Method
@@ -201,7 +201,7 @@ def fast_part(
 ) -> list[Any]:
     """Support-init and head-scope methods on cached embeddings, every episode, batched.
 
-    The methods run through :func:`~anyshot.cached_evaluation.evaluate_cached` (fixed-shape
+    The methods run through :func:`~anyshot.evaluation.cached.evaluate_cached` (fixed-shape
     episodes trained together, each with its own gradients); the first ``--verify`` episodes
     of every row are also run one episode per ``fit_features`` call and the largest
     per-episode accuracy difference is recorded (``verify``).

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from anyshot.backbones import load_backbone
-from anyshot.cached_evaluation import ItemFeatures
 from anyshot.data.memory import MemoryImages
+from anyshot.evaluation.cached import ItemFeatures
 from anyshot.methods import SupportBasedInit
 from anyshot.methods.frozen import frozen_forward
 from anyshot.methods.presets import RECOMMENDED, Method

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from anyshot.backbones import load_backbone
-from anyshot.cached_evaluation import embed_items
+from anyshot.evaluation.cached import embed_items
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods import SupportBasedInit
 from anyshot.methods.presets import RECOMMENDED, TIM_LIKE, Method

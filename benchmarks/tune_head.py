@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from anyshot.backbones import load_backbone
-from anyshot.cached_evaluation import evaluate_cached
 from anyshot.episodes import EpisodeSampler
+from anyshot.evaluation.cached import evaluate_cached
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods import SupportBasedInit, TransductiveFineTuning
 from anyshot.progress import progress_bar

@@ -4,7 +4,7 @@ Support-init and head-scope fine-tuning only need each image's embedding, so the
 every item their episodes use once (:func:`embed_episodes`, through a
 :class:`~anyshot.feature_cache.FeatureCache`) and run the methods' ``fit_features`` on the rows:
 fixed-shape episodes stacked as an :class:`EpisodeBatch` (:func:`run_method`), or any episodes
-through :func:`anyshot.cached_evaluation.evaluate_cached` (:func:`compare_methods`).
+through :func:`anyshot.evaluation.cached.evaluate_cached` (:func:`compare_methods`).
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from anyshot.cached_evaluation import (
+from anyshot.data import ImageDataset, load_dataset
+from anyshot.episodes import EpisodeSpec
+from anyshot.evaluation import summarize
+from anyshot.evaluation.cached import (
     ItemFeatures,
     embed_items,
     episode_items,
     episode_tensors,
     evaluate_cached,
 )
-from anyshot.data import ImageDataset, load_dataset
-from anyshot.episodes import EpisodeSpec
-from anyshot.evaluation import summarize
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods.presets import Method
 from anyshot.progress import progress_bar
@@ -227,7 +227,7 @@ def compare_methods(
     cell: str,
 ) -> dict[str, float]:
     """Mean accuracy (%) of each method on the same episodes (any shapes: they are grouped and
-    batched by :func:`~anyshot.cached_evaluation.evaluate_cached`); prints a line per method."""
+    batched by :func:`~anyshot.evaluation.cached.evaluate_cached`); prints a line per method."""
     accuracies: dict[str, float] = {}
     for label, method in methods.items():
         records = evaluate_cached(method, features, specs).records
