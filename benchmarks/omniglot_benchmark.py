@@ -123,9 +123,27 @@ def pretrain_command(args: argparse.Namespace, resume: bool) -> list[str]:
 
 
 def run_pretraining(args: argparse.Namespace) -> dict[str, Any]:
-    """Pre-train (or resume, or skip when complete); the run's record."""
+    """Pre-train (or resume, or skip when complete); the run's record.
+
+    A checkpoint without its training state (a fresh clone: ``*.last.pt`` is not committed) is
+    used as it is, recorded from the summary it carries (history up to its best epoch).
+    """
     state_file = last_path(args.checkpoint)
     state = _training_state(state_file)
+    if state is None and args.checkpoint.exists():
+        saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        summary: dict[str, Any] = saved["extra"]["pretrain"]
+        return {
+            "command": " ".join(pretrain_command(args, resume=False)[1:]),
+            "config": summary["config"],
+            "epochs": None,
+            "best_epoch": summary["epoch"],
+            "best_val_accuracy": summary["val_accuracy"],
+            "history": summary["history"],
+            "train_seconds_sum_of_epochs": None,
+            "wall_seconds_this_invocation": None,
+            "note": f"{state_file.name} absent: recorded from the checkpoint's own summary",
+        }
     wall = None
     if state is None or state["epoch"] < sum(int(c.split(":")[0]) for c in args.cycles.split(",")):
         command = pretrain_command(args, resume=state is not None)
