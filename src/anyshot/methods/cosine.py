@@ -3,7 +3,9 @@
 ``logits_k(z) = <w_k, n(z)> / T + b_k`` with ``n(z) = relu(z) / ||relu(z)||`` (ReLU optional),
 initialised from the support set as ``w_k = normalize(mean_{i: y_i = k} relu(z_i))``, ``b_k = 0``.
 With transductive centring, ``n(z) = normalize(normalize(relu(z)) - c)`` where ``c`` is the mean
-unit embedding of an episode's support and query rows.
+unit embedding of an episode's support and query rows (``"episode"``), or the mean of its
+support's unit class means (``"support"``: it does not depend on which classes the queries hold);
+:func:`episode_center` / :func:`support_center`, chosen by :func:`transductive_center`.
 
 Every function works on a batch of episodes, ``[E, N, D]`` embeddings; one episode is ``E = 1``.
 :class:`CosineClassifier` is the same classifier for one episode as an ``nn.Module`` (what scopes
@@ -17,13 +19,19 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "CENTERS",
     "CosineClassifier",
     "class_means",
     "cosine_logits",
     "episode_center",
     "rectify",
+    "support_center",
+    "transductive_center",
     "unit_embeddings",
 ]
+
+#: What a transductive centre is the mean of: every row of the episode, or the support's classes.
+CENTERS = ("episode", "support")
 
 
 def rectify(embeddings: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -66,6 +74,34 @@ def class_means(
     sums = one_hot.transpose(1, 2) @ rectify(embeddings, relu)  # [E, K, D]
     means = sums / one_hot.sum(1).unsqueeze(-1)
     return F.normalize(means, dim=-1)
+
+
+def support_center(
+    support: torch.Tensor, targets: torch.Tensor, ways: int, *, relu: bool = True
+) -> torch.Tensor:
+    """``[E, S, D], [E, S] -> [E, 1, D]``: the mean of each episode's support-based class
+    weights (:func:`class_means` of the rectified rows, one unit vector per class), so every
+    class counts once whatever its shots, and the queries play no part."""
+    return class_means(support, targets, ways, relu=relu).mean(1, keepdim=True)
+
+
+def transductive_center(
+    on: str,
+    support: torch.Tensor,
+    targets: torch.Tensor,
+    query: torch.Tensor,
+    ways: int,
+    *,
+    relu: bool = True,
+) -> torch.Tensor:
+    """``[E, 1, D]`` centres of ``E`` episodes: ``on="episode"`` = :func:`episode_center` of the
+    support and query rows ``[E, S + Q, D]``; ``on="support"`` = :func:`support_center`
+    (``query`` unused). Raises ``ValueError`` for another ``on`` (see :data:`CENTERS`)."""
+    if on == "episode":
+        return episode_center(torch.cat([support, query], dim=1), relu=relu)
+    if on == "support":
+        return support_center(support, targets, ways, relu=relu)
+    raise ValueError(f"center_on must be one of {CENTERS}, got {on!r}")
 
 
 def cosine_logits(

@@ -8,7 +8,8 @@ Support: the cross-entropy of the labelled rows. Queries (transductive), weighte
   (it pulls the predicted class proportions toward uniform);
 * ``likelihood``: the queries' mean log-likelihood under a mixture of the classes,
   ``mean_x log sum_k pi_k exp(l_k(x))``, *subtracted* (maximised); the proportions ``pi`` are
-  re-estimated from the responsibilities after every step (:func:`estimated_log_prior`).
+  re-estimated from the responsibilities after every step (:func:`estimated_log_prior`), with a
+  fixed pseudo-count per class or one estimated per episode (empirical Bayes).
 
 Logits are ``[..., B, K]`` (episodes first when batched); losses are summed over episodes, so
 in a batch every episode gets exactly its own gradient.
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from anyshot.methods.balance import dirichlet_concentration
 
 __all__ = [
     "MIN_PROPORTION",
@@ -75,14 +78,27 @@ def uniform_log_prior(shape: tuple[int, ...], ways: int, device: torch.device) -
 
 
 def estimated_log_prior(
-    responsibilities: torch.Tensor, n_query: int, prior_count: float
+    responsibilities: torch.Tensor,
+    n_query: int,
+    prior_count: float,
+    *,
+    empirical_bayes: bool = False,
 ) -> torch.Tensor:
     """``log pi`` from summed query responsibilities ``[..., K]`` and a pseudo-count per class.
 
-    ``pi_k = (r_k + c) / (Q + K c)``, floored at :data:`MIN_PROPORTION` and renormalised.
+    ``pi_k = (r_k + c) / (Q + K c)``, floored at :data:`MIN_PROPORTION` and renormalised. ``c``
+    is ``prior_count``, or with ``empirical_bayes`` each episode's own
+    :func:`~anyshot.methods.balance.dirichlet_concentration` of the soft counts ``r`` (the
+    symmetric Dirichlet prior that explains them best: large for counts as even as uniform
+    proportions give, small for a few dominant classes); ``prior_count`` is then unused.
     """
     ways = responsibilities.shape[-1]
-    pi = (responsibilities + prior_count) / (n_query + ways * prior_count)
+    if empirical_bayes:
+        count = dirichlet_concentration(responsibilities).to(responsibilities.dtype)
+        count = count.unsqueeze(-1)  # [..., 1]
+        pi = (responsibilities + count) / (n_query + ways * count)
+    else:
+        pi = (responsibilities + prior_count) / (n_query + ways * prior_count)
     pi = pi.clamp_min(MIN_PROPORTION)
     return torch.log(pi / pi.sum(-1, keepdim=True))
 
