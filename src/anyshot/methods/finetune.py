@@ -23,6 +23,7 @@ The caller's backbone is never modified: training happens on a copy.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,6 +32,7 @@ from torch import nn
 
 from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError
+from anyshot.methods.cosine import CENTERS
 from anyshot.methods.features import FittedHead, RowBatch, episode_rows
 from anyshot.methods.frozen import frozen_forward, resolve_device
 from anyshot.methods.head import HeadTraining, fit_head
@@ -77,9 +79,28 @@ class FineTuning:
             pass :func:`anyshot.methods.balance.looks_balanced`, training is repeated from
             the initialisation with it (the result is then exactly that of
             ``adaptive_balance=False``), otherwise the first run's result is kept.
-        center: transductive centring: subtract the mean unit embedding of the episode's
-            support and query images (computed once before training, eval mode) and
-            renormalise, before the cosine classifier.
+        center: transductive centring: subtract a mean unit embedding of the episode (see
+            ``center_on``; computed once before training, eval mode) and renormalise, before
+            the cosine classifier.
+        center_on: what the centre is the mean of (only used with ``center``): ``"episode"``
+            = the unit embeddings of the support and query images; ``"support"`` = the
+            support's unit class means (support-based initialisation's weights), so each class
+            counts once and the centre does not depend on which classes the queries hold.
+        empirical_bayes: estimate the proportions' pseudo-count per episode, after every query
+            step, from the soft class counts of the queries (the symmetric Dirichlet prior that
+            explains them best, :func:`anyshot.methods.balance.dirichlet_concentration`)
+            instead of using ``prior_count``: near-uniform proportions for evenly spread
+            queries, free ones for a few dominant classes.
+        min_queries_per_class: the gate: an episode with fewer than this many queries per
+            support class (``Q < m K``), or with a single query (when positive), gets support-
+            based initialisation's answer (same ``temperature`` and ``relu``; no training):
+            too little query evidence for the query terms. 0 = off.
+        min_agreement: the guard: after training, an episode whose predicted query classes
+            agree with support-based initialisation's on fewer than this fraction of its
+            queries gets support-init's answer instead. 0 = off. At scopes ``last`` / ``all``
+            both safeguards compare with support-init on the frozen backbone's embeddings, and
+            a fallen-back episode's network is the untrained copy (see
+            :func:`anyshot.methods.network.train_network`).
         batch_size: images (or cached rows) per chunk of a step.
         augment: apply the pre-training augmentations to support and query images while
             training; ``None`` = on for scope ``all``, off otherwise (cached scopes cannot).
@@ -99,6 +120,10 @@ class FineTuning:
     prior_count: float = 0.0
     adaptive_balance: bool = False
     center: bool = False
+    center_on: str = "episode"
+    empirical_bayes: bool = False
+    min_queries_per_class: float = 0.0
+    min_agreement: float = 0.0
     batch_size: int = 64
     augment: bool | None = None
     flip: bool = True
@@ -123,6 +148,17 @@ class FineTuning:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.temperature <= 0:
             raise ConfigurationError(f"temperature must be positive, got {self.temperature}")
+        if self.center_on not in CENTERS:
+            raise ConfigurationError(f"center_on must be one of {CENTERS}, got {self.center_on!r}")
+        if not 0 <= self.min_queries_per_class < math.inf:
+            raise ConfigurationError(
+                "min_queries_per_class must be a finite number >= 0, got "
+                f"{self.min_queries_per_class}"
+            )
+        if not 0 <= self.min_agreement <= 1:
+            raise ConfigurationError(
+                f"min_agreement must be a fraction in [0, 1], got {self.min_agreement}"
+            )
 
     @property
     def transductive(self) -> bool:
@@ -146,6 +182,10 @@ class FineTuning:
             prior_count=self.prior_count,
             adaptive_balance=self.adaptive_balance,
             center=self.center,
+            center_on=self.center_on,
+            empirical_bayes=self.empirical_bayes,
+            min_queries_per_class=self.min_queries_per_class,
+            min_agreement=self.min_agreement,
         )
 
     def inductive(self) -> FineTuning:
@@ -247,6 +287,10 @@ QUERY_FIELDS = (
     "prior_count",
     "adaptive_balance",
     "center",
+    "center_on",
+    "empirical_bayes",
+    "min_queries_per_class",
+    "min_agreement",
 )
 
 

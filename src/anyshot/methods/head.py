@@ -11,17 +11,29 @@ balanced: a first run without it predicts the query classes, and the episodes wh
 counts pass :func:`anyshot.methods.balance.looks_balanced` are trained again from the
 initialisation with it (episodes are independent, so re-running a subset gives each exactly
 what a run of all of them would).
+
+Two safeguards fall back to support-based initialisation per episode (:func:`safeguarded`, the
+one place they live, used here and by scopes ``last`` / ``all``): the *gate* skips training when
+an episode has too few queries per class for the query terms to be trusted
+(``min_queries_per_class``), the *guard* discards a trained head whose predicted query classes
+agree with support-init's on too few queries (``min_agreement``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from anyshot.methods.balance import looks_balanced
-from anyshot.methods.cosine import class_means, cosine_logits, episode_center, unit_embeddings
+from anyshot.methods.cosine import (
+    class_means,
+    cosine_logits,
+    transductive_center,
+    unit_embeddings,
+)
 from anyshot.methods.features import EpisodeRows, FittedHead
 from anyshot.methods.objective import (
     QueryWeights,
@@ -31,7 +43,7 @@ from anyshot.methods.objective import (
     uniform_log_prior,
 )
 
-__all__ = ["HeadTraining", "fit_head", "support_init_head"]
+__all__ = ["HeadTraining", "fit_head", "safeguarded", "support_init_head"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,14 @@ class HeadTraining:
         weights: the query terms' weights.
         prior_count: pseudo-count per class of the likelihood term's proportions.
         adaptive_balance: use ``weights.balance`` only in episodes whose queries look balanced.
-        center: centre each episode's rows on its mean unit embedding.
+        center: centre each episode's rows (on the centre ``center_on`` chooses).
+        center_on: ``"episode"`` (mean unit embedding of the support and query rows) or
+            ``"support"`` (mean of the support's unit class means); see
+            :func:`anyshot.methods.cosine.transductive_center`.
+        empirical_bayes: the proportions' pseudo-count is estimated per episode and step
+            (``prior_count`` unused); see :func:`anyshot.methods.objective.estimated_log_prior`.
+        min_queries_per_class: the gate of :func:`safeguarded` (0 = off).
+        min_agreement: the guard of :func:`safeguarded` (0 = off).
     """
 
     temperature: float
@@ -57,6 +76,15 @@ class HeadTraining:
     prior_count: float = 0.0
     adaptive_balance: bool = False
     center: bool = False
+    center_on: str = "episode"
+    empirical_bayes: bool = False
+    min_queries_per_class: float = 0.0
+    min_agreement: float = 0.0
+
+    @property
+    def safeguards(self) -> bool:
+        """Whether the gate or the guard of :func:`safeguarded` is on."""
+        return self.min_queries_per_class > 0 or self.min_agreement > 0
 
 
 def support_init_head(rows: EpisodeRows, temperature: float, relu: bool) -> FittedHead:
@@ -70,10 +98,78 @@ def support_init_head(rows: EpisodeRows, temperature: float, relu: bool) -> Fitt
 
 def fit_head(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     """Fine-tune the cosine head of every episode of ``rows``; see the module doc."""
+    fitted, _ = safeguarded(training, rows, lambda chosen: _fit(training, chosen))
+    return fitted
+
+
+def safeguarded(
+    training: HeadTraining, rows: EpisodeRows, train: Callable[[EpisodeRows], FittedHead]
+) -> tuple[FittedHead, torch.Tensor]:
+    """``train(rows)``, with support-based initialisation's answer in the episodes where the
+    gate or the guard says so; returns ``(head, fallback)``, ``fallback`` an ``[E]`` bool (CPU)
+    mask of those episodes.
+
+    * gate: an episode with fewer than ``min_queries_per_class`` queries per class
+      (``Q < m K``), or with at most one query (when ``m > 0``), is not trained;
+    * guard: a trained episode whose predicted query classes agree with support-init's on
+      fewer than a fraction ``min_agreement`` of its queries is discarded (an episode without
+      queries always passes).
+
+    Support-init here is :func:`support_init_head` of ``rows`` at ``training``'s temperature and
+    ReLU. A fallen-back episode gets exactly its class-mean weights, zero bias and query logits.
+    When every episode of the batch falls back before training (the gate; the episodes of a
+    batch share ``Q`` and ``K``, so it decides for all of them), the head *is* support-init's.
+    Otherwise a fallen-back row keeps the trained head's format: a zero centre (no centring: the
+    unit rows are renormalised as they are) and, with the likelihood term, weights renormalised
+    before use (class means already are unit vectors), so its logits of new embeddings equal
+    support-init's up to rounding. With both safeguards off, this is ``train(rows)``.
+    """
+    episodes = rows.support.shape[0]
+    if not training.safeguards:
+        return train(rows), torch.zeros(episodes, dtype=torch.bool)
+    base = support_init_head(rows, training.temperature, training.relu)
+    n_query, m = rows.query.shape[1], training.min_queries_per_class
+    gated = m > 0 and (n_query <= 1 or n_query < m * rows.ways)
+    fallback = torch.full((episodes,), gated, dtype=torch.bool)
+    if bool(fallback.all()):
+        return base, fallback
+    fitted = train(rows)
+    if n_query > 0:
+        same = fitted.query_logits.argmax(-1) == base.query_logits.argmax(-1)  # [E, Q]
+        fallback |= same.float().mean(1) < training.min_agreement
+    return _with_rows_of(fitted, base, fallback), fallback
+
+
+def _with_rows_of(fitted: FittedHead, base: FittedHead, fallback: torch.Tensor) -> FittedHead:
+    """``fitted`` with ``base``'s weights, zero bias, zero centre and query logits in the
+    episodes of the ``[E]`` bool mask ``fallback``."""
+    if not bool(fallback.any()):
+        return fitted
+    picked = fallback.to(fitted.weight.device)
+    weight, bias = fitted.weight.clone(), fitted.bias.clone()
+    weight[picked] = base.weight[picked]
+    bias[picked] = 0.0
+    center = None
+    if fitted.center is not None:
+        center = fitted.center.clone()
+        center[picked] = 0.0
+    query_logits = fitted.query_logits.clone()
+    query_logits[fallback] = base.query_logits[fallback]
+    return replace(fitted, weight=weight, bias=bias, center=center, query_logits=query_logits)
+
+
+def _fit(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
+    """Head fine-tuning of every episode of ``rows``, without the safeguards."""
     center = None
     if training.center:
-        rows_all = torch.cat([rows.support, rows.query], dim=1)
-        center = episode_center(rows_all, relu=training.relu)  # [E, 1, D]
+        center = transductive_center(
+            training.center_on,
+            rows.support,
+            rows.targets,
+            rows.query,
+            rows.ways,
+            relu=training.relu,
+        )  # [E, 1, D]
         support = unit_embeddings(rows.support, relu=training.relu, center=center)
         query = unit_embeddings(rows.query, relu=training.relu, center=center)
         weight = class_means(support, rows.targets, rows.ways, relu=False)
@@ -139,7 +235,12 @@ def _train(
             loss.backward()
             optimizer.step()
             if likelihood:
-                log_prior = estimated_log_prior(responsibilities, n_query, training.prior_count)
+                log_prior = estimated_log_prior(
+                    responsibilities,
+                    n_query,
+                    training.prior_count,
+                    empirical_bayes=training.empirical_bayes,
+                )
 
     with torch.no_grad():
         if likelihood:

@@ -28,9 +28,15 @@ from anyshot.data.images import Preprocessing
 from anyshot.episodes import Episode, Images, image_batches
 from anyshot.errors import ConfigurationError
 from anyshot.methods.balance import looks_balanced
-from anyshot.methods.cosine import CosineClassifier, class_means, episode_center, unit_embeddings
+from anyshot.methods.cosine import (
+    CosineClassifier,
+    class_means,
+    transductive_center,
+    unit_embeddings,
+)
+from anyshot.methods.features import EpisodeRows, FittedHead
 from anyshot.methods.frozen import frozen_forward, working_copy
-from anyshot.methods.head import HeadTraining
+from anyshot.methods.head import HeadTraining, safeguarded
 from anyshot.methods.objective import (
     QueryWeights,
     estimated_log_prior,
@@ -189,6 +195,13 @@ def train_network(
 ) -> FineTuned:
     """Fine-tune ``network`` and a cosine head on the support (and queries); see the module doc.
 
+    The gate and the guard of :func:`anyshot.methods.head.safeguarded` (``min_queries_per_class``,
+    ``min_agreement``) compare with support-based initialisation on the frozen backbone's
+    embeddings (the untrained copy in eval mode, as the initialisation uses). When the episode
+    falls back, the result is that classifier and its query logits, and ``network.model`` is
+    left untrained: the gate trains nothing, the guard restores the initial state (so the
+    returned network embeds as the caller's backbone does).
+
     Args:
         settings: the scope's settings.
         network: from :func:`trainable_network`; its ``model`` is trained in place.
@@ -196,29 +209,90 @@ def train_network(
         ways: ``K``.
     """
     head = settings.head
-    init = _embed(network, network.support, settings.batch_size)
-    center = None
-    if head.center:
-        seen = init
-        if len(network.query):
-            seen = torch.cat([init, _embed(network, network.query, settings.batch_size)])
-        center = episode_center(seen[None], relu=head.relu)[0, 0]  # [D]
-        init = unit_embeddings(init, relu=head.relu, center=center)
-    init_weight = class_means(init[None], targets[None], ways, relu=head.relu and center is None)
-    weights = head.weights
-    two_runs = head.adaptive_balance and weights.balance > 0 and len(network.query) > 0
-    initial_state = (
-        {k: v.detach().clone() for k, v in network.model.state_dict().items()} if two_runs else None
-    )
-    run = _Run(settings, network, targets, init_weight[0], center)
-    if two_runs:
-        classifier, logits = run(QueryWeights(weights.entropy, 0.0, weights.likelihood))
-        if not bool(looks_balanced(torch.bincount(logits.argmax(1), minlength=ways))):
-            return FineTuned(classifier, network.model, logits)
+    frozen = _frozen_rows(settings, network, targets, ways)
+    two_runs = head.adaptive_balance and head.weights.balance > 0 and len(network.query) > 0
+    initial_state = None
+    if two_runs or head.min_agreement > 0:
+        initial_state = {k: v.detach().clone() for k, v in network.model.state_dict().items()}
+    trained: list[FineTuned] = []
+
+    def train(rows: EpisodeRows) -> FittedHead:
+        trained.append(_train_runs(settings, network, rows, initial_state if two_runs else None))
+        return _as_fitted(trained[-1])
+
+    fitted, fallback = safeguarded(head, frozen, train)
+    if not bool(fallback[0]):
+        return trained[0]
+    if trained:
         assert initial_state is not None
+        network.model.load_state_dict(initial_state)
+    return FineTuned(fitted.classifier(0), network.model, fitted.query_logits[0])
+
+
+def _frozen_rows(
+    settings: NetworkTraining, network: TrainableNetwork, targets: torch.Tensor, ways: int
+) -> EpisodeRows:
+    """The untrained network's embeddings (eval mode) as one episode ``E = 1``; the query rows
+    only when the centre or a safeguard needs them (otherwise none)."""
+    head = settings.head
+    support = _embed(network, network.support, settings.batch_size)
+    query = support[:0]
+    wanted = head.safeguards or (head.center and head.center_on == "episode")
+    if wanted and len(network.query):
+        query = _embed(network, network.query, settings.batch_size)
+    return EpisodeRows(support[None], targets[None], query[None], ways)
+
+
+def _train_runs(
+    settings: NetworkTraining,
+    network: TrainableNetwork,
+    frozen: EpisodeRows,
+    initial_state: dict[str, torch.Tensor] | None,
+) -> FineTuned:
+    """Training from the initialisation on ``frozen`` (:func:`_frozen_rows`): one run, or with
+    ``initial_state`` (adaptive balance) a run without the balance term and, when its
+    predictions look balanced, a second one with it from ``initial_state``."""
+    head = settings.head
+    init, center = frozen.support[0], None
+    if head.center:
+        center = transductive_center(
+            head.center_on,
+            frozen.support,
+            frozen.targets,
+            frozen.query,
+            frozen.ways,
+            relu=head.relu,
+        )[0, 0]  # [D]
+        init = unit_embeddings(init, relu=head.relu, center=center)
+    init_weight = class_means(
+        init[None], frozen.targets, frozen.ways, relu=head.relu and center is None
+    )
+    weights = head.weights
+    run = _Run(settings, network, frozen.targets[0], init_weight[0], center)
+    if initial_state is not None:
+        classifier, logits = run(QueryWeights(weights.entropy, 0.0, weights.likelihood))
+        counts = torch.bincount(logits.argmax(1), minlength=frozen.ways)
+        if not bool(looks_balanced(counts)):
+            return FineTuned(classifier, network.model, logits)
         network.model.load_state_dict(initial_state)
     classifier, logits = run(weights)
     return FineTuned(classifier, network.model, logits)
+
+
+def _as_fitted(fine_tuned: FineTuned) -> FittedHead:
+    """A trained classifier and its query logits as a :class:`FittedHead` of one episode (its
+    logits are those of the trained network's embeddings)."""
+    classifier = fine_tuned.classifier
+    center = classifier.center
+    return FittedHead(
+        classifier.weight.detach()[None],
+        classifier.bias.detach()[None],
+        None if center is None else center[None, None],
+        classifier.temperature,
+        classifier.relu,
+        classifier.normalize_weight,
+        fine_tuned.query_logits[None],
+    )
 
 
 @dataclass
@@ -257,7 +331,10 @@ class _Run:
                 optimizer.step()
                 if likelihood:
                     log_prior = estimated_log_prior(
-                        responsibilities, len(net.query), head.prior_count
+                        responsibilities,
+                        len(net.query),
+                        head.prior_count,
+                        empirical_bayes=head.empirical_bayes,
                     )
         if likelihood:
             with torch.no_grad():
