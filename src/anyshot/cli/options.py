@@ -1,7 +1,7 @@
 """The command line's shared vocabulary: argument types, option groups, arguments -> method.
 
 * argument types: :func:`positive_int`, :func:`positive_float`, :func:`non_negative_float`,
-  :func:`shots_list`, :func:`ways_list`;
+  :func:`fraction`, :func:`shots_list`, :func:`ways_list`;
 * option groups: :func:`add_method_options` (evaluate, classify, fit), :func:`add_backbone_options`,
   :func:`add_run_options`, :func:`add_dataset_argument`;
 * :func:`method_from_args`: THE function turning parsed arguments into a method, for every
@@ -25,12 +25,14 @@ from typing import Any
 
 from anyshot.data.registry import available_datasets
 from anyshot.errors import ConfigurationError
+from anyshot.methods.cosine import CENTERS
 from anyshot.methods.finetune import QUERY_FIELDS, SCOPES
 from anyshot.methods.presets import (
     PAPER,
     PAPER_INDUCTIVE,
     RECOMMENDED,
     RECOMMENDED_INDUCTIVE,
+    SAFE,
     SUPPORT_INIT,
     Method,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "add_dataset_argument",
     "add_method_options",
     "add_run_options",
+    "fraction",
     "method_from_args",
     "non_negative_float",
     "positive_float",
@@ -89,6 +92,17 @@ def non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
     if not value >= 0 or not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
     return value
 
 
@@ -242,8 +256,46 @@ def _add_query_options(group: argparse._ArgumentGroup) -> None:
         "--center",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="transductive: centre embeddings on the episode's mean unit embedding (default: "
-        f"{_yes(head.center)} for --scope head, {_yes(paper.center)} for last/all)",
+        help="transductive: centre embeddings on a mean unit embedding of the episode, see "
+        f"--center-on (default: {_yes(head.center)} for --scope head, {_yes(paper.center)} for "
+        "last/all)",
+    )
+    _add_safeguard_options(group)
+
+
+def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
+    """The centre's and proportions' variants and the fallbacks to support-init (the 'safe'
+    preset's settings; ``QUERY_FIELDS`` too)."""
+    head, safe = RECOMMENDED, SAFE
+    group.add_argument(
+        "--center-on",
+        choices=list(CENTERS),
+        help="transductive, with --center: episode = the mean of the support and query "
+        "embeddings; support = the mean of the support's class means, whatever classes the "
+        f"queries hold (default: {head.center_on}; the safe preset: {safe.center_on})",
+    )
+    group.add_argument(
+        "--empirical-bayes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="transductive: estimate the class proportions' pseudo-count per episode from the "
+        "queries' soft class counts (a Dirichlet prior fitted by empirical Bayes) instead of "
+        f"--prior-count (default: {_yes(head.empirical_bayes)}; the safe preset: "
+        f"{_yes(safe.empirical_bayes)})",
+    )
+    group.add_argument(
+        "--min-queries-per-class",
+        type=non_negative_float,
+        help="transductive: with fewer query images than this per class (or a single one), "
+        "answer as support-init does (same T), without training; 0 = off (default: "
+        f"{head.min_queries_per_class}; the safe preset: {safe.min_queries_per_class})",
+    )
+    group.add_argument(
+        "--min-agreement",
+        type=fraction,
+        help="transductive: if the trained classifier agrees with support-init on fewer than "
+        "this fraction of the query images, answer as support-init does; 0 = off (default: "
+        f"{head.min_agreement}; the safe preset: {safe.min_agreement})",
     )
 
 
