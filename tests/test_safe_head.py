@@ -1,0 +1,289 @@
+"""The SAFE head: support-only centre, empirical-Bayes proportions, and the two fallbacks to
+support-based initialisation (the gate on too few queries, the guard on disagreement)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from anyshot.backbones import build_backbone
+from anyshot.cli import build_parser
+from anyshot.cli.options import method_from_args
+from anyshot.episodes import Episode
+from anyshot.errors import AnyshotError, ConfigurationError
+from anyshot.methods import PRESETS, FineTuning, SupportBasedInit, TransductiveFineTuning
+from anyshot.methods.balance import dirichlet_concentration
+from anyshot.methods.cosine import class_means, transductive_center
+from anyshot.methods.finetune import QUERY_FIELDS
+from anyshot.methods.objective import estimated_log_prior
+from anyshot.methods.presets import RECOMMENDED, SAFE
+from conftest import clustered_episode
+
+#: Support-based initialisation at SAFE's temperature: what SAFE falls back to.
+BASE = SupportBasedInit(temperature=SAFE.temperature)
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def nuisance_episodes(
+    episodes: int,
+    ways: int,
+    query_classes: int,
+    per_class: int,
+    *,
+    seed: int = 0,
+    dim: int = 64,
+    spread: float = 0.8,
+    nuisance: float = 1.0,
+    shift: float = 3.0,
+) -> Batch:
+    """``[E, S, D]`` one-shot support, ``[E, S]`` targets, ``[E, Q, D]`` queries drawn from
+    ``query_classes`` random classes of each episode (``per_class`` each), ``[E, Q]`` their
+    classes.
+
+    Rows are a class centre, a shared positive ``shift`` (as pooled CNN features have), a
+    low-rank nuisance variation common to every class (as pose or background) and isotropic
+    noise: each class is an elongated cloud along the same few directions.
+    """
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(episodes, ways, dim, generator=g)
+    common = shift * torch.randn(episodes, 1, dim, generator=g).abs()
+    basis = torch.randn(episodes, 4, dim, generator=g) / 2
+
+    def draw(labels: torch.Tensor) -> torch.Tensor:
+        rows = centres.gather(1, labels[..., None].expand(-1, -1, dim)) + common
+        rows = rows + nuisance * torch.randn(episodes, labels.shape[1], 4, generator=g) @ basis
+        return rows + spread * torch.randn(episodes, labels.shape[1], dim, generator=g)
+
+    targets = torch.arange(ways).expand(episodes, -1).contiguous()
+    chosen = torch.stack(
+        [torch.randperm(ways, generator=g)[:query_classes] for _ in range(episodes)]
+    )
+    query_targets = chosen.repeat_interleave(per_class, dim=1)
+    return draw(targets), targets, draw(query_targets), query_targets
+
+
+def accuracy(method: SupportBasedInit | FineTuning, batch: Batch) -> float:
+    support, targets, query, query_targets = batch
+    logits = method.fit_features(support, targets, query, ways=targets.shape[1]).query_logits
+    return float((logits.argmax(-1) == query_targets).float().mean())
+
+
+def test_safe_is_not_below_support_init_when_queries_hold_two_of_twenty_classes() -> None:
+    """The issue's acceptance: 20 support classes, queries (40 each) from 2 of them."""
+    batch = nuisance_episodes(48, 20, 2, 40)
+    base, recommended, safe = (accuracy(m, batch) for m in (BASE, RECOMMENDED, SAFE))
+    assert 0.4 < base < 0.8  # a hard, not a hopeless, task
+    assert recommended < base - 0.05  # the problem: today's head falls below support-init
+    assert safe >= base
+
+
+def test_one_query_is_support_init_exactly() -> None:
+    support, targets, query, _ = nuisance_episodes(3, 20, 1, 1, seed=1)
+    fitted, base = (m.fit_features(support, targets, query) for m in (SAFE, BASE))
+    torch.testing.assert_close(fitted.query_logits, base.query_logits, atol=0, rtol=0)
+    torch.testing.assert_close(fitted.weight, base.weight, atol=0, rtol=0)
+    assert not fitted.bias.any() and fitted.center is None and not fitted.normalize_weight
+    # the same through an episode of images (method(backbone, episode))
+    episode = clustered_episode([0, 1, 0], seed=2)
+    torch.testing.assert_close(
+        SAFE(nn.Flatten(), episode), BASE(nn.Flatten(), episode), atol=0, rtol=0
+    )
+
+
+def test_the_gate_is_two_queries_per_class() -> None:
+    """Below ``m K`` queries support-init answers; from ``m K`` on the head is trained."""
+    support, targets, query, _ = nuisance_episodes(2, 5, 5, 2, seed=3)  # Q = 10 = 2 K
+    assert SAFE.min_queries_per_class == 2.0
+    trained = SAFE.fit_features(support, targets, query).query_logits
+    gated = SAFE.fit_features(support, targets, query[:, :9]).query_logits
+    base = BASE.fit_features(support, targets, query).query_logits
+    torch.testing.assert_close(gated, base[:, :9], atol=0, rtol=0)
+    assert not torch.allclose(trained, base)
+
+
+@pytest.mark.parametrize("ways", [200, 1000])
+def test_many_ways_stay_finite(ways: int) -> None:
+    """A few rows per class, up to 1,000 classes, with and without training (the gate)."""
+    g = torch.Generator().manual_seed(ways)
+    support = torch.randn(1, 2 * ways, 16, generator=g) + 1.0
+    targets = torch.arange(ways).repeat(2)[None]
+    unguarded = dataclasses.replace(SAFE, min_agreement=0.0)  # the trained head itself
+    for method, n_query in ((SAFE, 2 * ways), (unguarded, 2 * ways), (SAFE, 10)):
+        query = torch.randn(1, n_query, 16, generator=g) + 1.0
+        fitted = method.fit_features(support, targets, query, ways=ways)
+        assert fitted.query_logits.shape == (1, n_query, ways)
+        for tensor in (fitted.query_logits, fitted.weight, fitted.bias):
+            assert torch.isfinite(tensor).all()
+
+
+def test_support_centre_does_not_depend_on_the_queries() -> None:
+    support, targets, query, _ = nuisance_episodes(4, 10, 2, 6, seed=4)
+    other = nuisance_episodes(4, 10, 5, 3, seed=5)[2]
+    centre = transductive_center("support", support, targets, query, 10)
+    torch.testing.assert_close(
+        centre, transductive_center("support", support, targets, other[:, :3], 10)
+    )
+    # it is the mean of support-init's weights (each class once, whatever its shots)
+    torch.testing.assert_close(centre, class_means(support, targets, 10).mean(1, keepdim=True))
+    # the episode centre, by contrast, follows the queries
+    assert not torch.allclose(
+        transductive_center("episode", support, targets, query, 10),
+        transductive_center("episode", support, targets, other, 10),
+    )
+    # and the fitted head stores the support centre (no safeguard, to see the trained head)
+    method = dataclasses.replace(SAFE, min_queries_per_class=0.0, min_agreement=0.0)
+    fitted = [method.fit_features(support, targets, q, ways=10) for q in (query, other)]
+    assert fitted[0].center is not None and fitted[1].center is not None
+    torch.testing.assert_close(fitted[0].center, fitted[1].center, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="center_on"):
+        transductive_center("queries", support, targets, query, 10)
+
+
+def test_empirical_bayes_proportions_are_a_distribution_that_follows_the_queries() -> None:
+    counts = torch.tensor([[24.0, 6.0, 2.0, 0.0], [8.0, 8.0, 8.0, 8.0], [31.5, 0.2, 0.2, 0.1]])
+    pi = estimated_log_prior(counts, 32, 0.0, empirical_bayes=True).exp()
+    torch.testing.assert_close(pi.sum(-1), torch.ones(3))
+    assert (pi > 0).all()
+    assert pi[0, 0] > pi[0, 1] > pi[0, 2] > pi[0, 3]  # ranks as the counts do
+    torch.testing.assert_close(pi[1], torch.full((4,), 0.25))  # even counts: uniform
+    assert pi[2, 0] > 0.9  # one dominant class: its share, barely smoothed
+    # it is the fixed-count estimate at each episode's own concentration
+    for e, count in enumerate(dirichlet_concentration(counts).tolist()):
+        torch.testing.assert_close(pi[e], estimated_log_prior(counts[e], 32, count).exp())
+    # learned from imbalanced queries (24 / 6 / 2)
+    method = dataclasses.replace(RECOMMENDED, empirical_bayes=True)
+    proportions = method.fit(nn.Flatten(), clustered_episode([24, 6, 2], seed=1))
+    learned = proportions.classifier.bias.detach().exp()
+    assert float(learned.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert learned[0] > learned[1] > learned[2] and float(learned[0]) > 0.5
+
+
+def _mixed_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two episodes: balanced queries, then 30 queries of class 0 only."""
+    episodes = [clustered_episode([6, 6, 6, 6, 6], seed=6), clustered_episode([30, 0, 0, 0, 0])]
+    support = torch.stack([e.support.flatten(1) for e in episodes])
+    targets = torch.stack([e.support_targets for e in episodes])
+    query = torch.stack([e.query.flatten(1) for e in episodes])
+    return support, targets, query
+
+
+def test_the_guard_gives_disagreeing_episodes_support_inits_rows() -> None:
+    """Forcing the balance term on one-class queries spreads them over every class: the
+    guard replaces that episode by support-init and keeps the balanced one as trained."""
+    support, targets, query = _mixed_batch()
+    forced = dataclasses.replace(RECOMMENDED, adaptive_balance=False)
+    guarded = dataclasses.replace(forced, min_agreement=0.5)
+    trained = forced.fit_features(support, targets, query)
+    base = BASE.fit_features(support, targets, query)
+    agreement = (trained.query_logits.argmax(-1) == base.query_logits.argmax(-1)).float().mean(1)
+    assert agreement[0] >= 0.5 > agreement[1]  # the set-up: episode 1 disagrees
+    fitted = guarded.fit_features(support, targets, query)
+    for e, want in enumerate((trained, base)):  # episode 0 kept as trained, 1 fell back
+        torch.testing.assert_close(fitted.query_logits[e], want.query_logits[e], atol=0, rtol=0)
+        torch.testing.assert_close(fitted.weight[e], want.weight[e], atol=0, rtol=0)
+        torch.testing.assert_close(fitted.bias[e], want.bias[e], atol=0, rtol=0)
+    assert fitted.center is not None and trained.center is not None
+    torch.testing.assert_close(fitted.center[0], trained.center[0], atol=0, rtol=0)
+    assert not fitted.center[1].any()  # no centring in the fallen-back episode
+    # the stored classifier of the fallen-back episode is support-init's on new rows
+    new_rows = torch.randn(7, support.shape[-1]) + 1.0
+    with torch.no_grad():
+        got_logits = fitted.classifier(1)(new_rows)
+        want_logits = base.classifier(1)(new_rows)
+    torch.testing.assert_close(got_logits, want_logits, atol=1e-5, rtol=0)
+    # chunking changes nothing
+    alone = guarded.fit_features(support, targets, query, episodes_per_chunk=1)
+    torch.testing.assert_close(alone.query_logits, fitted.query_logits, atol=0, rtol=0)
+
+
+def _image_episode(query_counts: list[int]) -> Episode:
+    generator = torch.Generator().manual_seed(0)
+    prototypes = torch.randn(3, 3, 16, 16, generator=generator)
+
+    def images(k: int, n: int) -> torch.Tensor:
+        return prototypes[k] + 0.3 * torch.randn(n, 3, 16, 16, generator=generator)
+
+    return Episode(
+        torch.cat([images(k, 1) for k in range(3)]),
+        [0, 1, 2],
+        torch.cat([images(k, n) for k, n in enumerate(query_counts)]),
+        [k for k, n in enumerate(query_counts) for _ in range(n)],
+    )
+
+
+@pytest.mark.parametrize("scope", ["last", "all"])
+def test_network_scopes_fall_back_to_support_init_on_the_frozen_backbone(scope: str) -> None:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        backbone = build_backbone("conv4", channels=3, image_size=16)
+    method = TransductiveFineTuning(
+        scope=scope,
+        epochs=10,
+        lr=0.1,
+        temperature=0.1,
+        balance_weight=10.0,
+        augment=False,
+        min_queries_per_class=2.0,
+    )
+    # the gate: 1 query
+    one = _image_episode([1, 0, 0])
+    gated = method.fit(backbone, one)
+    torch.testing.assert_close(
+        gated.query_logits, SupportBasedInit(temperature=0.1)(backbone, one), atol=1e-5, rtol=0
+    )
+    # the guard: a degenerate setting (large steps, a strong balance term on 12 queries of
+    # class 0) throws the predictions away from support-init's (with this seed's backbone)
+    episode = _image_episode([12, 0, 0])
+    trained = method.fit(backbone, episode)
+    base = SupportBasedInit(temperature=0.1)(backbone, episode)
+    agreement = float((trained.query_logits.argmax(1) == base.argmax(1)).float().mean())
+    assert agreement < 0.5  # the set-up
+    fallen = dataclasses.replace(method, min_agreement=0.5).fit(backbone, episode)
+    torch.testing.assert_close(fallen.query_logits, base, atol=1e-5, rtol=0)
+    for fitted in (gated, fallen):  # the network is the untrained copy: the caller's backbone
+        assert fitted.network is not None
+        state = fitted.network.state_dict()
+        for name, value in backbone.state_dict().items():
+            torch.testing.assert_close(state[name], value, atol=0, rtol=0)
+
+
+def test_settings_presets_and_command_line() -> None:
+    defaults = TransductiveFineTuning()
+    assert (defaults.center_on, defaults.empirical_bayes) == ("episode", False)
+    assert defaults.min_queries_per_class == 0 and defaults.min_agreement == 0
+    assert PRESETS["safe"] is SAFE and SAFE != RECOMMENDED
+    expected = dataclasses.replace(
+        RECOMMENDED,
+        center_on="support",
+        empirical_bayes=True,
+        min_queries_per_class=2.0,
+        min_agreement=0.5,
+    )
+    assert expected == SAFE
+    assert RECOMMENDED.center_on == "episode" and not RECOMMENDED.empirical_bayes
+    assert RECOMMENDED.min_queries_per_class == 0 and RECOMMENDED.min_agreement == 0
+    for name in ("center_on", "empirical_bayes", "min_queries_per_class", "min_agreement"):
+        assert name in QUERY_FIELDS
+    assert SAFE.inductive() == RECOMMENDED.inductive()
+    for bad in (
+        {"center_on": "query"},
+        {"min_agreement": 1.5},
+        {"min_agreement": -0.1},
+        {"min_queries_per_class": -1.0},
+        {"min_queries_per_class": float("nan")},
+    ):
+        with pytest.raises(ConfigurationError):
+            TransductiveFineTuning(**bad)  # type: ignore[arg-type]
+    parser = build_parser()
+    base = ["evaluate", "--dataset", "omniglot", "--data-root", "x", "--output", "o.json"]
+    flags = ["--center-on", "support", "--empirical-bayes"]
+    flags += ["--min-queries-per-class", "2", "--min-agreement", "0.5"]
+    assert method_from_args(parser.parse_args([*base, *flags])) == SAFE
+    with pytest.raises(AnyshotError, match="--min-agreement apply to --method transductive"):
+        method_from_args(parser.parse_args([*base, "--method", "finetune", "--min-agreement", "1"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--min-agreement", "2"])
