@@ -15,7 +15,7 @@ from anyshot.cli.options import method_from_args
 from anyshot.episodes import Episode
 from anyshot.errors import AnyshotError, ConfigurationError
 from anyshot.methods import PRESETS, FineTuning, SupportBasedInit, TransductiveFineTuning
-from anyshot.methods.balance import dirichlet_concentration
+from anyshot.methods.balance import dirichlet_concentration, looks_balanced
 from anyshot.methods.cosine import class_means, transductive_center
 from anyshot.methods.finetune import QUERY_FIELDS
 from anyshot.methods.objective import estimated_log_prior
@@ -135,7 +135,9 @@ def test_support_centre_does_not_depend_on_the_queries() -> None:
         transductive_center("episode", support, targets, other, 10),
     )
     # and the fitted head stores the support centre (no safeguard, to see the trained head)
-    method = dataclasses.replace(SAFE, min_queries_per_class=0.0, min_agreement=0.0)
+    method = dataclasses.replace(
+        SAFE, center_on="support", min_queries_per_class=0.0, min_agreement=0.0
+    )
     fitted = [method.fit_features(support, targets, q, ways=10) for q in (query, other)]
     assert fitted[0].center is not None and fitted[1].center is not None
     torch.testing.assert_close(fitted[0].center, fitted[1].center, atol=0, rtol=0)
@@ -258,7 +260,7 @@ def test_settings_presets_and_command_line() -> None:
     assert PRESETS["safe"] is SAFE and SAFE != RECOMMENDED
     expected = dataclasses.replace(
         RECOMMENDED,
-        center_on="support",
+        center_on="adaptive",
         empirical_bayes=True,
         min_queries_per_class=2.0,
         min_agreement=0.5,
@@ -280,10 +282,37 @@ def test_settings_presets_and_command_line() -> None:
             TransductiveFineTuning(**bad)  # type: ignore[arg-type]
     parser = build_parser()
     base = ["evaluate", "--dataset", "omniglot", "--data-root", "x", "--output", "o.json"]
-    flags = ["--center-on", "support", "--empirical-bayes"]
+    flags = ["--center-on", "adaptive", "--empirical-bayes"]
     flags += ["--min-queries-per-class", "2", "--min-agreement", "0.5"]
     assert method_from_args(parser.parse_args([*base, *flags])) == SAFE
     with pytest.raises(AnyshotError, match="--min-agreement apply to --method transductive"):
         method_from_args(parser.parse_args([*base, "--method", "finetune", "--min-agreement", "1"]))
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--min-agreement", "2"])
+
+
+def test_adaptive_centre_uses_the_episode_only_in_the_balanced_second_run() -> None:
+    """center_on='adaptive': an episode whose first-run predictions look balanced is trained
+    again on the episode centre (exactly as center_on='episode' would), the others keep the
+    support centre's first run (exactly as center_on='support' would)."""
+    episodes = [
+        clustered_episode(counts, seed=s)
+        for s, counts in enumerate(([4, 4, 4], [8, 3, 1], [4, 4, 4], [1, 2, 9]))
+    ]
+    support = torch.stack([e.support.flatten(1) for e in episodes])
+    targets = torch.stack([e.support_targets for e in episodes])
+    query = torch.stack([e.query.flatten(1) for e in episodes])
+    plain = dataclasses.replace(SAFE, min_queries_per_class=0.0, min_agreement=0.0)
+    runs = {
+        on: dataclasses.replace(plain, center_on=on).fit_features(support, targets, query)
+        for on in ("adaptive", "episode", "support")
+    }
+    adaptive = runs["adaptive"]
+    counts = torch.stack([torch.bincount(x.argmax(1), minlength=3) for x in adaptive.query_logits])
+    balanced = looks_balanced(counts)
+    assert balanced.tolist() == [True, False, True, False]
+    for e, is_balanced in enumerate(balanced.tolist()):
+        reference = runs["episode" if is_balanced else "support"]
+        torch.testing.assert_close(adaptive.query_logits[e], reference.query_logits[e])
+        assert adaptive.center is not None and reference.center is not None
+        torch.testing.assert_close(adaptive.center[e], reference.center[e])

@@ -272,7 +272,8 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         choices=list(CENTERS),
         help="transductive, with --center: episode = the mean of the support and query "
         "embeddings; support = the mean of the support's class means, whatever classes the "
-        f"queries hold (default: {head.center_on}; the safe preset: {safe.center_on})",
+        "queries hold; adaptive = support, and episode for the balanced second run of "
+        f"--adaptive-balance (default: {head.center_on}; the safe preset: {safe.center_on})",
     )
     group.add_argument(
         "--empirical-bayes",

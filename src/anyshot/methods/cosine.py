@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: What a transductive centre is the mean of: every row of the episode, or the support's classes.
-CENTERS = ("episode", "support")
+CENTERS = ("episode", "support", "adaptive")
 
 
 def rectify(embeddings: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -85,6 +85,16 @@ def support_center(
     return class_means(support, targets, ways, relu=relu).mean(1, keepdim=True)
 
 
+def run_centers(on: str) -> tuple[str, str]:
+    """The centre of the first training run and of the balanced second run (adaptive balance)
+    for ``center_on`` ``on``: ``"adaptive"`` centres the first run on the support and, when its
+    predicted query classes look balanced (so the queries cover the classes and their mean is a
+    neutral origin), the second run on the episode; the others use one centre for both."""
+    if on not in CENTERS:
+        raise ValueError(f"center_on must be one of {CENTERS}, got {on!r}")
+    return ("support", "episode") if on == "adaptive" else (on, on)
+
+
 def transductive_center(
     on: str,
     support: torch.Tensor,
@@ -96,7 +106,8 @@ def transductive_center(
 ) -> torch.Tensor:
     """``[E, 1, D]`` centres of ``E`` episodes: ``on="episode"`` = :func:`episode_center` of the
     support and query rows ``[E, S + Q, D]``; ``on="support"`` = :func:`support_center`
-    (``query`` unused). Raises ``ValueError`` for another ``on`` (see :data:`CENTERS`)."""
+    (``query`` unused). Raises ``ValueError`` for another ``on`` (``"adaptive"`` names two
+    centres: see :func:`run_centers`)."""
     if on == "episode":
         return episode_center(torch.cat([support, query], dim=1), relu=relu)
     if on == "support":

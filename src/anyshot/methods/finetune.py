@@ -85,7 +85,10 @@ class FineTuning:
         center_on: what the centre is the mean of (only used with ``center``): ``"episode"``
             = the unit embeddings of the support and query images; ``"support"`` = the
             support's unit class means (support-based initialisation's weights), so each class
-            counts once and the centre does not depend on which classes the queries hold.
+            counts once and the centre does not depend on which classes the queries hold;
+            ``"adaptive"`` = the support's centre, and the episode's for the balanced second run
+            of ``adaptive_balance`` (its queries looked balanced, so they cover the classes and
+            their mean is a neutral origin).
         empirical_bayes: estimate the proportions' pseudo-count per episode, after every query
             step, from the soft class counts of the queries (the symmetric Dirichlet prior that
             explains them best, :func:`anyshot.methods.balance.dirichlet_concentration`)

@@ -31,6 +31,7 @@ from anyshot.methods.balance import looks_balanced
 from anyshot.methods.cosine import (
     class_means,
     cosine_logits,
+    run_centers,
     transductive_center,
     unit_embeddings,
 )
@@ -160,49 +161,61 @@ def _with_rows_of(fitted: FittedHead, base: FittedHead, fallback: torch.Tensor) 
 
 def _fit(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     """Head fine-tuning of every episode of ``rows``, without the safeguards."""
-    center = None
-    if training.center:
-        center = transductive_center(
-            training.center_on,
-            rows.support,
-            rows.targets,
-            rows.query,
-            rows.ways,
-            relu=training.relu,
-        )  # [E, 1, D]
-        support = unit_embeddings(rows.support, relu=training.relu, center=center)
-        query = unit_embeddings(rows.query, relu=training.relu, center=center)
-        weight = class_means(support, rows.targets, rows.ways, relu=False)
-    else:
-        support = unit_embeddings(rows.support, relu=training.relu)
-        query = unit_embeddings(rows.query, relu=training.relu)
-        weight = class_means(rows.support, rows.targets, rows.ways, relu=training.relu)
-    units = EpisodeRows(support, rows.targets, query, rows.ways)
+    first_on, second_on = run_centers(training.center_on)
+    center, units, weight = _initial(training, rows, first_on)
     weights = training.weights
-    if not (training.adaptive_balance and weights.balance > 0 and query.shape[1] > 0):
+    if not (training.adaptive_balance and weights.balance > 0 and rows.query.shape[1] > 0):
         return _with_center(_train(training, weights, units, weight), center)
-    first = _train(training, replace(weights, balance=0.0), units, weight)
+    first = _with_center(_train(training, replace(weights, balance=0.0), units, weight), center)
     counts = F.one_hot(first.query_logits.argmax(-1), rows.ways).sum(1)  # [E, K]
     balanced = looks_balanced(counts)  # [E] bool, CPU
     if not bool(balanced.any()):
-        return _with_center(first, center)
-    picked = balanced.to(support.device)
-    again = _train(
-        training,
-        weights,
-        EpisodeRows(support[picked], rows.targets[picked], query[picked], rows.ways),
-        weight[picked],
-    )
+        return first
+    picked = balanced.to(rows.support.device)
+    if second_on == first_on:  # the same centre: the first run's rows, sliced
+        again_center = None if center is None else center[picked]
+        again_units = EpisodeRows(
+            units.support[picked], units.targets[picked], units.query[picked], rows.ways
+        )
+        again_weight = weight[picked]
+    else:
+        chosen = EpisodeRows(
+            rows.support[picked], rows.targets[picked], rows.query[picked], rows.ways
+        )
+        again_center, again_units, again_weight = _initial(training, chosen, second_on)
+    again = _with_center(_train(training, weights, again_units, again_weight), again_center)
     merged = replace(
         first,
         weight=first.weight.clone(),
         bias=first.bias.clone(),
+        center=None if first.center is None else first.center.clone(),
         query_logits=first.query_logits.clone(),
     )
     merged.weight[picked] = again.weight
     merged.bias[picked] = again.bias
+    if merged.center is not None and again.center is not None:
+        merged.center[picked] = again.center
     merged.query_logits[balanced] = again.query_logits
-    return _with_center(merged, center)
+    return merged
+
+
+def _initial(
+    training: HeadTraining, rows: EpisodeRows, center_on: str
+) -> tuple[torch.Tensor | None, EpisodeRows, torch.Tensor]:
+    """``(centre [E, 1, D] or None, unit rows, initial class weights [E, K, D])`` of ``rows``
+    (centred on ``center_on``'s centre when centring is on)."""
+    if not training.center:
+        support = unit_embeddings(rows.support, relu=training.relu)
+        query = unit_embeddings(rows.query, relu=training.relu)
+        weight = class_means(rows.support, rows.targets, rows.ways, relu=training.relu)
+        return None, EpisodeRows(support, rows.targets, query, rows.ways), weight
+    center = transductive_center(
+        center_on, rows.support, rows.targets, rows.query, rows.ways, relu=training.relu
+    )
+    support = unit_embeddings(rows.support, relu=training.relu, center=center)
+    query = unit_embeddings(rows.query, relu=training.relu, center=center)
+    weight = class_means(support, rows.targets, rows.ways, relu=False)
+    return center, EpisodeRows(support, rows.targets, query, rows.ways), weight
 
 
 def _with_center(fitted: FittedHead, center: torch.Tensor | None) -> FittedHead:

@@ -31,6 +31,7 @@ from anyshot.methods.balance import looks_balanced
 from anyshot.methods.cosine import (
     CosineClassifier,
     class_means,
+    run_centers,
     transductive_center,
     unit_embeddings,
 )
@@ -237,7 +238,7 @@ def _frozen_rows(
     head = settings.head
     support = _embed(network, network.support, settings.batch_size)
     query = support[:0]
-    wanted = head.safeguards or (head.center and head.center_on == "episode")
+    wanted = head.safeguards or (head.center and head.center_on != "support")
     if wanted and len(network.query):
         query = _embed(network, network.query, settings.batch_size)
     return EpisodeRows(support[None], targets[None], query[None], ways)
@@ -253,10 +254,31 @@ def _train_runs(
     ``initial_state`` (adaptive balance) a run without the balance term and, when its
     predictions look balanced, a second one with it from ``initial_state``."""
     head = settings.head
+    first_on, second_on = run_centers(head.center_on)
+    weights = head.weights
+    if initial_state is not None:
+        run = _initial_run(settings, network, frozen, first_on)
+        classifier, logits = run(QueryWeights(weights.entropy, 0.0, weights.likelihood))
+        counts = torch.bincount(logits.argmax(1), minlength=frozen.ways)
+        if not bool(looks_balanced(counts)):
+            return FineTuned(classifier, network.model, logits)
+        network.model.load_state_dict(initial_state)
+        classifier, logits = _initial_run(settings, network, frozen, second_on)(weights)
+        return FineTuned(classifier, network.model, logits)
+    classifier, logits = _initial_run(settings, network, frozen, first_on)(weights)
+    return FineTuned(classifier, network.model, logits)
+
+
+def _initial_run(
+    settings: NetworkTraining, network: TrainableNetwork, frozen: EpisodeRows, center_on: str
+) -> _Run:
+    """A training run from support-based initialisation on the frozen embeddings, centred on
+    ``center_on``'s centre when centring is on."""
+    head = settings.head
     init, center = frozen.support[0], None
     if head.center:
         center = transductive_center(
-            head.center_on,
+            center_on,
             frozen.support,
             frozen.targets,
             frozen.query,
@@ -267,16 +289,7 @@ def _train_runs(
     init_weight = class_means(
         init[None], frozen.targets, frozen.ways, relu=head.relu and center is None
     )
-    weights = head.weights
-    run = _Run(settings, network, frozen.targets[0], init_weight[0], center)
-    if initial_state is not None:
-        classifier, logits = run(QueryWeights(weights.entropy, 0.0, weights.likelihood))
-        counts = torch.bincount(logits.argmax(1), minlength=frozen.ways)
-        if not bool(looks_balanced(counts)):
-            return FineTuned(classifier, network.model, logits)
-        network.model.load_state_dict(initial_state)
-    classifier, logits = run(weights)
-    return FineTuned(classifier, network.model, logits)
+    return _Run(settings, network, frozen.targets[0], init_weight[0], center)
 
 
 def _as_fitted(fine_tuned: FineTuned) -> FittedHead:

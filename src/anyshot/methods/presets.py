@@ -61,11 +61,11 @@ RECOMMENDED = TransductiveFineTuning(
 RECOMMENDED_INDUCTIVE = RECOMMENDED.inductive()
 
 #: :data:`RECOMMENDED` with the safeguards for realistic query sets (see the module doc): centre
-#: on the support's class means, empirical-Bayes proportions, support-init's answer below 2
-#: queries per class or below 50% agreement with it.
+#: on the support's class means (on the episode in the balanced second run), empirical-Bayes
+#: proportions, support-init's answer below 2 queries per class or below 50% agreement with it.
 SAFE = dataclasses.replace(
     RECOMMENDED,
-    center_on="support",
+    center_on="adaptive",
     empirical_bayes=True,
     min_queries_per_class=2.0,
     min_agreement=0.5,
