@@ -527,3 +527,42 @@ def test_cli_protocols_and_their_errors(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--sweep" in capsys.readouterr().err
     assert run_cli(tmp_path, "--ways", "all", "--output", str(out)) == 2
     assert "many-way" in capsys.readouterr().err
+
+
+def test_cli_present_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, episodes = tmp_path / "pc.json", tmp_path / "pc.jsonl"
+    common = ("--protocol", "present-classes", "--ways", "6", "--total-queries", "7")
+    assert (
+        run_cli(
+            tmp_path,
+            *common,
+            "--present-classes",
+            "2",
+            "--save-episodes",
+            str(episodes),
+            "--output",
+            str(out),
+        )
+        == 0
+    )
+    data = json.loads(out.read_text())
+    assert data["config"]["protocol"] == "present-classes"
+    assert data["config"]["present_classes"] == 2 and data["config"]["total_queries"] == 7
+    assert [(e["ways"], e["queries"]) for e in data["episodes"]] == [(6, 7)] * 3
+    replay = tmp_path / "replay.json"
+    assert run_cli(tmp_path, "--episodes-file", str(episodes), "--output", str(replay)) == 0
+    replayed = json.loads(replay.read_text())
+    assert replayed["config"]["present_classes"] == 2
+    assert [e["accuracy"] for e in replayed["episodes"]] == [
+        e["accuracy"] for e in data["episodes"]
+    ]
+    capsys.readouterr()
+    assert run_cli(tmp_path, *common, "--output", str(out)) == 2
+    assert "needs --present-classes" in capsys.readouterr().err
+    assert run_cli(tmp_path, *common, "--present-classes", "7", "--output", str(out)) == 2
+    assert "between 1 and --ways" in capsys.readouterr().err
+    assert run_cli(tmp_path, "--present-classes", "2", "--output", str(out)) == 2
+    assert "option of --protocol present-classes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_cli(tmp_path, *common, "--present-classes", "0", "--output", str(out))
+    assert "must be a positive integer" in capsys.readouterr().err
