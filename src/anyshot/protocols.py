@@ -496,8 +496,8 @@ class PresentClassesSampler(_SeededSampler):
             raise DatasetError(
                 f"{total_queries} queries from {present} present classes do not fit: the "
                 f"{present} smallest eligible classes have only {room} images left after "
-                f"{most} shots; lower --total-queries (at most {room}) or the shots, or raise "
-                "--present-classes"
+                f"{most} shot{'' if most == 1 else 's'}; lower --total-queries (at most {room}) "
+                "or the shots, or raise --present-classes"
             )
         self.ways = int(ways)
         self.shots = tuple(shot_list)
