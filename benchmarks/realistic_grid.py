@@ -60,13 +60,14 @@ episodes are asked for), so every method and every later run see the same episod
 Default episodes per cell (``--episodes`` sets one count for all): 400 for the tiny cells
 (a 1-query episode scores 0 or 1), 200 for the other 5-way cells, 150 up to 20 ways, 60 at 50
 ways, 40 at 100 ways, 20 at 160 ways. Measured on this team's busy 2-core machine with one
-thread (``--threads 1``, the default: two threads were slower there), recommended costs about
-12 minutes of a val run and support-init seconds, and embedding what the shared feature cache
-lacks (the mini val images beyond the first 200 of each class: about 10 images/s at 224 px)
-about 10 minutes once; with support-init, recommended and a ``safe`` preset of the same cost a
-full val run takes about 35 minutes, leaving the rest of an hour to the peers (each cell's
-ms/episode of every method is in the output). The test split costs about as much (its mini
-cells have 20 ways, not 16; Omniglot test must be embedded once, about 10 minutes at 84 px).
+thread (``--threads 1``, the default: two threads were slower there): on val, recommended takes
+about 12.5 minutes of method time and support-init seconds, so support-init, recommended and a
+``safe`` preset of the same cost take about 25 minutes, leaving the rest of an hour to the
+peers (every cell's ms/episode of every method is in the output); test takes about 8% more
+(its mini cells have 20 ways, not 16). The episodes use every image of both splits; images the
+feature cache lacks are embedded first, once (about 13 images/s at 224 px and 60 at 84 px:
+mini val 9,600 images about 12 minutes, mini test 12,000 about 15, Omniglot val 13,760 about 4,
+Omniglot test 33,840 about 10).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/realistic_grid.py --split val \\
         --episodes-dir benchmarks/results/realistic-grid-episodes \\
