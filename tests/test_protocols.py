@@ -22,6 +22,7 @@ from anyshot.protocols import (
     FixedSampler,
     ImbalancedQuerySampler,
     ManyWaySampler,
+    PresentClassesSampler,
     VariableSampler,
     apportion,
     build_sampler,
@@ -189,6 +190,126 @@ def test_min_queries_gives_every_class_some() -> None:
     assert sampler_config(sampler)["dirichlet_alpha"] == 0.1
 
 
+# --- present classes (PADDLE's realistic query sets) ----------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(min_value=1, max_value=40), min_size=3, max_size=25),
+    ways=st.integers(min_value=1, max_value=12),
+    shots=st.integers(min_value=1, max_value=3),
+    present=st.integers(min_value=1, max_value=6),
+    total=st.integers(min_value=1, max_value=60),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    index=st.integers(min_value=0, max_value=10**6),
+)
+def test_present_classes_invariants(counts, ways, shots, present, total, seed, index) -> None:
+    labels = labels_with_counts(counts)
+    options = dict(ways=ways, shots=shots, present=present, total_queries=total, seed=seed)
+    if present > ways or total < present:
+        with pytest.raises(ValueError, match=r"present|at least"):
+            PresentClassesSampler(labels, **options)
+        return
+    eligible = sorted(c for c in counts if c >= shots + 1)
+    if len(eligible) < ways:
+        with pytest.raises(DatasetError, match="only"):
+            PresentClassesSampler(labels, **options)
+        return
+    if sum(c - shots for c in eligible[:present]) < total:
+        with pytest.raises(DatasetError, match="do not fit"):
+            PresentClassesSampler(labels, **options)
+        return
+    sampler = PresentClassesSampler(labels, **options)
+    spec = sampler.sample(index)
+    check_items(spec, labels)
+    # exactly K support classes, each with its shots
+    assert len(spec.classes) == ways and spec.shots == (shots,) * ways
+    # queries from exactly `present` of them, T in all, none beyond what a class has left
+    query_counts = [len(q) for q in spec.query]
+    assert sum(1 for m in query_counts if m > 0) == present
+    assert sum(query_counts) == total
+    assert all(m <= counts[c] - shots for c, m in zip(spec.classes, query_counts, strict=True))
+    capacities = [counts[c] - shots for c, m in zip(spec.classes, query_counts, strict=True) if m]
+    shares = [m for m in query_counts if m]
+    if min(capacities) >= -(-total // present):  # no cap binds: an even split
+        assert max(shares) - min(shares) <= 1
+    assert PresentClassesSampler(labels, **options).sample(index) == spec  # seeded
+
+
+def test_present_classes_even_split_and_reproducibility() -> None:
+    labels = labels_with_counts([600] * 20)
+    sampler = build_sampler(
+        "present-classes", labels, ways=16, shots=5, total_queries=75, present_classes=2, seed=7
+    )
+    assert isinstance(sampler, PresentClassesSampler)
+    specs = list(sampler.take(30))
+    for spec in specs:
+        check_items(spec, labels)
+        assert len(spec.classes) == 16 and spec.shots == (5,) * 16
+        assert sorted(len(q) for q in spec.query if q) == [37, 38]  # 75 over 2, one extra
+    assert len({s.classes for s in specs}) == 30  # the support classes change per episode
+    present_sets = {
+        frozenset(c for c, q in zip(s.classes, s.query, strict=True) if q) for s in specs
+    }
+    assert len(present_sets) > 20  # and so do the present ones
+    assert specs == list(
+        PresentClassesSampler(labels, ways=16, shots=5, present=2, seed=7).take(30)
+    )
+    assert specs != list(
+        PresentClassesSampler(labels, ways=16, shots=5, present=2, seed=8).take(30)
+    )
+    assert sampler_config(sampler) == {
+        "protocol": "present-classes",
+        "ways": 16,
+        "shots": [5] * 16,
+        "present_classes": 2,
+        "total_queries": 75,
+        "seed": 7,
+    }
+
+
+def test_present_classes_every_class_and_shortfall() -> None:
+    # class 0 has 8 images: 7 left after 1 shot, less than its share of 75 / 5 = 15
+    labels = labels_with_counts([8] + [30] * 29 + [1] * 3)  # the last 3 cannot give a query
+    sampler = PresentClassesSampler(labels, ways=None, shots=1, present=5, total_queries=75)
+    assert sampler.ways == 30
+    short = 0
+    for spec in sampler.take(40):
+        assert sorted(spec.classes) == list(range(30))
+        counts = dict(zip(spec.classes, (len(q) for q in spec.query), strict=True))
+        assert sum(counts.values()) == 75 and sum(1 for m in counts.values() if m) == 5
+        if counts[0]:  # it gives all it has; the others make up the 8 missing, 2 each
+            short += 1
+            assert counts[0] == 7
+            assert sorted(m for m in counts.values() if m)[1:] == [17] * 4
+        else:
+            assert sorted(m for m in counts.values() if m) == [15] * 5
+    assert short > 0
+
+
+def test_present_classes_errors() -> None:
+    labels = labels_with_counts([20] * 30)
+    with pytest.raises(DatasetError, match=r"do not fit.*at most 15"):
+        PresentClassesSampler(labels, ways=20, shots=5, present=1, total_queries=75)
+    PresentClassesSampler(labels, ways=20, shots=5, present=5, total_queries=75)  # 15 each fit
+    with pytest.raises(DatasetError, match="need 20 classes with at least 21 images"):
+        PresentClassesSampler(labels, ways=20, shots=20, present=1, total_queries=1)
+    with pytest.raises(DatasetError, match="only 30 of 30"):
+        PresentClassesSampler(labels, ways=31, shots=1, present=1)
+    with pytest.raises(ValueError, match="between 1 and the 5 ways"):
+        PresentClassesSampler(labels, ways=5, shots=1, present=6)
+    with pytest.raises(ValueError, match="between 1 and"):
+        PresentClassesSampler(labels, ways=5, shots=1, present=0)
+    with pytest.raises(ValueError, match="at least the 3 present"):
+        PresentClassesSampler(labels, ways=5, shots=1, present=3, total_queries=2)
+    with pytest.raises(ConfigurationError, match="needs present_classes"):
+        build_sampler("present-classes", labels, ways=5)
+    with pytest.raises(ConfigurationError, match="only it takes them"):
+        build_sampler("imbalanced", labels, ways=5, present_classes=2)
+    with pytest.raises(ConfigurationError, match="between 1 and --ways"):
+        build_sampler("present-classes", labels, ways=5, present_classes=6)
+
+
 # --- episode files --------------------------------------------------------------------------
 
 
@@ -238,6 +359,16 @@ def test_episode_file_round_trip_across_roots(tmp_path: Path) -> None:
             for w in original.support
             for i in w
         ]
+
+
+def test_episode_file_round_trip_of_present_classes(tmp_path: Path) -> None:
+    dataset = NamedItems("/data/a", [12] * 10)
+    sampler = PresentClassesSampler(dataset.labels, ways=8, shots=2, present=3, total_queries=10)
+    specs = list(sampler.take(5))
+    assert all(sum(1 for q in s.query if q) == 3 for s in specs)  # ways without queries
+    path = save_episodes(tmp_path / "p.jsonl", dataset, specs, header=sampler.config())
+    assert load_episodes(path, NamedItems("/elsewhere", [12] * 10)) == specs
+    assert read_episode_header(path)["header"]["present_classes"] == 3
 
 
 def test_episode_file_round_trip_on_omniglot_zip_sources(tmp_path: Path) -> None:
@@ -396,3 +527,42 @@ def test_cli_protocols_and_their_errors(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--sweep" in capsys.readouterr().err
     assert run_cli(tmp_path, "--ways", "all", "--output", str(out)) == 2
     assert "many-way" in capsys.readouterr().err
+
+
+def test_cli_present_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, episodes = tmp_path / "pc.json", tmp_path / "pc.jsonl"
+    common = ("--protocol", "present-classes", "--ways", "6", "--total-queries", "7")
+    assert (
+        run_cli(
+            tmp_path,
+            *common,
+            "--present-classes",
+            "2",
+            "--save-episodes",
+            str(episodes),
+            "--output",
+            str(out),
+        )
+        == 0
+    )
+    data = json.loads(out.read_text())
+    assert data["config"]["protocol"] == "present-classes"
+    assert data["config"]["present_classes"] == 2 and data["config"]["total_queries"] == 7
+    assert [(e["ways"], e["queries"]) for e in data["episodes"]] == [(6, 7)] * 3
+    replay = tmp_path / "replay.json"
+    assert run_cli(tmp_path, "--episodes-file", str(episodes), "--output", str(replay)) == 0
+    replayed = json.loads(replay.read_text())
+    assert replayed["config"]["present_classes"] == 2
+    assert [e["accuracy"] for e in replayed["episodes"]] == [
+        e["accuracy"] for e in data["episodes"]
+    ]
+    capsys.readouterr()
+    assert run_cli(tmp_path, *common, "--output", str(out)) == 2
+    assert "needs --present-classes" in capsys.readouterr().err
+    assert run_cli(tmp_path, *common, "--present-classes", "7", "--output", str(out)) == 2
+    assert "between 1 and --ways" in capsys.readouterr().err
+    assert run_cli(tmp_path, "--present-classes", "2", "--output", str(out)) == 2
+    assert "option of --protocol present-classes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_cli(tmp_path, *common, "--present-classes", "0", "--output", str(out))
+    assert "must be a positive integer" in capsys.readouterr().err

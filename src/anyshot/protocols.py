@@ -12,6 +12,10 @@ index]))``, so the same seed gives the same episodes on any machine, in any orde
   Veilleux et al., NeurIPS 2021, "Realistic evaluation of transductive few-shot learning"),
   :class:`ImbalancedQuerySampler`.
 * ``"many-way"``: N up to every class of the split, :class:`ManyWaySampler`.
+* ``"present-classes"``: a support of K classes (up to every class of the split), queries from
+  only ``present`` of them (the PADDLE protocol: Martin et al., NeurIPS 2022, "Towards
+  practical few-shot query sets: transductive minimum description length inference"),
+  :class:`PresentClassesSampler`.
 
 :func:`build_sampler` builds any of them by protocol name.
 """
@@ -32,16 +36,18 @@ __all__ = [
     "FixedSampler",
     "ImbalancedQuerySampler",
     "ManyWaySampler",
+    "PresentClassesSampler",
     "Sampler",
     "VariableSampler",
     "apportion",
     "build_sampler",
+    "capped",
     "episode_rng",
     "sampler_config",
 ]
 
 #: Protocol names accepted by :func:`build_sampler` (and ``anyshot evaluate --protocol``).
-PROTOCOLS = ("fixed", "variable", "imbalanced", "many-way")
+PROTOCOLS = ("fixed", "variable", "imbalanced", "many-way", "present-classes")
 
 #: The fixed N-way K-shot sampler (per-way shot lists allowed): the existing episode sampler.
 FixedSampler = EpisodeSampler
@@ -71,6 +77,28 @@ def apportion(total: int, weights: np.ndarray) -> np.ndarray:
         order = np.argsort(-(shares - counts), kind="stable")
         counts[order[:left]] += 1
     return counts
+
+
+def capped(counts: np.ndarray, capacity: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``counts`` ``[N]`` cut to ``capacity`` ``[N]``, what is cut off handed on to the entries
+    with room in proportion to ``weights`` (:func:`apportion`; evenly among those with room when
+    none of them has weight), until nothing exceeds its capacity.
+
+    The total is kept whenever ``capacity.sum() >= counts.sum()``; the caller checks that.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    capacity = np.asarray(capacity, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    if int(capacity.sum()) < int(counts.sum()):
+        raise ValueError(f"{int(counts.sum())} do not fit in capacities {capacity.tolist()}")
+    while True:
+        excess = int(np.maximum(counts - capacity, 0).sum())
+        counts = np.minimum(counts, capacity)
+        if excess == 0:
+            return counts
+        room = capacity > counts
+        share = np.where(room, weights, 0.0)
+        counts = counts + apportion(excess, share if share.sum() > 0 else room * 1.0)
 
 
 def episode_rng(seed: int, index: int) -> np.random.Generator:
@@ -306,14 +334,7 @@ class ImbalancedQuerySampler(_SeededSampler):
         counts = self.min_queries + apportion(
             self.total_queries - self.ways * self.min_queries, proportions
         )
-        while True:
-            excess = int(np.maximum(counts - capacity, 0).sum())
-            counts = np.minimum(counts, capacity)
-            if excess == 0:
-                return counts.astype(np.int64)
-            room = capacity > counts
-            weights = np.where(room, proportions, 0.0)
-            counts = counts + apportion(excess, weights if weights.sum() > 0 else room * 1.0)
+        return capped(counts, capacity, proportions)
 
     def sample(self, index: int) -> EpisodeSpec:
         """The ``index``-th episode of this sampler's stream."""
@@ -379,6 +400,137 @@ class ManyWaySampler(EpisodeSampler):
         super().__init__(labels, ways=ways, shots=shots, queries=queries, seed=seed)
 
 
+class PresentClassesSampler(_SeededSampler):
+    """A support of K classes, queries from only ``present`` of them (Martin et al., 2022).
+
+    The PADDLE / UNEM protocol ("Towards practical few-shot query sets", NeurIPS 2022): the
+    support describes every class the task may contain (``K = ways``, up to every class of the
+    split), while the query batch holds images of only a few of them (``K_eff = present``), which
+    a method that assumes balanced queries from all K classes gets wrong.
+
+    Episode ``i`` (all draws from :func:`episode_rng`):
+
+    1. ``K`` classes uniformly without replacement among the classes with at least
+       ``max(shots) + 1`` images (every support class could be a present one); ``ways=None``
+       takes all of them, in a seeded order;
+    2. ``present`` of the K ways uniformly without replacement (in draw order);
+    3. ``total_queries`` split evenly between the present ways, the remainder one each to the
+       first drawn (:func:`apportion` with equal weights: 75 over 2 -> 38, 37);
+    4. a present class that cannot supply its share (it has fewer images left after its shots)
+       gives what it has, and the shortfall goes evenly to the present classes with room (in
+       draw order again, :func:`capped`), so every episode holds exactly ``total_queries``
+       queries; the constructor refuses (``DatasetError``) a request the ``present`` smallest
+       eligible classes cannot hold between them;
+    5. per way, its shots and (present ways only) its queries as distinct images
+       (:func:`~anyshot.episodes.draw_episode`); the other ways get no query.
+
+    Args:
+        labels: class index of every item, ``[N_items]`` ints.
+        ways: support classes ``K`` per episode, or ``None`` for every eligible class.
+        shots: support images per class: one int, or one per way (needs an explicit ``ways``).
+        present: classes the queries come from, ``1 <= present <= ways``.
+        total_queries: queries per episode (default 75), at least ``present``.
+        seed: the seed of the stream.
+
+    Raises:
+        DatasetError: fewer than ``ways`` (or than ``present``) classes have ``max(shots) + 1``
+            images, or the ``present`` smallest of them cannot hold ``total_queries`` queries.
+        ValueError: bad arguments (``present`` outside ``1..ways``, fewer queries than present
+            classes, ...).
+    """
+
+    protocol = "present-classes"
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        ways: int | None,
+        shots: int | Sequence[int],
+        present: int,
+        total_queries: int = 75,
+        seed: int = 0,
+    ) -> None:
+        if ways is not None and ways < 1:
+            raise ValueError(f"ways must be at least 1, got {ways}")
+        if ways is None and not isinstance(shots, int):
+            raise ValueError("a per-way shot list needs an explicit number of ways")
+        if present < 1 or (ways is not None and present > ways):
+            raise ValueError(
+                f"present classes must be between 1 and the {ways} ways, got {present}"
+            )
+        if total_queries < present:
+            raise ValueError(
+                f"total_queries ({total_queries}) must be at least the {present} present "
+                "classes: each present class gets at least one query"
+            )
+        label_array = _as_labels(labels)
+        members = _members_by_class(label_array)
+        most = int(shots) if isinstance(shots, int) else max((int(s) for s in shots), default=0)
+        need = most + 1
+        self._members = {c: m for c, m in members.items() if len(m) >= need}
+        self._candidates = np.array(sorted(self._members), dtype=np.int64)
+        eligible = len(self._candidates)
+        if ways is None:
+            ways = eligible
+            if ways < present:
+                raise DatasetError(
+                    f"{present} present classes with {most} shots need {present} classes with "
+                    f"at least {need} images (the shots and a query); only {eligible} of "
+                    f"{len(members)} classes have that many"
+                )
+        shot_list = [int(shots)] * ways if isinstance(shots, int) else [int(s) for s in shots]
+        if len(shot_list) != ways:
+            raise ValueError(f"got {len(shot_list)} shot counts for {ways} ways")
+        if min(shot_list) < 1:
+            raise ValueError(f"every class needs at least 1 shot, got {shot_list}")
+        if eligible < ways:
+            raise DatasetError(
+                f"{ways}-way episodes with up to {most} shots need {ways} classes with at least "
+                f"{need} images (the shots and a query, as any support class may be a present "
+                f"one); only {eligible} of {len(members)} classes have that many"
+            )
+        smallest = np.sort([len(m) for m in self._members.values()])[:present]
+        room = int((smallest - most).sum())
+        if room < total_queries:
+            raise DatasetError(
+                f"{total_queries} queries from {present} present classes do not fit: the "
+                f"{present} smallest eligible classes have only {room} images left after "
+                f"{most} shot{'' if most == 1 else 's'}; lower --total-queries (at most {room}) "
+                "or the shots, or raise --present-classes"
+            )
+        self.ways = int(ways)
+        self.shots = tuple(shot_list)
+        self.present = int(present)
+        self.total_queries = int(total_queries)
+        self.seed = int(seed)
+
+    def sample(self, index: int) -> EpisodeSpec:
+        """The ``index``-th episode of this sampler's stream."""
+        rng = episode_rng(self.seed, index)
+        chosen = rng.choice(self._candidates, size=self.ways, replace=False)
+        present = rng.choice(self.ways, size=self.present, replace=False)  # ways, draw order
+        capacity = np.array(
+            [len(self._members[int(chosen[j])]) - self.shots[j] for j in present], dtype=np.int64
+        )
+        even = np.ones(self.present)
+        shares = capped(apportion(self.total_queries, even), capacity, even)
+        counts = np.zeros(self.ways, dtype=np.int64)
+        counts[present] = shares
+        return draw_episode(rng, self._members, chosen, self.shots, counts)
+
+    def config(self) -> dict[str, Any]:
+        """The protocol's parameters (stored beside results and in episode files)."""
+        return {
+            "protocol": self.protocol,
+            "ways": self.ways,
+            "shots": list(self.shots),
+            "present_classes": self.present,
+            "total_queries": self.total_queries,
+            "seed": self.seed,
+        }
+
+
 def sampler_config(sampler: Sampler) -> dict[str, Any]:
     """The protocol name and parameters of any sampler of this module, as a JSON-able dict."""
     config = getattr(sampler, "config", None)
@@ -404,26 +556,51 @@ def build_sampler(
     queries: int = 15,
     total_queries: int = 75,
     dirichlet_alpha: float = 2.0,
+    present_classes: int | None = None,
     seed: int = 0,
 ) -> Sampler:
     """A sampler of the named protocol (see the module docstring).
 
     ``ways``, ``shots`` and ``queries`` are ignored by ``"variable"``; ``"imbalanced"`` uses
-    ``total_queries`` and ``dirichlet_alpha`` instead of ``queries``; ``ways=None`` (every class)
-    is only valid for ``"many-way"``.
+    ``total_queries`` and ``dirichlet_alpha`` instead of ``queries``; ``"present-classes"`` uses
+    ``total_queries`` and ``present_classes`` (required) instead of ``queries``; ``ways=None``
+    (every class) is valid for ``"many-way"`` and ``"present-classes"``.
 
     Raises:
-        ConfigurationError: unknown protocol, or ``ways=None`` with another protocol.
+        ConfigurationError: unknown protocol, ``ways=None`` with a protocol that needs a number,
+            ``present_classes`` missing for (or given to a protocol other than)
+            ``"present-classes"``, or outside ``1..ways``.
         DatasetError: the dataset is too small for the request.
     """
     if protocol not in PROTOCOLS:
         raise ConfigurationError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     if ways is None and protocol in ("fixed", "imbalanced"):
-        raise ConfigurationError(f"ways='all' needs protocol 'many-way', not {protocol!r}")
+        raise ConfigurationError(
+            f"ways='all' needs protocol 'many-way' or 'present-classes', not {protocol!r}"
+        )
+    if (protocol == "present-classes") != (present_classes is not None):
+        raise ConfigurationError(
+            "protocol 'present-classes' needs present_classes (--present-classes), and only "
+            f"it takes them; got protocol {protocol!r} with present_classes={present_classes}"
+        )
     if protocol == "variable":
         return VariableSampler(labels, seed=seed)
     if protocol == "many-way":
         return ManyWaySampler(labels, ways=ways, shots=shots, queries=queries, seed=seed)
+    if protocol == "present-classes":
+        assert present_classes is not None
+        if present_classes < 1 or (ways is not None and present_classes > ways):
+            raise ConfigurationError(
+                f"--present-classes must be between 1 and --ways ({ways}), got {present_classes}"
+            )
+        return PresentClassesSampler(
+            labels,
+            ways=ways,
+            shots=shots,
+            present=present_classes,
+            total_queries=total_queries,
+            seed=seed,
+        )
     assert ways is not None
     if protocol == "imbalanced":
         return ImbalancedQuerySampler(

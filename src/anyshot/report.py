@@ -67,7 +67,7 @@ MANY_WAY = 20
 #: ... and warn with fewer episodes than this.
 MIN_MANY_WAY_EPISODES = 100
 
-_PROTOCOL_ORDER = {"fixed": 0, "many-way": 1, "imbalanced": 2, "variable": 3}
+_PROTOCOL_ORDER = {"fixed": 0, "many-way": 1, "imbalanced": 2, "present-classes": 3, "variable": 4}
 _LABEL_SKIP = {"seed", "device", "batch_size"}
 
 
@@ -76,10 +76,11 @@ class Setting:
     """What kind of episodes a result was measured on.
 
     Attributes:
-        protocol: ``fixed``, ``many-way``, ``imbalanced`` or ``variable``.
+        protocol: ``fixed``, ``many-way``, ``imbalanced``, ``present-classes`` or ``variable``.
         ways: classes per episode (``None`` for variable-way episodes).
         shots: shots per class when every class has the same count, else ``None``.
-        queries: queries per class (fixed / many-way) or per episode (imbalanced), or ``None``.
+        queries: queries per class (fixed / many-way) or per episode (imbalanced,
+            present-classes), or ``None``.
         label: a human-readable name; settings are compared by it.
     """
 
@@ -184,6 +185,13 @@ def _setting(config: dict[str, Any]) -> Setting:
         total = config.get("total_queries")
         alpha = config.get("dirichlet_alpha")
         label = f"{ways}-way {shot_text}, {total} queries Dirichlet({alpha})"
+        return Setting(protocol, ways, shots, int(total) if total else None, label)
+    if protocol == "present-classes":
+        total = config.get("total_queries")
+        label = (
+            f"{ways}-way {shot_text}, {total} queries from "
+            f"{config.get('present_classes')} present classes"
+        )
         return Setting(protocol, ways, shots, int(total) if total else None, label)
     queries = config.get("queries")
     queries = int(queries) if isinstance(queries, int | float) else None

@@ -2,11 +2,12 @@
 
 ``anyshot evaluate`` builds an :class:`~anyshot.evaluation.run.EvaluationConfig` from its
 arguments (:func:`config_from_args`) and runs :func:`~anyshot.evaluation.run.run_evaluation`;
-it only prints. ``--protocol {fixed,variable,imbalanced,many-way}``, ``--total-queries``,
-``--dirichlet-alpha``, ``--episodes-file``, ``--save-episodes``, ``--hardness``,
-``--hardness-image-size`` and ``--sweep``; ``--ways`` takes a comma-separated list (or ``all``
-with ``--protocol many-way``). A sweep writes **one results file per setting**: ``--output
-r.json`` becomes ``r-5w1s.json``, ``r-10w1s.json``, ... (``r-allw1s.json`` for all ways);
+it only prints. ``--protocol {fixed,variable,imbalanced,many-way,present-classes}``,
+``--total-queries``, ``--dirichlet-alpha``, ``--present-classes``, ``--episodes-file``,
+``--save-episodes``, ``--hardness``, ``--hardness-image-size`` and ``--sweep``; ``--ways`` takes a
+comma-separated list (or ``all`` with ``--protocol many-way`` or ``present-classes``). A sweep
+writes **one results file per setting**: ``--output r.json`` becomes ``r-5w1s.json``,
+``r-10w1s.json``, ... (``r-allw1s.json`` for all ways);
 ``--save-episodes e.jsonl`` likewise. Speed: ``--cache-dir DIR`` (cached features, batched
 episodes: :mod:`anyshot.evaluation.cached`), ``--workers N`` or ``torchrun``
 (:mod:`anyshot.sharding`). ``anyshot report`` reads any number of results files.
@@ -66,6 +67,15 @@ protocols (--protocol):
                (--dirichlet-alpha); a class may get no query; --queries is not used
   variable     Meta-Dataset episodes: 5-50 ways, 1+ shots per class, <= 500 support images,
                <= 10 queries per class; --ways/--shots/--queries are not used
+  present-classes
+               PADDLE's realistic query sets (Martin et al., NeurIPS 2022): a support of --ways
+               classes (or all), --total-queries queries from only --present-classes of them,
+               chosen at random per episode and split evenly (a class that cannot supply its
+               share gives what it has, the others with room make up the rest); --queries is
+               not used
+
+  anyshot evaluate ... --protocol present-classes --ways 20 --present-classes 3 \\
+      --total-queries 75 --output pc.json
 
 sweeps: --ways 5,10,20 --shots 1,5 evaluates every pair and writes one results file per setting,
   OUTPUT-5w1s.json, OUTPUT-5w5s.json, ... (one --ways value with several --shots needs --sweep,
@@ -138,13 +148,20 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
         "--total-queries",
         type=positive_int,
         default=75,
-        help="imbalanced: queries per episode (default 75)",
+        help="imbalanced, present-classes: queries per episode (default 75)",
     )
     group.add_argument(
         "--dirichlet-alpha",
         type=positive_float,
         default=2.0,
         help="imbalanced: Dirichlet concentration; smaller = more imbalanced (default 2)",
+    )
+    group.add_argument(
+        "--present-classes",
+        type=positive_int,
+        metavar="P",
+        help="present-classes (required there): how many of the --ways support classes the "
+        "queries come from, 1 <= P <= ways",
     )
     group.add_argument(
         "--sweep",
@@ -224,6 +241,7 @@ def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
         protocol=args.protocol,
         total_queries=args.total_queries,
         dirichlet_alpha=args.dirichlet_alpha,
+        present_classes=args.present_classes,
         episodes_file=args.episodes_file,
         save_episodes=args.save_episodes,
         seed=args.seed,

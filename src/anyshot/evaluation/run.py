@@ -75,17 +75,20 @@ class EvaluationConfig:
         split: ``"train"``, ``"val"`` or ``"test"``.
         method: the method (a preset of :mod:`anyshot.methods.presets`, or any
             :data:`~anyshot.methods.presets.Method`); it carries its own seed.
-        ways: classes per episode, one or several (``None`` in it = every class, protocol
-            ``many-way``); default ``(5,)``.
+        ways: classes per episode, one or several (``None`` in it = every class, protocols
+            ``many-way`` and ``present-classes``); default ``(5,)``.
         shots: shots per class: one count, one per way, or (with ``sweep``) a grid; default
             ``(1,)``.
         sweep: evaluate every ``(ways, shots)`` pair as its own setting (implied by several
             ways).
         queries: queries per class (protocols ``fixed`` and ``many-way``).
         episodes: episodes per setting.
-        protocol: ``fixed``, ``many-way``, ``imbalanced`` or ``variable`` (``None`` = fixed).
-        total_queries: queries per episode of protocol ``imbalanced``.
+        protocol: ``fixed``, ``many-way``, ``imbalanced``, ``variable`` or ``present-classes``
+            (``None`` = fixed).
+        total_queries: queries per episode of protocols ``imbalanced`` and ``present-classes``.
         dirichlet_alpha: Dirichlet concentration of protocol ``imbalanced``.
+        present_classes: protocol ``present-classes`` (required there, refused elsewhere): how
+            many of the ``ways`` support classes the queries come from, ``1..ways``.
         episodes_file: run exactly the episodes of this file (no ways, shots, sweep, protocol
             or ``save_episodes`` then).
         save_episodes: also write the sampled episodes to this ``.jsonl`` file.
@@ -122,6 +125,7 @@ class EvaluationConfig:
     protocol: str | None = None
     total_queries: int = 75
     dirichlet_alpha: float = 2.0
+    present_classes: int | None = None
     episodes_file: Path | None = None
     save_episodes: Path | None = None
     seed: int = 0
@@ -196,6 +200,7 @@ def _settings(config: EvaluationConfig) -> list[_Setting]:
     ways_values = config.ways if config.ways is not None else (5,)
     shot_values = config.shots if config.shots is not None else (1,)
     sweep = config.sweep or len(ways_values) > 1
+    _check_present_classes(config, protocol, ways_values)
     if config.episodes_file is not None:
         if explicit or sweep or config.protocol or config.save_episodes:
             raise ConfigurationError(
@@ -218,6 +223,36 @@ def _settings(config: EvaluationConfig) -> list[_Setting]:
         f"--shots lists {len(shot_values)} counts for {ways if ways else 'all'} ways: give one "
         "count, one count per way, or add --sweep to evaluate each count as its own setting"
     )
+
+
+def _check_present_classes(
+    config: EvaluationConfig, protocol: str, ways_values: Sequence[int | None]
+) -> None:
+    """``--present-classes``: required by protocol ``present-classes``, refused by the others,
+    and between 1 and every ``--ways`` value (``all`` is checked when the split is loaded)."""
+    present = config.present_classes
+    if protocol != "present-classes":
+        if present is not None:
+            raise ConfigurationError(
+                f"--present-classes is an option of --protocol present-classes, not {protocol!r}"
+            )
+        return
+    if present is None:
+        raise ConfigurationError(
+            "--protocol present-classes needs --present-classes P: the number of the --ways "
+            "support classes the --total-queries queries come from (1 <= P <= ways)"
+        )
+    too_many = [w for w in ways_values if w is not None and present > w]
+    if present < 1 or too_many:
+        raise ConfigurationError(
+            f"--present-classes must be between 1 and --ways; got {present} with --ways "
+            f"{', '.join('all' if w is None else str(w) for w in ways_values)}"
+        )
+    if present > config.total_queries:
+        raise ConfigurationError(
+            f"--present-classes {present} needs at least {present} --total-queries (one query "
+            f"per present class); got {config.total_queries}"
+        )
 
 
 def run_evaluation(
@@ -371,6 +406,7 @@ class _Run:
             queries=config.queries,
             total_queries=config.total_queries,
             dirichlet_alpha=config.dirichlet_alpha,
+            present_classes=config.present_classes,
             seed=config.seed,
         )
         specs = list(sampler.take(config.episodes))
