@@ -41,7 +41,7 @@ def batched(
 
 
 def test_the_peers_are_the_five_named() -> None:
-    assert set(peers.PEERS) == {"tim", "alpha-tim", "paddle", "bd-cspn", "support-init"}
+    assert set(peers.PEERS) == {"tim", "alpha-tim", "paddle", "bd-cspn"}
 
 
 @pytest.mark.parametrize("name", NAMES)
