@@ -18,7 +18,7 @@ import dataclasses
 from anyshot.backbones import load_backbone
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods import SupportBasedInit
-from anyshot.methods.presets import RECOMMENDED, Method
+from anyshot.methods.presets import UNGUARDED, Method
 from anyshot.protocols import build_sampler
 from harness.cli import DATA_ROOT, FEATURE_CACHE, REQUIRED, add_shared_arguments, script_parser
 from harness.episodes import compare_methods, dataset_split, embed_episodes
@@ -35,7 +35,7 @@ IMBALANCED = {"mini-imagenet": [(5, 1, 2.0), (5, 5, 2.0), (5, 1, 0.5), (5, 5, 0.
 
 def variants() -> dict[str, Method]:
     """The default and what changes only its likelihood / balance terms."""
-    base = RECOMMENDED
+    base = UNGUARDED
     return {
         "support-init": SupportBasedInit(),
         "default": base,

@@ -22,8 +22,10 @@ Rows (every head-scope row runs on the cached features, all episodes of a cell i
 * ``transductive + TIM balance``: query entropy plus TIM's class-balance term (anyshot's
   previous default);
 * ``anyshot default``: :data:`anyshot.methods.presets.RECOMMENDED`, the settings tuned on val
-  (``--split val --grid`` runs the candidates this was chosen from);
-* ``likelihood only (previous default)``: the same without the adaptive balance term;
+  plus the safeguards for realistic query sets (chosen on ``realistic_grid.py --split val``);
+* ``unguarded (the default before the safeguards)``: :data:`~anyshot.methods.presets.UNGUARDED`
+  (``--split val --grid`` runs the candidates it was chosen from);
+* ``likelihood only (previous default)``: the unguarded head without the adaptive balance term;
 * ``transductive (last)``: the paper's method at scope ``last`` (images through the network,
   last stage trained) on the first ``--last-episodes`` episodes of each setting (slow);
 * easyfsl 1.5.0 peers on the identical episode features, with its benchmark settings
@@ -59,7 +61,13 @@ from anyshot.episodes import EpisodeSpec, make_episode
 from anyshot.evaluation import summarize
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods import SupportBasedInit, TransductiveFineTuning
-from anyshot.methods.presets import RECOMMENDED, RECOMMENDED_INDUCTIVE, TIM_LIKE, Method
+from anyshot.methods.presets import (
+    RECOMMENDED,
+    RECOMMENDED_INDUCTIVE,
+    TIM_LIKE,
+    UNGUARDED,
+    Method,
+)
 from anyshot.progress import progress_bar
 from anyshot.protocols import build_sampler
 from harness.cli import (
@@ -118,11 +126,12 @@ def head_rows(grid: bool) -> dict[str, Method]:
         "transductive (paper)": TransductiveFineTuning(scope="head"),
         "transductive + TIM balance": TIM_LIKE,
         "anyshot default": RECOMMENDED,
+        "unguarded (the default before the safeguards)": UNGUARDED,
     }
-    previous = dataclasses.replace(RECOMMENDED, adaptive_balance=False, balance_weight=0.0)
+    previous = dataclasses.replace(UNGUARDED, adaptive_balance=False, balance_weight=0.0)
     rows["likelihood only (previous default)"] = previous
     if grid:
-        base = RECOMMENDED
+        base = UNGUARDED
         rows["default, no centring"] = dataclasses.replace(base, center=False)
         rows["centring + entropy"] = dataclasses.replace(
             previous, likelihood_weight=0.0, entropy_weight=1.0

@@ -44,7 +44,7 @@ from anyshot.evaluation import EvaluationResult, evaluate, summarize
 from anyshot.evaluation.cached import ItemFeatures, evaluate_cached
 from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
 from anyshot.methods.frozen import frozen_forward
-from anyshot.methods.presets import RECOMMENDED, TIM_LIKE, Method
+from anyshot.methods.presets import TIM_LIKE, UNGUARDED, Method
 from anyshot.pretrain import last_path
 from harness.cli import DATA_ROOT, add_shared_arguments, script_parser
 from harness.episodes import dataset_root, dataset_split
@@ -72,13 +72,13 @@ FAST_METHODS: list[tuple[str, str, Method]] = [
     (
         "transductive head (likelihood only: the previous default)",
         "logits",
-        dataclasses.replace(RECOMMENDED, adaptive_balance=False, balance_weight=0.0),
+        dataclasses.replace(UNGUARDED, adaptive_balance=False, balance_weight=0.0),
     ),
-    ("transductive head (recommended)", "logits", RECOMMENDED),
+    ("transductive head (unguarded: the previous default)", "logits", UNGUARDED),
     (
-        "transductive head (recommended, balance always: --no-adaptive-balance)",
+        "transductive head (unguarded, balance always)",
         "logits",
-        dataclasses.replace(RECOMMENDED, adaptive_balance=False),
+        dataclasses.replace(UNGUARDED, adaptive_balance=False),
     ),
 ]
 """``(row label, embedding, method)`` of ``--part fast``, in the order they run."""

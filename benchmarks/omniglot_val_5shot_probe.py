@@ -24,7 +24,7 @@ from anyshot.data.memory import MemoryImages
 from anyshot.evaluation.cached import ItemFeatures
 from anyshot.methods import SupportBasedInit
 from anyshot.methods.frozen import frozen_forward
-from anyshot.methods.presets import RECOMMENDED, Method
+from anyshot.methods.presets import UNGUARDED, Method
 from anyshot.protocols import build_sampler
 from harness.cli import DATA_ROOT, REQUIRED, add_shared_arguments, script_parser
 from harness.episodes import compare_methods, dataset_split
@@ -61,7 +61,7 @@ def main() -> None:
     embeddings["logits, mean of 5 shifts"] = torch.stack(views).mean(0)
     print(f"embedded {len(pixels)} images 7 times in {time.perf_counter() - start:.0f} s")
 
-    chosen = dataclasses.replace(RECOMMENDED, adaptive_balance=False)
+    chosen = dataclasses.replace(UNGUARDED, adaptive_balance=False)
     heads: dict[str, Method] = {
         "support-init": SupportBasedInit(),
         "balance always (chosen)": chosen,

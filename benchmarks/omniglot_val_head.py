@@ -17,7 +17,7 @@ from anyshot.backbones import load_backbone
 from anyshot.evaluation.cached import embed_items
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods import SupportBasedInit
-from anyshot.methods.presets import RECOMMENDED, TIM_LIKE, Method
+from anyshot.methods.presets import TIM_LIKE, UNGUARDED, Method
 from anyshot.protocols import build_sampler
 from harness.cli import DATA_ROOT, FEATURE_CACHE, REQUIRED, add_shared_arguments, script_parser
 from harness.episodes import compare_methods, dataset_split
@@ -43,7 +43,7 @@ def main() -> None:
     cache = FeatureCache(args.cache_dir, channels_last=False)
     everything = list(range(len(dataset)))
     features = embed_items(cache, backbone, dataset, everything, batch_size=512, show_progress=True)
-    base = RECOMMENDED
+    base = UNGUARDED
     methods: dict[str, Method] = {
         "support-init": SupportBasedInit(),
         "default": base,

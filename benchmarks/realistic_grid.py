@@ -37,7 +37,7 @@ script), and the peers of ``benchmarks/peers.py`` when that module exists: it ex
 ``PEERS: dict[str, Callable[[Tensor, Tensor, Tensor, int], Tensor]]``, name -> function
 ``(support [E, S, D], support targets [E, S], query [E, Q, D], ways) -> query logits
 [E, Q, K]`` on the raw cached feature rows (no module: no peers; an error inside it is
-raised, not hidden). Default: support-init, recommended, ``safe`` when PRESETS has it, and
+raised, not hidden). Default: support-init, recommended, ``unguarded`` when PRESETS has it, and
 every peer. All methods see the same episodes in the same batches: episodes of one shape
 (ways, support size, query count), at most ``--chunk`` at a time; ms/episode = a batch's wall
 time / its episodes (cached features, embedding excluded).
@@ -62,7 +62,7 @@ Default episodes per cell (``--episodes`` sets one count for all): 400 for the t
 ways, 40 at 100 ways, 20 at 160 ways. Measured on this team's busy 2-core machine with one
 thread (``--threads 1``, the default: two threads were slower there): on val, recommended takes
 about 12.5 minutes of method time and support-init seconds, so support-init, recommended and a
-``safe`` preset of the same cost take about 25 minutes, leaving the rest of an hour to the
+``unguarded`` preset of the same cost take about 25 minutes, leaving the rest of an hour to the
 peers (every cell's ms/episode of every method is in the output); test takes about 8% more
 (its mini cells have 20 ways, not 16). The episodes use every image of both splits; images the
 feature cache lacks are embedded first, once (about 13 images/s at 224 px and 60 at 84 px:
@@ -349,8 +349,8 @@ def preset_fn(method: Method) -> EpisodeFn:
 
 
 def default_methods() -> list[str]:
-    """support-init, recommended, ``safe`` when PRESETS has it, then every peer."""
-    names = [BASELINE, "recommended", *(["safe"] if "safe" in PRESETS else []), *PEERS]
+    """support-init, recommended, ``unguarded`` when PRESETS has it, then every peer."""
+    names = [BASELINE, "recommended", *(["unguarded"] if "unguarded" in PRESETS else []), *PEERS]
     return list(dict.fromkeys(names))
 
 

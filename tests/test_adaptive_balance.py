@@ -13,7 +13,7 @@ from anyshot.backbones import build_backbone
 from anyshot.episodes import Episode
 from anyshot.methods import TransductiveFineTuning
 from anyshot.methods.balance import CONCENTRATIONS, dirichlet_concentration, looks_balanced
-from anyshot.methods.presets import RECOMMENDED
+from anyshot.methods.presets import UNGUARDED
 from conftest import clustered_episode
 
 
@@ -61,7 +61,7 @@ def _unbalanced_run(method: TransductiveFineTuning) -> TransductiveFineTuning:
 
 
 def test_adaptive_balance_uses_the_term_only_on_balanced_queries() -> None:
-    method = RECOMMENDED
+    method = UNGUARDED
     assert method.adaptive_balance and method.balance_weight > 0
     balanced = clustered_episode([6, 6, 6], seed=4)
     imbalanced = clustered_episode([24, 6, 2], seed=1)
@@ -86,7 +86,7 @@ def test_adaptive_balance_decides_per_episode_in_a_batch() -> None:
     support = torch.stack([e.support.flatten(1) for e in episodes])
     targets = torch.stack([e.support_targets for e in episodes])
     query = torch.stack([e.query.flatten(1) for e in episodes])
-    method = RECOMMENDED
+    method = UNGUARDED
     batched = method.fit_features(support, targets, query).query_logits
     counts = torch.stack([torch.bincount(x.argmax(1), minlength=3) for x in batched])
     assert looks_balanced(counts).tolist() == [True, False, True, False]

@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
-from anyshot.methods.presets import RECOMMENDED, RECOMMENDED_INDUCTIVE, TIM_LIKE
+from anyshot.methods.presets import RECOMMENDED_INDUCTIVE, TIM_LIKE, UNGUARDED
 
 DATA = Path(__file__).parent / "data" / "head_regression.json"
 
 METHODS: dict[str, SupportBasedInit | FineTuning] = {
     "support-init": SupportBasedInit(),
-    "recommended": RECOMMENDED,
-    "likelihood-only": dataclasses.replace(RECOMMENDED, adaptive_balance=False, balance_weight=0.0),
-    "balance-always": dataclasses.replace(RECOMMENDED, adaptive_balance=False),
+    "recommended": UNGUARDED,
+    "likelihood-only": dataclasses.replace(UNGUARDED, adaptive_balance=False, balance_weight=0.0),
+    "balance-always": dataclasses.replace(UNGUARDED, adaptive_balance=False),
     "paper-head": TransductiveFineTuning(scope="head"),
     "tim-like": TIM_LIKE,
     "inductive": RECOMMENDED_INDUCTIVE,

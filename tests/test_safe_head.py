@@ -1,4 +1,4 @@
-"""The SAFE head: support-only centre, empirical-Bayes proportions, and the two fallbacks to
+"""The RECOMMENDED head: support-only centre, empirical-Bayes proportions, and the two fallbacks to
 support-based initialisation (the gate on too few queries, the guard on disagreement)."""
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from anyshot.methods.balance import dirichlet_concentration, looks_balanced
 from anyshot.methods.cosine import class_means, transductive_center
 from anyshot.methods.finetune import QUERY_FIELDS
 from anyshot.methods.objective import estimated_log_prior
-from anyshot.methods.presets import RECOMMENDED, SAFE
+from anyshot.methods.presets import RECOMMENDED, UNGUARDED
 from conftest import clustered_episode
 
-#: Support-based initialisation at SAFE's temperature: what SAFE falls back to.
-BASE = SupportBasedInit(temperature=SAFE.temperature)
+#: Support-based initialisation at RECOMMENDED's temperature: what RECOMMENDED falls back to.
+BASE = SupportBasedInit(temperature=RECOMMENDED.temperature)
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -75,7 +75,7 @@ def accuracy(method: SupportBasedInit | FineTuning, batch: Batch) -> float:
 def test_safe_is_not_below_support_init_when_queries_hold_two_of_twenty_classes() -> None:
     """The issue's acceptance: 20 support classes, queries (40 each) from 2 of them."""
     batch = nuisance_episodes(48, 20, 2, 40)
-    base, recommended, safe = (accuracy(m, batch) for m in (BASE, RECOMMENDED, SAFE))
+    base, recommended, safe = (accuracy(m, batch) for m in (BASE, UNGUARDED, RECOMMENDED))
     assert 0.4 < base < 0.8  # a hard, not a hopeless, task
     assert recommended < base - 0.05  # the problem: today's head falls below support-init
     assert safe >= base
@@ -83,23 +83,23 @@ def test_safe_is_not_below_support_init_when_queries_hold_two_of_twenty_classes(
 
 def test_one_query_is_support_init_exactly() -> None:
     support, targets, query, _ = nuisance_episodes(3, 20, 1, 1, seed=1)
-    fitted, base = (m.fit_features(support, targets, query) for m in (SAFE, BASE))
+    fitted, base = (m.fit_features(support, targets, query) for m in (RECOMMENDED, BASE))
     torch.testing.assert_close(fitted.query_logits, base.query_logits, atol=0, rtol=0)
     torch.testing.assert_close(fitted.weight, base.weight, atol=0, rtol=0)
     assert not fitted.bias.any() and fitted.center is None and not fitted.normalize_weight
     # the same through an episode of images (method(backbone, episode))
     episode = clustered_episode([0, 1, 0], seed=2)
     torch.testing.assert_close(
-        SAFE(nn.Flatten(), episode), BASE(nn.Flatten(), episode), atol=0, rtol=0
+        RECOMMENDED(nn.Flatten(), episode), BASE(nn.Flatten(), episode), atol=0, rtol=0
     )
 
 
 def test_the_gate_is_two_queries_per_class() -> None:
     """Below ``m K`` queries support-init answers; from ``m K`` on the head is trained."""
     support, targets, query, _ = nuisance_episodes(2, 5, 5, 2, seed=3)  # Q = 10 = 2 K
-    assert SAFE.min_queries_per_class == 2.0
-    trained = SAFE.fit_features(support, targets, query).query_logits
-    gated = SAFE.fit_features(support, targets, query[:, :9]).query_logits
+    assert RECOMMENDED.min_queries_per_class == 2.0
+    trained = RECOMMENDED.fit_features(support, targets, query).query_logits
+    gated = RECOMMENDED.fit_features(support, targets, query[:, :9]).query_logits
     base = BASE.fit_features(support, targets, query).query_logits
     torch.testing.assert_close(gated, base[:, :9], atol=0, rtol=0)
     assert not torch.allclose(trained, base)
@@ -111,8 +111,8 @@ def test_many_ways_stay_finite(ways: int) -> None:
     g = torch.Generator().manual_seed(ways)
     support = torch.randn(1, 2 * ways, 16, generator=g) + 1.0
     targets = torch.arange(ways).repeat(2)[None]
-    unguarded = dataclasses.replace(SAFE, min_agreement=0.0)  # the trained head itself
-    for method, n_query in ((SAFE, 2 * ways), (unguarded, 2 * ways), (SAFE, 10)):
+    unguarded = dataclasses.replace(RECOMMENDED, min_agreement=0.0)  # the trained head itself
+    for method, n_query in ((RECOMMENDED, 2 * ways), (unguarded, 2 * ways), (RECOMMENDED, 10)):
         query = torch.randn(1, n_query, 16, generator=g) + 1.0
         fitted = method.fit_features(support, targets, query, ways=ways)
         assert fitted.query_logits.shape == (1, n_query, ways)
@@ -136,7 +136,7 @@ def test_support_centre_does_not_depend_on_the_queries() -> None:
     )
     # and the fitted head stores the support centre (no safeguard, to see the trained head)
     method = dataclasses.replace(
-        SAFE, center_on="support", min_queries_per_class=0.0, min_agreement=0.0
+        RECOMMENDED, center_on="support", min_queries_per_class=0.0, min_agreement=0.0
     )
     fitted = [method.fit_features(support, targets, q, ways=10) for q in (query, other)]
     assert fitted[0].center is not None and fitted[1].center is not None
@@ -157,7 +157,7 @@ def test_empirical_bayes_proportions_are_a_distribution_that_follows_the_queries
     for e, count in enumerate(dirichlet_concentration(counts).tolist()):
         torch.testing.assert_close(pi[e], estimated_log_prior(counts[e], 32, count).exp())
     # learned from imbalanced queries (24 / 6 / 2)
-    method = dataclasses.replace(RECOMMENDED, empirical_bayes=True)
+    method = dataclasses.replace(UNGUARDED, empirical_bayes=True)
     proportions = method.fit(nn.Flatten(), clustered_episode([24, 6, 2], seed=1))
     learned = proportions.classifier.bias.detach().exp()
     assert float(learned.sum()) == pytest.approx(1.0, abs=1e-5)
@@ -177,7 +177,7 @@ def test_the_guard_gives_disagreeing_episodes_support_inits_rows() -> None:
     """Forcing the balance term on one-class queries spreads them over every class: the
     guard replaces that episode by support-init and keeps the balanced one as trained."""
     support, targets, query = _mixed_batch()
-    forced = dataclasses.replace(RECOMMENDED, adaptive_balance=False)
+    forced = dataclasses.replace(UNGUARDED, adaptive_balance=False)
     guarded = dataclasses.replace(forced, min_agreement=0.5)
     trained = forced.fit_features(support, targets, query)
     base = BASE.fit_features(support, targets, query)
@@ -257,20 +257,20 @@ def test_settings_presets_and_command_line() -> None:
     defaults = TransductiveFineTuning()
     assert (defaults.center_on, defaults.empirical_bayes) == ("episode", False)
     assert defaults.min_queries_per_class == 0 and defaults.min_agreement == 0
-    assert PRESETS["safe"] is SAFE and SAFE != RECOMMENDED
+    assert PRESETS["recommended"] is RECOMMENDED and RECOMMENDED != UNGUARDED
     expected = dataclasses.replace(
-        RECOMMENDED,
+        UNGUARDED,
         center_on="adaptive",
         empirical_bayes=True,
         min_queries_per_class=2.0,
         min_agreement=0.5,
     )
-    assert expected == SAFE
-    assert RECOMMENDED.center_on == "episode" and not RECOMMENDED.empirical_bayes
-    assert RECOMMENDED.min_queries_per_class == 0 and RECOMMENDED.min_agreement == 0
+    assert expected == RECOMMENDED
+    assert UNGUARDED.center_on == "episode" and not UNGUARDED.empirical_bayes
+    assert UNGUARDED.min_queries_per_class == 0 and UNGUARDED.min_agreement == 0
     for name in ("center_on", "empirical_bayes", "min_queries_per_class", "min_agreement"):
         assert name in QUERY_FIELDS
-    assert SAFE.inductive() == RECOMMENDED.inductive()
+    assert RECOMMENDED.inductive() == UNGUARDED.inductive()
     for bad in (
         {"center_on": "query"},
         {"min_agreement": 1.5},
@@ -284,7 +284,7 @@ def test_settings_presets_and_command_line() -> None:
     base = ["evaluate", "--dataset", "omniglot", "--data-root", "x", "--output", "o.json"]
     flags = ["--center-on", "adaptive", "--empirical-bayes"]
     flags += ["--min-queries-per-class", "2", "--min-agreement", "0.5"]
-    assert method_from_args(parser.parse_args([*base, *flags])) == SAFE
+    assert method_from_args(parser.parse_args([*base, *flags])) == RECOMMENDED
     with pytest.raises(AnyshotError, match="--min-agreement apply to --method transductive"):
         method_from_args(parser.parse_args([*base, "--method", "finetune", "--min-agreement", "1"]))
     with pytest.raises(SystemExit):
@@ -302,7 +302,7 @@ def test_adaptive_centre_uses_the_episode_only_in_the_balanced_second_run() -> N
     support = torch.stack([e.support.flatten(1) for e in episodes])
     targets = torch.stack([e.support_targets for e in episodes])
     query = torch.stack([e.query.flatten(1) for e in episodes])
-    plain = dataclasses.replace(SAFE, min_queries_per_class=0.0, min_agreement=0.0)
+    plain = dataclasses.replace(RECOMMENDED, min_queries_per_class=0.0, min_agreement=0.0)
     runs = {
         on: dataclasses.replace(plain, center_on=on).fit_features(support, targets, query)
         for on in ("adaptive", "episode", "support")

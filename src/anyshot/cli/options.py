@@ -32,8 +32,8 @@ from anyshot.methods.presets import (
     PAPER_INDUCTIVE,
     RECOMMENDED,
     RECOMMENDED_INDUCTIVE,
-    SAFE,
     SUPPORT_INIT,
+    UNGUARDED,
     Method,
 )
 from anyshot.methods.registry import METHODS
@@ -264,16 +264,17 @@ def _add_query_options(group: argparse._ArgumentGroup) -> None:
 
 
 def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
-    """The centre's and proportions' variants and the fallbacks to support-init (the 'safe'
+    """The centre's and proportions' variants and the fallbacks to support-init (the default
     preset's settings; ``QUERY_FIELDS`` too)."""
-    head, safe = RECOMMENDED, SAFE
+    head, unguarded = RECOMMENDED, UNGUARDED
     group.add_argument(
         "--center-on",
         choices=list(CENTERS),
         help="transductive, with --center: episode = the mean of the support and query "
         "embeddings; support = the mean of the support's class means, whatever classes the "
         "queries hold; adaptive = support, and episode for the balanced second run of "
-        f"--adaptive-balance (default: {head.center_on}; the safe preset: {safe.center_on})",
+        f"--adaptive-balance (default: {head.center_on}; without the safeguards: "
+        f"{unguarded.center_on})",
     )
     group.add_argument(
         "--empirical-bayes",
@@ -281,22 +282,22 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         default=None,
         help="transductive: estimate the class proportions' pseudo-count per episode from the "
         "queries' soft class counts (a Dirichlet prior fitted by empirical Bayes) instead of "
-        f"--prior-count (default: {_yes(head.empirical_bayes)}; the safe preset: "
-        f"{_yes(safe.empirical_bayes)})",
+        f"--prior-count (default: {_yes(head.empirical_bayes)}; without the "
+        f"safeguards: {_yes(unguarded.empirical_bayes)})",
     )
     group.add_argument(
         "--min-queries-per-class",
         type=non_negative_float,
         help="transductive: with fewer query images than this per class (or a single one), "
         "answer as support-init does (same T), without training; 0 = off (default: "
-        f"{head.min_queries_per_class}; the safe preset: {safe.min_queries_per_class})",
+        f"{head.min_queries_per_class})",
     )
     group.add_argument(
         "--min-agreement",
         type=fraction,
         help="transductive: if the trained classifier agrees with support-init on fewer than "
         "this fraction of the query images, answer as support-init does; 0 = off (default: "
-        f"{head.min_agreement}; the safe preset: {safe.min_agreement})",
+        f"{head.min_agreement})",
     )
 
 

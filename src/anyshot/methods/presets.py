@@ -2,20 +2,21 @@
 
 The method dataclasses keep the paper's hyper-parameters as their defaults (T = 1, Adam 5e-5,
 25 epochs, lambda = 1). With scope ``head`` those barely move a cosine classifier whose logits
-lie in [-1, 1]. anyshot's recommended head (:data:`RECOMMENDED`) was tuned on mini-ImageNet
-**val** classes only (``benchmarks/mini_imagenet_table.py --split val --grid``, 5-way 1/5-shot,
-balanced and Dirichlet-imbalanced queries; BENCHMARKS.md): episode-centred embeddings, T = 0.1,
-Adam 1e-2, 25 epochs, the queries' mixture log-likelihood (weight 0.2, proportions re-estimated
-by maximum likelihood) and TIM's balance term (weight 3) only in episodes whose queries look
-balanced (``adaptive_balance``, :mod:`anyshot.methods.balance`).
+lie in [-1, 1].
 
-:data:`SAFE` is :data:`RECOMMENDED` made safe for realistic query sets (few of the classes present,
-tiny query sets, many ways, strong imbalance), where the recommended head can fall far below
-support-based initialisation: a support-only centre, empirically-Bayes-estimated proportions, and
-support-init's answer when there are fewer than 2 queries per class or when the trained head
-agrees with support-init on fewer than half of the queries. On a 59-cell validation grid
-(mini-ImageNet and Omniglot val classes) it was never below support-init and kept most of the
-recommended head's gains on the standard cells. It is not the default yet.
+:data:`RECOMMENDED`, the default of ``evaluate``, ``classify``, ``fit`` and
+``FewShotClassifier``, is transductive fine-tuning of the cosine head: T = 0.1, Adam 1e-2, 25
+epochs, the queries' mixture log-likelihood (weight 0.2) and TIM's balance term (weight 3) only
+in episodes whose queries look balanced (``adaptive_balance``, :mod:`anyshot.methods.balance`),
+all tuned on mini-ImageNet **val** classes (``benchmarks/mini_imagenet_table.py --split val
+--grid``); plus the safeguards for realistic query sets (few of the support classes present,
+tiny query sets, many ways, strong imbalance), chosen on a validation grid of such sets
+(``benchmarks/realistic_grid.py --split val``): embeddings centred on the support's class means
+(on the episode's mean in the balanced second run, ``center_on="adaptive"``), class proportions
+with an empirical-Bayes Dirichlet prior, and support-based initialisation's answer when there
+are fewer than 2 queries per class or when the trained head agrees with it on fewer than half
+of the queries. :data:`UNGUARDED` is the same head without the safeguards (the default until
+they were added): better on a few cells, far below support-init on others (BENCHMARKS.md).
 
 Use a preset as it is, or change a field with :func:`dataclasses.replace`.
 """
@@ -33,18 +34,19 @@ __all__ = [
     "PRESETS",
     "RECOMMENDED",
     "RECOMMENDED_INDUCTIVE",
-    "SAFE",
     "SUPPORT_INIT",
     "TIM_LIKE",
+    "UNGUARDED",
     "Method",
 ]
 
 #: Every method that yields a fitted cosine classifier.
 Method = SupportBasedInit | FineTuning
 
-#: Transductive fine-tuning of the head with the validation-tuned settings: the default of
-#: ``evaluate --method transductive``, ``classify``, ``fit`` and ``FewShotClassifier``.
-RECOMMENDED = TransductiveFineTuning(
+#: Transductive fine-tuning of the head with the validation-tuned settings, without the
+#: safeguards for realistic query sets (episode centre, maximum-likelihood proportions, no
+#: fallback to support-init): the default before the safeguards.
+UNGUARDED = TransductiveFineTuning(
     scope="head",
     temperature=0.1,
     lr=1e-2,
@@ -57,19 +59,20 @@ RECOMMENDED = TransductiveFineTuning(
     center=True,
 )
 
-#: :data:`RECOMMENDED` without the query terms: fine-tuning on the support alone.
-RECOMMENDED_INDUCTIVE = RECOMMENDED.inductive()
-
-#: :data:`RECOMMENDED` with the safeguards for realistic query sets (see the module doc): centre
-#: on the support's class means (on the episode in the balanced second run), empirical-Bayes
-#: proportions, support-init's answer below 2 queries per class or below 50% agreement with it.
-SAFE = dataclasses.replace(
-    RECOMMENDED,
+#: The default: :data:`UNGUARDED` with the safeguards for realistic query sets (see the module
+#: doc): centre on the support's class means (on the episode in the balanced second run),
+#: empirical-Bayes proportions, support-init's answer below 2 queries per class or below 50%
+#: agreement with it.
+RECOMMENDED = dataclasses.replace(
+    UNGUARDED,
     center_on="adaptive",
     empirical_bayes=True,
     min_queries_per_class=2.0,
     min_agreement=0.5,
 )
+
+#: :data:`RECOMMENDED` without the query terms: fine-tuning on the support alone.
+RECOMMENDED_INDUCTIVE = RECOMMENDED.inductive()
 
 #: Support-based initialisation at the recommended head's temperature (T only scales the
 #: confidences: the predictions are those of any T).
@@ -90,7 +93,7 @@ TIM_LIKE = TransductiveFineTuning(
 PRESETS: dict[str, Method] = {
     "recommended": RECOMMENDED,
     "recommended-inductive": RECOMMENDED_INDUCTIVE,
-    "safe": SAFE,
+    "unguarded": UNGUARDED,
     "support-init": SUPPORT_INIT,
     "paper": PAPER,
     "paper-inductive": PAPER_INDUCTIVE,
