@@ -59,9 +59,9 @@ episodes are asked for), so every method and every later run see the same episod
 
 Default episodes per cell (``--episodes`` sets one count for all): 400 for the tiny cells
 (a 1-query episode scores 0 or 1), 200 for the other 5-way cells, 150 up to 20 ways, 60 at 50
-ways, 40 at 100 ways, 20 at 160 ways. Measured on this team's busy 2-core machine with one
+ways, 40 at 100 ways, 20 at 160 ways. Measured on a busy 2-core x86 CPU with one
 thread (``--threads 1``, the default: two threads were slower there): on val, recommended takes
-about 12.5 minutes of method time and support-init seconds, so support-init, recommended and a
+about 12.5 minutes of method time and support-init seconds, so support-init, recommended and the
 ``unguarded`` preset of the same cost take about 25 minutes, leaving the rest of an hour to the
 peers (every cell's ms/episode of every method is in the output); test takes about 8% more
 (its mini cells have 20 ways, not 16). The episodes use every image of both splits; images the
