@@ -209,7 +209,7 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="precision of the cached forward pass: auto = bfloat16 on a CPU with native "
         "bfloat16 instructions (AVX512-BF16 / AMX; measured ~3.5x the images/s of float32 on "
-        "a 2-core AVX512-BF16 CPU with accuracy unchanged within noise, see BENCHMARKS.md), float32 "
+        "a 2-core AVX512-BF16 CPU, accuracy unchanged within noise: BENCHMARKS.md), float32 "
         "elsewhere (default: auto)",
     )
     group.add_argument(
