@@ -296,7 +296,7 @@ def test_classify_json_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture
     argv = ["classify", "--support", str(support), "--query", str(query), "--backbone", "conv4",
             "--image-size", str(SIZE), "--output", str(output), "--format", "json"]  # fmt: skip
     assert main(argv) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert "support: 2 classes, 4 images (blue: 3, red: 1)" in printed
     assert "notes.txt" in printed and "time:" in printed
     data = json.loads(output.read_text())

@@ -1,8 +1,9 @@
 """The practitioner's commands: ``classify``, ``fit``, ``predict``, ``suggest``.
 
 Registered on the ``anyshot`` parser by :func:`add_commands`; each runner takes the parsed
-arguments and returns the exit status. Output files are written atomically; the summary
-(classes, counts, skipped files, time) goes to stderr when the predictions go to stdout.
+arguments and returns the exit status. Data (predictions, suggestions) go to ``--output``,
+written atomically, or to stdout; the summary (classes, counts, skipped files, duplicates, time)
+always goes to stderr, so capturing either stream never mixes the two.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -101,7 +102,7 @@ def _add_output_options(parser: argparse.ArgumentParser, *, default_top_k: int) 
     group.add_argument(
         "--output",
         type=Path,
-        help="predictions file (default: CSV on stdout, summary on stderr)",
+        help="predictions file (default: stdout); the summary always goes to stderr",
     )
     group.add_argument(
         "--format",
@@ -212,7 +213,9 @@ def _add_suggest(sub: Any) -> None:
         help="uncertainty score (default entropy; see below)",
     )
     suggest.add_argument(
-        "--output", type=Path, help="CSV file (default: stdout, summary on stderr)"
+        "--output",
+        type=Path,
+        help="CSV file (default: stdout); the summary always goes to stderr",
     )
     add_run_options(suggest, strict=True, quiet=QUIET)
     suggest.set_defaults(run=_guarded(_run_suggest), timed=False)
@@ -297,16 +300,13 @@ def _write(path: Path | None, text: str) -> None:
         raise AnyshotError(f"cannot write {str(path)!r}: {error.strerror or error}") from error
 
 
-def _summary_stream(args: argparse.Namespace) -> TextIO:
-    return sys.stderr if args.output is None else sys.stdout
-
-
 def _say(args: argparse.Namespace, lines: Sequence[str]) -> None:
+    """Print the summary ``lines`` to stderr (never stdout: that is for data), unless
+    ``--quiet``."""
     if args.quiet:
         return
-    stream = _summary_stream(args)
     for line in lines:
-        print(line, file=stream)
+        print(line, file=sys.stderr)
 
 
 class _Reporter:

@@ -1,0 +1,93 @@
+"""Where the practitioner commands write: data (CSV/JSON) on stdout or in ``--output``, the
+summary (counts, skipped files, time) always on stderr, with or without ``--output``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anyshot.cli import main
+
+SMALL = ["--backbone", "conv4", "--image-size", "16", "--method", "support-init"]
+COLOURS = {"red": (220, 40, 30), "blue": (30, 60, 220)}
+
+
+def _image(path: Path, colour: tuple[int, int, int], seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 25, (20, 20, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> tuple[Path, Path]:
+    """``support/<colour>/`` (2 images each plus a skipped text file) and ``query/`` (4)."""
+    seed = 0
+    for name, colour in COLOURS.items():
+        for i in range(2):
+            seed += 1
+            _image(tmp_path / "support" / name / f"{i}.png", colour, seed)
+            _image(tmp_path / "query" / f"{name}-{i}.png", colour, seed + 100)
+    (tmp_path / "support" / "red" / "notes.txt").write_text("not an image")
+    return tmp_path / "support", tmp_path / "query"
+
+
+def _csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _is_summary(text: str) -> bool:
+    return "support: 2 classes" in text and "notes.txt" in text and "time:" in text
+
+
+def test_classify_to_stdout_keeps_the_summary_on_stderr(
+    photos: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    support, query = photos
+    assert main(["classify", "--support", str(support), "--query", str(query), *SMALL]) == 0
+    out, err = capsys.readouterr()
+    rows = _csv_rows(out)
+    assert len(rows) == 4 and all(r["path"].endswith(".png") for r in rows)
+    assert "support:" not in out and "time:" not in out and "notes.txt" not in out
+    assert _is_summary(err) and "path,label" not in err
+
+
+def test_classify_to_a_file_keeps_the_summary_on_stderr(
+    photos: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    support, query = photos
+    output = tmp_path / "p.csv"
+    argv = ["classify", "--support", str(support), "--query", str(query), "--output", str(output)]
+    assert main([*argv, *SMALL]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert _is_summary(err) and f"predictions written to {output}" in err
+    assert len(_csv_rows(output.read_text())) == 4
+
+
+def test_fit_predict_suggest_write_summaries_on_stderr_only(
+    photos: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    support, query = photos
+    model = tmp_path / "model.pt"
+    assert main(["fit", "--support", str(support), "--output", str(model), *SMALL]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and _is_summary(err) and f"model written to {model}" in err
+    for command in (
+        ["predict", "--model", str(model), str(query)],
+        ["suggest", "--model", str(model), "--unlabeled", str(query), "-n", "3"],
+    ):
+        assert main(command) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith("path,") and "time:" not in out, command
+        assert "4 images" in err and "time:" in err and "path," not in err, command
+        output = tmp_path / f"{command[0]}.csv"
+        assert main([*command, "--output", str(output)]) == 0
+        out, err = capsys.readouterr()
+        assert out == "" and f"written to {output}" in err, command
+        assert output.read_text().startswith("path,"), command
