@@ -25,6 +25,8 @@ __all__ = ["DEMO_IMAGE_SIZE", "DemoReport", "default_omniglot_root", "run_demo"]
 #: The demo's input side: an override of EfficientNet-Lite0's 224 px default (fast on any CPU),
 #: applied by ``load_backbone`` through :func:`anyshot.backbones.resolve_preprocessing`.
 DEMO_IMAGE_SIZE = 84
+#: Episodes per method of :func:`run_demo` (and of ``anyshot demo``) by default.
+DEMO_EPISODES = 20
 SHARED_OMNIGLOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "omniglot"
 
 
@@ -45,7 +47,7 @@ class DemoReport:
 
 def run_demo(
     *,
-    episodes: int = 20,
+    episodes: int = DEMO_EPISODES,
     data_root: Path | None = None,
     seed: int = 0,
     show_progress: bool = True,

@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from anyshot.backbones.preprocessing import INPUT_SPECS
 from anyshot.cli.options import (
     add_backbone_options,
     add_dataset_argument,
@@ -32,12 +33,20 @@ from anyshot.cli.options import (
     shots_list,
     ways_list,
 )
+from anyshot.demo import DEMO_EPISODES
 from anyshot.evaluation.records import EvaluationResult
-
-if TYPE_CHECKING:
-    from anyshot.evaluation.run import EvaluationConfig
+from anyshot.evaluation.run import DEFAULT_SHOTS, DEFAULT_WAYS, EvaluationConfig
+from anyshot.hardness import HARDNESS_ARCH
+from anyshot.methods.finetune import field_default
 
 __all__ = ["add_commands", "config_from_args", "run_evaluate"]
+
+
+def _default(name: str) -> Any:
+    """The default of :class:`~anyshot.evaluation.run.EvaluationConfig`'s field ``name``: the
+    one source of ``evaluate``'s defaults and of what its help says they are."""
+    return field_default(EvaluationConfig, name)
+
 
 EPILOG_EVALUATE = """\
 examples:
@@ -118,15 +127,42 @@ def _add_evaluate(sub: Any) -> None:
         "the Bertinetto split files; fc100: CIFAR-100 python pickles; folder: "
         "ROOT/<class>/<images> (or ROOT/<split>/<class>/...)",
     )
-    data.add_argument("--split", choices=["train", "val", "test"], default="test")
-    episodes = evaluate.add_argument_group("episodes")
-    episodes.add_argument("--ways", type=ways_list, help="classes per episode (default 5): 5,10,20")
-    episodes.add_argument(
-        "--shots", type=shots_list, help="shots per class (default 1), or one per way: 1,5,10"
+    data.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        default=_default("split"),
+        help=f"which classes the episodes are drawn from (default: {_default('split')})",
     )
-    episodes.add_argument("--queries", type=positive_int, default=15, help="queries per class")
-    episodes.add_argument("--episodes", type=positive_int, default=100)
-    episodes.add_argument("--seed", type=int, default=0, help="seed of episodes and fine-tuning")
+    episodes = evaluate.add_argument_group("episodes")
+    episodes.add_argument(
+        "--ways",
+        type=ways_list,
+        help=f"classes per episode, or a list to sweep: 5,10,20 (default: {DEFAULT_WAYS})",
+    )
+    episodes.add_argument(
+        "--shots",
+        type=shots_list,
+        help=f"shots per class, or one per way: 1,5,10 (default: {DEFAULT_SHOTS})",
+    )
+    episodes.add_argument(
+        "--queries",
+        type=positive_int,
+        default=_default("queries"),
+        help="query images per class, protocols fixed and many-way (default: "
+        f"{_default('queries')})",
+    )
+    episodes.add_argument(
+        "--episodes",
+        type=positive_int,
+        default=_default("episodes"),
+        help=f"episodes per setting (default: {_default('episodes')})",
+    )
+    episodes.add_argument(
+        "--seed",
+        type=int,
+        default=_default("seed"),
+        help=f"seed of episodes and fine-tuning (default: {_default('seed')})",
+    )
     _add_protocol_options(evaluate)
     _add_speed_options(evaluate)
     add_method_options(evaluate)
@@ -147,14 +183,16 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--total-queries",
         type=positive_int,
-        default=75,
-        help="imbalanced, present-classes: queries per episode (default 75)",
+        default=_default("total_queries"),
+        help="imbalanced, present-classes: queries per episode (default: "
+        f"{_default('total_queries')})",
     )
     group.add_argument(
         "--dirichlet-alpha",
         type=positive_float,
-        default=2.0,
-        help="imbalanced: Dirichlet concentration; smaller = more imbalanced (default 2)",
+        default=_default("dirichlet_alpha"),
+        help="imbalanced: Dirichlet concentration; smaller = more imbalanced (default: "
+        f"{_default('dirichlet_alpha')})",
     )
     group.add_argument(
         "--present-classes",
@@ -186,7 +224,8 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--hardness-image-size",
         type=positive_int,
-        help="input size of the hardness model (default: --image-size, else 224)",
+        help="input size of the hardness model (default: --image-size, else "
+        f"{INPUT_SPECS[HARDNESS_ARCH].image_size})",
     )
 
 
@@ -206,21 +245,22 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--cache-dtype",
         choices=["auto", "float32", "bfloat16"],
-        default="auto",
+        default=_default("cache_dtype"),
         help="precision of the cached forward pass: auto = bfloat16 on a CPU with native "
         "bfloat16 instructions (AVX512-BF16 / AMX; measured ~3.5x the images/s of float32 on "
         "a 2-core AVX512-BF16 CPU, accuracy unchanged within noise: BENCHMARKS.md), float32 "
-        "elsewhere (default: auto)",
+        f"elsewhere (default: {_default('cache_dtype')})",
     )
     group.add_argument(
         "--workers",
         type=positive_int,
-        default=1,
+        default=_default("workers"),
         metavar="N",
         help="processes to share the episodes (episode i goes to worker i %% N; results are "
         "identical to one process apart from seconds); each uses max(1, CPUs / N) torch "
         "threads unless --threads is given. Under 'torchrun --nproc-per-node N -m anyshot "
-        "evaluate ...' the N torchrun processes are the workers (default 1)",
+        "evaluate ...' the N torchrun processes are the workers (default: "
+        f"{_default('workers')})",
     )
 
 
@@ -355,10 +395,15 @@ def _add_demo(sub: Any) -> None:
         "EfficientNet-Lite0 at 84 px. Uses ../shared/data/omniglot when present, else the "
         "small Omniglot sample shipped inside anyshot.",
     )
-    demo.add_argument("--episodes", type=positive_int, default=20)
+    demo.add_argument(
+        "--episodes",
+        type=positive_int,
+        default=DEMO_EPISODES,
+        help=f"episodes per method (default: {DEMO_EPISODES})",
+    )
     demo.add_argument("--data-root", type=Path, help="Omniglot folder (default: see above)")
     demo.add_argument("--output", type=Path, help="also write both results to this JSON file")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the episodes (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=run_demo)
 

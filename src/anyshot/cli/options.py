@@ -21,12 +21,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
+from anyshot.backbones.preprocessing import INPUT_SPECS
 from anyshot.data.registry import available_datasets
 from anyshot.errors import ConfigurationError
 from anyshot.methods.cosine import CENTERS
-from anyshot.methods.finetune import QUERY_FIELDS, SCOPES
+from anyshot.methods.finetune import QUERY_FIELDS, SCOPES, FineTuning, field_default
 from anyshot.methods.presets import (
     PAPER,
     PAPER_INDUCTIVE,
@@ -44,6 +46,8 @@ __all__ = [
     "add_dataset_argument",
     "add_method_options",
     "add_run_options",
+    "by_scope",
+    "default_method_words",
     "fraction",
     "method_from_args",
     "non_negative_float",
@@ -157,24 +161,59 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def by_scope(name: str, words: Callable[[Any], str] = str) -> str:
+    """The default of method setting ``name`` in words: the recommended head's
+    (:data:`~anyshot.methods.presets.RECOMMENDED`) at ``--scope head`` and the paper's
+    (:data:`~anyshot.methods.presets.PAPER`) at ``last`` / ``all``, or one value when they agree.
+    """
+    head, paper = getattr(RECOMMENDED, name), getattr(PAPER, name)
+    if head == paper:
+        return f"{words(head)} at every scope"
+    return f"{words(head)} for --scope head, {words(paper)} for last/all"
+
+
+def default_method_words() -> str:
+    """What the default method (``--method transductive`` at ``--scope head``,
+    :data:`~anyshot.methods.presets.RECOMMENDED`) does, in a sentence built from its settings."""
+    head = RECOMMENDED
+    balance = (
+        f"TIM's class-balance term (weight {head.balance_weight:g}) only when a first run's "
+        "predicted classes look balanced"
+        if head.adaptive_balance
+        else f"TIM's class-balance term (weight {head.balance_weight:g})"
+    )
+    return (
+        "a cosine classifier on the frozen backbone's embeddings, initialised from the labelled "
+        f"images' class means and trained for {head.epochs} epochs (Adam {head.lr:g}, T = "
+        f"{head.temperature:g}) on their cross-entropy plus, on the query (or unlabelled) "
+        "images, their log-likelihood under a mixture of the classes (weight "
+        f"{head.likelihood_weight:g}) with class proportions fitted by empirical Bayes and "
+        f"{balance}; embeddings centred on the mean of the class means (on all images' mean in "
+        "that balanced run). It answers as support-init does (class means, no training) when "
+        f"there are fewer than {head.min_queries_per_class:g} query images per class (or a "
+        "single one), and when the trained classifier agrees with support-init on fewer than "
+        f"{head.min_agreement:.0%} of them"
+    )
+
+
 def add_method_options(parser: argparse.ArgumentParser) -> None:
     """The method and its settings (read by :func:`method_from_args`); the defaults shown are
-    those of the presets."""
-    head, paper = RECOMMENDED, PAPER
+    those of the presets (:func:`by_scope`)."""
     group = parser.add_argument_group(
         "method",
         "settings not given are, at --scope head, the recommended head's (tuned on\n"
         "validation classes) and, at --scope last/all, the paper's",
     )
+    default = default_method_words().replace("%", "%%")  # argparse %-formats help
     group.add_argument(
         "--method",
         choices=list(METHODS),
         default="transductive",
-        help="transductive (default): fine-tune on the labelled images' cross-entropy plus a "
-        "term on the query (or unlabelled) images, by default their likelihood under a mixture "
-        "of the classes; finetune: the labelled images only; support-init: cosine class means, "
-        f"no training, T = {SUPPORT_INIT.temperature} (T only scales the confidences, never "
-        "the predictions)",
+        help="transductive (default): fine-tune on the labelled images' cross-entropy plus "
+        "terms on the query (or unlabelled) images; at --scope head by default: "
+        f"{default}. finetune: the labelled images only. support-init: cosine "
+        f"class means, no training, T = {SUPPORT_INIT.temperature:g} (T only scales the "
+        "confidences, never the predictions)",
     )
     group.add_argument(
         "--scope",
@@ -186,20 +225,17 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--epochs",
         type=positive_int,
-        help=f"fine-tuning epochs (default: {head.epochs} for --scope head, {paper.epochs} for "
-        "last/all)",
+        help=f"fine-tuning epochs (default: {by_scope('epochs')})",
     )
     group.add_argument(
-        "--lr",
-        type=positive_float,
-        help=f"Adam learning rate (default: {head.lr} for --scope head, {paper.lr} for last/all)",
+        "--lr", type=positive_float, help=f"Adam learning rate (default: {by_scope('lr')})"
     )
     group.add_argument(
         "--temperature",
         type=positive_float,
-        help=f"cosine-logit temperature T; lower = more confident (default: {head.temperature} "
-        f"for support-init and --scope head, {paper.temperature} for last/all); for "
-        "support-init T only scales the confidences, never the predictions",
+        help="cosine-logit temperature T; lower = more confident (default: "
+        f"{by_scope('temperature')}; {SUPPORT_INIT.temperature} for support-init, where T only "
+        "scales the confidences, never the predictions)",
     )
     _add_query_options(group)
     group.add_argument(
@@ -215,19 +251,18 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_query_options(group: argparse._ArgumentGroup) -> None:
     """The query terms' settings (--method transductive only: ``QUERY_FIELDS``)."""
-    head, paper = RECOMMENDED, PAPER
     group.add_argument(
         "--entropy-weight",
         type=non_negative_float,
         help="transductive: lambda, weight of the query prediction entropy (default: "
-        f"{head.entropy_weight} for --scope head, {paper.entropy_weight} for last/all)",
+        f"{by_scope('entropy_weight')})",
     )
     group.add_argument(
         "--balance-weight",
         type=non_negative_float,
         help="transductive: weight of TIM's class-balance term, the entropy of the mean query "
-        f"prediction (default: {head.balance_weight} for --scope head, with --adaptive-balance; "
-        f"{paper.balance_weight} for last/all); it assumes balanced classes, 0 turns it off",
+        f"prediction (default: {by_scope('balance_weight')}; see --adaptive-balance); it "
+        "assumes balanced classes, 0 turns it off",
     )
     group.add_argument(
         "--adaptive-balance",
@@ -235,30 +270,27 @@ def _add_query_options(group: argparse._ArgumentGroup) -> None:
         default=None,
         help="transductive: use the balance term only when a first run's predicted classes "
         "look equally frequent (an empirical-Bayes Dirichlet test; default: "
-        f"{_yes(head.adaptive_balance)} for --scope head, {_yes(paper.adaptive_balance)} for "
-        "last/all); --no-adaptive-balance always uses it (best when you know the classes are "
-        "balanced)",
+        f"{by_scope('adaptive_balance', _yes)}); --no-adaptive-balance always uses it (best "
+        "when you know the classes are balanced)",
     )
     group.add_argument(
         "--likelihood-weight",
         type=non_negative_float,
         help="transductive: weight of the queries' log-likelihood under a mixture of the "
-        f"classes with re-estimated proportions (default: {head.likelihood_weight} for --scope "
-        f"head, {paper.likelihood_weight} for last/all)",
+        f"classes with re-estimated proportions (default: {by_scope('likelihood_weight')})",
     )
     group.add_argument(
         "--prior-count",
         type=non_negative_float,
-        help="transductive: pseudo-count per class of those proportions (default: "
-        f"{head.prior_count}; large = uniform)",
+        help="transductive: pseudo-count per class of those proportions, unless "
+        f"--empirical-bayes; large = uniform (default: {by_scope('prior_count')})",
     )
     group.add_argument(
         "--center",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="transductive: centre embeddings on a mean unit embedding of the episode, see "
-        f"--center-on (default: {_yes(head.center)} for --scope head, {_yes(paper.center)} for "
-        "last/all)",
+        f"--center-on (default: {by_scope('center', _yes)})",
     )
     _add_safeguard_options(group)
 
@@ -266,14 +298,14 @@ def _add_query_options(group: argparse._ArgumentGroup) -> None:
 def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
     """The centre's and proportions' variants and the fallbacks to support-init (the default
     preset's settings; ``QUERY_FIELDS`` too)."""
-    head, unguarded = RECOMMENDED, UNGUARDED
+    unguarded = UNGUARDED
     group.add_argument(
         "--center-on",
         choices=list(CENTERS),
         help="transductive, with --center: episode = the mean of the support and query "
         "embeddings; support = the mean of the support's class means, whatever classes the "
         "queries hold; adaptive = support, and episode for the balanced second run of "
-        f"--adaptive-balance (default: {head.center_on}; without the safeguards: "
+        f"--adaptive-balance (default: {by_scope('center_on')}; without the safeguards: "
         f"{unguarded.center_on})",
     )
     group.add_argument(
@@ -282,7 +314,7 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         default=None,
         help="transductive: estimate the class proportions' pseudo-count per episode from the "
         "queries' soft class counts (a Dirichlet prior fitted by empirical Bayes) instead of "
-        f"--prior-count (default: {_yes(head.empirical_bayes)}; without the "
+        f"--prior-count (default: {by_scope('empirical_bayes', _yes)}; without the "
         f"safeguards: {_yes(unguarded.empirical_bayes)})",
     )
     group.add_argument(
@@ -290,14 +322,14 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         type=non_negative_float,
         help="transductive: with fewer query images than this per class (or a single one), "
         "answer as support-init does (same T), without training; 0 = off (default: "
-        f"{head.min_queries_per_class})",
+        f"{by_scope('min_queries_per_class')})",
     )
     group.add_argument(
         "--min-agreement",
         type=fraction,
         help="transductive: if the trained classifier agrees with support-init on fewer than "
         "this fraction of the query images, answer as support-init does; 0 = off (default: "
-        f"{head.min_agreement})",
+        f"{by_scope('min_agreement')})",
     )
 
 
@@ -312,7 +344,10 @@ def add_backbone_options(parser: argparse.ArgumentParser, *, embedding: bool = F
         "(default: efficientnet-lite0)",
     )
     group.add_argument(
-        "--image-size", type=positive_int, help="input side in pixels (default: the backbone's)"
+        "--image-size",
+        type=positive_int,
+        help=f"input side in pixels (default: the backbone's: {_input_sizes()}; a checkpoint's "
+        "own); smaller is faster and less accurate",
     )
     if embedding:
         group.add_argument(
@@ -320,6 +355,16 @@ def add_backbone_options(parser: argparse.ArgumentParser, *, embedding: bool = F
             choices=["features", "logits"],
             help="use pooled features or the pre-training logits as the embedding",
         )
+
+
+def _input_sizes() -> str:
+    """``"224 for efficientnet-lite0, 84 for conv4, resnet12, wrn28-10"``, from
+    :data:`~anyshot.backbones.preprocessing.INPUT_SPECS`."""
+    by_size: dict[int, list[str]] = {}
+    for arch, spec in INPUT_SPECS.items():
+        by_size.setdefault(spec.image_size, []).append(arch)
+    ordered = sorted(by_size.items(), key=lambda item: -item[0])
+    return ", ".join(f"{size} for {', '.join(archs)}" for size, archs in ordered)
 
 
 def preprocessing_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -334,11 +379,12 @@ def add_run_options(
     """``--device``, ``--batch-size``, ``--threads``, ``--quiet`` (and ``--strict``)."""
     group = parser.add_argument_group("run")
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
+    batch_size = field_default(FineTuning, "batch_size")
     group.add_argument(
         "--batch-size",
         type=positive_int,
-        default=64,
-        help="images decoded and embedded at once; bounds memory (default 64)",
+        default=batch_size,
+        help=f"images decoded and embedded at once; bounds memory (default: {batch_size})",
     )
     group.add_argument(
         "--threads",

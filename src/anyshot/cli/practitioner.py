@@ -29,13 +29,17 @@ from anyshot.cli.options import (
     preprocessing_overrides,
 )
 from anyshot.errors import AnyshotError, ConfigurationError
+from anyshot.methods.presets import RECOMMENDED
 
 __all__ = ["add_commands", "prediction_records", "predictions_csv", "uncertainty"]
 
 #: ``--quiet`` of these commands.
 QUIET = "no progress bars and no summary"
 
-EPILOG_CLASSIFY = """\
+#: Below this many query images per class the default method answers as support-init does.
+MIN_QUERIES = RECOMMENDED.min_queries_per_class
+
+EPILOG_CLASSIFY = f"""\
 examples:
   # photos/support/<class>/... labelled images (1 or more per class), photos/new/ to classify
   anyshot classify --support photos/support --query photos/new --output predictions.csv
@@ -51,9 +55,10 @@ The support folder holds one sub-folder per class, named after the class, with i
 any depth (.jpg .jpeg .png .bmp .gif .tif .tiff .webp; grey, RGBA, CMYK, 16-bit, palette and
 EXIF-rotated photos are converted). Hidden files, non-image files, broken links and (unless
 --strict) corrupt images are skipped and listed in the summary; identical files in two classes
-are reported as a warning. The query images take part in the fitting (transductive fine-tuning:
-by default their likelihood under a mixture of the classes is maximised), so classify all the
-images you want labelled at once.
+are reported as a warning. The query images take part in the fitting (transductive fine-tuning;
+--method above says what the default does), so classify all the images you want labelled at
+once: with fewer than {MIN_QUERIES:g} query images per class the default answers as --method
+support-init does (class means, no training).
 
 CSV columns: path,label,confidence then label_2,confidence_2,... (the --top-k most probable
 classes), one row per readable query image, sorted by path.

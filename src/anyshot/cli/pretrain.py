@@ -11,18 +11,51 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from anyshot.backbones.preprocessing import DATASET_INPUTS, INPUT_SPECS
 from anyshot.cli.options import add_dataset_argument, positive_int
 from anyshot.errors import ConfigurationError
+from anyshot.methods.finetune import field_default
+from anyshot.pretrain import PAPER_CYCLES, PretrainConfig
 
 __all__ = ["add_commands", "config_from_args", "run_pretrain"]
 
-EPILOG = """\
+#: The architectures ``anyshot pretrain`` trains from scratch.
+ARCHS = ("conv4", "resnet12", "wrn28-10")
+
+
+def _default(name: str) -> Any:
+    """The default of :class:`~anyshot.pretrain.PretrainConfig`'s field ``name``: the one source
+    of ``pretrain``'s defaults and of what its help says they are."""
+    return field_default(PretrainConfig, name)
+
+
+def _cycles_text(cycles: tuple[tuple[int, float], ...]) -> str:
+    """``((40, 0.1), (80, 0.01))`` -> ``"40:0.1,80:0.01"`` (what ``--cycles`` takes)."""
+    return ",".join(f"{epochs}:{lr:g}" for epochs, lr in cycles)
+
+
+def _input_default(attribute: str) -> str:
+    """``--image-size`` / ``--channels`` defaults in words: Omniglot's, else the architectures'."""
+    dataset = ", ".join(
+        f"{getattr(spec, attribute)} for {name}" for name, spec in DATASET_INPUTS.items()
+    )
+    values = sorted({getattr(INPUT_SPECS[arch], attribute) for arch in ARCHS})
+    return f"{dataset}, else {', '.join(str(v) for v in values)}"
+
+
+#: The default schedule, as ``--cycles`` writes it, and its length in epochs.
+PAPER_SCHEDULE = _cycles_text(PAPER_CYCLES)
+PAPER_EPOCHS = sum(epochs for epochs, _ in PAPER_CYCLES)
+
+
+EPILOG = f"""\
 files: OUTPUT is the best backbone so far (highest 5-way 1-shot support-init validation
   accuracy; the latest epoch without --val-split); OUTPUT's stem + .last.pt (e.g. x.last.pt) is the
   latest backbone plus the training state, written atomically after every epoch; --resume
   continues from it and reaches the same weights as an uninterrupted run.
-schedule: cosine annealing with warm restarts, stepped every iteration; --cycles 40:0.1,80:0.01
-  is the paper's (120 epochs); --epochs N alone scales it to N/3 epochs from 0.1, 2N/3 from 0.01.
+schedule: cosine annealing with warm restarts, stepped every iteration; --cycles
+  {PAPER_SCHEDULE} is the paper's and the default ({PAPER_EPOCHS} epochs); --epochs N alone
+  scales it to N/3 epochs from 0.1, 2N/3 from 0.01.
 
 examples:
   anyshot pretrain --dataset omniglot --data-root ../shared/data/omniglot --split train \\
@@ -46,34 +79,92 @@ def add_commands(sub: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_data_options(parser)
+    _add_model_options(parser)
+    _add_optimisation_options(parser)
+    _add_run_options(parser)
+    parser.set_defaults(run=run_pretrain)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The dataset, splits and input size."""
     data = parser.add_argument_group("data")
     add_dataset_argument(data)
     data.add_argument("--data-root", type=Path, required=True, help="the dataset's folder")
-    data.add_argument("--split", default="train", help="training split (default: train)")
+    data.add_argument(
+        "--split",
+        default=_default("split"),
+        help=f"training split (default: {_default('split')})",
+    )
     data.add_argument(
         "--val-split",
         help="validation split, or 'none' (default: val for omniglot / mini-imagenet, none for "
         "folder)",
     )
-    data.add_argument("--val-episodes", type=positive_int, default=200)
-    data.add_argument("--image-size", type=positive_int, help="default 28 for omniglot, else 84")
-    data.add_argument("--channels", type=int, choices=[1, 3], help="default 1 for omniglot, else 3")
+    data.add_argument(
+        "--val-episodes",
+        type=positive_int,
+        default=_default("val_episodes"),
+        help="5-way 1-shot support-init episodes of each validation (default: "
+        f"{_default('val_episodes')})",
+    )
+    data.add_argument(
+        "--image-size",
+        type=positive_int,
+        help=f"input side in pixels (default: {_input_default('image_size')})",
+    )
+    data.add_argument(
+        "--channels",
+        type=int,
+        choices=[1, 3],
+        help=f"1 = grey, 3 = RGB (default: {_input_default('channels')})",
+    )
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The architecture and the saved embedding."""
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", choices=["conv4", "resnet12", "wrn28-10"], default="conv4")
+    model.add_argument(
+        "--arch",
+        choices=list(ARCHS),
+        default=_default("arch"),
+        help=f"architecture (default: {_default('arch')})",
+    )
     model.add_argument(
         "--embedding",
         choices=["logits", "features"],
-        default="logits",
-        help="what the saved backbone embeds with (paper: logits)",
+        default=_default("embedding"),
+        help="what the saved backbone embeds with (default: "
+        f"{_default('embedding')}, as in the paper)",
     )
+
+
+def _add_optimisation_options(parser: argparse.ArgumentParser) -> None:
+    """The schedule, loss, optimiser and augmentation."""
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=positive_int, help="total epochs (see 'schedule')")
-    optim.add_argument("--cycles", help="EPOCHS:LR,... (default 40:0.1,80:0.01)")
-    optim.add_argument("--batch-size", type=positive_int, default=256, help="global batch")
-    optim.add_argument("--label-smoothing", type=float, default=0.1)
-    optim.add_argument("--mixup-alpha", type=float, default=0.25, help="0 turns mixup off")
-    optim.add_argument("--weight-decay", type=float, default=1e-4)
-    optim.add_argument("--momentum", type=float, default=0.9)
+    optim.add_argument(
+        "--cycles",
+        help=f"EPOCHS:LR,... (default: {_cycles_text(_default('cycles'))}, see 'schedule')",
+    )
+    optim.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=_default("batch_size"),
+        help=f"global batch (default: {_default('batch_size')})",
+    )
+    for name, extra in (
+        ("label_smoothing", ""),
+        ("mixup_alpha", "; 0 turns mixup off"),
+        ("weight_decay", ", on weights only"),
+        ("momentum", ", Nesterov"),
+    ):
+        optim.add_argument(
+            "--" + name.replace("_", "-"),
+            type=float,
+            default=_default(name),
+            help=f"default: {_default(name)}{extra}",
+        )
     optim.add_argument(
         "--no-flip",
         dest="flip",
@@ -81,24 +172,40 @@ def add_commands(sub: Any) -> None:
         default=None,
         help="no horizontal flips (the default for omniglot)",
     )
-    optim.add_argument("--flip", dest="flip", action="store_true", help="random horizontal flips")
     optim.add_argument(
-        "--no-augment", dest="augment", action="store_false", help="no augmentation at all"
+        "--flip",
+        dest="flip",
+        action="store_true",
+        help="random horizontal flips (the default for every dataset but omniglot)",
+    )
+    optim.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        default=_default("augment"),
+        help="no augmentation at all (default: flip where it applies, pad-crop, brightness, "
+        "contrast)",
     )
     optim.add_argument(
         "--amp",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="mixed precision on CUDA (never on the CPU)",
+        default=_default("amp"),
+        help="mixed precision on CUDA, never on the CPU (default: "
+        f"{'on' if _default('amp') else 'off'})",
     )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Device, seed, threads, resuming, output."""
     run = parser.add_argument_group("run")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--seed", type=int, default=_default("seed"), help=f"default: {_default('seed')}"
+    )
     run.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT's .last.pt")
     run.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     run.add_argument("--output", type=Path, required=True, help="best checkpoint file (.pt)")
-    parser.set_defaults(run=run_pretrain)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -107,7 +214,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     Raises:
         ConfigurationError: ``--epochs`` disagrees with ``--cycles``.
     """
-    from anyshot.pretrain import PAPER_CYCLES, PretrainConfig, parse_cycles, scaled_cycles
+    from anyshot.pretrain import parse_cycles, scaled_cycles
 
     omniglot = args.dataset == "omniglot"
     if args.cycles:

@@ -53,6 +53,8 @@ from anyshot.protocols import build_sampler, sampler_config
 from anyshot.sharding import Shard, launch
 
 __all__ = [
+    "DEFAULT_SHOTS",
+    "DEFAULT_WAYS",
     "EvaluationConfig",
     "EvaluationInterrupted",
     "OnResult",
@@ -63,6 +65,11 @@ __all__ = [
 #: (``None`` without ``output``), ``setting`` a label such as ``"5-way 1-shot"`` when the run
 #: has several settings, else ``None``.
 OnResult = Callable[[EvaluationResult, Path | None, str | None], None]
+
+#: Ways and shots of an :class:`EvaluationConfig` that names neither (``ways=None``,
+#: ``shots=None``): 5-way 1-shot.
+DEFAULT_WAYS = 5
+DEFAULT_SHOTS = 1
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,9 @@ class EvaluationConfig:
         method: the method (a preset of :mod:`anyshot.methods.presets`, or any
             :data:`~anyshot.methods.presets.Method`); it carries its own seed.
         ways: classes per episode, one or several (``None`` in it = every class, protocols
-            ``many-way`` and ``present-classes``); default ``(5,)``.
-        shots: shots per class: one count, one per way, or (with ``sweep``) a grid; default
-            ``(1,)``.
+            ``many-way`` and ``present-classes``); ``None``: ``(DEFAULT_WAYS,)``.
+        shots: shots per class: one count, one per way, or (with ``sweep``) a grid;
+            ``None``: ``(DEFAULT_SHOTS,)``.
         sweep: evaluate every ``(ways, shots)`` pair as its own setting (implied by several
             ways).
         queries: queries per class (protocols ``fixed`` and ``many-way``).
@@ -197,8 +204,8 @@ def _settings(config: EvaluationConfig) -> list[_Setting]:
     """The settings ``config`` runs (messages name the command-line flags)."""
     protocol = config.protocol or "fixed"
     explicit = config.ways is not None or config.shots is not None
-    ways_values = config.ways if config.ways is not None else (5,)
-    shot_values = config.shots if config.shots is not None else (1,)
+    ways_values = config.ways if config.ways is not None else (DEFAULT_WAYS,)
+    shot_values = config.shots if config.shots is not None else (DEFAULT_SHOTS,)
     sweep = config.sweep or len(ways_values) > 1
     _check_present_classes(config, protocol, ways_values)
     if config.episodes_file is not None:
