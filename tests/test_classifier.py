@@ -441,3 +441,13 @@ def test_cli_method_options_build_the_recommended_method_and_variants() -> None:
     assert always.balance_weight == RECOMMENDED.balance_weight and RECOMMENDED.adaptive_balance
     with pytest.raises(ConfigurationError, match="transductive only"):
         method("--method", "finetune", "--adaptive-balance")
+
+
+def test_repr_names_the_default_method_and_the_fitted_classes(tmp_path: Path) -> None:
+    assert repr(FewShotClassifier()) == (
+        "FewShotClassifier(backbone='efficientnet-lite0', method=None (default: RECOMMENDED))"
+    )
+    chosen = FewShotClassifier(backbone(), method=SupportBasedInit())
+    assert "method=SupportBasedInit(" in repr(chosen) and "default" not in repr(chosen)
+    support, _ = folders(tmp_path, {"red": 1, "blue": 1})
+    assert repr(chosen.fit(*paths_and_labels(support))).endswith("classes=['blue', 'red'])")

@@ -91,3 +91,23 @@ def test_fit_predict_suggest_write_summaries_on_stderr_only(
         out, err = capsys.readouterr()
         assert out == "" and f"written to {output}" in err, command
         assert output.read_text().startswith("path,"), command
+
+
+def test_fit_reports_the_method_that_gave_the_answer(
+    photos: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without unlabelled images the default's gate answers with support-init's class means:
+    the summary says so instead of naming the transductive method alone."""
+    support, query = photos
+    small = SMALL[:4]  # the default method
+    model = tmp_path / "m.pt"
+    assert main(["fit", "--support", str(support), "--output", str(model), *small]) == 0
+    err = capsys.readouterr().err
+    assert "fitted 2 classes (support-init's class means, untrained" in err
+    assert "0 query/unlabelled images for 2 classes, fewer than 2 per class" in err
+    argv = ["fit", "--support", str(support), "--unlabeled", str(query), "--output", str(model)]
+    assert main([*argv, *small]) == 0
+    err = capsys.readouterr().err
+    assert "fitted 2 classes (TransductiveFineTuning, scope head)" in err
+    assert main([*argv, *small, "--method", "finetune"]) == 0
+    assert "fitted 2 classes (FineTuning, scope head)" in capsys.readouterr().err

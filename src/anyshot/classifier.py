@@ -7,7 +7,7 @@
 
 Any number of shots in bounded memory: images are decoded, embedded and dropped ``batch_size`` at a
 time; only the ``[N, D]`` embeddings are kept, and the default method (transductive fine-tuning of
-the cosine head, :func:`anyshot.methods.recommended.recommended_method`) trains on them. A fitted
+the cosine head, :data:`anyshot.methods.presets.RECOMMENDED`) trains on them. A fitted
 model is the backbone plus the trained :class:`~anyshot.methods.cosine.CosineClassifier` (weights
 ``[K, D]``, bias ``[K]``, temperature, ReLU): prediction needs no support images.
 
@@ -51,7 +51,10 @@ from anyshot.methods.registry import method_from_dict, method_to_dict
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.model_file import SavedModel, load_model_file, save_model_file
 
-__all__ = ["FewShotClassifier"]
+__all__ = ["DEFAULT_METHOD_REPR", "FewShotClassifier"]
+
+#: How ``repr`` shows ``method=None``: what it resolves to.
+DEFAULT_METHOD_REPR = "None (default: RECOMMENDED)"
 
 
 #: The methods a :class:`FewShotClassifier` can fit with (they yield a trained classifier).
@@ -449,7 +452,8 @@ class FewShotClassifier:
             self.backbone.arch if isinstance(self.backbone, Backbone) else os.fspath(self.backbone)
         )
         fitted = f", classes={list(self.classes_)}" if hasattr(self, "classes_") else ""
-        return f"FewShotClassifier(backbone={backbone!r}, method={self.method!r}{fitted})"
+        method = DEFAULT_METHOD_REPR if self.method is None else repr(self.method)
+        return f"FewShotClassifier(backbone={backbone!r}, method={method}{fitted})"
 
 
 # --- helpers ------------------------------------------------------------------------------

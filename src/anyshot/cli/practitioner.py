@@ -351,12 +351,15 @@ def _predictions_output(
     _write(args.output, text)
 
 
-def _fit_summary(model: Any) -> dict[str, Any]:
+def _fit_summary(model: Any, queries: int | None = None) -> dict[str, Any]:
+    """The fitted model in the JSON summary; ``queries``: the query (unlabelled) images the fit
+    saw (``None``: not known, e.g. a loaded model)."""
     method = model.method_
     return {
         "classes": [c for c in model.classes_],
         "method": type(method).__name__,
         "scope": getattr(method, "scope", None),
+        "fallback": None if queries is None else _fallback(model, queries),
         "backbone": getattr(model.network_, "arch", None),
         "image_size": model.preprocessing_.image_size,
     }
@@ -383,7 +386,7 @@ def _run_classify(args: argparse.Namespace) -> int:
     records = prediction_records(kept_paths, probabilities, model.classes_, args.top_k)
     seconds = time.perf_counter() - start
     summary = {
-        **_fit_summary(model),
+        **_fit_summary(model, len(kept_paths)),
         "support": support.report.to_dict(),
         "query": query.report.to_dict(),
         "seconds": seconds,
@@ -393,7 +396,7 @@ def _run_classify(args: argparse.Namespace) -> int:
         *support.report.summary_lines("support"),
         *query.report.summary_lines("query"),
         f"classified {len(records)} images into {len(model.classes_)} classes "
-        f"({_method_words(model)})",
+        f"({_method_words(model, len(records))})",
     ]
     if args.output is not None:
         lines.append(f"predictions written to {args.output}")
@@ -428,7 +431,8 @@ def _run_fit(args: argparse.Namespace) -> int:
     if unlabeled is not None:
         lines += unlabeled.report.summary_lines("unlabeled")
     lines += [
-        f"fitted {len(model.classes_)} classes ({_method_words(model)})",
+        f"fitted {len(model.classes_)} classes "
+        f"({_method_words(model, model.fit_info_.get('unlabeled_images', 0))})",
         f"model written to {args.output}",
         f"time: {time.perf_counter() - start:.1f} s",
     ]
@@ -520,11 +524,39 @@ def _run_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _method_words(model: Any) -> str:
+def _fallback(model: Any, queries: int) -> str | None:
+    """Why a transductive method answered as support-init does without training (its gate:
+    too few query / unlabelled images per class), or ``None`` when it trained."""
+    from anyshot.methods.finetune import FineTuning
+    from anyshot.methods.head import gate_closes
+
+    method = model.method_
+    if not isinstance(method, FineTuning) or not method.transductive:
+        return None
+    m = method.min_queries_per_class
+    if not gate_closes(m, queries, len(model.classes_)):
+        return None
+    return (
+        f"{queries} query/unlabelled images for {len(model.classes_)} classes, fewer than {m:g} "
+        "per class (or a single one): answered as support-init does, class means, no training"
+    )
+
+
+def _method_words(model: Any, queries: int) -> str:
+    """The method that produced the answer, in words: its class and scope, or support-init's
+    class means when the transductive method's gate fell back to them (``queries``: the query
+    or unlabelled images it saw)."""
     method = model.method_
     name = type(method).__name__
     scope = getattr(method, "scope", None)
-    return f"{name}, scope {scope}" if scope else name
+    words = f"{name}, scope {scope}" if scope else name
+    fallback = _fallback(model, queries)
+    if fallback is None:
+        return words
+    return (
+        f"support-init's class means, untrained: {words} had {fallback}; give more query / "
+        "unlabelled images, or --method finetune to fine-tune on the labelled images alone"
+    )
 
 
 def _guarded(runner: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -44,7 +44,7 @@ from anyshot.methods.objective import (
     uniform_log_prior,
 )
 
-__all__ = ["HeadTraining", "fit_head", "safeguarded", "support_init_head"]
+__all__ = ["HeadTraining", "fit_head", "gate_closes", "safeguarded", "support_init_head"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,14 @@ def fit_head(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     return fitted
 
 
+def gate_closes(min_queries_per_class: float, queries: int, ways: int) -> bool:
+    """Whether :func:`safeguarded`'s gate answers with support-init, untrained: fewer than
+    ``min_queries_per_class`` queries per class (``Q < m K``), or at most one query, when
+    ``m > 0``."""
+    m = min_queries_per_class
+    return m > 0 and (queries <= 1 or queries < m * ways)
+
+
 def safeguarded(
     training: HeadTraining, rows: EpisodeRows, train: Callable[[EpisodeRows], FittedHead]
 ) -> tuple[FittedHead, torch.Tensor]:
@@ -129,8 +137,8 @@ def safeguarded(
     if not training.safeguards:
         return train(rows), torch.zeros(episodes, dtype=torch.bool)
     base = support_init_head(rows, training.temperature, training.relu)
-    n_query, m = rows.query.shape[1], training.min_queries_per_class
-    gated = m > 0 and (n_query <= 1 or n_query < m * rows.ways)
+    n_query = rows.query.shape[1]
+    gated = gate_closes(training.min_queries_per_class, n_query, rows.ways)
     fallback = torch.full((episodes,), gated, dtype=torch.bool)
     if bool(fallback.all()):
         return base, fallback
