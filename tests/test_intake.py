@@ -176,6 +176,69 @@ def test_duplicates_across_classes_are_reported_with_files_and_classes(tmp_path:
     assert "warning: identical files in different classes" in text and "(class dog)" in text
 
 
+def test_duplicates_within_one_class_and_among_query_images_at_any_depth(tmp_path: Path) -> None:
+    root = support_tree(tmp_path / "s")
+    (root / "dog" / "again" / "c-copy.png").parent.mkdir()
+    (root / "dog" / "again" / "c-copy.png").write_bytes((root / "dog" / "c.png").read_bytes())
+    (duplicate,) = scan_support(root).report.duplicates
+    assert duplicate.classes == ("dog", "dog") and duplicate.where() == "twice in class dog"
+    query = tmp_path / "q"
+    first = save(query / "x.png", 90)
+    (query / "deep" / "er").mkdir(parents=True)
+    (query / "deep" / "er" / "y.png").write_bytes(first.read_bytes())
+    save(query / "z.png", 120)
+    files = scan_images(query)
+    (duplicate,) = files.report.duplicates
+    assert duplicate.paths == (str(query / "deep" / "er" / "y.png"), str(query / "x.png"))
+    assert duplicate.classes == ("", "")
+    assert files.paths == sorted(str(p) for p in query.rglob("*.png"))  # all still used
+    text = "\n".join(files.report.summary_lines("query"))
+    assert "warning: identical files among the unlabelled images" in text and "y.png" in text
+
+
+def test_an_image_in_both_support_and_query_is_reported(tmp_path: Path) -> None:
+    support = scan_support(support_tree(tmp_path / "s"))
+    query = tmp_path / "q"
+    (query / "sub").mkdir(parents=True)
+    (query / "sub" / "same.png").write_bytes((tmp_path / "s" / "cat" / "a.png").read_bytes())
+    save(query / "other.png", 99)
+    images = scan_images(query)
+    assert images.report.duplicates == []
+    intake.report_shared_files(support, images)
+    (duplicate,) = images.report.duplicates
+    copy, original = str(query / "sub" / "same.png"), str(tmp_path / "s" / "cat" / "a.png")
+    assert duplicate.paths == (copy, original)  # sorted by path
+    assert duplicate.classes == ("", "cat")
+    text = "\n".join(images.report.summary_lines("query"))
+    assert "identical files in the support and among the unlabelled images" in text
+    assert "a.png (class cat)" in text
+
+
+def test_classify_summary_lists_a_query_image_copied_from_the_support(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    support = support_tree(tmp_path / "s")
+    query = tmp_path / "q"
+    save(query / "n.png", 100)
+    (query / "a" / "b").mkdir(parents=True)
+    (query / "a" / "b" / "copy.jpg").write_bytes(
+        (support / "cat" / "deep" / "er" / "b.jpg").read_bytes()
+    )
+    argv = [
+        "classify",
+        "--support",
+        str(support),
+        "--query",
+        str(query),
+        "--method",
+        "support-init",
+    ]
+    assert main([*argv, *CONV4[:-1]]) == 0
+    err = capsys.readouterr().err
+    assert "identical files in the support and among the unlabelled images" in err
+    assert "copy.jpg" in err and "b.jpg (class cat)" in err
+
+
 def deny(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
     """Make ``paths`` unreadable: chmod 000, and (root reads anything) refuse them in ``os``."""
     denied = {os.fspath(p) for p in paths}

@@ -54,8 +54,9 @@ examples:
 The support folder holds one sub-folder per class, named after the class, with its images at
 any depth (.jpg .jpeg .png .bmp .gif .tif .tiff .webp; grey, RGBA, CMYK, 16-bit, palette and
 EXIF-rotated photos are converted). Hidden files, non-image files, broken links and (unless
---strict) corrupt images are skipped and listed in the summary; identical files in two classes
-are reported as a warning. The query images take part in the fitting (transductive fine-tuning;
+--strict) corrupt images are skipped and listed in the summary; identical files are reported as
+a warning wherever they are (two classes, one class twice, the query folder at any depths, or
+the support and the query). The query images take part in the fitting (transductive fine-tuning;
 --method above says what the default does), so classify all the images you want labelled at
 once: with fewer than {MIN_QUERIES:g} query images per class the default answers as --method
 support-init does (class means, no training).
@@ -367,11 +368,12 @@ def _fit_summary(model: Any, queries: int | None = None) -> dict[str, Any]:
 
 # --- runners ------------------------------------------------------------------------------
 def _run_classify(args: argparse.Namespace) -> int:
-    from anyshot.data.intake import scan_images, scan_support
+    from anyshot.data.intake import report_shared_files, scan_images, scan_support
 
     start = time.perf_counter()
     support = scan_support(args.support, strict=args.strict)
     query = scan_images([args.query], strict=args.strict)
+    report_shared_files(support, query)
     model = _classifier(args)
     where = dict(zip(support.paths, ((support.report, c) for c in support.labels), strict=True))
     where.update({p: (query.report, "") for p in query.paths})
@@ -406,11 +408,13 @@ def _run_classify(args: argparse.Namespace) -> int:
 
 
 def _run_fit(args: argparse.Namespace) -> int:
-    from anyshot.data.intake import scan_images, scan_support
+    from anyshot.data.intake import report_shared_files, scan_images, scan_support
 
     start = time.perf_counter()
     support = scan_support(args.support, strict=args.strict)
     unlabeled = scan_images([args.unlabeled], strict=args.strict) if args.unlabeled else None
+    if unlabeled is not None:
+        report_shared_files(support, unlabeled)
     model = _classifier(args)
     where = dict(zip(support.paths, ((support.report, c) for c in support.labels), strict=True))
     if unlabeled is not None:

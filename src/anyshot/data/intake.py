@@ -26,8 +26,10 @@ kind               what
 =================  ==============================================================================
 
 Symbolic links are followed when they point to an image file or a folder. Files with the same
-content in different classes are reported as :class:`DuplicateFiles` (by BLAKE2b content hash,
-only computed for files of equal size).
+content are reported as :class:`DuplicateFiles` wherever they are: in two classes, twice in one
+class, twice in a query folder (at any depths), or in the support and the query
+(:func:`report_shared_files`). Content is compared by BLAKE2b hash, only computed for files of
+equal size. Duplicates are a warning: every file is still used.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import hashlib
 import os
 import stat
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,7 @@ __all__ = [
     "IntakeReport",
     "LabelledFiles",
     "SkippedFile",
+    "report_shared_files",
     "scan_images",
     "scan_support",
 ]
@@ -88,15 +91,33 @@ class SkippedFile:
 
 @dataclass(frozen=True)
 class DuplicateFiles:
-    """Files with identical content found in more than one class.
+    """Files with identical content (two or more).
 
     Attributes:
         paths: the files (sorted).
-        classes: the class of each file, same order.
+        classes: the class of each file, same order; ``""`` for an unlabelled (query) image.
     """
 
     paths: tuple[str, ...]
     classes: tuple[str, ...]
+
+    def where(self) -> str:
+        """Where the copies are, in words: in different classes, in one class, among the
+        unlabelled images, or in the support and among the unlabelled images."""
+        labelled = {c for c in self.classes if c}
+        if not labelled:
+            return "among the unlabelled images"
+        if "" in self.classes:
+            return "in the support and among the unlabelled images"
+        if len(labelled) > 1:
+            return "in different classes"
+        return f"twice in class {next(iter(labelled))}"
+
+    def describe(self) -> str:
+        """``a.png (class cat), b.png (class dog)``; unlabelled files by path alone."""
+        return ", ".join(
+            f"{p} (class {c})" if c else p for p, c in zip(self.paths, self.classes, strict=True)
+        )
 
 
 @dataclass
@@ -109,7 +130,7 @@ class IntakeReport:
             order. Updated by :meth:`skip` when an image turns out unreadable.
         images: number of usable images.
         skipped: every file or folder left out, with its reason.
-        duplicates: identical files in different classes (a warning: both are used).
+        duplicates: groups of identical files (a warning: every copy is used).
     """
 
     roots: list[str]
@@ -182,10 +203,7 @@ class IntakeReport:
                 if len(items) > listed:
                     lines.append(f"    ... and {len(items) - listed} more [{SKIP_KINDS[kind]}]")
         for duplicate in self.duplicates[:listed]:
-            pairs = ", ".join(
-                f"{p} (class {c})" for p, c in zip(duplicate.paths, duplicate.classes, strict=True)
-            )
-            lines.append(f"  warning: identical files in different classes: {pairs}")
+            lines.append(f"  warning: identical files {duplicate.where()}: {duplicate.describe()}")
         if len(self.duplicates) > listed:
             lines.append(
                 f"  warning: ... and {len(self.duplicates) - listed} more groups of identical files"
@@ -228,7 +246,7 @@ def scan_support(
         root: the support folder: ``root/<class>/<images at any depth>``.
         min_classes: refuse fewer classes (a classifier needs 2).
         strict: an image file or folder that cannot be read is an error, not a skip.
-        find_duplicates: look for identical files in different classes.
+        find_duplicates: look for identical files (in different classes or in one).
 
     Raises:
         DatasetError: ``root`` missing or not a folder, no class folders, fewer than
@@ -301,6 +319,7 @@ def scan_images(
     *,
     strict: bool = False,
     require: bool = True,
+    find_duplicates: bool = True,
 ) -> ImageFiles:
     """Find image files: each source is an image file or a folder searched at any depth.
 
@@ -308,6 +327,7 @@ def scan_images(
         sources: files and/or folders.
         strict: an image file or folder that cannot be read is an error, not a skip.
         require: refuse when no image is found.
+        find_duplicates: look for identical files among those found (at any depths).
 
     Raises:
         DatasetError: a source that does not exist, or (``require``) no image at all.
@@ -332,6 +352,8 @@ def scan_images(
         else:
             walker.add_file(name, found)
     paths = sorted(dict.fromkeys(found))
+    if find_duplicates:
+        paths, _ = _find_duplicates(paths, [""] * len(paths), report, strict)
     report.images = len(paths)
     if require and not paths:
         detail = f" ({len(report.skipped)} files skipped)" if report.skipped else ""
@@ -467,40 +489,68 @@ def _readlink(path: str) -> str:
 def _find_duplicates(
     paths: list[str], labels: list[str], report: IntakeReport, strict: bool
 ) -> tuple[list[str], list[str]]:
-    """Report identical files in different classes; drop (and report) files that fail to read.
-
-    Only files sharing their size with a file of another class are hashed.
-    """
-    by_size: dict[int, list[int]] = defaultdict(list)
-    for index, path in enumerate(paths):
-        by_size[os.path.getsize(path)].append(index)
+    """Report every group of identical files (labels ``""`` for unlabelled images); drop (and
+    report) files that fail to read. Only files sharing their size with another are hashed."""
     unreadable: set[int] = set()
+
+    def failed(index: int, error: OSError) -> None:
+        reason = f"cannot read the file: {error.strerror or error}"
+        if strict:
+            raise ImageReadError(f"{paths[index]!r}: {reason}") from error
+        report.skip(paths[index], "permission", reason, label=labels[index] or None)
+        unreadable.add(index)
+
+    for group in _identical_groups(paths, range(len(paths)), failed):
+        report.duplicates.append(_duplicate(paths, labels, group))
+    report.duplicates.sort(key=lambda d: d.paths)
+    if not unreadable:
+        return paths, labels
+    keep = [i for i in range(len(paths)) if i not in unreadable]
+    return [paths[i] for i in keep], [labels[i] for i in keep]
+
+
+def report_shared_files(support: LabelledFiles, images: ImageFiles) -> None:
+    """Add to ``images.report`` each group of identical files found both in ``support`` and
+    among ``images`` (an image to classify that is also a labelled example). A file that
+    cannot be read here is left to the embedding, which reports it."""
+    paths = [*support.paths, *images.paths]
+    labels = [*support.labels, *([""] * len(images.paths))]
+
+    def ignore(index: int, error: OSError) -> None:
+        del index, error
+
+    first_image = len(support.paths)
+    for group in _identical_groups(paths, range(len(paths)), ignore):
+        if group[0] < first_image <= group[-1]:  # groups are in index order
+            images.report.duplicates.append(_duplicate(paths, labels, group))
+    images.report.duplicates.sort(key=lambda d: d.paths)
+
+
+def _identical_groups(
+    paths: Sequence[str], indices: Iterable[int], failed: Callable[[int, OSError], None]
+) -> list[list[int]]:
+    """Groups (two or more, in index order) of ``indices`` whose files have identical content;
+    ``failed(index, error)`` for a file that cannot be read (it joins no group)."""
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for index in indices:
+        by_size[os.path.getsize(paths[index])].append(index)
+    groups: list[list[int]] = []
     for members in by_size.values():
-        if len({labels[i] for i in members}) < 2:
+        if len(members) < 2:
             continue
         by_digest: dict[bytes, list[int]] = defaultdict(list)
         for index in members:
             try:
                 by_digest[_digest(paths[index])].append(index)
             except OSError as error:
-                reason = f"cannot read the file: {error.strerror or error}"
-                if strict:
-                    raise ImageReadError(f"{paths[index]!r}: {reason}") from error
-                report.skip(paths[index], "permission", reason, label=labels[index])
-                unreadable.add(index)
-        for group in by_digest.values():
-            if len({labels[i] for i in group}) > 1:
-                ordered = sorted(group, key=lambda i: paths[i])
-                report.duplicates.append(
-                    DuplicateFiles(
-                        tuple(paths[i] for i in ordered), tuple(labels[i] for i in ordered)
-                    )
-                )
-    report.duplicates.sort(key=lambda d: d.paths)
-    if not unreadable:
-        return paths, labels
-    keep = [i for i in range(len(paths)) if i not in unreadable]
-    return [paths[i] for i in keep], [labels[i] for i in keep]
+                failed(index, error)
+        groups += [sorted(group) for group in by_digest.values() if len(group) > 1]
+    return groups
+
+
+def _duplicate(paths: Sequence[str], labels: Sequence[str], group: list[int]) -> DuplicateFiles:
+    ordered = sorted(group, key=lambda i: paths[i])
+    return DuplicateFiles(tuple(paths[i] for i in ordered), tuple(labels[i] for i in ordered))
 
 
 def _digest(path: str) -> bytes:
