@@ -209,3 +209,36 @@ def test_report_command(tmp_path: Path, inputs: dict[str, Any], capsys) -> None:
     assert not (tmp_path / "cli" / "plots").exists()
     assert main(["report", str(tmp_path / "nope.json"), "--output", str(tmp_path)]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_one_setting_without_hardness_says_which_plots_are_skipped_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = results_file(tmp_path / "one.json", [0.8, 0.9, 0.7], ways=5, shots=1)
+    report = write_report([one], tmp_path / "r")
+    assert report.plots == [] and not (tmp_path / "r" / "plots").exists()
+    assert len(report.skipped_plots) == 3
+    hardness, ways, shots = report.skipped_plots
+    assert "no accuracy-versus-hardness plot" in hardness and "--hardness" in hardness
+    assert "no accuracy-versus-ways plot" in ways and "every setting has ways = 5" in ways
+    assert "no accuracy-versus-shots plot" in shots and "shots = 1" in shots
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "Not drawn:" in markdown and ways in markdown
+
+    assert main(["report", str(one), "--output", str(tmp_path / "cli")]) == 0
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if line.startswith("anyshot: note:")]
+    assert notes == [f"anyshot: note: {why}" for why in report.skipped_plots]
+    assert "note" not in captured.out and "report.md" in captured.out
+
+
+def test_plots_that_apply_are_drawn_and_only_the_others_noted(
+    tmp_path: Path, inputs: dict[str, Any]
+) -> None:
+    complete = write_report(list(inputs["files"].values()), tmp_path / "all")
+    assert complete.skipped_plots == [] and len(complete.plots) == 3
+    files = inputs["files"]
+    partial = write_report([files["5w1s"], files["10w1s"]], tmp_path / "partial")
+    assert sorted(p.name.split("-")[1] for p in partial.plots) == ["hardness", "ways"]
+    (shots,) = partial.skipped_plots
+    assert "no accuracy-versus-shots plot" in shots and "every setting has shots = 1" in shots

@@ -17,7 +17,9 @@ Output (:func:`write_report`), in ``DIR``:
 * ``plots/NAME-{hardness,ways,shots}-DATASET.png`` — accuracy against hardness, against ways
   (fixed and many-way settings, one line per method and shot count) and against shots (one line
   per method and way count), drawn only where there are at least two points on the x axis; lines
-  with fewer points than the longest of their plot are left out (they stay in the tables).
+  with fewer points than the longest of their plot are left out (they stay in the tables). A plot
+  that does not apply (no episode with a hardness, a single way or shot count) is not drawn and
+  :attr:`Report.skipped_plots` (and ``NAME.md``) says why.
 
 Warnings (in ``NAME.md`` and returned, for the command line to print on stderr): a 95% CI wider
 than ``± 2`` points, and fewer than 100 episodes in a many-way setting (20 ways or more).
@@ -137,6 +139,7 @@ class Report:
     csv: Path | None = None
     hardness_csv: Path | None = None
     plots: list[Path] = field(default_factory=list)
+    skipped_plots: list[str] = field(default_factory=list)
 
 
 def method_label(config: dict[str, Any]) -> str:
@@ -388,8 +391,20 @@ def _csv_text(header: Sequence[str], lines: Iterable[Sequence[Any]]) -> str:
     return buffer.getvalue()
 
 
-def _curve_plots(rows: Sequence[Row], dataset: str, plots: Path, name: str) -> list[Path]:
-    from anyshot.plots import CurveSeries, accuracy_plot
+#: The curve plots: x axis, the setting held fixed along a line, the x label, and an example
+#: of the ``anyshot evaluate`` options that give the plot its points.
+CURVES = (
+    ("ways", "shots", "ways (classes per episode)", "--ways 5,10,20"),
+    ("shots", "ways", "shots (support images per class)", "--shots 1,5 --sweep"),
+)
+
+
+def _curve_plots(
+    rows: Sequence[Row], dataset: str, plots: Path, name: str, skipped: list[str]
+) -> list[Path]:
+    """The accuracy-versus-ways and -shots plots of ``dataset``; the paths written. Why a plot
+    is not drawn is appended to ``skipped``."""
+    from anyshot.plots import accuracy_plot
 
     fixed = [
         r
@@ -400,46 +415,62 @@ def _curve_plots(rows: Sequence[Row], dataset: str, plots: Path, name: str) -> l
         and r.setting.shots is not None
     ]
     written = []
-    for axis, other, xlabel in (
-        ("ways", "shots", "ways (classes per episode)"),
-        ("shots", "ways", "shots (support images per class)"),
-    ):
-        groups: dict[tuple[str, int], list[Row]] = {}
-        for row in fixed:
-            key = (row.method, int(getattr(row.setting, other)))
-            groups.setdefault(key, []).append(row)
-        methods = sorted({method for method, _ in groups})
-        values = sorted({value for _, value in groups})
-        series = []
-        for (method, value), members in sorted(groups.items()):
-            by_x: dict[int, Row] = {}
-            for row in members:  # one point per x (several query counts: keep the most episodes)
-                x = int(getattr(row.setting, axis))
-                if x not in by_x or row.episodes > by_x[x].episodes:
-                    by_x[x] = row
-            if len(by_x) < 2:
-                continue
-            xs = sorted(by_x)
-            series.append(
-                CurveSeries(
-                    f"{method}, {value}-{other[:-1]}",
-                    xs,
-                    [by_x[x].mean for x in xs],
-                    [by_x[x].ci95 for x in xs],
-                    colour=methods.index(method),
-                    style=values.index(value),
-                )
-            )
-        # Lines shorter than the longest (e.g. a 10-way setting run at 1 and 5 shots only, in a
-        # plot of a 1-2-5-10-shot sweep at 5 ways) are left out: they stay in the tables.
-        longest = max((len(entry.x) for entry in series), default=0)
-        series = [entry for entry in series if len(entry.x) == longest]
+    for axis, other, xlabel, example in CURVES:
+        series = _curve_series(fixed, axis, other)
         if series:
             path = plots / f"{name}-{axis}-{_slug(dataset)}.png"
             written.append(
                 accuracy_plot(path, f"{dataset}: accuracy versus {axis}", xlabel, series)
             )
+            continue
+        values = sorted({int(getattr(r.setting, axis)) for r in fixed})
+        if not fixed:
+            why = "it needs fixed or many-way settings and there are none"
+        elif len(values) < 2:
+            why = (
+                f"every setting has {axis} = {values[0]}; it needs two or more (e.g. anyshot "
+                f"evaluate ... {example})"
+            )
+        else:
+            why = f"no method has two {axis} counts at the same {other[:-1]} count"
+        skipped.append(f"{dataset}: no accuracy-versus-{axis} plot: {why}")
     return written
+
+
+def _curve_series(fixed: Sequence[Row], axis: str, other: str) -> list[Any]:
+    """One line per (method, ``other`` value) with two or more ``axis`` values; lines shorter
+    than the longest are left out (e.g. a 10-way setting run at 1 and 5 shots only, in a plot of
+    a 1-2-5-10-shot sweep at 5 ways): they stay in the tables."""
+    from anyshot.plots import CurveSeries
+
+    groups: dict[tuple[str, int], list[Row]] = {}
+    for row in fixed:
+        key = (row.method, int(getattr(row.setting, other)))
+        groups.setdefault(key, []).append(row)
+    methods = sorted({method for method, _ in groups})
+    values = sorted({value for _, value in groups})
+    series = []
+    for (method, value), members in sorted(groups.items()):
+        by_x: dict[int, Row] = {}
+        for row in members:  # one point per x (several query counts: keep the most episodes)
+            x = int(getattr(row.setting, axis))
+            if x not in by_x or row.episodes > by_x[x].episodes:
+                by_x[x] = row
+        if len(by_x) < 2:
+            continue
+        xs = sorted(by_x)
+        series.append(
+            CurveSeries(
+                f"{method}, {value}-{other[:-1]}",
+                xs,
+                [by_x[x].mean for x in xs],
+                [by_x[x].ci95 for x in xs],
+                colour=methods.index(method),
+                style=values.index(value),
+            )
+        )
+    longest = max((len(entry.x) for entry in series), default=0)
+    return [entry for entry in series if len(entry.x) == longest]
 
 
 def write_report(
@@ -477,7 +508,9 @@ def write_report(
 
     datasets = sorted({row.dataset for row in rows})
     if plots:
-        report.plots.extend(_plots(rows, fits, datasets, folder / "plots", name))
+        report.plots.extend(
+            _plots(rows, fits, datasets, folder / "plots", name, report.skipped_plots)
+        )
     report.csv = atomic_write_text(folder / f"{name}.csv", _rows_csv(rows))
     report.hardness_csv = atomic_write_text(folder / f"{name}-hardness.csv", _fits_csv(fits))
     report.markdown = atomic_write_text(
@@ -492,8 +525,10 @@ def _plots(
     datasets: Sequence[str],
     plot_folder: Path,
     name: str,
+    skipped: list[str],
 ) -> list[Path]:
-    """The hardness scatter and the curve plots of every dataset; the paths written."""
+    """The hardness scatter and the curve plots of every dataset; the paths written. Why a plot
+    is not drawn is appended to ``skipped``."""
     from anyshot.plots import ScatterSeries, hardness_plot
 
     written: list[Path] = []
@@ -511,7 +546,12 @@ def _plots(
                     series,
                 )
             )
-        written.extend(_curve_plots(rows, dataset, plot_folder, name))
+        else:
+            skipped.append(
+                f"{dataset}: no accuracy-versus-hardness plot: no episode has a hardness (run "
+                "anyshot evaluate with --hardness)"
+            )
+        written.extend(_curve_plots(rows, dataset, plot_folder, name, skipped))
     return written
 
 
@@ -665,9 +705,11 @@ def _markdown(
             if fit["scope"] != POOLED:
                 lines.append(_fit_line(fit, f"{fit['dataset']}, {fit['scope']}"))
         lines.append("")
-    if report.plots:
+    if report.plots or report.skipped_plots:
         lines += ["## Plots", ""]
         for path in report.plots:
             relative = path.relative_to(folder).as_posix()
             lines += [f"![{path.stem}]({relative})", ""]
+        if report.skipped_plots:
+            lines += ["Not drawn:", ""] + [f"- {why}" for why in report.skipped_plots] + [""]
     return "\n".join(lines)

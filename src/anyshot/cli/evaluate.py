@@ -349,6 +349,19 @@ def _print_result(result: EvaluationResult, path: Path | None, setting: str | No
 
 
 # --- report -----------------------------------------------------------------------------------
+EPILOG_REPORT = """\
+example:
+  anyshot report results-*.json --output report/
+
+writes report/report.md, report/report.csv and report/report-hardness.csv, and the plots that
+apply, per dataset:
+  report/plots/report-hardness-DATASET.png  results with a hardness (evaluate --hardness)
+  report/plots/report-ways-DATASET.png      settings at two or more ways (--ways 5,10,20)
+  report/plots/report-shots-DATASET.png     settings at two or more shots (--shots 1,5 --sweep)
+A plot that does not apply is not drawn; stderr and report.md say which and why.
+"""
+
+
 def _add_report(sub: Any) -> None:
     report = sub.add_parser(
         "report",
@@ -359,27 +372,29 @@ def _add_report(sub: Any) -> None:
         "least-squares line per method and the area under it; accuracy against ways and shots. "
         "Warns when a 95% CI is wider than +-2 points or a many-way setting has fewer than "
         "100 episodes.",
-        epilog="example:\n  anyshot report results-*.json --output report/\n\nwrites "
-        "report/report.md, report/report.csv, report/report-hardness.csv and "
-        "report/plots/report-*.png",
+        epilog=EPILOG_REPORT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument("results", nargs="+", type=Path, help="results JSON files")
     report.add_argument("--output", type=Path, required=True, help="folder to write into")
     report.add_argument("--name", default="report", help="stem of the files (default: report)")
     report.add_argument("--no-plots", action="store_true", help="tables only")
-    report.add_argument("--quiet", action="store_true", help="print only warnings")
+    report.add_argument(
+        "--quiet", action="store_true", help="print only warnings (no file list, no notes)"
+    )
     report.set_defaults(run=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """``anyshot report``: write the report; warnings go to stderr."""
+    """``anyshot report``: write the report; warnings and skipped-plot notes go to stderr."""
     from anyshot.report import write_report
 
     report = write_report(args.results, args.output, name=args.name, plots=not args.no_plots)
     for warning in report.warnings:
         print(f"anyshot: warning: {warning}", file=sys.stderr)
     if not args.quiet:
+        for why in report.skipped_plots:
+            print(f"anyshot: note: {why}", file=sys.stderr)
         for path in (report.markdown, report.csv, report.hardness_csv, *report.plots):
             print(f"written {path}")
     return 0
