@@ -50,6 +50,12 @@ def _default(name: str) -> Any:
 
 EPILOG_EVALUATE = """\
 examples:
+  # your own images, one folder per class: mydata/<class>/<images> (at least --ways classes
+  # of --shots + --queries images each); features cached for later runs
+  anyshot evaluate --dataset folder --data-root mydata --ways 5 --shots 1 --queries 10 \\
+      --episodes 100 --cache-dir cache --output results.json
+
+  # benchmarks (where the data comes from and its layout: README, "Benchmark data sets")
   # 5-way 1-shot on Omniglot test with the offline ImageNet EfficientNet-Lite0, head scope
   anyshot evaluate --dataset omniglot --data-root ../shared/data/omniglot --split test \\
       --ways 5 --shots 1 --queries 15 --episodes 200 --method transductive --scope head \\
