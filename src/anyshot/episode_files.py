@@ -13,6 +13,8 @@ then one line per episode::
      "support": [["images_evaluation.zip:.../0965_01.png@rot000", ...], ...],
      "query": [[...], ...]}
 
+(open-set episodes add ``"outliers": [ids of query images of none of the classes]``)
+
 ``support[j]`` and ``query[j]`` list the image ids of way ``j`` (class ``classes[j]``). An image id
 is the dataset's :meth:`~anyshot.data.ImageDataset.source` string with the longest common folder
 prefix of all of the dataset's sources removed (``id_prefix``), so a file written on one machine
@@ -137,6 +139,8 @@ def save_episodes(
             "support": [[ids.ids[i] for i in items] for items in spec.support],
             "query": [[ids.ids[i] for i in items] for items in spec.query],
         }
+        if spec.outliers:
+            entry["outliers"] = [ids.ids[i] for i in spec.outliers]
         lines.append(json.dumps(entry, ensure_ascii=False))
     head = {
         "format": FORMAT,
@@ -341,4 +345,39 @@ def _parse_episode(
     support_items = resolve(support, "support")
     if any(len(items) == 0 for items in support_items):
         raise EpisodeFileError(f"{at}: every class needs at least one support image")
-    return EpisodeSpec(tuple(indices), support_items, resolve(query, "query"))
+    query_items = resolve(query, "query")
+    outliers = _outliers(entry.get("outliers", []), at, by_id, set(indices), seen, dataset, where)
+    return EpisodeSpec(tuple(indices), support_items, query_items, outliers)
+
+
+def _outliers(
+    ids: Any,
+    at: str,
+    by_id: _IdResolver,
+    classes: set[int],
+    seen: set[int],
+    dataset: ImageDataset,
+    where: str,
+) -> tuple[int, ...]:
+    """The items of an episode line's ``outliers`` ids: each in ``dataset``, of none of the
+    episode's ``classes``, and not used elsewhere in the episode (``seen``)."""
+    if not isinstance(ids, list):
+        raise EpisodeFileError(f"{at}: outliers must be a list of image ids")
+    items: list[int] = []
+    for image_id in ids:
+        item = by_id.get(image_id) if isinstance(image_id, str) else None
+        if item is None:
+            raise EpisodeFileError(
+                f"{at}: outlier image id {image_id!r} is not in {dataset!r}; {where}"
+            )
+        if int(dataset.labels[item]) in classes:
+            raise EpisodeFileError(
+                f"{at}: outlier image {image_id!r} is of class "
+                f"{dataset.class_names[int(dataset.labels[item])]!r}, one of the episode's "
+                "classes; an outlier must be of none of them"
+            )
+        if item in seen:
+            raise EpisodeFileError(f"{at}: image {image_id!r} appears twice")
+        seen.add(item)
+        items.append(item)
+    return tuple(items)

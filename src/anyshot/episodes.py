@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from anyshot.data.images import Preprocessing
 
 __all__ = [
+    "OUTLIER",
     "Episode",
     "EpisodeSampler",
     "EpisodeSpec",
@@ -35,7 +36,13 @@ __all__ = [
     "image_batches",
     "image_shape",
     "make_episode",
+    "spec_query_targets",
 ]
+
+#: The query target of an outlier query: an image of none of the episode's classes (open-set
+#: episodes, :class:`anyshot.protocols.OpenSetSampler`). Never a class index, never shown to a
+#: method: only the evaluation reads it.
+OUTLIER = -1
 
 
 @runtime_checkable
@@ -271,24 +278,44 @@ class EpisodeSpec:
         classes: dataset class indices, one per way.
         support: per way, the dataset item indices of its support images.
         query: per way, the dataset item indices of its query images.
+        outliers: dataset item indices of query images of none of ``classes`` (open-set
+            episodes); they follow the ways' queries in query order, with target
+            :data:`OUTLIER`. Empty for closed-set episodes.
     """
 
     classes: tuple[int, ...]
     support: tuple[tuple[int, ...], ...]
     query: tuple[tuple[int, ...], ...]
+    outliers: tuple[int, ...] = ()
 
     @property
     def shots(self) -> tuple[int, ...]:
         """Support images per way."""
         return tuple(len(s) for s in self.support)
 
+    @property
+    def query_items(self) -> list[int]:
+        """Every query item in query order: the ways' queries in way order, then the outliers."""
+        return [int(i) for items in self.query for i in items] + [int(i) for i in self.outliers]
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
-        return {
+        """JSON-friendly form (``outliers`` only when there are some)."""
+        entry: dict[str, Any] = {
             "classes": list(self.classes),
             "support": [list(s) for s in self.support],
             "query": [list(q) for q in self.query],
         }
+        if self.outliers:
+            entry["outliers"] = list(self.outliers)
+        return entry
+
+
+def spec_query_targets(spec: EpisodeSpec) -> torch.Tensor:
+    """Query targets ``[Q]`` (long) of ``spec`` in :attr:`EpisodeSpec.query_items` order: way
+    ``k``'s queries get ``k`` (as :func:`make_episode` encodes them), outliers :data:`OUTLIER`."""
+    sizes = torch.tensor([len(q) for q in spec.query], dtype=torch.long)
+    inliers = torch.repeat_interleave(torch.arange(len(spec.query)), sizes)
+    return torch.cat([inliers, torch.full((len(spec.outliers),), OUTLIER, dtype=torch.long)])
 
 
 def draw_episode(
@@ -400,10 +427,14 @@ def make_episode(
 
     Labels are the dataset's class names. With ``lazy=True`` images are decoded on access
     (for very large supports); otherwise they are loaded now as ``[N, C, H, W]`` tensors.
+
+    An open-set spec's outliers follow the ways' queries; such an episode has no query labels
+    (an outlier's class is none of the episode's): its targets are
+    :func:`spec_query_targets`.
     """
     names = dataset.class_names
     support_items = [i for items in spec.support for i in items]
-    query_items = [i for items in spec.query for i in items]
+    query_items = spec.query_items
     support_labels = [
         names[c] for c, items in zip(spec.classes, spec.support, strict=True) for _ in items
     ]
@@ -423,5 +454,9 @@ def make_episode(
             else torch.empty((0, *support.shape[1:]))
         )
     return Episode(
-        support, support_labels, query, query_labels, classes=[names[c] for c in spec.classes]
+        support,
+        support_labels,
+        query,
+        None if spec.outliers else query_labels,
+        classes=[names[c] for c in spec.classes],
     )

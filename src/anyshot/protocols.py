@@ -16,6 +16,11 @@ index]))``, so the same seed gives the same episodes on any machine, in any orde
   only ``present`` of them (the PADDLE protocol: Martin et al., NeurIPS 2022, "Towards
   practical few-shot query sets: transductive minimum description length inference"),
   :class:`PresentClassesSampler`.
+* ``"open-set"``: N-way K-shot episodes whose queries also hold outliers, images of other
+  classes of the split (none of the support's), as in the few-shot open-set recognition
+  protocol (Liu et al., CVPR 2020 "Few-shot open-set recognition using meta-learning"; Boudiaf
+  et al., CVPR 2023 "Open-set likelihood maximization for few-shot learning"),
+  :class:`OpenSetSampler`.
 
 :func:`build_sampler` builds any of them by protocol name.
 """
@@ -36,6 +41,7 @@ __all__ = [
     "FixedSampler",
     "ImbalancedQuerySampler",
     "ManyWaySampler",
+    "OpenSetSampler",
     "PresentClassesSampler",
     "Sampler",
     "VariableSampler",
@@ -47,7 +53,7 @@ __all__ = [
 ]
 
 #: Protocol names accepted by :func:`build_sampler` (and ``anyshot evaluate --protocol``).
-PROTOCOLS = ("fixed", "variable", "imbalanced", "many-way", "present-classes")
+PROTOCOLS = ("fixed", "variable", "imbalanced", "many-way", "present-classes", "open-set")
 
 #: The fixed N-way K-shot sampler (per-way shot lists allowed): the existing episode sampler.
 FixedSampler = EpisodeSampler
@@ -531,6 +537,123 @@ class PresentClassesSampler(_SeededSampler):
         }
 
 
+class OpenSetSampler(_SeededSampler):
+    """N-way K-shot episodes whose query set also holds outliers: images of none of the N
+    classes, from other classes of the same split.
+
+    Episode ``i`` (all draws from :func:`episode_rng`):
+
+    1. ``N`` classes uniformly without replacement among the classes with at least
+       ``max(shots) + ceil(inlier_queries / N)`` images;
+    2. ``inlier_queries`` split evenly over the ways (the remainder one each to the first ways,
+       :func:`apportion`); per way its shots and queries as distinct images
+       (:func:`~anyshot.episodes.draw_episode`) -- steps 1-2 draw exactly what they draw
+       without outliers, so the same seed gives the same inlier episode at any
+       ``outlier_queries``;
+    3. ``outlier_classes`` classes uniformly without replacement among the other classes with
+       at least ``ceil(outlier_queries / outlier_classes)`` images (never a support class);
+    4. ``outlier_queries`` split evenly over them the same way, each class's share drawn
+       without replacement; they form :attr:`~anyshot.episodes.EpisodeSpec.outliers`, whose
+       target is :data:`~anyshot.episodes.OUTLIER` (the method sees them as queries like any
+       other, never their target).
+
+    Args:
+        labels: class index of every item, ``[N_items]`` ints.
+        ways: support classes ``N`` per episode.
+        shots: support images per class: one int, or one per way.
+        inlier_queries: queries of the N classes per episode (default 15), at least 1.
+        outlier_queries: outlier queries per episode (default 15); 0 gives closed-set episodes.
+        outlier_classes: classes the outliers come from per episode (default 5); at most
+            ``outlier_queries`` of them are used (every one gives at least one image).
+        seed: the seed of the stream.
+
+    Raises:
+        DatasetError: fewer than ``ways`` classes can hold shots and queries, or the split has
+            too few other classes to draw the outliers from.
+        ValueError: bad arguments.
+    """
+
+    protocol = "open-set"
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        ways: int,
+        shots: int | Sequence[int],
+        inlier_queries: int = 15,
+        outlier_queries: int = 15,
+        outlier_classes: int = 5,
+        seed: int = 0,
+    ) -> None:
+        if ways < 1:
+            raise ValueError(f"ways must be at least 1, got {ways}")
+        shot_list = [int(shots)] * ways if isinstance(shots, int) else [int(s) for s in shots]
+        if len(shot_list) != ways or min(shot_list) < 1:
+            raise ValueError(f"need one shot count >= 1 per way ({ways}), got {shot_list}")
+        if inlier_queries < 1 or outlier_queries < 0 or outlier_classes < 1:
+            raise ValueError(
+                "need inlier_queries >= 1, outlier_queries >= 0 and outlier_classes >= 1; got "
+                f"{inlier_queries}, {outlier_queries} and {outlier_classes}"
+            )
+        self.ways, self.shots, self.seed = int(ways), tuple(shot_list), int(seed)
+        self.inlier_queries, self.outlier_queries = int(inlier_queries), int(outlier_queries)
+        self.outlier_classes = int(min(outlier_classes, max(outlier_queries, 1)))
+        members = _members_by_class(_as_labels(labels))
+        per_way = -(-self.inlier_queries // self.ways)
+        self._members = members
+        self._inliers = self._eligible(max(shot_list) + per_way)
+        if len(self._inliers) < ways:
+            raise DatasetError(
+                f"{ways}-way episodes with up to {max(shot_list)} shots and {per_way} queries per "
+                f"class need {ways} classes with at least {max(shot_list) + per_way} images; "
+                f"only {len(self._inliers)} of {len(members)} classes have that many"
+            )
+        self._outliers = self._eligible(-(-self.outlier_queries // self.outlier_classes))
+        if self.outlier_queries and len(self._outliers) < ways + self.outlier_classes:
+            raise DatasetError(
+                f"{self.outlier_queries} outlier queries from {self.outlier_classes} classes "
+                f"other than the {ways} support classes need {ways + self.outlier_classes} "
+                f"classes with at least {-(-self.outlier_queries // self.outlier_classes)} "
+                f"images; the split has {len(self._outliers)} (of {len(members)} classes): "
+                "lower --outlier-classes, --outlier-queries or --ways"
+            )
+
+    def _eligible(self, need: int) -> np.ndarray:
+        """Sorted class indices with at least ``need`` images."""
+        return np.array(sorted(c for c, m in self._members.items() if len(m) >= need), np.int64)
+
+    def sample(self, index: int) -> EpisodeSpec:
+        """The ``index``-th episode of this sampler's stream."""
+        rng = episode_rng(self.seed, index)
+        chosen = rng.choice(self._inliers, size=self.ways, replace=False)
+        counts = apportion(self.inlier_queries, np.ones(self.ways))
+        inliers = draw_episode(rng, self._members, chosen, self.shots, counts)
+        if self.outlier_queries == 0:
+            return inliers
+        others = self._outliers[~np.isin(self._outliers, chosen)]
+        sources = rng.choice(others, size=self.outlier_classes, replace=False)
+        shares = apportion(self.outlier_queries, np.ones(self.outlier_classes))
+        outliers = [
+            int(item)
+            for cls, share in zip(sources, shares, strict=True)
+            for item in rng.choice(self._members[int(cls)], size=int(share), replace=False)
+        ]
+        return EpisodeSpec(inliers.classes, inliers.support, inliers.query, tuple(outliers))
+
+    def config(self) -> dict[str, Any]:
+        """The protocol's parameters (stored beside results and in episode files)."""
+        return {
+            "protocol": self.protocol,
+            "ways": self.ways,
+            "shots": list(self.shots),
+            "inlier_queries": self.inlier_queries,
+            "outlier_queries": self.outlier_queries,
+            "outlier_classes": self.outlier_classes,
+            "seed": self.seed,
+        }
+
+
 def sampler_config(sampler: Sampler) -> dict[str, Any]:
     """The protocol name and parameters of any sampler of this module, as a JSON-able dict."""
     config = getattr(sampler, "config", None)
@@ -557,6 +680,9 @@ def build_sampler(
     total_queries: int = 75,
     dirichlet_alpha: float = 2.0,
     present_classes: int | None = None,
+    inlier_queries: int = 15,
+    outlier_queries: int = 15,
+    outlier_classes: int = 5,
     seed: int = 0,
 ) -> Sampler:
     """A sampler of the named protocol (see the module docstring).
@@ -564,7 +690,8 @@ def build_sampler(
     ``ways``, ``shots`` and ``queries`` are ignored by ``"variable"``; ``"imbalanced"`` uses
     ``total_queries`` and ``dirichlet_alpha`` instead of ``queries``; ``"present-classes"`` uses
     ``total_queries`` and ``present_classes`` (required) instead of ``queries``; ``ways=None``
-    (every class) is valid for ``"many-way"`` and ``"present-classes"``.
+    (every class) is valid for ``"many-way"`` and ``"present-classes"``; ``"open-set"`` uses
+    ``inlier_queries``, ``outlier_queries`` and ``outlier_classes`` instead of ``queries``.
 
     Raises:
         ConfigurationError: unknown protocol, ``ways=None`` with a protocol that needs a number,
@@ -574,7 +701,7 @@ def build_sampler(
     """
     if protocol not in PROTOCOLS:
         raise ConfigurationError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
-    if ways is None and protocol in ("fixed", "imbalanced"):
+    if ways is None and protocol in ("fixed", "imbalanced", "open-set"):
         raise ConfigurationError(
             f"ways='all' needs protocol 'many-way' or 'present-classes', not {protocol!r}"
         )
@@ -602,6 +729,16 @@ def build_sampler(
             seed=seed,
         )
     assert ways is not None
+    if protocol == "open-set":
+        return OpenSetSampler(
+            labels,
+            ways=ways,
+            shots=shots,
+            inlier_queries=inlier_queries,
+            outlier_queries=outlier_queries,
+            outlier_classes=outlier_classes,
+            seed=seed,
+        )
     if protocol == "imbalanced":
         return ImbalancedQuerySampler(
             labels,

@@ -27,6 +27,7 @@ from anyshot.cli.options import (
     add_method_options,
     add_run_options,
     method_from_args,
+    non_negative_int,
     positive_float,
     positive_int,
     preprocessing_overrides,
@@ -89,8 +90,16 @@ protocols (--protocol):
                share gives what it has, the others with room make up the rest); --queries is
                not used
 
+  open-set     N-way K-shot supports; --inlier-queries queries of the N classes plus
+               --outlier-queries outliers: images of --outlier-classes other classes of the
+               split (never a support class; the method gets them as queries, not their
+               label). Records add AUROC and AUPR of the outlier score 1 - max softmax
+               probability (outliers as positives); accuracy is the inlier queries' accuracy
+
   anyshot evaluate ... --protocol present-classes --ways 20 --present-classes 3 \\
       --total-queries 75 --output pc.json
+  anyshot evaluate ... --protocol open-set --ways 5 --shots 1 --inlier-queries 15 \\
+      --outlier-queries 15 --output os.json
 
 sweeps: --ways 5,10,20 --shots 1,5 evaluates every pair and writes one results file per setting,
   OUTPUT-5w1s.json, OUTPUT-5w5s.json, ... (one --ways value with several --shots needs --sweep,
@@ -208,6 +217,27 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
         "queries come from, 1 <= P <= ways",
     )
     group.add_argument(
+        "--inlier-queries",
+        type=positive_int,
+        default=_default("inlier_queries"),
+        help="open-set: queries of the episode's --ways classes per episode, split evenly "
+        f"(default: {_default('inlier_queries')})",
+    )
+    group.add_argument(
+        "--outlier-queries",
+        type=non_negative_int,
+        default=_default("outlier_queries"),
+        help="open-set: outlier queries per episode, images of other classes of the split "
+        f"(default: {_default('outlier_queries')})",
+    )
+    group.add_argument(
+        "--outlier-classes",
+        type=positive_int,
+        default=_default("outlier_classes"),
+        help="open-set: classes (none of the support's) the outliers come from per episode, "
+        f"split evenly (default: {_default('outlier_classes')})",
+    )
+    group.add_argument(
         "--sweep",
         action="store_true",
         help="treat the --ways and --shots lists as a grid (implied by several --ways values)",
@@ -286,6 +316,9 @@ def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
         episodes=args.episodes,
         protocol=args.protocol,
         total_queries=args.total_queries,
+        inlier_queries=args.inlier_queries,
+        outlier_queries=args.outlier_queries,
+        outlier_classes=args.outlier_classes,
         dirichlet_alpha=args.dirichlet_alpha,
         present_classes=args.present_classes,
         episodes_file=args.episodes_file,
@@ -345,12 +378,25 @@ def _print_result(result: EvaluationResult, path: Path | None, setting: str | No
 
     summary = result.summary
     what = "" if setting is None else f" [{setting}]"
+    inliers = "inlier " if "auroc_mean" in summary else ""
     print(
-        f"{method_label(result.config)}{what}: accuracy {100 * summary['accuracy_mean']:.2f}% "
-        f"± {100 * summary['accuracy_ci95']:.2f} (95% CI), "
+        f"{method_label(result.config)}{what}: {inliers}accuracy "
+        f"{100 * summary['accuracy_mean']:.2f}% ± {100 * summary['accuracy_ci95']:.2f} (95% CI), "
         f"std {100 * summary['accuracy_std']:.2f}, {summary['episodes']} episodes, "
         f"{summary['seconds_per_episode_median']:.3f} s/episode (median)"
     )
+    if inliers:
+        print(
+            f"outliers (score: 1 - max softmax probability): AUROC "
+            f"{100 * summary['auroc_mean']:.2f}% ± {100 * summary['auroc_ci95']:.2f}, AUPR "
+            f"{100 * summary['aupr_mean']:.2f}% ± {100 * summary['aupr_ci95']:.2f} (95% CI)"
+        )
+    if "ece" in summary:
+        print(
+            f"calibration: ECE {100 * summary['ece']:.2f}% over {summary['ece_predictions']} "
+            "query predictions (15 bins of max softmax probability"
+            + ("; an outlier's prediction counts as wrong)" if inliers else ")")
+        )
     print(f"results written to {path}")
 
 

@@ -1,7 +1,7 @@
 """The command line's shared vocabulary: argument types, option groups, arguments -> method.
 
 * argument types: :func:`positive_int`, :func:`positive_float`, :func:`non_negative_float`,
-  :func:`fraction`, :func:`shots_list`, :func:`ways_list`;
+  :func:`non_negative_int`, :func:`fraction`, :func:`shots_list`, :func:`ways_list`;
 * option groups: :func:`add_method_options` (evaluate, classify, fit), :func:`add_backbone_options`,
   :func:`add_run_options`, :func:`add_dataset_argument`;
 * :func:`method_from_args`: THE function turning parsed arguments into a method, for every
@@ -51,6 +51,7 @@ __all__ = [
     "fraction",
     "method_from_args",
     "non_negative_float",
+    "non_negative_int",
     "positive_float",
     "positive_int",
     "preprocessing_overrides",
@@ -74,6 +75,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
     return value
 
 

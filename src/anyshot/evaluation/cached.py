@@ -32,7 +32,7 @@ from torch import nn
 
 from anyshot.data.dataset import ImageDataset
 from anyshot.data.images import Preprocessing
-from anyshot.episodes import EpisodeSpec
+from anyshot.episodes import EpisodeSpec, spec_query_targets
 from anyshot.evaluation.records import (
     EvaluationResult,
     environment_info,
@@ -79,7 +79,7 @@ def episode_items(specs: Iterable[EpisodeSpec]) -> list[int]:
     """Every dataset item the episodes use, each once, in order of first use."""
     items: dict[int, None] = {}
     for spec in specs:
-        for group in (*spec.support, *spec.query):
+        for group in (*spec.support, *spec.query, spec.outliers):
             for item in group:
                 items.setdefault(int(item), None)
     return list(items)
@@ -132,7 +132,7 @@ def embed_items(
 
 def _shape(spec: EpisodeSpec) -> tuple[int, int, int]:
     """``(ways, support size, query count)``: what a batch of episodes must share."""
-    return (len(spec.classes), sum(len(s) for s in spec.support), sum(len(q) for q in spec.query))
+    return (len(spec.classes), sum(len(s) for s in spec.support), len(spec.query_items))
 
 
 def plan_batches(
@@ -204,7 +204,9 @@ def episode_tensors(
     Returns:
         ``support [E, S, D]``, ``support targets [E, S]``, ``query [E, Q, D]``,
         ``query targets [E, Q]``; targets are way indices (way ``k`` of a spec is class ``k``,
-        as in :func:`~anyshot.episodes.make_episode`), rows in way order.
+        as in :func:`~anyshot.episodes.make_episode`), rows in way order; an open-set
+        episode's outliers follow its ways' queries, with target
+        :data:`~anyshot.episodes.OUTLIER`.
 
     Raises:
         ValueError: no episodes, or episodes of different shapes.
@@ -221,8 +223,8 @@ def episode_tensors(
     return (
         torch.stack([features.rows(_flat(spec.support)) for spec in specs]),
         torch.stack([_targets(spec.support) for spec in specs]),
-        torch.stack([features.rows(_flat(spec.query)) for spec in specs]),
-        torch.stack([_targets(spec.query) for spec in specs]),
+        torch.stack([features.rows(spec.query_items) for spec in specs]),
+        torch.stack([spec_query_targets(spec) for spec in specs]),
     )
 
 
@@ -298,7 +300,7 @@ def evaluate_cached(
                 record = episode_record(
                     index,
                     episode_logits,
-                    _targets(spec.query),
+                    spec_query_targets(spec),
                     ways=len(spec.classes),
                     shots=spec.shots,
                     seconds=seconds,

@@ -31,6 +31,7 @@ def evaluate(
     show_progress: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     hardness: Callable[[int, Episode], float] | None = None,
+    targets: Callable[[int, Episode], torch.Tensor] | None = None,
 ) -> EvaluationResult:
     """Run ``method(backbone, episode)`` on every episode and record its accuracy.
 
@@ -44,23 +45,27 @@ def evaluate(
         on_record: called with each record as soon as it exists (e.g. to stream to disk).
         hardness: ``hardness(index, episode) -> Omega`` (see :mod:`anyshot.hardness`), stored
             as each record's ``hardness``; ``index`` is the episode's position in the stream.
+        targets: ``targets(index, episode) -> [Q]`` query targets, for episodes whose queries
+            have no labels (open-set episodes: outliers are
+            :data:`~anyshot.episodes.OUTLIER`); default the episodes' query labels.
 
     Raises:
-        ValueError: an episode without query labels or with no query images.
+        ValueError: an episode without query labels (and no ``targets``) or with no query
+            images.
     """
     result = EvaluationResult(config={**(config or {}), "environment": environment_info()})
     bar = progress_bar(total=total, desc="episodes", enabled=show_progress, unit="episode")
     try:
-        for index, episode in enumerate(_checked(episodes)):
+        for index, episode in enumerate(_checked(episodes, labelled=targets is None)):
             start = time.perf_counter()
             logits = method(backbone, episode)
             seconds = time.perf_counter() - start
-            targets = episode.query_targets
-            assert targets is not None
+            truth = episode.query_targets if targets is None else targets(index, episode)
+            assert truth is not None
             record = episode_record(
                 index,
                 logits,
-                targets,
+                truth,
                 ways=episode.ways,
                 shots=episode.shots,
                 seconds=seconds,
@@ -78,8 +83,8 @@ def evaluate(
     return result
 
 
-def _checked(episodes: Iterable[Episode]) -> Iterator[Episode]:
+def _checked(episodes: Iterable[Episode], *, labelled: bool = True) -> Iterator[Episode]:
     for episode in episodes:
-        if episode.query_labels is None or len(episode.query) == 0:
+        if (labelled and episode.query_labels is None) or len(episode.query) == 0:
             raise ValueError("evaluation needs episodes with query images and query labels")
         yield episode

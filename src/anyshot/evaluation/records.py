@@ -3,6 +3,14 @@
 The summary reports the mean accuracy, the standard deviation *across episodes* (the spread a
 user will meet on one task) and the 95% confidence interval of the mean, ``1.96 std / sqrt(n)``.
 Accuracies are fractions in ``[0, 1]``.
+
+Every record also holds its queries' calibration bins (:mod:`anyshot.calibration`; confidence
+= the maximum softmax probability of the method's query logits), and the summary the expected
+calibration error of all the run's query predictions pooled (``ece``; an outlier's prediction,
+a class it is not of, counts as wrong). Open-set episodes (query
+targets :data:`~anyshot.episodes.OUTLIER` for outliers) record the accuracy on the inlier
+queries as ``accuracy``, the AUROC and AUPR of the outlier score (:data:`OUTLIER_SCORE`,
+outliers as positives), and their summary adds ``auroc_*``, ``aupr_*`` and ``inlier_ece``.
 """
 
 from __future__ import annotations
@@ -19,15 +27,25 @@ import numpy as np
 import torch
 
 from anyshot import __version__
+from anyshot.calibration import CalibrationBins, calibration_bins
 from anyshot.io import write_json
+from anyshot.outliers import auroc, average_precision, msp_score
 
 __all__ = [
+    "OUTLIER_SCORE",
     "EvaluationResult",
+    "calibration_summary",
     "environment_info",
     "episode_record",
+    "open_set_summary",
+    "pooled_bins",
     "running_accuracy",
     "summarize",
 ]
+
+
+#: The outlier score of open-set records (:func:`anyshot.outliers.msp_score`).
+OUTLIER_SCORE = "msp: 1 - max softmax probability of the query logits"
 
 
 def summarize(accuracies: Iterable[float]) -> dict[str, float | int]:
@@ -66,26 +84,102 @@ def episode_record(
     Args:
         index: the episode's position in the run.
         logits: query logits ``[Q, K]``.
-        targets: query class indices ``[Q]``.
+        targets: query class indices ``[Q]``; :data:`~anyshot.episodes.OUTLIER` (``-1``) marks
+            an outlier query (open-set episodes).
         ways: ``K``.
         shots: support images per class.
         seconds: the method's time on this episode.
         hardness: the episode's hardness, stored when given.
+
+    Raises:
+        ValueError: no inlier query.
     """
+    inlier = targets >= 0
+    if not bool(inlier.any()):
+        raise ValueError("an episode needs at least one query of its classes")
     predictions = logits.argmax(dim=1)
     log_p = torch.log_softmax(logits.float(), dim=1)
+    confidence = log_p.exp().amax(dim=1)
+    correct = predictions == targets  # an outlier is never right
     record: dict[str, Any] = {
         "index": index,
-        "accuracy": float((predictions == targets).float().mean()),
+        "accuracy": float(correct[inlier].float().mean()),
         "ways": ways,
         "shots": list(shots),
         "queries": len(targets),
         "seconds": seconds,
         "entropy": float(-(log_p.exp() * log_p).sum(dim=1).mean()),
+        "calibration": calibration_bins(confidence, correct).to_dict(),
     }
+    if not bool(inlier.all()):
+        record.update(_open_set_fields(logits, inlier, confidence, correct))
     if hardness is not None:
         record["hardness"] = float(hardness)
     return record
+
+
+def _open_set_fields(
+    logits: torch.Tensor, inlier: torch.Tensor, confidence: torch.Tensor, correct: torch.Tensor
+) -> dict[str, Any]:
+    """An open-set episode's extra record fields, from its logits ``[Q, K]``, inlier mask,
+    confidences and correctness ``[Q]``: outlier count, AUROC and AUPR of the outlier score
+    (outliers as positives) and the calibration bins of the inlier queries alone."""
+    scores = msp_score(logits)
+    outlier = ~inlier
+    return {
+        "outliers": int(outlier.sum()),
+        "auroc": auroc(scores, outlier),
+        "aupr": average_precision(scores, outlier),
+        "inlier_calibration": calibration_bins(confidence[inlier], correct[inlier]).to_dict(),
+    }
+
+
+def _spread(name: str, values: Sequence[float]) -> dict[str, float]:
+    """``NAME_mean``, ``NAME_std`` (ddof 1; 0 for one value) and ``NAME_ci95`` of ``values``."""
+    array = np.asarray(values, dtype=np.float64)
+    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
+    return {
+        f"{name}_mean": float(array.mean()),
+        f"{name}_std": std,
+        f"{name}_ci95": 1.96 * std / math.sqrt(array.size),
+    }
+
+
+def open_set_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """AUROC and AUPR (mean, std, 95% CI over the records that have them), the score they
+    are of, and the pooled ECE of the inlier queries; empty without open-set records."""
+    scored = [r for r in records if "auroc" in r]
+    if not scored:
+        return {}
+    summary: dict[str, Any] = {"outlier_score": OUTLIER_SCORE, "open_set_episodes": len(scored)}
+    summary.update(_spread("auroc", [float(r["auroc"]) for r in scored]))
+    summary.update(_spread("aupr", [float(r["aupr"]) for r in scored]))
+    summary.update(calibration_summary(scored, key="inlier_calibration", name="inlier_ece"))
+    return summary
+
+
+def calibration_summary(
+    records: Sequence[dict[str, Any]], *, key: str = "calibration", name: str = "ece"
+) -> dict[str, Any]:
+    """``{name: ECE, name + "_predictions": N}`` of every record's ``key`` bins pooled (empty
+    when no record has them, e.g. results written before records held calibration bins)."""
+    bins = pooled_bins(records, key)
+    if bins is None or bins.total == 0:
+        return {}
+    return {name: bins.ece(), f"{name}_predictions": bins.total}
+
+
+def pooled_bins(
+    records: Sequence[dict[str, Any]], key: str = "calibration"
+) -> CalibrationBins | None:
+    """The sum of the records' ``key`` calibration bins, or ``None`` when none has them."""
+    parts = [CalibrationBins.from_dict(r[key]) for r in records if isinstance(r.get(key), dict)]
+    if not parts:
+        return None
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 def running_accuracy(records: Sequence[dict[str, Any]]) -> str:
@@ -111,8 +205,11 @@ class EvaluationResult:
     Attributes:
         records: one dict per episode (:func:`episode_record`): ``index``, ``accuracy``,
             ``ways``, ``shots`` (per class), ``queries``, ``seconds`` (the method alone),
-            ``entropy`` (mean query prediction entropy, nats), and ``hardness`` when the
-            evaluation was given a hardness hook.
+            ``entropy`` (mean query prediction entropy, nats), ``calibration`` (the queries'
+            confidence bins, :class:`~anyshot.calibration.CalibrationBins`), and ``hardness``
+            when the evaluation was given a hardness hook. Open-set episodes: ``accuracy`` is
+            the inlier queries' accuracy, plus ``outliers``, ``auroc``, ``aupr`` and
+            ``inlier_calibration``.
         config: what was run (method, backbone, dataset, ...), stored beside the summary.
     """
 
@@ -126,6 +223,8 @@ class EvaluationResult:
         seconds = [r["seconds"] for r in self.records]
         stats["seconds_per_episode_mean"] = float(np.mean(seconds))
         stats["seconds_per_episode_median"] = float(np.median(seconds))
+        stats.update(calibration_summary(self.records))
+        stats.update(open_set_summary(self.records))
         return stats
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import torch
 from anyshot.backbones import Backbone, load_backbone
 from anyshot.data import load_dataset
 from anyshot.episode_files import load_episodes, read_episode_header, save_episodes
-from anyshot.episodes import EpisodeSpec, make_episode
+from anyshot.episodes import EpisodeSpec, make_episode, spec_query_targets
 from anyshot.errors import ConfigurationError
 from anyshot.evaluation.cached import (
     embed_items,
@@ -90,12 +90,16 @@ class EvaluationConfig:
             ways).
         queries: queries per class (protocols ``fixed`` and ``many-way``).
         episodes: episodes per setting.
-        protocol: ``fixed``, ``many-way``, ``imbalanced``, ``variable`` or ``present-classes``
-            (``None`` = fixed).
+        protocol: ``fixed``, ``many-way``, ``imbalanced``, ``variable``, ``present-classes`` or
+            ``open-set`` (``None`` = fixed).
         total_queries: queries per episode of protocols ``imbalanced`` and ``present-classes``.
         dirichlet_alpha: Dirichlet concentration of protocol ``imbalanced``.
         present_classes: protocol ``present-classes`` (required there, refused elsewhere): how
             many of the ``ways`` support classes the queries come from, ``1..ways``.
+        inlier_queries: protocol ``open-set``: queries of the episode's classes per episode.
+        outlier_queries: protocol ``open-set``: outlier queries per episode (images of other
+            classes of the split; their target is :data:`~anyshot.episodes.OUTLIER`).
+        outlier_classes: protocol ``open-set``: classes the outliers come from per episode.
         episodes_file: run exactly the episodes of this file (no ways, shots, sweep, protocol
             or ``save_episodes`` then).
         save_episodes: also write the sampled episodes to this ``.jsonl`` file.
@@ -133,6 +137,9 @@ class EvaluationConfig:
     total_queries: int = 75
     dirichlet_alpha: float = 2.0
     present_classes: int | None = None
+    inlier_queries: int = 15
+    outlier_queries: int = 15
+    outlier_classes: int = 5
     episodes_file: Path | None = None
     save_episodes: Path | None = None
     seed: int = 0
@@ -414,6 +421,9 @@ class _Run:
             total_queries=config.total_queries,
             dirichlet_alpha=config.dirichlet_alpha,
             present_classes=config.present_classes,
+            inlier_queries=config.inlier_queries,
+            outlier_queries=config.outlier_queries,
+            outlier_classes=config.outlier_classes,
             seed=config.seed,
         )
         specs = list(sampler.take(config.episodes))
@@ -509,6 +519,9 @@ class _Run:
             assert of_spec is not None
             return of_spec(mine[local])
 
+        def targets(local: int, _episode: object) -> torch.Tensor:  # outliers have no label
+            return spec_query_targets(specs[mine[local]])
+
         return evaluate(
             self.config.method,
             self.backbone,
@@ -518,6 +531,7 @@ class _Run:
             show_progress=self.show_progress,
             on_record=keep,
             hardness=None if of_spec is None else hardness,
+            targets=targets,
         )
 
 
