@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from anyshot.calibration import calibration_bins
 from anyshot.cli import main
 from anyshot.errors import ResultsFileError
 from anyshot.report import load_results, method_label, write_report
@@ -28,12 +29,17 @@ def results_file(
     hardness: list[float] | None = None,
     protocol: str = "fixed",
     options: dict[str, Any] | None = None,
+    calibrated: bool = True,
 ) -> Path:
-    """A results file as ``anyshot evaluate`` writes it (only the fields a report reads)."""
+    """A results file as ``anyshot evaluate`` writes it (only the fields a report reads); with
+    ``calibrated``, every query is predicted with confidence 0.9 (calibration bins)."""
     records = [
         {"index": i, "accuracy": a, "ways": ways, "shots": [shots] * ways, "queries": 15 * ways}
         for i, a in enumerate(accuracies)
     ]
+    for record in records if calibrated else []:
+        right = np.arange(15 * ways) < round(record["accuracy"] * 15 * ways)
+        record["calibration"] = calibration_bins(np.full(15 * ways, 0.9), right).to_dict()
     for record, h in zip(records, hardness or [], strict=False):
         record["hardness"] = h
     config = {
@@ -154,6 +160,7 @@ def test_plots_are_valid_pngs(tmp_path: Path, inputs: dict[str, Any]) -> None:
     names = sorted(p.name for p in report.plots)
     assert names == [
         "x-hardness-omniglot-test.png",
+        "x-reliability-omniglot-test.png",
         "x-shots-omniglot-test.png",
         "x-ways-omniglot-test.png",
     ]
@@ -214,11 +221,12 @@ def test_report_command(tmp_path: Path, inputs: dict[str, Any], capsys) -> None:
 def test_one_setting_without_hardness_says_which_plots_are_skipped_and_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    one = results_file(tmp_path / "one.json", [0.8, 0.9, 0.7], ways=5, shots=1)
+    one = results_file(tmp_path / "one.json", [0.8, 0.9, 0.7], ways=5, shots=1, calibrated=False)
     report = write_report([one], tmp_path / "r")
     assert report.plots == [] and not (tmp_path / "r" / "plots").exists()
-    assert len(report.skipped_plots) == 3
-    hardness, ways, shots = report.skipped_plots
+    assert len(report.skipped_plots) == 4
+    hardness, ways, shots, reliability = report.skipped_plots
+    assert "no reliability diagram" in reliability and "calibration bins" in reliability
     assert "no accuracy-versus-hardness plot" in hardness and "--hardness" in hardness
     assert "no accuracy-versus-ways plot" in ways and "every setting has ways = 5" in ways
     assert "no accuracy-versus-shots plot" in shots and "shots = 1" in shots
@@ -236,9 +244,48 @@ def test_plots_that_apply_are_drawn_and_only_the_others_noted(
     tmp_path: Path, inputs: dict[str, Any]
 ) -> None:
     complete = write_report(list(inputs["files"].values()), tmp_path / "all")
-    assert complete.skipped_plots == [] and len(complete.plots) == 3
+    assert complete.skipped_plots == [] and len(complete.plots) == 4
     files = inputs["files"]
     partial = write_report([files["5w1s"], files["10w1s"]], tmp_path / "partial")
-    assert sorted(p.name.split("-")[1] for p in partial.plots) == ["hardness", "ways"]
+    assert sorted(p.name.split("-")[1] for p in partial.plots) == [
+        "hardness",
+        "reliability",
+        "ways",
+    ]
     (shots,) = partial.skipped_plots
     assert "no accuracy-versus-shots plot" in shots and "every setting has shots = 1" in shots
+
+
+def test_rows_carry_the_pooled_ece_and_the_open_set_metrics(tmp_path: Path) -> None:
+    # two episodes of 4 queries: 0.9-confident and all right (|4 - 3.6|), then 0.6-confident and
+    # half right (|2 - 2.4|); pooled ECE = (0.4 + 0.4) / 8 = 10%
+    bins = [
+        calibration_bins(np.full(4, 0.9), np.ones(4, bool)),
+        calibration_bins(np.full(4, 0.6), np.arange(4) < 2),
+    ]
+    records = [
+        {"index": i, "accuracy": a, "ways": 2, "shots": [1, 1], "queries": 4, "auroc": u,
+         "aupr": v, "outliers": 2, "calibration": b.to_dict(), "inlier_calibration": b.to_dict()}
+        for i, (a, u, v, b) in enumerate(zip([1.0, 0.5], [0.9, 0.7], [0.8, 0.6], bins, strict=True))
+    ]  # fmt: skip
+    config = {"dataset": "omniglot", "split": "val", "protocol": "open-set", "ways": 2,
+              "shots": [1, 1], "inlier_queries": 2, "outlier_queries": 2, "outlier_classes": 1,
+              "method": "support-init", "method_options": {}}  # fmt: skip
+    path = tmp_path / "open.json"
+    path.write_text(json.dumps({"summary": {}, "config": config, "episodes": records}))
+    report = write_report([path], tmp_path / "out")
+    (row,) = report.rows
+    assert row.setting.label == "2-way 1-shot, 2 queries + 2 outliers from 1 other classes"
+    assert row.calibration is not None
+    assert row.calibration.ece == pytest.approx(10.0)
+    assert row.calibration.predictions == 8
+    assert row.calibration.auroc == pytest.approx(
+        (80.0, 100 * 1.96 * np.std([0.9, 0.7], ddof=1) / math.sqrt(2))
+    )
+    assert row.calibration.aupr is not None and row.calibration.aupr[0] == pytest.approx(70.0)
+    (line,) = read_csv(tmp_path / "out" / "report.csv")
+    assert float(line["ece_pct"]) == pytest.approx(10.0)
+    assert float(line["auroc_mean_pct"]) == pytest.approx(80.0)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Calibration and outliers" in markdown and "| 10.00 |" in markdown
+    assert any(p.name == "report-reliability-omniglot-val.png" for p in report.plots)

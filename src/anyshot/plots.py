@@ -3,6 +3,8 @@
 * :func:`hardness_plot` — accuracy of every episode against its hardness, one colour and one
   least-squares line per method.
 * :func:`accuracy_plot` — mean accuracy with its 95% CI against ways or shots, one line per series.
+* :func:`reliability_plot` — the reliability diagram: accuracy against mean confidence per
+  confidence bin, one line per series, with the diagonal of perfect calibration.
 
 Each function writes one PNG atomically and returns its path.
 """
@@ -26,7 +28,14 @@ if TYPE_CHECKING:
 
     from anyshot.hardness import LineFit
 
-__all__ = ["CurveSeries", "ScatterSeries", "accuracy_plot", "hardness_plot"]
+__all__ = [
+    "CurveSeries",
+    "ReliabilitySeries",
+    "ScatterSeries",
+    "accuracy_plot",
+    "hardness_plot",
+    "reliability_plot",
+]
 
 DPI = 100
 
@@ -55,6 +64,17 @@ class CurveSeries:
     ci95: Sequence[float]
     colour: int = -1
     style: int = 0
+
+
+@dataclass(frozen=True)
+class ReliabilitySeries:
+    """One line of a reliability diagram: per non-empty confidence bin, the mean confidence
+    ``[b]`` and the accuracy ``[b]`` (both %), and the series' ECE (%)."""
+
+    label: str
+    confidence: Sequence[float]
+    accuracy: Sequence[float]
+    ece: float
 
 
 def _figure() -> Figure:
@@ -145,4 +165,31 @@ def accuracy_plot(
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def reliability_plot(
+    path: str | os.PathLike[str], title: str, series: Sequence[ReliabilitySeries]
+) -> Path:
+    """Accuracy (%) against mean confidence (%) per confidence bin, one line per series (its
+    ECE in the legend); the dashed diagonal is perfect calibration (below it: overconfident)."""
+    figure = _figure()
+    axes = figure.add_subplot()
+    axes.plot([0, 100], [0, 100], color="0.5", linestyle="--", linewidth=1, label="calibrated")
+    for position, entry in enumerate(series):
+        axes.plot(
+            entry.confidence,
+            entry.accuracy,
+            color=f"C{position % 10}",
+            marker="o",
+            markersize=4,
+            label=f"{entry.label}: ECE {entry.ece:.1f}%",
+        )
+    axes.set_xlim(0, 100)
+    axes.set_ylim(-2, 102)
+    axes.set_xlabel("confidence: max softmax probability (%), mean of the bin")
+    axes.set_ylabel("accuracy of the bin's predictions (%)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="upper left")
     return _save(figure, path)

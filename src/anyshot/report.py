@@ -19,7 +19,16 @@ Output (:func:`write_report`), in ``DIR``:
   per method and way count), drawn only where there are at least two points on the x axis; lines
   with fewer points than the longest of their plot are left out (they stay in the tables). A plot
   that does not apply (no episode with a hardness, a single way or shot count) is not drawn and
-  :attr:`Report.skipped_plots` (and ``NAME.md``) says why.
+  :attr:`Report.skipped_plots` (and ``NAME.md``) says why;
+* ``plots/NAME-reliability-DATASET.png`` -- the reliability diagram: per method and setting, the
+  accuracy of the query predictions in each of 15 equal-width confidence bins against their
+  mean confidence (max softmax probability), the diagonal being perfect calibration; from the
+  calibration bins ``anyshot evaluate`` records per episode.
+
+Every row also carries the expected calibration error of its query predictions pooled (ECE,
+:mod:`anyshot.calibration`; an outlier's prediction counts as wrong) and, for open-set results
+(``--protocol open-set``), the ECE of the inlier queries and the mean AUROC and AUPR of the
+outlier score with their 95% CIs; the row's accuracy is then the inlier queries' accuracy.
 
 Warnings (in ``NAME.md`` and returned, for the command line to print on stderr): a 95% CI wider
 than ``± 2`` points, and fewer than 100 episodes in a many-way setting (20 ways or more).
@@ -42,7 +51,12 @@ from typing import Any
 import numpy as np
 
 from anyshot.errors import ResultsFileError
-from anyshot.evaluation.records import summarize
+from anyshot.evaluation.records import (
+    calibration_summary,
+    open_set_summary,
+    pooled_bins,
+    summarize,
+)
 from anyshot.hardness import fit_accuracy_line
 from anyshot.io import atomic_write_text
 
@@ -51,6 +65,7 @@ __all__ = [
     "MANY_WAY",
     "MIN_MANY_WAY_EPISODES",
     "POOLED",
+    "Calibration",
     "Report",
     "ResultBlock",
     "Row",
@@ -69,7 +84,14 @@ MANY_WAY = 20
 #: ... and warn with fewer episodes than this.
 MIN_MANY_WAY_EPISODES = 100
 
-_PROTOCOL_ORDER = {"fixed": 0, "many-way": 1, "imbalanced": 2, "present-classes": 3, "variable": 4}
+_PROTOCOL_ORDER = {
+    "fixed": 0,
+    "many-way": 1,
+    "imbalanced": 2,
+    "present-classes": 3,
+    "open-set": 4,
+    "variable": 5,
+}
 _LABEL_SKIP = {"seed", "device", "batch_size"}
 
 
@@ -78,7 +100,8 @@ class Setting:
     """What kind of episodes a result was measured on.
 
     Attributes:
-        protocol: ``fixed``, ``many-way``, ``imbalanced``, ``present-classes`` or ``variable``.
+        protocol: ``fixed``, ``many-way``, ``imbalanced``, ``present-classes``, ``open-set``
+            or ``variable``.
         ways: classes per episode (``None`` for variable-way episodes).
         shots: shots per class when every class has the same count, else ``None``.
         queries: queries per class (fixed / many-way) or per episode (imbalanced,
@@ -126,6 +149,42 @@ class Row:
     hardness_mean: float | None
     source: str
     warnings: tuple[str, ...] = ()
+    calibration: Calibration | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A row's calibration and outlier figures (%): the ECE of every query prediction pooled
+    and, for open-set results, the inlier queries' ECE and the AUROC and AUPR of the outlier
+    score (mean and 95% CI over episodes); ``None`` where they do not apply."""
+
+    ece: float
+    predictions: int
+    inlier_ece: float | None = None
+    auroc: tuple[float, float] | None = None
+    aupr: tuple[float, float] | None = None
+
+
+def _calibration(records: Sequence[dict[str, Any]]) -> Calibration | None:
+    """The :class:`Calibration` of a block's records, or ``None`` without calibration bins."""
+    pooled = calibration_summary(records)
+    if not pooled:
+        return None
+    open_set = open_set_summary(records)
+
+    def pair(name: str) -> tuple[float, float] | None:
+        if f"{name}_mean" not in open_set:
+            return None
+        return (100 * open_set[f"{name}_mean"], 100 * open_set[f"{name}_ci95"])
+
+    inlier = open_set.get("inlier_ece")
+    return Calibration(
+        100 * pooled["ece"],
+        int(pooled["ece_predictions"]),
+        None if inlier is None else 100 * inlier,
+        pair("auroc"),
+        pair("aupr"),
+    )
 
 
 @dataclass
@@ -189,6 +248,14 @@ def _setting(config: dict[str, Any]) -> Setting:
         alpha = config.get("dirichlet_alpha")
         label = f"{ways}-way {shot_text}, {total} queries Dirichlet({alpha})"
         return Setting(protocol, ways, shots, int(total) if total else None, label)
+    if protocol == "open-set":
+        inliers, outliers = config.get("inlier_queries"), config.get("outlier_queries")
+        label = (
+            f"{ways}-way {shot_text}, {inliers} queries + {outliers} outliers from "
+            f"{config.get('outlier_classes')} other classes"
+        )
+        total = int(inliers or 0) + int(outliers or 0)
+        return Setting(protocol, ways, shots, total or None, label)
     if protocol == "present-classes":
         total = config.get("total_queries")
         label = (
@@ -305,6 +372,7 @@ def summary_rows(blocks: Sequence[ResultBlock]) -> list[Row]:
                 float(np.mean(hardness)) if hardness else None,
                 block.source,
                 _row_warnings(block.dataset, block.setting, block.method, n, std, ci),
+                _calibration(block.records),
             )
         )
     rows.sort(key=lambda r: (r.dataset, r.setting.sort_key(), r.method))
@@ -509,7 +577,7 @@ def write_report(
     datasets = sorted({row.dataset for row in rows})
     if plots:
         report.plots.extend(
-            _plots(rows, fits, datasets, folder / "plots", name, report.skipped_plots)
+            _plots(blocks, rows, fits, datasets, folder / "plots", name, report.skipped_plots)
         )
     report.csv = atomic_write_text(folder / f"{name}.csv", _rows_csv(rows))
     report.hardness_csv = atomic_write_text(folder / f"{name}-hardness.csv", _fits_csv(fits))
@@ -520,6 +588,7 @@ def write_report(
 
 
 def _plots(
+    blocks: Sequence[ResultBlock],
     rows: Sequence[Row],
     fits: Sequence[dict[str, Any]],
     datasets: Sequence[str],
@@ -552,7 +621,39 @@ def _plots(
                 "anyshot evaluate with --hardness)"
             )
         written.extend(_curve_plots(rows, dataset, plot_folder, name, skipped))
+        written.extend(_reliability_plots(blocks, dataset, plot_folder, name, skipped))
     return written
+
+
+def _reliability_plots(
+    blocks: Sequence[ResultBlock], dataset: str, plots: Path, name: str, skipped: list[str]
+) -> list[Path]:
+    """The reliability diagram of ``dataset`` (one line per method and setting with calibration
+    bins), or why there is none (appended to ``skipped``)."""
+    from anyshot.plots import ReliabilitySeries, reliability_plot
+
+    series = []
+    for block in sorted(blocks, key=lambda b: (b.setting.sort_key(), b.method)):
+        bins = pooled_bins(block.records) if block.dataset == dataset else None
+        if bins is None or bins.total == 0:
+            continue
+        full = bins.count > 0
+        series.append(
+            ReliabilitySeries(
+                f"{block.method}, {block.setting.label}",
+                (100 * bins.confidence[full] / bins.count[full]).tolist(),
+                (100 * bins.correct[full] / bins.count[full]).tolist(),
+                100 * bins.ece(),
+            )
+        )
+    if not series:
+        skipped.append(
+            f"{dataset}: no reliability diagram: no result holds calibration bins (results "
+            "written before anyshot recorded them; run anyshot evaluate again)"
+        )
+        return []
+    path = plots / f"{name}-reliability-{_slug(dataset)}.png"
+    return [reliability_plot(path, f"{dataset}: reliability of the query predictions", series)]
 
 
 ROWS_HEADER = (
@@ -568,6 +669,12 @@ ROWS_HEADER = (
     "accuracy_std_pct",
     "accuracy_ci95_pct",
     "hardness_mean",
+    "ece_pct",
+    "inlier_ece_pct",
+    "auroc_mean_pct",
+    "auroc_ci95_pct",
+    "aupr_mean_pct",
+    "aupr_ci95_pct",
     "source",
     "warning",
 )
@@ -606,12 +713,27 @@ def _rows_csv(rows: Sequence[Row]) -> str:
                 repr(r.std),
                 repr(r.ci95),
                 None if r.hardness_mean is None else repr(r.hardness_mean),
+                *_calibration_cells(r.calibration),
                 r.source,
                 " | ".join(r.warnings),
             ]
             for r in rows
         ),
     )
+
+
+def _calibration_cells(calibration: Calibration | None) -> list[str | None]:
+    """The CSV cells of a row's :class:`Calibration` (empty where it does not apply)."""
+    if calibration is None:
+        return [None] * 6
+    auroc, aupr = calibration.auroc, calibration.aupr
+    values = [
+        calibration.ece,
+        calibration.inlier_ece,
+        *(auroc if auroc is not None else (None, None)),
+        *(aupr if aupr is not None else (None, None)),
+    ]
+    return [None if v is None else repr(v) for v in values]
 
 
 def _fits_csv(fits: Sequence[dict[str, Any]]) -> str:
@@ -647,6 +769,42 @@ def _fit_line(fit: dict[str, Any], where: str) -> str:
     )
 
 
+def _calibration_markdown(rows: Sequence[Row], datasets: Sequence[str]) -> list[str]:
+    """The "Calibration and outliers" section: rows with calibration bins only."""
+    found = [r for r in rows if r.calibration is not None]
+    if not found:
+        return []
+    lines = [
+        "## Calibration and outliers",
+        "",
+        "ECE in %: expected calibration error of all query predictions pooled (15 equal-width "
+        "bins of the max softmax probability; an outlier's prediction counts as wrong); inlier "
+        "ECE: the inlier queries alone. AUROC and AUPR in % (mean ± 95% CI over episodes): how "
+        "well the outlier score (1 - max softmax probability) ranks outliers above inliers, "
+        "outliers as positives; open-set settings only (their accuracy above is the inlier "
+        "queries' accuracy).",
+        "",
+    ]
+    for dataset in datasets:
+        lines += [
+            f"### {dataset}",
+            "",
+            "| setting | method | ECE | inlier ECE | AUROC | AUPR | predictions |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in (r for r in found if r.dataset == dataset):
+            c = row.calibration
+            assert c is not None
+            auroc = "n/a" if c.auroc is None else f"{c.auroc[0]:.2f} ± {c.auroc[1]:.2f}"
+            aupr = "n/a" if c.aupr is None else f"{c.aupr[0]:.2f} ± {c.aupr[1]:.2f}"
+            lines.append(
+                f"| {row.setting.label} | {row.method} | {c.ece:.2f} | "
+                f"{_number(c.inlier_ece)} | {auroc} | {aupr} | {c.predictions} |"
+            )
+        lines.append("")
+    return lines
+
+
 def _markdown(
     report: Report, datasets: Sequence[str], folder: Path, blocks: Sequence[ResultBlock]
 ) -> str:
@@ -677,6 +835,7 @@ def _markdown(
                 f"± {row.ci95:.2f}{flag} | {row.episodes} | {_number(row.hardness_mean)} |"
             )
         lines.append("")
+    lines += _calibration_markdown(report.rows, datasets)
     pooled = [f for f in report.fits if f["scope"] == POOLED]
     if pooled:
         lines += [
