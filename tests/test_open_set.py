@@ -1,0 +1,216 @@
+"""Open-set evaluation: the sampler, the outlier and calibration metrics, records, the command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anyshot.calibration import calibration_bins, expected_calibration_error
+from anyshot.cli import main
+from anyshot.episodes import OUTLIER, spec_query_targets
+from anyshot.errors import DatasetError
+from anyshot.evaluation import EvaluationResult, episode_record
+from anyshot.evaluation.run import EvaluationConfig, run_evaluation
+from anyshot.methods.presets import RECOMMENDED
+from anyshot.outliers import auroc, average_precision, msp_score, nearest_mean_distance
+from anyshot.protocols import OpenSetSampler, build_sampler
+from conftest import write_colour_folder
+
+#: 12 classes of 10 items: class c holds items 10c .. 10c + 9.
+LABELS = np.repeat(np.arange(12), 10)
+
+
+# --- the sampler -------------------------------------------------------------------------------
+def test_outliers_come_from_other_classes_in_the_asked_numbers() -> None:
+    sampler = OpenSetSampler(
+        LABELS, ways=5, shots=1, inlier_queries=7, outlier_queries=6, outlier_classes=3, seed=2
+    )
+    for spec in sampler.take(50):
+        outlier_classes = {int(LABELS[i]) for i in spec.outliers}
+        assert outlier_classes.isdisjoint(spec.classes)
+        assert len(outlier_classes) == 3 and len(spec.outliers) == 6
+        assert [len(q) for q in spec.query] == [2, 2, 1, 1, 1]  # 7 split evenly
+        items = [i for s in spec.support for i in s] + spec.query_items
+        assert len(items) == len(set(items)) == 5 + 7 + 6
+        targets = spec_query_targets(spec)
+        assert targets.tolist()[-6:] == [OUTLIER] * 6 and int(targets[:7].min()) >= 0
+
+
+def test_the_same_seed_gives_the_same_episodes_and_the_same_inliers_at_any_outlier_count() -> None:
+    def sampler(outliers: int, seed: int = 4) -> OpenSetSampler:
+        return OpenSetSampler(LABELS, ways=3, shots=2, outlier_queries=outliers, seed=seed)
+
+    assert list(sampler(9).take(5)) == list(sampler(9).take(5))
+    assert list(sampler(9).take(5)) != list(sampler(9, seed=5).take(5))
+    clean, mixed = sampler(0).sample(3), sampler(9).sample(3)
+    assert clean.outliers == () and len(mixed.outliers) == 9
+    assert (clean.classes, clean.support, clean.query) == (
+        mixed.classes,
+        mixed.support,
+        mixed.query,
+    )
+
+
+def test_too_few_other_classes_for_the_outliers_is_explained() -> None:
+    with pytest.raises(DatasetError, match="other than the 5 support classes"):
+        OpenSetSampler(LABELS, ways=5, shots=1, outlier_classes=8)
+    with pytest.raises(ValueError, match="inlier_queries >= 1"):
+        OpenSetSampler(LABELS, ways=5, shots=1, inlier_queries=0)
+    sampler = build_sampler("open-set", LABELS, ways=2, shots=1, outlier_queries=4, seed=1)
+    assert sampler.sample(0).outliers and sampler.config()["outlier_classes"] == 4  # type: ignore[attr-defined]
+
+
+# --- scores and metrics ------------------------------------------------------------------------
+def test_auroc_and_average_precision_by_hand() -> None:
+    # outliers score 0.35 and 0.8, inliers 0.1 and 0.4: 3 of the 4 (outlier, inlier) pairs are
+    # ordered right -> AUROC 3/4; thresholds 0.8 (P 1, R 1/2), 0.4 (P 1/2), 0.35 (P 2/3, R 1)
+    # -> AP = 1/2 * 1 + 1/2 * 2/3 = 5/6 (scikit-learn's documented example)
+    scores, outlier = [0.1, 0.4, 0.35, 0.8], [False, False, True, True]
+    assert auroc(scores, outlier) == pytest.approx(0.75)
+    assert average_precision(scores, outlier) == pytest.approx(5 / 6)
+    assert auroc([0.5, 0.5], [False, True]) == 0.5  # a tie counts one half
+    assert average_precision([0.5, 0.5], [False, True]) == 0.5
+    assert auroc([0.0, 1.0, 2.0], [False, True, True]) == 1.0
+    with pytest.raises(ValueError, match="at least one outlier and one inlier"):
+        auroc([0.1, 0.2], [False, False])
+
+
+def test_auroc_matches_the_pair_count_on_random_scores() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, size=40).astype(float)  # many ties
+    outlier = rng.random(40) < 0.4
+    pos, neg = scores[outlier], scores[~outlier]
+    pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert auroc(scores, outlier) == pytest.approx(pairs)
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    # 0.8-confident and 4 of 5 right: perfectly calibrated
+    assert expected_calibration_error(np.full(5, 0.8), np.arange(5) < 4) == pytest.approx(0.0)
+    # bin (13/15, 14/15]: 2 at 0.9, 1 right -> |1 - 1.8|; bin (8/15, 9/15]: 2 at 0.6, both right
+    # -> |2 - 1.2|; ECE = 1.6 / 4
+    confidence = np.array([0.9, 0.9, 0.6, 0.6])
+    correct = np.array([True, False, True, True])
+    assert expected_calibration_error(confidence, correct) == pytest.approx(0.4)
+    bins = calibration_bins(confidence, correct)
+    assert bins.count.tolist() == [0] * 8 + [2] + [0] * 4 + [2, 0]
+    halves = calibration_bins(confidence[:2], correct[:2]) + calibration_bins(
+        confidence[2:], correct[2:]
+    )
+    assert halves.ece() == pytest.approx(0.4)  # bins of parts add up to the pooled bins
+    edges = calibration_bins(np.array([0.0, 1.0]), np.array([False, True]))
+    assert edges.count[0] == 1 and edges.count[-1] == 1
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        calibration_bins(np.array([1.5]), np.array([True]))
+
+
+def test_msp_and_nearest_mean_scores() -> None:
+    logits = torch.tensor([[[0.0, 0.0], [10.0, 0.0]]])  # [E=1, Q=2, K=2]
+    scores = msp_score(logits)
+    assert scores.shape == (1, 2)
+    assert scores[0, 0] == pytest.approx(0.5) and scores[0, 1] < 1e-4
+    support = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    query = torch.tensor([[[2.0, 0.0], [1.0, 1.0]]])
+    distance = nearest_mean_distance(support, torch.tensor([[0, 1]]), query, 2)
+    assert distance[0].tolist() == pytest.approx([-1.0, -(0.5**0.5)])
+
+
+# --- records -----------------------------------------------------------------------------------
+def test_open_set_records_score_inliers_and_outliers() -> None:
+    # 2 inliers (one right), 2 outliers; the outliers' logits are flatter -> higher MSP score
+    logits = torch.tensor([[5.0, 0.0], [5.0, 0.0], [0.2, 0.0], [0.0, 0.1]])
+    targets = torch.tensor([0, 1, OUTLIER, OUTLIER])
+    record = episode_record(0, logits, targets, ways=2, shots=[1, 1], seconds=0.0)
+    assert record["accuracy"] == 0.5 and record["outliers"] == 2
+    assert record["auroc"] == 1.0 and record["aupr"] == 1.0
+    assert sum(record["calibration"]["count"]) == 4
+    assert sum(record["inlier_calibration"]["count"]) == 2
+    closed = episode_record(1, logits[:2], targets[:2], ways=2, shots=[1, 1], seconds=0.0)
+    assert "auroc" not in closed and sum(closed["calibration"]["correct"]) == 1
+    summary = EvaluationResult(records=[record, closed]).summary
+    confidence = torch.softmax(logits, 1).amax(1)
+    pooled = expected_calibration_error(
+        torch.cat([confidence, confidence[:2]]), [True, False, False, False, True, False]
+    )
+    assert summary["ece"] == pytest.approx(pooled)
+    assert summary["auroc_mean"] == 1.0 and summary["open_set_episodes"] == 1
+
+
+# --- the command -------------------------------------------------------------------------------
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return write_colour_folder(tmp_path / "data", classes=5, per_class=6)
+
+
+def test_evaluate_protocol_open_set_end_to_end(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "os.json"
+    argv = ["evaluate", "--dataset", "folder", "--data-root", str(folder), "--ways", "2",
+            "--shots", "1", "--protocol", "open-set", "--inlier-queries", "4",
+            "--outlier-queries", "3", "--outlier-classes", "2", "--episodes", "4",
+            "--method", "support-init", "--backbone", "conv4", "--image-size", "16",
+            "--cache-dir", str(tmp_path / "cache"), "--save-episodes", str(tmp_path / "e.jsonl"),
+            "--seed", "3", "--quiet", "--output", str(output)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "inlier accuracy" in printed and "AUROC" in printed and "ECE" in printed
+    data = json.loads(output.read_text())
+    assert data["config"]["protocol"] == "open-set" and data["config"]["outlier_queries"] == 3
+    for record in data["episodes"]:
+        assert record["queries"] == 7 and record["outliers"] == 3
+        assert 0.0 <= record["auroc"] <= 1.0 and 0.0 <= record["aupr"] <= 1.0
+    for key in ("ece", "inlier_ece", "auroc_mean", "auroc_ci95", "aupr_mean", "aupr_ci95"):
+        assert key in data["summary"], key
+    # the saved episodes (outliers included) re-run to the same records, without the cache
+    again = tmp_path / "again.json"
+    assert main(["evaluate", "--dataset", "folder", "--data-root", str(folder),
+                 "--episodes-file", str(tmp_path / "e.jsonl"), "--method", "support-init",
+                 "--backbone", "conv4", "--image-size", "16", "--seed", "3", "--quiet",
+                 "--output", str(again)]) == 0  # fmt: skip
+    rerun = json.loads(again.read_text())["episodes"]
+    assert [r["outliers"] for r in rerun] == [3] * 4
+    assert [r["auroc"] for r in rerun] == pytest.approx([r["auroc"] for r in data["episodes"]])
+    assert main(["report", str(output), "--output", str(tmp_path / "report")]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "3 outliers from 2 other classes" in markdown and "Calibration and outliers" in markdown
+    assert (tmp_path / "report" / "plots" / "report-reliability-folder-test.png").exists()
+
+
+def test_transductive_methods_get_the_outliers_as_queries_but_not_their_labels(
+    folder: Path,
+) -> None:
+    from anyshot.backbones import build_backbone
+    from anyshot.data import load_dataset
+    from anyshot.episodes import make_episode
+
+    dataset = load_dataset("folder", folder, "test")
+    spec = OpenSetSampler(
+        dataset.labels, ways=2, shots=1, inlier_queries=2, outlier_queries=2, outlier_classes=1
+    ).sample(0)
+    backbone = build_backbone("conv4", image_size=16)
+    episode = make_episode(dataset, spec, backbone.preprocessing)
+    assert len(episode.query) == 4 and episode.query_labels is None
+    # the plain (image) path: the default transductive method runs on all 4 queries
+    (result,) = run_evaluation(
+        EvaluationConfig(
+            dataset="folder",
+            data_root=folder,
+            ways=(2,),
+            shots=(1,),
+            episodes=2,
+            method=dataclasses.replace(RECOMMENDED, epochs=1),
+            backbone="conv4",
+            image_size=16,
+            protocol="open-set",
+            inlier_queries=2,
+            outlier_queries=2,
+            outlier_classes=1,
+        )
+    )
+    assert [(r["queries"], r["outliers"]) for r in result.records] == [(4, 2), (4, 2)]
