@@ -325,7 +325,8 @@ def run_domain(args: Any, name: str, record: dict[str, Any], log: Callable[[str]
         batches = {s: EpisodeBatch.of(features, cells[f"{cell}-share{s}"]) for s in SHARES}
         record["outlier_share"][cell] = share_rows(batches)
         log(f"{cell} done")
-        write_json(args.output, record)
+        record["markdown"] = markdown(record)
+        write_json(args.output, record)  # what is finished survives an interruption
 
 
 def main() -> None:
