@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 from anyshot.data.registry import available_datasets
@@ -42,8 +43,10 @@ __all__ = [
     "DATASET_CHOICES",
     "add_backbone_options",
     "add_dataset_argument",
+    "add_embedding_options",
     "add_method_options",
     "add_run_options",
+    "embedding_settings",
     "fraction",
     "method_from_args",
     "non_negative_float",
@@ -354,6 +357,43 @@ def add_run_options(
             "permission denied) instead of skipping it",
         )
     group.add_argument("--quiet", action="store_true", help=quiet)
+
+
+def add_embedding_options(parser: argparse.ArgumentParser) -> None:
+    """``--cache-dir``, ``--no-cache`` and ``--precision`` (the practitioner commands)."""
+    group = parser.add_argument_group("embedding")
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="folder of the feature cache: embeddings of image files are kept there and read "
+        "back while the network and the files are unchanged, so a second run on the same "
+        "images (or predict after fit) embeds nothing (default: $XDG_CACHE_HOME/anyshot/"
+        "features or ~/.cache/anyshot/features)",
+    )
+    group.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="write and read no feature cache on disk",
+    )
+    group.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="of the embedding forward pass: auto = bfloat16 on a CPU with native bfloat16 "
+        "(~3-4x faster, same accuracy within noise), else float32 (default auto)",
+    )
+
+
+def embedding_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The estimator keywords ``cache_dir`` and ``precision`` the options ask for.
+
+    Raises:
+        ConfigurationError: ``--cache-dir`` together with ``--no-cache``.
+    """
+    if args.no_cache and args.cache_dir is not None:
+        raise ConfigurationError("--cache-dir and --no-cache contradict each other; give one")
+    cache_dir: Path | bool | None = False if args.no_cache else args.cache_dir
+    return {"cache_dir": cache_dir, "precision": args.precision}
 
 
 # --- arguments -> method ----------------------------------------------------------------------

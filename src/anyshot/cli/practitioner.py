@@ -21,8 +21,10 @@ import numpy as np
 
 from anyshot.cli.options import (
     add_backbone_options,
+    add_embedding_options,
     add_method_options,
     add_run_options,
+    embedding_settings,
     method_from_args,
     positive_int,
     preprocessing_overrides,
@@ -147,6 +149,7 @@ def _add_classify(sub: Any) -> None:
     data.add_argument("--query", type=Path, required=True, help="folder of images to classify")
     _add_model_options(classify)
     _add_output_options(classify, default_top_k=3)
+    add_embedding_options(classify)
     add_run_options(classify, strict=True, quiet=QUIET)
     classify.set_defaults(run=_guarded(_run_classify), timed=False)
 
@@ -170,6 +173,7 @@ def _add_fit(sub: Any) -> None:
     )
     fit.add_argument("--output", type=Path, required=True, help="model file to write (.pt)")
     _add_model_options(fit)
+    add_embedding_options(fit)
     add_run_options(fit, strict=True, quiet=QUIET)
     fit.set_defaults(run=_guarded(_run_fit), timed=False)
 
@@ -186,6 +190,7 @@ def _add_predict(sub: Any) -> None:
     predict.add_argument("--model", type=Path, required=True, help="model file from anyshot fit")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGES_OR_DIRS")
     _add_output_options(predict, default_top_k=3)
+    add_embedding_options(predict)
     add_run_options(predict, strict=True, quiet=QUIET)
     predict.set_defaults(run=_guarded(_run_predict), timed=False)
 
@@ -214,6 +219,7 @@ def _add_suggest(sub: Any) -> None:
     suggest.add_argument(
         "--output", type=Path, help="CSV file (default: stdout, summary on stderr)"
     )
+    add_embedding_options(suggest)
     add_run_options(suggest, strict=True, quiet=QUIET)
     suggest.set_defaults(run=_guarded(_run_suggest), timed=False)
 
@@ -229,6 +235,7 @@ def _classifier(args: argparse.Namespace) -> Any:
         device=args.device,
         seed=args.seed,
         show_progress=not args.quiet,
+        **embedding_settings(args),
         **preprocessing_overrides(args),
     )
 
@@ -434,10 +441,11 @@ def _run_fit(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> Any:
     from anyshot.classifier import FewShotClassifier
 
+    settings = embedding_settings(args)
     model = FewShotClassifier.load(args.model, device=args.device)
-    model.batch_size = args.batch_size
-    model.show_progress = not args.quiet
-    return model
+    return model.set_params(
+        batch_size=args.batch_size, show_progress=not args.quiet, **settings
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> int:
