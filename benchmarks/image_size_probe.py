@@ -3,9 +3,9 @@ on the **val** classes of mini-ImageNet (84 px files) and Omniglot (105 px files
 
 The same seeded 5-way episodes (``--shots``, ``--queries`` per class, ``--episodes`` each) at
 every size; support-init and the default method (:data:`~anyshot.methods.presets.RECOMMENDED`)
-on FeatureCache rows (``--dtype``, default bfloat16 as the practitioner commands run on a CPU that
-has it; channels-last). Prints mean accuracy (%) per cell and the paired difference of each size from
-the largest, and writes a JSON. This is what chose the practitioner commands' automatic
+on FeatureCache rows (``--dtype``, default bfloat16 as the practitioner commands run on a CPU
+that has it; channels-last). Prints mean accuracy (%) per cell and the paired difference of each
+size from the largest, and writes a JSON. This is what chose the practitioner commands' automatic
 ``--image-size`` rule (:func:`anyshot.image_size.automatic_image_size`).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/image_size_probe.py --threads 2 \\

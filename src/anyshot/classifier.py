@@ -58,6 +58,7 @@ from anyshot.methods.presets import RECOMMENDED, Method
 from anyshot.methods.registry import method_from_dict, method_to_dict
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.model_file import SavedModel, load_model_file, save_model_file
+from anyshot.threads import torch_threads
 
 __all__ = ["PRECISIONS", "FewShotClassifier"]
 
@@ -381,7 +382,8 @@ class FewShotClassifier:
         index = {label: k for k, label in enumerate(classes)}
         targets = torch.tensor([index[label] for label in kept_labels])
         query = pool if pool is not None else embeddings[:0]
-        fitted = method.fit_features(embeddings, targets, query, ways=len(classes))
+        with torch_threads(1):  # [N, D] features: one thread (see anyshot.threads)
+            fitted = method.fit_features(embeddings, targets, query, ways=len(classes))
         classifier, pool_logits = fitted.classifier(0), fitted.query_logits[0]
         logits = list(pool_logits.split([len(k) for _, k in extra])) if extra else []
         return classifier, logits, [k for _, k in extra], kept

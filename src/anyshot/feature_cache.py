@@ -427,8 +427,9 @@ class FeatureCache:
                 progress_bar(total=len(missing), desc=desc, enabled=show_progress, unit="img"),
             )  # fmt: skip
             found.update(computed)
-            found.update({i: computed[first[k]] for i, k in enumerate(keys)
-                          if k is not None and i not in found and first.get(k) in computed})  # fmt: skip
+            for i, k in enumerate(keys):  # repeats of a file computed once
+                if k is not None and i not in found and first.get(k) in computed:
+                    found[i] = computed[first[k]]
         kept = sorted(found)
         if not kept:
             return torch.empty(0, 0), kept

@@ -346,8 +346,9 @@ def add_run_options(
     group.add_argument(
         "--threads",
         type=positive_int,
-        help="CPU threads for torch (default: all cores; on a machine busy with other work, "
-        "--threads 1 can be several times faster)",
+        help="CPU threads for torch (default: the free cores, i.e. the cores this process "
+        "may use less the 1-minute load average, at least 1: torch's one thread per core "
+        "collapses on a machine busy with other work)",
     )
     if strict:
         group.add_argument(

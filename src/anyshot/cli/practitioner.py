@@ -443,9 +443,7 @@ def _load(args: argparse.Namespace) -> Any:
 
     settings = embedding_settings(args)
     model = FewShotClassifier.load(args.model, device=args.device)
-    return model.set_params(
-        batch_size=args.batch_size, show_progress=not args.quiet, **settings
-    )
+    return model.set_params(batch_size=args.batch_size, show_progress=not args.quiet, **settings)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
