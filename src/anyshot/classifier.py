@@ -47,6 +47,7 @@ from anyshot.embedding import (
     Unreadable,
     as_images,
     check_images,
+    memory_batch_size,
     select_images,
 )
 from anyshot.episodes import Episode
@@ -103,7 +104,8 @@ class FewShotClassifier:
             or :class:`~anyshot.methods.TransductiveFineTuning` (any scope); ``None`` = the
             recommended transductive fine-tuning of the head with validation-tuned settings.
         image_size: input side in pixels (default: the backbone's).
-        batch_size: images decoded and embedded at once (bounds memory).
+        batch_size: images decoded and embedded at once (bounds memory); lowered for large
+            inputs to :data:`~anyshot.embedding.BATCH_VALUES` values (32 images at 224 px).
         device: ``"cpu"``, ``"cuda"``, ... (default: CPU).
         seed: seeds the method (chunk order, augmentation) and a randomly initialised backbone.
         show_progress: progress bars on stderr while embedding (images, rate, ETA).
@@ -353,10 +355,15 @@ class FewShotClassifier:
     ) -> tuple[torch.Tensor, list[int]]:
         """Embeddings ``[n, D]`` of the readable images and their positions, through the
         feature cache (read where cached, computed and stored otherwise)."""
+        if isinstance(images, torch.Tensor):
+            channels, height, width = images.shape[1:]
+            shape = (int(channels), int(height), int(width))
+        else:
+            shape = images.image_shape
         return self._feature_cache().embed(
             network,
             images,
-            batch_size=self.batch_size,
+            batch_size=memory_batch_size(self.batch_size, shape),
             on_unreadable=on_unreadable,
             show_progress=self.show_progress,
             desc=desc,
