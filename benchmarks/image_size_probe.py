@@ -5,11 +5,20 @@ The same seeded 5-way episodes (``--shots``, ``--queries`` per class, ``--episod
 every size; support-init and the default method (:data:`~anyshot.methods.presets.RECOMMENDED`)
 on FeatureCache rows (``--dtype``, default bfloat16 as the practitioner commands run on a CPU
 that has it; channels-last). Prints mean accuracy (%) per cell and the paired difference of each
-size from the largest, and writes a JSON. This is what chose the practitioner commands' automatic
-``--image-size`` rule (:func:`anyshot.image_size.automatic_image_size`).
+size from the largest, and writes a JSON.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/image_size_probe.py --threads 2 \\
-        --output benchmarks/results/image-size-probe-val.json
+Result (5-way 1-shot, 5 queries per class, 100 episodes, seed 7): the 224 px default beat the
+images' own size on both, so the practitioner commands keep the backbone's input size whatever
+the images' size (no shrinking rule): mini-ImageNet (84 px files) at 84 px support-init -15.9
+(+-2.1), default method -20.4 (+-2.6) points; Omniglot (105 px files) at 84 px -4.9 (+-2.2) /
+-8.5 (+-3.7), at 112 px -3.4 (+-2.1) / -7.0 (+-3.4).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/image_size_probe.py --datasets omniglot \
+        --shots 1 --sizes 84 112 224 \
+        --output benchmarks/results/image-size-probe-omniglot-val.json
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/image_size_probe.py \
+        --datasets mini-imagenet --shots 1 --sizes 84 224 \
+        --output benchmarks/results/image-size-probe-mini-imagenet-val.json
 """
 
 from __future__ import annotations

@@ -103,7 +103,10 @@ class FewShotClassifier:
         method: :class:`~anyshot.methods.SupportBasedInit`, :class:`~anyshot.methods.FineTuning`
             or :class:`~anyshot.methods.TransductiveFineTuning` (any scope); ``None`` = the
             recommended transductive fine-tuning of the head with validation-tuned settings.
-        image_size: input side in pixels (default: the backbone's).
+        image_size: input side in pixels (default: the backbone's, whatever the images'
+            size: on validation classes small images enlarged to EfficientNet-Lite0's 224 px
+            were classified better than at their own 84 px / 105 px,
+            ``benchmarks/image_size_probe.py``).
         batch_size: images decoded and embedded at once (bounds memory); lowered for large
             inputs to :data:`~anyshot.embedding.BATCH_VALUES` values (32 images at 224 px).
         device: ``"cpu"``, ``"cuda"``, ... (default: CPU).

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from anyshot.cli.options import (
+    IMAGE_SIZE_HELP,
     add_backbone_options,
     add_embedding_options,
     add_method_options,
@@ -120,7 +121,7 @@ def _add_output_options(parser: argparse.ArgumentParser, *, default_top_k: int) 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """The backbone, the method and its settings, the seed (classify, fit)."""
-    add_backbone_options(parser)
+    add_backbone_options(parser, image_size_help=IMAGE_SIZE_HELP)
     add_method_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
 
