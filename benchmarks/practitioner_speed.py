@@ -10,10 +10,11 @@ start nor ``import torch``), and images/s is support plus query images over it. 
 part alone is timed too (the wall time inside ``FeatureCache.embed``, through which the
 estimator embeds everything, and the images it computed rather than read).
 
-* ``old``: the path before the fast path, selected by the estimator's options:
-  ``FewShotClassifier(precision="float32", channels_last=False, cache_dir=False)`` at 224 px,
-  torch's default threads (one per core, ``OMP_NUM_THREADS`` unset), driven as ``classify``
-  drives it (scan the folders, ``classify(...)``).
+* ``old``: the path before the fast path: the estimator embedding through the old call,
+  :func:`anyshot.embedding.embed_images` with its defaults (float32, contiguous input, no
+  cache) and ``batch_size=64`` (the estimator's ``_embed`` of before, patched in here), at
+  224 px, torch's default threads (one per core, ``OMP_NUM_THREADS`` unset), driven as
+  ``classify`` drives it (scan the folders, ``classify(...)``).
 * ``new``: ``anyshot classify --support S --query Q --output F --quiet --cache-dir C`` through
   ``anyshot.cli.main``, default settings (bfloat16 where the CPU has it, channels-last, the
   automatic input size, the default threads), into an empty cache folder ``C``;
@@ -22,7 +23,12 @@ estimator embeds everything, and the images it computed rather than read).
   speed-up of the embedding path alone.
 
 Each variant runs ``--repeats`` times (``new`` / ``new-warm`` as pairs, each pair with a fresh
-cache folder); the table shows the best and all times.
+cache folder); the table shows the best and all times. All of it runs under each of
+``--conditions``: ``idle`` (the machine as it is; each run records the 1-minute load average
+at its start) and ``busy`` (``--busy`` extra processes spinning on the CPU, started
+``--settle`` seconds before the first run so that the load average, which sets the default
+threads, has seen them: a shared machine with other work). The ``idle`` condition is whatever
+else runs on the machine: read each run's ``load_average_at_start``.
 
     .venv/bin/python benchmarks/practitioner_speed.py \\
         --output benchmarks/results/practitioner-speed.json
@@ -73,7 +79,7 @@ def _classify_old(folder: Path) -> dict[str, Any]:
 
     support = scan_support(folder / "support")
     query = scan_images([folder / "query"])
-    model = FewShotClassifier(precision="float32", channels_last=False, cache_dir=False)
+    model = FewShotClassifier(cache_dir=False)  # embedding: see _use_old_embedding
     probabilities, _ = model.classify(support.paths, support.labels, query.paths)
     return {"image_size": model.preprocessing_.image_size, "rows": len(probabilities)}
 
@@ -93,23 +99,51 @@ def _classify_new(folder: Path, cache: Path, extra: list[str]) -> dict[str, Any]
                                                                 ["predictions"])}  # fmt: skip
 
 
+def _use_old_embedding() -> None:
+    """The estimator's embedding as it was before the fast path (float32, contiguous, no
+    cache, batches of ``batch_size``): the old call, :func:`embed_images` with its defaults."""
+    from anyshot.classifier import FewShotClassifier
+    from anyshot.embedding import embed_images
+
+    def old_embed(self: Any, network: Any, images: Any, on_unreadable: Any, desc: str) -> Any:
+        return embed_images(network, images, batch_size=self.batch_size,
+                            on_unreadable=on_unreadable, show_progress=self.show_progress,
+                            desc=desc)  # fmt: skip
+
+    FewShotClassifier._embed = old_embed  # type: ignore[method-assign]
+
+
 def _time_embedding() -> dict[str, float]:
-    """Wrap ``FeatureCache.embed`` (the estimator's only way to embed) to add up its wall time
-    and the images it computed (not read from the cache) into the returned dict."""
+    """Wrap the estimator's embedding step (``FewShotClassifier._embed``, through which it
+    embeds everything) to add up its wall time and the images it computed (not read from a
+    cache) into the returned dict."""
+    from anyshot.classifier import FewShotClassifier
     from anyshot.feature_cache import FeatureCache
 
     totals = {"embed_seconds": 0.0, "embedded_images": 0.0}
-    original = FeatureCache.embed
+    original, cached = FewShotClassifier._embed, FeatureCache.embed
+    seen = {"cached": 0}
 
-    def timed(self: FeatureCache, *args: Any, **kwargs: Any) -> Any:
-        start, before = time.perf_counter(), self.computed
+    def counted(self: FeatureCache, *args: Any, **kwargs: Any) -> Any:
+        seen["cached"] += 1
+        before = self.computed
         try:
-            return original(self, *args, **kwargs)
+            return cached(self, *args, **kwargs)
         finally:
-            totals["embed_seconds"] += time.perf_counter() - start
             totals["embedded_images"] += self.computed - before
 
-    FeatureCache.embed = timed  # type: ignore[method-assign]
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start, calls = time.perf_counter(), seen["cached"]
+        try:
+            result = original(self, *args, **kwargs)
+        finally:
+            totals["embed_seconds"] += time.perf_counter() - start
+        if seen["cached"] == calls:  # the old call: every image computed
+            totals["embedded_images"] += len(result[1])
+        return result
+
+    FeatureCache.embed = counted  # type: ignore[method-assign]
+    FewShotClassifier._embed = timed  # type: ignore[method-assign]
     return totals
 
 
@@ -117,7 +151,10 @@ def child(args: argparse.Namespace) -> None:
     """One timed classification; prints a JSON line."""
     import torch
 
+    if args.mode == "old":
+        _use_old_embedding()
     embedding = _time_embedding()
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     if args.mode == "old":
         facts = _classify_old(args.folder)
@@ -128,7 +165,7 @@ def child(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     record = {**facts, **embedding, "seconds": seconds, "peak_rss_mb": rss,
-              "threads": torch.get_num_threads()}  # fmt: skip
+              "threads": torch.get_num_threads(), "load_average_at_start": load}  # fmt: skip
     print(json.dumps(record), flush=True)
 
 
@@ -180,6 +217,29 @@ def measure(args: argparse.Namespace, folder: Path, images: int) -> dict[str, An
     }
 
 
+def spin() -> None:
+    """Keep one core busy until killed (the ``busy`` condition's load)."""
+    while True:
+        pass
+
+
+def measure_condition(
+    args: argparse.Namespace, folder: Path, images: int, condition: str
+) -> dict[str, Any]:
+    """:func:`measure` on an idle machine, or with ``--busy`` spinning processes."""
+    if condition == "idle":
+        return measure(args, folder, images)
+    spinners = [subprocess.Popen([sys.executable, __file__, "--mode", "spin"])
+                for _ in range(args.busy)]  # fmt: skip
+    try:
+        time.sleep(args.settle)
+        return {"busy_processes": args.busy, **measure(args, folder, images)}
+    finally:
+        for process in spinners:
+            process.kill()
+            process.wait()
+
+
 def main() -> None:
     parser = script_parser(__doc__)
     add_shared_arguments(parser, data_root=DATA_ROOT, output=Path("practitioner-speed.json"))
@@ -187,26 +247,35 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--queries", type=int, default=20, help="query images per class")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--mode", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--conditions", nargs="+", choices=["idle", "busy"],
+                        default=["idle", "busy"])  # fmt: skip
+    parser.add_argument("--busy", type=int, default=2, help="spinning processes (busy)")
+    parser.add_argument("--settle", type=float, default=60.0, help="seconds before timing (busy)")
+    parser.add_argument("--mode", choices=[*VARIANTS, "spin"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.mode == "spin":
+        spin()
     if args.mode is not None:
         child(args)
         return
+    conditions: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="anyshot-speed-folder-") as root:
         folder = Path(root)
         images = build_folder(args.data_root, folder, args.classes, args.shots, args.queries)
-        results = measure(args, folder, images)
+        for condition in args.conditions:
+            print(f"--- {condition}", flush=True)
+            conditions[condition] = measure_condition(args, folder, images, condition)
+            summary = {k: v for k, v in conditions[condition].items() if k != "runs"}
+            print(json.dumps(summary, indent=2), flush=True)
     record = {
         "config": config_of(args, leave_out=("mode", "folder", "cache")),
         "images": images,
-        "load_average_at_end": os.getloadavg(),
-        **results,
+        "conditions": conditions,
         "environment": environment("torch", "machine", "python", "cpu_count", "cpu_capability"),
     }
     write_json(args.output, record)
-    print(json.dumps({k: results[k] for k in results if k != "runs"}, indent=2))
     print(f"wrote {args.output}")
 
 

@@ -256,6 +256,22 @@ def test_feature_cache_keeps_only_the_rows_asked_for(
     assert len(again._rows) == 1  # the other five rows stay on disk
 
 
+def test_unwritable_cache_folder_warns_once_and_still_classifies(
+    folders: tuple[Path, Path], tmp_path: Path, embedded: list[int]
+) -> None:
+    support, query = folders
+    paths, labels = paths_and_labels(support)
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")  # a file where the cache folder should be: nothing can be written
+    model = FewShotClassifier(backbone(), SupportBasedInit(), cache_dir=blocked)
+    with pytest.warns(RuntimeWarning, match="cannot be written") as caught:
+        model.fit(paths, labels)
+        model.predict([str(p) for p in sorted(query.iterdir())])
+    assert len(caught) == 1 and sum(embedded) == 12
+    assert model.predict(paths) == labels  # the support rows are kept in memory
+    assert sum(embedded) == 12
+
+
 # --- threads ------------------------------------------------------------------------------
 def test_free_cores_leave_the_busy_ones() -> None:
     assert free_cores(load=0.0, cores=2) == 2
