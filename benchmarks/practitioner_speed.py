@@ -32,6 +32,8 @@ else runs on the machine: read each run's ``load_average_at_start``.
 
     .venv/bin/python benchmarks/practitioner_speed.py \\
         --output benchmarks/results/practitioner-speed.json
+    .venv/bin/python benchmarks/practitioner_speed.py --conditions idle --repeats 1 \\
+        --queries 200 --output benchmarks/results/practitioner-speed-1000-queries.json
 """
 
 from __future__ import annotations
