@@ -13,6 +13,13 @@ model is the backbone plus the trained :class:`~anyshot.methods.cosine.CosineCla
 
 Scopes ``last`` and ``all`` fine-tune (part of) the backbone too; the fitted model then holds the
 fine-tuned copy, and :meth:`FewShotClassifier.save` stores its weights.
+
+Embedding is the fast path of :class:`~anyshot.feature_cache.FeatureCache`: bfloat16 where the
+CPU has it (``precision="auto"``), channels-last, inference mode, and a feature cache: image
+files already embedded by the same network (same weights, preprocessing, precision and layout)
+are read back instead of embedded again, from this process's memory and from the folder
+``cache_dir`` (default :func:`~anyshot.feature_cache.default_cache_dir`). A fine-tuned network
+has other weights, hence other keys: its features never come from the frozen network's rows.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,22 +47,32 @@ from anyshot.embedding import (
     Unreadable,
     as_images,
     check_images,
-    embed_images,
+    memory_batch_size,
     select_images,
 )
 from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError, DatasetError, EmptyClassError, EpisodeError
+from anyshot.feature_cache import FeatureCache, default_cache_dir, fastest_dtype
 from anyshot.methods.cosine import CosineClassifier
 from anyshot.methods.finetune import FineTuning
 from anyshot.methods.presets import RECOMMENDED, Method
 from anyshot.methods.registry import method_from_dict, method_to_dict
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.model_file import SavedModel, load_model_file, save_model_file
+from anyshot.threads import torch_threads
 
-__all__ = ["DEFAULT_METHOD_REPR", "FewShotClassifier"]
+__all__ = ["DEFAULT_METHOD_REPR", "PRECISIONS", "FewShotClassifier"]
 
 #: How ``repr`` shows ``method=None``: what it resolves to.
 DEFAULT_METHOD_REPR = "None (default: RECOMMENDED)"
+
+#: ``precision`` values: ``"auto"`` (bfloat16 on a CPU with native bfloat16, else float32).
+PRECISIONS = ("auto", "float32", "bfloat16")
+#: The estimator's parameters (the keywords of ``__init__``), for get_params / set_params.
+_PARAMS = (
+    "backbone", "method", "image_size", "batch_size", "device", "seed", "show_progress",
+    "cache_dir", "precision", "channels_last",
+)  # fmt: skip
 
 
 #: The methods a :class:`FewShotClassifier` can fit with (they yield a trained classifier).
@@ -88,11 +106,25 @@ class FewShotClassifier:
         method: :class:`~anyshot.methods.SupportBasedInit`, :class:`~anyshot.methods.FineTuning`
             or :class:`~anyshot.methods.TransductiveFineTuning` (any scope); ``None`` = the
             recommended transductive fine-tuning of the head with validation-tuned settings.
-        image_size: input side in pixels (default: the backbone's).
-        batch_size: images decoded and embedded at once (bounds memory).
+        image_size: input side in pixels (default: the backbone's, whatever the images'
+            size: on validation classes small images enlarged to EfficientNet-Lite0's 224 px
+            were classified better than at their own 84 px / 105 px,
+            ``benchmarks/image_size_probe.py``).
+        batch_size: images decoded and embedded at once (bounds memory); lowered for large
+            inputs to :data:`~anyshot.embedding.BATCH_VALUES` values (32 images at 224 px).
         device: ``"cpu"``, ``"cuda"``, ... (default: CPU).
         seed: seeds the method (chunk order, augmentation) and a randomly initialised backbone.
-        show_progress: progress bars on stderr while embedding.
+        show_progress: progress bars on stderr while embedding (images, rate, ETA).
+        cache_dir: where embeddings of image files are kept between runs: ``None`` (default)
+            the user's cache folder (:func:`~anyshot.feature_cache.default_cache_dir`:
+            ``$XDG_CACHE_HOME/anyshot/features`` or ``~/.cache/anyshot/features``), a folder,
+            or ``False``: nothing on disk. Either way the embeddings of files seen in this
+            process are kept in memory (``predict`` then ``predict_proba`` on the same files
+            embeds once). Images given in memory (PIL images, tensors) are embedded each time.
+        precision: of the embedding forward pass: ``"auto"`` (bfloat16 on a CPU with native
+            bfloat16 instructions, ~3-4x the images/s; float32 elsewhere), ``"float32"`` or
+            ``"bfloat16"``. Fine-tuning (scopes last/all) trains in float32 regardless.
+        channels_last: feed the network channels-last batches (faster on a CPU).
 
     Attributes (after :meth:`fit`):
         classes_: the class labels, in column order of :meth:`predict_proba`.
@@ -113,6 +145,9 @@ class FewShotClassifier:
         device: str | None = None,
         seed: int = 0,
         show_progress: bool = False,
+        cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
+        precision: str = "auto",
+        channels_last: bool = True,
     ) -> None:
         self.backbone = backbone
         self.method = method
@@ -121,6 +156,55 @@ class FewShotClassifier:
         self.device = device
         self.seed = seed
         self.show_progress = show_progress
+        self.cache_dir = cache_dir
+        self.precision = precision
+        self.channels_last = channels_last
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters (scikit-learn convention; ``deep`` is accepted and
+        changes nothing: no parameter is itself an estimator)."""
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    def set_params(self, **params: Any) -> FewShotClassifier:
+        """Set constructor parameters by name; returns ``self``.
+
+        Raises:
+            ConfigurationError: a name that is not a parameter.
+        """
+        unknown = sorted(set(params) - set(_PARAMS))
+        if unknown:
+            raise ConfigurationError(f"unknown parameters {unknown}; known: {list(_PARAMS)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    # --- embedding ----------------------------------------------------------------------
+    def _feature_cache(self) -> FeatureCache:
+        """This estimator's feature cache for the current settings (made once per settings,
+        so rows seen in this process are reused).
+
+        Raises:
+            ConfigurationError: an unknown ``precision``.
+        """
+        if self.precision not in PRECISIONS:
+            raise ConfigurationError(
+                f"precision must be one of {PRECISIONS}, got {self.precision!r}"
+            )
+        dtype = fastest_dtype(self.device) if self.precision == "auto" else self.precision
+        if self.cache_dir is False:
+            directory: Path | None = None
+        elif self.cache_dir is None:
+            directory = default_cache_dir()
+        else:
+            directory = Path(self.cache_dir)
+        settings = (directory, dtype, bool(self.channels_last))
+        held = getattr(self, "_features", None)
+        if held is None or held[0] != settings:
+            cache = FeatureCache(directory, dtype=dtype, channels_last=bool(self.channels_last))
+            self._features = (settings, cache)
+            return cache
+        current: FeatureCache = held[1]
+        return current
 
     # --- configuration ------------------------------------------------------------------
     def _resolved_method(self) -> Method:
@@ -275,10 +359,17 @@ class FewShotClassifier:
         on_unreadable: OnUnreadable | None,
         desc: str,
     ) -> tuple[torch.Tensor, list[int]]:
-        return embed_images(
+        """Embeddings ``[n, D]`` of the readable images and their positions, through the
+        feature cache (read where cached, computed and stored otherwise)."""
+        if isinstance(images, torch.Tensor):
+            channels, height, width = images.shape[1:]
+            shape = (int(channels), int(height), int(width))
+        else:
+            shape = images.image_shape
+        return self._feature_cache().embed(
             network,
             images,
-            batch_size=self.batch_size,
+            batch_size=memory_batch_size(self.batch_size, shape),
             on_unreadable=on_unreadable,
             show_progress=self.show_progress,
             desc=desc,
@@ -304,7 +395,8 @@ class FewShotClassifier:
         index = {label: k for k, label in enumerate(classes)}
         targets = torch.tensor([index[label] for label in kept_labels])
         query = pool if pool is not None else embeddings[:0]
-        fitted = method.fit_features(embeddings, targets, query, ways=len(classes))
+        with torch_threads(1):  # [N, D] features: one thread (see anyshot.threads)
+            fitted = method.fit_features(embeddings, targets, query, ways=len(classes))
         classifier, pool_logits = fitted.classifier(0), fitted.query_logits[0]
         logits = list(pool_logits.split([len(k) for _, k in extra])) if extra else []
         return classifier, logits, [k for _, k in extra], kept

@@ -7,7 +7,11 @@ Images reach a network as one of
   only when a batch needs them.
 
 :func:`embed_images` runs a frozen network over them ``batch_size`` images at a time, so memory is
-bounded by one batch of pixels plus the ``[N, D]`` embeddings, whatever ``N`` is. An unreadable
+bounded by one batch of pixels plus the ``[N, D]`` embeddings, whatever ``N`` is. Its loop,
+:func:`embedding_batches`, is the only one in anyshot that embeds images: the
+:class:`~anyshot.feature_cache.FeatureCache` runs it too. Both take the forward pass's precision
+(``dtype``: float32, or bfloat16 where the CPU has it, see
+:func:`~anyshot.feature_cache.fastest_dtype`) and memory layout (``channels_last``). An unreadable
 image either raises :class:`~anyshot.errors.ImageReadError` (the default) or, when an
 ``on_unreadable`` callback is given, is left out and reported to it as an :class:`Unreadable`.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -26,19 +30,27 @@ from PIL import Image
 from torch import nn
 
 from anyshot.data.images import Preprocessing, open_image
-from anyshot.errors import EpisodeError, ImageReadError
+from anyshot.errors import ConfigurationError, EpisodeError, ImageReadError
 from anyshot.methods.frozen import evaluation_mode, module_device, resolve_device
 from anyshot.progress import progress_bar
 
 __all__ = [
+    "BATCH_VALUES",
+    "DTYPES",
     "ImageItem",
     "ImageList",
+    "Images",
     "OnUnreadable",
     "Unreadable",
     "as_images",
     "check_images",
     "embed_images",
+    "embedding_batches",
+    "inference_network",
+    "memory_batch_size",
+    "model_input",
     "select_images",
+    "torch_dtype",
 ]
 
 #: One image: a file path, a decoded PIL image, or a preprocessed ``[C, H, W]`` float tensor.
@@ -177,12 +189,83 @@ def select_images(
     return ImageList([images.items[i] for i in keep], images.preprocessing)
 
 
-def _source(images: torch.Tensor | ImageList, position: int) -> str:
-    return images.source(position) if isinstance(images, ImageList) else f"image #{position}"
+#: Precision names of a forward pass -> torch dtype.
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+#: What :func:`embed_images` accepts: a tensor ``[N, C, H, W]`` in model space or a read-on-access
+#: sequence of ``[C, H, W]`` images (:class:`ImageList`, a dataset's ``LazyImages``).
+Images = torch.Tensor | Sequence[torch.Tensor]
+
+
+#: Input values of one forward pass at most (32 RGB images of 224 px): the activations of a batch
+#: dominate peak memory. ``anyshot classify`` (EfficientNet-Lite0, bfloat16, 224 px, 125 images)
+#: peaked at 755 MB resident with batches of 64, at 576 MB with 32, at the same speed.
+BATCH_VALUES = 32 * 3 * 224 * 224
+
+
+def memory_batch_size(batch_size: int, image_shape: tuple[int, int, int]) -> int:
+    """``batch_size``, lowered so that a batch of ``image_shape`` ``(C, H, W)`` images holds at
+    most :data:`BATCH_VALUES` values (at least 1): 32 at 224 px RGB, ``batch_size`` at 84 px."""
+    channels, height, width = image_shape
+    return max(1, min(batch_size, BATCH_VALUES // max(1, channels * height * width)))
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype of a precision name of :data:`DTYPES`.
+
+    Raises:
+        ConfigurationError: an unknown name.
+    """
+    if dtype not in DTYPES:
+        raise ConfigurationError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def inference_network(
+    network: nn.Module,
+    device: torch.device,
+    *,
+    dtype: str = "float32",
+    channels_last: bool = False,
+    private: bool = False,
+) -> nn.Module:
+    """The module to run: ``network`` itself, or a copy when anything about it must change.
+
+    A copy is made when the device differs, when ``dtype`` is not ``"float32"`` or when
+    ``private`` (the caller will transform it, e.g. trace it). A converted copy (``dtype`` or
+    ``private``) gets the weights in ``dtype`` and, with ``channels_last``, channels-last
+    weights. The caller's module is never changed.
+    """
+    convert = private or torch_dtype(dtype) != torch.float32
+    if not convert and module_device(network) == device:
+        return network
+    model = copy.deepcopy(network).to(device)
+    if convert:
+        model = model.to(torch_dtype(dtype))
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
+
+
+def model_input(
+    batch: torch.Tensor, device: torch.device, *, dtype: str = "float32", channels_last: bool
+) -> torch.Tensor:
+    """A decoded batch ``[b, C, H, W]`` on ``device``, in ``dtype``, channels-last if asked."""
+    batch = batch.to(device)
+    if torch_dtype(dtype) != torch.float32:
+        batch = batch.to(torch_dtype(dtype))
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def _source(images: Images, position: int) -> str:
+    source = getattr(images, "source", None)
+    return str(source(position)) if callable(source) else f"image #{position}"
 
 
 def _decode_batch(
-    images: torch.Tensor | ImageList, chunk: list[int], on_unreadable: OnUnreadable | None
+    images: Images, chunk: list[int], on_unreadable: OnUnreadable | None
 ) -> tuple[torch.Tensor | None, list[int]]:
     """Decode positions ``chunk``: ``([b, C, H, W] or None, positions decoded)``."""
     if isinstance(images, torch.Tensor):
@@ -211,52 +294,109 @@ def _kind(error: ImageReadError) -> str:
     return "corrupt"
 
 
+def embedding_batches(
+    model: nn.Module,
+    images: Images,
+    *,
+    batch_size: int,
+    dtype: str = "float32",
+    channels_last: bool = False,
+    on_unreadable: OnUnreadable | None = None,
+    bar: Any = None,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """The one embedding loop: ``(positions, rows [b, D] float32 on the CPU)`` per batch.
+
+    Decodes ``batch_size`` images at a time (nothing else of the pixels is kept), feeds them to
+    ``model`` as :func:`model_input` prepares them (on the model's device) under
+    ``torch.inference_mode`` (entered per batch, never across a ``yield``). ``model`` is run as
+    given: make it with :func:`inference_network` and put it in eval mode
+    (:func:`~anyshot.methods.frozen.evaluation_mode`) around the iteration.
+
+    Args:
+        model: maps ``[b, C, H, W]`` (in ``dtype``) to ``[b, D]``.
+        images: a tensor ``[N, C, H, W]`` or a sequence of ``[C, H, W]`` images.
+        batch_size: images decoded and embedded at once (bounds memory).
+        dtype, channels_last: how batches are fed (see :func:`model_input`).
+        on_unreadable: if given, unreadable images are left out and reported to it; otherwise
+            the first one raises :class:`~anyshot.errors.ImageReadError`.
+        bar: a :func:`~anyshot.progress.progress_bar`, advanced by the images of each batch.
+    """
+    if batch_size < 1:
+        raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+    device = module_device(model)
+    total = len(images)
+    for start in range(0, total, batch_size):
+        chunk = list(range(start, min(start + batch_size, total)))
+        batch, decoded = _decode_batch(images, chunk, on_unreadable)
+        if batch is not None:
+            x = model_input(batch, device, dtype=dtype, channels_last=channels_last)
+            del batch
+            with torch.inference_mode():
+                rows = model(x).float().cpu().contiguous()
+            del x
+            yield decoded, rows
+        if bar is not None:
+            bar.update(len(chunk))
+
+
 def embed_images(
     network: nn.Module,
-    images: torch.Tensor | ImageList,
+    images: Images,
     *,
     batch_size: int,
     device: str | torch.device | None = None,
     on_unreadable: OnUnreadable | None = None,
     show_progress: bool = False,
     desc: str = "embedding",
+    dtype: str = "float32",
+    channels_last: bool = False,
 ) -> tuple[torch.Tensor, list[int]]:
     """Run ``network`` (eval mode, no grad) over ``images``, ``batch_size`` images at a time.
 
     The network's ``training`` flags are restored afterwards. When ``device`` differs from the
-    network's, a copy is moved there (the caller's module is not changed).
+    network's, or ``dtype`` is not float32, a copy is used (the caller's module is not changed).
+    The defaults (float32, contiguous input) reproduce a plain ``network(batch)``; the fast path
+    is ``dtype=fastest_dtype()``, ``channels_last=True`` (what
+    :class:`~anyshot.feature_cache.FeatureCache` runs, through the same loop).
 
     Args:
         network: maps ``[b, C, H, W]`` to ``[b, D]``.
-        images: a tensor ``[N, C, H, W]`` or an :class:`ImageList`.
+        images: a tensor ``[N, C, H, W]`` or an :class:`ImageList` (any sequence of
+            ``[C, H, W]`` images).
         batch_size: images decoded and embedded at once (bounds memory).
         device: where to compute; default the network's device.
         on_unreadable: if given, unreadable images are left out and reported to it; otherwise
             the first one raises.
-        show_progress: draw a progress bar (images).
+        show_progress: draw a progress bar (images, with rate and ETA).
         desc: the bar's label.
+        dtype: precision of the forward pass, ``"float32"`` or ``"bfloat16"``.
+        channels_last: feed channels-last batches (and weights, for a converted copy).
 
     Returns:
         ``(embeddings [n, D] float32 on the CPU, positions of the n embedded images)``.
 
     Raises:
         ImageReadError: an unreadable image, without ``on_unreadable``.
+        ConfigurationError: an unknown ``dtype`` or ``batch_size`` below 1.
     """
     target = resolve_device(network, device)
-    model = network if module_device(network) == target else copy.deepcopy(network).to(target)
+    model = inference_network(network, target, dtype=dtype, channels_last=channels_last)
     outputs: list[torch.Tensor] = []
     kept: list[int] = []
-    total = len(images)
-    bar = progress_bar(total=total, desc=desc, enabled=show_progress, unit="img")
+    bar = progress_bar(total=len(images), desc=desc, enabled=show_progress, unit="img")
     try:
-        with evaluation_mode(model), torch.inference_mode():
-            for start in range(0, total, batch_size):
-                chunk = list(range(start, min(start + batch_size, total)))
-                batch, decoded = _decode_batch(images, chunk, on_unreadable)
-                if batch is not None:
-                    outputs.append(model(batch.to(target)).float().cpu())
-                    kept.extend(decoded)
-                bar.update(len(chunk))
+        with evaluation_mode(model):
+            for decoded, rows in embedding_batches(
+                model,
+                images,
+                batch_size=batch_size,
+                dtype=dtype,
+                channels_last=channels_last,
+                on_unreadable=on_unreadable,
+                bar=bar,
+            ):
+                outputs.append(rows)
+                kept.extend(decoded)
     finally:
         bar.close()
     if not outputs:

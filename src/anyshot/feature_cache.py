@@ -34,12 +34,21 @@ asked for again (delete the folder to reclaim the space).
 temporary file and renamed (:func:`anyshot.io.atomic_write_bytes`). Missing rows are computed
 ``shard_size`` items at a time and each shard is written as soon as it is done, so an interrupted
 run loses at most the shard in progress. Several processes may share a folder: shard names never
-collide, and a row computed twice is merely stored twice.
+collide, and a row computed twice is merely stored twice. A folder that cannot be written gives
+one warning and the rows stay in memory only.
+
+**In memory.** An object keeps the rows it was asked for (and an index of the shards it has
+read), so asking again in the same process reads nothing; with ``directory=None`` that is all it
+does (no disk). :meth:`FeatureCache.embed` takes image sequences (file paths, PIL images,
+tensors, with an ``on_unreadable`` callback): images without a file behind them (PIL images,
+tensors) cannot be keyed by file identity and are embedded every time, never stored. The
+practitioner commands and :class:`~anyshot.classifier.FewShotClassifier` keep their folder in
+:func:`default_cache_dir` unless told otherwise.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import hashlib
 import io
 import json
@@ -47,7 +56,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +66,31 @@ from torch import nn
 
 from anyshot.data.dataset import ImageDataset
 from anyshot.data.images import Preprocessing
+from anyshot.embedding import (
+    DTYPES,
+    ImageList,
+    Images,
+    OnUnreadable,
+    Unreadable,
+    embedding_batches,
+    inference_network,
+    model_input,
+)
 from anyshot.errors import ConfigurationError
 from anyshot.io import atomic_write_bytes
 from anyshot.methods.frozen import evaluation_mode, module_device
 from anyshot.progress import progress_bar
 
-__all__ = ["FeatureCache", "canonical_source", "fastest_dtype", "file_identity", "model_digest"]
+__all__ = [
+    "FeatureCache",
+    "canonical_source",
+    "default_cache_dir",
+    "fastest_dtype",
+    "file_identity",
+    "model_digest",
+]
 
 _ZIP_MARK = ".zip:"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 #: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic.
@@ -89,6 +114,14 @@ def fastest_dtype(device: str | None = None, cpuinfo: str = "/proc/cpuinfo") -> 
     lines = [line for line in text.splitlines() if line.startswith("flags")]
     flags = {word for line in lines for word in line.split()}
     return "bfloat16" if any(flag in flags for flag in BF16_CPU_FLAGS) else "float32"
+
+
+def default_cache_dir() -> Path:
+    """The user's feature cache folder: ``$XDG_CACHE_HOME/anyshot/features`` when that variable
+    holds an absolute path (the XDG base-directory rule), else ``~/.cache/anyshot/features``."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "anyshot" / "features"
 
 
 def model_digest(backbone: nn.Module, preprocessing: Preprocessing) -> str:
@@ -185,11 +218,49 @@ def _traced_and_frozen(network: nn.Module, example: torch.Tensor) -> nn.Module:
     return frozen
 
 
+class _Subset(Sequence[torch.Tensor]):
+    """Positions ``positions`` of an image sequence (or a tensor ``[N, C, H, W]``), read on access;
+    ``source`` follows the original's."""
+
+    def __init__(self, images: Images, positions: Sequence[int]) -> None:
+        self.images = images
+        self.positions = list(positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, position: int) -> torch.Tensor:  # type: ignore[override]
+        return self.images[self.positions[position]]
+
+    def source(self, position: int) -> str:
+        original = self.images
+        source = getattr(original, "source", None)
+        index = self.positions[position]
+        return str(source(index)) if callable(source) else f"image #{index}"
+
+
+def _file_source(images: Images, position: int) -> str | None:
+    """The source string that keys image ``position``, or ``None`` for an in-memory image.
+
+    Items of an :class:`~anyshot.embedding.ImageList` are keyed only when they are file paths;
+    other sequences with a ``source`` (a dataset's ``LazyImages``) always; a tensor never.
+    """
+    if isinstance(images, torch.Tensor):
+        return None
+    if isinstance(images, ImageList):
+        item = images.items[position]
+        return os.fspath(item) if isinstance(item, str | os.PathLike) else None
+    source = getattr(images, "source", None)
+    return str(source(position)) if callable(source) else None
+
+
 class FeatureCache:
-    """A folder of frozen-backbone features of dataset items (see the module doc for the key).
+    """Frozen-backbone features of images, kept in memory and (unless ``directory`` is ``None``)
+    on disk; see the module doc for the key.
 
     Args:
-        directory: where the shards live (created on first write).
+        directory: where the shards live (created on first write); ``None``: this object's
+            memory only (rows are still reused within the process, never written).
         shard_size: items embedded and written per shard (bounds what a crash can lose).
         channels_last: feed the network channels-last batches (faster convolutions on CPU;
             the features differ from a contiguous-input forward by float rounding, ~1e-6).
@@ -214,13 +285,16 @@ class FeatureCache:
             computes anything. ``torch.jit`` is deprecated (not removed) in recent torch
             releases in favour of ``torch.compile``. Part of the key.
 
+    Memory: only the rows asked for are kept (plus an index of ~250 bytes per row on disk), so
+    a large folder costs little; computing streams ``batch_size`` images at a time.
+
     Raises:
         ConfigurationError: ``shard_size`` below 1, or an unknown ``dtype``.
     """
 
     def __init__(
         self,
-        directory: str | os.PathLike[str],
+        directory: str | os.PathLike[str] | None,
         *,
         shard_size: int = 1024,
         channels_last: bool = True,
@@ -229,17 +303,19 @@ class FeatureCache:
     ) -> None:
         if shard_size < 1:
             raise ConfigurationError(f"shard_size must be at least 1, got {shard_size}")
-        if dtype not in _DTYPES:
-            raise ConfigurationError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ConfigurationError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.dtype = dtype
         self.freeze = bool(freeze)
-        self.directory = Path(directory)
+        self.directory = None if directory is None else Path(directory)
         self.shard_size = int(shard_size)
         self.channels_last = bool(channels_last)
-        #: Rows computed (not read from disk) by this object, over all calls.
+        #: Rows computed (not read from memory or disk) by this object, over all calls.
         self.computed = 0
-        # model folder -> (shard files already read, key -> feature row [D])
-        self._loaded: dict[Path, tuple[set[str], dict[str, torch.Tensor]]] = {}
+        self._rows: dict[str, torch.Tensor] = {}  # key -> row [D] (those asked for)
+        # model folder -> (shards already indexed, key -> (shard name, row position))
+        self._index: dict[Path, tuple[set[str], dict[str, tuple[str, int]]]] = {}
+        self._writable = True
 
     # ------------------------------------------------------------------ public
     def features(
@@ -272,118 +348,208 @@ class FeatureCache:
             IndexError: an index outside the dataset.
             ImageReadError: an item cannot be decoded.
         """
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
-        chosen = (
-            preprocessing if preprocessing is not None else getattr(backbone, "preprocessing", None)
-        )
-        if not isinstance(chosen, Preprocessing):
-            raise ConfigurationError(
-                f"{type(backbone).__name__} has no .preprocessing; pass preprocessing= to "
-                "FeatureCache.features"
-            )
+        chosen = _preprocessing_of(backbone, preprocessing)
         if isinstance(indices, torch.Tensor):
             indices = indices.tolist()
         items = [dataset.check_index(int(i)) for i in np.asarray(list(indices)).reshape(-1)]
-        digest = model_digest(backbone, chosen)
-        folder = self.directory / digest[:16]
-        rows = self._refresh(folder)
-        keys = {
-            item: _item_key(
-                digest, dataset.source(item), self.channels_last, self.dtype, self.freeze
-            )
-            for item in dict.fromkeys(items)
-        }
-        missing = [item for item, key in keys.items() if key not in rows]
-        if missing:
-            self._compute(
-                backbone, dataset, missing, keys, chosen, folder, batch_size, show_progress
-            )
+        unique = list(dict.fromkeys(items))
+        rows, _ = self.embed(
+            backbone,
+            dataset.images(unique, chosen),
+            preprocessing=chosen,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+        where = {item: position for position, item in enumerate(unique)}
         if not items:
-            dim = next(iter(rows.values())).shape[0] if rows else 0
-            return torch.empty(0, dim)
-        return torch.stack([rows[keys[item]] for item in items])
+            return rows
+        return rows[torch.tensor([where[item] for item in items], dtype=torch.long)]
+
+    def embed(
+        self,
+        backbone: nn.Module,
+        images: Images,
+        *,
+        preprocessing: Preprocessing | None = None,
+        batch_size: int = 64,
+        on_unreadable: OnUnreadable | None = None,
+        show_progress: bool = False,
+        desc: str = "embedding",
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Features of ``images``, read where cached, else computed (and stored).
+
+        Images with a file behind them (paths in an :class:`~anyshot.embedding.ImageList`,
+        dataset items) are keyed as the module doc says; in-memory images (PIL images,
+        tensors) have no file identity and are embedded every time, never stored.
+
+        Args:
+            backbone: maps ``[B, C, H, W]`` to ``[B, D]``; not modified.
+            images: a tensor ``[N, C, H, W]``, an :class:`~anyshot.embedding.ImageList` or a
+                dataset's ``LazyImages``.
+            preprocessing: how the images are decoded (part of the key); default the images'
+                own ``.preprocessing``, else ``backbone.preprocessing``.
+            batch_size: images per forward pass.
+            on_unreadable: if given, unreadable images are left out and reported to it (with
+                their position in ``images``); otherwise the first one raises.
+            show_progress: a progress bar (rate, ETA) over the images being embedded.
+            desc: its label.
+
+        Returns:
+            ``(features [n, D] float32 on the CPU, positions of the n images embedded)``.
+
+        Raises:
+            ConfigurationError: no preprocessing, ``batch_size`` below 1, or (``freeze``) a
+                backbone that ``torch.jit`` cannot trace.
+            ImageReadError: an unreadable image, without ``on_unreadable``.
+        """
+        chosen = _preprocessing_of(
+            backbone,
+            preprocessing if preprocessing is not None else getattr(images, "preprocessing", None),
+        )
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        digest = model_digest(backbone, chosen)
+        keys = [self._key(digest, _file_source(images, i)) for i in range(len(images))]
+        folder = None if self.directory is None else self.directory / digest[:16]
+        self._read_disk(folder, {k for k in keys if k is not None and k not in self._rows})
+        found: dict[int, torch.Tensor] = {
+            i: self._rows[k] for i, k in enumerate(keys) if k is not None and k in self._rows
+        }
+        first: dict[str, int] = {}
+        missing = [
+            i
+            for i, k in enumerate(keys)
+            if i not in found and (k is None or first.setdefault(k, i) == i)
+        ]
+        if missing:
+            computed = self._compute(
+                backbone, images, missing, keys, folder, batch_size, on_unreadable,
+                progress_bar(total=len(missing), desc=desc, enabled=show_progress, unit="img"),
+            )  # fmt: skip
+            found.update(computed)
+            for i, k in enumerate(keys):  # repeats of a file computed once
+                if k is not None and i not in found and first.get(k) in computed:
+                    found[i] = computed[first[k]]
+        kept = sorted(found)
+        if not kept:
+            return torch.empty(0, 0), kept
+        return torch.stack([found[i] for i in kept]), kept
 
     # ------------------------------------------------------------------ internals
-    def _refresh(self, folder: Path) -> dict[str, torch.Tensor]:
-        """Read shards of ``folder`` not read yet; return its key -> row map."""
-        seen, rows = self._loaded.setdefault(folder, (set(), {}))
+    def _key(self, digest: str, source: str | None) -> str | None:
+        if source is None:
+            return None
+        return _item_key(digest, source, self.channels_last, self.dtype, self.freeze)
+
+    def _read_disk(self, folder: Path | None, wanted: set[str]) -> None:
+        """Load the rows of ``wanted`` keys stored in ``folder`` into memory.
+
+        Shards not seen before are indexed (key -> shard, position); only wanted rows are
+        copied out of them (memory-mapped reads).
+        """
+        if folder is None:
+            return
+        seen, index = self._index.setdefault(folder, (set(), {}))
         if folder.is_dir():
             for shard in sorted(folder.glob("shard-*.pt")):
                 if shard.name in seen:
                     continue
-                data = torch.load(shard, weights_only=True)
-                for key, row in zip(data["keys"], data["features"], strict=True):
-                    rows[str(key)] = row
+                data = torch.load(shard, weights_only=True, mmap=True)
+                for position, key in enumerate(data["keys"]):
+                    index.setdefault(str(key), (shard.name, position))
+                self._take(data, wanted)
                 seen.add(shard.name)
-        return rows
+        by_shard: dict[str, None] = {
+            index[k][0]: None for k in wanted if k in index and k not in self._rows
+        }
+        for name in by_shard:
+            self._take(torch.load(folder / name, weights_only=True, mmap=True), wanted)
+
+    def _take(self, data: dict[str, Any], wanted: set[str]) -> None:
+        for position, key in enumerate(data["keys"]):
+            if key in wanted and key not in self._rows:
+                self._rows[str(key)] = data["features"][position].clone()
 
     def _compute(
         self,
         backbone: nn.Module,
-        dataset: ImageDataset,
-        missing: Sequence[int],
-        keys: dict[int, str],
-        preprocessing: Preprocessing,
-        folder: Path,
+        images: Images,
+        missing: list[int],
+        keys: list[str | None],
+        folder: Path | None,
         batch_size: int,
-        show_progress: bool,
-    ) -> None:
-        seen, rows = self._loaded[folder]
-        device = module_device(backbone)
-        dtype = _DTYPES[self.dtype]
-        network = backbone
-        if dtype != torch.float32 or self.freeze:  # a copy: the caller's backbone stays as is
-            network = copy.deepcopy(backbone).to(dtype)
-            if self.channels_last:
-                network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        on_unreadable: OnUnreadable | None,
+        bar: Any,
+    ) -> dict[int, torch.Tensor]:
+        """Embed positions ``missing`` of ``images``; store the keyed rows; return all rows by
+        position (unreadable ones are absent)."""
+        subset = _Subset(images, missing)
+        report = None
+        if on_unreadable is not None:
+            callback = on_unreadable
 
-        def prepare(chunk: Sequence[int]) -> torch.Tensor:
-            batch = dataset.load_batch(chunk, preprocessing).to(device)
-            if dtype != torch.float32:
-                batch = batch.to(dtype)
-            if self.channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            return batch
+            def report(item: Unreadable) -> None:
+                callback(dataclasses.replace(item, index=missing[item.index]))
 
-        bar = progress_bar(total=len(missing), desc="embedding", enabled=show_progress, unit="img")
+        network = inference_network(
+            backbone, module_device(backbone), dtype=self.dtype,
+            channels_last=self.channels_last, private=self.freeze,
+        )  # fmt: skip
+        rows: dict[int, torch.Tensor] = {}
+        pending: list[tuple[str, torch.Tensor]] = []
         try:
             with evaluation_mode(network):
                 if self.freeze:
-                    network = _traced_and_frozen(network, prepare(missing[:batch_size]))
-                self._compute_shards(
-                    network, missing, keys, prepare, folder, batch_size, bar, seen, rows
-                )
+                    example = torch.stack([subset[i] for i in range(min(batch_size, len(subset)))])
+                    network = _traced_and_frozen(
+                        network,
+                        model_input(example, module_device(backbone), dtype=self.dtype,
+                                    channels_last=self.channels_last),
+                    )  # fmt: skip
+                for decoded, batch in embedding_batches(
+                    network, subset, batch_size=batch_size, dtype=self.dtype,
+                    channels_last=self.channels_last, on_unreadable=report, bar=bar,
+                ):  # fmt: skip
+                    for position, row in zip(decoded, batch, strict=True):
+                        rows[missing[position]] = row
+                        key = keys[missing[position]]
+                        if key is not None:
+                            pending.append((key, row))
+                            self._rows[key] = row
+                    self.computed += len(decoded)
+                    while len(pending) >= self.shard_size:
+                        self._store(folder, pending[: self.shard_size])
+                        pending = pending[self.shard_size :]
         finally:
             bar.close()
+            self._store(folder, pending)
+        return rows
 
-    def _compute_shards(
-        self,
-        network: nn.Module,
-        missing: Sequence[int],
-        keys: dict[int, str],
-        prepare: Callable[[Sequence[int]], torch.Tensor],
-        folder: Path,
-        batch_size: int,
-        bar: Any,
-        seen: set[str],
-        rows: dict[str, torch.Tensor],
-    ) -> None:
-        with torch.inference_mode():
-            for start in range(0, len(missing), self.shard_size):
-                shard_items = list(missing[start : start + self.shard_size])
-                outputs: list[torch.Tensor] = []
-                for first in range(0, len(shard_items), batch_size):
-                    chunk = shard_items[first : first + batch_size]
-                    outputs.append(network(prepare(chunk)).float().cpu().contiguous())
-                    bar.update(len(chunk))
-                features = torch.cat(outputs)
-                shard_keys = [keys[item] for item in shard_items]
-                name = self._write_shard(folder, shard_keys, features)
-                seen.add(name)
-                for key, row in zip(shard_keys, features, strict=True):
-                    rows[key] = row
-                self.computed += len(shard_items)
+    def _store(self, folder: Path | None, pending: list[tuple[str, torch.Tensor]]) -> None:
+        """Write ``pending`` rows as one shard (nothing without a folder or rows).
+
+        A folder that cannot be written (read-only, full) gives one warning; the run goes on
+        with the rows in memory only.
+        """
+        if folder is None or not pending or not self._writable:
+            return
+        keys = [key for key, _ in pending]
+        features = torch.stack([row for _, row in pending])
+        try:
+            name = self._write_shard(folder, keys, features)
+        except OSError as error:
+            self._writable = False
+            warnings.warn(
+                f"feature cache {str(self.directory)!r} cannot be written ({error}); "
+                "continuing without storing features",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        seen, index = self._index.setdefault(folder, (set(), {}))
+        seen.add(name)
+        for position, key in enumerate(keys):
+            index.setdefault(key, (name, position))
 
     @staticmethod
     def _write_shard(folder: Path, keys: list[str], features: torch.Tensor) -> str:
@@ -393,3 +559,13 @@ class FeatureCache:
         torch.save(payload, buffer)
         atomic_write_bytes(folder / name, buffer.getvalue())
         return name
+
+
+def _preprocessing_of(backbone: nn.Module, given: Preprocessing | None) -> Preprocessing:
+    chosen = given if given is not None else getattr(backbone, "preprocessing", None)
+    if not isinstance(chosen, Preprocessing):
+        raise ConfigurationError(
+            f"{type(backbone).__name__} has no .preprocessing; pass preprocessing= to "
+            "FeatureCache.features"
+        )
+    return chosen

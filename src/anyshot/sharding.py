@@ -8,7 +8,8 @@
 * otherwise it spawns ``workers`` processes (:mod:`torch.multiprocessing`, ``spawn``) that
   rendezvous on a free localhost port.
 
-Each process uses ``threads`` torch threads, default ``max(1, cpu_count // world_size)``.
+Each process uses ``threads`` torch threads, default the free cores (CPUs less the load average,
+:func:`anyshot.threads.default_threads`) shared out, at least 1.
 The job splits its work with :meth:`Shard.indices` (item ``i`` goes to rank ``i % world_size``)
 and merges results with :meth:`Shard.all_gather`; only the rank with :attr:`Shard.is_main`
 should print or write files.
@@ -35,6 +36,7 @@ import torch.multiprocessing as mp
 from torch.multiprocessing.spawn import ProcessException
 
 from anyshot.errors import ConfigurationError
+from anyshot.threads import available_cores, default_threads
 
 __all__ = ["Shard", "cpu_count", "free_port", "launch", "torchrun_world"]
 
@@ -75,11 +77,8 @@ class Shard:
 
 
 def cpu_count() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """CPUs this process may run on (:func:`anyshot.threads.available_cores`)."""
+    return available_cores()
 
 
 def free_port() -> int:
@@ -99,7 +98,7 @@ def torchrun_world() -> tuple[int, int] | None:
 
 
 def _threads(threads: int | None, world_size: int) -> int:
-    return threads if threads else max(1, cpu_count() // world_size)
+    return threads if threads else default_threads(world_size)
 
 
 def _run_in_torchrun(
@@ -179,7 +178,7 @@ def launch(
         args: its first argument (picklable).
         workers: processes to spawn; ignored under ``torchrun`` unless it contradicts
             ``WORLD_SIZE``.
-        threads: torch threads per process; default ``max(1, cpu_count // world_size)``.
+        threads: torch threads per process; default ``max(1, free cores // world_size)``.
 
     Raises:
         ConfigurationError: ``workers`` below 1, or a ``workers`` > 1 that differs from

@@ -45,10 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``anyshot`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None):
+    if hasattr(args, "threads"):
         import torch
 
-        torch.set_num_threads(args.threads)
+        from anyshot.threads import default_threads
+
+        torch.set_num_threads(args.threads or default_threads())
     start = time.perf_counter()
     try:
         status: int = args.run(args)

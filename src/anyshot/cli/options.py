@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from anyshot.backbones.preprocessing import INPUT_SPECS
@@ -42,12 +43,15 @@ from anyshot.methods.registry import METHODS
 
 __all__ = [
     "DATASET_CHOICES",
+    "IMAGE_SIZE_HELP",
     "add_backbone_options",
     "add_dataset_argument",
+    "add_embedding_options",
     "add_method_options",
     "add_run_options",
     "by_scope",
     "default_method_words",
+    "embedding_settings",
     "fraction",
     "method_from_args",
     "non_negative_float",
@@ -345,8 +349,13 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def add_backbone_options(parser: argparse.ArgumentParser, *, embedding: bool = False) -> None:
-    """``--backbone`` and ``--image-size`` (plus ``--embedding`` when asked)."""
+
+
+def add_backbone_options(
+    parser: argparse.ArgumentParser, *, embedding: bool = False, image_size_help: str | None = None
+) -> None:
+    """``--backbone`` and ``--image-size`` (plus ``--embedding`` when asked); ``image_size_help``
+    replaces the default help of ``--image-size``."""
     group = parser.add_argument_group("backbone")
     group.add_argument(
         "--backbone",
@@ -358,7 +367,8 @@ def add_backbone_options(parser: argparse.ArgumentParser, *, embedding: bool = F
     group.add_argument(
         "--image-size",
         type=positive_int,
-        help=f"input side in pixels (default: the backbone's: {_input_sizes()}; a checkpoint's "
+        help=image_size_help
+        or f"input side in pixels (default: the backbone's: {_input_sizes()}; a checkpoint's "
         "own); smaller is faster and less accurate",
     )
     if embedding:
@@ -377,6 +387,16 @@ def _input_sizes() -> str:
         by_size.setdefault(spec.image_size, []).append(arch)
     ordered = sorted(by_size.items(), key=lambda item: -item[0])
     return ", ".join(f"{size} for {', '.join(archs)}" for size, archs in ordered)
+
+
+#: ``--image-size`` of the practitioner commands: why small images are still enlarged.
+IMAGE_SIZE_HELP = (
+    f"input side in pixels (default: the backbone's: {_input_sizes()}; a checkpoint's own), "
+    "whatever the images' size: on validation classes, small images enlarged to 224 px were "
+    "classified better than at their own size, by 16-20 points for 84 px mini-ImageNet photos "
+    "and 5-8 points for 105 px Omniglot characters, 5-way 1-shot; "
+    "benchmarks/image_size_probe.py)"
+)
 
 
 def preprocessing_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -401,8 +421,9 @@ def add_run_options(
     group.add_argument(
         "--threads",
         type=positive_int,
-        help="CPU threads for torch (default: all cores; on a machine busy with other work, "
-        "--threads 1 can be several times faster)",
+        help="CPU threads for torch (default: the free cores, i.e. the cores this process "
+        "may use less the 1-minute load average, at least 1: torch's one thread per core "
+        "collapses on a machine busy with other work)",
     )
     if strict:
         group.add_argument(
@@ -412,6 +433,43 @@ def add_run_options(
             "permission denied) instead of skipping it",
         )
     group.add_argument("--quiet", action="store_true", help=quiet)
+
+
+def add_embedding_options(parser: argparse.ArgumentParser) -> None:
+    """``--cache-dir``, ``--no-cache`` and ``--precision`` (the practitioner commands)."""
+    group = parser.add_argument_group("embedding")
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="folder of the feature cache: embeddings of image files are kept there and read "
+        "back while the network and the files are unchanged, so a second run on the same "
+        "images (or predict after fit) embeds nothing (default: $XDG_CACHE_HOME/anyshot/"
+        "features or ~/.cache/anyshot/features)",
+    )
+    group.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="write and read no feature cache on disk",
+    )
+    group.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="of the embedding forward pass: auto = bfloat16 on a CPU with native bfloat16 "
+        "(~3-4x faster, same accuracy within noise), else float32 (default auto)",
+    )
+
+
+def embedding_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The estimator keywords ``cache_dir`` and ``precision`` the options ask for.
+
+    Raises:
+        ConfigurationError: ``--cache-dir`` together with ``--no-cache``.
+    """
+    if args.no_cache and args.cache_dir is not None:
+        raise ConfigurationError("--cache-dir and --no-cache contradict each other; give one")
+    cache_dir: Path | bool | None = False if args.no_cache else args.cache_dir
+    return {"cache_dir": cache_dir, "precision": args.precision}
 
 
 # --- arguments -> method ----------------------------------------------------------------------

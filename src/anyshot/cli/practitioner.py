@@ -21,9 +21,12 @@ from typing import Any
 import numpy as np
 
 from anyshot.cli.options import (
+    IMAGE_SIZE_HELP,
     add_backbone_options,
+    add_embedding_options,
     add_method_options,
     add_run_options,
+    embedding_settings,
     method_from_args,
     positive_int,
     preprocessing_overrides,
@@ -125,7 +128,7 @@ def _add_output_options(parser: argparse.ArgumentParser, *, default_top_k: int) 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """The backbone, the method and its settings, the seed (classify, fit)."""
-    add_backbone_options(parser)
+    add_backbone_options(parser, image_size_help=IMAGE_SIZE_HELP)
     add_method_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
 
@@ -154,6 +157,7 @@ def _add_classify(sub: Any) -> None:
     data.add_argument("--query", type=Path, required=True, help="folder of images to classify")
     _add_model_options(classify)
     _add_output_options(classify, default_top_k=3)
+    add_embedding_options(classify)
     add_run_options(classify, strict=True, quiet=QUIET)
     classify.set_defaults(run=_guarded(_run_classify), timed=False)
 
@@ -177,6 +181,7 @@ def _add_fit(sub: Any) -> None:
     )
     fit.add_argument("--output", type=Path, required=True, help="model file to write (.pt)")
     _add_model_options(fit)
+    add_embedding_options(fit)
     add_run_options(fit, strict=True, quiet=QUIET)
     fit.set_defaults(run=_guarded(_run_fit), timed=False)
 
@@ -193,6 +198,7 @@ def _add_predict(sub: Any) -> None:
     predict.add_argument("--model", type=Path, required=True, help="model file from anyshot fit")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGES_OR_DIRS")
     _add_output_options(predict, default_top_k=3)
+    add_embedding_options(predict)
     add_run_options(predict, strict=True, quiet=QUIET)
     predict.set_defaults(run=_guarded(_run_predict), timed=False)
 
@@ -223,6 +229,7 @@ def _add_suggest(sub: Any) -> None:
         type=Path,
         help="CSV file (default: stdout); the summary always goes to stderr",
     )
+    add_embedding_options(suggest)
     add_run_options(suggest, strict=True, quiet=QUIET)
     suggest.set_defaults(run=_guarded(_run_suggest), timed=False)
 
@@ -238,6 +245,7 @@ def _classifier(args: argparse.Namespace) -> Any:
         device=args.device,
         seed=args.seed,
         show_progress=not args.quiet,
+        **embedding_settings(args),
         **preprocessing_overrides(args),
     )
 
@@ -447,10 +455,9 @@ def _run_fit(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> Any:
     from anyshot.classifier import FewShotClassifier
 
+    settings = embedding_settings(args)
     model = FewShotClassifier.load(args.model, device=args.device)
-    model.batch_size = args.batch_size
-    model.show_progress = not args.quiet
-    return model
+    return model.set_params(batch_size=args.batch_size, show_progress=not args.quiet, **settings)
 
 
 def _run_predict(args: argparse.Namespace) -> int:

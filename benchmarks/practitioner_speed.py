@@ -1,0 +1,285 @@
+"""``anyshot classify`` on a folder: today's embedding path against the fast path, side by side.
+
+The folder: ``--classes`` mini-ImageNet **val** classes (sorted wnids), the first ``--shots``
+files of each as support and the next ``--queries`` as query images (symbolic links in a
+temporary folder). Every run is a fresh subprocess (``--mode``, internal) so that its peak
+resident memory (``ru_maxrss``: Python, torch, the model, the images and the work) is its own;
+the time is the wall time of the classification in that process (importing anyshot's command
+modules, scanning the folders, loading the backbone, embedding, fitting; not the interpreter's
+start nor ``import torch``), and images/s is support plus query images over it. The embedding
+part alone is timed too (the wall time inside ``FeatureCache.embed``, through which the
+estimator embeds everything, and the images it computed rather than read).
+
+* ``old``: the path before the fast path: the estimator embedding through the old call,
+  :func:`anyshot.embedding.embed_images` with its defaults (float32, contiguous input, no
+  cache) and ``batch_size=64`` (the estimator's ``_embed`` of before, patched in here), at
+  224 px, torch's default threads (one per core, ``OMP_NUM_THREADS`` unset), driven as
+  ``classify`` drives it (scan the folders, ``classify(...)``).
+* ``new``: ``anyshot classify --support S --query Q --output F --quiet --cache-dir C`` through
+  ``anyshot.cli.main``, default settings (bfloat16 where the CPU has it, channels-last, the
+  automatic input size, the default threads), into an empty cache folder ``C``;
+  ``new-warm``: the same command again (every image's features are in ``C``).
+* ``new-224``: as ``new`` with ``--image-size 224 --no-cache`` (the old size, no cache): the
+  speed-up of the embedding path alone.
+
+Each variant runs ``--repeats`` times (``new`` / ``new-warm`` as pairs, each pair with a fresh
+cache folder); the table shows the best and all times. All of it runs under each of
+``--conditions``: ``idle`` (the machine as it is; each run records the 1-minute load average
+at its start) and ``busy`` (``--busy`` extra processes spinning on the CPU, started
+``--settle`` seconds before the first run so that the load average, which sets the default
+threads, has seen them: a shared machine with other work). The ``idle`` condition is whatever
+else runs on the machine: read each run's ``load_average_at_start``.
+
+    .venv/bin/python benchmarks/practitioner_speed.py \\
+        --output benchmarks/results/practitioner-speed.json
+    .venv/bin/python benchmarks/practitioner_speed.py --conditions idle --repeats 1 \\
+        --queries 200 --output benchmarks/results/practitioner-speed-1000-queries.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.cli import DATA_ROOT, add_shared_arguments, config_of, script_parser
+from harness.output import environment, write_json
+
+VARIANTS = ("old", "new", "new-warm", "new-224")
+
+
+def build_folder(data_root: Path, target: Path, classes: int, shots: int, queries: int) -> int:
+    """``target/support/<wnid>/`` and ``target/query/<wnid>/`` (links); returns the image count."""
+    mini = data_root / "mini-imagenet" if (data_root / "mini-imagenet").is_dir() else data_root
+    by_class: dict[str, list[str]] = {}
+    with (mini / "val.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            by_class.setdefault(row["label"], []).append(row["filename"])
+    count = 0
+    for wnid in sorted(by_class)[:classes]:
+        files = sorted(by_class[wnid])[: shots + queries]
+        for i, name in enumerate(files):
+            link = target / ("support" if i < shots else "query") / wnid / name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to((mini / "images" / name).resolve())
+            count += 1
+    return count
+
+
+def _classify_old(folder: Path) -> dict[str, Any]:
+    """Today's path, as ``classify`` drives the estimator."""
+    from anyshot.classifier import FewShotClassifier
+    from anyshot.data.intake import scan_images, scan_support
+
+    support = scan_support(folder / "support")
+    query = scan_images([folder / "query"])
+    model = FewShotClassifier(cache_dir=False)  # embedding: see _use_old_embedding
+    probabilities, _ = model.classify(support.paths, support.labels, query.paths)
+    return {"image_size": model.preprocessing_.image_size, "rows": len(probabilities)}
+
+
+def _classify_new(folder: Path, cache: Path, extra: list[str]) -> dict[str, Any]:
+    """``anyshot classify`` at its defaults (plus ``extra``)."""
+    from anyshot.cli import main
+
+    output = cache.parent / f"predictions-{time.time_ns()}.json"
+    where = ["--no-cache"] if "--no-cache" in extra else ["--cache-dir", str(cache)]
+    argv = ["classify", "--support", str(folder / "support"), "--query", str(folder / "query"),
+            "--output", str(output), "--quiet", *where, *extra]  # fmt: skip
+    if main(argv) != 0:
+        raise SystemExit("classify failed")
+    summary = json.loads(output.read_text())["summary"]
+    return {"image_size": summary["image_size"], "rows": len(json.loads(output.read_text())
+                                                                ["predictions"])}  # fmt: skip
+
+
+def _use_old_embedding() -> None:
+    """The estimator's embedding as it was before the fast path (float32, contiguous, no
+    cache, batches of ``batch_size``): the old call, :func:`embed_images` with its defaults."""
+    from anyshot.classifier import FewShotClassifier
+    from anyshot.embedding import embed_images
+
+    def old_embed(self: Any, network: Any, images: Any, on_unreadable: Any, desc: str) -> Any:
+        return embed_images(network, images, batch_size=self.batch_size,
+                            on_unreadable=on_unreadable, show_progress=self.show_progress,
+                            desc=desc)  # fmt: skip
+
+    FewShotClassifier._embed = old_embed  # type: ignore[method-assign]
+
+
+def _time_embedding() -> dict[str, float]:
+    """Wrap the estimator's embedding step (``FewShotClassifier._embed``, through which it
+    embeds everything) to add up its wall time and the images it computed (not read from a
+    cache) into the returned dict."""
+    from anyshot.classifier import FewShotClassifier
+    from anyshot.feature_cache import FeatureCache
+
+    totals = {"embed_seconds": 0.0, "embedded_images": 0.0}
+    original, cached = FewShotClassifier._embed, FeatureCache.embed
+    seen = {"cached": 0}
+
+    def counted(self: FeatureCache, *args: Any, **kwargs: Any) -> Any:
+        seen["cached"] += 1
+        before = self.computed
+        try:
+            return cached(self, *args, **kwargs)
+        finally:
+            totals["embedded_images"] += self.computed - before
+
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start, calls = time.perf_counter(), seen["cached"]
+        try:
+            result = original(self, *args, **kwargs)
+        finally:
+            totals["embed_seconds"] += time.perf_counter() - start
+        if seen["cached"] == calls:  # the old call: every image computed
+            totals["embedded_images"] += len(result[1])
+        return result
+
+    FeatureCache.embed = counted  # type: ignore[method-assign]
+    FewShotClassifier._embed = timed  # type: ignore[method-assign]
+    return totals
+
+
+def child(args: argparse.Namespace) -> None:
+    """One timed classification; prints a JSON line."""
+    import torch
+
+    if args.mode == "old":
+        _use_old_embedding()
+    embedding = _time_embedding()
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    if args.mode == "old":
+        facts = _classify_old(args.folder)
+    elif args.mode == "new-224":
+        facts = _classify_new(args.folder, args.cache, ["--no-cache", "--image-size", "224"])
+    else:
+        facts = _classify_new(args.folder, args.cache, [])
+    seconds = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record = {**facts, **embedding, "seconds": seconds, "peak_rss_mb": rss,
+              "threads": torch.get_num_threads(), "load_average_at_start": load}  # fmt: skip
+    print(json.dumps(record), flush=True)
+
+
+def run_child(mode: str, folder: Path, cache: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    command = [sys.executable, __file__, "--mode", mode, "--folder", str(folder),
+               "--cache", str(cache)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
+    record: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return record
+
+
+def measure(args: argparse.Namespace, folder: Path, images: int) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="anyshot-speed-cache-") as cache_root:
+            cache = Path(cache_root) / "features"
+            for mode in VARIANTS:
+                record = run_child(mode, folder, cache)
+                record["images_per_second"] = images / record["seconds"]
+                computed = record["embedded_images"]
+                record["embedding_images_per_second"] = (
+                    computed / record["embed_seconds"] if computed else None
+                )
+                runs[mode].append(record)
+                rate = record["embedding_images_per_second"] or 0.0
+                print(f"repeat {repeat} {mode:9s} {record['seconds']:7.2f} s "
+                      f"{record['images_per_second']:6.2f} img/s; embedding "
+                      f"{record['embed_seconds']:6.2f} s, {computed:4.0f} computed, "
+                      f"{rate:6.2f} img/s; "
+                      f"{record['peak_rss_mb']:6.0f} MB  {record['image_size']} px "
+                      f"{record['threads']} threads", flush=True)  # fmt: skip
+    best = {mode: min(r["seconds"] for r in records) for mode, records in runs.items()}
+    embed = {mode: min(r["embed_seconds"] for r in records) for mode, records in runs.items()}
+    return {
+        "runs": runs,
+        "best_seconds": best,
+        "images_per_second": {mode: images / s for mode, s in best.items()},
+        "best_embed_seconds": embed,
+        "embedding_images_per_second": {m: images / embed[m] for m in ("old", "new", "new-224")},
+        "embedding_speedup_new_vs_old": embed["old"] / embed["new"],
+        "embedding_repeat_ratio": embed["new"] / embed["new-warm"],
+        "peak_rss_mb": {m: max(r["peak_rss_mb"] for r in rs) for m, rs in runs.items()},
+        "speedup_new_vs_old": best["old"] / best["new"],
+        "speedup_new_224_vs_old": best["old"] / best["new-224"],
+        "repeat_run_ratio": best["new"] / best["new-warm"],
+    }
+
+
+def spin() -> None:
+    """Keep one core busy until killed (the ``busy`` condition's load)."""
+    while True:
+        pass
+
+
+def measure_condition(
+    args: argparse.Namespace, folder: Path, images: int, condition: str
+) -> dict[str, Any]:
+    """:func:`measure` on an idle machine, or with ``--busy`` spinning processes."""
+    if condition == "idle":
+        return measure(args, folder, images)
+    spinners = [subprocess.Popen([sys.executable, __file__, "--mode", "spin"])
+                for _ in range(args.busy)]  # fmt: skip
+    try:
+        time.sleep(args.settle)
+        return {"busy_processes": args.busy, **measure(args, folder, images)}
+    finally:
+        for process in spinners:
+            process.kill()
+            process.wait()
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
+    add_shared_arguments(parser, data_root=DATA_ROOT, output=Path("practitioner-speed.json"))
+    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--queries", type=int, default=20, help="query images per class")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--conditions", nargs="+", choices=["idle", "busy"],
+                        default=["idle", "busy"])  # fmt: skip
+    parser.add_argument("--busy", type=int, default=2, help="spinning processes (busy)")
+    parser.add_argument("--settle", type=float, default=60.0, help="seconds before timing (busy)")
+    parser.add_argument("--mode", choices=[*VARIANTS, "spin"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode == "spin":
+        spin()
+    if args.mode is not None:
+        child(args)
+        return
+    conditions: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="anyshot-speed-folder-") as root:
+        folder = Path(root)
+        images = build_folder(args.data_root, folder, args.classes, args.shots, args.queries)
+        for condition in args.conditions:
+            print(f"--- {condition}", flush=True)
+            conditions[condition] = measure_condition(args, folder, images, condition)
+            summary = {k: v for k, v in conditions[condition].items() if k != "runs"}
+            print(json.dumps(summary, indent=2), flush=True)
+    record = {
+        "config": config_of(args, leave_out=("mode", "folder", "cache")),
+        "images": images,
+        "conditions": conditions,
+        "environment": environment("torch", "machine", "python", "cpu_count", "cpu_capability"),
+    }
+    write_json(args.output, record)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

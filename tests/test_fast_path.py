@@ -1,0 +1,284 @@
+"""The practitioner's fast path: the feature cache of classify / fit / predict / suggest and of
+FewShotClassifier (hits, invalidation, opt-out, in-process reuse), bfloat16 against float32, and
+the thread defaults. Conv-4 at 16 px on tiny generated images; ``$XDG_CACHE_HOME`` is a
+temporary folder in every test (conftest)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anyshot import feature_cache
+from anyshot.backbones import Backbone, build_backbone
+from anyshot.classifier import FewShotClassifier
+from anyshot.cli import main
+from anyshot.errors import ConfigurationError
+from anyshot.feature_cache import FeatureCache, default_cache_dir
+from anyshot.methods import FineTuning, SupportBasedInit
+from anyshot.threads import free_cores, torch_threads
+
+SIZE = 16
+CONV4 = ["--backbone", "conv4", "--image-size", str(SIZE), "--quiet", "--method", "support-init"]
+COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 30)}
+
+
+def image(path: Path, colour: tuple[int, int, int], seed: int) -> Path:
+    """A 20 px image of ``colour`` plus noise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 25, (20, 20, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    """``support/<colour>/`` 2 images each, ``query/`` 2 per colour (12 images in all)."""
+    seed = 0
+    for name, colour in COLOURS.items():
+        for i in range(2):
+            seed += 1
+            image(tmp_path / "support" / name / f"{i}.png", colour, seed)
+            image(tmp_path / "query" / f"{name}-{i}.png", colour, seed + 100)
+    return tmp_path / "support", tmp_path / "query"
+
+
+@pytest.fixture
+def embedded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Images the network embeds from now on (the FeatureCache's loop, counted per batch)."""
+    counts: list[int] = []
+    original = feature_cache.embedding_batches
+
+    def counting(*args: Any, **kwargs: Any) -> Iterator[tuple[list[int], torch.Tensor]]:
+        for positions, rows in original(*args, **kwargs):
+            counts.append(len(positions))
+            yield positions, rows
+
+    monkeypatch.setattr(feature_cache, "embedding_batches", counting)
+    return counts
+
+
+def shards(folder: Path) -> set[Path]:
+    return set(folder.rglob("shard-*.pt"))
+
+
+def paths_and_labels(support: Path) -> tuple[list[str], list[str]]:
+    paths = sorted(support.rglob("*.png"))
+    return [str(p) for p in paths], [p.parent.name for p in paths]
+
+
+def backbone() -> Backbone:
+    torch.manual_seed(0)
+    return build_backbone("conv4", image_size=SIZE)
+
+
+# --- the commands -------------------------------------------------------------------------
+def test_second_classify_embeds_nothing_and_answers_the_same(
+    folders: tuple[Path, Path], tmp_path: Path, embedded: list[int]
+) -> None:
+    support, query = folders
+    cache = tmp_path / "cache"
+    argv = ["classify", "--support", str(support), "--query", str(query), *CONV4,
+            "--cache-dir", str(cache)]  # fmt: skip
+    assert main([*argv, "--output", str(tmp_path / "a.csv")]) == 0
+    assert sum(embedded) == 12
+    written = shards(cache)
+    assert written
+    assert main([*argv, "--output", str(tmp_path / "b.csv")]) == 0
+    assert sum(embedded) == 12  # nothing embedded the second time
+    assert shards(cache) == written  # and nothing written
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_changed_file_and_other_model_are_embedded_again(
+    folders: tuple[Path, Path], tmp_path: Path, embedded: list[int]
+) -> None:
+    support, query = folders
+    cache, output = str(tmp_path / "cache"), str(tmp_path / "p.csv")
+    argv = ["classify", "--support", str(support), "--query", str(query), *CONV4,
+            "--cache-dir", cache, "--output", output]  # fmt: skip
+    assert main(argv) == 0
+    first = sum(embedded)
+    changed = query / "red-0.png"
+    image(changed, COLOURS["blue"], 999)  # new content (and size / modification time)
+    os.utime(changed, ns=(1, 1))  # a different mtime even on a coarse clock
+    assert main(argv) == 0
+    assert sum(embedded) == first + 1  # only the rewritten file
+    assert "red-0.png,blue" in (tmp_path / "p.csv").read_text()
+    assert main([*argv, "--seed", "1"]) == 0  # conv-4 initialised differently: other weights
+    assert sum(embedded) == first + 1 + 12
+
+
+def test_no_cache_writes_nothing_and_default_folder_is_the_user_cache(
+    folders: tuple[Path, Path],
+    tmp_path: Path,
+    private_cache_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    support, query = folders
+    argv = ["classify", "--support", str(support), "--query", str(query), *CONV4]
+    assert default_cache_dir() == private_cache_home / "anyshot" / "features"
+    assert main([*argv, "--no-cache"]) == 0
+    assert not any(private_cache_home.iterdir())
+    assert main(argv) == 0
+    stored = [torch.load(p, weights_only=True)["keys"] for p in shards(default_cache_dir())]
+    assert sum(len(keys) for keys in stored) == 12  # support and query, one row each
+    assert main([*argv, "--no-cache", "--cache-dir", str(tmp_path / "c")]) == 2
+    assert "contradict" in capsys.readouterr().err
+
+
+def test_predict_and_suggest_after_fit_embed_only_new_images(
+    folders: tuple[Path, Path], tmp_path: Path, embedded: list[int]
+) -> None:
+    support, query = folders
+    model = tmp_path / "model.pt"
+    assert main(["fit", "--support", str(support), "--unlabeled", str(query), *CONV4,
+                 "--output", str(model)]) == 0  # fmt: skip
+    assert sum(embedded) == 12
+    extra = image(tmp_path / "extra.png", COLOURS["red"], 7)
+    assert main(["predict", "--model", str(model), str(query), str(extra), "--quiet",
+                 "--output", str(tmp_path / "p.csv")]) == 0  # fmt: skip
+    assert sum(embedded) == 13  # the one new image
+    assert main(["suggest", "--model", str(model), "--unlabeled", str(query), "--quiet",
+                 "--output", str(tmp_path / "s.csv")]) == 0  # fmt: skip
+    assert sum(embedded) == 13
+
+
+# --- the estimator ------------------------------------------------------------------------
+def test_predict_then_predict_proba_embeds_once_in_process(
+    folders: tuple[Path, Path], tmp_path: Path, embedded: list[int], private_cache_home: Path
+) -> None:
+    support, query = folders
+    paths, labels = paths_and_labels(support)
+    model = FewShotClassifier(backbone(), SupportBasedInit(), cache_dir=False)
+    model.fit(paths, labels)
+    assert sum(embedded) == 6
+    new = [str(p) for p in sorted(query.iterdir())]
+    labels_first = model.predict(new)
+    probabilities = model.predict_proba(new)
+    assert sum(embedded) == 12  # the 6 query images once
+    assert [model.classes_[int(k)] for k in probabilities.argmax(1)] == labels_first
+    assert not any(private_cache_home.iterdir())  # cache_dir=False: nothing on disk
+    # In-memory images have no file identity: embedded every time, never stored.
+    tensors = torch.randn(3, 3, SIZE, SIZE)
+    model.predict_proba(tensors)
+    model.predict_proba(tensors)
+    assert sum(embedded) == 18
+
+
+def test_params_follow_the_sklearn_convention(tmp_path: Path) -> None:
+    model = FewShotClassifier("conv4", cache_dir=tmp_path, precision="float32")
+    params = model.get_params()
+    assert params["cache_dir"] == tmp_path and params["precision"] == "float32"
+    assert params["channels_last"] is True and params["backbone"] == "conv4"
+    assert FewShotClassifier(**params).get_params() == params
+    assert model.set_params(precision="bfloat16", cache_dir=False) is model
+    assert model.precision == "bfloat16" and model.cache_dir is False
+    assert not any(name.endswith("_") for name in vars(model) if not name.startswith("_"))
+    with pytest.raises(ConfigurationError, match="unknown parameters"):
+        model.set_params(colour="red")
+    with pytest.raises(ConfigurationError, match="precision"):
+        FewShotClassifier(backbone(), precision="float16").fit(
+            torch.randn(2, 3, SIZE, SIZE), ["a", "b"]
+        )
+
+
+def test_bfloat16_predictions_agree_with_float32(folders: tuple[Path, Path]) -> None:
+    """bfloat16 runs on any CPU (emulated where there are no native instructions)."""
+    support, query = folders
+    paths, labels = paths_and_labels(support)
+    new = [str(p) for p in sorted(query.iterdir())]
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        model = FewShotClassifier(backbone(), SupportBasedInit(), precision=precision)
+        runs[precision] = model.fit(paths, labels).predict_proba(new)
+    assert not np.array_equal(runs["float32"], runs["bfloat16"])  # bfloat16 really ran
+    np.testing.assert_allclose(runs["bfloat16"], runs["float32"], atol=0.05)
+    assert (runs["bfloat16"].argmax(1) == runs["float32"].argmax(1)).all()
+
+
+def test_fine_tuned_network_never_reads_the_frozen_rows(
+    folders: tuple[Path, Path], tmp_path: Path, embedded: list[int]
+) -> None:
+    support, query = folders
+    paths, labels = paths_and_labels(support)
+    new = [str(p) for p in sorted(query.iterdir())]
+    cache = tmp_path / "cache"
+    frozen = FewShotClassifier(backbone(), SupportBasedInit(), cache_dir=cache)
+    frozen.fit(paths, labels).predict_proba(new)  # rows of all 12 files, frozen network
+    before = sum(embedded)
+    tuned = FineTuning(scope="last", epochs=2, batch_size=4)
+    model = FewShotClassifier(backbone(), tuned, cache_dir=cache).fit(paths, labels)
+    cached = model.predict_proba(paths + new)
+    assert sum(embedded) == before + 12  # nothing read from the frozen network's rows
+    assert not np.allclose(cached[: len(paths)], frozen.predict_proba(paths), atol=1e-3)
+    model.set_params(cache_dir=False)  # new settings: a new (in-memory) cache, all computed
+    np.testing.assert_allclose(model.predict_proba(paths + new), cached, atol=1e-6)
+    assert sum(embedded) == before + 24
+
+
+def test_unreadable_positions_are_those_of_the_images_given(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    support, _ = folders
+    paths, labels = paths_and_labels(support)
+    model = FewShotClassifier(backbone(), SupportBasedInit(), cache_dir=tmp_path / "c")
+    model.fit(paths, labels)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    problems: list[Any] = []
+    rows = model.predict_proba([paths[0], str(bad), paths[1]], on_unreadable=problems.append)
+    assert [p.index for p in problems] == [1] and rows.shape == (2, 3)
+    np.testing.assert_allclose(rows, model.predict_proba([paths[0], paths[1]]))
+
+
+def test_feature_cache_keeps_only_the_rows_asked_for(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from anyshot.embedding import ImageList
+
+    support, _ = folders
+    paths, _ = paths_and_labels(support)
+    network = backbone()
+    images = ImageList(paths, network.preprocessing)
+    full, kept = FeatureCache(tmp_path / "c").embed(network, images)
+    assert kept == list(range(6))
+    again = FeatureCache(tmp_path / "c")
+    one, _ = again.embed(network, images[2:3])
+    assert again.computed == 0 and torch.equal(one[0], full[2])
+    assert len(again._rows) == 1  # the other five rows stay on disk
+
+
+def test_unwritable_cache_folder_warns_once_and_still_classifies(
+    folders: tuple[Path, Path], tmp_path: Path, embedded: list[int]
+) -> None:
+    support, query = folders
+    paths, labels = paths_and_labels(support)
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")  # a file where the cache folder should be: nothing can be written
+    model = FewShotClassifier(backbone(), SupportBasedInit(), cache_dir=blocked)
+    with pytest.warns(RuntimeWarning, match="cannot be written") as caught:
+        model.fit(paths, labels)
+        model.predict([str(p) for p in sorted(query.iterdir())])
+    assert len(caught) == 1 and sum(embedded) == 12
+    assert model.predict(paths) == labels  # the support rows are kept in memory
+    assert sum(embedded) == 12
+
+
+# --- threads ------------------------------------------------------------------------------
+def test_free_cores_leave_the_busy_ones() -> None:
+    assert free_cores(load=0.0, cores=2) == 2
+    assert free_cores(load=1.2, cores=2) == 1
+    assert free_cores(load=5.0, cores=2) == 1  # never below one
+    assert free_cores(load=0.3, cores=8) == 8
+    torch.set_num_threads(2)
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
