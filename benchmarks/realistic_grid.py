@@ -25,9 +25,9 @@ Cells (name ``<domain>-<kind>-<ways>w<shots>s[-k<present>|-q<queries>]``):
   back to 15 each, i.e. balanced). 1 and 5 shots.
 * ``manyway``: balanced queries with many ways: omni 20, 50, 160 ways, 5 queries per class;
   mini every class of the split (16 val, 20 test), 15 per class. 1 and 5 shots.
-* ``tiny``: 1 and 5 query images (``-q1``, ``-q5``), each of a class drawn uniformly with
-  replacement from the K support classes (:class:`IidQuerySampler`), at 5 and 20 ways (mini val
-  has 16 classes: 16 ways there). 1 and 5 shots.
+* ``tiny``: 1, 5, 20 and 40 query images (``-q1`` ... ``-q40``), each of a class drawn
+  uniformly with replacement from the K support classes (:class:`IidQuerySampler`), at 5 and
+  20 ways (mini val has 16 classes: 16 ways there). 1 and 5 shots.
 
 Methods (``--methods``, names resolved when the script runs): ``support-init``
 (:data:`anyshot.methods.presets.SUPPORT_INIT`, always run: the baseline), ``recommended``
@@ -102,7 +102,7 @@ from anyshot.evaluation import summarize
 from anyshot.evaluation.cached import ItemFeatures, episode_tensors, plan_batches, supports_cached
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods.presets import PRESETS, Method
-from anyshot.protocols import Sampler, build_sampler, episode_rng, sampler_config
+from anyshot.protocols import Sampler, build_sampler, capped, episode_rng, sampler_config
 from harness.cli import DATA_ROOT, FEATURE_CACHE, add_shared_arguments, script_parser
 from harness.episodes import dataset_split, embed_episodes
 from harness.output import environment, write_json
@@ -153,8 +153,10 @@ DOMAINS = {
 
 class IidQuerySampler:
     """K-way episodes whose ``total_queries`` queries each come from a class drawn uniformly
-    with replacement among the K (a tiny query batch that arrives as it comes: 5 queries at 5
-    ways usually repeat a class and miss another). Conventions of :mod:`anyshot.protocols`."""
+    with replacement among the K (a small query batch that arrives as it comes: 5 queries at 5
+    ways usually repeat a class and miss another). A class drawn more often than it has images
+    left gives the excess to the others (:func:`anyshot.protocols.capped`; never with 1 or 5
+    queries). Conventions of :mod:`anyshot.protocols`."""
 
     protocol = "iid-queries"
 
@@ -168,13 +170,15 @@ class IidQuerySampler:
         seed: int,
     ) -> None:
         label_array = np.asarray(labels, dtype=np.int64)
-        need = shots + total_queries  # one class may receive every query
+        need = shots + min(total_queries, 5)  # 1 or 5 queries: one class may receive them all
         classes, counts = np.unique(label_array, return_counts=True)
         self._candidates = classes[counts >= need]
-        if len(self._candidates) < ways:
+        left = np.sort(counts[counts >= need] - shots)[:ways]  # the fewest images left over
+        if len(self._candidates) < ways or left.sum() < total_queries:
             raise DatasetError(
                 f"{ways}-way {shots}-shot episodes with {total_queries} i.i.d. queries need "
-                f"{ways} classes with {need} images; only {len(self._candidates)} have them"
+                f"{ways} classes with {need} images and room for the queries; only "
+                f"{len(self._candidates)} classes have them"
             )
         self._members = {int(c): np.flatnonzero(label_array == c) for c in self._candidates}
         self.ways, self.shots, self.total_queries, self.seed = ways, shots, total_queries, seed
@@ -186,6 +190,8 @@ class IidQuerySampler:
         counts = np.bincount(
             rng.integers(0, self.ways, size=self.total_queries), minlength=self.ways
         )
+        room = np.array([len(self._members[int(c)]) - self.shots for c in chosen])
+        counts = capped(counts, room, np.ones(self.ways))
         return draw_episode(rng, self._members, chosen, [self.shots] * self.ways, counts)
 
     def take(self, count: int) -> Iterator[EpisodeSpec]:
@@ -300,7 +306,7 @@ def grid(all_ways: dict[str, int], episodes: int | None) -> list[Cell]:
         note = "" if large == 20 else f"the split has {large} classes: {large} ways, not 20"
         for ways in (5, large):
             for shots in (1, 5):
-                for q in (1, 5):
+                for q in (1, 5, 20, 40):
                     add(
                         domain,
                         "tiny",
@@ -584,7 +590,7 @@ QUERY_RULES = {
     "images left: 75 queries would be capped back to a balanced 15 each); counts = rounded "
     "Dirichlet(alpha) proportions, capped by what a class has left",
     "manyway": "mini: 15 queries per class, omni: 5",
-    "tiny": "1 or 5 queries, each of a class drawn uniformly with replacement from the ways",
+    "tiny": "1 to 40 queries, each of a class drawn uniformly with replacement from the ways",
 }
 
 

@@ -147,9 +147,12 @@ def rows_in(cache: Path) -> int:
 
 # support-init at T = 1: the entropy tolerance below was set for it (the cached features are
 # bfloat16 on a CPU with native bfloat16, and the default T = 0.1 scales logit differences 10x).
+# The transductive head without its safeguards: 9 queries for 3 classes would close the gate.
 @pytest.mark.parametrize("method", [["--method", "support-init", "--temperature", "1"],
                          ["--method", "transductive",
-                         "--temperature", "0.1", "--lr", "0.01", "--epochs", "8"]],
+                         "--temperature", "0.1", "--lr", "0.01", "--epochs", "8",
+                         "--min-queries-per-class", "0", "--queries-per-shot", "0",
+                         "--min-agreement", "0"]],
                          ids=["support-init", "transductive"])  # fmt: skip
 def test_cli_cache_dir_matches_plain_and_is_reused(
     method: list[str], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

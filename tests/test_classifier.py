@@ -8,6 +8,7 @@ a reason when they are absent.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -25,6 +26,7 @@ from anyshot.classifier import FewShotClassifier
 from anyshot.cli import main
 from anyshot.errors import CheckpointError, ConfigurationError, DatasetError, ImageReadError
 from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
+from anyshot.methods.presets import RECOMMENDED
 from anyshot.model_file import FORMAT_VERSION, ModelFileError
 
 SIZE = 16
@@ -113,8 +115,14 @@ def test_unlabeled_images_enter_the_transductive_fit(tmp_path: Path) -> None:
     paths, labels = paths_and_labels(support)
     unlabeled = sorted(query.iterdir())
     inductive = FewShotClassifier(backbone()).fit(paths, labels)
-    transductive = FewShotClassifier(backbone()).fit(paths, labels, unlabeled=unlabeled)
-    assert transductive.fit_info_["unlabeled_images"] == 4
+    # 4 unlabelled images for 2 classes: the default's gate answers with the class means
+    gated = FewShotClassifier(backbone()).fit(paths, labels, unlabeled=unlabeled)
+    assert gated.fit_info_["unlabeled_images"] == 4 and gated.fit_info_["fallback"]
+    assert torch.equal(inductive.classifier_.weight, gated.classifier_.weight)
+    no_gate = dataclasses.replace(RECOMMENDED, min_queries_per_class=0.0, queries_per_shot=0.0)
+    transductive = FewShotClassifier(backbone(), method=no_gate).fit(
+        paths, labels, unlabeled=unlabeled
+    )
     assert not torch.equal(inductive.classifier_.weight, transductive.classifier_.weight)
 
 

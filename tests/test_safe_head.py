@@ -18,6 +18,7 @@ from anyshot.methods import PRESETS, FineTuning, SupportBasedInit, TransductiveF
 from anyshot.methods.balance import dirichlet_concentration, looks_balanced
 from anyshot.methods.cosine import class_means, transductive_center
 from anyshot.methods.finetune import QUERY_FIELDS
+from anyshot.methods.head import gate_closes, predicted_classes
 from anyshot.methods.objective import estimated_log_prior
 from anyshot.methods.presets import RECOMMENDED, UNGUARDED
 from conftest import clustered_episode
@@ -94,15 +95,36 @@ def test_one_query_is_support_init_exactly() -> None:
     )
 
 
-def test_the_gate_is_two_queries_per_class() -> None:
-    """Below ``m K`` queries support-init answers; from ``m K`` on the head is trained."""
-    support, targets, query, _ = nuisance_episodes(2, 5, 5, 2, seed=3)  # Q = 10 = 2 K
-    assert RECOMMENDED.min_queries_per_class == 2.0
-    trained = RECOMMENDED.fit_features(support, targets, query).query_logits
-    gated = RECOMMENDED.fit_features(support, targets, query[:, :9]).query_logits
-    base = BASE.fit_features(support, targets, query).query_logits
-    torch.testing.assert_close(gated, base[:, :9], atol=0, rtol=0)
-    assert not torch.allclose(trained, base)
+def test_gate_closes_below_five_plus_shots_queries_per_predicted_class() -> None:
+    """``Q < (m + s * shots) * K_hat`` or ``Q <= 1`` closes the gate; both zero = no gate."""
+    classes = torch.tensor([2.0, 2.0, 3.0])
+    for queries, expected in ((12, [False, False, True]), (11, [True, True, True])):
+        assert gate_closes(5.0, 1.0, queries, 1.0, classes).tolist() == expected
+    # 5 shots: 10 per predicted class
+    assert gate_closes(5.0, 1.0, 20, 5.0, classes).tolist() == [False, False, True]
+    assert gate_closes(5.0, 1.0, 1, 1.0, torch.tensor([0.5])).tolist() == [True]
+    assert gate_closes(0.0, 0.0, 1, 1.0, classes).tolist() == [False, False, False]
+    assert (RECOMMENDED.min_queries_per_class, RECOMMENDED.queries_per_shot) == (5.0, 1.0)
+
+
+def test_the_gate_decides_per_episode_from_the_predicted_classes() -> None:
+    """Queries from 2 of 5 classes: an episode whose support-init predictions hold K_hat classes
+    is trained iff Q >= 6 K_hat (one shot); a gated episode gets support-init's logits exactly,
+    and ``fallback`` says which."""
+    gate_only = dataclasses.replace(RECOMMENDED, min_agreement=0.0)
+    for per_class in (4, 6, 9):
+        support, targets, query, _ = nuisance_episodes(6, 5, 2, per_class, seed=per_class)
+        base = BASE.fit_features(support, targets, query).query_logits
+        expected = query.shape[1] < 6 * predicted_classes(base)
+        fitted = gate_only.fit_features(support, targets, query)
+        assert fitted.fallback is not None
+        assert fitted.fallback.tolist() == expected.tolist()
+        for e in range(6):
+            if expected[e]:
+                torch.testing.assert_close(fitted.query_logits[e], base[e], atol=1e-5, rtol=0)
+            else:
+                assert not torch.allclose(fitted.query_logits[e], base[e], atol=1e-3)
+    assert BASE.fit_features(support, targets, query).query_logits.shape == base.shape
 
 
 @pytest.mark.parametrize("ways", [200, 1000])
@@ -262,13 +284,14 @@ def test_settings_presets_and_command_line() -> None:
         UNGUARDED,
         center_on="adaptive",
         empirical_bayes=True,
-        min_queries_per_class=2.0,
+        min_queries_per_class=5.0,
+        queries_per_shot=1.0,
         min_agreement=0.5,
     )
     assert expected == RECOMMENDED
     assert UNGUARDED.center_on == "episode" and not UNGUARDED.empirical_bayes
     assert UNGUARDED.min_queries_per_class == 0 and UNGUARDED.min_agreement == 0
-    for name in ("center_on", "empirical_bayes", "min_queries_per_class", "min_agreement"):
+    for name in QUERY_FIELDS[-5:]:
         assert name in QUERY_FIELDS
     assert RECOMMENDED.inductive() == UNGUARDED.inductive()
     for bad in (
@@ -277,13 +300,14 @@ def test_settings_presets_and_command_line() -> None:
         {"min_agreement": -0.1},
         {"min_queries_per_class": -1.0},
         {"min_queries_per_class": float("nan")},
+        {"queries_per_shot": -1.0},
     ):
         with pytest.raises(ConfigurationError):
             TransductiveFineTuning(**bad)  # type: ignore[arg-type]
     parser = build_parser()
     base = ["evaluate", "--dataset", "omniglot", "--data-root", "x", "--output", "o.json"]
     flags = ["--center-on", "adaptive", "--empirical-bayes"]
-    flags += ["--min-queries-per-class", "2", "--min-agreement", "0.5"]
+    flags += ["--min-queries-per-class", "5", "--queries-per-shot", "1", "--min-agreement", "0.5"]
     assert method_from_args(parser.parse_args([*base, *flags])) == RECOMMENDED
     with pytest.raises(AnyshotError, match="--min-agreement apply to --method transductive"):
         method_from_args(parser.parse_args([*base, "--method", "finetune", "--min-agreement", "1"]))

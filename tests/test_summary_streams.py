@@ -104,9 +104,12 @@ def test_fit_reports_the_method_that_gave_the_answer(
     assert main(["fit", "--support", str(support), "--output", str(model), *small]) == 0
     err = capsys.readouterr().err
     assert "fitted 2 classes (support-init's class means, untrained" in err
-    assert "0 query/unlabelled images for 2 classes, fewer than 2 per class" in err
+    assert "0 query/unlabelled images for 2 classes, too little evidence" in err
     argv = ["fit", "--support", str(support), "--unlabeled", str(query), "--output", str(model)]
-    assert main([*argv, *small]) == 0
+    assert main([*argv, *small]) == 0  # 4 unlabelled images: still too few for 2 classes
+    assert "support-init's class means, untrained" in capsys.readouterr().err
+    no_gate = ["--min-queries-per-class", "0", "--queries-per-shot", "0", "--min-agreement", "0"]
+    assert main([*argv, *small, *no_gate]) == 0
     err = capsys.readouterr().err
     assert "fitted 2 classes (TransductiveFineTuning, scope head)" in err
     assert main([*argv, *small, "--method", "finetune"]) == 0

@@ -132,7 +132,11 @@ class FewShotClassifier:
         network_: the embedding network (eval mode; fine-tuned for scopes last/all).
         preprocessing_: how images are prepared for ``network_``.
         method_: the method used.
-        fit_info_: ``{"class_counts": {...}, "unlabeled": n, "skipped": n, "seconds": s}``.
+        fit_info_: ``{"class_counts": {...}, "unlabeled_images": n, "skipped": n,
+            "fallback": bool, "seconds": s}``; ``fallback``: a safeguard of the transductive
+            method (too few unlabelled images for the classes they appear to hold, or a trained
+            classifier that disagreed with the class means) answered with support-init's class
+            means.
     """
 
     def __init__(
@@ -329,13 +333,13 @@ class FewShotClassifier:
         report = record if on_unreadable is not None else None
         head = isinstance(method, SupportBasedInit) or method.scope == "head"
         if head:
-            classifier, logits, kept_sets, kept = self._fit_head(
+            classifier, logits, kept_sets, kept, fallback = self._fit_head(
                 method, network, support, label_list, classes, sets, report
             )
             fitted_network: nn.Module = network
         else:
             assert isinstance(method, FineTuning)
-            classifier, fitted_network, logits, kept_sets, kept = self._fit_network(
+            classifier, fitted_network, logits, kept_sets, kept, fallback = self._fit_network(
                 method, network, support, label_list, classes, sets, report
             )
         self.classes_ = classes
@@ -348,6 +352,7 @@ class FewShotClassifier:
             "class_counts": {str(c): int(counts[c]) for c in classes},
             **{f"{role}_images": len(k) for (role, _), k in zip(sets, kept_sets, strict=True)},
             "skipped": len(skipped),
+            "fallback": fallback,
             "seconds": time.perf_counter() - start,
         }
         return logits, kept_sets
@@ -384,8 +389,9 @@ class FewShotClassifier:
         classes: tuple[Hashable, ...],
         sets: list[tuple[str, torch.Tensor | ImageList]],
         on_unreadable: OnUnreadable | None,
-    ) -> tuple[CosineClassifier, list[torch.Tensor], list[list[int]], list[int]]:
-        """Support-init or head-scope fine-tuning on cached embeddings ``[N, D]``."""
+    ) -> tuple[CosineClassifier, list[torch.Tensor], list[list[int]], list[int], bool]:
+        """Support-init or head-scope fine-tuning on cached embeddings ``[N, D]``; the last
+        item: whether a safeguard answered with support-init's class means."""
         embeddings, kept = self._embed(network, support, on_unreadable, "support")
         kept_labels = [labels[i] for i in kept]
         _check_kept(classes, labels, kept_labels)
@@ -399,7 +405,8 @@ class FewShotClassifier:
             fitted = method.fit_features(embeddings, targets, query, ways=len(classes))
         classifier, pool_logits = fitted.classifier(0), fitted.query_logits[0]
         logits = list(pool_logits.split([len(k) for _, k in extra])) if extra else []
-        return classifier, logits, [k for _, k in extra], kept
+        fallback = fitted.fallback is not None and bool(fitted.fallback[0])
+        return classifier, logits, [k for _, k in extra], kept, fallback
 
     def _fit_network(
         self,
@@ -410,8 +417,9 @@ class FewShotClassifier:
         classes: tuple[Hashable, ...],
         sets: list[tuple[str, torch.Tensor | ImageList]],
         on_unreadable: OnUnreadable | None,
-    ) -> tuple[CosineClassifier, nn.Module, list[torch.Tensor], list[list[int]], list[int]]:
-        """Scope ``last`` / ``all``: one episode over the images; the backbone copy is trained."""
+    ) -> tuple[CosineClassifier, nn.Module, list[torch.Tensor], list[list[int]], list[int], bool]:
+        """Scope ``last`` / ``all``: one episode over the images; the backbone copy is trained
+        (the last item: whether a safeguard kept the untrained copy and support-init's answer)."""
 
         def readable(images: torch.Tensor | ImageList, desc: str) -> list[int]:
             if on_unreadable is None:
@@ -434,7 +442,7 @@ class FewShotClassifier:
         fitted = method.fit(network, episode)
         assert fitted.network is not None
         logits = list(fitted.query_logits.split([len(k) for k in kept_sets])) if sets else []
-        return fitted.classifier, fitted.network, logits, kept_sets, kept
+        return fitted.classifier, fitted.network, logits, kept_sets, kept, fitted.fallback
 
     # --- prediction ---------------------------------------------------------------------
     def _check_fitted(self) -> None:

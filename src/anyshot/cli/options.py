@@ -82,17 +82,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
-
-
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     try:
@@ -101,6 +90,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
     if not value > 0 or not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
     return value
 
 
@@ -206,9 +206,10 @@ def default_method_words() -> str:
         f"{head.likelihood_weight:g}) with class proportions fitted by empirical Bayes and "
         f"{balance}; embeddings centred on the mean of the class means (on all images' mean in "
         "that balanced run). It answers as support-init does (class means, no training) when "
-        f"there are fewer than {head.min_queries_per_class:g} query images per class (or a "
-        "single one), and when the trained classifier agrees with support-init on fewer than "
-        f"{head.min_agreement:.0%} of them"
+        f"there are fewer than {head.min_queries_per_class:g} query images per class (plus "
+        f"{head.queries_per_shot:g} per labelled image per class) for the classes they appear "
+        "to hold (those support-init predicts for them), and when the trained classifier "
+        f"agrees with support-init on fewer than {head.min_agreement:.0%} of them"
     )
 
 
@@ -336,9 +337,17 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--min-queries-per-class",
         type=non_negative_float,
-        help="transductive: with fewer query images than this per class (or a single one), "
-        "answer as support-init does (same T), without training; 0 = off (default: "
-        f"{by_scope('min_queries_per_class')})",
+        help="transductive: with fewer query images than this (plus --queries-per-shot per "
+        "labelled image per class) per class they appear to hold (the distinct classes "
+        "support-init predicts for them), or a single one, answer as support-init does, "
+        f"without training; 0 = off (default: {by_scope('min_queries_per_class')})",
+    )
+    group.add_argument(
+        "--queries-per-shot",
+        type=non_negative_float,
+        help="transductive: the extra query images the gate of --min-queries-per-class needs "
+        "per class for each labelled image per class (more labelled images, more queries "
+        f"needed to improve on them); 0 = off (default: {by_scope('queries_per_shot')})",
     )
     group.add_argument(
         "--min-agreement",
@@ -347,8 +356,6 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         "this fraction of the query images, answer as support-init does; 0 = off (default: "
         f"{by_scope('min_agreement')})",
     )
-
-
 
 
 def add_backbone_options(

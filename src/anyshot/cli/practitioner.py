@@ -39,8 +39,10 @@ __all__ = ["add_commands", "prediction_records", "predictions_csv", "uncertainty
 #: ``--quiet`` of these commands.
 QUIET = "no progress bars and no summary"
 
-#: Below this many query images per class the default method answers as support-init does.
+#: Below ``MIN_QUERIES + QUERIES_PER_SHOT * shots`` query images per class they appear to hold,
+#: the default method answers as support-init does.
 MIN_QUERIES = RECOMMENDED.min_queries_per_class
+QUERIES_PER_SHOT = RECOMMENDED.queries_per_shot
 
 EPILOG_CLASSIFY = f"""\
 examples:
@@ -61,8 +63,9 @@ EXIF-rotated photos are converted). Hidden files, non-image files, broken links 
 a warning wherever they are (two classes, one class twice, the query folder at any depths, or
 the support and the query). The query images take part in the fitting (transductive fine-tuning;
 --method above says what the default does), so classify all the images you want labelled at
-once: with fewer than {MIN_QUERIES:g} query images per class the default answers as --method
-support-init does (class means, no training).
+once: with fewer than {MIN_QUERIES:g} + {QUERIES_PER_SHOT:g} x (labelled images per class) query
+images for each class they appear to hold (the classes the class means predict for them), the
+default answers as --method support-init does (class means, no training).
 
 CSV columns: path,label,confidence then label_2,confidence_2,... (the --top-k most probable
 classes), one row per readable query image, sorted by path.
@@ -536,20 +539,15 @@ def _run_suggest(args: argparse.Namespace) -> int:
 
 
 def _fallback(model: Any, queries: int) -> str | None:
-    """Why a transductive method answered as support-init does without training (its gate:
-    too few query / unlabelled images per class), or ``None`` when it trained."""
-    from anyshot.methods.finetune import FineTuning
-    from anyshot.methods.head import gate_closes
-
-    method = model.method_
-    if not isinstance(method, FineTuning) or not method.transductive:
-        return None
-    m = method.min_queries_per_class
-    if not gate_closes(m, queries, len(model.classes_)):
+    """Why a transductive method answered as support-init does (a safeguard: too few query /
+    unlabelled images for the classes they appear to hold, or a trained classifier that
+    disagreed with the class means), or ``None`` when its trained answer stands."""
+    if not model.fit_info_.get("fallback", False):
         return None
     return (
-        f"{queries} query/unlabelled images for {len(model.classes_)} classes, fewer than {m:g} "
-        "per class (or a single one): answered as support-init does, class means, no training"
+        f"{queries} query/unlabelled images for {len(model.classes_)} classes, too little "
+        "evidence to improve on the class means (or a trained answer that disagreed with "
+        "them): answered as support-init does, class means"
     )
 
 

@@ -147,6 +147,9 @@ class FittedHead:
         relu: rectify embeddings before normalising.
         normalize_weight: the weights' rows are renormalised before use.
         query_logits: ``[E, Q, K]`` logits of the episodes' query rows (CPU, float32).
+        fallback: ``[E]`` bool (CPU): the episodes whose answer is support-based
+            initialisation's because a safeguard said so (see
+            :func:`anyshot.methods.head.safeguarded`); ``None`` = no safeguard was on.
     """
 
     weight: torch.Tensor
@@ -156,6 +159,7 @@ class FittedHead:
     relu: bool
     normalize_weight: bool
     query_logits: torch.Tensor
+    fallback: torch.Tensor | None = None
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``[E, N, D]`` embeddings -> ``[E, N, K]`` logits (on the weights' device)."""
@@ -193,4 +197,5 @@ class FittedHead:
             relu=first.relu,
             normalize_weight=first.normalize_weight,
             query_logits=torch.cat([p.query_logits for p in parts]),
+            fallback=None if first.fallback is None else torch.cat([p.fallback for p in parts]),  # type: ignore[misc]
         )

@@ -94,10 +94,14 @@ class FineTuning:
             explains them best, :func:`anyshot.methods.balance.dirichlet_concentration`)
             instead of using ``prior_count``: near-uniform proportions for evenly spread
             queries, free ones for a few dominant classes.
-        min_queries_per_class: the gate: an episode with fewer than this many queries per
-            support class (``Q < m K``), or with a single query (when positive), gets support-
-            based initialisation's answer (same ``temperature`` and ``relu``; no training):
-            too little query evidence for the query terms. 0 = off.
+        min_queries_per_class: the gate: an episode with fewer than ``m + s * shots`` queries
+            per class its queries appear to hold (``m`` = this, ``s`` = ``queries_per_shot``,
+            ``shots`` = labelled images per class, ``S / K``; the classes are the distinct ones
+            support-based initialisation predicts for the queries), or with a single query
+            (when ``m`` or ``s`` is positive), gets support-based initialisation's answer (same
+            ``temperature`` and ``relu``; no training): too little query evidence for the query
+            terms to beat the labelled images. 0 = off.
+        queries_per_shot: the gate's ``s`` (see ``min_queries_per_class``). 0 = off.
         min_agreement: the guard: after training, an episode whose predicted query classes
             agree with support-based initialisation's on fewer than this fraction of its
             queries gets support-init's answer instead. 0 = off. At scopes ``last`` / ``all``
@@ -126,6 +130,7 @@ class FineTuning:
     center_on: str = "episode"
     empirical_bayes: bool = False
     min_queries_per_class: float = 0.0
+    queries_per_shot: float = 0.0
     min_agreement: float = 0.0
     batch_size: int = 64
     augment: bool | None = None
@@ -158,6 +163,10 @@ class FineTuning:
                 "min_queries_per_class must be a finite number >= 0, got "
                 f"{self.min_queries_per_class}"
             )
+        if not 0 <= self.queries_per_shot < math.inf:
+            raise ConfigurationError(
+                f"queries_per_shot must be a finite number >= 0, got {self.queries_per_shot}"
+            )
         if not 0 <= self.min_agreement <= 1:
             raise ConfigurationError(
                 f"min_agreement must be a fraction in [0, 1], got {self.min_agreement}"
@@ -188,6 +197,7 @@ class FineTuning:
             center_on=self.center_on,
             empirical_bayes=self.empirical_bayes,
             min_queries_per_class=self.min_queries_per_class,
+            queries_per_shot=self.queries_per_shot,
             min_agreement=self.min_agreement,
         )
 
@@ -262,7 +272,8 @@ class FineTuning:
             fitted = replace(self, device=str(device)).fit_features(
                 support, episode.support_targets, query, ways=episode.ways
             )
-            return FineTuned(fitted.classifier(0), None, fitted.query_logits[0])
+            fallback = fitted.fallback is not None and bool(fitted.fallback[0])
+            return FineTuned(fitted.classifier(0), None, fitted.query_logits[0], fallback)
         settings = NetworkTraining(
             scope=self.scope,
             head=self.head_training,
@@ -293,6 +304,7 @@ QUERY_FIELDS = (
     "center_on",
     "empirical_bayes",
     "min_queries_per_class",
+    "queries_per_shot",
     "min_agreement",
 )
 

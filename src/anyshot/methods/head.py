@@ -14,9 +14,10 @@ what a run of all of them would).
 
 Two safeguards fall back to support-based initialisation per episode (:func:`safeguarded`, the
 one place they live, used here and by scopes ``last`` / ``all``): the *gate* skips training when
-an episode has too few queries per class for the query terms to be trusted
-(``min_queries_per_class``), the *guard* discards a trained head whose predicted query classes
-agree with support-init's on too few queries (``min_agreement``).
+an episode has too few queries per class they appear to hold for the query terms to be trusted
+(``min_queries_per_class``, plus ``queries_per_shot`` per labelled image per class), the
+*guard* discards a trained head whose predicted query classes agree with support-init's on too
+few queries (``min_agreement``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,14 @@ from anyshot.methods.objective import (
     uniform_log_prior,
 )
 
-__all__ = ["HeadTraining", "fit_head", "gate_closes", "safeguarded", "support_init_head"]
+__all__ = [
+    "HeadTraining",
+    "fit_head",
+    "gate_closes",
+    "predicted_classes",
+    "safeguarded",
+    "support_init_head",
+]
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,10 @@ class HeadTraining:
             :func:`anyshot.methods.cosine.transductive_center`.
         empirical_bayes: the proportions' pseudo-count is estimated per episode and step
             (``prior_count`` unused); see :func:`anyshot.methods.objective.estimated_log_prior`.
-        min_queries_per_class: the gate of :func:`safeguarded` (0 = off).
+        min_queries_per_class: the gate of :func:`safeguarded`: queries needed per predicted
+            class (0 = off).
+        queries_per_shot: the gate's extra queries needed per predicted class for each
+            labelled image per class (0 = off).
         min_agreement: the guard of :func:`safeguarded` (0 = off).
     """
 
@@ -80,12 +91,14 @@ class HeadTraining:
     center_on: str = "episode"
     empirical_bayes: bool = False
     min_queries_per_class: float = 0.0
+    queries_per_shot: float = 0.0
     min_agreement: float = 0.0
 
     @property
     def safeguards(self) -> bool:
         """Whether the gate or the guard of :func:`safeguarded` is on."""
-        return self.min_queries_per_class > 0 or self.min_agreement > 0
+        gate = self.min_queries_per_class > 0 or self.queries_per_shot > 0
+        return gate or self.min_agreement > 0
 
 
 def support_init_head(rows: EpisodeRows, temperature: float, relu: bool) -> FittedHead:
@@ -99,16 +112,38 @@ def support_init_head(rows: EpisodeRows, temperature: float, relu: bool) -> Fitt
 
 def fit_head(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     """Fine-tune the cosine head of every episode of ``rows``; see the module doc."""
-    fitted, _ = safeguarded(training, rows, lambda chosen: _fit(training, chosen))
-    return fitted
+    fitted, fallback = safeguarded(training, rows, lambda chosen: _fit(training, chosen))
+    return replace(fitted, fallback=fallback) if training.safeguards else fitted
 
 
-def gate_closes(min_queries_per_class: float, queries: int, ways: int) -> bool:
-    """Whether :func:`safeguarded`'s gate answers with support-init, untrained: fewer than
-    ``min_queries_per_class`` queries per class (``Q < m K``), or at most one query, when
-    ``m > 0``."""
-    m = min_queries_per_class
-    return m > 0 and (queries <= 1 or queries < m * ways)
+def predicted_classes(query_logits: torch.Tensor) -> torch.Tensor:
+    """``[E, Q, K]`` logits -> ``[E]`` float: how many distinct classes the ``Q`` queries of each
+    episode are predicted to hold (the classes the queries appear to come from)."""
+    ways = query_logits.shape[-1]
+    hits = F.one_hot(query_logits.argmax(-1), ways).sum(1) > 0  # [E, K]
+    return hits.sum(-1).float()
+
+
+def gate_closes(
+    min_queries_per_class: float,
+    queries_per_shot: float,
+    queries: int,
+    shots: float,
+    classes: torch.Tensor,
+) -> torch.Tensor:
+    """``[E]`` bool: whether :func:`safeguarded`'s gate answers each episode with support-init,
+    untrained.
+
+    ``queries`` = ``Q``; ``shots`` = labelled images per class (``S / K``); ``classes`` ``[E]`` =
+    the classes support-init predicts for the queries (:func:`predicted_classes`). The gate
+    closes on fewer than ``m + s * shots`` queries per predicted class (``m`` =
+    ``min_queries_per_class``, ``s`` = ``queries_per_shot``), or on at most one query, when
+    ``m`` or ``s`` is positive.
+    """
+    needed = min_queries_per_class + queries_per_shot * shots
+    if needed <= 0:
+        return torch.zeros(classes.shape, dtype=torch.bool)
+    return (queries < needed * classes) | (queries <= 1)
 
 
 def safeguarded(
@@ -118,16 +153,17 @@ def safeguarded(
     gate or the guard says so; returns ``(head, fallback)``, ``fallback`` an ``[E]`` bool (CPU)
     mask of those episodes.
 
-    * gate: an episode with fewer than ``min_queries_per_class`` queries per class
-      (``Q < m K``), or with at most one query (when ``m > 0``), is not trained;
+    * gate (:func:`gate_closes`): an episode with fewer than ``min_queries_per_class +
+      queries_per_shot * S / K`` queries per class support-init predicts for them, or at most
+      one query, is not trained;
     * guard: a trained episode whose predicted query classes agree with support-init's on
       fewer than a fraction ``min_agreement`` of its queries is discarded (an episode without
       queries always passes).
 
     Support-init here is :func:`support_init_head` of ``rows`` at ``training``'s temperature and
     ReLU. A fallen-back episode gets exactly its class-mean weights, zero bias and query logits.
-    When every episode of the batch falls back before training (the gate; the episodes of a
-    batch share ``Q`` and ``K``, so it decides for all of them), the head *is* support-init's.
+    When every episode of the batch falls back before training (the gate), the head *is*
+    support-init's.
     Otherwise a fallen-back row keeps the trained head's format: a zero centre (no centring: the
     unit rows are renormalised as they are) and, with the likelihood term, weights renormalised
     before use (class means already are unit vectors), so its logits of new embeddings equal
@@ -138,8 +174,13 @@ def safeguarded(
         return train(rows), torch.zeros(episodes, dtype=torch.bool)
     base = support_init_head(rows, training.temperature, training.relu)
     n_query = rows.query.shape[1]
-    gated = gate_closes(training.min_queries_per_class, n_query, rows.ways)
-    fallback = torch.full((episodes,), gated, dtype=torch.bool)
+    fallback = gate_closes(
+        training.min_queries_per_class,
+        training.queries_per_shot,
+        n_query,
+        rows.support.shape[1] / rows.ways,
+        predicted_classes(base.query_logits),
+    )
     if bool(fallback.all()):
         return base, fallback
     fitted = train(rows)

@@ -62,11 +62,13 @@ class FineTuned:
             scope ``head`` (the backbone was not trained). Its ``training`` flags are whatever
             training left; call ``.eval()`` before embedding.
         query_logits: ``[Q, K]`` logits of the episode's query images (CPU, float32).
+        fallback: a safeguard answered with support-based initialisation (untrained).
     """
 
     classifier: CosineClassifier
     network: nn.Module | None
     query_logits: torch.Tensor
+    fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ def train_network(
     if trained:
         assert initial_state is not None
         network.model.load_state_dict(initial_state)
-    return FineTuned(fitted.classifier(0), network.model, fitted.query_logits[0])
+    return FineTuned(fitted.classifier(0), network.model, fitted.query_logits[0], fallback=True)
 
 
 def _frozen_rows(

@@ -14,9 +14,14 @@ tiny query sets, many ways, strong imbalance), chosen on a validation grid of su
 (``benchmarks/realistic_grid.py --split val``): embeddings centred on the support's class means
 (on the episode's mean in the balanced second run, ``center_on="adaptive"``), class proportions
 with an empirical-Bayes Dirichlet prior, and support-based initialisation's answer when there
-are fewer than 2 queries per class or when the trained head agrees with it on fewer than half
-of the queries. :data:`UNGUARDED` is the same head without the safeguards (the default until
-they were added): better on a few cells, far below support-init on others (BENCHMARKS.md).
+are fewer than ``5 + shots`` queries per class the queries appear to hold (the distinct classes
+support-init predicts for them; ``shots`` = labelled images per class), or when the trained
+head agrees with it on fewer than half of the queries. The gate's numbers come from a second
+validation study of query-set sizes from 2 to 100 at 1, 5, 10 and 20 shots (mini-ImageNet and
+Omniglot val): with fewer queries per class than that, the query terms cost accuracy against
+the class means more often than they add. :data:`UNGUARDED` is the same head without the
+safeguards (the default until they were added): better on a few cells, far below support-init
+on others (BENCHMARKS.md).
 
 Use a preset as it is, or change a field with :func:`dataclasses.replace`.
 """
@@ -61,13 +66,14 @@ UNGUARDED = TransductiveFineTuning(
 
 #: The default: :data:`UNGUARDED` with the safeguards for realistic query sets (see the module
 #: doc): centre on the support's class means (on the episode in the balanced second run),
-#: empirical-Bayes proportions, support-init's answer below 2 queries per class or below 50%
-#: agreement with it.
+#: empirical-Bayes proportions, support-init's answer below ``5 + shots`` queries per class
+#: the queries appear to hold or below 50% agreement with it.
 RECOMMENDED = dataclasses.replace(
     UNGUARDED,
     center_on="adaptive",
     empirical_bayes=True,
-    min_queries_per_class=2.0,
+    min_queries_per_class=5.0,
+    queries_per_shot=1.0,
     min_agreement=0.5,
 )
 

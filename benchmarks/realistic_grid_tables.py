@@ -1,0 +1,134 @@
+"""Merge realistic-grid runs and write their tables (per cell, and per group of cells).
+
+``realistic_grid.py`` writes one JSON per run. A method that did not change need not be run
+again: its summaries stay valid as long as the episodes are the same (the grid's episodes are
+seeded per cell name, and every summary is relative to support-init on those episodes). This
+script takes the runs in order, later ones overriding earlier ones method by method and cell by
+cell, checks that support-init's per-episode accuracies agree wherever two runs share a cell
+(the proof that the episodes are the same), renames methods for the tables (``--rename
+recommended=default``), and writes the merged JSON and a Markdown file: the per-cell table
+(accuracy ± 95% CI, ✗ = below support-init minus its CI) and the group table of the README
+(mean accuracy per domain and kind of cell, cells below support-init, worst difference).
+
+    .venv/bin/python benchmarks/realistic_grid_tables.py OLD.json NEW.json \\
+        --rename recommended=default --order support-init,default,unguarded,tim,bd-cspn \\
+        --output benchmarks/results/realistic-grid-test.json \\
+        --markdown benchmarks/results/realistic-grid-test.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+BASELINE = "support-init"
+
+#: Group label per (domain, kind) of a cell name ``<domain>-<kind>-...``.
+GROUPS = {
+    "present": "present classes (K_eff 1/3/5 of K)",
+    "balanced": "5-way balanced",
+    "dirichlet0.5": "5-way Dirichlet(0.5)",
+    "dirichlet2": "5-way Dirichlet(2)",
+    "manyway": "many ways, balanced",
+    "tiny": "1 to 40 query images",
+}
+DOMAINS = {"mini": "mini-ImageNet", "omni": "Omniglot"}
+
+
+def merge(runs: list[dict[str, Any]], rename: dict[str, str]) -> dict[str, Any]:
+    """One record of ``runs`` (later runs override earlier ones per cell and method)."""
+    merged: dict[str, Any] = {"setting": runs[-1]["setting"], "cells": [], "results": {}}
+    cells: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for cell in run["cells"]:
+            cells[cell["name"]] = cell
+        for name, row in run["results"].items():
+            target = merged["results"].setdefault(name, {})
+            shared = BASELINE in target and BASELINE in row
+            if shared and target[BASELINE]["accuracies"] != row[BASELINE]["accuracies"]:
+                raise SystemExit(f"{name}: support-init differs between runs: not the same")
+            for method, summary in row.items():
+                target[rename.get(method, method)] = summary
+    merged["cells"] = list(cells.values())
+    merged["setting"]["merged_from"] = len(runs)
+    return merged
+
+
+def cell_table(results: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
+    """Per-cell rows: accuracy ± CI, ✗ when below support-init minus its CI."""
+    lines = ["| cell | episodes | " + " | ".join(order) + " |", "|---" * (len(order) + 2) + "|"]
+    for cell, row in results.items():
+        entries = []
+        for method in order:
+            s = row.get(method)
+            if s is None:
+                entries.append("-")
+                continue
+            mark = " ✗" if method != BASELINE and s["below_support_init"] else ""
+            entries.append(f"{s['accuracy']:.1f} ± {s['ci95']:.1f}{mark}")
+        episodes = row[BASELINE]["episodes"]
+        lines.append(f"| {cell} | {episodes} | " + " | ".join(entries) + " |")
+    return lines
+
+
+def group_of(cell: str) -> str:
+    """``mini-present-20w1s-k1`` -> ``mini-ImageNet: present classes (...)``."""
+    domain, kind = cell.split("-")[:2]
+    return f"{DOMAINS[domain]}: {GROUPS[kind]}"
+
+
+def group_table(results: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
+    """Mean accuracy per group of cells; cells below support-init; the worst difference."""
+    groups: dict[str, list[str]] = {}
+    for cell in results:
+        groups.setdefault(group_of(cell), []).append(cell)
+    lines = ["| domain, cells | " + " | ".join(order) + " |", "|---" * (len(order) + 1) + "|"]
+    for group, members in groups.items():
+        means = []
+        for method in order:
+            values = [results[c][method]["accuracy"] for c in members if method in results[c]]
+            means.append(f"{sum(values) / len(values):.1f}" if len(values) == len(members) else "-")
+        lines.append(f"| {group} ({len(members)}) | " + " | ".join(means) + " |")
+    below = ["**cells below support-init − its CI**", "-"]
+    worst = ["worst difference (points)", "-"]
+    for method in order[1:]:
+        rows = {c: r[method] for c, r in results.items() if method in r}
+        count = sum(s["below_support_init"] for s in rows.values())
+        below.append(f"**{count}** of {len(rows)}")
+        cell = min(rows, key=lambda c: rows[c]["accuracy"] - results[c][BASELINE]["accuracy"])
+        delta = rows[cell]["accuracy"] - results[cell][BASELINE]["accuracy"]
+        worst.append(f"{delta:+.1f} ({cell})")
+    return [*lines, "| " + " | ".join(below) + " |", "| " + " | ".join(worst) + " |"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="realistic_grid.py JSON files")
+    parser.add_argument("--rename", default="", help="old=new,... method names for the tables")
+    parser.add_argument("--order", required=True, help="methods, comma-separated, in column order")
+    parser.add_argument("--output", type=Path, required=True, help="the merged JSON")
+    parser.add_argument("--markdown", type=Path, required=True, help="the tables")
+    args = parser.parse_args()
+    rename = dict(pair.split("=") for pair in args.rename.split(",") if pair)
+    record = merge([json.loads(p.read_text()) for p in args.runs], rename)
+    order = args.order.split(",")
+    split = record["setting"]["split"]
+    text = [
+        f"# Realistic grid, {split} (generated by benchmarks/realistic_grid_tables.py)",
+        "",
+        "Accuracy % ± 95% CI; ✗ = below support-init minus its CI half-width.",
+        "",
+        *group_table(record["results"], order),
+        "",
+        *cell_table(record["results"], order),
+    ]
+    record["markdown"] = "\n".join(text)
+    args.output.write_text(json.dumps(record, indent=1) + "\n")
+    args.markdown.write_text(record["markdown"] + "\n")
+    print("\n".join(group_table(record["results"], order)))
+
+
+if __name__ == "__main__":
+    main()
