@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from anyshot.backbones import build_backbone
@@ -95,7 +96,7 @@ def test_one_query_is_support_init_exactly() -> None:
     )
 
 
-def test_gate_closes_below_five_plus_shots_queries_per_predicted_class() -> None:
+def test_gate_closes_below_m_plus_s_shots_queries_per_predicted_class() -> None:
     """``Q < (m + s * shots) * K_hat`` or ``Q <= 1`` closes the gate; both zero = no gate."""
     classes = torch.tensor([2.0, 2.0, 3.0])
     for queries, expected in ((12, [False, False, True]), (11, [True, True, True])):
@@ -104,18 +105,32 @@ def test_gate_closes_below_five_plus_shots_queries_per_predicted_class() -> None
     assert gate_closes(5.0, 1.0, 20, 5.0, classes).tolist() == [False, False, True]
     assert gate_closes(5.0, 1.0, 1, 1.0, torch.tensor([0.5])).tolist() == [True]
     assert gate_closes(0.0, 0.0, 1, 1.0, classes).tolist() == [False, False, False]
-    assert (RECOMMENDED.min_queries_per_class, RECOMMENDED.queries_per_shot) == (5.0, 1.0)
+    assert (RECOMMENDED.min_queries_per_class, RECOMMENDED.queries_per_shot) == (6.0, 0.5)
+
+
+def test_predicted_classes_is_the_effective_number_of_predicted_classes() -> None:
+    """exp(entropy) of the predicted class frequencies: n equally predicted classes count n,
+    stray predictions count little (unlike the number of distinct classes)."""
+
+    def logits_for(labels: list[int], ways: int = 6) -> torch.Tensor:
+        return F.one_hot(torch.tensor(labels), ways).float()[None]  # [1, Q, K]
+
+    assert float(predicted_classes(logits_for([0] * 10 + [1] * 10))) == pytest.approx(2.0)
+    assert float(predicted_classes(logits_for([3] * 7))) == pytest.approx(1.0)
+    stray = float(predicted_classes(logits_for([0] * 20 + [1] * 20 + [2, 3, 4, 5])))
+    assert 2.0 < stray < 3.0  # 6 distinct classes, about 2.5 effective
 
 
 def test_the_gate_decides_per_episode_from_the_predicted_classes() -> None:
     """Queries from 2 of 5 classes: an episode whose support-init predictions hold K_hat classes
-    is trained iff Q >= 6 K_hat (one shot); a gated episode gets support-init's logits exactly,
-    and ``fallback`` says which."""
+    is trained iff Q >= (m + s) K_hat (one shot); a gated episode gets support-init's logits
+    exactly, and ``fallback`` says which."""
     gate_only = dataclasses.replace(RECOMMENDED, min_agreement=0.0)
+    needed = RECOMMENDED.min_queries_per_class + RECOMMENDED.queries_per_shot
     for per_class in (4, 6, 9):
         support, targets, query, _ = nuisance_episodes(6, 5, 2, per_class, seed=per_class)
         base = BASE.fit_features(support, targets, query).query_logits
-        expected = query.shape[1] < 6 * predicted_classes(base)
+        expected = query.shape[1] < needed * predicted_classes(base)
         fitted = gate_only.fit_features(support, targets, query)
         assert fitted.fallback is not None
         assert fitted.fallback.tolist() == expected.tolist()
@@ -284,8 +299,8 @@ def test_settings_presets_and_command_line() -> None:
         UNGUARDED,
         center_on="adaptive",
         empirical_bayes=True,
-        min_queries_per_class=5.0,
-        queries_per_shot=1.0,
+        min_queries_per_class=6.0,
+        queries_per_shot=0.5,
         min_agreement=0.5,
     )
     assert expected == RECOMMENDED
@@ -307,7 +322,7 @@ def test_settings_presets_and_command_line() -> None:
     parser = build_parser()
     base = ["evaluate", "--dataset", "omniglot", "--data-root", "x", "--output", "o.json"]
     flags = ["--center-on", "adaptive", "--empirical-bayes"]
-    flags += ["--min-queries-per-class", "5", "--queries-per-shot", "1", "--min-agreement", "0.5"]
+    flags += ["--min-queries-per-class", "6", "--queries-per-shot", "0.5", "--min-agreement", "0.5"]
     assert method_from_args(parser.parse_args([*base, *flags])) == RECOMMENDED
     with pytest.raises(AnyshotError, match="--min-agreement apply to --method transductive"):
         method_from_args(parser.parse_args([*base, "--method", "finetune", "--min-agreement", "1"]))

@@ -117,11 +117,14 @@ def fit_head(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
 
 
 def predicted_classes(query_logits: torch.Tensor) -> torch.Tensor:
-    """``[E, Q, K]`` logits -> ``[E]`` float: how many distinct classes the ``Q`` queries of each
-    episode are predicted to hold (the classes the queries appear to come from)."""
+    """``[E, Q, K]`` logits -> ``[E]`` float: the effective number of classes the ``Q`` queries
+    of each episode are predicted to hold: ``exp`` of the entropy of the predicted class
+    frequencies (``n`` classes predicted equally often give ``n``; a few stray predictions add
+    little, unlike a count of the distinct classes)."""
     ways = query_logits.shape[-1]
-    hits = F.one_hot(query_logits.argmax(-1), ways).sum(1) > 0  # [E, K]
-    return hits.sum(-1).float()
+    counts = F.one_hot(query_logits.argmax(-1), ways).sum(1).float()  # [E, K]
+    freq = counts / counts.sum(-1, keepdim=True).clamp_min(1.0)
+    return torch.exp(-(freq * freq.clamp_min(1e-12).log()).sum(-1))
 
 
 def gate_closes(
@@ -135,7 +138,8 @@ def gate_closes(
     untrained.
 
     ``queries`` = ``Q``; ``shots`` = labelled images per class (``S / K``); ``classes`` ``[E]`` =
-    the classes support-init predicts for the queries (:func:`predicted_classes`). The gate
+    the effective number of classes support-init predicts for the queries
+    (:func:`predicted_classes`). The gate
     closes on fewer than ``m + s * shots`` queries per predicted class (``m`` =
     ``min_queries_per_class``, ``s`` = ``queries_per_shot``), or on at most one query, when
     ``m`` or ``s`` is positive.

@@ -14,8 +14,9 @@ tiny query sets, many ways, strong imbalance), chosen on a validation grid of su
 (``benchmarks/realistic_grid.py --split val``): embeddings centred on the support's class means
 (on the episode's mean in the balanced second run, ``center_on="adaptive"``), class proportions
 with an empirical-Bayes Dirichlet prior, and support-based initialisation's answer when there
-are fewer than ``5 + shots`` queries per class the queries appear to hold (the distinct classes
-support-init predicts for them; ``shots`` = labelled images per class), or when the trained
+are fewer than ``6 + shots / 2`` queries per class the queries appear to hold (the effective
+number of classes support-init predicts for them, ``exp`` of the entropy of the predicted class
+frequencies; ``shots`` = labelled images per class), or when the trained
 head agrees with it on fewer than half of the queries. The gate's numbers come from a second
 validation study of query-set sizes from 2 to 100 at 1, 5, 10 and 20 shots (mini-ImageNet and
 Omniglot val): with fewer queries per class than that, the query terms cost accuracy against
@@ -66,14 +67,14 @@ UNGUARDED = TransductiveFineTuning(
 
 #: The default: :data:`UNGUARDED` with the safeguards for realistic query sets (see the module
 #: doc): centre on the support's class means (on the episode in the balanced second run),
-#: empirical-Bayes proportions, support-init's answer below ``5 + shots`` queries per class
+#: empirical-Bayes proportions, support-init's answer below ``6 + shots / 2`` queries per class
 #: the queries appear to hold or below 50% agreement with it.
 RECOMMENDED = dataclasses.replace(
     UNGUARDED,
     center_on="adaptive",
     empirical_bayes=True,
-    min_queries_per_class=5.0,
-    queries_per_shot=1.0,
+    min_queries_per_class=6.0,
+    queries_per_shot=0.5,
     min_agreement=0.5,
 )
 
