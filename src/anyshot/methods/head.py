@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from anyshot.methods.adam import Adam
 from anyshot.methods.balance import looks_balanced
 from anyshot.methods.cosine import (
     class_means,
@@ -285,18 +286,18 @@ def _train(
     likelihood = weights.likelihood > 0
     weight = init_weight.detach().clone().requires_grad_(True)
     bias = torch.zeros(episodes, ways, device=weight.device, requires_grad=not likelihood)
-    optimizer = torch.optim.Adam([weight] if likelihood else [weight, bias], lr=training.lr)
+    optimizer = Adam([weight] if likelihood else [weight, bias], lr=training.lr)
     log_prior = uniform_log_prior((episodes,), ways, weight.device)
 
     def logits_of(rows: torch.Tensor) -> torch.Tensor:
         return cosine_logits(rows, weight, bias, training.temperature, normalize_weight=likelihood)
 
     for _ in range(training.epochs):
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         support_loss(logits_of(units.support), units.targets, n_support).backward()
         optimizer.step()
         if weights.any and n_query > 0:
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss, responsibilities = query_loss(logits_of(units.query), weights, n_query, log_prior)
             loss.backward()
             optimizer.step()
