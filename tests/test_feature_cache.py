@@ -275,3 +275,27 @@ def test_relative_and_absolute_roots_share_rows(
     archive.write_bytes(b"")
     assert canonical_source("a.zip:x/y.png@rot090") == f"{archive.resolve()}:x/y.png@rot090"
     assert canonical_source("/no/such/file.png") == "/no/such/file.png"
+
+
+class Configured(nn.Module):
+    """A module with a ``config()`` holding a ``pretrained`` flag, as EfficientNet-Lite0's."""
+
+    def __init__(self, pretrained: bool, seed: int = 0) -> None:
+        super().__init__()
+        self.pretrained = pretrained
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.linear = nn.Linear(4, 3)
+
+    def config(self) -> dict[str, Any]:
+        return {"pretrained": self.pretrained, "channels": 3}
+
+
+def test_digest_ignores_where_the_weights_came_from() -> None:
+    """A backbone loaded from a model file (pretrained=False, weights stored) shares the digest
+    of the ImageNet one it was saved from; other weights still change it."""
+    from anyshot.feature_cache import model_digest
+
+    prep = Preprocessing(image_size=8, channels=3)
+    assert model_digest(Configured(True), prep) == model_digest(Configured(False), prep)
+    assert model_digest(Configured(True), prep) != model_digest(Configured(True, seed=1), prep)

@@ -129,13 +129,20 @@ def model_digest(backbone: nn.Module, preprocessing: Preprocessing) -> str:
 
     Covers the architecture name (``arch``, else the class's qualified name), ``config()`` when
     the module has one, the ``embedding`` mode, ``preprocessing.to_dict()`` and every
-    ``state_dict`` entry (name, dtype, shape, bytes).
+    ``state_dict`` entry (name, dtype, shape, bytes). A ``pretrained`` flag in the config says
+    only where the weights came from (the bundled ImageNet file, or a model or checkpoint file
+    that stores them), and the weights themselves are hashed: it is hashed as ``True`` either
+    way, so a backbone loaded from a saved model shares the features of the one it was saved
+    from (``fit`` then ``predict`` on the same images embeds nothing).
     """
     config_fn = getattr(backbone, "config", None)
+    config = dict(config_fn()) if callable(config_fn) else None
+    if config is not None and "pretrained" in config:
+        config["pretrained"] = True
     header = {
         "arch": str(getattr(backbone, "arch", type(backbone).__qualname__)),
         "class": f"{type(backbone).__module__}.{type(backbone).__qualname__}",
-        "config": config_fn() if callable(config_fn) else None,
+        "config": config,
         "embedding": getattr(backbone, "embedding", None),
         "preprocessing": preprocessing.to_dict(),
     }
