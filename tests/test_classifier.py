@@ -117,7 +117,7 @@ def test_unlabeled_images_enter_the_transductive_fit(tmp_path: Path) -> None:
     inductive = FewShotClassifier(backbone()).fit(paths, labels)
     # 4 unlabelled images for 2 classes: the default's gate answers with the class means
     gated = FewShotClassifier(backbone()).fit(paths, labels, unlabeled=unlabeled)
-    assert gated.fit_info_["unlabeled_images"] == 4 and gated.fit_info_["fallback"]
+    assert gated.fit_info_["unlabeled_images"] == 4 and gated.fit_info_["fallback"] == "gate"
     assert torch.equal(inductive.classifier_.weight, gated.classifier_.weight)
     no_gate = dataclasses.replace(RECOMMENDED, min_queries_per_class=0.0, queries_per_shot=0.0)
     transductive = FewShotClassifier(backbone(), method=no_gate).fit(

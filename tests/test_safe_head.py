@@ -283,6 +283,7 @@ def test_network_scopes_fall_back_to_support_init_on_the_frozen_backbone(scope: 
     assert agreement < 0.5  # the set-up
     fallen = dataclasses.replace(method, min_agreement=0.5).fit(backbone, episode)
     torch.testing.assert_close(fallen.query_logits, base, atol=1e-5, rtol=0)
+    assert (gated.fallback, fallen.fallback, trained.fallback) == ("gate", "guard", None)
     for fitted in (gated, fallen):  # the network is the untrained copy: the caller's backbone
         assert fitted.network is not None
         state = fitted.network.state_dict()

@@ -104,7 +104,7 @@ def test_fit_reports_the_method_that_gave_the_answer(
     assert main(["fit", "--support", str(support), "--output", str(model), *small]) == 0
     err = capsys.readouterr().err
     assert "fitted 2 classes (support-init's class means, untrained" in err
-    assert "0 query/unlabelled images for 2 classes, too little evidence" in err
+    assert "0 query/unlabelled images for 2 classes, too few for" in err
     argv = ["fit", "--support", str(support), "--unlabeled", str(query), "--output", str(model)]
     assert main([*argv, *small]) == 0  # 4 unlabelled images: still too few for 2 classes
     assert "support-init's class means, untrained" in capsys.readouterr().err

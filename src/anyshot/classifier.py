@@ -54,6 +54,7 @@ from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError, DatasetError, EmptyClassError, EpisodeError
 from anyshot.feature_cache import FeatureCache, default_cache_dir, fastest_dtype
 from anyshot.methods.cosine import CosineClassifier
+from anyshot.methods.features import fallback_of
 from anyshot.methods.finetune import FineTuning
 from anyshot.methods.presets import RECOMMENDED, Method
 from anyshot.methods.registry import method_from_dict, method_to_dict
@@ -133,10 +134,10 @@ class FewShotClassifier:
         preprocessing_: how images are prepared for ``network_``.
         method_: the method used.
         fit_info_: ``{"class_counts": {...}, "unlabeled_images": n, "skipped": n,
-            "fallback": bool, "seconds": s}``; ``fallback``: a safeguard of the transductive
-            method (too few unlabelled images for the classes they appear to hold, or a trained
-            classifier that disagreed with the class means) answered with support-init's class
-            means.
+            "fallback": None | "gate" | "guard", "seconds": s}``; ``fallback``: which safeguard
+            of the transductive method answered with support-init's class means (the gate: too
+            few unlabelled images for the classes they appear to hold; the guard: a trained
+            classifier that disagreed with the class means).
     """
 
     def __init__(
@@ -389,7 +390,7 @@ class FewShotClassifier:
         classes: tuple[Hashable, ...],
         sets: list[tuple[str, torch.Tensor | ImageList]],
         on_unreadable: OnUnreadable | None,
-    ) -> tuple[CosineClassifier, list[torch.Tensor], list[list[int]], list[int], bool]:
+    ) -> tuple[CosineClassifier, list[torch.Tensor], list[list[int]], list[int], str | None]:
         """Support-init or head-scope fine-tuning on cached embeddings ``[N, D]``; the last
         item: whether a safeguard answered with support-init's class means."""
         embeddings, kept = self._embed(network, support, on_unreadable, "support")
@@ -405,8 +406,7 @@ class FewShotClassifier:
             fitted = method.fit_features(embeddings, targets, query, ways=len(classes))
         classifier, pool_logits = fitted.classifier(0), fitted.query_logits[0]
         logits = list(pool_logits.split([len(k) for _, k in extra])) if extra else []
-        fallback = fitted.fallback is not None and bool(fitted.fallback[0])
-        return classifier, logits, [k for _, k in extra], kept, fallback
+        return classifier, logits, [k for _, k in extra], kept, fallback_of(fitted)
 
     def _fit_network(
         self,
@@ -417,7 +417,9 @@ class FewShotClassifier:
         classes: tuple[Hashable, ...],
         sets: list[tuple[str, torch.Tensor | ImageList]],
         on_unreadable: OnUnreadable | None,
-    ) -> tuple[CosineClassifier, nn.Module, list[torch.Tensor], list[list[int]], list[int], bool]:
+    ) -> tuple[
+        CosineClassifier, nn.Module, list[torch.Tensor], list[list[int]], list[int], str | None
+    ]:
         """Scope ``last`` / ``all``: one episode over the images; the backbone copy is trained
         (the last item: whether a safeguard kept the untrained copy and support-init's answer)."""
 

@@ -539,16 +539,21 @@ def _run_suggest(args: argparse.Namespace) -> int:
 
 
 def _fallback(model: Any, queries: int) -> str | None:
-    """Why a transductive method answered as support-init does (a safeguard: too few query /
-    unlabelled images for the classes they appear to hold, or a trained classifier that
-    disagreed with the class means), or ``None`` when its trained answer stands."""
-    if not model.fit_info_.get("fallback", False):
-        return None
-    return (
-        f"{queries} query/unlabelled images for {len(model.classes_)} classes, too little "
-        "evidence to improve on the class means (or a trained answer that disagreed with "
-        "them): answered as support-init does, class means"
-    )
+    """Why a transductive method answered as support-init does (its gate: too few query /
+    unlabelled images for the classes they appear to hold; its guard: a trained classifier
+    that disagreed with the class means), or ``None`` when its trained answer stands."""
+    reason = model.fit_info_.get("fallback")
+    if reason == "gate":
+        return (
+            f"{queries} query/unlabelled images for {len(model.classes_)} classes, too few for "
+            "the classes they appear to hold: answered as support-init does, class means"
+        )
+    if reason == "guard":
+        return (
+            f"{queries} query/unlabelled images, but the trained classifier disagreed with the "
+            "class means on most of them: answered as support-init does, class means"
+        )
+    return None
 
 
 def _method_words(model: Any, queries: int) -> str:

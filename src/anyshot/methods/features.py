@@ -17,7 +17,7 @@ import torch
 from anyshot.errors import ConfigurationError
 from anyshot.methods.cosine import CosineClassifier, cosine_logits, unit_embeddings
 
-__all__ = ["EpisodeRows", "FittedHead", "RowBatch", "episode_rows"]
+__all__ = ["EpisodeRows", "FittedHead", "RowBatch", "episode_rows", "fallback_of"]
 
 #: ``[E, N, D]`` tensor, ``[N, D]`` tensor (one episode) or ``E`` equally shaped ``[N, D]`` ones.
 RowBatch = torch.Tensor | Sequence[torch.Tensor]
@@ -150,6 +150,8 @@ class FittedHead:
         fallback: ``[E]`` bool (CPU): the episodes whose answer is support-based
             initialisation's because a safeguard said so (see
             :func:`anyshot.methods.head.safeguarded`); ``None`` = no safeguard was on.
+        gated: ``[E]`` bool (CPU): those of ``fallback`` the gate answered (too few queries;
+            the others: the guard); ``None`` = no safeguard was on.
     """
 
     weight: torch.Tensor
@@ -160,6 +162,7 @@ class FittedHead:
     normalize_weight: bool
     query_logits: torch.Tensor
     fallback: torch.Tensor | None = None
+    gated: torch.Tensor | None = None
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``[E, N, D]`` embeddings -> ``[E, N, K]`` logits (on the weights' device)."""
@@ -198,4 +201,13 @@ class FittedHead:
             normalize_weight=first.normalize_weight,
             query_logits=torch.cat([p.query_logits for p in parts]),
             fallback=None if first.fallback is None else torch.cat([p.fallback for p in parts]),  # type: ignore[misc]
+            gated=None if first.gated is None else torch.cat([p.gated for p in parts]),  # type: ignore[misc]
         )
+
+
+def fallback_of(fitted: FittedHead, episode: int = 0) -> str | None:
+    """Which safeguard answered episode ``episode`` with support-based initialisation:
+    ``"gate"``, ``"guard"``, or ``None`` (trained, or no safeguard on)."""
+    if fitted.fallback is None or not bool(fitted.fallback[episode]):
+        return None
+    return "gate" if fitted.gated is not None and bool(fitted.gated[episode]) else "guard"

@@ -33,7 +33,7 @@ from torch import nn
 from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError
 from anyshot.methods.cosine import CENTERS
-from anyshot.methods.features import FittedHead, RowBatch, episode_rows
+from anyshot.methods.features import FittedHead, RowBatch, episode_rows, fallback_of
 from anyshot.methods.frozen import frozen_forward, resolve_device
 from anyshot.methods.head import HeadTraining, fit_head
 from anyshot.methods.network import (
@@ -272,8 +272,9 @@ class FineTuning:
             fitted = replace(self, device=str(device)).fit_features(
                 support, episode.support_targets, query, ways=episode.ways
             )
-            fallback = fitted.fallback is not None and bool(fitted.fallback[0])
-            return FineTuned(fitted.classifier(0), None, fitted.query_logits[0], fallback)
+            return FineTuned(
+                fitted.classifier(0), None, fitted.query_logits[0], fallback_of(fitted)
+            )
         settings = NetworkTraining(
             scope=self.scope,
             head=self.head_training,

@@ -113,8 +113,8 @@ def support_init_head(rows: EpisodeRows, temperature: float, relu: bool) -> Fitt
 
 def fit_head(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     """Fine-tune the cosine head of every episode of ``rows``; see the module doc."""
-    fitted, fallback = safeguarded(training, rows, lambda chosen: _fit(training, chosen))
-    return replace(fitted, fallback=fallback) if training.safeguards else fitted
+    fitted, fallback, gated = safeguarded(training, rows, lambda chosen: _fit(training, chosen))
+    return replace(fitted, fallback=fallback, gated=gated) if training.safeguards else fitted
 
 
 def predicted_classes(query_logits: torch.Tensor) -> torch.Tensor:
@@ -153,10 +153,10 @@ def gate_closes(
 
 def safeguarded(
     training: HeadTraining, rows: EpisodeRows, train: Callable[[EpisodeRows], FittedHead]
-) -> tuple[FittedHead, torch.Tensor]:
+) -> tuple[FittedHead, torch.Tensor, torch.Tensor]:
     """``train(rows)``, with support-based initialisation's answer in the episodes where the
-    gate or the guard says so; returns ``(head, fallback)``, ``fallback`` an ``[E]`` bool (CPU)
-    mask of those episodes.
+    gate or the guard says so; returns ``(head, fallback, gated)``, ``[E]`` bool (CPU) masks of
+    those episodes and of those the gate answered (the others of ``fallback``: the guard).
 
     * gate (:func:`gate_closes`): an episode with fewer than ``min_queries_per_class +
       queries_per_shot * S / K`` queries per class support-init predicts for them, or at most
@@ -176,7 +176,8 @@ def safeguarded(
     """
     episodes = rows.support.shape[0]
     if not training.safeguards:
-        return train(rows), torch.zeros(episodes, dtype=torch.bool)
+        none = torch.zeros(episodes, dtype=torch.bool)
+        return train(rows), none, none
     base = support_init_head(rows, training.temperature, training.relu)
     n_query = rows.query.shape[1]
     fallback = gate_closes(
@@ -186,13 +187,14 @@ def safeguarded(
         rows.support.shape[1] / rows.ways,
         predicted_classes(base.query_logits),
     )
+    gated = fallback.clone()
     if bool(fallback.all()):
-        return base, fallback
+        return base, fallback, gated
     fitted = train(rows)
     if n_query > 0:
         same = fitted.query_logits.argmax(-1) == base.query_logits.argmax(-1)  # [E, Q]
         fallback |= same.float().mean(1) < training.min_agreement
-    return _with_rows_of(fitted, base, fallback), fallback
+    return _with_rows_of(fitted, base, fallback), fallback, gated
 
 
 def _with_rows_of(fitted: FittedHead, base: FittedHead, fallback: torch.Tensor) -> FittedHead:

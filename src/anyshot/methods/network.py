@@ -62,13 +62,14 @@ class FineTuned:
             scope ``head`` (the backbone was not trained). Its ``training`` flags are whatever
             training left; call ``.eval()`` before embedding.
         query_logits: ``[Q, K]`` logits of the episode's query images (CPU, float32).
-        fallback: a safeguard answered with support-based initialisation (untrained).
+        fallback: which safeguard answered with support-based initialisation (untrained):
+            ``"gate"`` (too few queries), ``"guard"`` (the trained answer disagreed), or ``None``.
     """
 
     classifier: CosineClassifier
     network: nn.Module | None
     query_logits: torch.Tensor
-    fallback: bool = False
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,13 +224,14 @@ def train_network(
         trained.append(_train_runs(settings, network, rows, initial_state if two_runs else None))
         return _as_fitted(trained[-1])
 
-    fitted, fallback = safeguarded(head, frozen, train)
+    fitted, fallback, gated = safeguarded(head, frozen, train)
     if not bool(fallback[0]):
         return trained[0]
     if trained:
         assert initial_state is not None
         network.model.load_state_dict(initial_state)
-    return FineTuned(fitted.classifier(0), network.model, fitted.query_logits[0], fallback=True)
+    reason = "gate" if bool(gated[0]) else "guard"
+    return FineTuned(fitted.classifier(0), network.model, fitted.query_logits[0], reason)
 
 
 def _frozen_rows(
