@@ -558,8 +558,8 @@ def _fallback(model: Any, queries: int) -> str | None:
 
 def _method_words(model: Any, queries: int) -> str:
     """The method that produced the answer, in words: its class and scope, or support-init's
-    class means when the transductive method's gate fell back to them (``queries``: the query
-    or unlabelled images it saw)."""
+    class means when a safeguard of the transductive method fell back to them, with advice
+    (``queries``: the query or unlabelled images it saw)."""
     method = model.method_
     name = type(method).__name__
     scope = getattr(method, "scope", None)
@@ -567,10 +567,14 @@ def _method_words(model: Any, queries: int) -> str:
     fallback = _fallback(model, queries)
     if fallback is None:
         return words
-    return (
-        f"support-init's class means, untrained: {words} had {fallback}; give more query / "
-        "unlabelled images, or --method finetune to fine-tune on the labelled images alone"
+    advice = (
+        "give more query / unlabelled images, or --method finetune to fine-tune on the "
+        "labelled images alone"
+        if model.fit_info_.get("fallback") == "gate"
+        else "the query images may hold classes the labelled ones do not, or the classes may "
+        "be hard to tell apart; --method finetune fine-tunes on the labelled images alone"
     )
+    return f"support-init's class means, untrained: {words} had {fallback}; {advice}"
 
 
 def _guarded(runner: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
