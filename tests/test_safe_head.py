@@ -127,6 +127,7 @@ def test_the_gate_decides_per_episode_from_the_predicted_classes() -> None:
     exactly, and ``fallback`` says which."""
     gate_only = dataclasses.replace(RECOMMENDED, min_agreement=0.0)
     needed = RECOMMENDED.min_queries_per_class + RECOMMENDED.queries_per_shot
+    mixed = False
     for per_class in (4, 6, 9):
         support, targets, query, _ = nuisance_episodes(6, 5, 2, per_class, seed=per_class)
         base = BASE.fit_features(support, targets, query).query_logits
@@ -134,12 +135,18 @@ def test_the_gate_decides_per_episode_from_the_predicted_classes() -> None:
         fitted = gate_only.fit_features(support, targets, query)
         assert fitted.fallback is not None
         assert fitted.fallback.tolist() == expected.tolist()
+        # one episode per chunk: gated chunks (support-init's format) and trained ones mix
+        alone = gate_only.fit_features(support, targets, query, episodes_per_chunk=1)
+        torch.testing.assert_close(alone.query_logits, fitted.query_logits)
+        fresh = torch.randn(6, 4, support.shape[-1], generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(alone.logits(fresh), fitted.logits(fresh), atol=1e-5, rtol=0)
+        mixed = mixed or 0 < int(expected.sum()) < 6
         for e in range(6):
             if expected[e]:
                 torch.testing.assert_close(fitted.query_logits[e], base[e], atol=1e-5, rtol=0)
             else:
                 assert not torch.allclose(fitted.query_logits[e], base[e], atol=1e-3)
-    assert BASE.fit_features(support, targets, query).query_logits.shape == base.shape
+    assert mixed  # some batch had gated and trained episodes (the set-up)
 
 
 @pytest.mark.parametrize("ways", [200, 1000])

@@ -190,18 +190,26 @@ class FittedHead:
 
     @staticmethod
     def concatenate(parts: Sequence[FittedHead]) -> FittedHead:
-        """One :class:`FittedHead` of the episodes of ``parts``, in order."""
+        """One :class:`FittedHead` of the episodes of ``parts``, in order.
+
+        Parts may differ in format when a safeguard answered every episode of one chunk with
+        support-based initialisation (no centre, weights used as they are) and another chunk
+        was trained (a centre, renormalised weights): such a part gets a zero centre (no
+        centring) and its weights, unit class means already, are renormalised as the others
+        are, so every episode's logits stay its own.
+        """
         first = parts[0]
+        centred = any(p.center is not None for p in parts)
         return FittedHead(
             weight=torch.cat([p.weight for p in parts]),
             bias=torch.cat([p.bias for p in parts]),
-            center=None if first.center is None else torch.cat([p.center for p in parts]),  # type: ignore[misc]
+            center=torch.cat([_center_or_zero(p) for p in parts]) if centred else None,
             temperature=first.temperature,
             relu=first.relu,
-            normalize_weight=first.normalize_weight,
+            normalize_weight=any(p.normalize_weight for p in parts),
             query_logits=torch.cat([p.query_logits for p in parts]),
-            fallback=None if first.fallback is None else torch.cat([p.fallback for p in parts]),  # type: ignore[misc]
-            gated=None if first.gated is None else torch.cat([p.gated for p in parts]),  # type: ignore[misc]
+            fallback=_cat_masks([p.fallback for p in parts], parts),
+            gated=_cat_masks([p.gated for p in parts], parts),
         )
 
 
@@ -211,3 +219,26 @@ def fallback_of(fitted: FittedHead, episode: int = 0) -> str | None:
     if fitted.fallback is None or not bool(fitted.fallback[episode]):
         return None
     return "gate" if fitted.gated is not None and bool(fitted.gated[episode]) else "guard"
+
+
+def _center_or_zero(part: FittedHead) -> torch.Tensor:
+    """``part``'s ``[E, 1, D]`` centres, zeros (no centring) when it has none."""
+    if part.center is not None:
+        return part.center
+    episodes, _, dim = part.weight.shape
+    return part.weight.new_zeros(episodes, 1, dim)
+
+
+def _cat_masks(
+    masks: list[torch.Tensor | None], parts: Sequence[FittedHead]
+) -> torch.Tensor | None:
+    """The ``[E]`` bool masks of ``parts`` in order (all-false for a part without one), or
+    ``None`` when no part has one."""
+    if all(mask is None for mask in masks):
+        return None
+    return torch.cat(
+        [
+            torch.zeros(p.weight.shape[0], dtype=torch.bool) if m is None else m
+            for m, p in zip(masks, parts, strict=True)
+        ]
+    )
