@@ -6,9 +6,10 @@ seeded per cell name, and every summary is relative to support-init on those epi
 script takes the runs in order, later ones overriding earlier ones method by method and cell by
 cell, checks that support-init's per-episode accuracies agree wherever two runs share a cell
 (the proof that the episodes are the same), renames methods for the tables (``--rename
-recommended=default``), and writes the merged JSON and a Markdown file: the per-cell table
-(accuracy ± 95% CI, ✗ = below support-init minus its CI) and the group table of the README
-(mean accuracy per domain and kind of cell, cells below support-init, worst difference).
+recommended=default``), and writes the merged JSON and a Markdown file: the group table of the
+README (mean accuracy per domain and kind of cell, cells below support-init, worst difference),
+then ``realistic_grid.markdown``'s per-cell table (accuracy ± 95% CI, margin, ms/episode, ✗ =
+below support-init minus its CI).
 
     .venv/bin/python benchmarks/realistic_grid_tables.py OLD.json NEW.json \\
         --rename recommended=default --order support-init,default,unguarded,tim,bd-cspn \\
@@ -22,6 +23,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from realistic_grid import markdown
 
 BASELINE = "support-init"
 
@@ -54,23 +57,6 @@ def merge(runs: list[dict[str, Any]], rename: dict[str, str]) -> dict[str, Any]:
     merged["cells"] = list(cells.values())
     merged["setting"]["merged_from"] = len(runs)
     return merged
-
-
-def cell_table(results: dict[str, dict[str, Any]], order: list[str]) -> list[str]:
-    """Per-cell rows: accuracy ± CI, ✗ when below support-init minus its CI."""
-    lines = ["| cell | episodes | " + " | ".join(order) + " |", "|---" * (len(order) + 2) + "|"]
-    for cell, row in results.items():
-        entries = []
-        for method in order:
-            s = row.get(method)
-            if s is None:
-                entries.append("-")
-                continue
-            mark = " ✗" if method != BASELINE and s["below_support_init"] else ""
-            entries.append(f"{s['accuracy']:.1f} ± {s['ci95']:.1f}{mark}")
-        episodes = row[BASELINE]["episodes"]
-        lines.append(f"| {cell} | {episodes} | " + " | ".join(entries) + " |")
-    return lines
 
 
 def group_of(cell: str) -> str:
@@ -122,7 +108,7 @@ def main() -> None:
         "",
         *group_table(record["results"], order),
         "",
-        *cell_table(record["results"], order),
+        markdown(record),
     ]
     record["markdown"] = "\n".join(text)
     args.output.write_text(json.dumps(record, indent=1) + "\n")

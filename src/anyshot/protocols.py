@@ -50,6 +50,7 @@ __all__ = [
     "capped",
     "episode_rng",
     "sampler_config",
+    "shot_counts",
 ]
 
 #: Protocol names accepted by :func:`build_sampler` (and ``anyshot evaluate --protocol``).
@@ -105,6 +106,17 @@ def capped(counts: np.ndarray, capacity: np.ndarray, weights: np.ndarray) -> np.
         room = capacity > counts
         share = np.where(room, weights, 0.0)
         counts = counts + apportion(excess, share if share.sum() > 0 else room * 1.0)
+
+
+def shot_counts(ways: int, shots: int | Sequence[int]) -> list[int]:
+    """Support images per class of a ``ways``-way episode: ``shots`` repeated, or one count per
+    way. Raises ``ValueError`` for a wrong number of counts or a count below 1."""
+    shot_list = [int(shots)] * ways if isinstance(shots, int) else [int(s) for s in shots]
+    if len(shot_list) != ways:
+        raise ValueError(f"got {len(shot_list)} shot counts for {ways} ways")
+    if min(shot_list) < 1:
+        raise ValueError(f"every class needs at least 1 shot, got {shot_list}")
+    return shot_list
 
 
 def episode_rng(seed: int, index: int) -> np.random.Generator:
@@ -297,11 +309,7 @@ class ImbalancedQuerySampler(_SeededSampler):
     ) -> None:
         if ways < 1:
             raise ValueError(f"ways must be at least 1, got {ways}")
-        shot_list = [int(shots)] * ways if isinstance(shots, int) else [int(s) for s in shots]
-        if len(shot_list) != ways:
-            raise ValueError(f"got {len(shot_list)} shot counts for {ways} ways")
-        if min(shot_list) < 1:
-            raise ValueError(f"every class needs at least 1 shot, got {shot_list}")
+        shot_list = shot_counts(ways, shots)
         if not alpha > 0 or not math.isfinite(alpha):
             raise ValueError(f"the Dirichlet alpha must be a positive number, got {alpha}")
         if min_queries < 0 or total_queries < ways * min_queries or total_queries < 1:
@@ -485,11 +493,7 @@ class PresentClassesSampler(_SeededSampler):
                     f"at least {need} images (the shots and a query); only {eligible} of "
                     f"{len(members)} classes have that many"
                 )
-        shot_list = [int(shots)] * ways if isinstance(shots, int) else [int(s) for s in shots]
-        if len(shot_list) != ways:
-            raise ValueError(f"got {len(shot_list)} shot counts for {ways} ways")
-        if min(shot_list) < 1:
-            raise ValueError(f"every class needs at least 1 shot, got {shot_list}")
+        shot_list = shot_counts(ways, shots)
         if eligible < ways:
             raise DatasetError(
                 f"{ways}-way episodes with up to {most} shots need {ways} classes with at least "
@@ -588,9 +592,7 @@ class OpenSetSampler(_SeededSampler):
     ) -> None:
         if ways < 1:
             raise ValueError(f"ways must be at least 1, got {ways}")
-        shot_list = [int(shots)] * ways if isinstance(shots, int) else [int(s) for s in shots]
-        if len(shot_list) != ways or min(shot_list) < 1:
-            raise ValueError(f"need one shot count >= 1 per way ({ways}), got {shot_list}")
+        shot_list = shot_counts(ways, shots)
         if inlier_queries < 1 or outlier_queries < 0 or outlier_classes < 1:
             raise ValueError(
                 "need inlier_queries >= 1, outlier_queries >= 0 and outlier_classes >= 1; got "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from anyshot.protocols import apportion
+from anyshot.protocols import apportion, capped
 import os as _os
 OUT = _os.environ.get("ANYSHOT_STUDY_OUT", "out")  # where features and predictions go
 
@@ -21,17 +21,6 @@ def load(which: str):
     labels = blob["labels"].numpy()
     members = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
     return feats, members
-
-
-def _capped(counts: np.ndarray, capacity: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    while True:
-        excess = int(np.maximum(counts - capacity, 0).sum())
-        counts = np.minimum(counts, capacity)
-        if excess == 0:
-            return counts
-        room = capacity > counts
-        w = np.where(room, weights, 0.0)
-        counts = counts + apportion(excess, w if w.sum() > 0 else room * 1.0)
 
 
 def make_cell(members, kind: str, ways: int, shots: int, episodes: int, seed: int, **kw):
@@ -48,15 +37,15 @@ def make_cell(members, kind: str, ways: int, shots: int, episodes: int, seed: in
             present = rng.choice(ways, size=kw["k_eff"], replace=False)
             w = np.zeros(ways)
             w[present] = 1.0
-            counts = _capped(apportion(kw["total"], w), capacity, w)
+            counts = capped(apportion(kw["total"], w), capacity, w)
         elif kind == "dirichlet":
             p = rng.dirichlet(np.full(ways, kw["alpha"]))
-            counts = _capped(apportion(kw["total"], p), capacity, p)
+            counts = capped(apportion(kw["total"], p), capacity, p)
         elif kind == "balanced":
             counts = np.full(ways, kw["per_class"])
         elif kind == "tiny":
             counts = np.bincount(rng.integers(0, ways, size=kw["total"]), minlength=ways)
-            counts = _capped(counts, capacity, np.ones(ways))
+            counts = capped(counts, capacity, np.ones(ways))
         else:
             raise ValueError(kind)
         assert (counts <= capacity).all()
