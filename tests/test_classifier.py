@@ -277,14 +277,16 @@ def test_classify_csv_sorted_by_path_with_top_k_columns(
     support, query = folders(tmp_path, {"red": 2, "green": 2, "blue": 2})
     image(query / "sub" / "a-red.png", COLOURS["red"], 99)
     argv = ["classify", "--support", str(support), "--query", str(query), *CONV4]
-    assert main([*argv, "--top-k", "2"]) == 0
+    assert main([*argv, "--top-k", "2", "--unknown", "off"]) == 0
     out = capsys.readouterr()
     rows = read_csv(out.out)
-    assert list(rows[0]) == ["path", "label", "confidence", "label_2", "confidence_2"]
+    header = ["path", "label", "confidence", "label_2", "confidence_2", "outlier_score"]
+    assert list(rows[0]) == header
     assert [r["path"] for r in rows] == sorted(str(p) for p in query.rglob("*.png"))
     for row in rows:
         assert float(row["confidence"]) >= float(row["confidence_2"])
         assert row["label"] != row["label_2"]
+        assert 0.0 <= float(row["outlier_score"]) <= 2.0
     assert (
         sum(
             r["label"] == Path(r["path"]).name.split("-")[-2 if "sub" in r["path"] else 0]
@@ -294,7 +296,7 @@ def test_classify_csv_sorted_by_path_with_top_k_columns(
     )
     assert main([*argv, "--top-k", "9", "--output", str(tmp_path / "p.csv")]) == 0
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
-    assert header == "path,label,confidence,label_2,confidence_2,label_3,confidence_3"
+    assert header == "path,label,confidence,label_2,confidence_2,label_3,confidence_3,outlier_score"
 
 
 def test_classify_json_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -117,7 +117,7 @@ def test_msp_and_nearest_mean_scores() -> None:
     support = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     query = torch.tensor([[[2.0, 0.0], [1.0, 1.0]]])
     distance = nearest_mean_distance(support, torch.tensor([[0, 1]]), query, 2)
-    assert distance[0].tolist() == pytest.approx([-1.0, -(0.5**0.5)])
+    assert distance[0].tolist() == pytest.approx([0.0, 1.0 - 0.5**0.5])
 
 
 # --- records -----------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The practitioner's estimator: :class:`FewShotClassifier`, scikit-learn style.
 
     clf = FewShotClassifier().fit(paths, labels, unlabeled=more_paths)
-    clf.predict(new_paths)          # -> list of labels
+    clf.predict(new_paths)          # -> list of labels ("unknown" for none of the classes)
     clf.predict_proba(new_paths)    # -> numpy [N, K], columns in clf.classes_ order
+    clf.outlier_score(new_paths)    # -> numpy [N], higher = more likely none of the classes
     clf.save("model.pt"); FewShotClassifier.load("model.pt")
 
 Any number of shots in bounded memory: images are decoded, embedded and dropped ``batch_size`` at a
@@ -20,6 +21,12 @@ files already embedded by the same network (same weights, preprocessing, precisi
 are read back instead of embedded again, from this process's memory and from the folder
 ``cache_dir`` (default :func:`~anyshot.feature_cache.default_cache_dir`). A fine-tuned network
 has other weights, hence other keys: its features never come from the frozen network's rows.
+
+"None of these": :meth:`FewShotClassifier.outlier_score` is an image's cosine distance to the
+nearest class mean of the labelled images (:func:`anyshot.outliers.nearest_mean_distance`);
+with ``unknown="auto"`` :meth:`~FewShotClassifier.predict` answers ``unknown_label`` above the
+threshold that :func:`anyshot.outliers.unknown_threshold` sets from the labelled images
+alone (left-out images, no outlier examples) for the target ``false_alarm_rate``.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -60,23 +67,49 @@ from anyshot.methods.presets import RECOMMENDED, Method
 from anyshot.methods.registry import method_from_dict, method_to_dict
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.model_file import SavedModel, load_model_file, save_model_file
+from anyshot.outliers import UnknownReference, class_means, mean_distance, unknown_reference
 from anyshot.threads import torch_threads
 
-__all__ = ["DEFAULT_METHOD_REPR", "PRECISIONS", "FewShotClassifier"]
+__all__ = ["DEFAULT_METHOD_REPR", "PRECISIONS", "UNKNOWN_MODES", "FewShotClassifier"]
 
 #: How ``repr`` shows ``method=None``: what it resolves to.
 DEFAULT_METHOD_REPR = "None (default: RECOMMENDED)"
 
 #: ``precision`` values: ``"auto"`` (bfloat16 on a CPU with native bfloat16, else float32).
 PRECISIONS = ("auto", "float32", "bfloat16")
+#: ``unknown`` values: ``"auto"`` (flag images above the outlier threshold) or ``"off"``.
+UNKNOWN_MODES = ("auto", "off")
 #: The estimator's parameters (the keywords of ``__init__``), for get_params / set_params.
 _PARAMS = (
     "backbone", "method", "image_size", "batch_size", "device", "seed", "show_progress",
-    "cache_dir", "precision", "channels_last",
+    "cache_dir", "precision", "channels_last", "unknown", "unknown_label", "false_alarm_rate",
 )  # fmt: skip
 
 
-#: The methods a :class:`FewShotClassifier` can fit with (they yield a trained classifier).
+class _Fit(NamedTuple):
+    """What one fit yields.
+
+    Attributes:
+        classifier: the trained cosine classifier.
+        network: the embedding network (fine-tuned for scopes last / all).
+        logits: ``[n_i, K]`` logits of each extra image set's readable images.
+        kept_sets: positions of each extra set's readable images.
+        kept: positions of the readable labelled images.
+        fallback: which safeguard answered with support-init's class means, if any.
+        support_rows: ``[S', D]`` embeddings of the readable labelled images by ``network``.
+        targets: ``[S']`` their class indices.
+    """
+
+    classifier: CosineClassifier
+    network: nn.Module
+    logits: list[torch.Tensor]
+    kept_sets: list[list[int]]
+    kept: list[int]
+    fallback: str | None
+    support_rows: torch.Tensor
+    targets: torch.Tensor
+
+
 def _plain_label(label: Any) -> Hashable:
     """numpy scalars -> Python values (``np.int64(3)`` -> ``3``), everything else unchanged."""
     if isinstance(label, np.generic):
@@ -126,6 +159,15 @@ class FewShotClassifier:
             bfloat16 instructions, ~3-4x the images/s; float32 elsewhere), ``"float32"`` or
             ``"bfloat16"``. Fine-tuning (scopes last/all) trains in float32 regardless.
         channels_last: feed the network channels-last batches (faster on a CPU).
+        unknown: ``"auto"`` (default): :meth:`predict` answers ``unknown_label`` for an image
+            whose :meth:`outlier_score` lies above :attr:`unknown_threshold_`; ``"off"``:
+            every image gets one of the classes. :meth:`predict_proba` is the same either way.
+        unknown_label: the label of an image of none of the classes (default ``"unknown"``;
+            it must not be one of the classes).
+        false_alarm_rate: the target share of images of the classes that ``"auto"`` flags
+            (default 0.05); it sets :attr:`unknown_threshold_` from the labelled images (see
+            :func:`anyshot.outliers.unknown_threshold`; with one image per class the rate is
+            approximated, not controlled). May be changed after fitting.
 
     Attributes (after :meth:`fit`):
         classes_: the class labels, in column order of :meth:`predict_proba`.
@@ -138,6 +180,10 @@ class FewShotClassifier:
             of the transductive method answered with support-init's class means (the gate: too
             few unlabelled images for the classes they appear to hold; the guard: a trained
             classifier that disagreed with the class means).
+        class_means_: ``[K, D]`` unit class means of the labelled images' embeddings.
+        unknown_reference_: the labelled images' left-out distances behind the threshold.
+        unknown_threshold_: the outlier score above which an image is unknown (a property of
+            ``false_alarm_rate``; ``None`` for a model file written before outlier scores).
     """
 
     def __init__(
@@ -153,6 +199,9 @@ class FewShotClassifier:
         cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
         precision: str = "auto",
         channels_last: bool = True,
+        unknown: str = "auto",
+        unknown_label: Hashable = "unknown",
+        false_alarm_rate: float = 0.05,
     ) -> None:
         self.backbone = backbone
         self.method = method
@@ -164,6 +213,9 @@ class FewShotClassifier:
         self.cache_dir = cache_dir
         self.precision = precision
         self.channels_last = channels_last
+        self.unknown = unknown
+        self.unknown_label = unknown_label
+        self.false_alarm_rate = false_alarm_rate
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor's parameters (scikit-learn convention; ``deep`` is accepted and
@@ -332,31 +384,28 @@ class FewShotClassifier:
             on_unreadable(item)
 
         report = record if on_unreadable is not None else None
-        head = isinstance(method, SupportBasedInit) or method.scope == "head"
-        if head:
-            classifier, logits, kept_sets, kept, fallback = self._fit_head(
-                method, network, support, label_list, classes, sets, report
-            )
-            fitted_network: nn.Module = network
+        self._check_unknown(classes)
+        if isinstance(method, SupportBasedInit) or method.scope == "head":
+            fit = self._fit_head(method, network, support, label_list, classes, sets, report)
         else:
-            assert isinstance(method, FineTuning)
-            classifier, fitted_network, logits, kept_sets, kept, fallback = self._fit_network(
-                method, network, support, label_list, classes, sets, report
-            )
+            fit = self._fit_network(method, network, support, label_list, classes, sets, report)
         self.classes_ = classes
-        self.classifier_ = classifier.cpu().eval()
-        self.network_ = fitted_network.to(torch.device(self.device or "cpu")).eval()
+        self.classifier_ = fit.classifier.cpu().eval()
+        self.network_ = fit.network.to(torch.device(self.device or "cpu")).eval()
         self.preprocessing_ = preprocessing
         self.method_ = method
-        counts = Counter(label_list[i] for i in kept)
+        rows, targets, ways = fit.support_rows.cpu(), fit.targets.cpu(), len(classes)
+        self.class_means_: torch.Tensor | None = class_means(rows[None], targets[None], ways)[0]
+        self.unknown_reference_: UnknownReference | None = unknown_reference(rows, targets, ways)
+        counts = Counter(label_list[i] for i in fit.kept)
         self.fit_info_ = {
             "class_counts": {str(c): int(counts[c]) for c in classes},
-            **{f"{role}_images": len(k) for (role, _), k in zip(sets, kept_sets, strict=True)},
+            **{f"{r}_images": len(k) for (r, _), k in zip(sets, fit.kept_sets, strict=True)},
             "skipped": len(skipped),
-            "fallback": fallback,
+            "fallback": fit.fallback,
             "seconds": time.perf_counter() - start,
         }
-        return logits, kept_sets
+        return fit.logits, fit.kept_sets
 
     def _embed(
         self,
@@ -390,9 +439,8 @@ class FewShotClassifier:
         classes: tuple[Hashable, ...],
         sets: list[tuple[str, torch.Tensor | ImageList]],
         on_unreadable: OnUnreadable | None,
-    ) -> tuple[CosineClassifier, list[torch.Tensor], list[list[int]], list[int], str | None]:
-        """Support-init or head-scope fine-tuning on cached embeddings ``[N, D]``; the last
-        item: whether a safeguard answered with support-init's class means."""
+    ) -> _Fit:
+        """Support-init or head-scope fine-tuning on cached embeddings ``[N, D]``."""
         embeddings, kept = self._embed(network, support, on_unreadable, "support")
         kept_labels = [labels[i] for i in kept]
         _check_kept(classes, labels, kept_labels)
@@ -404,9 +452,12 @@ class FewShotClassifier:
         query = pool if pool is not None else embeddings[:0]
         with torch_threads(1):  # [N, D] features: one thread (see anyshot.threads)
             fitted = method.fit_features(embeddings, targets, query, ways=len(classes))
-        classifier, pool_logits = fitted.classifier(0), fitted.query_logits[0]
-        logits = list(pool_logits.split([len(k) for _, k in extra])) if extra else []
-        return classifier, logits, [k for _, k in extra], kept, fallback_of(fitted)
+        logits = list(fitted.query_logits[0].split([len(k) for _, k in extra])) if extra else []
+        kept_sets = [k for _, k in extra]
+        return _Fit(
+            fitted.classifier(0), network, logits, kept_sets, kept, fallback_of(fitted),
+            embeddings, targets,
+        )  # fmt: skip
 
     def _fit_network(
         self,
@@ -417,11 +468,9 @@ class FewShotClassifier:
         classes: tuple[Hashable, ...],
         sets: list[tuple[str, torch.Tensor | ImageList]],
         on_unreadable: OnUnreadable | None,
-    ) -> tuple[
-        CosineClassifier, nn.Module, list[torch.Tensor], list[list[int]], list[int], str | None
-    ]:
+    ) -> _Fit:
         """Scope ``last`` / ``all``: one episode over the images; the backbone copy is trained
-        (the last item: whether a safeguard kept the untrained copy and support-init's answer)."""
+        (or kept untrained when a safeguard answers with support-init's)."""
 
         def readable(images: torch.Tensor | ImageList, desc: str) -> list[int]:
             if on_unreadable is None:
@@ -444,7 +493,12 @@ class FewShotClassifier:
         fitted = method.fit(network, episode)
         assert fitted.network is not None
         logits = list(fitted.query_logits.split([len(k) for k in kept_sets])) if sets else []
-        return fitted.classifier, fitted.network, logits, kept_sets, kept, fitted.fallback
+        rows, _ = self._embed(fitted.network, select_images(support, kept), None, "support")
+        targets = torch.tensor([classes.index(label) for label in kept_labels])
+        return _Fit(
+            fitted.classifier, fitted.network, logits, kept_sets, kept, fitted.fallback,
+            rows, targets,
+        )  # fmt: skip
 
     # --- prediction ---------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -453,15 +507,79 @@ class FewShotClassifier:
                 "this FewShotClassifier is not fitted yet: call fit() or FewShotClassifier.load()"
             )
 
-    def _logits(self, images: Any, on_unreadable: OnUnreadable | None) -> torch.Tensor:
-        """Logits ``[N', K]`` (CPU float32) of the readable images, in order."""
+    def _check_unknown(self, classes: Sequence[Hashable]) -> None:
+        """Refuse an unknown ``unknown`` mode, a rate outside (0, 1), a class named like
+        ``unknown_label``."""
+        if self.unknown not in UNKNOWN_MODES:
+            raise ConfigurationError(
+                f"unknown must be one of {UNKNOWN_MODES}, got {self.unknown!r}"
+            )
+        if not 0.0 < float(self.false_alarm_rate) < 1.0:
+            raise ConfigurationError(
+                f"false_alarm_rate must lie strictly between 0 and 1, got {self.false_alarm_rate}"
+            )
+        if self.unknown == "auto" and self.unknown_label in set(classes):
+            raise ConfigurationError(
+                f"a class is named {self.unknown_label!r}, the label of images of none of the "
+                "classes: choose another unknown_label (--unknown-label) or unknown='off'"
+            )
+
+    @property
+    def unknown_threshold_(self) -> float | None:
+        """The outlier score above which :meth:`predict` answers ``unknown_label`` (for the
+        current ``false_alarm_rate``); ``None`` for a model file without outlier scores."""
+        self._check_fitted()
+        reference: UnknownReference | None = self.unknown_reference_
+        return None if reference is None else reference.threshold(float(self.false_alarm_rate))
+
+    def _embeddings(
+        self, images: Any, on_unreadable: OnUnreadable | None
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Embeddings ``[N', D]`` of the readable images (in order) and their positions."""
         self._check_fitted()
         data = as_images(images, self.preprocessing_)
-        embeddings, kept = self._embed(self.network_, data, on_unreadable, "images")
+        return self._embed(self.network_, data, on_unreadable, "images")
+
+    def _logits(self, images: Any, on_unreadable: OnUnreadable | None) -> torch.Tensor:
+        """Logits ``[N', K]`` (CPU float32) of the readable images, in order."""
+        embeddings, kept = self._embeddings(images, on_unreadable)
         if not kept:
             return torch.empty(0, len(self.classes_))
         with torch.inference_mode():
             return self.classifier_(embeddings.to(_device_of(self.classifier_))).float().cpu()
+
+    def outlier_score(
+        self, images: Any, *, on_unreadable: OnUnreadable | None = None
+    ) -> np.ndarray:
+        """How unlike every class each image is: ``[N]`` float64 in ``[0, 2]``.
+
+        The cosine distance from the image's embedding to the nearest class mean of the
+        labelled images (:func:`anyshot.outliers.nearest_mean_distance`); higher = more likely
+        none of the classes. ``on_unreadable`` as for :meth:`predict_proba`.
+
+        Raises:
+            ConfigurationError: not fitted, or a model file written before outlier scores.
+        """
+        self._check_fitted()
+        if self.class_means_ is None:
+            raise ConfigurationError(
+                "this model was saved by an anyshot without outlier scores: fit it again"
+            )
+        embeddings, kept = self._embeddings(images, on_unreadable)
+        if not kept:
+            return np.empty(0)
+        with torch.inference_mode():
+            scores = mean_distance(self.class_means_[None], embeddings.float().cpu()[None])[0]
+        return scores.double().numpy()
+
+    def unknown_mask(self, scores: np.ndarray) -> np.ndarray:
+        """``[N]`` bool: which :meth:`outlier_score` values :meth:`predict` calls unknown (all
+        ``False`` with ``unknown="off"`` or a model without outlier scores)."""
+        self._check_unknown(self.classes_)
+        threshold = self.unknown_threshold_
+        if self.unknown == "off" or threshold is None:
+            return np.zeros(len(scores), dtype=bool)
+        return np.asarray(scores) > threshold
 
     def decision_function(
         self, images: Any, *, on_unreadable: OnUnreadable | None = None
@@ -490,9 +608,16 @@ class FewShotClassifier:
         return _softmax(self._logits(images, on_unreadable))
 
     def predict(self, images: Any) -> list[Hashable]:
-        """The most probable label of each image (``N`` labels of the fitted type)."""
+        """The most probable label of each image (``N`` labels of the fitted type), or
+        ``unknown_label`` where :meth:`unknown_mask` flags its :meth:`outlier_score`."""
         probabilities = self.predict_proba(images)
-        return [self.classes_[int(k)] for k in probabilities.argmax(axis=1)]
+        labels = [self.classes_[int(k)] for k in probabilities.argmax(axis=1)]
+        if self.unknown == "off" or self.class_means_ is None:
+            return labels
+        flagged = self.unknown_mask(self.outlier_score(images))
+        return [
+            self.unknown_label if f else label for f, label in zip(flagged, labels, strict=True)
+        ]
 
     # --- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -506,7 +631,13 @@ class FewShotClassifier:
         network = self.network_
         if not isinstance(network, Backbone):
             raise ConfigurationError("only a model with an anyshot Backbone can be saved")
-        options = {"batch_size": int(self.batch_size), "seed": int(self.seed)}
+        options = {
+            "batch_size": int(self.batch_size),
+            "seed": int(self.seed),
+            "unknown": self.unknown,
+            "unknown_label": self.unknown_label,
+            "false_alarm_rate": float(self.false_alarm_rate),
+        }
         method = method_to_dict(self.method_)
         method["settings"]["device"] = None  # where it trained is not where it will run
         save_model_file(
@@ -518,6 +649,8 @@ class FewShotClassifier:
                 method=method,
                 options=options,
                 info=_plain_info(self.fit_info_),
+                class_means=self.class_means_,
+                unknown_reference=self.unknown_reference_,
             ),
             path,
         )
@@ -539,6 +672,9 @@ class FewShotClassifier:
             batch_size=int(options.get("batch_size", 64)),
             device=device,
             seed=int(options.get("seed", 0)),
+            unknown=str(options.get("unknown", "auto")),
+            unknown_label=options.get("unknown_label", "unknown"),
+            false_alarm_rate=float(options.get("false_alarm_rate", 0.05)),
         )
         target = torch.device(device or "cpu")
         model.classes_ = saved.classes
@@ -547,6 +683,8 @@ class FewShotClassifier:
         model.preprocessing_ = saved.preprocessing
         model.method_ = method
         model.fit_info_ = saved.info
+        model.class_means_ = saved.class_means
+        model.unknown_reference_ = saved.unknown_reference
         return model
 
     def __repr__(self) -> str:

@@ -9,7 +9,9 @@ Format (``format_version`` 1)::
                     "relu": bool},
      "classes": [K labels], "label_types": ["str" | "int" | "float" | "bool", ...],
      "method": {"name": "transductive", "settings": {...the method's dataclass fields...}},
-     "options": {"batch_size": int, "seed": int}, "info": {...fit summary...}}
+     "options": {"batch_size": int, "seed": int, ...}, "info": {...fit summary...},
+     "outliers": {"class_means": tensor [K, D], "distances": tensor [M], "weights": tensor [M],
+                  "conformal": bool} (absent in files written before outlier scores)}
 
 Every value is a tensor or plain data, so the file loads with ``torch.load(...,
 weights_only=True, map_location="cpu")``: loading runs no pickled code, and a model saved on a GPU
@@ -35,6 +37,7 @@ from anyshot.data.images import Preprocessing
 from anyshot.errors import CheckpointError
 from anyshot.io import atomic_write_bytes
 from anyshot.methods.cosine import CosineClassifier
+from anyshot.outliers import UnknownReference
 
 __all__ = [
     "FORMAT",
@@ -71,6 +74,10 @@ class SavedModel:
         method: ``{"name": ..., "settings": {...}}`` of the method that trained it.
         options: ``{"batch_size": int, "seed": int}`` of the estimator.
         info: free-form plain data about the fit (counts per class, seconds, ...).
+        class_means: ``[K, D]`` unit class means of the labelled images (outlier scores), or
+            ``None`` (a file written before outlier scores).
+        unknown_reference: the labelled images' distances that set the unknown threshold, or
+            ``None`` (idem).
         anyshot_version: the version that wrote the file (on load).
     """
 
@@ -81,6 +88,8 @@ class SavedModel:
     method: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    class_means: torch.Tensor | None = None
+    unknown_reference: UnknownReference | None = None
     anyshot_version: str = anyshot.__version__
 
 
@@ -132,6 +141,14 @@ def save_model_file(model: SavedModel, path: str | os.PathLike[str]) -> Path:
         "options": model.options,
         "info": model.info,
     }
+    if model.class_means is not None and model.unknown_reference is not None:
+        reference = model.unknown_reference
+        payload["outliers"] = {
+            "class_means": model.class_means.detach().cpu().float().clone(),
+            "distances": reference.distances.detach().cpu().float().clone(),
+            "weights": reference.weights.detach().cpu().float().clone(),
+            "conformal": bool(reference.conformal),
+        }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
@@ -172,8 +189,38 @@ def load_model_file(path: str | os.PathLike[str]) -> SavedModel:
         method={"name": method["name"], "settings": dict(method.get("settings") or {})},
         options=dict(data.get("options") or {}),
         info=dict(data.get("info") or {}),
+        **_outliers(data.get("outliers"), classifier.weight.shape, name),
         anyshot_version=str(data.get("anyshot_version")),
     )
+
+
+def _outliers(data: Any, weight_shape: torch.Size, name: str) -> dict[str, Any]:
+    """``class_means`` and ``unknown_reference`` of a file's ``"outliers"`` entry (``None``s
+    when the file has none)."""
+    if data is None:
+        return {"class_means": None, "unknown_reference": None}
+    try:
+        means, distances, weights = data["class_means"], data["distances"], data["weights"]
+        conformal = data["conformal"]
+        valid = (
+            all(isinstance(t, torch.Tensor) for t in (means, distances, weights))
+            and means.shape == weight_shape
+            and distances.dim() == 1
+            and distances.shape == weights.shape
+            and len(distances) > 0
+            and isinstance(conformal, bool)
+        )
+    except (KeyError, TypeError) as error:
+        raise ModelFileError(f"model file {name!r} has a corrupt outlier entry: {error}") from error
+    if not valid:
+        raise ModelFileError(
+            f"model file {name!r} has an inconsistent outlier entry. Re-create it with "
+            "`anyshot fit`."
+        )
+    return {
+        "class_means": means.float(),
+        "unknown_reference": UnknownReference(distances.float(), weights.float(), conformal),
+    }
 
 
 # --- helpers ------------------------------------------------------------------------------

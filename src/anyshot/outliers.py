@@ -2,12 +2,16 @@
 
 An outlier score is one number per query, higher = more likely an image of none of the
 episode's classes (:data:`anyshot.episodes.OUTLIER`). The evaluation's default is
-:func:`msp_score`; the product's later ``outlier_score`` belongs here too.
+:func:`msp_score`; the product's (``FewShotClassifier.outlier_score``, the ``outlier_score``
+column of ``classify`` / ``predict``) is :func:`nearest_mean_distance`, with the threshold of
+:func:`unknown_threshold`.
 
 * :func:`msp_score` -- one minus the maximum softmax probability of the query logits (MSP,
   Hendrycks & Gimpel, ICLR 2017), from any method's logits;
-* :func:`nearest_mean_distance` -- minus the largest cosine between a query and the support
-  class means (distance to the nearest class mean), from the embeddings;
+* :func:`nearest_mean_distance` -- the cosine distance from a query to the nearest support
+  class mean (:func:`class_means`), from the embeddings;
+* :func:`unknown_threshold` -- the score above which an image is called "none of these", set
+  from the labelled images alone for a target false-alarm rate (no outlier examples);
 * :func:`auroc` and :func:`average_precision` -- the area under the ROC curve and the average
   precision of a score, outliers as positives; they equal scikit-learn's ``roc_auc_score``
   and ``average_precision_score`` (ties included) without depending on it.
@@ -15,20 +19,79 @@ episode's classes (:data:`anyshot.episodes.OUTLIER`). The evaluation's default i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["OUTLIER_SCORES", "auroc", "average_precision", "msp_score", "nearest_mean_distance"]
+__all__ = [
+    "ONE_SHOT_QUANTILE",
+    "OUTLIER_SCORES",
+    "UnknownReference",
+    "auroc",
+    "average_precision",
+    "class_means",
+    "leave_one_out_distances",
+    "mean_distance",
+    "msp_score",
+    "nearest_mean_distance",
+    "other_class_distances",
+    "unknown_reference",
+    "unknown_threshold",
+]
 
 #: Outlier scores the evaluation can compute from query logits alone, by name.
 OUTLIER_SCORES = ("msp",)
+
+#: With one labelled image per class, the threshold is this quantile of the distances between
+#: images of different classes, whatever the target rate: on validation classes
+#: (``studies/unknown-threshold``) the 95% quantile of new images' distances was 0.76-1.07 times
+#: it (mini-ImageNet 5 and 8 ways, Omniglot 5, 20, 50 ways). With one image per class the
+#: false-alarm rate is approximated, not controlled.
+ONE_SHOT_QUANTILE = 0.25
 
 
 def msp_score(logits: torch.Tensor) -> torch.Tensor:
     """``1 - max_k softmax(logits)_k``: ``[..., Q, K]`` logits -> ``[..., Q]`` scores in
     ``[0, 1 - 1/K]`` (e.g. ``[E, Q, K] -> [E, Q]``)."""
     return 1.0 - torch.softmax(logits.float(), dim=-1).amax(dim=-1)
+
+
+def _unit(rows: torch.Tensor, relu: bool) -> torch.Tensor:
+    """Rows rectified (``relu``, as support-init does) and L2-normalised, in float32."""
+    rows = rows.float()
+    return F.normalize(rows.clamp_min(0) if relu else rows, dim=-1)
+
+
+def class_means(
+    support: torch.Tensor, targets: torch.Tensor, ways: int, *, relu: bool = True
+) -> torch.Tensor:
+    """Unit class means: the mean of each class's unit (rectified) support rows, normalised.
+
+    Args:
+        support: ``[E, S, D]`` support embeddings.
+        targets: ``[E, S]`` class indices ``0..ways-1`` (every class present).
+        ways: ``K``.
+
+    Returns:
+        ``[E, K, D]`` unit rows.
+    """
+    if support.dim() != 3 or targets.shape != support.shape[:2]:
+        raise ValueError(
+            f"need support [E, S, D] and targets [E, S]; got {tuple(support.shape)}, "
+            f"{tuple(targets.shape)}"
+        )
+    one_hot = F.one_hot(targets.long(), ways).float()  # [E, S, K]
+    if (one_hot.sum(1) == 0).any():
+        raise ValueError(f"every one of the {ways} classes needs a support row")
+    return F.normalize(one_hot.transpose(1, 2) @ _unit(support, relu), dim=-1)
+
+
+def mean_distance(means: torch.Tensor, query: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+    """``1 - max_k cos(query, means_k)``: ``[E, K, D]`` unit means and ``[E, Q, D]`` queries ->
+    ``[E, Q]`` cosine distances to the nearest mean, in ``[0, 2]``."""
+    return 1.0 - (_unit(query, relu) @ means.float().transpose(1, 2)).amax(dim=-1)
 
 
 def nearest_mean_distance(
@@ -39,10 +102,7 @@ def nearest_mean_distance(
     *,
     relu: bool = True,
 ) -> torch.Tensor:
-    """Minus the largest cosine between each query and the support class means.
-
-    Rows are rectified (``relu``, as support-init does) and L2-normalised; a class mean is the
-    mean of its unit support rows.
+    """The cosine distance from each query to the nearest support class mean.
 
     Args:
         support: ``[E, S, D]`` support embeddings.
@@ -51,20 +111,152 @@ def nearest_mean_distance(
         ways: ``K``.
 
     Returns:
-        ``[E, Q]`` scores in ``[-1, 1]``, higher = farther from every class mean.
+        ``[E, Q]`` scores in ``[0, 2]``, higher = farther from every class mean.
     """
-    if support.dim() != 3 or query.dim() != 3 or targets.shape != support.shape[:2]:
-        raise ValueError(
-            f"need support [E, S, D], targets [E, S], query [E, Q, D]; got "
-            f"{tuple(support.shape)}, {tuple(targets.shape)}, {tuple(query.shape)}"
-        )
-    rows, queries = support.float(), query.float()
-    if relu:
-        rows, queries = rows.clamp_min(0), queries.clamp_min(0)
-    one_hot = F.one_hot(targets.long(), ways).float()  # [E, S, K]
-    means = one_hot.transpose(1, 2) @ F.normalize(rows, dim=-1) / one_hot.sum(1).unsqueeze(-1)
-    cosine = F.normalize(queries, dim=-1) @ F.normalize(means, dim=-1).transpose(1, 2)
-    return -cosine.amax(dim=-1)
+    if query.dim() != 3:
+        raise ValueError(f"need query [E, Q, D], got {tuple(query.shape)}")
+    return mean_distance(class_means(support, targets, ways, relu=relu), query, relu=relu)
+
+
+def leave_one_out_distances(
+    support: torch.Tensor, targets: torch.Tensor, ways: int, *, relu: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances of labelled rows left out, as a new image of their class would score.
+
+    A row of a class with ``n >= 2`` images: its distance to the nearest class mean when it is
+    left out of its own class's mean (``n`` values for the class). A class with one image has
+    nothing to leave out; its new images are scored against a single image, so it borrows the
+    distances of single images of the other classes: every ordered pair ``(i, j)`` of rows of a
+    class with 2+ images, ``1 - max(cos(i, j), cos(i, other classes' means))``. Each class
+    weighs the same in total (its new images are as many as another's, whatever its support).
+
+    Args:
+        support: ``[S, D]`` embeddings of one episode's labelled images.
+        targets: ``[S]`` class indices ``0..ways-1``.
+        ways: ``K``.
+
+    Returns:
+        ``(distances [M], weights [M])``, weights summing to the number of classes the
+        distances stand for; ``M = 0`` when every class has a single image.
+    """
+    rows, labels = _unit(support, relu), targets.long()  # [S, D], [S]
+    one_hot = F.one_hot(labels, ways).float()  # [S, K]
+    sums, counts = one_hot.T @ rows, one_hot.sum(0)  # [K, D], [K]
+    cosine = rows @ F.normalize(sums, dim=-1).T  # [S, K]: to every full mean
+    keep = counts[labels] >= 2
+    left = sums[labels] - rows  # [S, D]: own class's sum without the row
+    own = (F.normalize(left, dim=-1) * rows).sum(-1)  # [S]
+    others = cosine.scatter(1, labels.view(-1, 1), -2.0).amax(-1)  # [S]: nearest other mean
+    distances = [1.0 - torch.maximum(own, others)[keep]]
+    weights = [1.0 / counts[labels][keep]]
+    singletons = int((counts == 1).sum())
+    if singletons and keep.any():
+        pair = rows @ rows.T  # [S, S]
+        same = (labels.view(-1, 1) == labels.view(1, -1)) & keep.view(-1, 1)
+        same.fill_diagonal_(False)
+        first, second = same.nonzero(as_tuple=True)
+        paired = 1.0 - torch.maximum(pair[first, second], others[first])
+        distances.append(paired)
+        weights.append(torch.full_like(paired, singletons / len(paired)))
+    return torch.cat(distances), torch.cat(weights)
+
+
+def other_class_distances(
+    support: torch.Tensor, targets: torch.Tensor, *, relu: bool = True
+) -> torch.Tensor:
+    """``[S, D]`` rows, ``[S]`` targets -> ``[P]`` cosine distances of every pair of rows of
+    different classes (each pair once)."""
+    rows = _unit(support, relu)
+    first, second = torch.triu_indices(len(rows), len(rows), offset=1)
+    differ = targets[first] != targets[second]
+    return 1.0 - (rows[first[differ]] * rows[second[differ]]).sum(-1)
+
+
+@dataclass(frozen=True)
+class UnknownReference:
+    """What the labelled images say about the distances of new images of their classes.
+
+    Attributes:
+        distances: ``[M]`` distances to the nearest class mean (:func:`mean_distance`).
+        weights: ``[M]`` their weights (``conformal``) or ones.
+        conformal: ``True``: ``distances`` are left-out distances
+            (:func:`leave_one_out_distances`); ``False``: every class had a single image and
+            they are :func:`other_class_distances`.
+    """
+
+    distances: torch.Tensor
+    weights: torch.Tensor
+    conformal: bool
+
+    def threshold(self, false_alarm_rate: float) -> float:
+        """The distance above which an image is called none of the classes.
+
+        ``conformal``: the weighted split-conformal quantile of the left-out distances, level
+        ``(1 - rate)(M + 1) / M`` of their weighted distribution (the largest distance when
+        that exceeds 1), so that a new image of a class lies above it with probability about
+        ``rate``. Otherwise (one image per class, nothing to leave out) the
+        :data:`ONE_SHOT_QUANTILE` quantile of the distances between images of different
+        classes, whatever the rate.
+
+        Raises:
+            ValueError: a rate outside ``(0, 1)``.
+        """
+        if not 0.0 < false_alarm_rate < 1.0:
+            raise ValueError(f"false_alarm_rate must lie in (0, 1), got {false_alarm_rate}")
+        distances = self.distances.double()
+        if not self.conformal:
+            return float(torch.quantile(distances, ONE_SHOT_QUANTILE))
+        level = (1.0 - false_alarm_rate) * (len(distances) + 1) / len(distances)
+        if level >= 1.0:
+            return float(distances.max())
+        order = torch.argsort(distances)
+        cumulative = torch.cumsum(self.weights.double()[order], 0)
+        position = int(torch.searchsorted(cumulative / cumulative[-1], level))
+        return float(distances[order[min(position, len(order) - 1)]])
+
+
+def unknown_reference(
+    support: torch.Tensor, targets: torch.Tensor, ways: int, *, relu: bool = True
+) -> UnknownReference:
+    """The :class:`UnknownReference` of one episode's labelled images.
+
+    Args:
+        support: ``[S, D]`` labelled embeddings; ``targets``: ``[S]`` class indices.
+        ways: ``K`` (at least 2).
+
+    Raises:
+        ValueError: fewer than 2 classes.
+    """
+    if ways < 2:
+        raise ValueError(f"an unknown threshold needs at least 2 classes, got {ways}")
+    distances, weights = leave_one_out_distances(support, targets, ways, relu=relu)
+    if len(distances):
+        return UnknownReference(distances.float(), weights.float(), True)
+    between = other_class_distances(support, targets, relu=relu).float()
+    return UnknownReference(between, torch.ones_like(between), False)
+
+
+def unknown_threshold(
+    support: torch.Tensor,
+    targets: torch.Tensor,
+    ways: int,
+    false_alarm_rate: float,
+    *,
+    relu: bool = True,
+) -> float:
+    """The :func:`nearest_mean_distance` above which an image is none of the ``ways`` classes,
+    set from the labelled images alone (no outlier examples) for a target rate of false
+    alarms: :meth:`UnknownReference.threshold` of :func:`unknown_reference`.
+
+    Args:
+        support: ``[S, D]`` labelled embeddings; ``targets``: ``[S]`` class indices.
+        ways: ``K`` (at least 2).
+        false_alarm_rate: in ``(0, 1)``.
+
+    Raises:
+        ValueError: a rate outside ``(0, 1)`` or fewer than 2 classes.
+    """
+    return unknown_reference(support, targets, ways, relu=relu).threshold(false_alarm_rate)
 
 
 def _checked(

@@ -59,6 +59,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "preprocessing_overrides",
+    "rate",
     "shots_list",
     "ways_list",
 ]
@@ -105,6 +106,11 @@ def non_negative_float(text: str) -> float:
 def fraction(text: str) -> float:
     """A number in [0, 1]."""
     return float(_number(text, float, lambda v: 0 <= v <= 1, "a number in [0, 1]"))
+
+
+def rate(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    return float(_number(text, float, lambda v: 0 < v < 1, "a number between 0 and 1"))
 
 
 def shots_list(text: str) -> list[int]:

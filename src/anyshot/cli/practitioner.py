@@ -31,6 +31,12 @@ from anyshot.cli.options import (
     positive_int,
     preprocessing_overrides,
 )
+from anyshot.cli.unknown import (
+    UNKNOWN_EPILOG,
+    add_unknown_options,
+    unknown_settings,
+    unknown_summary,
+)
 from anyshot.errors import AnyshotError, ConfigurationError
 from anyshot.methods.presets import RECOMMENDED
 
@@ -44,7 +50,8 @@ QUIET = "no progress bars and no summary"
 MIN_QUERIES = RECOMMENDED.min_queries_per_class
 QUERIES_PER_SHOT = RECOMMENDED.queries_per_shot
 
-EPILOG_CLASSIFY = f"""\
+EPILOG_CLASSIFY = (
+    f"""\
 examples:
   # photos/support/<class>/... labelled images (1 or more per class), photos/new/ to classify
   anyshot classify --support photos/support --query photos/new --output predictions.csv
@@ -68,10 +75,15 @@ images for each class they appear to hold (the classes the class means predict f
 default answers as --method support-init does (class means, no training).
 
 CSV columns: path,label,confidence then label_2,confidence_2,... (the --top-k most probable
-classes), one row per readable query image, sorted by path.
-"""
+classes), then outlier_score; one row per readable query image, sorted by path. For an image
+labelled unknown, confidence is that of its most probable class (JSON: "class").
 
-EPILOG_FIT = """\
+"""
+    + UNKNOWN_EPILOG
+)
+
+EPILOG_FIT = (
+    """\
 examples:
   anyshot fit --support photos/support --output model.pt
   # unlabelled images of the same kind improve the fit (transductive fine-tuning)
@@ -82,19 +94,27 @@ examples:
 The model file holds the backbone (fine-tuned for --scope last/all), the trained classifier,
 the class names and the settings: `anyshot predict --model model.pt ...` needs nothing else.
 Memory stays bounded for any number of images: they are embedded --batch-size at a time and
-only their embeddings are kept.
-"""
+only their embeddings are kept. The model also keeps the class means of the labelled images
+and what sets the unknown threshold (--unknown options: the defaults of `anyshot predict`).
 
-EPILOG_PREDICT = """\
+"""
+    + UNKNOWN_EPILOG
+)
+
+EPILOG_PREDICT = (
+    """\
 examples:
   anyshot predict --model model.pt photos/new --output predictions.csv
   anyshot predict --model model.pt a.jpg b.png more-photos/ --top-k 1 > predictions.csv
   anyshot predict --model model.pt photos/new --format json --output predictions.json
 
 Folders are searched at any depth. Columns as for `anyshot classify`: path,label,confidence,
-label_2,confidence_2,...; rows sorted by path. Unreadable images are skipped and listed in the
-summary (or stop the run with --strict).
+label_2,confidence_2,...,outlier_score; rows sorted by path. Unreadable images are skipped and
+listed in the summary (or stop the run with --strict).
+
 """
+    + UNKNOWN_EPILOG
+)
 
 EPILOG_SUGGEST = """\
 examples:
@@ -160,6 +180,7 @@ def _add_classify(sub: Any) -> None:
     data.add_argument("--query", type=Path, required=True, help="folder of images to classify")
     _add_model_options(classify)
     _add_output_options(classify, default_top_k=3)
+    add_unknown_options(classify, saved=False)
     add_embedding_options(classify)
     add_run_options(classify, strict=True, quiet=QUIET)
     classify.set_defaults(run=_guarded(_run_classify), timed=False)
@@ -184,6 +205,7 @@ def _add_fit(sub: Any) -> None:
     )
     fit.add_argument("--output", type=Path, required=True, help="model file to write (.pt)")
     _add_model_options(fit)
+    add_unknown_options(fit, saved=False)
     add_embedding_options(fit)
     add_run_options(fit, strict=True, quiet=QUIET)
     fit.set_defaults(run=_guarded(_run_fit), timed=False)
@@ -201,6 +223,7 @@ def _add_predict(sub: Any) -> None:
     predict.add_argument("--model", type=Path, required=True, help="model file from anyshot fit")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGES_OR_DIRS")
     _add_output_options(predict, default_top_k=3)
+    add_unknown_options(predict, saved=True)
     add_embedding_options(predict)
     add_run_options(predict, strict=True, quiet=QUIET)
     predict.set_defaults(run=_guarded(_run_predict), timed=False)
@@ -248,6 +271,7 @@ def _classifier(args: argparse.Namespace) -> Any:
         device=args.device,
         seed=args.seed,
         show_progress=not args.quiet,
+        **unknown_settings(args),
         **embedding_settings(args),
         **preprocessing_overrides(args),
     )
@@ -261,38 +285,62 @@ def _top_k(row: np.ndarray, classes: Sequence[Hashable], k: int) -> list[tuple[H
 
 
 def prediction_records(
-    paths: Sequence[str], probabilities: np.ndarray, classes: Sequence[Hashable], top_k: int
+    paths: Sequence[str],
+    probabilities: np.ndarray,
+    classes: Sequence[Hashable],
+    top_k: int,
+    scores: np.ndarray,
+    unknown: tuple[np.ndarray, Hashable],
 ) -> list[dict[str, Any]]:
-    """One record per image, sorted by path: path, label, confidence, top_k alternatives."""
+    """One record per image, sorted by path: path, label (``unknown = (flags [N], label)``
+    replaces the class of a flagged image), its most probable class and confidence, the top_k
+    alternatives and the outlier score (``scores`` ``[N]``; NaN: not known)."""
+    flags, unknown_label = unknown
     records = []
-    for path, row in sorted(zip(paths, probabilities, strict=True), key=lambda pr: pr[0]):
+    rows = zip(paths, probabilities, scores, flags, strict=True)
+    for path, row, score, flagged in sorted(rows, key=lambda item: item[0]):
         best = _top_k(row, classes, top_k)
         records.append(
             {
                 "path": path,
-                "label": best[0][0],
+                "label": unknown_label if flagged else best[0][0],
+                "class": best[0][0],
                 "confidence": best[0][1],
                 "top_k": [{"label": label, "confidence": p} for label, p in best],
+                "outlier_score": None if np.isnan(score) else float(score),
+                "unknown": bool(flagged),
             }
         )
     return records
 
 
 def predictions_csv(records: Sequence[dict[str, Any]], top_k: int, n_classes: int) -> str:
-    """CSV text: ``path,label,confidence,label_2,confidence_2,...`` (k = min(top_k, K))."""
+    """CSV text: ``path,label,confidence,label_2,confidence_2,...,outlier_score`` (k =
+    min(top_k, K); an empty outlier_score: not known)."""
     k = min(top_k, n_classes)
     header = ["path", "label", "confidence"]
     for rank in range(2, k + 1):
         header += [f"label_{rank}", f"confidence_{rank}"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow([*header, "outlier_score"])
     for record in records:
-        row: list[str] = [record["path"]]
-        for item in record["top_k"][:k]:
+        row: list[str] = [record["path"], str(record["label"]), f"{record['confidence']:.6f}"]
+        for item in record["top_k"][1:k]:
             row += [str(item["label"]), f"{item['confidence']:.6f}"]
-        writer.writerow(row)
+        score = record["outlier_score"]
+        writer.writerow([*row, "" if score is None else f"{score:.6f}"])
     return buffer.getvalue()
+
+
+def _outliers(model: Any, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Outlier scores ``[N]`` of readable images (NaN for a model without them) and which of
+    them the model labels unknown."""
+    if model.class_means_ is None:
+        scores = np.full(len(paths), np.nan)
+        return scores, np.zeros(len(paths), dtype=bool)
+    scores = model.outlier_score(list(paths))
+    return scores, model.unknown_mask(scores)
 
 
 def _output_format(args: argparse.Namespace) -> str:
@@ -396,12 +444,17 @@ def _run_classify(args: argparse.Namespace) -> int:
         on_unreadable=None if args.strict else reporter,
     )
     kept_paths = [query.paths[i] for i in kept]
-    records = prediction_records(kept_paths, probabilities, model.classes_, args.top_k)
+    scores, flags = _outliers(model, kept_paths)
+    records = prediction_records(
+        kept_paths, probabilities, model.classes_, args.top_k, scores, (flags, model.unknown_label)
+    )
+    unknown, unknown_lines = unknown_summary(model, flags)
     seconds = time.perf_counter() - start
     summary = {
         **_fit_summary(model, len(kept_paths)),
         "support": support.report.to_dict(),
         "query": query.report.to_dict(),
+        "unknown": unknown,
         "seconds": seconds,
     }
     _predictions_output(args, records, model.classes_, summary)
@@ -410,6 +463,7 @@ def _run_classify(args: argparse.Namespace) -> int:
         *query.report.summary_lines("query"),
         f"classified {len(records)} images into {len(model.classes_)} classes "
         f"({_method_words(model, len(records))})",
+        *unknown_lines,
     ]
     if args.output is not None:
         lines.append(f"predictions written to {args.output}")
@@ -448,6 +502,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     lines += [
         f"fitted {len(model.classes_)} classes "
         f"({_method_words(model, model.fit_info_.get('unlabeled_images', 0))})",
+        _threshold_words(model),
         f"model written to {args.output}",
         f"time: {time.perf_counter() - start:.1f} s",
     ]
@@ -455,12 +510,32 @@ def _run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threshold_words(model: Any) -> str:
+    """What the model will call unknown, in words."""
+    if model.unknown == "off":
+        return "unknown images: off (every image gets one of the classes)"
+    how = (
+        "leaving each labelled image out"
+        if model.unknown_reference_.conformal
+        else ("one image per class: from the distances between classes, an approximate rate")
+    )
+    return (
+        f"unknown images: outlier score above {model.unknown_threshold_:.3f} "
+        f"(target false-alarm rate {100 * model.false_alarm_rate:g}%, set by {how})"
+    )
+
+
 def _load(args: argparse.Namespace) -> Any:
     from anyshot.classifier import FewShotClassifier
 
     settings = embedding_settings(args)
     model = FewShotClassifier.load(args.model, device=args.device)
-    return model.set_params(batch_size=args.batch_size, show_progress=not args.quiet, **settings)
+    return model.set_params(
+        batch_size=args.batch_size,
+        show_progress=not args.quiet,
+        **settings,
+        **unknown_settings(args),
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -473,17 +548,26 @@ def _run_predict(args: argparse.Namespace) -> int:
     probabilities = model.predict_proba(
         images.paths, on_unreadable=None if args.strict else reporter
     )
+    kept_paths = reporter.kept(images.paths)
+    scores, flags = _outliers(model, kept_paths)
     records = prediction_records(
-        reporter.kept(images.paths), probabilities, model.classes_, args.top_k
+        kept_paths, probabilities, model.classes_, args.top_k, scores, (flags, model.unknown_label)
     )
+    unknown, unknown_lines = unknown_summary(model, flags)
     seconds = time.perf_counter() - start
-    summary = {**_fit_summary(model), "images": images.report.to_dict(), "seconds": seconds}
+    summary = {
+        **_fit_summary(model),
+        "images": images.report.to_dict(),
+        "unknown": unknown,
+        "seconds": seconds,
+    }
     _predictions_output(args, records, model.classes_, summary)
     lines = [
         *images.report.summary_lines("images"),
         f"classified {len(records)} images into {len(model.classes_)} classes "
         f"({', '.join(str(c) for c in model.classes_[:20])}"
         f"{', ...' if len(model.classes_) > 20 else ''})",
+        *unknown_lines,
     ]
     if args.output is not None:
         lines.append(f"predictions written to {args.output}")

@@ -1,0 +1,195 @@
+"""Images of none of the classes: outlier scores, the unknown threshold, ``--unknown``.
+
+The threshold rule on synthetic embeddings (its false-alarm rate, one image per class, uneven
+classes); the estimator and the commands on real characters of the Omniglot sample shipped with
+anyshot (EfficientNet-Lite0, ImageNet weights, 84 px), where a flat grey image must be flagged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anyshot.classifier import FewShotClassifier
+from anyshot.cli import main
+from anyshot.data import load_dataset
+from anyshot.data.omniglot import sample_root
+from anyshot.errors import ConfigurationError
+from anyshot.outliers import (
+    class_means,
+    leave_one_out_distances,
+    mean_distance,
+    unknown_reference,
+    unknown_threshold,
+)
+
+
+# --- the rule on synthetic embeddings -----------------------------------------------------------
+def clusters(
+    counts: list[int], queries: int, seed: int, dim: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gaussian classes around random centres: support ``[S, D]``, targets ``[S]``, query
+    ``[Q, D]`` (``queries`` per class) and ``[Q]`` query targets."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(len(counts), dim, generator=generator) * 2 + 3
+    support, targets, query, query_targets = [], [], [], []
+    for k, count in enumerate(counts):
+        support.append(centres[k] + torch.randn(count, dim, generator=generator))
+        query.append(centres[k] + torch.randn(queries, dim, generator=generator))
+        targets += [k] * count
+        query_targets += [k] * queries
+    return (
+        torch.cat(support), torch.tensor(targets), torch.cat(query), torch.tensor(query_targets)
+    )  # fmt: skip
+
+
+def false_alarms(counts: list[int], rate: float, episodes: int = 60) -> float:
+    """Mean share of new images of the classes above the threshold, over seeded episodes."""
+    shares = []
+    for seed in range(episodes):
+        support, targets, query, _ = clusters(counts, 40, seed)
+        ways = len(counts)
+        means = class_means(support[None], targets[None], ways)
+        scores = mean_distance(means, query[None])[0]
+        threshold = unknown_threshold(support, targets, ways, rate)
+        shares.append(float((scores > threshold).float().mean()))
+    return float(np.mean(shares))
+
+
+@pytest.mark.parametrize("counts", [[20] * 5, [30] * 4])
+def test_threshold_gives_the_target_false_alarm_rate(counts: list[int]) -> None:
+    for rate in (0.05, 0.2):
+        assert abs(false_alarms(counts, rate) - rate) < 0.03, (counts, rate)
+
+
+@pytest.mark.parametrize("counts", [[5] * 5, [2, 8, 3, 10, 5]], ids=["even", "uneven"])
+def test_threshold_errs_towards_fewer_false_alarms_with_few_images(counts: list[int]) -> None:
+    """A left-out image is scored against a mean of one image fewer: farther than a new image
+    from the full mean, so the rate lands at or below the target, never above it."""
+    for rate in (0.05, 0.2):
+        assert 0.0 < false_alarms(counts, rate) <= rate + 0.02, (counts, rate)
+
+
+def test_left_out_distances_weigh_each_class_once_and_cover_single_images() -> None:
+    support, targets, _, _ = clusters([1, 3, 4], 0, seed=1)
+    distances, weights = leave_one_out_distances(support, targets, 3)
+    # 3 + 4 left-out rows, plus the ordered pairs within the 3- and 4-image classes (6 + 12)
+    assert len(distances) == 7 + 18
+    assert float(weights.sum()) == pytest.approx(3.0)  # one per class, the single image's too
+    assert bool((distances >= 0).all() and (distances <= 2).all())
+
+
+def test_one_image_per_class_uses_the_distances_between_classes() -> None:
+    support, targets, _, _ = clusters([1] * 6, 0, seed=2)
+    reference = unknown_reference(support, targets, 6)
+    assert not reference.conformal and len(reference.distances) == 15  # 6 * 5 / 2 pairs
+    threshold = reference.threshold(0.05)
+    assert threshold == reference.threshold(0.3)  # the rate cannot be controlled here
+    far = -support.mean(0, keepdim=True)  # opposite every class
+    means = class_means(support[None], targets[None], 6)
+    assert float(mean_distance(means, far[None])[0, 0]) > threshold
+
+
+def test_threshold_rejects_bad_rates_and_one_class() -> None:
+    support, targets, _, _ = clusters([3, 3], 0, seed=3)
+    with pytest.raises(ValueError, match="false_alarm_rate"):
+        unknown_threshold(support, targets, 2, 0.0)
+    with pytest.raises(ValueError, match="2 classes"):
+        unknown_threshold(support[:3], targets[:3], 1, 0.05)
+
+
+# --- the estimator and the commands on real characters ----------------------------------------
+@pytest.fixture(scope="module")
+def characters() -> dict[str, list[Image.Image]]:
+    """5 characters of the shipped Omniglot sample, 20 images each (PIL, grey)."""
+    dataset = load_dataset("omniglot", sample_root(), "test")
+    by_class = dataset.indices_by_class()
+    chosen = [0, 8, 16, 24, 32]  # different characters, not rotations of one
+    return {f"c{k}": [dataset.image(int(i)) for i in by_class[k][:20]] for k in chosen}
+
+
+def grey() -> Image.Image:
+    return Image.new("L", (105, 105), 128)
+
+
+def fitted(
+    characters: dict[str, list[Image.Image]], shots: int, **params: object
+) -> FewShotClassifier:
+    images = [img for name in characters for img in characters[name][:shots]]
+    labels = [name for name in characters for _ in range(shots)]
+    model = FewShotClassifier(image_size=84, cache_dir=False, **params)  # type: ignore[arg-type]
+    return model.fit(images, labels)
+
+
+@pytest.mark.parametrize("shots", [5, 1])
+def test_a_flat_grey_image_is_unknown_among_characters(
+    characters: dict[str, list[Image.Image]], shots: int
+) -> None:
+    model = fitted(characters, shots)
+    held_out = [img for name in characters for img in characters[name][shots:]]
+    scores = model.outlier_score([grey(), *held_out])
+    assert scores[0] > model.unknown_threshold_ and scores[0] > scores[1:].max()
+    assert model.predict([grey()]) == ["unknown"]
+    assert np.mean(model.unknown_mask(scores[1:])) < 0.3  # few new characters flagged
+
+
+def test_unknown_off_and_predict_proba_are_unchanged(
+    characters: dict[str, list[Image.Image]], tmp_path: Path
+) -> None:
+    model = fitted(characters, 3, unknown_label="none")
+    images = [grey(), characters["c0"][10], characters["c8"][10]]
+    probabilities = model.predict_proba(images)
+    argmax = [model.classes_[int(k)] for k in probabilities.argmax(1)]
+    assert model.predict(images)[0] == "none" and model.predict(images)[1:] == argmax[1:]
+    assert model.set_params(unknown="off").predict(images) == argmax
+    assert np.array_equal(model.predict_proba(images), probabilities)
+    # the model file keeps the class means and the reference distances
+    model.set_params(unknown="auto", false_alarm_rate=0.2).save(tmp_path / "m.pt")
+    loaded = FewShotClassifier.load(tmp_path / "m.pt")
+    assert loaded.unknown_label == "none" and loaded.false_alarm_rate == 0.2
+    assert np.allclose(loaded.outlier_score(images), model.outlier_score(images), atol=1e-6)
+    assert loaded.unknown_threshold_ == pytest.approx(model.unknown_threshold_)
+    strict = loaded.set_params(false_alarm_rate=0.01).unknown_threshold_
+    assert strict is not None and strict >= model.unknown_threshold_  # fewer false alarms
+
+
+def test_a_class_named_like_the_unknown_label_is_refused(
+    characters: dict[str, list[Image.Image]],
+) -> None:
+    renamed = {"unknown" if k == "c0" else k: v for k, v in characters.items()}
+    with pytest.raises(ConfigurationError, match="unknown_label"):
+        fitted(renamed, 1)
+    fitted(renamed, 1, unknown="off")  # no decision, no clash
+
+
+def test_classify_and_predict_label_the_grey_image_unknown(
+    characters: dict[str, list[Image.Image]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "query").mkdir()
+    for name, images in characters.items():
+        (tmp_path / "support" / name).mkdir(parents=True)
+        for i, img in enumerate(images[:5]):
+            img.save(tmp_path / "support" / name / f"{i}.png")
+        images[10].save(tmp_path / "query" / f"{name}.png")
+    grey().save(tmp_path / "query" / "zz-grey.png")
+    common = ["--image-size", "84", "--no-cache", "--quiet", "--format", "json"]
+    argv = ["classify", "--support", str(tmp_path / "support"), "--query", str(tmp_path / "query")]
+    assert main([*argv, *common, "--unknown-label", "none of these"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    grey_record = result["predictions"][-1]
+    assert grey_record["label"] == "none of these" and grey_record["unknown"]
+    assert grey_record["class"] in characters
+    assert result["summary"]["unknown"]["flagged"] >= 1
+    fit = ["fit", "--support", str(tmp_path / "support"), "--output", str(tmp_path / "m.pt")]
+    assert main([*fit, "--image-size", "84", "--no-cache", "--quiet"]) == 0
+    predict = ["predict", "--model", str(tmp_path / "m.pt"), str(tmp_path / "query"), "--quiet"]
+    assert main([*predict, "--no-cache"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].endswith(",outlier_score") and rows[-1].split(",")[1] == "unknown"
+    assert main([*predict, "--no-cache", "--unknown", "off"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split(",")[1] in characters
