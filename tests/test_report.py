@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from anyshot.calibration import calibration_bins
 from anyshot.cli import main
 from anyshot.errors import ResultsFileError
+from anyshot.methods.presets import RECOMMENDED
 from anyshot.report import load_results, method_label, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -190,20 +192,14 @@ def test_method_labels() -> None:
     assert method_label({"method": "support-init", "method_options": {"temperature": 1.0}}) == (
         "support-init"
     )
-    label = method_label(
-        {
-            "method": "transductive",
-            "method_options": {
-                "scope": "head",
-                "temperature": 0.1,
-                "lr": 0.01,
-                "balance_weight": 1.0,
-                "epochs": 25,
-                "seed": 3,
-            },
-        }
-    )
-    assert label == "transductive head balance=1 lr=0.01 T=0.1"
+    options = {"scope": "head", "temperature": 0.1, "lr": 0.02, "balance_weight": 1.0, "seed": 3}
+    label = method_label({"method": "transductive", "method_options": options})
+    assert label == "transductive head balance=1 lr=0.02 T=0.1"
+    # a preset's settings (whatever the seed) are named after it, not listed
+    tim = method_label({"method": "transductive", "method_options": {**options, "lr": 0.01}})
+    assert tim == "tim-like"
+    default = {**dataclasses.asdict(RECOMMENDED), "seed": 7}
+    assert method_label({"method": "transductive", "method_options": default}) == "recommended"
     assert method_label({"label": "mine", "method": "x"}) == "mine"
 
 

@@ -202,18 +202,30 @@ class Report:
 
 
 def method_label(config: dict[str, Any]) -> str:
-    """A method's name for tables: ``config["label"]`` if set, else name, scope and the options
-    that differ from the method's defaults (e.g. ``transductive head T=0.1 lr=0.01``)."""
+    """A method's name for tables and legends: ``config["label"]`` if set; else the name of the
+    preset it equals (:data:`anyshot.methods.presets.PRESETS`, e.g. ``recommended``); else
+    name, scope and the options that differ from the method's defaults (e.g. ``transductive
+    head T=0.1 lr=0.01``)."""
     if config.get("label"):
         return str(config["label"])
     name = str(config.get("method", "method"))
     options = dict(config.get("method_options") or {})
     from anyshot.methods import METHODS
+    from anyshot.methods.presets import PRESETS
+    from anyshot.methods.registry import method_name
 
     defaults: dict[str, Any] = {}
     cls = METHODS.get(name)
     if cls is not None and dataclasses.is_dataclass(cls):
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for preset_name, preset in PRESETS.items():
+        settings = dataclasses.asdict(preset)
+        if method_name(preset) == name and all(
+            options.get(key, defaults.get(key)) == value
+            for key, value in settings.items()
+            if key not in _LABEL_SKIP
+        ):
+            return preset_name
     parts = [name]
     if "scope" in options:
         parts.append(str(options.pop("scope")))
