@@ -32,6 +32,11 @@ sqrt(n)``), ECE (15 equal-width bins of the max softmax probability over the K c
 :mod:`anyshot.calibration`) of all query predictions pooled, an outlier's prediction counting as
 wrong, and ``inlier ECE`` over the inlier queries alone.
 
+The ``default / nearest mean`` row also holds ``unknown_rule``: the product's decision
+(``FewShotClassifier(unknown="auto")``, :func:`anyshot.outliers.unknown_threshold` set from the
+support alone for a 5% false-alarm rate): the share of inlier queries flagged (false alarms) and
+of outliers flagged (detected), mean and 95% CI over episodes.
+
 Part 2, ``outlier_share``: inlier accuracy of the default and of support-init with 20 inlier
 queries per episode plus 0, 5 or 20 outliers (0%, 20% and 50% of the query set). The sampler
 draws the inliers before the outliers, so the three shares share their inlier episodes and the
@@ -62,7 +67,13 @@ from anyshot.evaluation import summarize
 from anyshot.evaluation.cached import ItemFeatures
 from anyshot.feature_cache import FeatureCache
 from anyshot.methods.presets import RECOMMENDED, SUPPORT_INIT, Method
-from anyshot.outliers import auroc, average_precision, msp_score, nearest_mean_distance
+from anyshot.outliers import (
+    auroc,
+    average_precision,
+    msp_score,
+    nearest_mean_distance,
+    unknown_threshold,
+)
 from anyshot.protocols import OpenSetSampler
 from harness.cli import DATA_ROOT, FEATURE_CACHE, add_shared_arguments, script_parser
 from harness.episodes import EpisodeBatch, dataset_split, embed_episodes, run_method
@@ -77,6 +88,8 @@ OPEN_SET = (15, 15, 5)
 SHARE_INLIERS = 20
 SHARES = {"0%": 0, "20%": 5, "50%": 20}
 METHODS: dict[str, Method] = {"support-init": SUPPORT_INIT, "default": RECOMMENDED}
+#: The product's default target rate of false alarms (``FewShotClassifier.false_alarm_rate``).
+FALSE_ALARM_RATE = 0.05
 
 
 # --- OSTIM ---------------------------------------------------------------------------------------
@@ -195,6 +208,25 @@ def sampled(
     return list(sampler.take(count))
 
 
+def unknown_rule(batch: EpisodeBatch, distance: Tensor) -> dict[str, Any]:
+    """The product's decision (``FewShotClassifier(unknown="auto")``): per episode, the
+    threshold :func:`~anyshot.outliers.unknown_threshold` sets from the support alone for
+    :data:`FALSE_ALARM_RATE`; the share of inlier queries above it (false alarms) and of
+    outliers (detected), mean and 95% CI over episodes (%). ``distance``: ``[E, Q]``."""
+    false_alarms, detected = [], []
+    for e in range(len(batch)):
+        threshold = unknown_threshold(
+            batch.support[e], batch.targets[e], batch.ways, FALSE_ALARM_RATE
+        )
+        flagged = distance[e] > threshold
+        outlier = batch.query_targets[e] == OUTLIER
+        false_alarms.append(float(flagged[~outlier].float().mean()))
+        if bool(outlier.any()):
+            detected.append(float(flagged[outlier].float().mean()))
+    rule = {"false_alarm_rate": FALSE_ALARM_RATE, "false_alarms": _mean_ci(false_alarms)}
+    return {**rule, "detected": _mean_ci(detected)} if detected else rule
+
+
 def open_set_rows(batch: EpisodeBatch, shots: int, ostim_episodes: int) -> dict[str, Any]:
     """Part 1 rows of one cell (see the module docstring)."""
     rows: dict[str, Any] = {}
@@ -208,6 +240,7 @@ def open_set_rows(batch: EpisodeBatch, shots: int, ostim_episodes: int) -> dict[
         rows[f"{name} / MSP"] = open_set_metrics(logits, batch.query_targets, msp_score(logits))
         rows[f"{name} / MSP"]["ms_per_episode"] = 1000 * seconds / len(batch)
         rows[f"{name} / nearest mean"] = open_set_metrics(logits, batch.query_targets, distance)
+    rows["default / nearest mean"]["unknown_rule"] = unknown_rule(batch, distance)
     few = batch.first(min(ostim_episodes, len(batch)))
     start = time.perf_counter()
     logits, scores = ostim(
@@ -258,6 +291,18 @@ def markdown(record: dict[str, Any]) -> str:
                 f"| {cell} | {name} | {row['episodes']} | {acc['mean']:.1f} ± {acc['ci95']:.1f} | "
                 f"{auc['auroc']} | {auc['aupr']} | {row['ece']:.1f} | {row['inlier_ece']:.1f} |"
             )
+    lines += [
+        "",
+        "| cell | false alarms (target 5%) | outliers detected |",
+        "|---|---|---|",
+    ]
+    for cell, rows in record["open_set"].items():
+        rule = rows["default / nearest mean"]["unknown_rule"]
+        alarms, found = rule["false_alarms"], rule["detected"]
+        lines.append(
+            f"| {cell} | {alarms['mean']:.1f} ± {alarms['ci95']:.1f} | "
+            f"{found['mean']:.1f} ± {found['ci95']:.1f} |"
+        )
     lines += [
         "",
         "| cell | method | " + " | ".join(f"{s} outliers" for s in SHARES) + " | 50% - 0% |",

@@ -95,7 +95,7 @@ class _Fit(NamedTuple):
         logits: ``[n_i, K]`` logits of each extra image set's readable images.
         kept_sets: positions of each extra set's readable images.
         kept: positions of the readable labelled images.
-        fallback: which safeguard answered with support-init's class means, if any.
+        fallback: which safeguard of a transductive method answered instead, if any.
         support_rows: ``[S', D]`` embeddings of the readable labelled images by ``network``.
         targets: ``[S']`` their class indices.
     """
@@ -177,9 +177,10 @@ class FewShotClassifier:
         method_: the method used.
         fit_info_: ``{"class_counts": {...}, "unlabeled_images": n, "skipped": n,
             "fallback": None | "gate" | "guard", "seconds": s}``; ``fallback``: which safeguard
-            of the transductive method answered with support-init's class means (the gate: too
-            few unlabelled images for the classes they appear to hold; the guard: a trained
-            classifier that disagreed with the class means).
+            of the transductive method left the unlabelled images out (the gate: too few for
+            the classes they appear to hold; the head is fine-tuned on the labelled images
+            alone) or answered with support-init's class means (the guard: a trained classifier
+            that disagreed with the class means).
         class_means_: ``[K, D]`` unit class means of the labelled images' embeddings.
         unknown_reference_: the labelled images' left-out distances behind the threshold.
         unknown_threshold_: the outlier score above which an image is unknown (a property of

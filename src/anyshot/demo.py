@@ -99,8 +99,9 @@ def run_demo(
         f"* anyshot's recommended head settings {RECOMMENDED}: centred embeddings, support "
         "cross-entropy plus the queries' likelihood under a class mixture with empirical-Bayes "
         "proportions, TIM's class-balance term when a first run's predicted classes look "
-        "balanced, and support-init's answer when the queries are too few or the trained "
-        "answer disagrees with it; tuned on validation classes only."
+        "balanced, fine-tuning on the labelled images alone when the queries are too few, and "
+        "support-init's answer when the trained answer disagrees with it; tuned on validation "
+        "classes only."
     )
     lines.append(
         "Every image is embedded once, before both methods; seconds are per episode, method "

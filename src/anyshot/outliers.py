@@ -44,8 +44,9 @@ __all__ = [
 #: Outlier scores the evaluation can compute from query logits alone, by name.
 OUTLIER_SCORES = ("msp",)
 
-#: With one labelled image per class, the threshold is this quantile of the distances between
-#: images of different classes, whatever the target rate: on validation classes
+#: With one labelled image per class, the threshold at a 5% target is this quantile of the
+#: distances between images of different classes (at rate ``r``: the quantile ``0.25 * 0.05 /
+#: r``, capped at 1: more flags at a higher rate): on validation classes
 #: (``studies/unknown-threshold``) the 95% quantile of new images' distances was 0.76-1.07 times
 #: it (mini-ImageNet 5 and 8 ways, Omniglot 5, 20, 50 ways). With one image per class the
 #: false-alarm rate is approximated, not controlled.
@@ -194,9 +195,10 @@ class UnknownReference:
         ``conformal``: the weighted split-conformal quantile of the left-out distances, level
         ``(1 - rate)(M + 1) / M`` of their weighted distribution (the largest distance when
         that exceeds 1), so that a new image of a class lies above it with probability about
-        ``rate``. Otherwise (one image per class, nothing to leave out) the
-        :data:`ONE_SHOT_QUANTILE` quantile of the distances between images of different
-        classes, whatever the rate.
+        ``rate``. Otherwise (one image per class, nothing to leave out) a quantile of the
+        distances between images of different classes: :data:`ONE_SHOT_QUANTILE` at a 5% rate,
+        ``0.25 * 0.05 / rate`` (capped at 1) at others -- a higher rate flags more, but the
+        rate is not controlled.
 
         Raises:
             ValueError: a rate outside ``(0, 1)``.
@@ -205,7 +207,8 @@ class UnknownReference:
             raise ValueError(f"false_alarm_rate must lie in (0, 1), got {false_alarm_rate}")
         distances = self.distances.double()
         if not self.conformal:
-            return float(torch.quantile(distances, ONE_SHOT_QUANTILE))
+            level = min(1.0, ONE_SHOT_QUANTILE * 0.05 / false_alarm_rate)
+            return float(torch.quantile(distances, level))
         level = (1.0 - false_alarm_rate) * (len(distances) + 1) / len(distances)
         if level >= 1.0:
             return float(distances.max())

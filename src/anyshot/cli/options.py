@@ -192,11 +192,12 @@ def default_method_words() -> str:
         "images, their log-likelihood under a mixture of the classes (weight "
         f"{head.likelihood_weight:g}) with class proportions fitted by empirical Bayes and "
         f"{balance}; embeddings centred on the mean of the class means (on all images' mean in "
-        "that balanced run). It answers as support-init does (class means, no training) when "
-        f"there are fewer than {head.min_queries_per_class:g} query images per class (plus "
-        f"{head.queries_per_shot:g} per labelled image per class) for the classes they appear "
-        "to hold (those support-init predicts for them), and when the trained classifier "
-        f"agrees with support-init on fewer than {head.min_agreement:.0%} of them"
+        "that balanced run). It fine-tunes on the labelled images alone (no query term, no "
+        f"centring) when there are fewer than {head.min_queries_per_class:g} query images per "
+        f"class (plus {head.queries_per_shot:g} per labelled image per class) for the classes "
+        "they appear to hold (those support-init predicts for them), and answers as "
+        "support-init does (class means, no training) when the trained classifier agrees with "
+        f"support-init on fewer than {head.min_agreement:.0%} of them"
     )
 
 

@@ -46,7 +46,7 @@ __all__ = ["add_commands", "prediction_records", "predictions_csv", "uncertainty
 QUIET = "no progress bars and no summary"
 
 #: Below ``MIN_QUERIES + QUERIES_PER_SHOT * shots`` query images per class they appear to hold,
-#: the default method answers as support-init does.
+#: the default method fine-tunes on the labelled images alone.
 MIN_QUERIES = RECOMMENDED.min_queries_per_class
 QUERIES_PER_SHOT = RECOMMENDED.queries_per_shot
 
@@ -72,7 +72,8 @@ the support and the query). The query images take part in the fitting (transduct
 --method above says what the default does), so classify all the images you want labelled at
 once: with fewer than {MIN_QUERIES:g} + {QUERIES_PER_SHOT:g} x (labelled images per class) query
 images for each class they appear to hold (the classes the class means predict for them), the
-default answers as --method support-init does (class means, no training).
+default leaves them out and fine-tunes on the labelled images alone (as --method finetune
+does).
 
 CSV columns: path,label,confidence then label_2,confidence_2,... (the --top-k most probable
 classes), then outlier_score; one row per readable query image, sorted by path. For an image
@@ -622,15 +623,23 @@ def _run_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate_answer(model: Any) -> str:
+    """What the gate answers with: the head fine-tuned on the labelled images alone (scope
+    head), or support-init's class means (scopes last / all)."""
+    if getattr(model.method_, "scope", None) == "head":
+        return "fine-tuned on the labelled images alone"
+    return "answered as support-init does, class means"
+
+
 def _fallback(model: Any, queries: int) -> str | None:
-    """Why a transductive method answered as support-init does (its gate: too few query /
+    """Why a transductive method did not use its query images (its gate: too few query /
     unlabelled images for the classes they appear to hold; its guard: a trained classifier
     that disagreed with the class means), or ``None`` when its trained answer stands."""
     reason = model.fit_info_.get("fallback")
     if reason == "gate":
         return (
             f"{queries} query/unlabelled images for {len(model.classes_)} classes, too few for "
-            "the classes they appear to hold: answered as support-init does, class means"
+            f"the classes they appear to hold: {_gate_answer(model)}"
         )
     if reason == "guard":
         return (
@@ -641,9 +650,9 @@ def _fallback(model: Any, queries: int) -> str | None:
 
 
 def _method_words(model: Any, queries: int) -> str:
-    """The method that produced the answer, in words: its class and scope, or support-init's
-    class means when a safeguard of the transductive method fell back to them, with advice
-    (``queries``: the query or unlabelled images it saw)."""
+    """The method that produced the answer, in words: its class and scope, and what a
+    safeguard of the transductive method answered with instead, with advice (``queries``: the
+    query or unlabelled images it saw)."""
     method = model.method_
     name = type(method).__name__
     scope = getattr(method, "scope", None)
@@ -651,11 +660,11 @@ def _method_words(model: Any, queries: int) -> str:
     fallback = _fallback(model, queries)
     if fallback is None:
         return words
+    if model.fit_info_.get("fallback") == "gate":
+        advice = "give more query / unlabelled images to use them in the fit"
+        return f"{words} had {fallback}; {advice}"
     advice = (
-        "give more query / unlabelled images, or --method finetune to fine-tune on the "
-        "labelled images alone"
-        if model.fit_info_.get("fallback") == "gate"
-        else "the query images may hold classes the labelled ones do not, or the classes may "
+        "the query images may hold classes the labelled ones do not, or the classes may "
         "be hard to tell apart; --method finetune fine-tunes on the labelled images alone"
     )
     return f"support-init's class means, untrained: {words} had {fallback}; {advice}"

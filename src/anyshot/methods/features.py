@@ -10,7 +10,7 @@ episode is ``E = 1``; ``[S, D]`` / ``[S]`` / ``[Q, D]`` are read as that). The r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -188,16 +188,59 @@ class FittedHead:
         classifier.bias.requires_grad_(not self.normalize_weight)
         return classifier
 
+    def explicit(self) -> FittedHead:
+        """The same classifiers with ``normalize_weight`` off: renormalised weights stored as
+        they are used (identical logits), so heads of either format can be merged."""
+        if not self.normalize_weight:
+            return self
+        unit = torch.nn.functional.normalize(self.weight, dim=-1)
+        return replace(self, weight=unit, normalize_weight=False)
+
+    def with_episodes_of(self, other: FittedHead, mask: torch.Tensor) -> FittedHead:
+        """This head with ``other``'s classifiers and query logits in the episodes of the
+        ``[E]`` bool mask. ``other`` holds either the same ``E`` episodes or just the masked
+        ones, in order. An absent centre is zero; heads of different ``normalize_weight`` are
+        merged via :meth:`explicit` (unless ``other``'s rows are unit vectors already, as
+        support-init's class means are). The ``fallback`` / ``gated`` masks stay this head's."""
+        if not bool(mask.any()):
+            return self
+        picked = mask.to(self.weight.device)
+        whole = other.weight.shape[0] == mask.shape[0]
+
+        def part(values: torch.Tensor) -> torch.Tensor:
+            return values[picked.to(values.device)] if whole else values
+
+        mine, theirs = self, other
+        if mine.normalize_weight != theirs.normalize_weight:
+            norms = part(theirs.weight).norm(dim=-1)
+            unit = not theirs.normalize_weight and bool(
+                torch.allclose(norms, torch.ones_like(norms))
+            )
+            if not unit:  # renormalising unit rows (class means) would change nothing
+                mine, theirs = mine.explicit(), theirs.explicit()
+
+        weight, bias = mine.weight.clone(), mine.bias.clone()
+        weight[picked], bias[picked] = part(theirs.weight), part(theirs.bias)
+        center = None
+        if mine.center is not None or theirs.center is not None:
+            center = _center_or_zero(mine).clone()
+            center[picked] = part(_center_or_zero(theirs))
+        query_logits = mine.query_logits.clone()
+        query_logits[mask] = part(theirs.query_logits)
+        return replace(mine, weight=weight, bias=bias, center=center, query_logits=query_logits)
+
     @staticmethod
     def concatenate(parts: Sequence[FittedHead]) -> FittedHead:
         """One :class:`FittedHead` of the episodes of ``parts``, in order.
 
-        Parts may differ in format when a safeguard answered every episode of one chunk with
-        support-based initialisation (no centre, weights used as they are) and another chunk
-        was trained (a centre, renormalised weights): such a part gets a zero centre (no
-        centring) and its weights, unit class means already, are renormalised as the others
-        are, so every episode's logits stay its own.
+        Parts may differ in format (a chunk that support-based initialisation or the inductive
+        head answered has no centre or free weights; a trained transductive one has a centre
+        and renormalised weights): an absent centre becomes zero (no centring), and parts of
+        different ``normalize_weight`` are merged via :meth:`explicit`, so every episode's
+        logits stay its own.
         """
+        if len({p.normalize_weight for p in parts}) > 1:
+            parts = [p.explicit() for p in parts]
         first = parts[0]
         centred = any(p.center is not None for p in parts)
         return FittedHead(
@@ -206,7 +249,7 @@ class FittedHead:
             center=torch.cat([_center_or_zero(p) for p in parts]) if centred else None,
             temperature=first.temperature,
             relu=first.relu,
-            normalize_weight=any(p.normalize_weight for p in parts),
+            normalize_weight=first.normalize_weight,
             query_logits=torch.cat([p.query_logits for p in parts]),
             fallback=_cat_masks([p.fallback for p in parts], parts),
             gated=_cat_masks([p.gated for p in parts], parts),

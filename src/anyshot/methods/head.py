@@ -12,12 +12,13 @@ counts pass :func:`anyshot.methods.balance.looks_balanced` are trained again fro
 initialisation with it (episodes are independent, so re-running a subset gives each exactly
 what a run of all of them would).
 
-Two safeguards fall back to support-based initialisation per episode (:func:`safeguarded`, the
-one place they live, used here and by scopes ``last`` / ``all``): the *gate* skips training when
-an episode has too few queries per class they appear to hold for the query terms to be trusted
-(``min_queries_per_class``, plus ``queries_per_shot`` per labelled image per class), the
-*guard* discards a trained head whose predicted query classes agree with support-init's on too
-few queries (``min_agreement``).
+Two safeguards answer an episode without its queries (:func:`safeguarded`, the one place they
+live, used here and by scopes ``last`` / ``all``): the *gate* does not train with the queries
+when an episode has too few per class they appear to hold for the query terms to be trusted
+(``min_queries_per_class``, plus ``queries_per_shot`` per labelled image per class): here it
+trains the inductive head (support cross-entropy alone, :meth:`HeadTraining.inductive`); the
+*guard* replaces a trained head whose predicted query classes agree with support-init's on too
+few queries (``min_agreement``) by support-based initialisation.
 """
 
 from __future__ import annotations
@@ -95,6 +96,22 @@ class HeadTraining:
     queries_per_shot: float = 0.0
     min_agreement: float = 0.0
 
+    def inductive(self) -> HeadTraining:
+        """The same loop without anything that reads the queries: no query term, no centring
+        and no safeguard (what :meth:`anyshot.methods.FineTuning.inductive` trains)."""
+        return replace(
+            self,
+            weights=QueryWeights(),
+            prior_count=0.0,
+            adaptive_balance=False,
+            center=False,
+            center_on="episode",
+            empirical_bayes=False,
+            min_queries_per_class=0.0,
+            queries_per_shot=0.0,
+            min_agreement=0.0,
+        )
+
     @property
     def safeguards(self) -> bool:
         """Whether the gate or the guard of :func:`safeguarded` is on."""
@@ -113,7 +130,13 @@ def support_init_head(rows: EpisodeRows, temperature: float, relu: bool) -> Fitt
 
 def fit_head(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     """Fine-tune the cosine head of every episode of ``rows``; see the module doc."""
-    fitted, fallback, gated = safeguarded(training, rows, lambda chosen: _fit(training, chosen))
+    inductive = training.inductive()
+    fitted, fallback, gated = safeguarded(
+        training,
+        rows,
+        lambda chosen: _fit(training, chosen),
+        lambda chosen: _fit(inductive, chosen),
+    )
     return replace(fitted, fallback=fallback, gated=gated) if training.safeguards else fitted
 
 
@@ -152,67 +175,63 @@ def gate_closes(
 
 
 def safeguarded(
-    training: HeadTraining, rows: EpisodeRows, train: Callable[[EpisodeRows], FittedHead]
+    training: HeadTraining,
+    rows: EpisodeRows,
+    train: Callable[[EpisodeRows], FittedHead],
+    inductive: Callable[[EpisodeRows], FittedHead] | None = None,
 ) -> tuple[FittedHead, torch.Tensor, torch.Tensor]:
-    """``train(rows)``, with support-based initialisation's answer in the episodes where the
-    gate or the guard says so; returns ``(head, fallback, gated)``, ``[E]`` bool (CPU) masks of
-    those episodes and of those the gate answered (the others of ``fallback``: the guard).
+    """``train`` on the episodes of ``rows`` the gate lets through, with another answer where
+    the gate or the guard says so; returns ``(head, fallback, gated)``, ``[E]`` bool (CPU) masks
+    of the episodes not answered by ``train`` and of those the gate answered (the others of
+    ``fallback``: the guard).
 
     * gate (:func:`gate_closes`): an episode with fewer than ``min_queries_per_class +
       queries_per_shot * S / K`` queries per class support-init predicts for them, or at most
-      one query, is not trained;
+      one query, is not trained with its queries: it gets ``inductive(its rows)`` (fine-tuning
+      on the support alone), or support-init's answer when ``inductive`` is ``None``;
     * guard: a trained episode whose predicted query classes agree with support-init's on
-      fewer than a fraction ``min_agreement`` of its queries is discarded (an episode without
-      queries always passes).
+      fewer than a fraction ``min_agreement`` of its queries gets support-init's answer (an
+      episode without queries always passes).
 
-    Support-init here is :func:`support_init_head` of ``rows`` at ``training``'s temperature and
-    ReLU. A fallen-back episode gets exactly its class-mean weights, zero bias and query logits.
-    When every episode of the batch falls back before training (the gate), the head *is*
-    support-init's.
-    Otherwise a fallen-back row keeps the trained head's format: a zero centre (no centring: the
-    unit rows are renormalised as they are) and, with the likelihood term, weights renormalised
-    before use (class means already are unit vectors), so its logits of new embeddings equal
-    support-init's up to rounding. With both safeguards off, this is ``train(rows)``.
+    ``train`` and ``inductive`` get the rows of their episodes only (``E' <= E``). Support-init
+    here is :func:`support_init_head` of ``rows`` at ``training``'s temperature and ReLU: an
+    episode answered by it gets exactly its class-mean weights, zero bias and query logits.
+    The heads are merged with :meth:`FittedHead.with_episodes_of` (every episode keeps its
+    logits). With both safeguards off, this is ``train(rows)``.
     """
     episodes = rows.support.shape[0]
     if not training.safeguards:
         none = torch.zeros(episodes, dtype=torch.bool)
         return train(rows), none, none
     base = support_init_head(rows, training.temperature, training.relu)
-    n_query = rows.query.shape[1]
-    fallback = gate_closes(
+    gated = gate_closes(
         training.min_queries_per_class,
         training.queries_per_shot,
-        n_query,
+        rows.query.shape[1],
         rows.support.shape[1] / rows.ways,
         predicted_classes(base.query_logits),
     )
-    gated = fallback.clone()
-    if bool(fallback.all()):
-        return base, fallback, gated
-    fitted = train(rows)
-    if n_query > 0:
-        same = fitted.query_logits.argmax(-1) == base.query_logits.argmax(-1)  # [E, Q]
-        fallback |= same.float().mean(1) < training.min_agreement
-    return _with_rows_of(fitted, base, fallback), fallback, gated
+    answer = base
+    if inductive is not None and bool(gated.any()):
+        answer = base.with_episodes_of(inductive(_episodes(rows, gated)), gated)
+    if bool(gated.all()):
+        return answer, gated.clone(), gated
+    kept = ~gated
+    fitted = train(_episodes(rows, kept))
+    guard = torch.zeros(episodes, dtype=torch.bool)
+    if rows.query.shape[1] > 0:
+        same = fitted.query_logits.argmax(-1) == base.query_logits[kept].argmax(-1)  # [E', Q]
+        guard[kept] = same.float().mean(1) < training.min_agreement
+    if bool(kept.all()):  # the trained head's format is kept (class means are unit rows)
+        return fitted.with_episodes_of(base, guard), guard, gated
+    merged = answer.with_episodes_of(fitted, kept).with_episodes_of(base, guard)
+    return merged, gated | guard, gated
 
 
-def _with_rows_of(fitted: FittedHead, base: FittedHead, fallback: torch.Tensor) -> FittedHead:
-    """``fitted`` with ``base``'s weights, zero bias, zero centre and query logits in the
-    episodes of the ``[E]`` bool mask ``fallback``."""
-    if not bool(fallback.any()):
-        return fitted
-    picked = fallback.to(fitted.weight.device)
-    weight, bias = fitted.weight.clone(), fitted.bias.clone()
-    weight[picked] = base.weight[picked]
-    bias[picked] = 0.0
-    center = None
-    if fitted.center is not None:
-        center = fitted.center.clone()
-        center[picked] = 0.0
-    query_logits = fitted.query_logits.clone()
-    query_logits[fallback] = base.query_logits[fallback]
-    return replace(fitted, weight=weight, bias=bias, center=center, query_logits=query_logits)
+def _episodes(rows: EpisodeRows, mask: torch.Tensor) -> EpisodeRows:
+    """The episodes of ``rows`` in the ``[E]`` bool mask."""
+    picked = mask.to(rows.support.device)
+    return EpisodeRows(rows.support[picked], rows.targets[picked], rows.query[picked], rows.ways)
 
 
 def _fit(training: HeadTraining, rows: EpisodeRows) -> FittedHead:

@@ -13,16 +13,20 @@ all tuned on mini-ImageNet **val** classes (``benchmarks/mini_imagenet_table.py 
 tiny query sets, many ways, strong imbalance), chosen on a validation grid of such sets
 (``benchmarks/realistic_grid.py --split val``): embeddings centred on the support's class means
 (on the episode's mean in the balanced second run, ``center_on="adaptive"``), class proportions
-with an empirical-Bayes Dirichlet prior, and support-based initialisation's answer when there
-are fewer than ``6 + shots / 2`` queries per class the queries appear to hold (the effective
-number of classes support-init predicts for them, ``exp`` of the entropy of the predicted class
-frequencies; ``shots`` = labelled images per class), or when the trained
-head agrees with it on fewer than half of the queries. The gate's numbers come from a second
+with an empirical-Bayes Dirichlet prior; fine-tuning on the support alone (the inductive head,
+:meth:`~anyshot.methods.FineTuning.inductive`) when there are fewer than ``6 + shots / 2``
+queries per class the queries appear to hold (the effective number of classes support-init
+predicts for them, ``exp`` of the entropy of the predicted class frequencies; ``shots`` =
+labelled images per class); and support-based initialisation's answer when the trained head
+agrees with it on fewer than half of the queries. The gate's numbers come from a second
 validation study of query-set sizes from 2 to 100 at 1, 5, 10 and 20 shots (mini-ImageNet and
 Omniglot val): with fewer queries per class than that, the query terms cost accuracy against
-the class means more often than they add. :data:`UNGUARDED` is the same head without the
-safeguards (the default until they were added): better on a few cells, far below support-init
-on others (BENCHMARKS.md).
+the class means more often than they add. The gate's answer is the inductive head rather than
+the class means because with many labelled images the class means fall far behind a trained
+head (``benchmarks/any_shot_curve.py --split val``: up to 15 points on Omniglot at 15 shots),
+and the inductive head was at or above the class means in every cell of that study.
+:data:`UNGUARDED` is the same head without the safeguards (the default until they were added):
+better on a few cells, far below support-init on others (BENCHMARKS.md).
 
 Use a preset as it is, or change a field with :func:`dataclasses.replace`.
 """
@@ -67,8 +71,9 @@ UNGUARDED = TransductiveFineTuning(
 
 #: The default: :data:`UNGUARDED` with the safeguards for realistic query sets (see the module
 #: doc): centre on the support's class means (on the episode in the balanced second run),
-#: empirical-Bayes proportions, support-init's answer below ``6 + shots / 2`` queries per class
-#: the queries appear to hold or below 50% agreement with it.
+#: empirical-Bayes proportions, the inductive head (fine-tuning on the support alone) below
+#: ``6 + shots / 2`` queries per class the queries appear to hold, support-init's answer below
+#: 50% agreement with it.
 RECOMMENDED = dataclasses.replace(
     UNGUARDED,
     center_on="adaptive",
