@@ -21,6 +21,7 @@ from anyshot.data import load_dataset
 from anyshot.data.omniglot import sample_root
 from anyshot.errors import ConfigurationError
 from anyshot.outliers import (
+    ONE_SHOT_QUANTILE,
     class_means,
     leave_one_out_distances,
     mean_distance,
@@ -88,8 +89,9 @@ def test_one_image_per_class_uses_the_distances_between_classes() -> None:
     support, targets, _, _ = clusters([1] * 6, 0, seed=2)
     reference = unknown_reference(support, targets, 6)
     assert not reference.conformal and len(reference.distances) == 15  # 6 * 5 / 2 pairs
-    threshold = reference.threshold(0.05)  # the first quartile of the 15 distances
-    assert threshold == pytest.approx(float(torch.quantile(reference.distances.double(), 0.25)))
+    threshold = reference.threshold(0.05)  # a fixed quantile of the 15 distances
+    quantile = torch.quantile(reference.distances.double(), ONE_SHOT_QUANTILE)
+    assert threshold == pytest.approx(float(quantile))
     assert reference.threshold(0.3) < threshold  # a higher rate flags more
     far = -support.mean(0, keepdim=True)  # opposite every class
     means = class_means(support[None], targets[None], 6)

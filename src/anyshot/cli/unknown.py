@@ -30,8 +30,8 @@ the classes). With --unknown auto (the default) an image above a threshold is la
 `unknown` (--unknown-label). The threshold is set from the labelled images alone, for
 --false-alarm-rate (default 0.05: about 5% of images of the classes flagged): each labelled
 image is left out of its class mean and scored as a new image would be. With one image per
-class nothing can be left out; the threshold is then the first quartile of the distances
-between images of different classes, and the rate is only approximate. --unknown off labels
+class nothing can be left out; the threshold is then a low quantile of the distances between
+images of different classes, and the rate is only approximate. --unknown off labels
 every image with one of the classes, as before.
 """
 
