@@ -22,11 +22,13 @@ from anyshot.methods.cosine import class_means, transductive_center
 from anyshot.methods.finetune import QUERY_FIELDS
 from anyshot.methods.head import gate_closes, predicted_classes
 from anyshot.methods.objective import estimated_log_prior
-from anyshot.methods.presets import RECOMMENDED, UNGUARDED
+from anyshot.methods.presets import RECOMMENDED, SUPPORT_INIT_CONFIDENCE_TEMPERATURE, UNGUARDED
 from conftest import clustered_episode
 
 #: Support-based initialisation at RECOMMENDED's temperature: what RECOMMENDED falls back to.
-BASE = SupportBasedInit(temperature=RECOMMENDED.temperature)
+BASE = SupportBasedInit(
+    temperature=RECOMMENDED.temperature, confidence_temperature=RECOMMENDED.fallback_temperature
+)
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -232,7 +234,9 @@ def test_the_guard_gives_disagreeing_episodes_support_inits_rows() -> None:
     guard replaces that episode by support-init and keeps the balanced one as trained."""
     support, targets, query = _mixed_batch()
     forced = dataclasses.replace(UNGUARDED, adaptive_balance=False)
-    guarded = dataclasses.replace(forced, min_agreement=0.5)
+    guarded = dataclasses.replace(
+        forced, min_agreement=0.5, fallback_temperature=RECOMMENDED.fallback_temperature
+    )
     trained = forced.fit_features(support, targets, query)
     base = BASE.fit_features(support, targets, query)
     agreement = (trained.query_logits.argmax(-1) == base.query_logits.argmax(-1)).float().mean(1)
@@ -322,6 +326,7 @@ def test_settings_presets_and_command_line() -> None:
         min_queries_per_class=6.0,
         queries_per_shot=0.5,
         min_agreement=0.5,
+        fallback_temperature=SUPPORT_INIT_CONFIDENCE_TEMPERATURE,
     )
     assert expected == RECOMMENDED
     assert UNGUARDED.center_on == "episode" and not UNGUARDED.empirical_bayes

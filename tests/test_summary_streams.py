@@ -96,18 +96,18 @@ def test_fit_predict_suggest_write_summaries_on_stderr_only(
 def test_fit_reports_the_method_that_gave_the_answer(
     photos: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without unlabelled images the default's gate answers with support-init's class means:
+    """Without unlabelled images the default's gate fine-tunes on the labelled images alone:
     the summary says so instead of naming the transductive method alone."""
     support, query = photos
     small = SMALL[:4]  # the default method
     model = tmp_path / "m.pt"
     assert main(["fit", "--support", str(support), "--output", str(model), *small]) == 0
     err = capsys.readouterr().err
-    assert "fitted 2 classes (support-init's class means, untrained" in err
-    assert "0 query/unlabelled images for 2 classes, too few for" in err
+    assert "fitted 2 classes (TransductiveFineTuning, scope head had 0 query/unlabelled" in err
+    assert "too few for the classes they appear to hold: fine-tuned on the labelled images" in err
     argv = ["fit", "--support", str(support), "--unlabeled", str(query), "--output", str(model)]
     assert main([*argv, *small]) == 0  # 4 unlabelled images: still too few for 2 classes
-    assert "support-init's class means, untrained" in capsys.readouterr().err
+    assert "fine-tuned on the labelled images alone" in capsys.readouterr().err
     no_gate = ["--min-queries-per-class", "0", "--queries-per-shot", "0", "--min-agreement", "0"]
     assert main([*argv, *small, *no_gate]) == 0
     err = capsys.readouterr().err

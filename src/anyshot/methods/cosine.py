@@ -14,13 +14,18 @@ Every function works on a batch of episodes, ``[E, N, D]`` embeddings; one episo
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyshot.errors import ConfigurationError
+
 __all__ = [
     "CENTERS",
     "CosineClassifier",
+    "check_temperatures",
     "class_means",
     "cosine_logits",
     "episode_center",
@@ -115,16 +120,25 @@ def transductive_center(
     raise ValueError(f"center_on must be one of {CENTERS}, got {on!r}")
 
 
+def check_temperatures(**temperatures: float) -> None:
+    """Raise :class:`~anyshot.errors.ConfigurationError` unless every value is positive and
+    finite (keywords: the settings' names)."""
+    for name, value in temperatures.items():
+        if not 0 < value < math.inf:
+            raise ConfigurationError(f"{name} must be a positive number, got {value}")
+
+
 def cosine_logits(
     unit: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor,
-    temperature: float,
+    temperature: float | torch.Tensor,
     *,
     normalize_weight: bool = False,
 ) -> torch.Tensor:
     """``[E, N, D]`` unit rows, weights ``[E, K, D]``, bias ``[E, K]`` -> ``[E, N, K]`` logits
-    ``<w_k, n> / T + b_k`` (with ``normalize_weight``, ``w_k`` is renormalised first)."""
+    ``<w_k, n> / T + b_k`` (with ``normalize_weight``, ``w_k`` is renormalised first); ``T`` a
+    float or ``[E, 1, 1]`` per episode."""
     w = F.normalize(weight, dim=-1) if normalize_weight else weight
     return unit @ w.transpose(1, 2) / temperature + bias.unsqueeze(1)
 

@@ -143,7 +143,8 @@ class FittedHead:
         weight: ``[E, K, D]`` class weights.
         bias: ``[E, K]`` biases (``log pi`` of the likelihood term when it was on).
         center: ``[E, 1, D]`` transductive centres, or ``None``.
-        temperature: ``T``.
+        temperature: ``T``: a float, or ``[E]`` float64 (CPU) when episodes differ (after
+            :meth:`calibrated`).
         relu: rectify embeddings before normalising.
         normalize_weight: the weights' rows are renormalised before use.
         query_logits: ``[E, Q, K]`` logits of the episodes' query rows (CPU, float32).
@@ -157,7 +158,7 @@ class FittedHead:
     weight: torch.Tensor
     bias: torch.Tensor
     center: torch.Tensor | None
-    temperature: float
+    temperature: float | torch.Tensor
     relu: bool
     normalize_weight: bool
     query_logits: torch.Tensor
@@ -168,8 +169,42 @@ class FittedHead:
         """``[E, N, D]`` embeddings -> ``[E, N, K]`` logits (on the weights' device)."""
         rows = embeddings.to(self.weight.device)
         unit = unit_embeddings(rows, relu=self.relu, center=self.center)
+        temperature = self.temperature
+        if isinstance(temperature, torch.Tensor):
+            temperature = temperature.to(self.weight).view(-1, 1, 1)
         return cosine_logits(
-            unit, self.weight, self.bias, self.temperature, normalize_weight=self.normalize_weight
+            unit, self.weight, self.bias, temperature, normalize_weight=self.normalize_weight
+        )
+
+    def temperatures(self) -> torch.Tensor:
+        """``[E]`` float64 (CPU): each episode's ``T``."""
+        if isinstance(self.temperature, torch.Tensor):
+            return self.temperature
+        return torch.full((self.weight.shape[0],), float(self.temperature), dtype=torch.float64)
+
+    def calibrated(self, confidence_temperature: float, fallback_temperature: float) -> FittedHead:
+        """The same classifiers with each episode's logits divided by its ``tau``:
+        ``confidence_temperature`` for a trained episode (the inductive head the gate answers
+        with included), ``fallback_temperature`` for one the guard answered with support-init
+        (``fallback`` and not ``gated``). Temperature ``T tau``, bias ``b / tau`` and query
+        logits ``/ tau``, so :meth:`logits` and :meth:`classifier` (and a model file of it) give
+        the calibrated logits. Softmax confidences change; the argmax does not."""
+        episodes = self.weight.shape[0]
+        none = torch.zeros(episodes, dtype=torch.bool)
+        fallback = self.fallback if self.fallback is not None else none
+        support_init = fallback & ~(self.gated if self.gated is not None else none)
+        tau = torch.where(
+            support_init,
+            torch.tensor(fallback_temperature, dtype=torch.float64),
+            confidence_temperature,
+        )
+        if bool((tau == 1.0).all()):
+            return self
+        return replace(
+            self,
+            temperature=_collapsed(self.temperatures() * tau),
+            bias=self.bias / tau.to(self.bias)[:, None],
+            query_logits=self.query_logits / tau.to(self.query_logits)[:, None, None],
         )
 
     def classifier(self, episode: int = 0) -> CosineClassifier:
@@ -179,7 +214,7 @@ class FittedHead:
         """
         classifier = CosineClassifier(
             self.weight[episode],
-            temperature=self.temperature,
+            temperature=float(self.temperatures()[episode]),
             relu=self.relu,
             center=None if self.center is None else self.center[episode, 0],
             normalize_weight=self.normalize_weight,
@@ -247,7 +282,7 @@ class FittedHead:
             weight=torch.cat([p.weight for p in parts]),
             bias=torch.cat([p.bias for p in parts]),
             center=torch.cat([_center_or_zero(p) for p in parts]) if centred else None,
-            temperature=first.temperature,
+            temperature=_collapsed(torch.cat([p.temperatures() for p in parts])),
             relu=first.relu,
             normalize_weight=first.normalize_weight,
             query_logits=torch.cat([p.query_logits for p in parts]),
@@ -262,6 +297,13 @@ def fallback_of(fitted: FittedHead, episode: int = 0) -> str | None:
     if fitted.fallback is None or not bool(fitted.fallback[episode]):
         return None
     return "gate" if fitted.gated is not None and bool(fitted.gated[episode]) else "guard"
+
+
+def _collapsed(temperatures: torch.Tensor) -> float | torch.Tensor:
+    """``[E]`` temperatures as one float when they are all equal (as the methods fit them)."""
+    if bool((temperatures == temperatures[0]).all()):
+        return float(temperatures[0])
+    return temperatures
 
 
 def _center_or_zero(part: FittedHead) -> torch.Tensor:

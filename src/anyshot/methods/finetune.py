@@ -32,7 +32,7 @@ from torch import nn
 
 from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError
-from anyshot.methods.cosine import CENTERS
+from anyshot.methods.cosine import CENTERS, check_temperatures
 from anyshot.methods.features import FittedHead, RowBatch, episode_rows, fallback_of
 from anyshot.methods.frozen import frozen_forward, resolve_device
 from anyshot.methods.head import HeadTraining, fit_head
@@ -58,6 +58,14 @@ class FineTuning:
         epochs: number of epochs (one support step, plus one query step if transductive).
         lr: Adam learning rate.
         temperature: ``T`` of the cosine logits.
+        confidence_temperature: ``tau``, calibration of the confidences: a trained
+            classifier's final logits are divided by it (its temperature becomes ``T tau``, its
+            bias ``b / tau``) after training and the safeguards, so only the softmax
+            confidences change, never the predictions. 1 = as trained.
+        fallback_temperature: the same for an episode a safeguard answered with support-based
+            initialisation (the guard; at scopes ``last`` / ``all`` the gate too; see
+            ``min_queries_per_class``), whose logits are those of
+            :class:`~anyshot.methods.SupportBasedInit` and are calibrated as its are.
         relu: rectify embeddings before normalising.
         entropy_weight: ``lambda``, weight of the query-entropy step; 0 = inductive.
         balance_weight: weight of a class-balance term subtracted in the query step: the
@@ -122,6 +130,8 @@ class FineTuning:
     epochs: int = 25
     lr: float = 5e-5
     temperature: float = 1.0
+    confidence_temperature: float = 1.0
+    fallback_temperature: float = 1.0
     relu: bool = True
     entropy_weight: float = 0.0
     balance_weight: float = 0.0
@@ -156,8 +166,11 @@ class FineTuning:
             )
         if self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.temperature <= 0:
-            raise ConfigurationError(f"temperature must be positive, got {self.temperature}")
+        check_temperatures(
+            temperature=self.temperature,
+            confidence_temperature=self.confidence_temperature,
+            fallback_temperature=self.fallback_temperature,
+        )
         if self.center_on not in CENTERS:
             raise ConfigurationError(f"center_on must be one of {CENTERS}, got {self.center_on!r}")
         if not 0 <= self.min_queries_per_class < math.inf:
@@ -204,11 +217,12 @@ class FineTuning:
         )
 
     def inductive(self) -> FineTuning:
-        """The same settings without any query term (plain fine-tuning on the support)."""
+        """The same settings without any query term (plain fine-tuning on the support), so
+        without the safeguards and their ``fallback_temperature``."""
         return FineTuning(
             **{
                 **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
-                **{name: field_default(FineTuning, name) for name in QUERY_FIELDS},
+                **{name: field_default(FineTuning, name) for name in SAFEGUARDED_FIELDS},
             }
         )
 
@@ -249,7 +263,7 @@ class FineTuning:
         training = self.head_training
         return FittedHead.concatenate(
             [fit_head(training, chunk) for chunk in rows.split(episodes_per_chunk)]
-        )
+        ).calibrated(self.confidence_temperature, self.fallback_temperature)
 
     def __call__(self, backbone: nn.Module, episode: Episode) -> torch.Tensor:
         """Query logits ``[Q, K]`` (CPU, float32), columns in ``episode.classes`` order."""
@@ -286,7 +300,8 @@ class FineTuning:
             seed=self.seed,
         )
         network = trainable_network(settings, backbone, episode, device)
-        return train_network(settings, network, episode.support_targets.to(device), episode.ways)
+        tuned = train_network(settings, network, episode.support_targets.to(device), episode.ways)
+        return tuned.calibrated(self.confidence_temperature, self.fallback_temperature)
 
 
 @dataclass(frozen=True)
@@ -310,6 +325,10 @@ QUERY_FIELDS = (
     "queries_per_shot",
     "min_agreement",
 )
+
+
+#: What :meth:`FineTuning.inductive` resets: the query settings and the fallback's calibration.
+SAFEGUARDED_FIELDS = (*QUERY_FIELDS, "fallback_temperature")
 
 
 def field_default(cls: type, name: str) -> Any:

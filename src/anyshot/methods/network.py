@@ -17,7 +17,7 @@ The caller's backbone is never modified: training happens on a copy.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,16 @@ class FineTuned:
     network: nn.Module | None
     query_logits: torch.Tensor
     fallback: str | None = None
+
+    def calibrated(self, confidence_temperature: float, fallback_temperature: float) -> FineTuned:
+        """The same result with the classifier's logits divided by ``fallback_temperature``
+        when a safeguard answered, else by ``confidence_temperature``
+        (:meth:`anyshot.methods.features.FittedHead.calibrated`)."""
+        tau = confidence_temperature if self.fallback is None else fallback_temperature
+        if tau == 1.0:
+            return self
+        head = _as_fitted(self).calibrated(tau, tau)
+        return replace(self, classifier=head.classifier(0), query_logits=head.query_logits[0])
 
 
 @dataclass(frozen=True)

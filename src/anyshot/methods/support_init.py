@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from anyshot.episodes import Episode
+from anyshot.methods.cosine import check_temperatures
 from anyshot.methods.features import FittedHead, RowBatch, episode_rows
 from anyshot.methods.frozen import frozen_forward
 from anyshot.methods.head import support_init_head
@@ -24,15 +25,23 @@ class SupportBasedInit:
 
     Args:
         temperature: ``T`` of the cosine logits (1 in the paper).
+        confidence_temperature: ``tau``: the logits are divided by it (calibration of the
+            confidences; the predictions do not depend on it, nor on ``T``). 1 = none.
         relu: rectify embeddings before normalising.
         batch_size: images per forward pass.
         device: where to compute; default the backbone's (or the embeddings') device.
     """
 
     temperature: float = 1.0
+    confidence_temperature: float = 1.0
     relu: bool = True
     batch_size: int = 128
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        check_temperatures(
+            temperature=self.temperature, confidence_temperature=self.confidence_temperature
+        )
 
     def fit_features(
         self,
@@ -61,7 +70,9 @@ class SupportBasedInit:
                 support_init_head(chunk, self.temperature, self.relu)
                 for chunk in rows.split(episodes_per_chunk)
             ]
-        return FittedHead.concatenate(parts)
+        return FittedHead.concatenate(parts).calibrated(
+            self.confidence_temperature, self.confidence_temperature
+        )
 
     def __call__(self, backbone: nn.Module, episode: Episode) -> torch.Tensor:
         """Query logits ``[Q, K]`` (CPU, float32), columns in ``episode.classes`` order."""
