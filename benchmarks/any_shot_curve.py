@@ -66,7 +66,7 @@ from anyshot.methods.presets import (
 from anyshot.protocols import build_sampler
 from harness.cli import DATA_ROOT, FEATURE_CACHE, add_shared_arguments, script_parser
 from harness.episodes import EpisodeBatch, dataset_split, embed_episodes
-from harness.output import environment, write_json
+from harness.output import cell_table, environment, write_json
 from realistic_grid import DOMAINS
 
 #: ``(support [E, S, D], targets [E, S], query [E, Q, D], ways) -> query logits [E, Q, K]``
@@ -222,28 +222,18 @@ def summaries(runs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[
 def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Cells x methods: accuracy mean ± CI (%), seconds per episode; with the anchor, the
     paired difference to it (± its CI)."""
-    names = list(dict.fromkeys(n for row in results.values() for n in row))
-    lines = [
+
+    def entry(name: str, s: dict[str, Any]) -> str:
+        text = f"{s['accuracy']:.1f} ± {s['ci95']:.1f} · {s['seconds_per_episode']:.3g} s"
+        if "minus_anchor" in s and name != ANCHOR:
+            text += f" [{s['minus_anchor']:+.1f} ± {s['minus_anchor_ci95']:.1f}]"
+        return text
+
+    note = (
         "accuracy % (mean ± 95% CI) · s/episode; [paired difference to the logistic "
-        "regression ± CI]",
-        "",
-        "| cell | n | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 2) + "|",
-    ]
-    for cell, row in results.items():
-        entries = []
-        for name in names:
-            s = row.get(name)
-            if s is None:
-                entries.append("-")
-                continue
-            text = f"{s['accuracy']:.1f} ± {s['ci95']:.1f} · {s['seconds_per_episode']:.3g} s"
-            if "minus_anchor" in s and name != ANCHOR:
-                text += f" [{s['minus_anchor']:+.1f} ± {s['minus_anchor_ci95']:.1f}]"
-            entries.append(text)
-        n = next(iter(row.values()))["episodes"]
-        lines.append(f"| {cell} | {n} | " + " | ".join(entries) + " |")
-    return "\n".join(lines)
+        "regression ± CI]"
+    )
+    return "\n".join(cell_table(results, note, entry))
 
 
 def domain_cells(

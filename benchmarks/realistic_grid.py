@@ -105,7 +105,7 @@ from anyshot.methods.presets import PRESETS, Method
 from anyshot.protocols import Sampler, build_sampler, capped, episode_rng, sampler_config
 from harness.cli import DATA_ROOT, FEATURE_CACHE, add_shared_arguments, script_parser
 from harness.episodes import dataset_split, embed_episodes
-from harness.output import environment, write_json
+from harness.output import cell_table, environment, write_json
 
 try:  # peer methods, written separately; absent until someone adds benchmarks/peers.py
     from peers import PEERS
@@ -528,32 +528,22 @@ def markdown(record: dict[str, Any]) -> str:
     """The results table (cells x methods) and the per-method count of cells below
     support-init; notes on skipped and adapted cells."""
     results: dict[str, dict[str, dict[str, Any]]] = record["results"]
-    names: list[str] = []
-    for row in results.values():
-        names += [n for n in row if n not in names]
-    lines = [
+    names = list(dict.fromkeys(n for row in results.values() for n in row))
+
+    def entry(name: str, s: dict[str, Any]) -> str:
+        text = f"{s['accuracy']:.1f} ± {s['ci95']:.1f}"
+        if name != BASELINE:
+            margin = s["margin_ci_units"]
+            text += f" ({'n/a' if margin is None else f'{margin:+.1f}'})"
+            text += " ✗" if s["below_support_init"] else ""
+        ms = s["ms_per_episode"]
+        return f"{text} · {ms:.0f} ms" if ms >= 10 else f"{text} · {ms:.1f} ms"
+
+    note = (
         "mean ± 95% CI (accuracy %), margin to support-init in its CI half-widths, ms/episode; "
-        "✗ = below support-init minus its CI",
-        "",
-        "| cell | n | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 2) + "|",
-    ]
-    for cell, row in results.items():
-        entries = []
-        for name in names:
-            s = row.get(name)
-            if s is None:
-                entries.append("-")
-                continue
-            text = f"{s['accuracy']:.1f} ± {s['ci95']:.1f}"
-            if name != BASELINE:
-                margin = s["margin_ci_units"]
-                text += f" ({'n/a' if margin is None else f'{margin:+.1f}'})"
-                text += " ✗" if s["below_support_init"] else ""
-            ms = s["ms_per_episode"]
-            entries.append(f"{text} · {ms:.0f} ms" if ms >= 10 else f"{text} · {ms:.1f} ms")
-        n = row[BASELINE]["episodes"]
-        lines.append(f"| {cell} | {n} | " + " | ".join(entries) + " |")
+        "✗ = below support-init minus its CI"
+    )
+    lines = cell_table(results, note, entry)
     counts = below_counts(results)
     lines += [
         "",

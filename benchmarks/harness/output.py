@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-__all__ = ["EnvironmentKey", "environment", "peak_rss_mb", "write_json"]
+__all__ = ["EnvironmentKey", "cell_table", "environment", "peak_rss_mb", "write_json"]
 
 EnvironmentKey = Literal[
     "torch", "torch_threads", "OMP_NUM_THREADS", "machine", "python", "cpu_count", "cpu_capability"
@@ -76,3 +76,21 @@ def write_json(
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
+
+
+def cell_table(
+    results: dict[str, dict[str, dict[str, Any]]],
+    note: str,
+    entry: Callable[[str, dict[str, Any]], str],
+) -> list[str]:
+    """Markdown lines of a cells x methods table: ``note``, then one row per cell of
+    ``results`` (``{cell: {method: summary}}``, each summary with ``"episodes"``): the cell, its
+    episodes (the first method's) and ``entry(method, summary)`` per method (``-`` where a
+    method did not run), the methods in order of first appearance."""
+    names = list(dict.fromkeys(n for row in results.values() for n in row))
+    lines = [note, "", "| cell | n | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for cell, row in results.items():
+        entries = [entry(name, row[name]) if name in row else "-" for name in names]
+        n = next(iter(row.values()))["episodes"]
+        lines.append(f"| {cell} | {n} | " + " | ".join(entries) + " |")
+    return lines
