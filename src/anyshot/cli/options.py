@@ -108,6 +108,11 @@ def fraction(text: str) -> float:
     return float(_number(text, float, lambda v: 0 <= v <= 1, "a number in [0, 1]"))
 
 
+def _rate_or_zero(text: str) -> float:
+    """A number in [0, 1)."""
+    return float(_number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)"))
+
+
 def rate(text: str) -> float:
     """A number strictly between 0 and 1."""
     return float(_number(text, float, lambda v: 0 < v < 1, "a number between 0 and 1"))
@@ -326,9 +331,10 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         "--min-queries-per-class",
         type=non_negative_float,
         help="transductive: with fewer query images than this (plus --queries-per-shot per "
-        "labelled image per class) per class they appear to hold (the distinct classes "
-        "support-init predicts for them), or a single one, answer as support-init does, "
-        f"without training; 0 = off (default: {by_scope('min_queries_per_class')})",
+        "labelled image per class) per class they appear to hold (the classes support-init "
+        "predicts for them), or a single one, leave them out: fine-tune on the labelled images "
+        "alone (scopes last / all: answer as support-init does); 0 = off (default: "
+        f"{by_scope('min_queries_per_class')})",
     )
     group.add_argument(
         "--queries-per-shot",
@@ -343,6 +349,14 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         help="transductive: if the trained classifier agrees with support-init on fewer than "
         "this fraction of the query images, answer as support-init does; 0 = off (default: "
         f"{by_scope('min_agreement')})",
+    )
+    group.add_argument(
+        "--outlier-rate",
+        type=_rate_or_zero,
+        help="transductive, scope head: leave out of the query terms the query images that "
+        "--unknown would flag at this false-alarm rate (far from every class mean of the "
+        "labelled images); 0 = off (default: "
+        f"{by_scope('outlier_rate')})",
     )
 
 

@@ -264,6 +264,26 @@ class FittedHead:
         query_logits[mask] = part(theirs.query_logits)
         return replace(mine, weight=weight, bias=bias, center=center, query_logits=query_logits)
 
+    def take(self, index: torch.Tensor) -> FittedHead:
+        """The episodes ``index`` (``[E']`` long) of this head, in that order."""
+
+        def pick(values: torch.Tensor | None) -> torch.Tensor | None:
+            return None if values is None else values[index.to(values.device)]
+
+        temperature = self.temperature
+        if isinstance(temperature, torch.Tensor):
+            temperature = _collapsed(temperature[index])
+        return replace(
+            self,
+            weight=self.weight[index.to(self.weight.device)],
+            bias=self.bias[index.to(self.bias.device)],
+            center=pick(self.center),
+            temperature=temperature,
+            query_logits=self.query_logits[index],
+            fallback=pick(self.fallback),
+            gated=pick(self.gated),
+        )
+
     @staticmethod
     def concatenate(parts: Sequence[FittedHead]) -> FittedHead:
         """One :class:`FittedHead` of the episodes of ``parts``, in order.

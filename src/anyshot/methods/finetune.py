@@ -118,6 +118,11 @@ class FineTuning:
             both safeguards compare with support-init on the frozen backbone's embeddings, and
             a fallen-back episode's network is the untrained copy (see
             :func:`anyshot.methods.network.train_network`).
+        outlier_rate: the query terms (and the gate's count) leave out the queries the unknown
+            rule flags at this false-alarm rate: farther from every support class mean than
+            :func:`anyshot.outliers.unknown_threshold` sets from the support (images of none of
+            the classes would otherwise pull the classifier); their logits are still given.
+            Scope ``head`` only. 0 = off.
         batch_size: images (or cached rows) per chunk of a step.
         augment: apply the pre-training augmentations to support and query images while
             training; ``None`` = on for scope ``all``, off otherwise (cached scopes cannot).
@@ -144,6 +149,7 @@ class FineTuning:
     min_queries_per_class: float = 0.0
     queries_per_shot: float = 0.0
     min_agreement: float = 0.0
+    outlier_rate: float = 0.0
     batch_size: int = 64
     augment: bool | None = None
     flip: bool = True
@@ -186,6 +192,12 @@ class FineTuning:
             raise ConfigurationError(
                 f"min_agreement must be a fraction in [0, 1], got {self.min_agreement}"
             )
+        if not 0 <= self.outlier_rate < 1:
+            raise ConfigurationError(f"outlier_rate must lie in [0, 1), got {self.outlier_rate}")
+        if self.outlier_rate > 0 and self.scope != "head":
+            raise ConfigurationError(
+                f"outlier_rate applies to scope 'head' only, got scope {self.scope!r}"
+            )
 
     @property
     def transductive(self) -> bool:
@@ -214,6 +226,7 @@ class FineTuning:
             min_queries_per_class=self.min_queries_per_class,
             queries_per_shot=self.queries_per_shot,
             min_agreement=self.min_agreement,
+            outlier_rate=self.outlier_rate,
         )
 
     def inductive(self) -> FineTuning:
@@ -324,6 +337,7 @@ QUERY_FIELDS = (
     "min_queries_per_class",
     "queries_per_shot",
     "min_agreement",
+    "outlier_rate",
 )
 
 

@@ -46,11 +46,13 @@ from anyshot.methods.objective import (
     support_loss,
     uniform_log_prior,
 )
+from anyshot.outliers import nearest_mean_distance, unknown_threshold
 
 __all__ = [
     "HeadTraining",
     "fit_head",
     "gate_closes",
+    "inlier_queries",
     "predicted_classes",
     "safeguarded",
     "support_init_head",
@@ -80,6 +82,8 @@ class HeadTraining:
         queries_per_shot: the gate's extra queries needed per predicted class for each
             labelled image per class (0 = off).
         min_agreement: the guard of :func:`safeguarded` (0 = off).
+        outlier_rate: the query terms leave out the queries that the unknown rule flags at
+            this false-alarm rate (:func:`inlier_queries`; 0 = off).
     """
 
     temperature: float
@@ -95,6 +99,7 @@ class HeadTraining:
     min_queries_per_class: float = 0.0
     queries_per_shot: float = 0.0
     min_agreement: float = 0.0
+    outlier_rate: float = 0.0
 
     def inductive(self) -> HeadTraining:
         """The same loop without anything that reads the queries: no query term, no centring
@@ -110,6 +115,7 @@ class HeadTraining:
             min_queries_per_class=0.0,
             queries_per_shot=0.0,
             min_agreement=0.0,
+            outlier_rate=0.0,
         )
 
     @property
@@ -130,6 +136,46 @@ def support_init_head(rows: EpisodeRows, temperature: float, relu: bool) -> Fitt
 
 def fit_head(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     """Fine-tune the cosine head of every episode of ``rows``; see the module doc."""
+    if training.outlier_rate > 0 and rows.query.shape[1] > 0:
+        return _without_outliers(training, rows)
+    return _fit_safeguarded(training, rows)
+
+
+def inlier_queries(rows: EpisodeRows, rate: float, relu: bool) -> torch.Tensor:
+    """``[E, Q]`` bool: the queries at or below the unknown threshold of their episode's
+    support (:func:`anyshot.outliers.unknown_threshold` at false-alarm rate ``rate``, on the
+    cosine distance to the nearest class mean): those the product would not call unknown."""
+    distance = nearest_mean_distance(rows.support, rows.targets, rows.query, rows.ways, relu=relu)
+    thresholds = [
+        unknown_threshold(support, targets, rows.ways, rate, relu=relu)
+        for support, targets in zip(rows.support.cpu(), rows.targets.cpu(), strict=True)
+    ]
+    return distance <= torch.tensor(thresholds, device=distance.device).unsqueeze(1)
+
+
+def _without_outliers(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
+    """:func:`fit_head` with the queries :func:`inlier_queries` keeps as the query set (the gate
+    counts them alone); ``query_logits`` still cover every query. Episodes that keep as many
+    queries are trained together."""
+    keep = inlier_queries(rows, training.outlier_rate, training.relu)  # [E, Q]
+    counts = keep.sum(1)
+    plain = replace(training, outlier_rate=0.0)
+    parts, order = [], []
+    for count in counts.unique().tolist():
+        chosen = (counts == count).nonzero().squeeze(1)
+        query = rows.query[chosen]  # [E', Q, D]
+        kept = query[keep[chosen]].view(len(chosen), int(count), query.shape[-1])
+        group = EpisodeRows(rows.support[chosen], rows.targets[chosen], kept, rows.ways)
+        fitted = _fit_safeguarded(plain, group)
+        with torch.no_grad():
+            every = fitted.logits(query).float().cpu()  # [E', Q, K]
+        parts.append(replace(fitted, query_logits=every))
+        order.append(chosen.cpu())
+    return FittedHead.concatenate(parts).take(torch.argsort(torch.cat(order)))
+
+
+def _fit_safeguarded(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
+    """:func:`fit_head` on the given queries."""
     inductive = training.inductive()
     fitted, fallback, gated = safeguarded(
         training,

@@ -1,0 +1,81 @@
+"""Transduction that outliers do not corrupt: ``outlier_rate`` leaves the queries the unknown
+rule flags out of the query terms (issue 17), and still gives every query its logits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from anyshot.errors import ConfigurationError
+from anyshot.methods import TransductiveFineTuning
+from anyshot.methods.features import episode_rows
+from anyshot.methods.head import inlier_queries
+from anyshot.methods.presets import RECOMMENDED
+from test_unknown import clusters
+
+#: The default without its gate and without the rule, so that the query terms always train.
+OPEN = dataclasses.replace(
+    RECOMMENDED, min_queries_per_class=0.0, queries_per_shot=0.0, outlier_rate=0.0
+)
+
+
+def with_outliers(count: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """3 episodes of 5 Gaussian classes (5 shots, 8 queries each), then ``count`` query rows of
+    other classes: ``(support [3, 25, D], targets [3, 25], query [3, 40 + count, D])``."""
+    episodes = [clusters([5] * 5, 8, seed=3 * seed + e) for e in range(3)]
+    others = [clusters([1] * count, 0, seed=100 + 3 * seed + e)[0] for e in range(3)]
+    support = torch.stack([s for s, _, _, _ in episodes])
+    targets = torch.stack([t for _, t, _, _ in episodes])
+    query = torch.stack(
+        [torch.cat([q, o]) for (_, _, q, _), o in zip(episodes, others, strict=True)]
+    )
+    return support, targets, query
+
+
+def test_inlier_queries_keep_the_classes_images_and_drop_far_ones() -> None:
+    support, targets, query = with_outliers(6)
+    keep = inlier_queries(episode_rows(support, targets, query), 0.2, relu=True)
+    assert keep.shape == (3, 46)
+    assert not keep[:, 40:].any()  # the far rows
+    assert keep[:, :40].float().mean() > 0.6  # most images of the classes
+
+
+def test_flagged_outliers_change_nothing_but_their_own_logits() -> None:
+    """Queries are kept or left out one by one (the threshold depends on the support alone),
+    so outliers the rule flags leave the fitted classifiers exactly as without them."""
+    method = dataclasses.replace(OPEN, outlier_rate=0.2)
+    support, targets, query = with_outliers(6)
+    clean = method.fit_features(support, targets, query[:, :40])
+    dirty = method.fit_features(support, targets, query)
+    torch.testing.assert_close(dirty.weight, clean.weight)
+    torch.testing.assert_close(dirty.bias, clean.bias)
+    assert dirty.query_logits.shape == (3, 46, 5)
+    torch.testing.assert_close(dirty.query_logits[:, :40], clean.query_logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(dirty.logits(query), dirty.query_logits, atol=1e-4, rtol=0)
+    # without the rule the outliers do move the classifiers (here: the episode centre)
+    unfiltered = OPEN.fit_features(support, targets, query)
+    alone = OPEN.fit_features(support, targets, query[:, :40])
+    assert not torch.allclose(unfiltered.query_logits[:, :40], alone.query_logits, atol=1e-3)
+
+
+def test_the_rule_trains_on_the_kept_queries_per_episode() -> None:
+    """Episodes keeping different numbers of queries are trained in groups and put back in
+    order: each equals its own run on its kept queries."""
+    method = dataclasses.replace(OPEN, outlier_rate=0.2)
+    support, targets, query = with_outliers(3, seed=2)
+    keep = inlier_queries(episode_rows(support, targets, query), 0.2, relu=True)
+    fitted = method.fit_features(support, targets, query)
+    plain = dataclasses.replace(method, outlier_rate=0.0)
+    for e in range(3):
+        alone = plain.fit_features(support[e], targets[e], query[e][keep[e]])
+        torch.testing.assert_close(fitted.weight[e], alone.weight[0], atol=1e-5, rtol=0)
+
+
+def test_outlier_rate_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="outlier_rate"):
+        TransductiveFineTuning(scope="head", outlier_rate=1.0)
+    with pytest.raises(ConfigurationError, match="scope 'head' only"):
+        TransductiveFineTuning(scope="last", outlier_rate=0.1)
+    assert RECOMMENDED.inductive().outlier_rate == 0.0
