@@ -662,7 +662,7 @@ def _method_words(model: Any, queries: int) -> str:
         return words
     if model.fit_info_.get("fallback") == "gate":
         advice = "give more query / unlabelled images to use them in the fit"
-        return f"{words} had {fallback}; {advice}"
+        return f"{words}: {fallback}; {advice}"
     advice = (
         "the query images may hold classes the labelled ones do not, or the classes may "
         "be hard to tell apart; --method finetune fine-tunes on the labelled images alone"
