@@ -62,8 +62,10 @@ class FineTuned:
             scope ``head`` (the backbone was not trained). Its ``training`` flags are whatever
             training left; call ``.eval()`` before embedding.
         query_logits: ``[Q, K]`` logits of the episode's query images (CPU, float32).
-        fallback: which safeguard answered with support-based initialisation (untrained):
-            ``"gate"`` (too few queries), ``"guard"`` (the trained answer disagreed), or ``None``.
+        fallback: which safeguard answered instead of the transductive fit: ``"gate"`` (too
+            few queries: at scope ``head`` the inductive head, at ``last`` / ``all``
+            support-based initialisation, untrained), ``"guard"`` (the trained answer disagreed:
+            support-based initialisation), or ``None``.
     """
 
     classifier: CosineClassifier
