@@ -196,3 +196,31 @@ def test_classify_and_predict_label_the_grey_image_unknown(
     assert rows[0].endswith(",outlier_score") and rows[-1].split(",")[1] == "unknown"
     assert main([*predict, "--no-cache", "--unknown", "off"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].split(",")[1] in characters
+
+
+def test_a_model_file_without_outlier_data_still_predicts(
+    characters: dict[str, list[Image.Image]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file written before outlier scores: labels as before, an empty outlier_score column,
+    and the summary says there is no unknown detection."""
+    fitted(characters, 2).save(tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    del payload["outliers"]
+    torch.save(payload, tmp_path / "old.pt")
+    old = FewShotClassifier.load(tmp_path / "old.pt")
+    assert old.unknown_threshold_ is None and old.class_means_ is None
+    images = [grey(), characters["c0"][10]]
+    assert old.predict(images) == [
+        old.classes_[int(k)] for k in old.predict_proba(images).argmax(1)
+    ]
+    with pytest.raises(ConfigurationError, match="fit it again"):
+        old.outlier_score(images)
+    (tmp_path / "q").mkdir()
+    grey().save(tmp_path / "q" / "grey.png")
+    assert (
+        main(["predict", "--model", str(tmp_path / "old.pt"), str(tmp_path / "q"), "--no-cache"])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1].endswith(",")  # empty outlier_score
+    assert "no unknown detection" in captured.err
