@@ -110,7 +110,7 @@ def test_method_help_states_the_presets_defaults(name: str) -> None:
     fields = {*TRAINING_FIELDS, "temperature"}
     checked = set()
     for action in parser._actions:
-        if action.dest not in fields or action.dest in ("scope", "augment", "relu"):
+        if action.dest not in fields or action.dest in ("scope", "augment", "relu", "network_lr"):
             continue
         flag = flag_of(action)
         assert action.default is None, flag  # so that the preset decides
@@ -121,6 +121,8 @@ def test_method_help_states_the_presets_defaults(name: str) -> None:
     assert f"{SUPPORT_INIT.temperature} for support-init" in option_help(parser, "--temperature")
     assert "(default;" in option_help(parser, "--scope").split("head =")[1].split(";")[0] + ";"
     assert "on for --scope all only" in option_help(parser, "--augment")
+    assert RECOMMENDED.network_lr is None and PAPER.network_lr is None
+    assert "(default: --lr)" in option_help(parser, "--network-lr")  # None = the --lr value
 
 
 def test_the_method_defaults_the_help_states_are_the_ones_used() -> None:

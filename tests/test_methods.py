@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -210,3 +212,33 @@ def test_class_balance_term_is_exact_across_chunks() -> None:
     assert torch.allclose(one, many, atol=1e-5)
     plain = TransductiveFineTuning(batch_size=1000, **{**options, "balance_weight": 0.0})  # type: ignore[arg-type]
     assert not torch.allclose(plain(backbone, episode), one)  # the term does something
+
+
+def test_network_lr_sets_the_networks_rate_apart_from_the_heads() -> None:
+    """Scope last: a tiny ``network_lr`` leaves the network's weights (almost) as they were
+    while the head still trains at ``lr``; without it both move at ``lr``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        backbone = build_backbone("conv4", channels=3, image_size=16)
+    generator = torch.Generator().manual_seed(0)
+    support = torch.randn(6, 3, 16, 16, generator=generator)
+    episode = Episode(support, [0, 0, 1, 1, 2, 2], support[:0])
+    base = FineTuning(scope="last", lr=0.05, temperature=0.1, epochs=5, augment=False)
+
+    def fit(method: FineTuning) -> tuple[float, torch.Tensor]:
+        """How far the network's weights moved, and the trained head's weights."""
+        fitted = method.fit(backbone, episode)
+        assert fitted.network is not None
+        before = dict(backbone.named_parameters())  # weights, not batch-norm statistics
+        after = dict(fitted.network.named_parameters())
+        moved = max(float((after[k] - before[k]).detach().abs().max()) for k in before)
+        return moved, fitted.classifier.weight.detach()
+
+    moved, head = fit(dataclasses.replace(base, network_lr=1e-9))
+    assert moved < 1e-6
+    _, still = fit(dataclasses.replace(base, lr=1e-9, network_lr=1e-9))
+    assert float((head - still).abs().max()) > 1e-3  # the head trained at lr
+    moved, _ = fit(base)
+    assert moved > 1e-3  # network_lr defaults to lr
+    with pytest.raises(ConfigurationError, match="network_lr"):
+        FineTuning(network_lr=0.0)

@@ -68,7 +68,7 @@ __all__ = [
 DATASET_CHOICES = available_datasets()
 
 #: Method options that only fine-tuning uses (support-init does no training).
-TRAINING_FIELDS = ("scope", "epochs", "lr", "augment", *QUERY_FIELDS)
+TRAINING_FIELDS = ("scope", "epochs", "lr", "network_lr", "augment", *QUERY_FIELDS)
 
 
 # --- argument types ---------------------------------------------------------------------------
@@ -239,6 +239,12 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--lr", type=positive_float, help=f"Adam learning rate (default: {by_scope('lr')})"
+    )
+    group.add_argument(
+        "--network-lr",
+        type=positive_float,
+        help="scopes last / all: Adam learning rate of the network's weights, the head keeping "
+        "--lr (default: --lr)",
     )
     group.add_argument(
         "--temperature",

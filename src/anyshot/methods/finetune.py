@@ -56,7 +56,10 @@ class FineTuning:
     Args:
         scope: ``"all"`` (paper), ``"last"`` (last stage + head) or ``"head"`` (classifier).
         epochs: number of epochs (one support step, plus one query step if transductive).
-        lr: Adam learning rate.
+        lr: Adam learning rate (of the head, and of the network unless ``network_lr``).
+        network_lr: Adam learning rate of the network's parameters at scopes ``last`` /
+            ``all``; ``None`` = ``lr``. A cosine head at ``T = 0.1`` wants about 1e-2, far more
+            than pre-trained weights stand (``studies/scope-probe/``).
         temperature: ``T`` of the cosine logits.
         confidence_temperature: ``tau``, calibration of the confidences: a trained
             classifier's final logits are divided by it (its temperature becomes ``T tau``, its
@@ -134,6 +137,7 @@ class FineTuning:
     scope: str = "all"
     epochs: int = 25
     lr: float = 5e-5
+    network_lr: float | None = None
     temperature: float = 1.0
     confidence_temperature: float = 1.0
     fallback_temperature: float = 1.0
@@ -191,6 +195,10 @@ class FineTuning:
         if not 0 <= self.min_agreement <= 1:
             raise ConfigurationError(
                 f"min_agreement must be a fraction in [0, 1], got {self.min_agreement}"
+            )
+        if self.network_lr is not None and not 0 < self.network_lr < math.inf:
+            raise ConfigurationError(
+                f"network_lr must be a positive number or None, got {self.network_lr}"
             )
         if not 0 <= self.outlier_rate < 1:
             raise ConfigurationError(f"outlier_rate must lie in [0, 1), got {self.outlier_rate}")
@@ -311,6 +319,7 @@ class FineTuning:
             augment=self.augment if self.augment is not None else self.scope == "all",
             flip=self.flip,
             seed=self.seed,
+            network_lr=self.lr if self.network_lr is None else self.network_lr,
         )
         network = trainable_network(settings, backbone, episode, device)
         tuned = train_network(settings, network, episode.support_targets.to(device), episode.ways)

@@ -95,6 +95,7 @@ class NetworkTraining:
         augment: apply the pre-training augmentations while training (scope ``all``).
         flip: include horizontal flips in the augmentation.
         seed: seed of the augmentation and chunk-order draws.
+        network_lr: Adam learning rate of the network's parameters (the head's: ``head.lr``).
     """
 
     scope: str
@@ -103,6 +104,7 @@ class NetworkTraining:
     augment: bool
     flip: bool
     seed: int
+    network_lr: float
 
 
 @dataclass
@@ -348,7 +350,12 @@ class _Run:
         ).to(net.device)
         classifier.bias.requires_grad_(not likelihood)
         head_params = [classifier.weight] if likelihood else list(classifier.parameters())
-        optimizer = torch.optim.Adam([*net.parameters, *head_params], lr=head.lr)
+        optimizer = torch.optim.Adam(
+            [
+                {"params": list(net.parameters), "lr": self.settings.network_lr},
+                {"params": head_params, "lr": head.lr},
+            ]
+        )
         log_prior = uniform_log_prior((), classifier.weight.shape[0], net.device)
         for _ in range(head.epochs):
             optimizer.zero_grad(set_to_none=True)
