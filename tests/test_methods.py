@@ -242,3 +242,20 @@ def test_network_lr_sets_the_networks_rate_apart_from_the_heads() -> None:
     assert moved > 1e-3  # network_lr defaults to lr
     with pytest.raises(ConfigurationError, match="network_lr"):
         FineTuning(network_lr=0.0)
+
+
+def test_scope_last_with_its_stage_standing_still_is_the_head() -> None:
+    """Batch-norm stays in eval mode in the stage scope last trains, so with a negligible
+    network_lr the last-stage path gives the head's answer (the same class-mean start, the
+    same steps)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        backbone = build_backbone("conv4", channels=3, image_size=16)
+    generator = torch.Generator().manual_seed(1)
+    prototypes = torch.randn(3, 3, 16, 16, generator=generator)
+    labels = [k for k in range(3) for _ in range(4)]
+    images = prototypes[labels] + 0.5 * torch.randn(12, 3, 16, 16, generator=generator)
+    episode = Episode(images[::2], labels[::2], images[1::2], labels[1::2])
+    head = FineTuning(scope="head", lr=0.01, temperature=0.1, epochs=10)
+    last = dataclasses.replace(head, scope="last", network_lr=1e-12, augment=False)
+    torch.testing.assert_close(last(backbone, episode), head(backbone, episode), atol=1e-3, rtol=0)
