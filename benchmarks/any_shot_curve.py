@@ -290,8 +290,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Any:
         threads=1,
         output=Path("benchmarks/results/any-shot-curve-val.json"),
         helps={"episodes": "episodes in every cell (default 0: --episode-counts)"},
+        split="val",
     )
-    parser.add_argument("--split", choices=["val", "test"], default="val")
     parser.add_argument(
         "--episode-counts",
         default=EPISODE_COUNTS,

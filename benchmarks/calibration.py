@@ -274,8 +274,8 @@ def parse_args() -> Any:
         threads=1,
         output=Path("benchmarks/results/calibration-val.json"),
         helps={"episodes": "episodes per cell (default 300)"},
+        split="val",
     )
-    parser.add_argument("--split", choices=["val", "test"], default="val")
     return parser.parse_args()
 
 

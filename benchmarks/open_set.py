@@ -344,8 +344,8 @@ def parse_args() -> Any:
         threads=1,
         output=Path("benchmarks/results/open-set-val.json"),
         helps={"episodes": "episodes per cell (default 300)"},
+        split="val",
     )
-    parser.add_argument("--split", choices=["val", "test"], default="val")
     parser.add_argument(
         "--ostim-episodes",
         type=int,

@@ -594,8 +594,8 @@ def parse_args() -> Any:
         threads=1,
         output=Path("benchmarks/results/realistic-grid.json"),
         helps={"data_root": "folder holding mini-imagenet/ and omniglot/ (or either one)"},
+        split="val",
     )
-    parser.add_argument("--split", choices=["val", "test"], default="val")
     parser.add_argument(
         "--episodes", type=int, help="episodes of every cell (default: per cell, see above)"
     )

@@ -51,6 +51,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "output": (Path, "results JSON file"),
     "results": (Path, "results folder"),
     "image_size": (int, "backbone input size (pixels)"),
+    "split": (str, "the classes: val (studies, tuning) or test (the report, once)"),
 }
 
 
@@ -72,12 +73,14 @@ def add_shared_arguments(
     output: Path | Need | None = None,
     results: Path | None = None,
     image_size: int | None = None,
+    split: str | None = None,
     helps: Mapping[str, str] | None = None,
 ) -> None:
     """Add the shared flags a script takes (``--data-root``, ``--episodes``, ...).
 
     Each keyword is that flag's default, :data:`REQUIRED` or :data:`OPTIONAL` (no default), or
     ``None`` to leave the flag out. ``helps`` replaces default help texts, by keyword.
+    ``--split`` takes ``val`` or ``test``.
     """
     wanted: dict[str, object] = {
         "data_root": data_root,
@@ -88,6 +91,7 @@ def add_shared_arguments(
         "output": output,
         "results": results,
         "image_size": image_size,
+        "split": split,
     }
     texts = dict(helps or {})
     unknown = sorted(set(texts) - set(_FLAGS))
@@ -98,6 +102,8 @@ def add_shared_arguments(
             continue
         kind, text = _FLAGS[name]
         options: dict[str, Any] = {"type": kind, "help": texts.get(name, text)}
+        if name == "split":
+            options["choices"] = ["val", "test"]
         if value is REQUIRED:
             options["required"] = True
         else:
