@@ -41,17 +41,26 @@ def private_cache_home(
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200)]
 
 
+def noisy_image(
+    path: Path, colour: tuple[int, int, int], seed: int, *, size: int = 20, noise: float = 25.0
+) -> Path:
+    """A ``size`` px RGB PNG of ``colour`` plus seeded Gaussian noise, written to ``path``
+    (parents created)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, noise, (size, size, 3)), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(path)
+    return path
+
+
 def write_colour_folder(
     root: Path, *, classes: int = 5, per_class: int = 8, noise: float = 25.0
 ) -> Path:
     """A class-per-folder set of 12x12 RGB PNGs: one colour per class plus Gaussian noise."""
     for k, colour in enumerate(COLOURS[:classes]):
         for i in range(per_class):
-            rng = np.random.default_rng(100 * k + i)
-            pixels = np.clip(np.array(colour) + rng.normal(0, noise, (12, 12, 3)), 0, 255)
             path = root / f"class{k}" / f"{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels.astype(np.uint8), "RGB").save(path)
+            noisy_image(path, colour, 100 * k + i, size=12, noise=noise)
     return root
 
 

@@ -28,6 +28,7 @@ from anyshot.errors import CheckpointError, ConfigurationError, DatasetError, Im
 from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
 from anyshot.methods.presets import RECOMMENDED
 from anyshot.model_file import FORMAT_VERSION, ModelFileError
+from conftest import noisy_image
 
 SIZE = 16
 CONV4 = ["--backbone", "conv4", "--image-size", str(SIZE), "--quiet"]
@@ -40,25 +41,16 @@ def backbone() -> Backbone:
     return build_backbone("conv4", image_size=SIZE)
 
 
-def image(path: Path, colour: tuple[int, int, int], seed: int) -> Path:
-    """A 20 px image of ``colour`` plus noise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(colour) + rng.normal(0, 25, (20, 20, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
 def folders(root: Path, shots: dict[str, int], queries: int = 2) -> tuple[Path, Path]:
     """``root/support/<colour>/...`` with ``shots[colour]`` images, ``root/query/`` mixed."""
     seed = 0
     for name, count in shots.items():
         for i in range(count):
             seed += 1
-            image(root / "support" / name / f"{i}.png", COLOURS[name], seed)
+            noisy_image(root / "support" / name / f"{i}.png", COLOURS[name], seed)
         for i in range(queries):
             seed += 1
-            image(root / "query" / f"{name}-{i}.png", COLOURS[name], seed)
+            noisy_image(root / "query" / f"{name}-{i}.png", COLOURS[name], seed)
     return root / "support", root / "query"
 
 
@@ -275,7 +267,7 @@ def test_classify_csv_sorted_by_path_with_top_k_columns(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     support, query = folders(tmp_path, {"red": 2, "green": 2, "blue": 2})
-    image(query / "sub" / "a-red.png", COLOURS["red"], 99)
+    noisy_image(query / "sub" / "a-red.png", COLOURS["red"], 99)
     argv = ["classify", "--support", str(support), "--query", str(query), *CONV4]
     assert main([*argv, "--top-k", "2", "--unknown", "off"]) == 0
     out = capsys.readouterr()
@@ -325,7 +317,7 @@ def test_fit_predict_suggest_round_trip(tmp_path: Path, capsys: pytest.CaptureFi
     assert model.classes_ == ("blue", "green", "red") and model.fit_info_["unlabeled_images"] == 9
     capsys.readouterr()
 
-    extra = image(tmp_path / "single.png", COLOURS["green"], 123)
+    extra = noisy_image(tmp_path / "single.png", COLOURS["green"], 123)
     assert main(["predict", "--model", str(model_path), str(query), str(extra), "--quiet"]) == 0
     rows = read_csv(capsys.readouterr().out)
     paths = sorted([*(str(p) for p in query.iterdir()), str(extra)])

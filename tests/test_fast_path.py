@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from anyshot import feature_cache
 from anyshot.backbones import Backbone, build_backbone
@@ -23,19 +22,11 @@ from anyshot.errors import ConfigurationError
 from anyshot.feature_cache import FeatureCache, default_cache_dir
 from anyshot.methods import FineTuning, SupportBasedInit
 from anyshot.threads import free_cores, torch_threads
+from conftest import noisy_image
 
 SIZE = 16
 CONV4 = ["--backbone", "conv4", "--image-size", str(SIZE), "--quiet", "--method", "support-init"]
 COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 30)}
-
-
-def image(path: Path, colour: tuple[int, int, int], seed: int) -> Path:
-    """A 20 px image of ``colour`` plus noise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(colour) + rng.normal(0, 25, (20, 20, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 @pytest.fixture
@@ -45,8 +36,8 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
     for name, colour in COLOURS.items():
         for i in range(2):
             seed += 1
-            image(tmp_path / "support" / name / f"{i}.png", colour, seed)
-            image(tmp_path / "query" / f"{name}-{i}.png", colour, seed + 100)
+            noisy_image(tmp_path / "support" / name / f"{i}.png", colour, seed)
+            noisy_image(tmp_path / "query" / f"{name}-{i}.png", colour, seed + 100)
     return tmp_path / "support", tmp_path / "query"
 
 
@@ -107,7 +98,7 @@ def test_changed_file_and_other_model_are_embedded_again(
     assert main(argv) == 0
     first = sum(embedded)
     changed = query / "red-0.png"
-    image(changed, COLOURS["blue"], 999)  # new content (and size / modification time)
+    noisy_image(changed, COLOURS["blue"], 999)  # new content (and size / modification time)
     os.utime(changed, ns=(1, 1))  # a different mtime even on a coarse clock
     assert main(argv) == 0
     assert sum(embedded) == first + 1  # only the rewritten file
@@ -142,7 +133,7 @@ def test_predict_and_suggest_after_fit_embed_only_new_images(
     assert main(["fit", "--support", str(support), "--unlabeled", str(query), *CONV4,
                  "--output", str(model)]) == 0  # fmt: skip
     assert sum(embedded) == 12
-    extra = image(tmp_path / "extra.png", COLOURS["red"], 7)
+    extra = noisy_image(tmp_path / "extra.png", COLOURS["red"], 7)
     assert main(["predict", "--model", str(model), str(query), str(extra), "--quiet",
                  "--output", str(tmp_path / "p.csv")]) == 0  # fmt: skip
     assert sum(embedded) == 13  # the one new image

@@ -7,21 +7,13 @@ import csv
 import io
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from anyshot.cli import main
+from conftest import noisy_image
 
 SMALL = ["--backbone", "conv4", "--image-size", "16", "--method", "support-init"]
 COLOURS = {"red": (220, 40, 30), "blue": (30, 60, 220)}
-
-
-def _image(path: Path, colour: tuple[int, int, int], seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(colour) + rng.normal(0, 25, (20, 20, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path)
 
 
 @pytest.fixture
@@ -31,8 +23,8 @@ def photos(tmp_path: Path) -> tuple[Path, Path]:
     for name, colour in COLOURS.items():
         for i in range(2):
             seed += 1
-            _image(tmp_path / "support" / name / f"{i}.png", colour, seed)
-            _image(tmp_path / "query" / f"{name}-{i}.png", colour, seed + 100)
+            noisy_image(tmp_path / "support" / name / f"{i}.png", colour, seed)
+            noisy_image(tmp_path / "query" / f"{name}-{i}.png", colour, seed + 100)
     (tmp_path / "support" / "red" / "notes.txt").write_text("not an image")
     return tmp_path / "support", tmp_path / "query"
 
