@@ -224,3 +224,15 @@ def test_a_model_file_without_outlier_data_still_predicts(
     captured = capsys.readouterr()
     assert captured.out.splitlines()[1].endswith(",")  # empty outlier_score
     assert "no unknown detection" in captured.err
+
+
+def test_predict_embeds_each_image_once(characters: dict[str, list[Image.Image]]) -> None:
+    """Labels and outlier scores come from one embedding pass (images given in memory are
+    never cached, so a second pass would embed them again)."""
+    model = fitted(characters, 2)
+    images = [grey(), characters["c0"][10], characters["c8"][10]]
+    cache = model._feature_cache()
+    before = cache.computed
+    labels = model.predict(images)
+    assert cache.computed - before == len(images)
+    assert labels[0] == "unknown"

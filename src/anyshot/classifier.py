@@ -543,11 +543,36 @@ class FewShotClassifier:
 
     def _logits(self, images: Any, on_unreadable: OnUnreadable | None) -> torch.Tensor:
         """Logits ``[N', K]`` (CPU float32) of the readable images, in order."""
-        embeddings, kept = self._embeddings(images, on_unreadable)
-        if not kept:
+        embeddings, _ = self._embeddings(images, on_unreadable)
+        return self._logits_of(embeddings)
+
+    def _logits_of(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``[N, D]`` embeddings -> ``[N, K]`` logits (CPU float32)."""
+        if len(embeddings) == 0:
             return torch.empty(0, len(self.classes_))
         with torch.inference_mode():
             return self.classifier_(embeddings.to(_device_of(self.classifier_))).float().cpu()
+
+    def _outlier_means(self) -> torch.Tensor:
+        """``class_means_`` ``[K, D]``.
+
+        Raises:
+            ConfigurationError: a model file written before outlier scores.
+        """
+        if self.class_means_ is None:
+            raise ConfigurationError(
+                "this model was saved by an anyshot without outlier scores: fit it again"
+            )
+        return self.class_means_
+
+    def _scores_of(self, embeddings: torch.Tensor) -> np.ndarray:
+        """``[N, D]`` embeddings -> ``[N]`` outlier scores (float64)."""
+        means = self._outlier_means()
+        if len(embeddings) == 0:
+            return np.empty(0)
+        with torch.inference_mode():
+            scores = mean_distance(means[None], embeddings.float().cpu()[None])[0]
+        return scores.double().numpy()
 
     def outlier_score(
         self, images: Any, *, on_unreadable: OnUnreadable | None = None
@@ -562,16 +587,9 @@ class FewShotClassifier:
             ConfigurationError: not fitted, or a model file written before outlier scores.
         """
         self._check_fitted()
-        if self.class_means_ is None:
-            raise ConfigurationError(
-                "this model was saved by an anyshot without outlier scores: fit it again"
-            )
-        embeddings, kept = self._embeddings(images, on_unreadable)
-        if not kept:
-            return np.empty(0)
-        with torch.inference_mode():
-            scores = mean_distance(self.class_means_[None], embeddings.float().cpu()[None])[0]
-        return scores.double().numpy()
+        self._outlier_means()  # a model without outlier scores fails before embedding
+        embeddings, _ = self._embeddings(images, on_unreadable)
+        return self._scores_of(embeddings)
 
     def unknown_mask(self, scores: np.ndarray) -> np.ndarray:
         """``[N]`` bool: which :meth:`outlier_score` values :meth:`predict` calls unknown (all
@@ -611,11 +629,11 @@ class FewShotClassifier:
     def predict(self, images: Any) -> list[Hashable]:
         """The most probable label of each image (``N`` labels of the fitted type), or
         ``unknown_label`` where :meth:`unknown_mask` flags its :meth:`outlier_score`."""
-        probabilities = self.predict_proba(images)
-        labels = [self.classes_[int(k)] for k in probabilities.argmax(axis=1)]
+        embeddings, _ = self._embeddings(images, None)  # embedded once, for both
+        labels = [self.classes_[int(k)] for k in self._logits_of(embeddings).argmax(1)]
         if self.unknown == "off" or self.class_means_ is None:
             return labels
-        flagged = self.unknown_mask(self.outlier_score(images))
+        flagged = self.unknown_mask(self._scores_of(embeddings))
         return [
             self.unknown_label if f else label for f, label in zip(flagged, labels, strict=True)
         ]

@@ -34,6 +34,7 @@ from anyshot.cli.options import (
 from anyshot.cli.unknown import (
     UNKNOWN_EPILOG,
     add_unknown_options,
+    threshold_words,
     unknown_settings,
     unknown_summary,
 )
@@ -515,15 +516,7 @@ def _threshold_words(model: Any) -> str:
     """What the model will call unknown, in words."""
     if model.unknown == "off":
         return "unknown images: off (every image gets one of the classes)"
-    how = (
-        "leaving each labelled image out"
-        if model.unknown_reference_.conformal
-        else ("one image per class: from the distances between classes, an approximate rate")
-    )
-    return (
-        f"unknown images: outlier score above {model.unknown_threshold_:.3f} "
-        f"(target false-alarm rate {100 * model.false_alarm_rate:g}%, set by {how})"
-    )
+    return f"unknown images: {threshold_words(model)}"
 
 
 def _load(args: argparse.Namespace) -> Any:

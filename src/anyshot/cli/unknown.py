@@ -19,6 +19,7 @@ from anyshot.cli.options import rate
 __all__ = [
     "UNKNOWN_EPILOG",
     "add_unknown_options",
+    "threshold_words",
     "unknown_settings",
     "unknown_summary",
 ]
@@ -73,6 +74,17 @@ def unknown_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in given.items() if value is not None}
 
 
+def threshold_words(model: Any) -> str:
+    """The fitted threshold and how it was set, in words (``model`` has a threshold)."""
+    how = (
+        f"a {100 * model.false_alarm_rate:g}% false-alarm rate, measured by leaving each "
+        "labelled image out"
+        if model.unknown_reference_.conformal
+        else "one image per class: the distances between classes, an approximate rate"
+    )
+    return f"outlier score above {model.unknown_threshold_:.3f}: {how}"
+
+
 def unknown_summary(model: Any, flagged: np.ndarray) -> tuple[dict[str, Any], list[str]]:
     """The JSON summary entry and the summary lines for ``flagged`` ``[N]`` (bool) images."""
     threshold = model.unknown_threshold_
@@ -92,14 +104,5 @@ def unknown_summary(model: Any, flagged: np.ndarray) -> tuple[dict[str, Any], li
         return entry, []
     if threshold is None:
         return entry, ["no unknown detection: the model file predates it (fit it again)"]
-    how = (
-        f"a {100 * model.false_alarm_rate:g}% false-alarm rate, measured by leaving each "
-        "labelled image out"
-        if reference.conformal
-        else "one image per class: the distances between classes, an approximate rate"
-    )
-    line = (
-        f"{entry['flagged']} of {len(flagged)} images labelled {model.unknown_label!r} "
-        f"(outlier score above {threshold:.3f}: {how})"
-    )
-    return entry, [line]
+    count = f"{entry['flagged']} of {len(flagged)} images labelled {model.unknown_label!r}"
+    return entry, [f"{count} ({threshold_words(model)})"]
