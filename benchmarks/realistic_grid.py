@@ -33,10 +33,11 @@ Methods (``--methods``, names resolved when the script runs): ``support-init``
 (:data:`anyshot.methods.presets.SUPPORT_INIT`, always run: the baseline), ``recommended``
 (:data:`~anyshot.methods.presets.RECOMMENDED`), any other head-scope key of
 :data:`anyshot.methods.presets.PRESETS` (a preset added there appears without editing this
-script), and the peers of ``benchmarks/peers.py`` when that module exists: it exports
-``PEERS: dict[str, Callable[[Tensor, Tensor, Tensor, int], Tensor]]``, name -> function
-``(support [E, S, D], support targets [E, S], query [E, Q, D], ways) -> query logits
-[E, Q, K]`` on the raw cached feature rows (no module: no peers; an error inside it is
+script; ``preset:field=value`` changes settings of it, e.g.
+``recommended:outlier_rate=0.2``), and the peers of ``benchmarks/peers.py`` when that module
+exists: it exports ``PEERS: dict[str, Callable[[Tensor, Tensor, Tensor, int], Tensor]]``,
+name -> function ``(support [E, S, D], support targets [E, S], query [E, Q, D], ways) ->
+query logits [E, Q, K]`` on the raw cached feature rows (no module: no peers; an error inside it is
 raised, not hidden). Default: support-init, recommended, ``unguarded`` when PRESETS has it, and
 every peer. All methods see the same episodes in the same batches: episodes of one shape
 (ways, support size, query count), at most ``--chunk`` at a time; ms/episode = a batch's wall
@@ -80,6 +81,7 @@ Omniglot test 33,840 about 10).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import fnmatch
 import hashlib
@@ -360,16 +362,28 @@ def default_methods() -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def with_overrides(method: Method, name: str) -> Method:
+    """``method`` with the settings of ``name``'s ``:field=value`` parts (values as Python
+    literals), e.g. ``recommended:outlier_rate=0.2`` (a variant to study without a preset)."""
+    parts = name.split(":")[1:]
+    try:
+        settings = {k: ast.literal_eval(v) for k, v in (p.split("=", 1) for p in parts)}
+        return dataclasses.replace(method, **settings)
+    except (ValueError, SyntaxError, TypeError) as error:
+        raise SystemExit(f"--methods: cannot apply {parts}: {error}") from None
+
+
 def resolve_methods(names: Sequence[str]) -> tuple[dict[str, EpisodeFn], dict[str, Any]]:
     """Name -> episode function (support-init first, always) and name -> description."""
     ordered = list(dict.fromkeys([BASELINE, *names]))
     functions: dict[str, EpisodeFn] = {}
     described: dict[str, Any] = {}
     for name in ordered:
-        if name in PRESETS and name in PEERS:
+        if name.split(":")[0] in PRESETS and name in PEERS:
             raise SystemExit(f"--methods: {name!r} is both a preset and a peer of peers.py")
-        if name in PRESETS:
-            method = PRESETS[name]
+        preset = name.split(":")[0]
+        if preset in PRESETS:
+            method = with_overrides(PRESETS[preset], name)
             if not supports_cached(method):
                 raise SystemExit(
                     f"--methods: preset {name!r} trains the backbone (scope "
