@@ -53,6 +53,20 @@ def noisy_image(
     return path
 
 
+def support_and_query(
+    root: Path, colours: dict[str, tuple[int, int, int]], per_class: int = 2
+) -> tuple[Path, Path]:
+    """``root/support/<name>/<i>.png`` and ``root/query/<name>-<i>.png``, ``per_class`` noisy
+    20 px images of each colour in each (seeded, the query images unlike the support's)."""
+    seed = 0
+    for name, colour in colours.items():
+        for i in range(per_class):
+            seed += 1
+            noisy_image(root / "support" / name / f"{i}.png", colour, seed)
+            noisy_image(root / "query" / f"{name}-{i}.png", colour, seed + 100)
+    return root / "support", root / "query"
+
+
 def write_colour_folder(
     root: Path, *, classes: int = 5, per_class: int = 8, noise: float = 25.0
 ) -> Path:

@@ -22,7 +22,7 @@ from anyshot.errors import ConfigurationError
 from anyshot.feature_cache import FeatureCache, default_cache_dir
 from anyshot.methods import FineTuning, SupportBasedInit
 from anyshot.threads import free_cores, torch_threads
-from conftest import noisy_image
+from conftest import noisy_image, support_and_query
 
 SIZE = 16
 CONV4 = ["--backbone", "conv4", "--image-size", str(SIZE), "--quiet", "--method", "support-init"]
@@ -32,13 +32,7 @@ COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 30)}
 @pytest.fixture
 def folders(tmp_path: Path) -> tuple[Path, Path]:
     """``support/<colour>/`` 2 images each, ``query/`` 2 per colour (12 images in all)."""
-    seed = 0
-    for name, colour in COLOURS.items():
-        for i in range(2):
-            seed += 1
-            noisy_image(tmp_path / "support" / name / f"{i}.png", colour, seed)
-            noisy_image(tmp_path / "query" / f"{name}-{i}.png", colour, seed + 100)
-    return tmp_path / "support", tmp_path / "query"
+    return support_and_query(tmp_path, COLOURS)
 
 
 @pytest.fixture

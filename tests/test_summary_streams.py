@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from anyshot.cli import main
-from conftest import noisy_image
+from conftest import support_and_query
 
 SMALL = ["--backbone", "conv4", "--image-size", "16", "--method", "support-init"]
 COLOURS = {"red": (220, 40, 30), "blue": (30, 60, 220)}
@@ -19,14 +19,9 @@ COLOURS = {"red": (220, 40, 30), "blue": (30, 60, 220)}
 @pytest.fixture
 def photos(tmp_path: Path) -> tuple[Path, Path]:
     """``support/<colour>/`` (2 images each plus a skipped text file) and ``query/`` (4)."""
-    seed = 0
-    for name, colour in COLOURS.items():
-        for i in range(2):
-            seed += 1
-            noisy_image(tmp_path / "support" / name / f"{i}.png", colour, seed)
-            noisy_image(tmp_path / "query" / f"{name}-{i}.png", colour, seed + 100)
-    (tmp_path / "support" / "red" / "notes.txt").write_text("not an image")
-    return tmp_path / "support", tmp_path / "query"
+    support, query = support_and_query(tmp_path, COLOURS)
+    (support / "red" / "notes.txt").write_text("not an image")
+    return support, query
 
 
 def _csv_rows(text: str) -> list[dict[str, str]]:
