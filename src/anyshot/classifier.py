@@ -47,7 +47,7 @@ from torch import nn
 from anyshot.backbones.base import Backbone
 from anyshot.backbones.preprocessing import resolve_preprocessing
 from anyshot.backbones.registry import load_backbone
-from anyshot.data.images import Preprocessing
+from anyshot.deferred_network import DeferredNetwork, network_identity
 from anyshot.embedding import (
     ImageList,
     OnUnreadable,
@@ -91,7 +91,8 @@ class _Fit(NamedTuple):
 
     Attributes:
         classifier: the trained cosine classifier.
-        network: the embedding network (fine-tuned for scopes last / all).
+        network: the embedding network (fine-tuned for scopes last / all; loaded only if an
+            image had to be embedded, for the head).
         logits: ``[n_i, K]`` logits of each extra image set's readable images.
         kept_sets: positions of each extra set's readable images.
         kept: positions of the readable labelled images.
@@ -101,7 +102,7 @@ class _Fit(NamedTuple):
     """
 
     classifier: CosineClassifier
-    network: nn.Module
+    network: DeferredNetwork
     logits: list[torch.Tensor]
     kept_sets: list[list[int]]
     kept: list[int]
@@ -172,15 +173,17 @@ class FewShotClassifier:
     Attributes (after :meth:`fit`):
         classes_: the class labels, in column order of :meth:`predict_proba`.
         classifier_: the trained cosine classifier (weights ``[K, D]``, bias ``[K]``).
-        network_: the embedding network (eval mode; fine-tuned for scopes last/all).
+        network_: the embedding network (eval mode; fine-tuned for scopes last/all). A fit
+            whose images were all in the feature cache never loads it; it is loaded on first
+            use (saving, embedding a new image).
         preprocessing_: how images are prepared for ``network_``.
         method_: the method used.
         fit_info_: ``{"class_counts": {...}, "unlabeled_images": n, "skipped": n,
-            "fallback": None | "gate" | "guard", "seconds": s}``; ``fallback``: which safeguard
-            of the transductive method left the unlabelled images out (the gate: too few for
-            the classes they appear to hold; the head is fine-tuned on the labelled images
-            alone) or answered with support-init's class means (the guard: a trained classifier
-            that disagreed with the class means).
+            "fallback": None | "gate" | "guard", "backbone": arch, "seconds": s}``;
+            ``fallback``: which safeguard of the transductive method left the unlabelled images
+            out (the gate: too few for the classes they appear to hold; the head is fine-tuned
+            on the labelled images alone) or answered with support-init's class means (the
+            guard: a trained classifier that disagreed with the class means).
         class_means_: ``[K, D]`` unit class means of the labelled images' embeddings.
         unknown_reference_: the labelled images' left-out distances behind the threshold.
         unknown_threshold_: the outlier score above which an image is unknown (a property of
@@ -278,8 +281,10 @@ class FewShotClassifier:
             method = dataclasses.replace(method, device=self.device)
         return method
 
-    def _initial_network(self) -> tuple[Backbone, Preprocessing]:
-        """The network to fit (a copy or a fresh load, eval mode, on the device) and its input.
+    def _initial_network(self) -> DeferredNetwork:
+        """The network to fit (a copy or a fresh load, eval mode, on the device), loaded only
+        when it must embed something (a name or checkpoint file whose digest the feature cache
+        remembers; see :mod:`anyshot.deferred_network`).
 
         ``image_size`` (``None``: the backbone's own) goes through
         :func:`~anyshot.backbones.preprocessing.resolve_preprocessing` in every case: for a
@@ -288,21 +293,27 @@ class FewShotClassifier:
         if self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
         device = torch.device(self.device or "cpu")
+        cache = self._feature_cache()
         if isinstance(self.backbone, Backbone):
             network = copy.deepcopy(self.backbone)
             network.preprocessing = resolve_preprocessing(  # the copy's: augmentation reads it
                 network.preprocessing, image_size=self.image_size
             )
-        elif isinstance(self.backbone, nn.Module):
+            return DeferredNetwork.given(network.to(device).eval(), cache)
+        if isinstance(self.backbone, nn.Module):
             raise ConfigurationError(
                 f"backbone must be an anyshot Backbone (it is saved with the model), got "
                 f"{type(self.backbone).__name__}"
             )
-        else:
+        spec, image_size, seed = self.backbone, self.image_size, self.seed
+
+        def load() -> Backbone:
             with torch.random.fork_rng():  # a random initialisation depends on the seed only
-                torch.manual_seed(self.seed)
-                network = load_backbone(self.backbone, image_size=self.image_size)
-        return network.to(device).eval(), network.preprocessing
+                torch.manual_seed(seed)
+                network = load_backbone(spec, image_size=image_size)
+            return network.to(device).eval()
+
+        return DeferredNetwork(load, cache, network_identity(spec, image_size, seed))
 
     # --- fitting ------------------------------------------------------------------------
     def fit(
@@ -374,7 +385,8 @@ class FewShotClassifier:
         if len(images) != len(label_list):
             raise DatasetError(f"{len(images)} images but {len(label_list)} labels")
         method = self._resolved_method()
-        network, preprocessing = self._initial_network()
+        network = self._initial_network()
+        preprocessing = network.preprocessing
         support = as_images(images, preprocessing)
         sets = [(role, as_images(items, preprocessing)) for role, items in extra]
         skipped: list[Unreadable] = []
@@ -392,7 +404,7 @@ class FewShotClassifier:
             fit = self._fit_network(method, network, support, label_list, classes, sets, report)
         self.classes_ = classes
         self.classifier_ = fit.classifier.cpu().eval()
-        self.network_ = fit.network.to(torch.device(self.device or "cpu")).eval()
+        self._network = fit.network
         self.preprocessing_ = preprocessing
         self.method_ = method
         rows, targets, ways = fit.support_rows.cpu(), fit.targets.cpu(), len(classes)
@@ -404,26 +416,28 @@ class FewShotClassifier:
             **{f"{r}_images": len(k) for (r, _), k in zip(sets, fit.kept_sets, strict=True)},
             "skipped": len(skipped),
             "fallback": fit.fallback,
+            "backbone": fit.network.arch,
             "seconds": time.perf_counter() - start,
         }
         return fit.logits, fit.kept_sets
 
     def _embed(
         self,
-        network: nn.Module,
+        network: DeferredNetwork,
         images: torch.Tensor | ImageList,
         on_unreadable: OnUnreadable | None,
         desc: str,
     ) -> tuple[torch.Tensor, list[int]]:
         """Embeddings ``[n, D]`` of the readable images and their positions, through the
-        feature cache (read where cached, computed and stored otherwise)."""
+        feature cache (read where cached, computed and stored otherwise; the network is
+        loaded only for the latter)."""
         if isinstance(images, torch.Tensor):
             channels, height, width = images.shape[1:]
             shape = (int(channels), int(height), int(width))
         else:
             shape = images.image_shape
-        return self._feature_cache().embed(
-            network,
+        return network.embed(
+            self._feature_cache(),
             images,
             batch_size=memory_batch_size(self.batch_size, shape),
             on_unreadable=on_unreadable,
@@ -434,7 +448,7 @@ class FewShotClassifier:
     def _fit_head(
         self,
         method: Method,
-        network: Backbone,
+        network: DeferredNetwork,
         support: torch.Tensor | ImageList,
         labels: list[Hashable],
         classes: tuple[Hashable, ...],
@@ -463,7 +477,7 @@ class FewShotClassifier:
     def _fit_network(
         self,
         method: FineTuning,
-        network: Backbone,
+        network: DeferredNetwork,
         support: torch.Tensor | ImageList,
         labels: list[Hashable],
         classes: tuple[Hashable, ...],
@@ -491,14 +505,14 @@ class FewShotClassifier:
         parts = [select_images(images, k) for (_, images), k in zip(sets, kept_sets, strict=True)]
         query = _concat(parts, support)
         episode = Episode(select_images(support, kept), kept_labels, query, classes=classes)
-        fitted = method.fit(network, episode)
-        assert fitted.network is not None
+        fitted = method.fit(network.network(), episode)
+        assert isinstance(fitted.network, Backbone)
+        trained = DeferredNetwork.given(fitted.network, network.cache)
         logits = list(fitted.query_logits.split([len(k) for k in kept_sets])) if sets else []
-        rows, _ = self._embed(fitted.network, select_images(support, kept), None, "support")
+        rows, _ = self._embed(trained, select_images(support, kept), None, "support")
         targets = torch.tensor([classes.index(label) for label in kept_labels])
         return _Fit(
-            fitted.classifier, fitted.network, logits, kept_sets, kept, fitted.fallback,
-            rows, targets,
+            fitted.classifier, trained, logits, kept_sets, kept, fitted.fallback, rows, targets,
         )  # fmt: skip
 
     # --- prediction ---------------------------------------------------------------------
@@ -526,6 +540,13 @@ class FewShotClassifier:
             )
 
     @property
+    def network_(self) -> Backbone:
+        """The embedding network (eval mode; fine-tuned for scopes last / all). After a fit
+        whose images were all cached it is loaded here, on first use."""
+        self._check_fitted()
+        return self._network.network()
+
+    @property
     def unknown_threshold_(self) -> float | None:
         """The outlier score above which :meth:`predict` answers ``unknown_label`` (for the
         current ``false_alarm_rate``); ``None`` for a model file without outlier scores."""
@@ -539,7 +560,7 @@ class FewShotClassifier:
         """Embeddings ``[N', D]`` of the readable images (in order) and their positions."""
         self._check_fitted()
         data = as_images(images, self.preprocessing_)
-        return self._embed(self.network_, data, on_unreadable, "images")
+        return self._embed(self._network, data, on_unreadable, "images")
 
     def _logits(self, images: Any, on_unreadable: OnUnreadable | None) -> torch.Tensor:
         """Logits ``[N', K]`` (CPU float32) of the readable images, in order."""
@@ -698,7 +719,9 @@ class FewShotClassifier:
         target = torch.device(device or "cpu")
         model.classes_ = saved.classes
         model.classifier_ = saved.classifier.eval()
-        model.network_ = saved.network.to(target).eval()
+        model._network = DeferredNetwork.given(
+            saved.network.to(target).eval(), model._feature_cache()
+        )
         model.preprocessing_ = saved.preprocessing
         model.method_ = method
         model.fit_info_ = saved.info

