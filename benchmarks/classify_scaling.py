@@ -123,8 +123,9 @@ def measure_accuracy(
     return records
 
 
-def time_v(command: list[str]) -> dict[str, float]:
-    """Wall seconds and peak RSS (MiB) of ``command`` under ``/usr/bin/time -v``."""
+def time_v(command: list[str], *, with_stderr: bool = False) -> Any:
+    """Wall seconds and peak RSS (MiB) of ``command`` under ``/usr/bin/time -v``; with
+    ``with_stderr``, ``(those, the command's stderr)``."""
     _, stderr = run(["/usr/bin/time", "-v", *command])
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", stderr)
@@ -132,7 +133,8 @@ def time_v(command: list[str]) -> dict[str, float]:
         raise RuntimeError(f"unexpected /usr/bin/time output:\n{stderr}")
     parts = [float(p) for p in wall.group(1).split(":")]
     elapsed = sum(p * 60**i for i, p in enumerate(reversed(parts)))
-    return {"max_rss_mib": int(rss.group(1)) / 1024, "wall_seconds": elapsed}
+    measured = {"max_rss_mib": int(rss.group(1)) / 1024, "wall_seconds": elapsed}
+    return (measured, stderr) if with_stderr else measured
 
 
 def measure_scaling(

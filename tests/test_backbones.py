@@ -479,3 +479,23 @@ def test_checkpoint_file_is_plain_data(tmp_path: Path) -> None:
         "state_dict",
         "extra",
     }
+
+
+def test_folded_batch_norms_compute_the_same_features(imagenet_lite0: EfficientNetLite0) -> None:
+    from anyshot.embedding import fold_batch_norm, inference_network
+
+    torch.manual_seed(0)
+    images = torch.randn(3, 3, 64, 64)
+    before = {k: v.clone() for k, v in imagenet_lite0.state_dict().items()}
+    folded = inference_network(imagenet_lite0, torch.device("cpu"), fold=True)
+    assert folded is not imagenet_lite0
+    norms = [m for m in folded.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms == []  # every batch-norm of EfficientNet-Lite0 follows a convolution
+    with torch.inference_mode():
+        expected = imagenet_lite0.eval()(images)
+        torch.testing.assert_close(folded(images), expected, rtol=1e-4, atol=1e-4)
+    after = imagenet_lite0.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the caller's is untouched
+    conv4 = build_backbone("conv4", image_size=SIZE)
+    assert fold_batch_norm(conv4) is conv4  # nothing listed: unchanged
+    assert any(isinstance(m, nn.BatchNorm2d) for m in conv4.modules())

@@ -241,6 +241,25 @@ def test_feature_cache_keeps_only_the_rows_asked_for(
     assert len(again._rows) == 1  # the other five rows stay on disk
 
 
+def test_rows_of_a_folded_network_are_kept_apart(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from anyshot.embedding import ImageList
+
+    support, _ = folders
+    paths, _ = paths_and_labels(support)
+    network = backbone()
+    images = ImageList(paths, network.preprocessing)
+    folded = FeatureCache(tmp_path / "c", fold_batch_norm=True)
+    folded.embed(network, images)
+    plain = FeatureCache(tmp_path / "c")
+    plain.embed(network, images)
+    assert (folded.computed, plain.computed) == (6, 6)  # float rounding differs: other keys
+    again = FeatureCache(tmp_path / "c", fold_batch_norm=True)
+    again.embed(network, images)
+    assert again.computed == 0
+
+
 def test_unwritable_cache_folder_warns_once_and_still_classifies(
     folders: tuple[Path, Path], tmp_path: Path, embedded: list[int]
 ) -> None:

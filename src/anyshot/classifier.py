@@ -261,7 +261,12 @@ class FewShotClassifier:
         settings = (directory, dtype, bool(self.channels_last))
         held = getattr(self, "_features", None)
         if held is None or held[0] != settings:
-            cache = FeatureCache(directory, dtype=dtype, channels_last=bool(self.channels_last))
+            cache = FeatureCache(
+                directory,
+                dtype=dtype,
+                channels_last=bool(self.channels_last),
+                fold_batch_norm=True,
+            )
             self._features = (settings, cache)
             return cache
         current: FeatureCache = held[1]

@@ -28,6 +28,7 @@ from typing import Any, overload
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from anyshot.data.images import Preprocessing, open_image
 from anyshot.errors import ConfigurationError, EpisodeError, ImageReadError
@@ -46,6 +47,7 @@ __all__ = [
     "check_images",
     "embed_images",
     "embedding_batches",
+    "fold_batch_norm",
     "inference_network",
     "memory_batch_size",
     "model_input",
@@ -221,6 +223,33 @@ def torch_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def fold_batch_norm(network: nn.Module) -> nn.Module:
+    """Fold the batch-norms of ``network.batch_norm_after_conv()`` into their convolutions, in
+    place, for inference: each convolution takes the batch-norm's running statistics and
+    affine weights into its own weights and bias, and the batch-norm becomes an identity.
+
+    The result computes the same function in eval mode up to float rounding (about 1e-7
+    relative in float32) with one pass over each activation fewer: EfficientNet-Lite0 ran
+    about 1.3x the images/s at 224 px on a CPU, in float32 and in bfloat16. Only for a private
+    copy in eval mode (training would update statistics that are gone); a module without
+    ``batch_norm_after_conv`` is returned unchanged.
+    """
+    pairs: list[tuple[str, str]] = getattr(network, "batch_norm_after_conv", list)()
+    modules = dict(network.named_modules())
+    for conv_name, norm_name in pairs:
+        conv, norm = modules[conv_name], modules[norm_name]
+        if not isinstance(conv, nn.Conv2d) or not isinstance(norm, nn.BatchNorm2d):
+            raise ConfigurationError(f"{conv_name} -> {norm_name} is not a Conv2d -> BatchNorm2d")
+        _replace(network, conv_name, fuse_conv_bn_eval(conv.eval(), norm.eval()))
+        _replace(network, norm_name, nn.Identity())
+    return network
+
+
+def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+
+
 def inference_network(
     network: nn.Module,
     device: torch.device,
@@ -228,18 +257,22 @@ def inference_network(
     dtype: str = "float32",
     channels_last: bool = False,
     private: bool = False,
+    fold: bool = False,
 ) -> nn.Module:
     """The module to run: ``network`` itself, or a copy when anything about it must change.
 
-    A copy is made when the device differs, when ``dtype`` is not ``"float32"`` or when
-    ``private`` (the caller will transform it, e.g. trace it). A converted copy (``dtype`` or
-    ``private``) gets the weights in ``dtype`` and, with ``channels_last``, channels-last
-    weights. The caller's module is never changed.
+    A copy is made when the device differs, when ``dtype`` is not ``"float32"``, when ``fold``
+    or when ``private`` (the caller will transform it, e.g. trace it). A converted copy
+    (``dtype``, ``fold`` or ``private``) gets its batch-norms folded (``fold``,
+    :func:`fold_batch_norm`), the weights in ``dtype`` and, with ``channels_last``,
+    channels-last weights. The caller's module is never changed.
     """
-    convert = private or torch_dtype(dtype) != torch.float32
+    convert = private or fold or torch_dtype(dtype) != torch.float32
     if not convert and module_device(network) == device:
         return network
     model = copy.deepcopy(network).to(device)
+    if fold:
+        model = fold_batch_norm(model.eval())
     if convert:
         model = model.to(torch_dtype(dtype))
         if channels_last:

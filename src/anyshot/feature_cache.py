@@ -20,6 +20,8 @@ episodes reuse them.
   the precision the network computed in (see :class:`FeatureCache`);
 * ``freeze``: only when true: the network ran as a frozen TorchScript trace (see
   :class:`FeatureCache`);
+* ``fold``: only when true: the network ran with its batch-norms folded into the convolutions
+  (``fold_batch_norm``, see :class:`FeatureCache`);
 * ``size`` and ``mtime_ns`` of the file behind the source: ``os.stat`` of the source itself, or,
   when the source is ``"<archive>.zip:<member>..."``, of the zip archive (a rewritten archive
   therefore invalidates all of its members). Both are ``null`` when no file can be stat'ed
@@ -198,7 +200,12 @@ def canonical_source(source: str) -> str:
 
 
 def _item_key(
-    model: str, source: str, channels_last: bool, dtype: str = "float32", freeze: bool = False
+    model: str,
+    source: str,
+    channels_last: bool,
+    dtype: str = "float32",
+    freeze: bool = False,
+    fold: bool = False,
 ) -> str:
     size, mtime_ns = file_identity(source)
     record: dict[str, Any] = {
@@ -212,6 +219,8 @@ def _item_key(
         record["dtype"] = dtype
     if freeze:
         record["freeze"] = True
+    if fold:
+        record["fold"] = True
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -309,6 +318,11 @@ class FeatureCache:
             preprocessing within a call, may be baked in). Costs a few seconds per call that
             computes anything. ``torch.jit`` is deprecated (not removed) in recent torch
             releases in favour of ``torch.compile``. Part of the key.
+        fold_batch_norm: run a copy whose batch-norms are folded into the convolutions before
+            them (:func:`~anyshot.embedding.fold_batch_norm`; backbones that list them in
+            ``batch_norm_after_conv``, e.g. EfficientNet-Lite0): about 1.3x the images/s on a
+            CPU, features equal up to float rounding. Part of the key (only when true, so the
+            keys of earlier versions stay valid).
 
     Memory: only the rows asked for are kept (plus an index of ~250 bytes per row on disk), so
     a large folder costs little; computing streams ``batch_size`` images at a time.
@@ -325,6 +339,7 @@ class FeatureCache:
         channels_last: bool = True,
         dtype: str = "float32",
         freeze: bool = False,
+        fold_batch_norm: bool = False,
     ) -> None:
         if shard_size < 1:
             raise ConfigurationError(f"shard_size must be at least 1, got {shard_size}")
@@ -332,6 +347,7 @@ class FeatureCache:
             raise ConfigurationError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.dtype = dtype
         self.freeze = bool(freeze)
+        self.fold_batch_norm = bool(fold_batch_norm)
         self.directory = None if directory is None else Path(directory)
         self.shard_size = int(shard_size)
         self.channels_last = bool(channels_last)
@@ -520,7 +536,9 @@ class FeatureCache:
     def _key(self, digest: str, source: str | None) -> str | None:
         if source is None:
             return None
-        return _item_key(digest, source, self.channels_last, self.dtype, self.freeze)
+        return _item_key(
+            digest, source, self.channels_last, self.dtype, self.freeze, self.fold_batch_norm
+        )
 
     def _read_disk(self, folder: Path | None, wanted: set[str]) -> None:
         """Load the rows of ``wanted`` keys stored in ``folder`` into memory.
@@ -574,7 +592,7 @@ class FeatureCache:
 
         network = inference_network(
             backbone, module_device(backbone), dtype=self.dtype,
-            channels_last=self.channels_last, private=self.freeze,
+            channels_last=self.channels_last, private=self.freeze, fold=self.fold_batch_norm,
         )  # fmt: skip
         rows: dict[int, torch.Tensor] = {}
         pending: list[tuple[str, torch.Tensor]] = []

@@ -79,6 +79,12 @@ class Backbone(nn.Module):
         """Constructor keyword arguments that rebuild this architecture (stored in checkpoints)."""
         raise NotImplementedError
 
+    def batch_norm_after_conv(self) -> list[tuple[str, str]]:
+        """``(convolution, batch-norm)`` module names where the batch-norm is applied to that
+        convolution's output and to nothing else, so that for inference it can be folded into
+        the convolution (:func:`anyshot.embedding.fold_batch_norm`). Default: none."""
+        return []
+
     # --- shared -------------------------------------------------------------------------
     @property
     def embedding_dim(self) -> int:

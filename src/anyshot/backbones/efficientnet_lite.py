@@ -192,6 +192,18 @@ class EfficientNetLite0(Backbone):
         x = self._swish(self._bn1(self._conv_head(x)))
         return torch.flatten(self._avg_pooling(x), 1)
 
+    def batch_norm_after_conv(self) -> list[tuple[str, str]]:
+        """The stem, each MBConv block's expansion (when it has one), depthwise and projection
+        convolutions, and the head convolution, each with the batch-norm that follows it (the
+        order ``MBConvBlock.forward`` applies them in)."""
+        pairs = [("_conv_stem", "_bn0")]
+        for i, block in enumerate(self._blocks):
+            if hasattr(block, "_expand_conv"):  # blocks with an expansion ratio of 1 have none
+                pairs.append((f"_blocks.{i}._expand_conv", f"_blocks.{i}._bn0"))
+            pairs.append((f"_blocks.{i}._depthwise_conv", f"_blocks.{i}._bn1"))
+            pairs.append((f"_blocks.{i}._project_conv", f"_blocks.{i}._bn2"))
+        return [*pairs, ("_conv_head", "_bn1")]
+
     def last_stage_modules(self) -> list[nn.Module]:
         """The last MBConv block and the head convolution with its batch-norm."""
         return [self._blocks[-1], self._conv_head, self._bn1, self._swish, self._avg_pooling]
