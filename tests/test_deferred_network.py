@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from anyshot import classifier as classifier_module
+from anyshot import deferred_network
 from anyshot.backbones import build_backbone, save_backbone
 from anyshot.classifier import FewShotClassifier
 from anyshot.cli import main
@@ -29,13 +29,13 @@ COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 30)}
 def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every network the estimator builds from a name or a file, by spec."""
     built: list[str] = []
-    original = classifier_module.load_backbone
+    original = deferred_network.load_backbone
 
     def counting(spec: Any, **kwargs: Any) -> Any:
         built.append(os.fspath(spec))
         return original(spec, **kwargs)
 
-    monkeypatch.setattr(classifier_module, "load_backbone", counting)
+    monkeypatch.setattr(deferred_network, "load_backbone", counting)
     return built
 
 
@@ -161,3 +161,16 @@ def test_remembered_models_survive_the_process_and_not_another_identity(tmp_path
     assert FeatureCache(tmp_path / "cache").remembered_model("identity-1") == model
     assert FeatureCache(tmp_path / "cache").remembered_model("identity-2") is None
     assert FeatureCache(None).remembered_model("identity-1") is None
+
+
+def test_a_model_fitted_from_the_cache_pickles_and_predicts_the_same(
+    tmp_path: Path, loads: list[str]
+) -> None:
+    import pickle
+
+    support, query = support_and_query(tmp_path, COLOURS)
+    fitted(support, query, tmp_path / "cache")
+    model, _ = fitted(support, query, tmp_path / "cache")  # network not loaded
+    new = [str(noisy_image(tmp_path / "new.png", COLOURS["green"], 7))]
+    copy = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(copy.predict_proba(new), model.predict_proba(new))

@@ -46,8 +46,7 @@ from torch import nn
 
 from anyshot.backbones.base import Backbone
 from anyshot.backbones.preprocessing import resolve_preprocessing
-from anyshot.backbones.registry import load_backbone
-from anyshot.deferred_network import DeferredNetwork, network_identity
+from anyshot.deferred_network import DeferredNetwork, NamedBackbone
 from anyshot.embedding import (
     ImageList,
     OnUnreadable,
@@ -304,21 +303,14 @@ class FewShotClassifier:
             network.preprocessing = resolve_preprocessing(  # the copy's: augmentation reads it
                 network.preprocessing, image_size=self.image_size
             )
-            return DeferredNetwork.given(network.to(device).eval(), cache)
+            return DeferredNetwork(network.to(device).eval(), cache)
         if isinstance(self.backbone, nn.Module):
             raise ConfigurationError(
                 f"backbone must be an anyshot Backbone (it is saved with the model), got "
                 f"{type(self.backbone).__name__}"
             )
-        spec, image_size, seed = self.backbone, self.image_size, self.seed
-
-        def load() -> Backbone:
-            with torch.random.fork_rng():  # a random initialisation depends on the seed only
-                torch.manual_seed(seed)
-                network = load_backbone(spec, image_size=image_size)
-            return network.to(device).eval()
-
-        return DeferredNetwork(load, cache, network_identity(spec, image_size, seed))
+        source = NamedBackbone(os.fspath(self.backbone), self.image_size, self.seed, str(device))
+        return DeferredNetwork(source, cache)
 
     # --- fitting ------------------------------------------------------------------------
     def fit(
@@ -512,7 +504,7 @@ class FewShotClassifier:
         episode = Episode(select_images(support, kept), kept_labels, query, classes=classes)
         fitted = method.fit(network.network(), episode)
         assert isinstance(fitted.network, Backbone)
-        trained = DeferredNetwork.given(fitted.network, network.cache)
+        trained = DeferredNetwork(fitted.network, network.cache)
         logits = list(fitted.query_logits.split([len(k) for k in kept_sets])) if sets else []
         rows, _ = self._embed(trained, select_images(support, kept), None, "support")
         targets = torch.tensor([classes.index(label) for label in kept_labels])
@@ -724,9 +716,7 @@ class FewShotClassifier:
         target = torch.device(device or "cpu")
         model.classes_ = saved.classes
         model.classifier_ = saved.classifier.eval()
-        model._network = DeferredNetwork.given(
-            saved.network.to(target).eval(), model._feature_cache()
-        )
+        model._network = DeferredNetwork(saved.network.to(target).eval(), model._feature_cache())
         model.preprocessing_ = saved.preprocessing
         model.method_ = method
         model.fit_info_ = saved.info

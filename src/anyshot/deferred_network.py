@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import torch
 
 from anyshot.backbones.architectures import BACKBONES
 from anyshot.backbones.base import Backbone
+from anyshot.backbones.registry import load_backbone
 from anyshot.data.images import Preprocessing
 from anyshot.embedding import Images, OnUnreadable
 from anyshot.feature_cache import (
@@ -32,7 +33,7 @@ from anyshot.feature_cache import (
     model_digest,
 )
 
-__all__ = ["DeferredNetwork", "network_identity"]
+__all__ = ["DeferredNetwork", "NamedBackbone", "network_identity"]
 
 #: Installed distributions whose versions are part of a registry name's identity (the code
 #: that builds the network and the files its weights come from).
@@ -69,31 +70,49 @@ def network_identity(
     return json.dumps(record, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class NamedBackbone:
+    """A backbone to build from a registry name or a checkpoint file (picklable).
+
+    Attributes:
+        spec: the name or path (see :func:`~anyshot.backbones.registry.load_backbone`).
+        image_size: input side, ``None`` for the backbone's own.
+        seed: seeds a random initialisation (a name without weights).
+        device: where the network goes (``"cpu"``, ``"cuda"``, ...).
+    """
+
+    spec: str
+    image_size: int | None
+    seed: int
+    device: str = "cpu"
+
+    def __call__(self) -> Backbone:
+        """The network, in eval mode on :attr:`device`."""
+        with torch.random.fork_rng():  # a random initialisation depends on the seed only
+            torch.manual_seed(self.seed)
+            network = load_backbone(self.spec, image_size=self.image_size)
+        return network.to(torch.device(self.device)).eval()
+
+    def identity(self) -> str | None:
+        """:func:`network_identity` of this backbone."""
+        return network_identity(self.spec, self.image_size, self.seed)
+
+
 class DeferredNetwork:
     """A network loaded on first need, whose cached features can be read without it.
 
     Args:
-        load: builds the network (eval mode, on its device); called at most once.
-        cache: where the network's digest is remembered under ``identity``.
-        identity: :func:`network_identity` when ``load`` always builds the same network, else
-            ``None`` (then the network is loaded on first use of anything).
+        source: a loaded network (used as given: a copy the caller owns, or a fine-tuned
+            one), or a :class:`NamedBackbone`, built on first need.
+        cache: where the network's digest is remembered under the source's identity.
     """
 
-    def __init__(
-        self, load: Callable[[], Backbone], cache: FeatureCache, identity: str | None
-    ) -> None:
-        self._load = load
+    def __init__(self, source: Backbone | NamedBackbone, cache: FeatureCache) -> None:
         self.cache = cache
-        self.identity = identity
-        self._network: Backbone | None = None
-        self._model = None if identity is None else cache.remembered_model(identity)
-
-    @classmethod
-    def given(cls, network: Backbone, cache: FeatureCache) -> DeferredNetwork:
-        """An already loaded ``network`` (a copy the caller owns, or a fine-tuned one)."""
-        deferred = cls(lambda: network, cache, None)
-        deferred.network()
-        return deferred
+        self._source = source
+        self.identity = source.identity() if isinstance(source, NamedBackbone) else None
+        self._network: Backbone | None = None if isinstance(source, NamedBackbone) else source
+        self._model = None if self.identity is None else cache.remembered_model(self.identity)
 
     @property
     def loaded(self) -> bool:
@@ -103,13 +122,14 @@ class DeferredNetwork:
     def network(self) -> Backbone:
         """The network, built on the first call; its digest is then remembered."""
         if self._network is None:
-            self._network = self._load()
-            if self._model is None:
-                network = self._network
-                digest = model_digest(network, network.preprocessing)
-                self._model = RememberedModel(digest, network.preprocessing, network.arch)
-                if self.identity is not None:
-                    self.cache.remember_model(self.identity, self._model)
+            assert isinstance(self._source, NamedBackbone)
+            self._network = self._source()
+        if self._model is None:
+            network = self._network
+            digest = model_digest(network, network.preprocessing)
+            self._model = RememberedModel(digest, network.preprocessing, network.arch)
+            if self.identity is not None:
+                self.cache.remember_model(self.identity, self._model)
         return self._network
 
     def _remembered(self) -> RememberedModel:
