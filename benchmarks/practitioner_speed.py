@@ -25,7 +25,9 @@ estimator embeds everything, and the images it computed rather than read).
 Each variant runs ``--repeats`` times (``new`` / ``new-warm`` as pairs, each pair with a fresh
 cache folder); the table shows the best and all times. All of it runs under each of
 ``--conditions``: ``idle`` (the machine as it is; each run records the 1-minute load average
-at its start) and ``busy`` (``--busy`` extra processes spinning on the CPU, started
+at its start; before each run the script waits, up to 3 minutes, for the load average to fall
+below ``--cool-down``, or the previous run's own load would count as other work and lower the
+default threads) and ``busy`` (``--busy`` extra processes spinning on the CPU, started
 ``--settle`` seconds before the first run so that the load average, which sets the default
 threads, has seen them: a shared machine with other work). The ``idle`` condition is whatever
 else runs on the machine: read each run's ``load_average_at_start``.
@@ -108,7 +110,7 @@ def _use_old_embedding() -> None:
     from anyshot.embedding import embed_images
 
     def old_embed(self: Any, network: Any, images: Any, on_unreadable: Any, desc: str) -> Any:
-        return embed_images(network, images, batch_size=self.batch_size,
+        return embed_images(network.network(), images, batch_size=self.batch_size,
                             on_unreadable=on_unreadable, show_progress=self.show_progress,
                             desc=desc)  # fmt: skip
 
@@ -182,13 +184,24 @@ def run_child(mode: str, folder: Path, cache: Path) -> dict[str, Any]:
     return record
 
 
-def measure(args: argparse.Namespace, folder: Path, images: int) -> dict[str, Any]:
+def cool_down(limit: float, longest: float = 180.0) -> float:
+    """Wait until the 1-minute load average is below ``limit`` (at most ``longest`` seconds):
+    the previous run's own load would otherwise count as other work. Returns the wait."""
+    start = time.perf_counter()
+    while os.getloadavg()[0] >= limit and time.perf_counter() - start < longest:
+        time.sleep(5)
+    return time.perf_counter() - start
+
+
+def measure(args: argparse.Namespace, folder: Path, images: int, idle: bool) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="anyshot-speed-cache-") as cache_root:
             cache = Path(cache_root) / "features"
             for mode in VARIANTS:
+                waited = cool_down(args.cool_down) if idle and args.cool_down else 0.0
                 record = run_child(mode, folder, cache)
+                record["cool_down_seconds"] = waited
                 record["images_per_second"] = images / record["seconds"]
                 computed = record["embedded_images"]
                 record["embedding_images_per_second"] = (
@@ -230,12 +243,12 @@ def measure_condition(
 ) -> dict[str, Any]:
     """:func:`measure` on an idle machine, or with ``--busy`` spinning processes."""
     if condition == "idle":
-        return measure(args, folder, images)
+        return measure(args, folder, images, idle=True)
     spinners = [subprocess.Popen([sys.executable, __file__, "--mode", "spin"])
                 for _ in range(args.busy)]  # fmt: skip
     try:
         time.sleep(args.settle)
-        return {"busy_processes": args.busy, **measure(args, folder, images)}
+        return {"busy_processes": args.busy, **measure(args, folder, images, idle=False)}
     finally:
         for process in spinners:
             process.kill()
@@ -253,6 +266,9 @@ def main() -> None:
                         default=["idle", "busy"])  # fmt: skip
     parser.add_argument("--busy", type=int, default=2, help="spinning processes (busy)")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds before timing (busy)")
+    parser.add_argument("--cool-down", type=float, default=0.3,
+                        help="idle: before each run, wait (up to 3 min) for the 1-minute load "
+                             "average to fall below this (0: do not wait)")  # fmt: skip
     parser.add_argument("--mode", choices=[*VARIANTS, "spin"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)

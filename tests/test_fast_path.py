@@ -286,3 +286,22 @@ def test_free_cores_leave_the_busy_ones() -> None:
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2
+
+
+def test_each_embedding_batch_returns_its_freed_memory(
+    folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import platform
+
+    from anyshot import embedding, heap
+    from anyshot.embedding import ImageList
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert heap.release_free_memory()  # glibc's malloc_trim is there to call
+    calls: list[None] = []
+    monkeypatch.setattr(embedding, "release_free_memory", lambda: calls.append(None) or True)
+    support, _ = folders
+    paths, _ = paths_and_labels(support)
+    network = backbone()
+    FeatureCache(None).embed(network, ImageList(paths, network.preprocessing), batch_size=2)
+    assert len(calls) == 3  # six images, two per batch

@@ -32,6 +32,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from anyshot.data.images import Preprocessing, open_image
 from anyshot.errors import ConfigurationError, EpisodeError, ImageReadError
+from anyshot.heap import release_free_memory
 from anyshot.methods.frozen import evaluation_mode, module_device, resolve_device
 from anyshot.progress import progress_bar
 
@@ -367,6 +368,7 @@ def embedding_batches(
             with torch.inference_mode():
                 rows = model(x).float().cpu().contiguous()
             del x
+            release_free_memory()  # the batch's activations, or the heap grows with the images
             yield decoded, rows
         if bar is not None:
             bar.update(len(chunk))
