@@ -23,9 +23,7 @@ are read back instead of embedded again, from this process's memory and from the
 has other weights, hence other keys: its features never come from the frozen network's rows.
 
 "None of these": :meth:`FewShotClassifier.outlier_score` is an image's cosine distance to the
-nearest class mean of the labelled images (:func:`anyshot.outliers.nearest_mean_distance`),
-every row centred on the mean of the images given to the fit (labelled, query and unlabelled:
-:func:`anyshot.outliers.outlier_centre`; not centred when only labelled images were given);
+nearest class mean of the labelled images (:func:`anyshot.outliers.nearest_mean_distance`);
 with ``unknown="auto"`` :meth:`~FewShotClassifier.predict` answers ``unknown_label`` above the
 threshold that :func:`anyshot.outliers.unknown_threshold` sets from the labelled images
 alone (left-out images, no outlier examples) for the target ``false_alarm_rate``.
@@ -68,13 +66,7 @@ from anyshot.methods.presets import RECOMMENDED, Method
 from anyshot.methods.registry import method_from_dict, method_to_dict
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.model_file import SavedModel, load_model_file, save_model_file
-from anyshot.outliers import (
-    UnknownReference,
-    class_means,
-    mean_distance,
-    outlier_centre,
-    unknown_reference,
-)
+from anyshot.outliers import UnknownReference, class_means, mean_distance, unknown_reference
 from anyshot.threads import torch_threads
 
 __all__ = ["DEFAULT_METHOD_REPR", "PRECISIONS", "UNKNOWN_MODES", "FewShotClassifier"]
@@ -106,8 +98,6 @@ class _Fit(NamedTuple):
         fallback: which safeguard of a transductive method answered instead, if any.
         support_rows: ``[S', D]`` embeddings of the readable labelled images by ``network``.
         targets: ``[S']`` their class indices.
-        other_rows: ``[U, D]`` embeddings of the readable images of the extra sets (queries,
-            unlabelled) by ``network`` (``U = 0`` without any).
     """
 
     classifier: CosineClassifier
@@ -118,7 +108,6 @@ class _Fit(NamedTuple):
     fallback: str | None
     support_rows: torch.Tensor
     targets: torch.Tensor
-    other_rows: torch.Tensor
 
 
 def _plain_label(label: Any) -> Hashable:
@@ -194,12 +183,7 @@ class FewShotClassifier:
             out (the gate: too few for the classes they appear to hold; the head is fine-tuned
             on the labelled images alone) or answered with support-init's class means (the
             guard: a trained classifier that disagreed with the class means).
-        class_means_: ``[K, D]`` unit class means of the labelled images' embeddings (centred
-            on ``outlier_centre_``).
-        outlier_centre_: ``[D]`` the mean of the unit embeddings of the images given to the fit
-            (:func:`anyshot.outliers.outlier_centre`), or ``None`` (only labelled images were
-            given, or a model file written before it): rows are centred on it before the
-            cosines of :meth:`outlier_score`.
+        class_means_: ``[K, D]`` unit class means of the labelled images' embeddings.
         unknown_reference_: the labelled images' left-out distances behind the threshold.
         unknown_threshold_: the outlier score above which an image is unknown (a property of
             ``false_alarm_rate``; ``None`` for a model file written before outlier scores).
@@ -421,15 +405,8 @@ class FewShotClassifier:
         self.preprocessing_ = preprocessing
         self.method_ = method
         rows, targets, ways = fit.support_rows.cpu(), fit.targets.cpu(), len(classes)
-        other = fit.other_rows.cpu()
-        centre = outlier_centre(rows, other) if len(other) else None
-        self.outlier_centre_: torch.Tensor | None = centre
-        batched = None if centre is None else centre[None]
-        means = class_means(rows[None], targets[None], ways, centre=batched)[0]
-        self.class_means_: torch.Tensor | None = means
-        self.unknown_reference_: UnknownReference | None = unknown_reference(
-            rows, targets, ways, centre=centre
-        )
+        self.class_means_: torch.Tensor | None = class_means(rows[None], targets[None], ways)[0]
+        self.unknown_reference_: UnknownReference | None = unknown_reference(rows, targets, ways)
         counts = Counter(label_list[i] for i in fit.kept)
         self.fit_info_ = {
             "class_counts": {str(c): int(counts[c]) for c in classes},
@@ -489,10 +466,9 @@ class FewShotClassifier:
             fitted = method.fit_features(embeddings, targets, query, ways=len(classes))
         logits = list(fitted.query_logits[0].split([len(k) for _, k in extra])) if extra else []
         kept_sets = [k for _, k in extra]
-        other = pool if pool is not None else embeddings[:0]
         return _Fit(
             fitted.classifier(0), network, logits, kept_sets, kept, fallback_of(fitted),
-            embeddings, targets, other,
+            embeddings, targets,
         )  # fmt: skip
 
     def _fit_network(
@@ -532,11 +508,8 @@ class FewShotClassifier:
         logits = list(fitted.query_logits.split([len(k) for k in kept_sets])) if sets else []
         rows, _ = self._embed(trained, select_images(support, kept), None, "support")
         targets = torch.tensor([classes.index(label) for label in kept_labels])
-        others = [self._embed(trained, part, None, "images")[0] for part in parts]
-        other = torch.cat(others) if others else rows[:0]
         return _Fit(
             fitted.classifier, trained, logits, kept_sets, kept, fitted.fallback, rows, targets,
-            other,
         )  # fmt: skip
 
     # --- prediction ---------------------------------------------------------------------
@@ -615,10 +588,8 @@ class FewShotClassifier:
         means = self._outlier_means()
         if len(embeddings) == 0:
             return np.empty(0)
-        centre = getattr(self, "outlier_centre_", None)
-        batched = None if centre is None else centre[None]
         with torch.inference_mode():
-            scores = mean_distance(means[None], embeddings.float().cpu()[None], centre=batched)[0]
+            scores = mean_distance(means[None], embeddings.float().cpu()[None])[0]
         return scores.double().numpy()
 
     def outlier_score(
@@ -627,10 +598,8 @@ class FewShotClassifier:
         """How unlike every class each image is: ``[N]`` float64 in ``[0, 2]``.
 
         The cosine distance from the image's embedding to the nearest class mean of the
-        labelled images (:func:`anyshot.outliers.nearest_mean_distance`), rows centred on
-        :attr:`outlier_centre_` (fixed at fit: an image's score does not depend on the other
-        images of the call); higher = more likely none of the classes. ``on_unreadable`` as
-        for :meth:`predict_proba`.
+        labelled images (:func:`anyshot.outliers.nearest_mean_distance`); higher = more likely
+        none of the classes. ``on_unreadable`` as for :meth:`predict_proba`.
 
         Raises:
             ConfigurationError: not fitted, or a model file written before outlier scores.
@@ -719,7 +688,6 @@ class FewShotClassifier:
                 info=_plain_info(self.fit_info_),
                 class_means=self.class_means_,
                 unknown_reference=self.unknown_reference_,
-                outlier_centre=self.outlier_centre_,
             ),
             path,
         )
@@ -754,7 +722,6 @@ class FewShotClassifier:
         model.fit_info_ = saved.info
         model.class_means_ = saved.class_means
         model.unknown_reference_ = saved.unknown_reference
-        model.outlier_centre_ = saved.outlier_centre
         return model
 
     def __repr__(self) -> str:

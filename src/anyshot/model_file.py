@@ -11,9 +11,7 @@ Format (``format_version`` 1)::
      "method": {"name": "transductive", "settings": {...the method's dataclass fields...}},
      "options": {"batch_size": int, "seed": int, ...}, "info": {...fit summary...},
      "outliers": {"class_means": tensor [K, D], "distances": tensor [M], "weights": tensor [M],
-                  "conformal": bool, "one_shot_quantile": float,
-                  "centre": tensor [D] or None} (absent in files written before outlier
-                  scores; the last two absent in files written before the centre: 0.3, None)}
+                  "conformal": bool} (absent in files written before outlier scores)}
 
 Every value is a tensor or plain data, so the file loads with ``torch.load(...,
 weights_only=True, map_location="cpu")``: loading runs no pickled code, and a model saved on a GPU
@@ -39,7 +37,7 @@ from anyshot.data.images import Preprocessing
 from anyshot.errors import CheckpointError
 from anyshot.io import atomic_write_bytes
 from anyshot.methods.cosine import CosineClassifier
-from anyshot.outliers import ONE_SHOT_QUANTILE, UnknownReference
+from anyshot.outliers import UnknownReference
 
 __all__ = [
     "FORMAT",
@@ -80,9 +78,6 @@ class SavedModel:
             ``None`` (a file written before outlier scores).
         unknown_reference: the labelled images' distances that set the unknown threshold, or
             ``None`` (idem).
-        outlier_centre: ``[D]`` the centre of the rows behind ``class_means``
-            (:func:`anyshot.outliers.outlier_centre`), or ``None`` (rows not centred, or a file
-            written before it).
         anyshot_version: the version that wrote the file (on load).
     """
 
@@ -95,7 +90,6 @@ class SavedModel:
     info: dict[str, Any] = field(default_factory=dict)
     class_means: torch.Tensor | None = None
     unknown_reference: UnknownReference | None = None
-    outlier_centre: torch.Tensor | None = None
     anyshot_version: str = anyshot.__version__
 
 
@@ -154,10 +148,6 @@ def save_model_file(model: SavedModel, path: str | os.PathLike[str]) -> Path:
             "distances": reference.distances.detach().cpu().float().clone(),
             "weights": reference.weights.detach().cpu().float().clone(),
             "conformal": bool(reference.conformal),
-            "one_shot_quantile": float(reference.one_shot_quantile),
-            "centre": None
-            if model.outlier_centre is None
-            else model.outlier_centre.detach().cpu().float().clone(),
         }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -208,21 +198,13 @@ def _outliers(data: Any, weight_shape: torch.Size, name: str) -> dict[str, Any]:
     """``class_means`` and ``unknown_reference`` of a file's ``"outliers"`` entry (``None``s
     when the file has none)."""
     if data is None:
-        return {"class_means": None, "unknown_reference": None, "outlier_centre": None}
+        return {"class_means": None, "unknown_reference": None}
     try:
         means, distances, weights = data["class_means"], data["distances"], data["weights"]
         conformal = data["conformal"]
-        level = data.get("one_shot_quantile", ONE_SHOT_QUANTILE)  # absent: written before
-        centre = data.get("centre")
         valid = (
             all(isinstance(t, torch.Tensor) for t in (means, distances, weights))
             and means.shape == weight_shape
-            and (
-                centre is None
-                or (isinstance(centre, torch.Tensor) and centre.shape == means.shape[1:])
-            )
-            and isinstance(level, float)
-            and 0.0 < level <= 1.0
             and distances.dim() == 1
             and distances.shape == weights.shape
             and len(distances) > 0
@@ -237,8 +219,7 @@ def _outliers(data: Any, weight_shape: torch.Size, name: str) -> dict[str, Any]:
         )
     return {
         "class_means": means.float(),
-        "unknown_reference": UnknownReference(distances.float(), weights.float(), conformal, level),
-        "outlier_centre": None if centre is None else centre.float(),
+        "unknown_reference": UnknownReference(distances.float(), weights.float(), conformal),
     }
 
 

@@ -9,9 +9,7 @@ column of ``classify`` / ``predict``) is :func:`nearest_mean_distance`, with the
 * :func:`msp_score` -- one minus the maximum softmax probability of the query logits (MSP,
   Hendrycks & Gimpel, ICLR 2017), from any method's logits;
 * :func:`nearest_mean_distance` -- the cosine distance from a query to the nearest support
-  class mean (:func:`class_means`), from the embeddings; with a ``centre``
-  (:func:`outlier_centre`: the mean of the episode's unit rows, labelled and unlabelled) every
-  row is centred on it and normalised again before the cosines;
+  class mean (:func:`class_means`), from the embeddings;
 * :func:`unknown_threshold` -- the score above which an image is called "none of these", set
   from the labelled images alone for a target false-alarm rate (no outlier examples);
 * :func:`auroc` and :func:`average_precision` -- the area under the ROC curve and the average
@@ -28,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "CENTRED_ONE_SHOT_QUANTILE",
     "ONE_SHOT_QUANTILE",
     "OUTLIER_SCORES",
     "UnknownReference",
@@ -40,7 +37,6 @@ __all__ = [
     "msp_score",
     "nearest_mean_distance",
     "other_class_distances",
-    "outlier_centre",
     "unknown_reference",
     "unknown_threshold",
 ]
@@ -56,12 +52,6 @@ OUTLIER_SCORES = ("msp",)
 #: false-alarm rate is approximated, not controlled.
 ONE_SHOT_QUANTILE = 0.3
 
-#: :data:`ONE_SHOT_QUANTILE` for rows centred on the episode's images (a ``centre``): their
-#: between-class distances are larger relative to the clean ones. On validation classes
-#: (``studies/open-set-score``, 5 ways, 15 clean + 15 outlier queries) quantile 0.2 gave 3.8%
-#: (mini-ImageNet) and 7.5% (Omniglot) false alarms at a 5% target, 0.25: 2.7 / 5.0%.
-CENTRED_ONE_SHOT_QUANTILE = 0.22
-
 
 def msp_score(logits: torch.Tensor) -> torch.Tensor:
     """``1 - max_k softmax(logits)_k``: ``[..., Q, K]`` logits -> ``[..., Q]`` scores in
@@ -69,57 +59,21 @@ def msp_score(logits: torch.Tensor) -> torch.Tensor:
     return 1.0 - torch.softmax(logits.float(), dim=-1).amax(dim=-1)
 
 
-def _unit(rows: torch.Tensor, relu: bool, centre: torch.Tensor | None = None) -> torch.Tensor:
-    """``[..., N, D]`` rows rectified (``relu``, as support-init does) and L2-normalised, in
-    float32; with a ``centre`` ``[..., D]`` (:func:`outlier_centre`) then centred on it and
-    normalised again."""
+def _unit(rows: torch.Tensor, relu: bool) -> torch.Tensor:
+    """Rows rectified (``relu``, as support-init does) and L2-normalised, in float32."""
     rows = rows.float()
-    unit = F.normalize(rows.clamp_min(0) if relu else rows, dim=-1)
-    if centre is None:
-        return unit
-    return F.normalize(unit - centre.float().unsqueeze(-2), dim=-1)
-
-
-def outlier_centre(
-    support: torch.Tensor, unlabeled: torch.Tensor, *, relu: bool = True
-) -> torch.Tensor:
-    """The centre of an episode's rows: the mean of its unit (rectified) labelled and
-    unlabelled rows together (the transductive centre of OSTIM / TIM).
-
-    Centred on it, the cosine to the nearest class mean separates images of none of the
-    classes better than on the raw rows (``studies/open-set-score``: val AUROC +2 to +6
-    points on mini-ImageNet and Omniglot, 1 and 5 shots). Labelled and unlabelled rows enter
-    alike, so a left-out labelled row stays exchangeable with a new image of its class (the
-    threshold's premise).
-
-    Args:
-        support: ``[..., S, D]`` labelled rows.
-        unlabeled: ``[..., U, D]`` the episode's other rows (queries, unlabelled images);
-            ``U = 0`` allowed.
-
-    Returns:
-        ``[..., D]``.
-    """
-    rows = torch.cat([support.float(), unlabeled.float().to(support.device)], dim=-2)
-    return _unit(rows, relu).mean(dim=-2)
+    return F.normalize(rows.clamp_min(0) if relu else rows, dim=-1)
 
 
 def class_means(
-    support: torch.Tensor,
-    targets: torch.Tensor,
-    ways: int,
-    *,
-    relu: bool = True,
-    centre: torch.Tensor | None = None,
+    support: torch.Tensor, targets: torch.Tensor, ways: int, *, relu: bool = True
 ) -> torch.Tensor:
-    """Unit class means: the mean of each class's unit (rectified, centred) support rows,
-    normalised.
+    """Unit class means: the mean of each class's unit (rectified) support rows, normalised.
 
     Args:
         support: ``[E, S, D]`` support embeddings.
         targets: ``[E, S]`` class indices ``0..ways-1`` (every class present).
         ways: ``K``.
-        centre: ``[E, D]`` (:func:`outlier_centre`) or ``None`` (rows not centred).
 
     Returns:
         ``[E, K, D]`` unit rows.
@@ -132,22 +86,13 @@ def class_means(
     one_hot = F.one_hot(targets.long(), ways).float()  # [E, S, K]
     if (one_hot.sum(1) == 0).any():
         raise ValueError(f"every one of the {ways} classes needs a support row")
-    return F.normalize(one_hot.transpose(1, 2) @ _unit(support, relu, centre), dim=-1)
+    return F.normalize(one_hot.transpose(1, 2) @ _unit(support, relu), dim=-1)
 
 
-def mean_distance(
-    means: torch.Tensor,
-    query: torch.Tensor,
-    *,
-    relu: bool = True,
-    centre: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``1 - max_k cos(query, means_k)``: ``[E, K, D]`` unit means (:func:`class_means`, with
-    the same ``centre``), ``[E, Q, D]`` queries and ``centre`` ``[E, D]`` or ``None`` ->
-    ``[E, Q]`` cosine distances to the nearest mean, in ``[0, 2]``. Each query's distance
-    depends on that query, the means and the centre alone."""
-    unit = _unit(query, relu, centre)
-    return 1.0 - (unit @ means.float().transpose(1, 2)).amax(dim=-1)
+def mean_distance(means: torch.Tensor, query: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+    """``1 - max_k cos(query, means_k)``: ``[E, K, D]`` unit means and ``[E, Q, D]`` queries ->
+    ``[E, Q]`` cosine distances to the nearest mean, in ``[0, 2]``."""
+    return 1.0 - (_unit(query, relu) @ means.float().transpose(1, 2)).amax(dim=-1)
 
 
 def nearest_mean_distance(
@@ -157,7 +102,6 @@ def nearest_mean_distance(
     ways: int,
     *,
     relu: bool = True,
-    centre: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The cosine distance from each query to the nearest support class mean.
 
@@ -166,25 +110,17 @@ def nearest_mean_distance(
         targets: ``[E, S]`` class indices ``0..ways-1`` (every class present).
         query: ``[E, Q, D]`` query embeddings.
         ways: ``K``.
-        centre: ``[E, D]``: support and query rows centred on it (the product's:
-            ``outlier_centre(support, query)``); ``None``: not centred.
 
     Returns:
         ``[E, Q]`` scores in ``[0, 2]``, higher = farther from every class mean.
     """
     if query.dim() != 3:
         raise ValueError(f"need query [E, Q, D], got {tuple(query.shape)}")
-    means = class_means(support, targets, ways, relu=relu, centre=centre)
-    return mean_distance(means, query, relu=relu, centre=centre)
+    return mean_distance(class_means(support, targets, ways, relu=relu), query, relu=relu)
 
 
 def leave_one_out_distances(
-    support: torch.Tensor,
-    targets: torch.Tensor,
-    ways: int,
-    *,
-    relu: bool = True,
-    centre: torch.Tensor | None = None,
+    support: torch.Tensor, targets: torch.Tensor, ways: int, *, relu: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Distances of labelled rows left out, as a new image of their class would score.
 
@@ -199,14 +135,12 @@ def leave_one_out_distances(
         support: ``[S, D]`` embeddings of one episode's labelled images.
         targets: ``[S]`` class indices ``0..ways-1``.
         ways: ``K``.
-        centre: ``[D]`` the episode's centre (:func:`outlier_centre`; it stays the episode's
-            when a row is left out) or ``None``.
 
     Returns:
         ``(distances [M], weights [M])``, weights summing to the number of classes the
         distances stand for; ``M = 0`` when every class has a single image.
     """
-    rows, labels = _unit(support, relu, centre), targets.long()  # [S, D], [S]
+    rows, labels = _unit(support, relu), targets.long()  # [S, D], [S]
     one_hot = F.one_hot(labels, ways).float()  # [S, K]
     sums, counts = one_hot.T @ rows, one_hot.sum(0)  # [K, D], [K]
     cosine = rows @ F.normalize(sums, dim=-1).T  # [S, K]: to every full mean
@@ -229,16 +163,11 @@ def leave_one_out_distances(
 
 
 def other_class_distances(
-    support: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    relu: bool = True,
-    centre: torch.Tensor | None = None,
+    support: torch.Tensor, targets: torch.Tensor, *, relu: bool = True
 ) -> torch.Tensor:
-    """``[S, D]`` rows, ``[S]`` targets (``centre`` ``[D]`` or ``None``, as
-    :func:`leave_one_out_distances`) -> ``[P]`` cosine distances of every pair of rows of
+    """``[S, D]`` rows, ``[S]`` targets -> ``[P]`` cosine distances of every pair of rows of
     different classes (each pair once)."""
-    rows = _unit(support, relu, centre)
+    rows = _unit(support, relu)
     first, second = torch.triu_indices(len(rows), len(rows), offset=1)
     differ = targets[first] != targets[second]
     return 1.0 - (rows[first[differ]] * rows[second[differ]]).sum(-1)
@@ -254,14 +183,11 @@ class UnknownReference:
         conformal: ``True``: ``distances`` are left-out distances
             (:func:`leave_one_out_distances`); ``False``: every class had a single image and
             they are :func:`other_class_distances`.
-        one_shot_quantile: the quantile of ``distances`` at a 5% rate when not ``conformal``
-            (:data:`ONE_SHOT_QUANTILE`, or :data:`CENTRED_ONE_SHOT_QUANTILE` for centred rows).
     """
 
     distances: torch.Tensor
     weights: torch.Tensor
     conformal: bool
-    one_shot_quantile: float = ONE_SHOT_QUANTILE
 
     def threshold(self, false_alarm_rate: float) -> float:
         """The distance above which an image is called none of the classes.
@@ -270,8 +196,8 @@ class UnknownReference:
         ``(1 - rate)(M + 1) / M`` of their weighted distribution (the largest distance when
         that exceeds 1), so that a new image of a class lies above it with probability about
         ``rate``. Otherwise (one image per class, nothing to leave out) a quantile of the
-        distances between images of different classes: ``one_shot_quantile`` at a 5% rate,
-        ``one_shot_quantile * 0.05 / rate`` (capped at 1) at others -- a higher rate flags
+        distances between images of different classes: :data:`ONE_SHOT_QUANTILE` at a 5% rate,
+        ``ONE_SHOT_QUANTILE * 0.05 / rate`` (capped at 1) at others -- a higher rate flags
         more, but the rate is not controlled.
 
         Raises:
@@ -281,7 +207,7 @@ class UnknownReference:
             raise ValueError(f"false_alarm_rate must lie in (0, 1), got {false_alarm_rate}")
         distances = self.distances.double()
         if not self.conformal:
-            level = min(1.0, self.one_shot_quantile * 0.05 / false_alarm_rate)
+            level = min(1.0, ONE_SHOT_QUANTILE * 0.05 / false_alarm_rate)
             return float(torch.quantile(distances, level))
         level = (1.0 - false_alarm_rate) * (len(distances) + 1) / len(distances)
         if level >= 1.0:
@@ -293,31 +219,24 @@ class UnknownReference:
 
 
 def unknown_reference(
-    support: torch.Tensor,
-    targets: torch.Tensor,
-    ways: int,
-    *,
-    relu: bool = True,
-    centre: torch.Tensor | None = None,
+    support: torch.Tensor, targets: torch.Tensor, ways: int, *, relu: bool = True
 ) -> UnknownReference:
     """The :class:`UnknownReference` of one episode's labelled images.
 
     Args:
         support: ``[S, D]`` labelled embeddings; ``targets``: ``[S]`` class indices.
         ways: ``K`` (at least 2).
-        centre: ``[D]`` the episode's :func:`outlier_centre`, or ``None`` (rows not centred).
 
     Raises:
         ValueError: fewer than 2 classes.
     """
     if ways < 2:
         raise ValueError(f"an unknown threshold needs at least 2 classes, got {ways}")
-    distances, weights = leave_one_out_distances(support, targets, ways, relu=relu, centre=centre)
-    level = ONE_SHOT_QUANTILE if centre is None else CENTRED_ONE_SHOT_QUANTILE
+    distances, weights = leave_one_out_distances(support, targets, ways, relu=relu)
     if len(distances):
-        return UnknownReference(distances.float(), weights.float(), True, level)
-    between = other_class_distances(support, targets, relu=relu, centre=centre).float()
-    return UnknownReference(between, torch.ones_like(between), False, level)
+        return UnknownReference(distances.float(), weights.float(), True)
+    between = other_class_distances(support, targets, relu=relu).float()
+    return UnknownReference(between, torch.ones_like(between), False)
 
 
 def unknown_threshold(
@@ -327,10 +246,8 @@ def unknown_threshold(
     false_alarm_rate: float,
     *,
     relu: bool = True,
-    centre: torch.Tensor | None = None,
 ) -> float:
-    """The :func:`nearest_mean_distance` (same ``centre``) above which an image is none of
-    the ``ways`` classes,
+    """The :func:`nearest_mean_distance` above which an image is none of the ``ways`` classes,
     set from the labelled images alone (no outlier examples) for a target rate of false
     alarms: :meth:`UnknownReference.threshold` of :func:`unknown_reference`.
 
@@ -338,13 +255,11 @@ def unknown_threshold(
         support: ``[S, D]`` labelled embeddings; ``targets``: ``[S]`` class indices.
         ways: ``K`` (at least 2).
         false_alarm_rate: in ``(0, 1)``.
-        centre: ``[D]`` the episode's :func:`outlier_centre`, or ``None``.
 
     Raises:
         ValueError: a rate outside ``(0, 1)`` or fewer than 2 classes.
     """
-    reference = unknown_reference(support, targets, ways, relu=relu, centre=centre)
-    return reference.threshold(false_alarm_rate)
+    return unknown_reference(support, targets, ways, relu=relu).threshold(false_alarm_rate)
 
 
 def _checked(

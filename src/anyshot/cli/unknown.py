@@ -27,12 +27,10 @@ __all__ = [
 UNKNOWN_EPILOG = """\
 Images of none of the classes: each image gets an outlier_score, its cosine distance to the
 nearest class mean of the labelled images (0 = on a class mean; higher = more likely none of
-the classes), embeddings centred on the mean of the images the fit saw (labelled, query and
-unlabelled; not centred when it saw labelled images only). With --unknown auto (the
-default) an image above a threshold is labelled `unknown` (--unknown-label). The threshold
-is set from the labelled images alone, for --false-alarm-rate (default 0.05: about 5% of
-images of the classes flagged): each labelled image is left out of its class mean and
-scored as a new image would be. With one image per
+the classes). With --unknown auto (the default) an image above a threshold is labelled
+`unknown` (--unknown-label). The threshold is set from the labelled images alone, for
+--false-alarm-rate (default 0.05: about 5% of images of the classes flagged): each labelled
+image is left out of its class mean and scored as a new image would be. With one image per
 class nothing can be left out; the threshold is then a low quantile of the distances between
 images of different classes, and the rate is only approximate. --unknown off labels
 every image with one of the classes, as before.
