@@ -11,7 +11,7 @@ import torch
 from anyshot.errors import ConfigurationError
 from anyshot.methods import TransductiveFineTuning
 from anyshot.methods.features import episode_rows
-from anyshot.methods.head import inlier_queries
+from anyshot.methods.head import inlier_queries, outlier_alarm
 from anyshot.methods.presets import RECOMMENDED
 from test_unknown import clusters
 
@@ -79,3 +79,35 @@ def test_outlier_rate_is_checked() -> None:
     with pytest.raises(ConfigurationError, match="scope 'head' only"):
         TransductiveFineTuning(scope="last", outlier_rate=0.1)
     assert RECOMMENDED.inductive().outlier_rate == 0.0
+
+
+def test_the_alarm_fires_on_more_flags_than_the_rate_explains() -> None:
+    flagged = torch.zeros(3, 40, dtype=torch.bool)
+    flagged[0, :8] = True  # 20% of 40 at a 20% rate: what clean queries give
+    flagged[1, :20] = True  # 50%: outliers
+    assert outlier_alarm(flagged, 0.2, 0.01).tolist() == [False, True, False]
+    # the p-value is the binomial tail: 20 of 40 at rate 0.2 has P(X >= 20) = 2.17e-5
+    assert outlier_alarm(flagged, 0.2, 2.2e-5).tolist() == [False, True, False]
+    assert outlier_alarm(flagged, 0.2, 2.1e-5).tolist() == [False, False, False]
+
+
+def test_with_the_alarm_clean_queries_all_train_and_outliers_are_left_out() -> None:
+    method = dataclasses.replace(OPEN, outlier_rate=0.2, outlier_alarm=0.01)
+    support, targets, query = with_outliers(20)
+    rows = episode_rows(support, targets, query)
+    flagged = ~inlier_queries(rows, 0.2, relu=True)
+    assert outlier_alarm(flagged, 0.2, 0.01).all()  # 20 far rows of 60 raise it
+    dirty = method.fit_features(support, targets, query)
+    always = dataclasses.replace(method, outlier_alarm=0.0).fit_features(support, targets, query)
+    torch.testing.assert_close(dirty.weight, always.weight)
+    clean = method.fit_features(support, targets, query[:, :40])
+    flags = ~inlier_queries(episode_rows(support, targets, query[:, :40]), 0.2, relu=True)
+    quiet = ~outlier_alarm(flags, 0.2, 0.01)
+    every = OPEN.fit_features(support, targets, query[:, :40])  # no query left out
+    torch.testing.assert_close(clean.weight[quiet], every.weight[quiet])
+    assert quiet.any()
+
+
+def test_outlier_alarm_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="outlier_alarm"):
+        TransductiveFineTuning(scope="head", outlier_rate=0.2, outlier_alarm=1.0)

@@ -126,6 +126,10 @@ class FineTuning:
             :func:`anyshot.outliers.unknown_threshold` sets from the support (images of none of
             the classes would otherwise pull the classifier); their logits are still given.
             Scope ``head`` only. 0 = off.
+        outlier_alarm: with ``outlier_rate``, leave those queries out only in an episode whose
+            queries are flagged significantly more often than ``outlier_rate`` (one-sided
+            binomial test at this level, :func:`anyshot.methods.head.outlier_alarm`), so that
+            query sets without outliers keep every query. 0 = leave them out always.
         batch_size: images (or cached rows) per chunk of a step.
         augment: apply the pre-training augmentations to support and query images while
             training; ``None`` = on for scope ``all``, off otherwise (cached scopes cannot).
@@ -154,6 +158,7 @@ class FineTuning:
     queries_per_shot: float = 0.0
     min_agreement: float = 0.0
     outlier_rate: float = 0.0
+    outlier_alarm: float = 0.0
     batch_size: int = 64
     augment: bool | None = None
     flip: bool = True
@@ -202,6 +207,10 @@ class FineTuning:
             )
         if not 0 <= self.outlier_rate < 1:
             raise ConfigurationError(f"outlier_rate must lie in [0, 1), got {self.outlier_rate}")
+        if not 0 <= self.outlier_alarm < 1:
+            raise ConfigurationError(
+                f"outlier_alarm must lie in [0, 1), got {self.outlier_alarm}"
+            )
         if self.outlier_rate > 0 and self.scope != "head":
             raise ConfigurationError(
                 f"outlier_rate applies to scope 'head' only, got scope {self.scope!r}"
@@ -235,6 +244,7 @@ class FineTuning:
             queries_per_shot=self.queries_per_shot,
             min_agreement=self.min_agreement,
             outlier_rate=self.outlier_rate,
+            outlier_alarm=self.outlier_alarm,
         )
 
     def inductive(self) -> FineTuning:
@@ -347,6 +357,7 @@ QUERY_FIELDS = (
     "queries_per_shot",
     "min_agreement",
     "outlier_rate",
+    "outlier_alarm",
 )
 
 

@@ -84,6 +84,10 @@ class HeadTraining:
         min_agreement: the guard of :func:`safeguarded` (0 = off).
         outlier_rate: the query terms leave out the queries that the unknown rule flags at
             this false-alarm rate (:func:`inlier_queries`; 0 = off).
+        outlier_alarm: with ``outlier_rate``, leave them out only in an episode whose queries
+            are flagged more often than the rate explains: a one-sided binomial test of the
+            flagged count against ``Q x outlier_rate`` at this significance level
+            (:func:`outlier_alarm`; 0 = always leave them out).
     """
 
     temperature: float
@@ -100,6 +104,7 @@ class HeadTraining:
     queries_per_shot: float = 0.0
     min_agreement: float = 0.0
     outlier_rate: float = 0.0
+    outlier_alarm: float = 0.0
 
     def inductive(self) -> HeadTraining:
         """The same loop without anything that reads the queries: no query term, no centring
@@ -116,6 +121,7 @@ class HeadTraining:
             queries_per_shot=0.0,
             min_agreement=0.0,
             outlier_rate=0.0,
+            outlier_alarm=0.0,
         )
 
     @property
@@ -153,11 +159,28 @@ def inlier_queries(rows: EpisodeRows, rate: float, relu: bool) -> torch.Tensor:
     return distance <= torch.tensor(thresholds, device=distance.device).unsqueeze(1)
 
 
+def outlier_alarm(flagged: torch.Tensor, rate: float, level: float) -> torch.Tensor:
+    """``[E, Q]`` bool flags -> ``[E]`` bool: whether an episode's queries are flagged more
+    often than a share ``rate`` of images of its classes would be: the one-sided binomial
+    p-value ``P(Binomial(Q, rate) >= flagged count)`` is below ``level``."""
+    queries = flagged.shape[1]
+    counts = flagged.sum(1).double().cpu()
+    total = torch.full_like(counts, float(queries))
+    binomial = torch.distributions.Binomial(total_count=total, probs=torch.tensor(rate))
+    support = torch.arange(queries + 1, dtype=torch.float64)  # [Q + 1]
+    pmf = binomial.log_prob(support.unsqueeze(1)).exp()  # [Q + 1, E]
+    tail = (pmf * (support.unsqueeze(1) >= counts)).sum(0)  # [E]
+    return (tail < level).to(flagged.device)
+
+
 def _without_outliers(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     """:func:`fit_head` with the queries :func:`inlier_queries` keeps as the query set (the gate
     counts them alone); ``query_logits`` still cover every query. Episodes that keep as many
     queries are trained together."""
     keep = inlier_queries(rows, training.outlier_rate, training.relu)  # [E, Q]
+    if training.outlier_alarm > 0:  # only where the flags say the queries hold outliers
+        alarm = outlier_alarm(~keep, training.outlier_rate, training.outlier_alarm)
+        keep = keep | ~alarm.unsqueeze(1)
     counts = keep.sum(1)
     plain = replace(training, outlier_rate=0.0)
     parts, order = [], []
