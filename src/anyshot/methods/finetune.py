@@ -41,7 +41,7 @@ from anyshot.methods.features import (
     fallback_of,
 )
 from anyshot.methods.frozen import frozen_forward, resolve_device
-from anyshot.methods.head import HeadTraining, fit_head
+from anyshot.methods.head import HeadTraining, fit_head, inlier_queries
 from anyshot.methods.network import (
     FineTuned,
     NetworkTraining,
@@ -282,7 +282,9 @@ class FineTuning:
 
     def inductive(self) -> FineTuning:
         """The same settings without any query term (plain fine-tuning on the support), so
-        without the safeguards and their ``fallback_temperature``."""
+        without the safeguards and their ``fallback_temperature``, and with the default
+        calibration (``confidence_temperature`` 1, no rule: the rule's numbers are fitted for
+        the transductive head)."""
         return FineTuning(
             **{
                 **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
@@ -328,11 +330,17 @@ class FineTuning:
         fitted = FittedHead.concatenate(
             [fit_head(training, chunk) for chunk in rows.split(episodes_per_chunk)]
         )
-        tau = self.confidence_temperatures(rows, fitted.query_logits)
+        keep = None
+        if self.outlier_rate > 0 and rows.query.shape[1] > 0 and self.confidence_query_slope:
+            keep = inlier_queries(rows, self.outlier_rate, self.relu).cpu()
+        tau = self.confidence_temperatures(rows, fitted.query_logits, keep)
         return fitted.calibrated(tau, self.fallback_temperature)
 
     def confidence_temperatures(
-        self, rows: EpisodeRows, query_logits: torch.Tensor | None = None
+        self,
+        rows: EpisodeRows,
+        query_logits: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``[E]`` float64 (CPU): each episode's ``tau`` for a trained head at scope ``head``,
         ``confidence_temperature * shots ** b * exp(c * s + d * h)`` (``b`` =
@@ -340,7 +348,9 @@ class FineTuning:
         ``confidence_query_slope``; ``shots`` = ``S / K``; ``s [E]`` =
         :func:`~anyshot.methods.cosine.class_mean_similarity` of the support rows; ``h [E]`` =
         the mean over queries of the largest softmax probability of ``query_logits [E, Q, K]``,
-        the trained head's uncalibrated logits, :data:`QUERYLESS_CONFIDENCE` when ``Q = 0`` or
+        the trained head's uncalibrated logits, over the queries of the ``[E, Q]`` bool mask
+        ``keep`` when given (the inliers of ``outlier_rate``, so flagged outliers change no other
+        logit); :data:`QUERYLESS_CONFIDENCE` for an episode without (kept) queries or when
         ``query_logits`` is ``None``)."""
         episodes = rows.support.shape[0]
         log_tau = torch.full(
@@ -357,7 +367,11 @@ class FineTuning:
         if self.confidence_query_slope != 0:
             confidence = torch.full((episodes,), QUERYLESS_CONFIDENCE, dtype=torch.float64)
             if query_logits is not None and query_logits.shape[1] > 0:
-                confidence = query_logits.double().softmax(-1).amax(-1).mean(1).cpu()
+                top = query_logits.double().softmax(-1).amax(-1).cpu()  # [E, Q]
+                kept = torch.ones_like(top) if keep is None else keep.to(top)
+                count = kept.sum(1)
+                mean = (top * kept).sum(1) / count.clamp_min(1)
+                confidence = torch.where(count > 0, mean, confidence)
             log_tau += self.confidence_query_slope * confidence
         return log_tau.exp()
 
@@ -425,8 +439,16 @@ QUERY_FIELDS = (
 )
 
 
-#: What :meth:`FineTuning.inductive` resets: the query settings and the fallback's calibration.
-SAFEGUARDED_FIELDS = (*QUERY_FIELDS, "fallback_temperature")
+#: What :meth:`FineTuning.inductive` resets: the query settings and the calibration (the
+#: fallback's, and the trained head's rule, fitted for the transductive head's confidences).
+SAFEGUARDED_FIELDS = (
+    *QUERY_FIELDS,
+    "fallback_temperature",
+    "confidence_temperature",
+    "confidence_shots_power",
+    "confidence_similarity_slope",
+    "confidence_query_slope",
+)
 
 
 def field_default(cls: type, name: str) -> Any:
