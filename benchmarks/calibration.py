@@ -62,7 +62,14 @@ ALPHAS = (2.0, 0.5)
 #: default gives in the episodes a safeguard hands to it.
 METHODS: dict[str, tuple[Method, Method]] = {
     "default": (
-        dataclasses.replace(RECOMMENDED, confidence_temperature=1.0, fallback_temperature=1.0),
+        dataclasses.replace(
+            RECOMMENDED,
+            confidence_temperature=1.0,
+            fallback_temperature=1.0,
+            confidence_shots_power=0.0,
+            confidence_similarity_slope=0.0,
+            confidence_query_slope=0.0,
+        ),
         RECOMMENDED,
     ),
     "support-init": (dataclasses.replace(SUPPORT_INIT, confidence_temperature=1.0), SUPPORT_INIT),

@@ -42,7 +42,9 @@ def test_learned_proportions_follow_imbalanced_queries() -> None:
     episode = clustered_episode([24, 6, 2], seed=1)
     assert RECOMMENDED.prior_count == 0  # maximum likelihood: free to follow the data
     fitted = RECOMMENDED.fit(nn.Flatten(), episode)
-    proportions = fitted.classifier.bias.detach().exp()
+    # the bias is log pi / tau (the calibration divides the logits): T / 0.1 is tau
+    tau = fitted.classifier.temperature / RECOMMENDED.temperature
+    proportions = (fitted.classifier.bias.detach() * tau).exp()
     assert float(proportions.sum()) == pytest.approx(1.0, abs=1e-5)
     # The estimate ranks the classes as the queries do (24 > 6 > 2 of 32).
     assert proportions[0] > proportions[1] > proportions[2]

@@ -26,6 +26,16 @@ from anyshot.methods.presets import RECOMMENDED, SUPPORT_INIT_CONFIDENCE_TEMPERA
 from conftest import clustered_episode
 
 #: Support-based initialisation at RECOMMENDED's temperature: what RECOMMENDED falls back to.
+#: The default without its calibration (``confidence_temperature`` 1, no rule): the gate's answer
+#: is then exactly the inductive head's (the rule only divides the logits by tau).
+AS_TRAINED = dataclasses.replace(
+    RECOMMENDED,
+    confidence_temperature=1.0,
+    confidence_shots_power=0.0,
+    confidence_similarity_slope=0.0,
+    confidence_query_slope=0.0,
+)
+
 BASE = SupportBasedInit(
     temperature=RECOMMENDED.temperature, confidence_temperature=RECOMMENDED.fallback_temperature
 )
@@ -92,7 +102,7 @@ def test_one_query_gets_the_inductive_head_exactly() -> None:
     support, targets, query, _ = nuisance_episodes(3, 20, 1, 1, seed=1)
     inductive = RECOMMENDED.inductive()
     for rows in (query, query[:, :0]):
-        fitted, alone = (m.fit_features(support, targets, rows) for m in (RECOMMENDED, inductive))
+        fitted, alone = (m.fit_features(support, targets, rows) for m in (AS_TRAINED, inductive))
         torch.testing.assert_close(fitted.query_logits, alone.query_logits, atol=0, rtol=0)
         for got, want in ((fitted.weight, alone.weight), (fitted.bias, alone.bias)):
             torch.testing.assert_close(got, want, atol=0, rtol=0)
@@ -103,7 +113,7 @@ def test_one_query_gets_the_inductive_head_exactly() -> None:
     # the same through an episode of images (method(backbone, episode))
     episode = clustered_episode([0, 1, 0], seed=2)
     torch.testing.assert_close(
-        RECOMMENDED(nn.Flatten(), episode), inductive(nn.Flatten(), episode), atol=0, rtol=0
+        AS_TRAINED(nn.Flatten(), episode), inductive(nn.Flatten(), episode), atol=0, rtol=0
     )
 
 
@@ -136,7 +146,7 @@ def test_the_gate_decides_per_episode_from_the_predicted_classes() -> None:
     """Queries from 2 of 5 classes: an episode whose support-init predictions hold K_hat classes
     is trained iff Q >= (m + s) K_hat (one shot); a gated episode gets the inductive head's
     logits, and ``fallback`` says which."""
-    gate_only = dataclasses.replace(RECOMMENDED, min_agreement=0.0)
+    gate_only = dataclasses.replace(AS_TRAINED, min_agreement=0.0)
     needed = RECOMMENDED.min_queries_per_class + RECOMMENDED.queries_per_shot
     mixed = False
     for per_class in (4, 6, 9):
@@ -326,6 +336,10 @@ def test_settings_presets_and_command_line() -> None:
         min_queries_per_class=6.0,
         queries_per_shot=0.5,
         min_agreement=0.5,
+        confidence_temperature=0.177,
+        confidence_shots_power=-0.61,
+        confidence_similarity_slope=2.77,
+        confidence_query_slope=1.14,
         fallback_temperature=SUPPORT_INIT_CONFIDENCE_TEMPERATURE,
     )
     assert expected == RECOMMENDED

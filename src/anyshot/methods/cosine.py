@@ -26,6 +26,7 @@ __all__ = [
     "CENTERS",
     "CosineClassifier",
     "check_temperatures",
+    "class_mean_similarity",
     "class_means",
     "cosine_logits",
     "episode_center",
@@ -79,6 +80,22 @@ def class_means(
     sums = one_hot.transpose(1, 2) @ rectify(embeddings, relu)  # [E, K, D]
     means = sums / one_hot.sum(1).unsqueeze(-1)
     return F.normalize(means, dim=-1)
+
+
+def class_mean_similarity(
+    support: torch.Tensor, targets: torch.Tensor, ways: int, *, relu: bool = True
+) -> torch.Tensor:
+    """``[E, S, D], [E, S] -> [E]`` float64: the mean cosine between two different classes'
+    support-based weights (:func:`class_means`, unit rows) of each episode, over the ``K (K - 1)``
+    ordered pairs; 0 with one class. High when the backbone sees the classes as alike (Omniglot
+    through an ImageNet network: about 0.58 at one shot, 0.70 at five; mini-ImageNet: 0.33 and
+    0.57). Uses the support alone."""
+    if ways < 2:
+        return torch.zeros(support.shape[0], dtype=torch.float64)
+    means = class_means(support, targets, ways, relu=relu).double()  # [E, K, D]
+    gram = means @ means.transpose(1, 2)  # [E, K, K]
+    off_diagonal = gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)
+    return (off_diagonal / (ways * (ways - 1))).cpu()
 
 
 def support_center(

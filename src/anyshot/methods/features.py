@@ -182,21 +182,25 @@ class FittedHead:
             return self.temperature
         return torch.full((self.weight.shape[0],), float(self.temperature), dtype=torch.float64)
 
-    def calibrated(self, confidence_temperature: float, fallback_temperature: float) -> FittedHead:
+    def calibrated(
+        self, confidence_temperature: float | torch.Tensor, fallback_temperature: float
+    ) -> FittedHead:
         """The same classifiers with each episode's logits divided by its ``tau``:
-        ``confidence_temperature`` for a trained episode (the inductive head the gate answers
-        with included), ``fallback_temperature`` for one the guard answered with support-init
-        (``fallback`` and not ``gated``). Temperature ``T tau``, bias ``b / tau`` and query
-        logits ``/ tau``, so :meth:`logits` and :meth:`classifier` (and a model file of it) give
-        the calibrated logits. Softmax confidences change; the argmax does not."""
+        ``confidence_temperature`` (a float, or ``[E]`` one per episode) for a trained episode
+        (the inductive head the gate answers with included), ``fallback_temperature`` for one
+        the guard answered with support-init (``fallback`` and not ``gated``). Temperature
+        ``T tau``, bias ``b / tau`` and query logits ``/ tau``, so :meth:`logits` and
+        :meth:`classifier` (and a model file of it) give the calibrated logits. Softmax
+        confidences change; the argmax does not."""
         episodes = self.weight.shape[0]
         none = torch.zeros(episodes, dtype=torch.bool)
         fallback = self.fallback if self.fallback is not None else none
         support_init = fallback & ~(self.gated if self.gated is not None else none)
+        trained = torch.as_tensor(confidence_temperature, dtype=torch.float64).cpu()
         tau = torch.where(
             support_init,
             torch.tensor(fallback_temperature, dtype=torch.float64),
-            confidence_temperature,
+            trained.expand(episodes),
         )
         if bool((tau == 1.0).all()):
             return self

@@ -32,10 +32,16 @@ from torch import nn
 
 from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError
-from anyshot.methods.cosine import CENTERS, check_temperatures
-from anyshot.methods.features import FittedHead, RowBatch, episode_rows, fallback_of
+from anyshot.methods.cosine import CENTERS, check_temperatures, class_mean_similarity
+from anyshot.methods.features import (
+    EpisodeRows,
+    FittedHead,
+    RowBatch,
+    episode_rows,
+    fallback_of,
+)
 from anyshot.methods.frozen import frozen_forward, resolve_device
-from anyshot.methods.head import HeadTraining, fit_head
+from anyshot.methods.head import HeadTraining, fit_head, inlier_queries
 from anyshot.methods.network import (
     FineTuned,
     NetworkTraining,
@@ -44,9 +50,21 @@ from anyshot.methods.network import (
 )
 from anyshot.methods.objective import QueryWeights
 
-__all__ = ["QUERY_FIELDS", "SCOPES", "FineTuned", "FineTuning", "TransductiveFineTuning"]
+__all__ = [
+    "QUERYLESS_CONFIDENCE",
+    "QUERY_FIELDS",
+    "SCOPES",
+    "FineTuned",
+    "FineTuning",
+    "TransductiveFineTuning",
+]
 
 SCOPES = ("all", "last", "head")
+
+
+#: ``h`` of the calibration rule for an episode without queries (``confidence_query_slope``):
+#: the mean over val episodes of the default's head (``studies/calibration-rule/``).
+QUERYLESS_CONFIDENCE = 0.89
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,19 @@ class FineTuning:
             initialisation (the guard; at scopes ``last`` / ``all`` the gate too; see
             ``min_queries_per_class``), whose logits are those of
             :class:`~anyshot.methods.SupportBasedInit` and are calibrated as its are.
+        confidence_shots_power: ``b`` of the calibration rule: at scope ``head`` a trained
+            episode's ``tau`` is ``confidence_temperature * shots ** b * exp(c * s)``, ``shots``
+            = labelled images per class (``S / K``) and ``s`` = the mean cosine between the
+            support's class means (:func:`anyshot.methods.cosine.class_mean_similarity`): a
+            function of the support (see ``confidence_query_slope`` for the queries' part).
+            0 = no dependence on the shots. See ``confidence_query_slope`` too.
+        confidence_similarity_slope: ``c`` of the rule (see ``confidence_shots_power``): classes
+            the backbone sees as alike get softer confidences. 0 = no dependence.
+        confidence_query_slope: ``d`` of the rule: ``tau`` is also multiplied by
+            ``exp(d * h)``, ``h`` = the trained head's mean largest softmax probability over
+            the episode's queries before calibration (:data:`QUERYLESS_CONFIDENCE` without
+            queries). 0 = no dependence. Scopes ``last`` / ``all`` use
+            ``confidence_temperature`` alone.
         relu: rectify embeddings before normalising.
         entropy_weight: ``lambda``, weight of the query-entropy step; 0 = inductive.
         balance_weight: weight of a class-balance term subtracted in the query step: the
@@ -145,6 +176,9 @@ class FineTuning:
     temperature: float = 1.0
     confidence_temperature: float = 1.0
     fallback_temperature: float = 1.0
+    confidence_shots_power: float = 0.0
+    confidence_similarity_slope: float = 0.0
+    confidence_query_slope: float = 0.0
     relu: bool = True
     entropy_weight: float = 0.0
     balance_weight: float = 0.0
@@ -186,6 +220,15 @@ class FineTuning:
             confidence_temperature=self.confidence_temperature,
             fallback_temperature=self.fallback_temperature,
         )
+        for name in (
+            "confidence_shots_power",
+            "confidence_similarity_slope",
+            "confidence_query_slope",
+        ):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigurationError(
+                    f"{name} must be a finite number, got {getattr(self, name)}"
+                )
         if self.center_on not in CENTERS:
             raise ConfigurationError(f"center_on must be one of {CENTERS}, got {self.center_on!r}")
         if not 0 <= self.min_queries_per_class < math.inf:
@@ -249,7 +292,9 @@ class FineTuning:
 
     def inductive(self) -> FineTuning:
         """The same settings without any query term (plain fine-tuning on the support), so
-        without the safeguards and their ``fallback_temperature``."""
+        without the safeguards and their ``fallback_temperature``, and with the default
+        calibration (``confidence_temperature`` 1, no rule: the rule's numbers are fitted for
+        the transductive head)."""
         return FineTuning(
             **{
                 **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
@@ -292,9 +337,53 @@ class FineTuning:
             )
         rows = episode_rows(support, support_targets, query, ways=ways, device=self.device)
         training = self.head_training
-        return FittedHead.concatenate(
+        fitted = FittedHead.concatenate(
             [fit_head(training, chunk) for chunk in rows.split(episodes_per_chunk)]
-        ).calibrated(self.confidence_temperature, self.fallback_temperature)
+        )
+        keep = None
+        if self.outlier_rate > 0 and rows.query.shape[1] > 0 and self.confidence_query_slope:
+            keep = inlier_queries(rows, self.outlier_rate, self.relu).cpu()
+        tau = self.confidence_temperatures(rows, fitted.query_logits, keep)
+        return fitted.calibrated(tau, self.fallback_temperature)
+
+    def confidence_temperatures(
+        self,
+        rows: EpisodeRows,
+        query_logits: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[E]`` float64 (CPU): each episode's ``tau`` for a trained head at scope ``head``,
+        ``confidence_temperature * shots ** b * exp(c * s + d * h)`` (``b`` =
+        ``confidence_shots_power``, ``c`` = ``confidence_similarity_slope``, ``d`` =
+        ``confidence_query_slope``; ``shots`` = ``S / K``; ``s [E]`` =
+        :func:`~anyshot.methods.cosine.class_mean_similarity` of the support rows; ``h [E]`` =
+        the mean over queries of the largest softmax probability of ``query_logits [E, Q, K]``,
+        the trained head's uncalibrated logits, over the queries of the ``[E, Q]`` bool mask
+        ``keep`` when given (the inliers of ``outlier_rate``, so flagged outliers change no other
+        logit); :data:`QUERYLESS_CONFIDENCE` for an episode without (kept) queries or when
+        ``query_logits`` is ``None``)."""
+        episodes = rows.support.shape[0]
+        log_tau = torch.full(
+            (episodes,), math.log(self.confidence_temperature), dtype=torch.float64
+        )
+        if self.confidence_shots_power != 0:
+            shots = rows.support.shape[1] / rows.ways
+            log_tau += self.confidence_shots_power * math.log(shots)
+        if self.confidence_similarity_slope != 0:
+            similarity = class_mean_similarity(
+                rows.support, rows.targets, rows.ways, relu=self.relu
+            )
+            log_tau += self.confidence_similarity_slope * similarity
+        if self.confidence_query_slope != 0:
+            confidence = torch.full((episodes,), QUERYLESS_CONFIDENCE, dtype=torch.float64)
+            if query_logits is not None and query_logits.shape[1] > 0:
+                top = query_logits.double().softmax(-1).amax(-1).cpu()  # [E, Q]
+                kept = torch.ones_like(top) if keep is None else keep.to(top)
+                count = kept.sum(1)
+                mean = (top * kept).sum(1) / count.clamp_min(1)
+                confidence = torch.where(count > 0, mean, confidence)
+            log_tau += self.confidence_query_slope * confidence
+        return log_tau.exp()
 
     def __call__(self, backbone: nn.Module, episode: Episode) -> torch.Tensor:
         """Query logits ``[Q, K]`` (CPU, float32), columns in ``episode.classes`` order."""
@@ -361,8 +450,16 @@ QUERY_FIELDS = (
 )
 
 
-#: What :meth:`FineTuning.inductive` resets: the query settings and the fallback's calibration.
-SAFEGUARDED_FIELDS = (*QUERY_FIELDS, "fallback_temperature")
+#: What :meth:`FineTuning.inductive` resets: the query settings and the calibration (the
+#: fallback's, and the trained head's rule, fitted for the transductive head's confidences).
+SAFEGUARDED_FIELDS = (
+    *QUERY_FIELDS,
+    "fallback_temperature",
+    "confidence_temperature",
+    "confidence_shots_power",
+    "confidence_similarity_slope",
+    "confidence_query_slope",
+)
 
 
 def field_default(cls: type, name: str) -> Any:

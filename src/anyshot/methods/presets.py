@@ -80,10 +80,15 @@ SUPPORT_INIT_CONFIDENCE_TEMPERATURE = 0.46
 #: doc): centre on the support's class means (on the episode in the balanced second run),
 #: empirical-Bayes proportions, the inductive head (fine-tuning on the support alone) below
 #: ``6 + shots / 2`` queries per class the queries appear to hold, support-init's answer below
-#: 50% agreement with it. A trained head's confidences (the inductive head's too) are kept as
-#: trained (``confidence_temperature`` 1: calibrated on mini-ImageNet val; Omniglot val's would
-#: want about 1.5 to 2.5, which would cost mini-ImageNet more than it gives); support-init's
-#: answers (the guard's) get support-init's calibration (``fallback_temperature``).
+#: 50% agreement with it. A trained head's logits (the inductive head's too) are divided by
+#: ``tau = 0.177 * shots ** -0.61 * exp(2.77 s + 1.14 h)``, ``s`` the mean cosine between the
+#: support's class means (:func:`anyshot.methods.cosine.class_mean_similarity`), ``h`` the
+#: head's mean uncalibrated confidence on the queries: no single ``tau`` suits both
+#: mini-ImageNet (``tau`` about 1) and Omniglot one-shot (about 2), whose classes look far more
+#: alike to the backbone; the rule's four numbers minimise the query NLL of 5-way 1 and 5 shots,
+#: balanced and Dirichlet(2) / Dirichlet(0.5) queries of both domains' val classes, each cell
+#: weighted equally (``studies/calibration-rule/``). Support-init's answers (the guard's) get
+#: support-init's calibration (``fallback_temperature``).
 RECOMMENDED = dataclasses.replace(
     UNGUARDED,
     center_on="adaptive",
@@ -91,6 +96,10 @@ RECOMMENDED = dataclasses.replace(
     min_queries_per_class=6.0,
     queries_per_shot=0.5,
     min_agreement=0.5,
+    confidence_temperature=0.177,
+    confidence_shots_power=-0.61,
+    confidence_similarity_slope=2.77,
+    confidence_query_slope=1.14,
     fallback_temperature=SUPPORT_INIT_CONFIDENCE_TEMPERATURE,
 )
 
