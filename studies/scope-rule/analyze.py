@@ -18,6 +18,9 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 
 SIGNALS = [
+    "cross_cos",
+    "inet_pair_same",
+    "inet_pair_top1",
     "inet_marginal_entropy",
     "inet_mutual_info",
     "inet_distinct_top1",
@@ -87,7 +90,7 @@ def pct(x: float) -> str:
 
 def cell_table(cells: dict[str, list[dict]]) -> None:
     print("| cell | episodes | head % | last % | last - head (95% CI) | last wins / ties / "
-          "losses | support-init % | s / episode head / last |")
+          "losses | support-init % | median s / episode head / last |")
     print("|---|---|---|---|---|---|---|---|")
     for tag, rows in cells.items():
         h = [r["acc_head"] for r in rows]
@@ -96,8 +99,10 @@ def cell_table(cells: dict[str, list[dict]]) -> None:
         md, cd = mean_ci(d)
         w = sum(x > 1e-9 for x in d)
         lo = sum(x < -1e-9 for x in d)
-        th = statistics.fmean(r["sec_head"] for r in rows[1:] or rows)  # first: warm-up
-        tl = statistics.fmean(r["sec_last"] for r in rows[1:] or rows)
+        # medians: the first episode warms up, and some episodes include minutes in which the
+        # machine's owner had paused this study's processes for a timing of its own
+        th = statistics.median(r["sec_head"] for r in rows)
+        tl = statistics.median(r["sec_last"] for r in rows)
         print(
             f"| {tag} | {len(rows)} | {pct(statistics.fmean(h))} | {pct(statistics.fmean(la))} "
             f"| {100 * md:+.2f} ± {100 * cd:.2f} | {w} / {len(d) - w - lo} / {lo} "
@@ -205,6 +210,8 @@ def main() -> None:
         parts = [pct(rule_accuracy(rows, k, t, b)) for k, _, b, t, *_ in shown]
         print(f"| {tag} | {pct(statistics.fmean(r['acc_head'] for r in rows))} | "
               f"{pct(statistics.fmean(r['acc_last'] for r in rows))} | " + " | ".join(parts) + " |")
+    print("\n## Domain separation: signal ranges (all episodes) per domain and image size\n")
+    separation(cells, signal_only_cells())
     print("\n## Within a cell: correlation of the signal with last - head (Pearson, episodes)\n")
     names_c = [k for k, *_ in rules[:6]]
     print("| cell | " + " | ".join(names_c) + " |")
@@ -219,6 +226,73 @@ def main() -> None:
             else:
                 parts.append(f"{statistics.correlation(v, d):+.2f}")
         print(f"| {tag} | " + " | ".join(parts) + " |")
+
+
+def signal_only_cells() -> dict[str, list[dict]]:
+    """Signals of ``results/signals/<tag>.jsonl`` for tags with no accuracy run (the other
+    image size of a domain)."""
+    out = {}
+    for path in sorted((RESULTS / "signals").glob("*.jsonl")):
+        if not (RESULTS / path.name).exists():
+            out[path.stem] = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return out
+
+
+def separation(cells: dict[str, list[dict]], extra: dict[str, list[dict]]) -> None:
+    """Per signal: its range per domain and image size (every episode of every cell, with the
+    signal-only cells), the gap between the domains at each size, and the rule with the
+    threshold in the middle of the gap at the product's sizes, cell by cell."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for rows in list(cells.values()) + list(extra.values()):
+        for r in rows:
+            groups.setdefault((r["dataset"], r["image_size"]), []).append(r)
+    keys = sorted(groups)
+    print("| signal | " + " | ".join(f"{d} {size} px" for d, size in keys)
+          + " | gap at 84 px | gap at 224 px | gap, Omniglot 84 vs mini-ImageNet 224 |")
+    print("|---|" + "---|" * (len(keys) + 3))
+    rules = []
+    for k in SIGNALS:
+        ranges = {}
+        for key in keys:
+            v = [r[k] for r in groups[key] if k in r]
+            ranges[key] = (min(v), max(v), statistics.fmean(v)) if v else None
+        parts = [f"{lo:.3f} .. {hi:.3f}" if rng else "-" for rng in ranges.values()
+                 for lo, hi, _ in [rng or (0, 0, 0)]]
+
+        def gap(a, b):
+            ra, rb = ranges.get(a), ranges.get(b)
+            if not ra or not rb:
+                return None
+            # positive: the two ranges do not overlap, by this much
+            return max(rb[0] - ra[1], ra[0] - rb[1]), ra, rb
+
+        gaps = []
+        for a, b in [(("omniglot", 84), ("mini-imagenet", 84)),
+                     (("omniglot", 224), ("mini-imagenet", 224)),
+                     (("omniglot", 84), ("mini-imagenet", 224))]:
+            g = gap(a, b)
+            gaps.append("-" if g is None else f"{g[0]:+.3f}")
+        print(f"| {k} | " + " | ".join(parts) + " | " + " | ".join(gaps) + " |")
+        # the rule's threshold: middle of the gap between every Omniglot and every
+        # mini-ImageNet episode with accuracies (the product's image sizes and o224)
+        omni = [r[k] for rows in cells.values() for r in rows if r["dataset"] == "omniglot" and k in r]
+        mini = [r[k] for rows in cells.values() for r in rows if r["dataset"] != "omniglot" and k in r]
+        if omni and mini and all(k in r for rows in cells.values() for r in rows):
+            if max(omni) < min(mini):
+                rules.append((k, (max(omni) + min(mini)) / 2, True, min(mini) - max(omni)))
+            elif min(omni) > max(mini):
+                rules.append((k, (min(omni) + max(mini)) / 2, False, min(omni) - max(mini)))
+    if not rules:
+        return
+    print("\nSignals whose Omniglot and mini-ImageNet episodes do not overlap, the threshold in the "
+          "middle of the gap: accuracy % per cell of head / last / the rule\n")
+    print("| cell | head | last | " + " | ".join(
+        f"{k} {'<' if b else '>'} {t:.3f} (gap {g:.3f})" for k, t, b, g in rules) + " |")
+    print("|---|---|---|" + "---|" * len(rules))
+    for tag, rows in cells.items():
+        parts = [pct(rule_accuracy(rows, k, t, b)) for k, t, b, _ in rules]
+        print(f"| {tag} | {pct(statistics.fmean(r['acc_head'] for r in rows))} | "
+              f"{pct(statistics.fmean(r['acc_last'] for r in rows))} | " + " | ".join(parts) + " |")
 
 
 if __name__ == "__main__":

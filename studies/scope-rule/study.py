@@ -102,6 +102,11 @@ def signals(feats: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, wa
     cos = unit_means @ unit_means.T
     off = cos[~torch.eye(ways, dtype=torch.bool)]
     counts = torch.bincount(targets, minlength=ways)
+    # image-level pairs of different classes: expectations that do not depend on the shots
+    other = targets.unsqueeze(0) != targets.unsqueeze(1)
+    pair_cos = (z @ z.T)[other]
+    pair_same = (p @ p.T)[other]  # chance that the ImageNet head names both the same class
+    pair_top1 = (top1.unsqueeze(0) == top1.unsqueeze(1))[other].float()
     marginal = p.mean(0)
     marginal_entropy = float(-(marginal * marginal.clamp_min(1e-12).log()).sum()) / math.log(
         p.shape[-1]
@@ -114,6 +119,9 @@ def signals(feats: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, wa
         "inet_distinct_top1": len(set(top1.tolist())) / len(top1),
         "inet_top1_share": float(torch.bincount(top1).max()) / len(top1),
         "inet_maxprob": float(maxprob.mean()),
+        "cross_cos": float(pair_cos.mean()),
+        "inet_pair_same": float(pair_same.mean()),
+        "inet_pair_top1": float(pair_top1.mean()),
         "inet_entropy": float(entropy.mean()),
         "between_cos": float(off.mean()),
         "between_cos_max": float(cos.masked_fill(torch.eye(ways, dtype=torch.bool), -2).max(1).values.mean()),
