@@ -364,6 +364,14 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         "labelled images); 0 = off (default: "
         f"{by_scope('outlier_rate')})",
     )
+    group.add_argument(
+        "--outlier-alarm",
+        type=_rate_or_zero,
+        help="with --outlier-rate: leave those images out only when more of the query images "
+        "are flagged than the rate explains (one-sided binomial test at this level), so that "
+        "folders without such images keep every image; 0 = always (default: "
+        f"{by_scope('outlier_alarm')})",
+    )
 
 
 def add_backbone_options(
