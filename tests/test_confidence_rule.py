@@ -6,7 +6,6 @@ softer confidences than well-separated ones (mini-ImageNet), and the predictions
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -18,15 +17,9 @@ from anyshot.methods import TransductiveFineTuning
 from anyshot.methods.features import episode_rows
 from anyshot.methods.finetune import QUERYLESS_CONFIDENCE
 from anyshot.methods.presets import RECOMMENDED
-from test_safe_head import nuisance_episodes
+from test_safe_head import AS_TRAINED, nuisance_episodes
 
-RULE_FREE = dataclasses.replace(
-    RECOMMENDED,
-    confidence_temperature=1.0,
-    confidence_shots_power=0.0,
-    confidence_similarity_slope=0.0,
-    confidence_query_slope=0.0,
-)
+RULE_FREE = AS_TRAINED  # the default without its calibration
 
 
 def _similarity(support: torch.Tensor) -> torch.Tensor:

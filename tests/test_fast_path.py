@@ -64,6 +64,15 @@ def backbone() -> Backbone:
     return build_backbone("conv4", image_size=SIZE)
 
 
+def support_images(folders: tuple[Path, Path]) -> tuple[Backbone, Any]:
+    """:func:`backbone` and the 6 support images as its :class:`~anyshot.embedding.ImageList`."""
+    from anyshot.embedding import ImageList
+
+    paths, _ = paths_and_labels(folders[0])
+    network = backbone()
+    return network, ImageList(paths, network.preprocessing)
+
+
 # --- the commands -------------------------------------------------------------------------
 def test_second_classify_embeds_nothing_and_answers_the_same(
     folders: tuple[Path, Path], tmp_path: Path, embedded: list[int]
@@ -227,12 +236,7 @@ def test_unreadable_positions_are_those_of_the_images_given(
 def test_feature_cache_keeps_only_the_rows_asked_for(
     folders: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from anyshot.embedding import ImageList
-
-    support, _ = folders
-    paths, _ = paths_and_labels(support)
-    network = backbone()
-    images = ImageList(paths, network.preprocessing)
+    network, images = support_images(folders)
     full, kept = FeatureCache(tmp_path / "c").embed(network, images)
     assert kept == list(range(6))
     again = FeatureCache(tmp_path / "c")
@@ -244,12 +248,7 @@ def test_feature_cache_keeps_only_the_rows_asked_for(
 def test_rows_of_a_folded_network_are_kept_apart(
     folders: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from anyshot.embedding import ImageList
-
-    support, _ = folders
-    paths, _ = paths_and_labels(support)
-    network = backbone()
-    images = ImageList(paths, network.preprocessing)
+    network, images = support_images(folders)
     folded = FeatureCache(tmp_path / "c", fold_batch_norm=True)
     folded.embed(network, images)
     plain = FeatureCache(tmp_path / "c")
@@ -294,14 +293,11 @@ def test_each_embedding_batch_returns_its_freed_memory(
     import platform
 
     from anyshot import embedding, heap
-    from anyshot.embedding import ImageList
 
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert heap.release_free_memory()  # glibc's malloc_trim is there to call
     calls: list[None] = []
     monkeypatch.setattr(embedding, "release_free_memory", lambda: calls.append(None) or True)
-    support, _ = folders
-    paths, _ = paths_and_labels(support)
-    network = backbone()
-    FeatureCache(None).embed(network, ImageList(paths, network.preprocessing), batch_size=2)
+    network, images = support_images(folders)
+    FeatureCache(None).embed(network, images, batch_size=2)
     assert len(calls) == 3  # six images, two per batch
