@@ -174,3 +174,25 @@ def test_a_model_fitted_from_the_cache_pickles_and_predicts_the_same(
     new = [str(noisy_image(tmp_path / "new.png", COLOURS["green"], 7))]
     copy = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(copy.predict_proba(new), model.predict_proba(new))
+
+
+def test_stored_stops_at_the_first_image_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anyshot import feature_cache
+    from anyshot.embedding import ImageList
+    from anyshot.feature_cache import model_digest
+
+    support, _ = support_and_query(tmp_path, COLOURS)
+    paths = [str(p) for p in sorted(support.rglob("*.png"))]
+    torch.manual_seed(0)
+    network = build_backbone("conv4", image_size=SIZE).eval()
+    digest = model_digest(network, network.preprocessing)
+    keyed: list[str] = []
+    original = feature_cache._item_key
+    monkeypatch.setattr(
+        feature_cache, "_item_key", lambda *a, **k: keyed.append(a[1]) or original(*a, **k)
+    )
+    cache = FeatureCache(tmp_path / "cache")
+    assert cache.stored(digest, ImageList(paths, network.preprocessing)) is None
+    assert keyed == [paths[0]]  # one key, not six, before embed computes them all

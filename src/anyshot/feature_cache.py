@@ -480,11 +480,24 @@ class FeatureCache:
         """The rows of ``images`` when every one of them is cached for the model ``digest``
         (in memory or on disk), else ``None``: ``(features [N, D] float32, [0..N-1])``, as
         :meth:`embed` would return them, without the network. Images without a file behind
-        them are never cached, so they give ``None``."""
-        keys, found, _ = self._lookup(digest, images)
-        if len(found) < len(keys) or not keys:
+        them are never cached, so they give ``None``.
+
+        Stops at the first image not cached (its key is the only one computed then), so a
+        folder of new images costs one key before :meth:`embed` computes them all.
+        """
+        folder = None if self.directory is None else self.directory / digest[:16]
+        self._read_disk(folder, set())  # index the shards, read no rows
+        index = self._index.get(folder, (set(), {}))[1] if folder is not None else {}
+        keys: list[str] = []
+        for i in range(len(images)):
+            key = self._key(digest, _file_source(images, i))
+            if key is None or (key not in self._rows and key not in index):
+                return None
+            keys.append(key)
+        if not keys:
             return None
-        return torch.stack([found[i] for i in range(len(keys))]), list(range(len(keys)))
+        self._read_disk(folder, {k for k in keys if k not in self._rows})
+        return torch.stack([self._rows[k] for k in keys]), list(range(len(keys)))
 
     def remember_model(self, identity: str, model: RememberedModel) -> None:
         """Keep ``model`` under ``identity`` (in memory, and in the folder when there is one;

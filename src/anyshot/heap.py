@@ -2,10 +2,12 @@
 
 glibc's ``malloc`` raises its threshold for serving large blocks from ``mmap`` each time such a
 block is freed, so the tens of megabytes of activations of every embedding batch end up in the
-heap, where they fragment it: embedding 3,000 images of 224 px one batch after another grew the
-peak resident memory from 560 to 857 MB although nothing was kept. ``malloc_trim(0)`` after each
-batch returns the free pages (580 MB after 3,000 images), at a cost within the noise of the
-images/s. Without glibc (macOS, Windows, musl) :func:`release_free_memory` does nothing.
+heap, where they fragment it and the resident memory grows with the images although nothing is
+kept. ``malloc_trim(0)`` after each batch returns the free pages: ``anyshot classify`` on
+10,000 query images of 224 px peaked at 1,098 MiB without it and 650 MiB with it
+(``benchmarks/classify_many_queries.py``); embedding 3,000 images alone, 633 and 553 MB at the
+same images/s (``studies/embedding-speed/heap.py``). Without glibc (macOS, Windows, musl)
+:func:`release_free_memory` does nothing.
 """
 
 from __future__ import annotations
