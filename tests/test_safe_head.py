@@ -143,17 +143,18 @@ def test_predicted_classes_is_the_effective_number_of_predicted_classes() -> Non
 
 
 def test_the_gate_decides_per_episode_from_the_predicted_classes() -> None:
-    """Queries from 2 of 5 classes: an episode whose support-init predictions hold K_hat classes
-    is trained iff Q >= (m + s) K_hat (one shot); a gated episode gets the inductive head's
-    logits, and ``fallback`` says which."""
+    """Queries from 2 of 5 classes: an episode whose trained head's predictions hold K_hat
+    classes keeps that head iff Q >= (m + s) K_hat (one shot); a gated episode gets the
+    inductive head's logits, and ``fallback`` says which."""
     gate_only = dataclasses.replace(AS_TRAINED, min_agreement=0.0)
+    unguarded = dataclasses.replace(gate_only, min_queries_per_class=0.0, queries_per_shot=0.0)
     needed = RECOMMENDED.min_queries_per_class + RECOMMENDED.queries_per_shot
     mixed = False
     for per_class in (4, 6, 9):
         support, targets, query, _ = nuisance_episodes(6, 5, 2, per_class, seed=per_class)
-        base = BASE.fit_features(support, targets, query).query_logits
+        trained = unguarded.fit_features(support, targets, query).query_logits
         inductive = RECOMMENDED.inductive().fit_features(support, targets, query).query_logits
-        expected = query.shape[1] < needed * predicted_classes(base)
+        expected = query.shape[1] < needed * predicted_classes(trained)
         fitted = gate_only.fit_features(support, targets, query)
         assert fitted.fallback is not None
         assert fitted.fallback.tolist() == expected.tolist()
@@ -167,6 +168,7 @@ def test_the_gate_decides_per_episode_from_the_predicted_classes() -> None:
             if expected[e]:
                 torch.testing.assert_close(fitted.query_logits[e], inductive[e], atol=1e-5, rtol=0)
             else:
+                torch.testing.assert_close(fitted.query_logits[e], trained[e], atol=1e-5, rtol=0)
                 assert not torch.allclose(fitted.query_logits[e], inductive[e], atol=1e-3)
     assert mixed  # some batch had gated and trained episodes (the set-up)
 

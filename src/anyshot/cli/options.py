@@ -200,7 +200,7 @@ def default_method_words() -> str:
         "that balanced run). It fine-tunes on the labelled images alone (no query term, no "
         f"centring) when there are fewer than {head.min_queries_per_class:g} query images per "
         f"class (plus {head.queries_per_shot:g} per labelled image per class) for the classes "
-        "they appear to hold (those support-init predicts for them), and answers as "
+        "they appear to hold (those the trained head predicts for them), and answers as "
         "support-init does (class means, no training) when the trained classifier agrees with "
         f"support-init on fewer than {head.min_agreement:.0%} of them"
     )
@@ -337,9 +337,9 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         "--min-queries-per-class",
         type=non_negative_float,
         help="transductive: with fewer query images than this (plus --queries-per-shot per "
-        "labelled image per class) per class they appear to hold (the classes support-init "
-        "predicts for them), or a single one, leave them out: fine-tune on the labelled images "
-        "alone (scopes last / all: answer as support-init does); 0 = off (default: "
+        "labelled image per class) per class they appear to hold (the classes the trained "
+        "classifier predicts for them), or a single one, leave them out: fine-tune on the "
+        "labelled images alone (scopes last / all: answer as support-init does); 0 = off (default: "
         f"{by_scope('min_queries_per_class')})",
     )
     group.add_argument(

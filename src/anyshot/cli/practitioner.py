@@ -72,9 +72,9 @@ a warning wherever they are (two classes, one class twice, the query folder at a
 the support and the query). The query images take part in the fitting (transductive fine-tuning;
 --method above says what the default does), so classify all the images you want labelled at
 once: with fewer than {MIN_QUERIES:g} + {QUERIES_PER_SHOT:g} x (labelled images per class) query
-images for each class they appear to hold (the classes the class means predict for them), the
-default leaves them out and fine-tunes on the labelled images alone (as --method finetune
-does).
+images for each class they appear to hold (the classes the trained classifier predicts for
+them), the default leaves them out and fine-tunes on the labelled images alone (as --method
+finetune does).
 
 CSV columns: path,label,confidence then label_2,confidence_2,... (the --top-k most probable
 classes), then outlier_score; one row per readable query image, sorted by path. For an image

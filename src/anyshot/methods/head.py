@@ -13,10 +13,11 @@ initialisation with it (episodes are independent, so re-running a subset gives e
 what a run of all of them would).
 
 Two safeguards answer an episode without its queries (:func:`safeguarded`, the one place they
-live, used here and by scopes ``last`` / ``all``): the *gate* does not train with the queries
-when an episode has too few per class they appear to hold for the query terms to be trusted
-(``min_queries_per_class``, plus ``queries_per_shot`` per labelled image per class): here it
-trains the inductive head (support cross-entropy alone, :meth:`HeadTraining.inductive`); the
+live, used here and by scopes ``last`` / ``all``): the *gate* keeps no answer trained with the
+queries when an episode has too few per class they appear to hold (those the trained head
+predicts) for the query terms to be trusted (``min_queries_per_class``, plus
+``queries_per_shot`` per labelled image per class): here it answers with the inductive head
+(support cross-entropy alone, :meth:`HeadTraining.inductive`); the
 *guard* replaces a trained head whose predicted query classes agree with support-init's on too
 few queries (``min_agreement``) by support-based initialisation.
 """
@@ -227,11 +228,10 @@ def gate_closes(
     shots: float,
     classes: torch.Tensor,
 ) -> torch.Tensor:
-    """``[E]`` bool: whether :func:`safeguarded`'s gate answers each episode with support-init,
-    untrained.
+    """``[E]`` bool: whether :func:`safeguarded`'s gate answers each episode without its queries.
 
     ``queries`` = ``Q``; ``shots`` = labelled images per class (``S / K``); ``classes`` ``[E]`` =
-    the effective number of classes support-init predicts for the queries
+    the effective number of classes the trained head predicts for the queries
     (:func:`predicted_classes`). The gate
     closes on fewer than ``m + s * shots`` queries per predicted class (``m`` =
     ``min_queries_per_class``, ``s`` = ``queries_per_shot``), or on at most one query, when
@@ -249,15 +249,20 @@ def safeguarded(
     train: Callable[[EpisodeRows], FittedHead],
     inductive: Callable[[EpisodeRows], FittedHead] | None = None,
 ) -> tuple[FittedHead, torch.Tensor, torch.Tensor]:
-    """``train`` on the episodes of ``rows`` the gate lets through, with another answer where
-    the gate or the guard says so; returns ``(head, fallback, gated)``, ``[E]`` bool (CPU) masks
-    of the episodes not answered by ``train`` and of those the gate answered (the others of
-    ``fallback``: the guard).
+    """``train`` on the episodes of ``rows``, with another answer where the gate or the guard
+    says so; returns ``(head, fallback, gated)``, ``[E]`` bool (CPU) masks of the episodes not
+    answered by ``train`` and of those the gate answered (the others of ``fallback``: the
+    guard).
 
     * gate (:func:`gate_closes`): an episode with fewer than ``min_queries_per_class +
-      queries_per_shot * S / K`` queries per class support-init predicts for them, or at most
-      one query, is not trained with its queries: it gets ``inductive(its rows)`` (fine-tuning
-      on the support alone), or support-init's answer when ``inductive`` is ``None``;
+      queries_per_shot * S / K`` queries per class the trained head predicts for them, or at
+      most one query, keeps no answer that used its queries: it gets ``inductive(its rows)``
+      (fine-tuning on the support alone), or support-init's answer when ``inductive`` is
+      ``None``. The classes are counted on the trained head's predictions
+      (:func:`predicted_classes`): its class proportions let classes absent from the queries
+      vanish, where support-init spreads its predictions over them when the backbone separates
+      the classes poorly (``studies/present-gate/``). Episodes with fewer queries than one
+      class needs are not trained at all;
     * guard: a trained episode whose predicted query classes agree with support-init's on
       fewer than a fraction ``min_agreement`` of its queries gets support-init's answer (an
       episode without queries always passes).
@@ -273,28 +278,26 @@ def safeguarded(
         none = torch.zeros(episodes, dtype=torch.bool)
         return train(rows), none, none
     base = support_init_head(rows, training.temperature, training.relu)
-    gated = gate_closes(
-        training.min_queries_per_class,
-        training.queries_per_shot,
-        rows.query.shape[1],
-        rows.support.shape[1] / rows.ways,
-        predicted_classes(base.query_logits),
-    )
+    queries, shots = rows.query.shape[1], rows.support.shape[1] / rows.ways
+
+    def gate(classes: torch.Tensor) -> torch.Tensor:
+        m, s = training.min_queries_per_class, training.queries_per_shot
+        return gate_closes(m, s, queries, shots, classes)
+
+    if bool(gate(torch.ones(episodes)).all()):  # too few queries even for one class
+        gated = torch.ones(episodes, dtype=torch.bool)
+        answer = base if inductive is None else inductive(rows)
+        return answer, gated.clone(), gated
+    fitted = train(rows)
+    gated = gate(predicted_classes(fitted.query_logits))
+    guard = torch.zeros(episodes, dtype=torch.bool)
+    if queries > 0:
+        same = fitted.query_logits.argmax(-1) == base.query_logits.argmax(-1)  # [E, Q]
+        guard = ~gated & (same.float().mean(1) < training.min_agreement)
     answer = base
     if inductive is not None and bool(gated.any()):
         answer = base.with_episodes_of(inductive(_episodes(rows, gated)), gated)
-    if bool(gated.all()):
-        return answer, gated.clone(), gated
-    kept = ~gated
-    fitted = train(_episodes(rows, kept))
-    guard = torch.zeros(episodes, dtype=torch.bool)
-    if rows.query.shape[1] > 0:
-        same = fitted.query_logits.argmax(-1) == base.query_logits[kept].argmax(-1)  # [E', Q]
-        guard[kept] = same.float().mean(1) < training.min_agreement
-    if bool(kept.all()):  # the trained head's format is kept (class means are unit rows)
-        return fitted.with_episodes_of(base, guard), guard, gated
-    merged = answer.with_episodes_of(fitted, kept).with_episodes_of(base, guard)
-    return merged, gated | guard, gated
+    return fitted.with_episodes_of(answer, gated | guard), gated | guard, gated
 
 
 def _episodes(rows: EpisodeRows, mask: torch.Tensor) -> EpisodeRows:
