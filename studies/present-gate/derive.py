@@ -47,13 +47,17 @@ def load_cells(raw: str = "raw") -> list[dict]:
 
 
 def rule(cell: dict, count: str, m: float, s: float, guard: str, agree_min: float = 0.5) -> torch.Tensor:
-    """Per-episode predictions [E, Q] of one rule."""
+    """Per-episode predictions [E, Q] of one rule. ``count`` "frac-X": K_hat counted as X, and
+    the per-shot term scaled by the share K_hat / K of the support classes the queries hold."""
     si, raw, ind = cell["support-init"], cell["raw"], cell["inductive"]
     queries, ways, shots = si.shape[1], cell["ways"], cell["shots"]
     k_si, k_raw = perplexity(si, ways), perplexity(raw, ways)
+    share = count.startswith("frac-")
+    count = count.removeprefix("frac-")
     k = {"si": k_si, "raw": k_raw, "min": torch.minimum(k_si, k_raw),
          "geo": (k_si * k_raw).sqrt()}[count]
-    gate = (queries < (m + s * shots) * k) | (queries <= 1)
+    per_shot = s * shots * (k / ways if share else 1.0)
+    gate = (queries < (m + per_shot) * k) | (queries <= 1)
     reference = {"si": si, "ind": ind, "none": raw}[guard.split(">")[0]]
     fallback = {"si": si, "ind": ind}[guard.split(">")[1]] if ">" in guard else si
     agree = (raw == reference).float().mean(1)
@@ -65,9 +69,9 @@ def rule(cell: dict, count: str, m: float, s: float, guard: str, agree_min: floa
 RULES = {
     "current": ("si", 6, 0.5, "si>si"),
     **{f"{c}-m{m}-s{s}-{g}": (c, m, s, g)
-       for c in ("si", "raw", "min", "geo")
+       for c in ("si", "raw", "min", "geo", "frac-raw", "frac-si")
        for m in (4, 6, 8)
-       for s in (0.25, 0.5, 1.0)
+       for s in (0.25, 0.5, 1.0, 2.0)
        for g in ("si>si", "si>ind", "ind>ind")},
 }
 
