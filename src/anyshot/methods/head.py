@@ -202,10 +202,7 @@ def _fit_safeguarded(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     """:func:`fit_head` on the given queries."""
     inductive = training.inductive()
     fitted, fallback, gated = safeguarded(
-        training,
-        rows,
-        lambda chosen: _fit(training, chosen),
-        lambda chosen: _fit(inductive, chosen),
+        training, rows, inductive=lambda chosen: _fit(inductive, chosen)
     )
     return replace(fitted, fallback=fallback, gated=gated) if training.safeguards else fitted
 
@@ -246,58 +243,63 @@ def gate_closes(
 def safeguarded(
     training: HeadTraining,
     rows: EpisodeRows,
-    train: Callable[[EpisodeRows], FittedHead],
+    train: Callable[[EpisodeRows], FittedHead] | None = None,
     inductive: Callable[[EpisodeRows], FittedHead] | None = None,
 ) -> tuple[FittedHead, torch.Tensor, torch.Tensor]:
-    """``train`` on the episodes of ``rows``, with another answer where the gate or the guard
-    says so; returns ``(head, fallback, gated)``, ``[E]`` bool (CPU) masks of the episodes not
-    answered by ``train`` and of those the gate answered (the others of ``fallback``: the
+    """Head fine-tuning of ``rows`` (or ``train``), with another answer where the gate or the
+    guard says so; returns ``(head, fallback, gated)``, ``[E]`` bool (CPU) masks of the episodes
+    not answered by training and of those the gate answered (the others of ``fallback``: the
     guard).
 
     * gate (:func:`gate_closes`): an episode with fewer than ``min_queries_per_class +
-      queries_per_shot * S / K`` queries per class the trained head predicts for them, or at
-      most one query, keeps no answer that used its queries: it gets ``inductive(its rows)``
-      (fine-tuning on the support alone), or support-init's answer when ``inductive`` is
-      ``None``. The classes are counted on the trained head's predictions
-      (:func:`predicted_classes`): its class proportions let classes absent from the queries
-      vanish, where support-init spreads its predictions over them when the backbone separates
-      the classes poorly (``studies/present-gate/``). Episodes with fewer queries than one
-      class needs are not trained at all;
+      queries_per_shot * S / K`` queries per class that head fine-tuning of ``rows`` (the
+      query terms on) predicts for them, or at most one query, is not trained with its
+      queries: it gets ``inductive(its rows)`` (fine-tuning on the support alone), or
+      support-init's answer when ``inductive`` is ``None``. The trained head's class
+      proportions let classes absent from the queries vanish, where support-init spreads its
+      predictions over them when the backbone separates the classes poorly
+      (``studies/present-gate/``). With fewer queries than one class needs, nothing is
+      trained;
     * guard: a trained episode whose predicted query classes agree with support-init's on
       fewer than a fraction ``min_agreement`` of its queries gets support-init's answer (an
       episode without queries always passes).
 
-    ``train`` and ``inductive`` get the rows of their episodes only (``E' <= E``). Support-init
-    here is :func:`support_init_head` of ``rows`` at ``training``'s temperature and ReLU: an
-    episode answered by it gets exactly its class-mean weights, zero bias and query logits.
-    The heads are merged with :meth:`FittedHead.with_episodes_of` (every episode keeps its
-    logits). With both safeguards off, this is ``train(rows)``.
+    ``train`` (``None`` = that head fine-tuning itself, the answer of scope ``head``) and
+    ``inductive`` get the rows of their episodes only (``E' <= E``). Support-init here is
+    :func:`support_init_head` of ``rows`` at ``training``'s temperature and ReLU: an episode
+    answered by it gets exactly its class-mean weights, zero bias and query logits. The heads
+    are merged with :meth:`FittedHead.with_episodes_of` (every episode keeps its logits). With
+    both safeguards off, this is the training alone.
     """
     episodes = rows.support.shape[0]
     if not training.safeguards:
         none = torch.zeros(episodes, dtype=torch.bool)
-        return train(rows), none, none
+        return (_fit(training, rows) if train is None else train(rows)), none, none
     base = support_init_head(rows, training.temperature, training.relu)
     queries, shots = rows.query.shape[1], rows.support.shape[1] / rows.ways
-
-    def gate(classes: torch.Tensor) -> torch.Tensor:
-        m, s = training.min_queries_per_class, training.queries_per_shot
-        return gate_closes(m, s, queries, shots, classes)
-
-    if bool(gate(torch.ones(episodes)).all()):  # too few queries even for one class
-        gated = torch.ones(episodes, dtype=torch.bool)
-        answer = base if inductive is None else inductive(rows)
-        return answer, gated.clone(), gated
-    fitted = train(rows)
-    gated = gate(predicted_classes(fitted.query_logits))
-    guard = torch.zeros(episodes, dtype=torch.bool)
-    if queries > 0:
-        same = fitted.query_logits.argmax(-1) == base.query_logits.argmax(-1)  # [E, Q]
-        guard = ~gated & (same.float().mean(1) < training.min_agreement)
+    m, s = training.min_queries_per_class, training.queries_per_shot
+    gated = gate_closes(m, s, queries, shots, torch.ones(episodes))  # even one class: too few
+    probe = None
+    if not bool(gated.all()):
+        probe = _fit(training, rows)
+        gated = gate_closes(m, s, queries, shots, predicted_classes(probe.query_logits))
     answer = base
     if inductive is not None and bool(gated.any()):
         answer = base.with_episodes_of(inductive(_episodes(rows, gated)), gated)
-    return fitted.with_episodes_of(answer, gated | guard), gated | guard, gated
+    if probe is None or bool(gated.all()):
+        return answer, gated.clone(), gated
+    kept = ~gated
+    if train is None:
+        trained = probe
+    elif bool(kept.all()):
+        trained = train(rows)
+    else:
+        trained = answer.with_episodes_of(train(_episodes(rows, kept)), kept)
+    guard = torch.zeros(episodes, dtype=torch.bool)
+    if queries > 0:
+        same = trained.query_logits.argmax(-1) == base.query_logits.argmax(-1)  # [E, Q]
+        guard = kept & (same.float().mean(1) < training.min_agreement)
+    return trained.with_episodes_of(answer, gated | guard), gated | guard, gated
 
 
 def _episodes(rows: EpisodeRows, mask: torch.Tensor) -> EpisodeRows:

@@ -227,9 +227,9 @@ def train_network(
     ``min_agreement``) compare with support-based initialisation on the frozen backbone's
     embeddings (the untrained copy in eval mode, as the initialisation uses). When the episode
     falls back, the result is that classifier and its query logits, and ``network.model`` is
-    left untrained: the gate trains nothing when the episode has fewer queries than one class
-    needs, and otherwise, as the guard, restores the initial state (so the returned network
-    embeds as the caller's backbone does).
+    left untrained: the gate (which counts the query classes with head fine-tuning on those
+    frozen embeddings) trains nothing, the guard restores the initial state (so the returned
+    network embeds as the caller's backbone does).
 
     Args:
         settings: the scope's settings.
@@ -241,7 +241,7 @@ def train_network(
     frozen = _frozen_rows(settings, network, targets, ways)
     two_runs = head.adaptive_balance and head.weights.balance > 0 and len(network.query) > 0
     initial_state = None
-    if two_runs or head.safeguards:
+    if two_runs or head.min_agreement > 0:
         initial_state = {k: v.detach().clone() for k, v in network.model.state_dict().items()}
     trained: list[FineTuned] = []
 
