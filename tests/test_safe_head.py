@@ -17,6 +17,7 @@ from anyshot.cli.options import method_from_args
 from anyshot.episodes import Episode
 from anyshot.errors import AnyshotError, ConfigurationError
 from anyshot.methods import PRESETS, FineTuning, SupportBasedInit, TransductiveFineTuning
+from anyshot.methods import network as network_module
 from anyshot.methods.balance import dirichlet_concentration, looks_balanced
 from anyshot.methods.cosine import class_means, transductive_center
 from anyshot.methods.finetune import QUERY_FIELDS
@@ -324,6 +325,35 @@ def test_network_scopes_fall_back_to_support_init_on_the_frozen_backbone(scope: 
         state = fitted.network.state_dict()
         for name, value in backbone.state_dict().items():
             torch.testing.assert_close(state[name], value, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("scope", ["last", "all"])
+def test_network_scopes_count_the_gates_classes_before_training_the_network(
+    scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """12 queries of 3 classes: the gate (7 per class) closes only after counting the classes
+    (head fine-tuning on the frozen embeddings); the network is then never trained."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        backbone = build_backbone("conv4", channels=3, image_size=16)
+    method = TransductiveFineTuning(
+        scope=scope, epochs=3, lr=0.01, temperature=0.1, augment=False, min_queries_per_class=7.0
+    )
+    episode = _image_episode([4, 4, 4])
+    assert method.fit(backbone, _image_episode([12, 0, 0])).fallback is None  # one class: trained
+
+    def no_network_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the network was trained for an episode the gate answers")
+
+    monkeypatch.setattr(network_module, "_train_runs", no_network_training)
+    fitted = method.fit(backbone, episode)
+    assert fitted.fallback == "gate"
+    base = SupportBasedInit(temperature=0.1)(backbone, episode)
+    torch.testing.assert_close(fitted.query_logits, base, atol=1e-5, rtol=0)
+    assert fitted.network is not None
+    state = fitted.network.state_dict()
+    for name, value in backbone.state_dict().items():
+        torch.testing.assert_close(state[name], value, atol=0, rtol=0)
 
 
 def test_settings_presets_and_command_line() -> None:

@@ -337,8 +337,8 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         "--min-queries-per-class",
         type=non_negative_float,
         help="transductive: with fewer query images than this (plus --queries-per-shot per "
-        "labelled image per class) per class they appear to hold (the classes the trained "
-        "classifier predicts for them), or a single one, leave them out: fine-tune on the "
+        "labelled image per class) per class they appear to hold (the classes the fine-tuned "
+        "head predicts for them), or a single one, leave them out: fine-tune on the "
         "labelled images alone (scopes last / all: answer as support-init does); 0 = off (default: "
         f"{by_scope('min_queries_per_class')})",
     )

@@ -139,7 +139,8 @@ class FineTuning:
         min_queries_per_class: the gate: an episode with fewer than ``m + s * shots`` queries
             per class its queries appear to hold (``m`` = this, ``s`` = ``queries_per_shot``,
             ``shots`` = labelled images per class, ``S / K``; the classes are the effective
-            number the trained head predicts for the queries), or with a single query
+            number head fine-tuning predicts for the queries, at scopes ``last`` / ``all`` on
+            the frozen backbone's embeddings), or with a single query
             (when ``m`` or ``s`` is positive), keeps no answer trained with its queries: too
             little query evidence for the query terms to beat the labelled images. At scope
             ``head`` it gets :meth:`inductive`'s answer (fine-tuning on the support alone: many

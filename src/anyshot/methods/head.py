@@ -253,8 +253,8 @@ def safeguarded(
 
     * gate (:func:`gate_closes`): an episode with fewer than ``min_queries_per_class +
       queries_per_shot * S / K`` queries per class that head fine-tuning of ``rows`` (the
-      query terms on) predicts for them, or at most one query, is not trained with its
-      queries: it gets ``inductive(its rows)`` (fine-tuning on the support alone), or
+      query terms on) predicts for them, or at most one query, keeps no answer trained with
+      its queries: it gets ``inductive(its rows)`` (fine-tuning on the support alone), or
       support-init's answer when ``inductive`` is ``None``. The trained head's class
       proportions let classes absent from the queries vanish, where support-init spreads its
       predictions over them when the backbone separates the classes poorly
@@ -279,17 +279,18 @@ def safeguarded(
     queries, shots = rows.query.shape[1], rows.support.shape[1] / rows.ways
     m, s = training.min_queries_per_class, training.queries_per_shot
     gated = gate_closes(m, s, queries, shots, torch.ones(episodes))  # even one class: too few
-    probe = None
-    if not bool(gated.all()):
+    probe = None  # head fine-tuning of the rows: the gate's class count, or the answer
+    if not bool(gated.all()) and (m > 0 or s > 0 or train is None):
         probe = _fit(training, rows)
         gated = gate_closes(m, s, queries, shots, predicted_classes(probe.query_logits))
     answer = base
     if inductive is not None and bool(gated.any()):
         answer = base.with_episodes_of(inductive(_episodes(rows, gated)), gated)
-    if probe is None or bool(gated.all()):
+    if bool(gated.all()):
         return answer, gated.clone(), gated
     kept = ~gated
     if train is None:
+        assert probe is not None  # computed whenever the gate let an episode through
         trained = probe
     elif bool(kept.all()):
         trained = train(rows)
