@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import time
 
 import torch
@@ -25,6 +26,12 @@ import grid  # noqa: E402  (studies/safe-gate)
 from study2 import SEED2, cells  # noqa: E402
 
 from anyshot.methods import presets  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../benchmarks"))
+from peers import alpha_tim  # noqa: E402
+
+#: Peers of benchmarks/peers.py run on the same episodes (raw feature rows -> query logits).
+PEERS = {"alpha-tim": alpha_tim}
 
 OUT = os.environ.get("ANYSHOT_STUDY_OUT", "out")
 RAW = dataclasses.replace(
@@ -68,11 +75,18 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             chunk = max(1, min(64, 20000 // (ways * shots + q_idx.shape[1])))
-            fitted = method(head).fit_features(
-                feats[ds][s_idx], tgt, feats[ds][q_idx], ways=ways, episodes_per_chunk=chunk
-            )
-            store[head] = fitted.query_logits.to(torch.float16)
-            acc = (fitted.query_logits.argmax(-1) == qt).float().mean()
+            if head in PEERS:
+                logits = torch.cat([
+                    PEERS[head](feats[ds][s_idx[a:a + chunk]], tgt[a:a + chunk],
+                                feats[ds][q_idx[a:a + chunk]], ways)
+                    for a in range(0, eps, chunk)
+                ])
+            else:
+                logits = method(head).fit_features(
+                    feats[ds][s_idx], tgt, feats[ds][q_idx], ways=ways, episodes_per_chunk=chunk
+                ).query_logits
+            store[head] = logits.to(torch.float16)
+            acc = (logits.argmax(-1) == qt).float().mean()
             ms = (time.perf_counter() - t0) / eps * 1000
             print(f"{name:26s} {head:13s} {100 * acc:6.2f}  {ms:7.1f} ms/ep", flush=True)
             torch.save(store, path + ".tmp")
