@@ -140,11 +140,11 @@ class FineTuning:
             per class its queries appear to hold (``m`` = this, ``s`` = ``queries_per_shot``,
             ``shots`` = labelled images per class, ``S / K``; the classes are the effective
             number head fine-tuning predicts for the queries, at scopes ``last`` / ``all`` on
-            the frozen backbone's embeddings), or with a single query
-            (when ``m`` or ``s`` is positive), keeps no answer trained with its queries: too
-            little query evidence for the query terms to beat the labelled images. At scope
-            ``head`` it gets :meth:`inductive`'s answer (fine-tuning on the support alone: many
-            labelled images then still train the head); at scopes ``last`` / ``all`` support-based
+            the frozen backbone's embeddings), or with a single query (when ``m`` or ``s`` is
+            positive), keeps no answer trained with its queries: too little query evidence for
+            the query terms to beat the labelled images. At scope ``head`` it gets
+            :meth:`inductive`'s answer (fine-tuning on the support alone: many labelled images
+            then still train the head); at scopes ``last`` / ``all`` support-based
             initialisation's (same ``temperature`` and ``relu``; no training). 0 = off.
         queries_per_shot: the gate's ``s`` (see ``min_queries_per_class``). 0 = off.
         min_agreement: the guard: after training, an episode whose predicted query classes
