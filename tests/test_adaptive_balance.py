@@ -124,6 +124,9 @@ def test_second_run_starts_from_the_initial_network(scope: str) -> None:
         balance_weight=1.0,
         adaptive_balance=True,
         augment=False,
+        # at scope all, training-mode batch-norm also moves the stored statistics: the
+        # second run must restore those buffers too
+        norm_statistics="batch" if scope == "all" else "pretrained",
     )
     adaptive = method.fit(backbone, episode)
     assert bool(looks_balanced(torch.bincount(adaptive.query_logits.argmax(1), minlength=3)))

@@ -157,6 +157,45 @@ def test_chunked_steps_equal_one_big_batch() -> None:
     assert torch.allclose(big, small, atol=1e-5)
 
 
+def shifted_norm_network() -> nn.Module:
+    """A network with batch-norm whose stored statistics are far from its inputs' (as an
+    ImageNet network's are from characters or digits)."""
+    torch.manual_seed(0)
+    norm = nn.BatchNorm1d(3 * 16 * 16)
+    norm.running_mean.fill_(3.0)
+    norm.running_var.fill_(0.05)
+    return nn.Sequential(nn.Flatten(), norm, nn.Linear(3 * 16 * 16, 8))
+
+
+def test_scope_all_trains_on_the_stored_norm_statistics_by_default() -> None:
+    """Training sees the normalisation prediction sees: chunks do not change the result even
+    with batch-norm, and the trained copy keeps the stored statistics."""
+    network = shifted_norm_network()
+    episode = make_episode(ways=3, shots=[1, 7, 4], queries=5)
+    options = {"scope": "all", "epochs": 10, "lr": 1e-2, "augment": False}
+    big = TransductiveFineTuning(batch_size=1000, **options).fit(network, episode)  # type: ignore[arg-type]
+    small = TransductiveFineTuning(batch_size=3, **options)(network, episode)  # type: ignore[arg-type]
+    assert torch.allclose(big.query_logits, small, atol=1e-5)
+    assert big.network is not None
+    trained_norm = big.network[1]
+    assert torch.equal(trained_norm.running_mean, network[1].running_mean)
+    assert torch.equal(trained_norm.running_var, network[1].running_var)
+
+
+def test_batch_norm_statistics_in_training_mode_on_request() -> None:
+    network = shifted_norm_network()
+    episode = make_episode(ways=3, shots=[1, 7, 4], queries=5)
+    options = {"scope": "all", "epochs": 3, "lr": 1e-2, "augment": False}
+    tuned = FineTuning(norm_statistics="batch", **options).fit(network, episode)  # type: ignore[arg-type]
+    assert tuned.network is not None
+    assert not torch.equal(tuned.network[1].running_mean, network[1].running_mean)
+    assert torch.equal(network[1].running_mean, torch.full((3 * 16 * 16,), 3.0))
+    with pytest.raises(ConfigurationError, match="norm_statistics='batch' needs scope='all'"):
+        FineTuning(scope="last", norm_statistics="batch")
+    with pytest.raises(ConfigurationError, match="norm_statistics must be one of"):
+        FineTuning(norm_statistics="running")
+
+
 def test_same_seed_same_logits_with_augmentation() -> None:
     backbone = build_backbone("conv4", image_size=16)
     episode = make_episode()

@@ -298,7 +298,7 @@ def test_network_scopes_fall_back_to_support_init_on_the_frozen_backbone(scope: 
     method = TransductiveFineTuning(
         scope=scope,
         epochs=10,
-        lr=0.5 if scope == "last" else 0.1,  # last (batch-norm in eval mode) moves less
+        lr=0.5,
         temperature=0.1,
         balance_weight=10.0,
         augment=False,

@@ -7,7 +7,9 @@ bounded memory and gives the same step as one big batch would (up to batch-norm 
 which are per chunk in training mode). With several query chunks the balance term is
 linearised around the whole query set's mean prediction (its exact gradient).
 
-* ``all``: every parameter trains; batch-norm in training mode, augmentation optional.
+* ``all``: every parameter trains, augmentation optional; batch-norm keeps the stored
+  statistics (``norm_statistics="pretrained"``, the default) or normalises each chunk by its
+  own (``"batch"``, training mode).
 * ``last``: the frozen trunk's activations are computed once (eval mode, no augmentation) and
   only the last stage trains, its batch-norm layers in eval mode (the pre-trained statistics:
   a few-shot support is too small and skewed for batch statistics, and with the stage's weights
@@ -100,6 +102,8 @@ class NetworkTraining:
         batch_size: inputs per chunk of a step.
         augment: apply the pre-training augmentations while training (scope ``all``).
         flip: include horizontal flips in the augmentation.
+        norm_statistics: scope ``all``'s batch-norm while training: ``"pretrained"`` (eval
+            mode, the stored statistics) or ``"batch"`` (training mode).
         seed: seed of the augmentation and chunk-order draws.
         network_lr: Adam learning rate of the network's parameters (the head's: ``head.lr``).
     """
@@ -109,6 +113,7 @@ class NetworkTraining:
     batch_size: int
     augment: bool
     flip: bool
+    norm_statistics: str
     seed: int
     network_lr: float
 
@@ -151,9 +156,14 @@ def trainable_network(
             "use an anyshot Backbone or pass augment=False"
         )
     augmentation = Augmentation(flip=settings.flip)
+    norms = [m for m in model.modules() if isinstance(m, _BATCH_NORM)]
+    if settings.norm_statistics != "pretrained":
+        norms = []
 
     def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
         model.train(training)
+        for norm in norms:  # the stored statistics, whatever the mode
+            norm.eval()
         if training and settings.augment:
             assert isinstance(preprocessing, Preprocessing)
             inputs = augmentation(inputs, preprocessing, generator)
