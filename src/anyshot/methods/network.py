@@ -8,8 +8,9 @@ which are per chunk in training mode). With several query chunks the balance ter
 linearised around the whole query set's mean prediction (its exact gradient).
 
 * ``all``: every parameter trains, augmentation optional; batch-norm keeps the stored
-  statistics (``norm_statistics="pretrained"``, the default) or normalises each chunk by its
-  own (``"batch"``, training mode).
+  statistics (``norm_statistics="pretrained"``) or normalises each chunk by its own (training
+  mode), the statistics then re-estimated on the episode's images (``"episode"``) or left as
+  batch-norm's running averages (``"batch"``).
 * ``last``: the frozen trunk's activations are computed once (eval mode, no augmentation) and
   only the last stage trains, its batch-norm layers in eval mode (the pre-trained statistics:
   a few-shot support is too small and skewed for batch statistics, and with the stage's weights
@@ -41,7 +42,7 @@ from anyshot.methods.cosine import (
     unit_embeddings,
 )
 from anyshot.methods.features import EpisodeRows, FittedHead
-from anyshot.methods.frozen import frozen_forward, working_copy
+from anyshot.methods.frozen import evaluation_mode, frozen_forward, working_copy
 from anyshot.methods.head import HeadTraining, safeguarded
 from anyshot.methods.objective import (
     QueryWeights,
@@ -102,8 +103,9 @@ class NetworkTraining:
         batch_size: inputs per chunk of a step.
         augment: apply the pre-training augmentations while training (scope ``all``).
         flip: include horizontal flips in the augmentation.
-        norm_statistics: scope ``all``'s batch-norm while training: ``"pretrained"`` (eval
-            mode, the stored statistics) or ``"batch"`` (training mode).
+        norm_statistics: scope ``all``'s batch-norm, resolved (no ``"auto"``): ``"pretrained"``
+            (eval mode while training), ``"episode"`` (training mode, then
+            :func:`episode_statistics`) or ``"batch"`` (training mode).
         seed: seed of the augmentation and chunk-order draws.
         network_lr: Adam learning rate of the network's parameters (the head's: ``head.lr``).
     """
@@ -158,7 +160,7 @@ def trainable_network(
     augmentation = Augmentation(flip=settings.flip)
     norms = [m for m in model.modules() if isinstance(m, _BATCH_NORM)]
     if settings.norm_statistics != "pretrained":
-        norms = []
+        norms = []  # training mode
 
     def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
         model.train(training)
@@ -218,6 +220,25 @@ def _last_stage(
 
     trainable = [p for p in model.parameters() if id(p) in last_ids]
     return TrainableNetwork(model, trainable, support, query, encode, device, generator)
+
+
+def episode_statistics(network: TrainableNetwork, batch_size: int) -> None:
+    """Re-estimate every batch-norm layer's statistics of ``network.model`` on the episode's
+    support and query images (un-augmented, training mode, no gradients; the average over
+    chunks of ``batch_size`` images), so that prediction normalises as training did."""
+    model = network.model
+    norms = [m for m in model.modules() if isinstance(m, _BATCH_NORM)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average
+    with torch.no_grad(), evaluation_mode(model):
+        model.train()
+        for inputs in (network.support, network.query):
+            for batch in image_batches(inputs, batch_size):
+                model(batch.to(network.device))
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
 
 
 def _embed(network: TrainableNetwork, inputs: Images, batch_size: int) -> torch.Tensor:
@@ -396,6 +417,8 @@ class _Run:
         if likelihood:
             with torch.no_grad():
                 classifier.bias.copy_(log_prior)
+        if self.settings.norm_statistics == "episode":
+            episode_statistics(net, self.settings.batch_size)
         logits = torch.empty(0, classifier.weight.shape[0])
         if len(net.query):
             with torch.no_grad():
