@@ -19,7 +19,6 @@ from anyshot.methods import (
     class_means,
     prediction_entropy,
 )
-from anyshot.methods.finetune import resolved_norm_statistics
 
 
 def vectors(rows: list[list[float]]) -> torch.Tensor:
@@ -168,10 +167,9 @@ def shifted_norm_network() -> nn.Module:
     return nn.Sequential(nn.Flatten(), norm, nn.Linear(3 * 16 * 16, 8))
 
 
-def test_scope_all_trains_on_the_stored_norm_statistics_with_few_labelled_images() -> None:
-    """By default (auto), below 5 images per class: training sees the normalisation prediction
-    sees, chunks do not change the result even with batch-norm, and the trained copy keeps the
-    stored statistics."""
+def test_scope_all_trains_on_the_stored_norm_statistics_by_default() -> None:
+    """Training sees the normalisation prediction sees: chunks do not change the result even
+    with batch-norm, and the trained copy keeps the stored statistics."""
     network = shifted_norm_network()
     episode = make_episode(ways=3, shots=[1, 7, 4], queries=5)
     options = {"scope": "all", "epochs": 10, "lr": 1e-2, "augment": False}
@@ -182,19 +180,6 @@ def test_scope_all_trains_on_the_stored_norm_statistics_with_few_labelled_images
     trained_norm = big.network[1]
     assert torch.equal(trained_norm.running_mean, network[1].running_mean)
     assert torch.equal(trained_norm.running_var, network[1].running_var)
-
-
-def test_auto_norm_statistics_follow_the_labelled_images_per_class() -> None:
-    assert resolved_norm_statistics("auto", "all", 49, 10) == "pretrained"
-    assert resolved_norm_statistics("auto", "all", 50, 10) == "episode"
-    assert resolved_norm_statistics("auto", "last", 1000, 10) == "pretrained"
-    assert resolved_norm_statistics("batch", "all", 1000, 10) == "batch"
-    network = shifted_norm_network()
-    many = make_episode(ways=2, shots=[5, 6], queries=2)
-    tuned = FineTuning(scope="all", epochs=1, augment=False).fit(network, many)
-    assert tuned.network is not None  # re-estimated on the support chunk and the query chunk
-    expected = torch.stack([many.support.flatten(1).mean(0), many.query.flatten(1).mean(0)])
-    torch.testing.assert_close(tuned.network[1].running_mean, expected.mean(0))
 
 
 def test_episode_norm_statistics_are_re_estimated_on_the_episode_after_training() -> None:

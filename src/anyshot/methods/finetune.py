@@ -51,7 +51,6 @@ from anyshot.methods.network import (
 from anyshot.methods.objective import QueryWeights
 
 __all__ = [
-    "EPISODE_STATISTICS_SHOTS",
     "NORM_STATISTICS",
     "QUERYLESS_CONFIDENCE",
     "QUERY_FIELDS",
@@ -59,32 +58,13 @@ __all__ = [
     "FineTuned",
     "FineTuning",
     "TransductiveFineTuning",
-    "resolved_norm_statistics",
 ]
 
 SCOPES = ("all", "last", "head")
 
 #: Where scope ``all``'s batch-norm layers take their statistics (see :class:`FineTuning`'s
 #: ``norm_statistics``).
-NORM_STATISTICS = ("auto", "pretrained", "episode", "batch")
-
-#: ``norm_statistics="auto"``: ``"episode"`` from this many labelled images per class (on
-#: average), ``"pretrained"`` below. On val episodes (``studies/scope-curve/``, 1-3 per cell:
-#: indicative), the stored statistics were 8.7 points better on 20-way 1-shot Omniglot (84 px)
-#: and 4.8 worse on 10-way 1-shot digits (64 px); the two within 1.5 points with 5 and 15
-#: shots; episode statistics 9.5 and 13.5 points better with 20 and 100 digits per class.
-EPISODE_STATISTICS_SHOTS = 5.0
-
-
-def resolved_norm_statistics(setting: str, scope: str, images: int, ways: int) -> str:
-    """The batch-norm statistics fine-tuning at ``scope`` uses for a support of ``images``
-    labelled images of ``ways`` classes: ``"pretrained"`` at scopes ``head`` / ``last``,
-    ``setting`` at scope ``all`` with ``"auto"`` resolved (:data:`EPISODE_STATISTICS_SHOTS`)."""
-    if scope != "all":
-        return "pretrained"
-    if setting != "auto":
-        return setting
-    return "episode" if images >= EPISODE_STATISTICS_SHOTS * ways else "pretrained"
+NORM_STATISTICS = ("pretrained", "episode", "batch")
 
 
 #: ``h`` of the calibration rule for an episode without queries (``confidence_query_slope``):
@@ -192,16 +172,19 @@ class FineTuning:
             training; ``None`` = on for scope ``all``, off otherwise (cached scopes cannot).
         flip: include horizontal flips in the augmentation.
         norm_statistics: scope ``all``'s batch-norm (the other scopes always use the stored
-            statistics). ``"pretrained"``: every batch-norm layer keeps the backbone's stored
-            statistics while training, so training and prediction normalise alike.
-            ``"episode"``: training mode (each chunk normalised by its own statistics), then
-            the statistics are re-estimated on the episode's support and query images, so
-            prediction normalises as training did. ``"batch"``: training mode with the running
-            averages as batch-norm keeps them (the paper's); in 25 steps EfficientNet-Lite0's
-            (momentum 0.01) hardly move, so prediction normalises differently from training,
-            which cost 14 to 42 points on val episodes of characters and digits.
-            ``"auto"``: ``"episode"`` from :data:`EPISODE_STATISTICS_SHOTS` labelled images per
-            class, else ``"pretrained"`` (``studies/scope-curve/``).
+            statistics). ``"pretrained"`` (default): every batch-norm layer keeps the
+            backbone's stored statistics while training, so initialisation, training and
+            prediction normalise alike. ``"episode"``: training mode (each chunk normalised by
+            its own statistics), then the statistics re-estimated on the episode's support and
+            query images, so prediction normalises as training did; the classifier still
+            starts from class means under the stored statistics. ``"batch"``: training mode
+            with batch-norm's own running averages (the paper's); in 25 steps
+            EfficientNet-Lite0's (momentum 0.01) hardly move, so prediction normalises
+            differently from training. On val episodes of Omniglot (84 px) and digits (64 px),
+            T 0.1, Adam 1e-2 / 1e-3 (``studies/scope-curve/``): ``"batch"`` lost 14 to 38
+            points (cell means) to ``"pretrained"`` with 1 and 5 labelled images per class;
+            ``"episode"`` lost 8.7 to it on 20-way 1-shot Omniglot and won by 9.5 and 13.5
+            with 20 and 100 digits per class.
         seed: seed of the augmentation and chunk-order draws.
         device: where to train; default the backbone's device.
     """
@@ -233,7 +216,7 @@ class FineTuning:
     batch_size: int = 64
     augment: bool | None = None
     flip: bool = True
-    norm_statistics: str = "auto"
+    norm_statistics: str = "pretrained"
     seed: int = 0
     device: str | None = None
 
@@ -459,9 +442,7 @@ class FineTuning:
             batch_size=self.batch_size,
             augment=self.augment if self.augment is not None else self.scope == "all",
             flip=self.flip,
-            norm_statistics=resolved_norm_statistics(
-                self.norm_statistics, self.scope, len(episode.support), episode.ways
-            ),
+            norm_statistics=self.norm_statistics if self.scope == "all" else "pretrained",
             seed=self.seed,
             network_lr=self.lr if self.network_lr is None else self.network_lr,
         )

@@ -103,7 +103,7 @@ class NetworkTraining:
         batch_size: inputs per chunk of a step.
         augment: apply the pre-training augmentations while training (scope ``all``).
         flip: include horizontal flips in the augmentation.
-        norm_statistics: scope ``all``'s batch-norm, resolved (no ``"auto"``): ``"pretrained"``
+        norm_statistics: scope ``all``'s batch-norm: ``"pretrained"``
             (eval mode while training), ``"episode"`` (training mode, then
             :func:`episode_statistics`) or ``"batch"`` (training mode).
         seed: seed of the augmentation and chunk-order draws.
