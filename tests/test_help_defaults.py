@@ -110,7 +110,7 @@ def test_method_help_states_the_presets_defaults(name: str) -> None:
     fields = {*TRAINING_FIELDS, "temperature"}
     checked = set()
     for action in parser._actions:
-        if action.dest not in fields or action.dest in ("scope", "augment", "relu", "network_lr"):
+        if action.dest not in fields or action.dest in ("scope", "augment", "flip", "relu", "network_lr"):
             continue
         flag = flag_of(action)
         assert action.default is None, flag  # so that the preset decides
@@ -121,6 +121,7 @@ def test_method_help_states_the_presets_defaults(name: str) -> None:
     assert f"{SUPPORT_INIT.temperature} for support-init" in option_help(parser, "--temperature")
     assert "(default;" in option_help(parser, "--scope").split("head =")[1].split(";")[0] + ";"
     assert "on for --scope all only" in option_help(parser, "--augment")
+    assert "(default: on)" in option_help(parser, "--flip") and RECOMMENDED.flip and PAPER.flip
     assert RECOMMENDED.network_lr is None and PAPER.network_lr is None
     assert "(default: --lr)" in option_help(parser, "--network-lr")  # None = the --lr value
 
@@ -133,6 +134,15 @@ def test_the_method_defaults_the_help_states_are_the_ones_used() -> None:
     for name in ("epochs", "lr", "temperature", "likelihood_weight", "min_agreement", "center"):
         assert getattr(head, name) == getattr(RECOMMENDED, name), name
         assert getattr(paper, name) == getattr(PAPER, name), name
+
+
+def test_no_flip_reaches_the_method_at_every_scope() -> None:
+    parser = command("classify")
+    base = ["--support", "s", "--query", "q"]
+    for scope in ("head", "all"):
+        args = parser.parse_args([*base, "--scope", scope, "--no-flip"])
+        assert method_from_args(args).flip is False  # type: ignore[union-attr]
+        assert method_from_args(parser.parse_args([*base, "--scope", scope])).flip is True  # type: ignore[union-attr]
 
 
 def test_default_method_is_described_from_its_settings() -> None:

@@ -68,7 +68,7 @@ __all__ = [
 DATASET_CHOICES = available_datasets()
 
 #: Method options that only fine-tuning uses (support-init does no training).
-TRAINING_FIELDS = ("scope", "epochs", "lr", "network_lr", "augment", *QUERY_FIELDS)
+TRAINING_FIELDS = ("scope", "epochs", "lr", "network_lr", "augment", "flip", *QUERY_FIELDS)
 
 
 # --- argument types ---------------------------------------------------------------------------
@@ -259,6 +259,13 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="augment images while fine-tuning (default: on for --scope all only)",
+    )
+    group.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --augment: mirror images left to right at random (default: on); --no-flip "
+        "for characters, digits, text or anything whose mirror image is another class",
     )
     group.add_argument(
         "--no-relu", dest="relu", action="store_false", help="do not rectify embeddings"
