@@ -109,8 +109,9 @@ def test_method_help_states_the_presets_defaults(name: str) -> None:
     parser = command(name)
     fields = {*TRAINING_FIELDS, "temperature"}
     checked = set()
+    own_words = ("scope", "augment", "flip", "relu", "network_lr")
     for action in parser._actions:
-        if action.dest not in fields or action.dest in ("scope", "augment", "flip", "relu", "network_lr"):
+        if action.dest not in fields or action.dest in own_words:
             continue
         flag = flag_of(action)
         assert action.default is None, flag  # so that the preset decides
@@ -142,7 +143,8 @@ def test_no_flip_reaches_the_method_at_every_scope() -> None:
     for scope in ("head", "all"):
         args = parser.parse_args([*base, "--scope", scope, "--no-flip"])
         assert method_from_args(args).flip is False  # type: ignore[union-attr]
-        assert method_from_args(parser.parse_args([*base, "--scope", scope])).flip is True  # type: ignore[union-attr]
+        default = method_from_args(parser.parse_args([*base, "--scope", scope]))
+        assert default.flip is True  # type: ignore[union-attr]
 
 
 def test_default_method_is_described_from_its_settings() -> None:
