@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyshot.pretrain import parameter_groups
+
 __all__ = ["TransferRecipe", "full_finetune", "random_resized_crop"]
 
 
@@ -76,13 +78,8 @@ def random_resized_crop(
 
 
 def _optimizer(model: nn.Module, recipe: TransferRecipe) -> torch.optim.Optimizer:
-    """SGD with weight decay on weight matrices and kernels only (not biases or norms)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": recipe.weight_decay},
-        {"params": rest, "weight_decay": 0.0},
-    ]
+    """SGD with weight decay on convolution and linear weights only (pre-training's groups)."""
+    groups = parameter_groups(model, recipe.weight_decay)
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
 
 
