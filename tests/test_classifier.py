@@ -177,6 +177,25 @@ def test_scope_last_saves_the_fine_tuned_backbone(tmp_path: Path) -> None:
     assert np.array_equal(loaded.predict_proba(images), model.predict_proba(images))
 
 
+@pytest.mark.parametrize("statistics", ["pretrained", "episode"])
+def test_scope_all_saves_the_backbone_with_its_norm_statistics(
+    tmp_path: Path, statistics: str
+) -> None:
+    support, query = folders(tmp_path, {"red": 2, "blue": 2})
+    original = backbone()
+    method = FineTuning(scope="all", epochs=2, lr=1e-2, norm_statistics=statistics)
+    model = FewShotClassifier(original, method).fit(*paths_and_labels(support))
+    stats = [k for k in original.state_dict() if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    state = model.network_.state_dict()
+    moved = [k for k in stats if not torch.equal(state[k], original.state_dict()[k])]
+    assert (moved == stats) if statistics == "episode" else not moved
+    model.save(tmp_path / "model.pt")
+    loaded = FewShotClassifier.load(tmp_path / "model.pt")
+    images = sorted(query.iterdir())
+    assert np.array_equal(loaded.predict_proba(images), model.predict_proba(images))
+
+
 @pytest.mark.parametrize("labels", [[3, 3, 10, 10, 7], ["b", "b", "a", "c", "c"]])
 def test_labels_keep_their_type_through_save_and_load(tmp_path: Path, labels: list[object]) -> None:
     images = torch.randn(5, 3, SIZE, SIZE)
