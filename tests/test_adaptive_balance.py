@@ -97,8 +97,10 @@ def test_adaptive_balance_decides_per_episode_in_a_batch() -> None:
     torch.testing.assert_close(batched[[1, 3]], without[[1, 3]], atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("scope", ["last", "all"])
-def test_second_run_starts_from_the_initial_network(scope: str) -> None:
+@pytest.mark.parametrize(
+    ("scope", "statistics"), [("last", "pretrained"), ("all", "batch"), ("all", "episode")]
+)
+def test_second_run_starts_from_the_initial_network(scope: str, statistics: str) -> None:
     """At scopes that train the network, the balanced run equals a plain run with the term."""
     generator = torch.Generator().manual_seed(0)
     prototypes = torch.randn(3, 3, 16, 16, generator=generator)
@@ -126,7 +128,7 @@ def test_second_run_starts_from_the_initial_network(scope: str) -> None:
         augment=False,
         # at scope all, training-mode batch-norm also moves the stored statistics: the
         # second run must restore those buffers too
-        norm_statistics="batch" if scope == "all" else "pretrained",
+        norm_statistics=statistics,
     )
     adaptive = method.fit(backbone, episode)
     assert bool(looks_balanced(torch.bincount(adaptive.query_logits.argmax(1), minlength=3)))

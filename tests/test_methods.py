@@ -19,6 +19,7 @@ from anyshot.methods import (
     class_means,
     prediction_entropy,
 )
+from anyshot.methods.registry import method_from_dict, method_to_dict
 
 
 def vectors(rows: list[list[float]]) -> torch.Tensor:
@@ -189,14 +190,42 @@ def test_episode_norm_statistics_are_re_estimated_on_the_episode_after_training(
     tuned = FineTuning(norm_statistics="episode", **options).fit(network, episode)  # type: ignore[arg-type]
     assert tuned.network is not None
     norm = tuned.network[1]
-    # one chunk of support images and one of query images, each chunk weighted equally
+    # one chunk of 12 support images and one of 15 query images, weighted by their sizes
     chunks = [episode.support.flatten(1), episode.query.flatten(1)]
-    expected_mean = torch.stack([c.mean(0) for c in chunks]).mean(0)
-    expected_var = torch.stack([c.var(0) for c in chunks]).mean(0)
+    sizes = torch.tensor([[len(c)] for c in chunks], dtype=torch.float32)
+    expected_mean = (torch.stack([c.mean(0) for c in chunks]) * sizes).sum(0) / sizes.sum()
+    expected_var = (torch.stack([c.var(0) for c in chunks]) * sizes).sum(0) / sizes.sum()
     torch.testing.assert_close(norm.running_mean, expected_mean, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(norm.running_var, expected_var, atol=1e-5, rtol=1e-4)
     assert norm.momentum == network[1].momentum
     assert torch.equal(network[1].running_mean, torch.full((3 * 16 * 16,), 3.0))
+    # the query logits are those of the network with the re-estimated statistics
+    with torch.no_grad():
+        again = tuned.classifier(tuned.network.eval()(episode.query))
+    torch.testing.assert_close(tuned.query_logits, again, atol=1e-5, rtol=1e-5)
+
+
+def test_episode_norm_statistics_skip_a_single_image_chunk() -> None:
+    network = shifted_norm_network()
+    episode = make_episode(ways=2, shots=[2, 2], queries=0)
+    one_query = Episode(episode.support, episode.support_labels, episode.support[:1], ["class-0"])
+    tuned = FineTuning(scope="all", epochs=1, augment=False, norm_statistics="episode").fit(
+        network, one_query
+    )
+    assert tuned.network is not None and torch.isfinite(tuned.query_logits).all()
+    expected = episode.support.flatten(1).mean(0)  # the support chunk alone
+    torch.testing.assert_close(tuned.network[1].running_mean, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigurationError, match="norm_statistics='episode' needs scope='all'"):
+        FineTuning(scope="last", norm_statistics="episode")
+
+
+def test_models_saved_before_norm_statistics_say_they_trained_in_training_mode() -> None:
+    old = method_to_dict(FineTuning(scope="all"))
+    del old["settings"]["norm_statistics"]
+    assert method_from_dict(old).norm_statistics == "batch"  # type: ignore[union-attr]
+    head = method_to_dict(FineTuning(scope="head"))
+    del head["settings"]["norm_statistics"]
+    assert method_from_dict(head).norm_statistics == "pretrained"  # type: ignore[union-attr]
 
 
 def test_batch_norm_statistics_in_training_mode_on_request() -> None:

@@ -230,7 +230,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         choices=list(SCOPES),
         help="what fine-tuning trains: head = the classifier on frozen embeddings (default; "
         "fast, any number of images); last = the last backbone stage too; all = every "
-        "parameter (the paper; slow on a CPU)",
+        "parameter (the paper's scope, batch-norm on the stored statistics; slow on a CPU)",
     )
     group.add_argument(
         "--epochs",

@@ -11,8 +11,9 @@ to batch-norm statistics, which are per chunk in training mode).
 
 ``scope`` chooses what trains:
 
-* ``all``: every backbone parameter and the classifier (the paper). Batch-norm in training
-  mode, augmentation on by default.
+* ``all``: every backbone parameter and the classifier (the paper). Augmentation on by
+  default; batch-norm on the backbone's stored statistics unless ``norm_statistics`` says
+  otherwise (the paper's training mode is ``"batch"``).
 * ``last``: the backbone's last stage and the classifier. The frozen trunk's activations are
   computed once per episode (eval mode, no augmentation) and reused every epoch.
 * ``head``: the classifier only, on embeddings computed once per episode: milliseconds.
@@ -226,6 +227,11 @@ class FineTuning:
         if self.norm_statistics not in NORM_STATISTICS:
             raise ConfigurationError(
                 f"norm_statistics must be one of {NORM_STATISTICS}, got {self.norm_statistics!r}"
+            )
+        if self.norm_statistics != "pretrained" and self.scope != "all":
+            raise ConfigurationError(
+                f"norm_statistics={self.norm_statistics!r} needs scope='all': scope "
+                f"{self.scope!r} always uses the stored statistics"
             )
         if self.augment and self.scope != "all":
             raise ConfigurationError(

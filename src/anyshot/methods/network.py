@@ -52,7 +52,14 @@ from anyshot.methods.objective import (
     uniform_log_prior,
 )
 
-__all__ = ["FineTuned", "NetworkTraining", "TrainableNetwork", "train_network", "trainable_network"]
+__all__ = [
+    "FineTuned",
+    "NetworkTraining",
+    "TrainableNetwork",
+    "episode_statistics",
+    "train_network",
+    "trainable_network",
+]
 
 #: Batch-norm layers (kept in eval mode in the stage scope ``last`` trains).
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -224,18 +231,24 @@ def _last_stage(
 
 def episode_statistics(network: TrainableNetwork, batch_size: int) -> None:
     """Re-estimate every batch-norm layer's statistics of ``network.model`` on the episode's
-    support and query images (un-augmented, training mode, no gradients; the average over
-    chunks of ``batch_size`` images), so that prediction normalises as training did."""
+    support and query images (un-augmented, no gradients; only the batch-norm layers in
+    training mode), each layer's mean and variance the average over chunks of ``batch_size``
+    images weighted by their sizes. A chunk of one image (batch-norm cannot normalise it) is
+    skipped; with no larger chunk the statistics stay as they were."""
     model = network.model
     norms = [m for m in model.modules() if isinstance(m, _BATCH_NORM)]
     momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average
+    seen = 0
     with torch.no_grad(), evaluation_mode(model):
-        model.train()
+        for norm in norms:
+            norm.train()
         for inputs in (network.support, network.query):
             for batch in image_batches(inputs, batch_size):
+                if len(batch) < 2:
+                    continue
+                seen += len(batch)
+                for norm in norms:  # the running value becomes the size-weighted average
+                    norm.momentum = len(batch) / seen
                 model(batch.to(network.device))
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
@@ -269,6 +282,8 @@ def train_network(
         ways: ``K``.
     """
     head = settings.head
+    if settings.norm_statistics == "episode":  # initialise under the statistics it trains with
+        episode_statistics(network, settings.batch_size)
     frozen = _frozen_rows(settings, network, targets, ways)
     two_runs = head.adaptive_balance and head.weights.balance > 0 and len(network.query) > 0
     initial_state = None

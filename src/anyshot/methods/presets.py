@@ -1,8 +1,9 @@
 """Named, typed presets: each a method value, the single place its settings are written.
 
 The method dataclasses keep the paper's hyper-parameters as their defaults (T = 1, Adam 5e-5,
-25 epochs, lambda = 1). With scope ``head`` those barely move a cosine classifier whose logits
-lie in [-1, 1].
+25 epochs, lambda = 1), except batch-norm at scope ``all``: the stored statistics, not the
+paper's training mode (``norm_statistics``). With scope ``head`` those barely move a cosine
+classifier whose logits lie in [-1, 1].
 
 :data:`RECOMMENDED`, the default of ``evaluate``, ``classify``, ``fit`` and
 ``FewShotClassifier``, is transductive fine-tuning of the cosine head: T = 0.1, Adam 1e-2, 25
@@ -115,7 +116,8 @@ SUPPORT_INIT = SupportBasedInit(
     confidence_temperature=SUPPORT_INIT_CONFIDENCE_TEMPERATURE,
 )
 
-#: The paper's transductive fine-tuning (T = 1, Adam 5e-5, 25 epochs, lambda = 1, scope all).
+#: The paper's transductive fine-tuning (T = 1, Adam 5e-5, 25 epochs, lambda = 1, scope all;
+#: batch-norm on the stored statistics, ``norm_statistics="batch"`` for the paper's).
 PAPER = TransductiveFineTuning()
 
 #: The paper's (inductive) fine-tuning.

@@ -55,7 +55,9 @@ def method_to_dict(method: Method) -> dict[str, Any]:
 
 
 def method_from_dict(data: dict[str, Any]) -> Method:
-    """Inverse of :func:`method_to_dict` (settings the class no longer has are ignored).
+    """Inverse of :func:`method_to_dict` (settings the class no longer has are ignored; a
+    scope-``all`` method saved before ``norm_statistics`` existed was trained with
+    ``"batch"``, and says so).
 
     Raises:
         ConfigurationError: an unknown method name.
@@ -64,5 +66,8 @@ def method_from_dict(data: dict[str, Any]) -> Method:
     if name not in METHODS:
         raise ConfigurationError(f"unknown method {name!r}; known: {sorted(METHODS)}")
     fields = {f.name for f in dataclasses.fields(METHODS[name])}
-    settings = {k: v for k, v in dict(data.get("settings") or {}).items() if k in fields}
+    stored = dict(data.get("settings") or {})
+    settings = {k: v for k, v in stored.items() if k in fields}
+    if settings.get("scope") == "all" and "norm_statistics" not in stored:
+        settings["norm_statistics"] = "batch"  # saved before the setting: training mode
     return build_method(name, **settings)
