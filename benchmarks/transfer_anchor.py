@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyshot.methods.frozen import evaluation_mode
 from anyshot.pretrain import parameter_groups
 
 __all__ = ["TransferRecipe", "full_finetune", "random_resized_crop"]
@@ -120,10 +121,11 @@ def full_finetune(
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.momentum = recipe.norm_momentum
-    with torch.no_grad():
-        dim = model(support[:1].to(device)).shape[-1]
-    torch.manual_seed(seed)
-    head = nn.Linear(dim, ways).to(device)
+    with torch.no_grad(), evaluation_mode(model):  # the feature size, no statistics moved
+        dim = model(support[:1]).shape[-1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = nn.Linear(dim, ways).to(device)
     network = nn.Sequential(model, head)
     optimizer = _optimizer(network, recipe)
     batch = min(recipe.batch_size, len(support))

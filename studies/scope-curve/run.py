@@ -17,7 +17,8 @@ Scope ``all``'s batch-norm: ``all`` keeps the stored statistics (``norm_statisti
 "pretrained"``), ``all-batch`` is training mode (``"batch"``, the product's scope ``all`` before
 this study), ``all-episode`` training mode then statistics re-estimated on the episode
 (``"episode"``). ``all-paper`` / ``all-paper-transductive``: what ``--scope all`` of the
-command line runs (the paper's settings, ``norm_statistics="auto"``), inductive / transductive.
+command line runs (the paper's settings), inductive / transductive; ``all-paper-episode``: the
+paper's inductive settings with ``norm_statistics="episode"``.
 
     PYTHONPATH=src:benchmarks python studies/scope-curve/run.py --data-root DATA \
         --out results.jsonl --deadline 420
@@ -151,6 +152,10 @@ def run_episode(tag, index, dataset, backbone, rows, args) -> dict:
         # ``--scope all`` of the command line today: the paper's settings (T 1, Adam 5e-5)
         "all-paper": lambda: dataclasses.replace(
             PAPER_INDUCTIVE, batch_size=args.batch_size, device=args.device, flip=flip
+        )(backbone, episode),
+        "all-paper-episode": lambda: dataclasses.replace(
+            PAPER_INDUCTIVE, batch_size=args.batch_size, device=args.device, flip=flip,
+            norm_statistics="episode",
         )(backbone, episode),
         "all-paper-transductive": lambda: dataclasses.replace(
             PAPER, batch_size=args.batch_size, device=args.device, flip=flip
