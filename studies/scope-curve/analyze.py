@@ -20,7 +20,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 #: ``all-auto``: ``all-episode`` from this many shots, ``all`` below (a rule tried, not shipped:
-#: with the paper's settings the episode statistics misled the classifier's initialisation).
+#: with the paper's settings episode statistics lost 23 points on 5-shot digits).
 EPISODE_STATISTICS_SHOTS = 5
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 
@@ -96,7 +96,8 @@ def seconds(cells: dict[str, list[dict]], rows: list[str]) -> list[str]:
 def main() -> None:
     curve = load()
     rows = ["ncm", "inductive", "default", "lr", "last", "all", "all-batch", "all-episode", "fullft"]
-    shown = [*rows[:-1], "all-auto", "all-paper", "all-paper-transductive", "fullft"]
+    shown = [*rows[:-1], "all-auto", "all-paper", "all-paper-transductive", "all-paper-episode"]
+    shown.append("fullft")
     out = ["## Accuracy (val), percent", "", *table(curve, shown), ""]
     out += ["## Seconds per episode (median; 1 thread, 2-core CPU shared by two runs)", ""]
     out += [*seconds(curve, rows), ""]

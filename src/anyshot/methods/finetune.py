@@ -184,7 +184,7 @@ class FineTuning:
             differently from training. On val episodes of Omniglot (84 px) and digits (64 px),
             T 0.1, Adam 1e-2 / 1e-3 (``studies/scope-curve/``): ``"batch"`` lost 14 to 38
             points (cell means) to ``"pretrained"`` with 1 and 5 labelled images per class;
-            ``"episode"`` lost 8.7 to it on 20-way 1-shot Omniglot and won by 9.5 and 13.5
+            ``"episode"`` lost 6.0 to it on 20-way 1-shot Omniglot and won by 8.5 and 14.5
             with 20 and 100 digits per class.
         seed: seed of the augmentation and chunk-order draws.
         device: where to train; default the backbone's device.
