@@ -61,7 +61,8 @@ __all__ = [
     "trainable_network",
 ]
 
-#: Batch-norm layers (kept in eval mode in the stage scope ``last`` trains).
+#: Batch-norm layers (kept in eval mode at scope ``last``, and at ``all`` unless
+#: ``norm_statistics`` says otherwise).
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 #: ``encode(inputs [B, ...], training) -> embeddings [B, D]``.
@@ -165,9 +166,8 @@ def trainable_network(
             "use an anyshot Backbone or pass augment=False"
         )
     augmentation = Augmentation(flip=settings.flip)
-    norms = [m for m in model.modules() if isinstance(m, _BATCH_NORM)]
-    if settings.norm_statistics != "pretrained":
-        norms = []  # training mode
+    pretrained = settings.norm_statistics == "pretrained"  # else training mode
+    norms = [m for m in model.modules() if isinstance(m, _BATCH_NORM)] if pretrained else []
 
     def encode(inputs: torch.Tensor, training: bool) -> torch.Tensor:
         model.train(training)
@@ -273,7 +273,9 @@ def train_network(
     falls back, the result is that classifier and its query logits, and ``network.model`` is
     left untrained: the gate (which counts the query classes with head fine-tuning on those
     frozen embeddings) trains nothing, the guard restores the initial state (so the returned
-    network embeds as the caller's backbone does).
+    network embeds as the caller's backbone does). With ``norm_statistics="episode"`` the
+    statistics are re-estimated on the episode first, so those frozen embeddings and a
+    fallen-back network carry the episode's statistics.
 
     Args:
         settings: the scope's settings.
