@@ -26,7 +26,8 @@ from anyshot.classifier import FewShotClassifier
 from anyshot.cli import main
 from anyshot.errors import CheckpointError, ConfigurationError, DatasetError, ImageReadError
 from anyshot.methods import FineTuning, SupportBasedInit, TransductiveFineTuning
-from anyshot.methods.presets import RECOMMENDED
+from anyshot.methods.presets import NETWORK, RECOMMENDED
+from anyshot.methods.scope_rule import ScopeRule
 from anyshot.model_file import FORMAT_VERSION, ModelFileError
 from conftest import noisy_image
 
@@ -106,9 +107,10 @@ def test_unlabeled_images_enter_the_transductive_fit(tmp_path: Path) -> None:
     support, query = folders(tmp_path, {"red": 2, "blue": 2})
     paths, labels = paths_and_labels(support)
     unlabeled = sorted(query.iterdir())
-    inductive = FewShotClassifier(backbone()).fit(paths, labels)
-    # 4 unlabelled images for 2 classes: the default's gate answers with the class means
-    gated = FewShotClassifier(backbone()).fit(paths, labels, unlabeled=unlabeled)
+    inductive = FewShotClassifier(backbone(), method=RECOMMENDED).fit(paths, labels)
+    # 4 unlabelled images for 2 classes: the default head's gate answers with the class means
+    gated = FewShotClassifier(backbone(), method=RECOMMENDED)
+    gated.fit(paths, labels, unlabeled=unlabeled)
     assert gated.fit_info_["unlabeled_images"] == 4 and gated.fit_info_["fallback"] == "gate"
     assert torch.equal(inductive.classifier_.weight, gated.classifier_.weight)
     no_gate = dataclasses.replace(RECOMMENDED, min_queries_per_class=0.0, queries_per_shot=0.0)
@@ -446,20 +448,27 @@ def test_cli_method_options_build_the_recommended_method_and_variants() -> None:
         args = build_parser().parse_args(["classify", "--support", "s", "--query", "q", *options])
         return method_from_args(args)
 
-    assert method() == RECOMMENDED
-    tuned = method("--lr", "0.001")
+    assert method() == ScopeRule() and method("--scope", "head") == RECOMMENDED
+    rule = method("--lr", "0.001")  # options given apply to both of the rule's candidates
+    assert isinstance(rule, ScopeRule) and rule.network.lr == 0.001
+    assert method("--scope", "auto", "--time-budget", "30") == ScopeRule(time_budget=30.0)
+    tuned = method("--lr", "0.001", "--scope", "head")
+    assert rule.head == tuned and rule.network == dataclasses.replace(NETWORK, lr=0.001)
     assert isinstance(tuned, TransductiveFineTuning) and tuned.lr == 0.001
     assert tuned.balance_weight == RECOMMENDED.balance_weight
     assert tuned.temperature == RECOMMENDED.temperature
-    inductive = method("--method", "finetune")
+    inductive = method("--method", "finetune", "--scope", "head")
+    assert method("--method", "finetune") == ScopeRule(head=inductive)
     assert type(inductive) is FineTuning and inductive.entropy_weight == 0.0
     assert inductive.balance_weight == 0.0 and inductive.lr == RECOMMENDED.lr
     paper = method("--scope", "all")
     assert isinstance(paper, TransductiveFineTuning) and (paper.lr, paper.temperature) == (5e-5, 1)
-    assert method("--balance-weight", "0").balance_weight == 0.0  # type: ignore[attr-defined]
+    assert method("--balance-weight", "0", "--scope", "head").balance_weight == 0.0  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError, match="--time-budget applies"):
+        method("--time-budget", "10", "--scope", "head")
     with pytest.raises(ConfigurationError, match="transductive only"):
         method("--method", "finetune", "--balance-weight", "1")
-    always = method("--no-adaptive-balance")
+    always = method("--no-adaptive-balance", "--scope", "head")
     assert isinstance(always, TransductiveFineTuning) and not always.adaptive_balance
     assert always.balance_weight == RECOMMENDED.balance_weight and RECOMMENDED.adaptive_balance
     with pytest.raises(ConfigurationError, match="transductive only"):
@@ -468,7 +477,8 @@ def test_cli_method_options_build_the_recommended_method_and_variants() -> None:
 
 def test_repr_names_the_default_method_and_the_fitted_classes(tmp_path: Path) -> None:
     assert repr(FewShotClassifier()) == (
-        "FewShotClassifier(backbone='efficientnet-lite0', method=None (default: RECOMMENDED))"
+        "FewShotClassifier(backbone='efficientnet-lite0', method=None (default: ScopeRule(), "
+        "head RECOMMENDED / network NETWORK))"
     )
     chosen = FewShotClassifier(backbone(), method=SupportBasedInit())
     assert "method=SupportBasedInit(" in repr(chosen) and "default" not in repr(chosen)

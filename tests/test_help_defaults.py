@@ -20,6 +20,7 @@ from anyshot.demo import run_demo
 from anyshot.evaluation.run import DEFAULT_SHOTS, DEFAULT_WAYS, EvaluationConfig
 from anyshot.methods.finetune import QUERY_FIELDS, FineTuning
 from anyshot.methods.presets import PAPER, RECOMMENDED, SUPPORT_INIT
+from anyshot.methods.scope_rule import FEW_SHOT_BUDGET, FEW_SHOTS
 from anyshot.pretrain import PAPER_CYCLES, PretrainConfig
 
 #: Method settings whose default depends on the scope (``None`` in the parser).
@@ -120,7 +121,13 @@ def test_method_help_states_the_presets_defaults(name: str) -> None:
     assert {"epochs", "lr", "temperature", *QUERY_FIELDS} <= checked
     assert "25 for --scope head" not in parser.format_help()  # the old, redundant wording
     assert f"{SUPPORT_INIT.temperature} for support-init" in option_help(parser, "--temperature")
-    assert "(default;" in option_help(parser, "--scope").split("head =")[1].split(";")[0] + ";"
+    scope = option_help(parser, "--scope")
+    if name == "evaluate":
+        assert "(default: head)" in scope and "auto" not in scope
+    else:  # the practitioner commands choose what to train
+        assert "auto (default) = the head when" in scope and "--time-budget" in scope
+        budget = option_help(parser, "--time-budget")
+        assert f"{FEW_SHOT_BUDGET:g} s up to {FEW_SHOTS:g} labelled" in budget
     assert "on for --scope all only" in option_help(parser, "--augment")
     assert "(default: on)" in option_help(parser, "--flip") and RECOMMENDED.flip and PAPER.flip
     assert RECOMMENDED.network_lr is None and PAPER.network_lr is None

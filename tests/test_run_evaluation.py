@@ -16,7 +16,14 @@ from anyshot.errors import ConfigurationError
 from anyshot.evaluation import EvaluationResult
 from anyshot.evaluation.run import EvaluationConfig, EvaluationInterrupted, run_evaluation
 from anyshot.methods import FineTuning, TransductiveFineTuning
-from anyshot.methods.presets import PAPER, RECOMMENDED, RECOMMENDED_INDUCTIVE, SUPPORT_INIT
+from anyshot.methods.presets import (
+    NETWORK,
+    PAPER,
+    RECOMMENDED,
+    RECOMMENDED_INDUCTIVE,
+    SUPPORT_INIT,
+)
+from anyshot.methods.scope_rule import ScopeRule
 from conftest import write_colour_folder
 
 EVALUATE = ["evaluate", "--dataset", "folder", "--data-root", "d", "--output", "o.json"]
@@ -40,6 +47,9 @@ def test_evaluate_and_classify_build_the_same_method(options: list[str]) -> None
     parser = build_parser()
     evaluated = method_from_args(parser.parse_args([*EVALUATE, *options]))
     classified = method_from_args(parser.parse_args([*CLASSIFY, *options]))
+    if isinstance(classified, ScopeRule):  # classify's default scope: auto
+        assert "--scope" not in options
+        classified = classified.head
     assert evaluated == classified
 
 
@@ -49,14 +59,15 @@ def test_method_from_args_starts_from_the_presets() -> None:
     def method(*options: str) -> Any:
         return method_from_args(parser.parse_args([*CLASSIFY, *options]))
 
-    assert method() == RECOMMENDED
+    assert method() == ScopeRule(head=RECOMMENDED, network=NETWORK)
+    assert method("--scope", "head") == RECOMMENDED
     # --batch-size (default 64) is the method's batch too
     assert method("--method", "support-init") == dataclasses.replace(SUPPORT_INIT, batch_size=64)
     assert SUPPORT_INIT.temperature == RECOMMENDED.temperature == 0.1
-    assert method("--method", "finetune") == RECOMMENDED_INDUCTIVE
+    assert method("--method", "finetune", "--scope", "head") == RECOMMENDED_INDUCTIVE
     assert method("--scope", "all") == PAPER
     assert type(method("--method", "finetune", "--scope", "last")) is FineTuning
-    assert method("--epochs", "3") == dataclasses.replace(RECOMMENDED, epochs=3)
+    assert method("--epochs", "3", "--scope", "head") == dataclasses.replace(RECOMMENDED, epochs=3)
 
 
 @pytest.mark.parametrize("command", [EVALUATE, CLASSIFY], ids=["evaluate", "classify"])

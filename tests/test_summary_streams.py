@@ -86,7 +86,7 @@ def test_fit_reports_the_method_that_gave_the_answer(
     """Without unlabelled images the default's gate fine-tunes on the labelled images alone:
     the summary says so instead of naming the transductive method alone."""
     support, query = photos
-    small = SMALL[:4]  # the default method
+    small = [*SMALL[:4], "--scope", "head"]  # the default method's head
     model = tmp_path / "m.pt"
     assert main(["fit", "--support", str(support), "--output", str(model), *small]) == 0
     err = capsys.readouterr().err

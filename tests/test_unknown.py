@@ -20,6 +20,7 @@ from anyshot.cli import main
 from anyshot.data import load_dataset
 from anyshot.data.omniglot import sample_root
 from anyshot.errors import ConfigurationError
+from anyshot.methods.presets import RECOMMENDED
 from anyshot.outliers import (
     ONE_SHOT_QUANTILE,
     class_means,
@@ -227,12 +228,15 @@ def test_a_model_file_without_outlier_data_still_predicts(
 
 
 def test_predict_embeds_each_image_once(characters: dict[str, list[Image.Image]]) -> None:
-    """Labels and outlier scores come from one embedding pass (images given in memory are
-    never cached, so a second pass would embed them again)."""
-    model = fitted(characters, 2)
+    """Labels and outlier scores come from one embedding pass at scope head (images given in
+    memory are never cached, so a second pass would embed them again); with a fine-tuned
+    network, one pass of each network (outlier scores use the untrained one's embeddings)."""
     images = [grey(), characters["c0"][10], characters["c8"][10]]
-    cache = model._feature_cache()
-    before = cache.computed
-    labels = model.predict(images)
-    assert cache.computed - before == len(images)
-    assert labels[0] == "unknown"
+    for method, passes in ((RECOMMENDED, 1), (None, 2)):
+        model = fitted(characters, 2, method=method)
+        assert model.fit_info_["scope"] == ("head" if method else "all")
+        cache = model._feature_cache()
+        before = cache.computed
+        labels = model.predict(images)
+        assert cache.computed - before == passes * len(images)
+        assert labels[0] == "unknown"

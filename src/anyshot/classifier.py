@@ -59,11 +59,12 @@ from anyshot.embedding import (
 from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError, DatasetError, EmptyClassError, EpisodeError
 from anyshot.feature_cache import FeatureCache, default_cache_dir, fastest_dtype
-from anyshot.methods.cosine import CosineClassifier
+from anyshot.methods.cosine import CosineClassifier, cross_class_similarity
 from anyshot.methods.features import fallback_of
 from anyshot.methods.finetune import FineTuning
-from anyshot.methods.presets import RECOMMENDED, Method
+from anyshot.methods.presets import NETWORK, RECOMMENDED, Method
 from anyshot.methods.registry import method_from_dict, method_to_dict
+from anyshot.methods.scope_rule import ScopeChoice, ScopeRule, probe_episode
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.model_file import SavedModel, load_model_file, save_model_file
 from anyshot.outliers import UnknownReference, class_means, mean_distance, unknown_reference
@@ -72,7 +73,7 @@ from anyshot.threads import torch_threads
 __all__ = ["DEFAULT_METHOD_REPR", "PRECISIONS", "UNKNOWN_MODES", "FewShotClassifier"]
 
 #: How ``repr`` shows ``method=None``: what it resolves to.
-DEFAULT_METHOD_REPR = "None (default: RECOMMENDED)"
+DEFAULT_METHOD_REPR = "None (default: ScopeRule(), head RECOMMENDED / network NETWORK)"
 
 #: ``precision`` values: ``"auto"`` (bfloat16 on a CPU with native bfloat16, else float32).
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -96,8 +97,13 @@ class _Fit(NamedTuple):
         kept_sets: positions of each extra set's readable images.
         kept: positions of the readable labelled images.
         fallback: which safeguard of a transductive method answered instead, if any.
-        support_rows: ``[S', D]`` embeddings of the readable labelled images by ``network``.
+        support_rows: ``[S', D]`` embeddings of the readable labelled images by the outlier
+            network (``outlier_network``, else ``network``).
         targets: ``[S']`` their class indices.
+        outlier_network: the untrained network when ``network`` was fine-tuned (outlier
+            scores use its embeddings: the fine-tuned one fits the labelled images too
+            closely for their distances to set a threshold); ``None`` otherwise.
+        epochs: the epochs the network trained (``None`` at scope head).
     """
 
     classifier: CosineClassifier
@@ -108,6 +114,8 @@ class _Fit(NamedTuple):
     fallback: str | None
     support_rows: torch.Tensor
     targets: torch.Tensor
+    outlier_network: DeferredNetwork | None = None
+    epochs: int | None = None
 
 
 def _plain_label(label: Any) -> Hashable:
@@ -138,8 +146,12 @@ class FewShotClassifier:
             ``"conv4"``, ``"resnet12"``, ``"wrn28-10"``), a backbone checkpoint file, or an
             anyshot :class:`~anyshot.backbones.base.Backbone` (copied, never changed).
         method: :class:`~anyshot.methods.SupportBasedInit`, :class:`~anyshot.methods.FineTuning`
-            or :class:`~anyshot.methods.TransductiveFineTuning` (any scope); ``None`` = the
-            recommended transductive fine-tuning of the head with validation-tuned settings.
+            or :class:`~anyshot.methods.TransductiveFineTuning` (any scope), or a
+            :class:`~anyshot.methods.scope_rule.ScopeRule` that chooses one from the labelled
+            images; ``None`` = ``ScopeRule()``: the recommended transductive fine-tuning of the
+            head (validation-tuned settings) when the frozen backbone tells the classes apart,
+            else every parameter of the network (:data:`~anyshot.methods.presets.NETWORK`)
+            within a time budget (see :mod:`anyshot.methods.scope_rule`).
         image_size: input side in pixels (default: the backbone's, whatever the images'
             size: on validation classes small images enlarged to EfficientNet-Lite0's 224 px
             were classified better than at their own 84 px / 105 px,
@@ -176,9 +188,11 @@ class FewShotClassifier:
             whose images were all in the feature cache never loads it; it is loaded on first
             use (saving, embedding a new image).
         preprocessing_: how images are prepared for ``network_``.
-        method_: the method used.
+        method_: the method used (the one a ScopeRule chose).
         fit_info_: ``{"class_counts": {...}, "unlabeled_images": n, "skipped": n,
-            "fallback": None | "gate" | "guard", "backbone": arch, "seconds": s}``;
+            "fallback": None | "gate" | "guard", "scope": "head" | "last" | "all",
+            "scope_reason": None | why a ScopeRule chose it, "epochs": the network's epochs
+            (scopes last / all; ``None`` at scope head), "backbone": arch, "seconds": s}``;
             ``fallback``: which safeguard of the transductive method left the unlabelled images
             out (the gate: too few for the classes they appear to hold; the head is fine-tuned
             on the labelled images alone) or answered with support-init's class means (the
@@ -192,7 +206,7 @@ class FewShotClassifier:
     def __init__(
         self,
         backbone: str | os.PathLike[str] | Backbone = "efficientnet-lite0",
-        method: Method | None = None,
+        method: Method | ScopeRule | None = None,
         *,
         image_size: int | None = None,
         batch_size: int = 64,
@@ -272,18 +286,33 @@ class FewShotClassifier:
         return current
 
     # --- configuration ------------------------------------------------------------------
-    def _resolved_method(self) -> Method:
+    def _resolved_method(self) -> Method | ScopeRule:
         method = self.method
         if method is None:
-            return dataclasses.replace(RECOMMENDED, seed=self.seed, device=self.device)
+            method = ScopeRule(
+                head=dataclasses.replace(RECOMMENDED, seed=self.seed),
+                network=dataclasses.replace(NETWORK, seed=self.seed),
+            )
+        if isinstance(method, ScopeRule):
+            network = self._on_device(method.network)
+            assert isinstance(network, FineTuning)
+            return dataclasses.replace(method, head=self._on_device(method.head), network=network)
         if not isinstance(method, SupportBasedInit | FineTuning):
             raise ConfigurationError(
-                f"method must be SupportBasedInit, FineTuning or TransductiveFineTuning (they "
-                f"yield a trained classifier), got {type(method).__name__}"
+                f"method must be SupportBasedInit, FineTuning, TransductiveFineTuning or "
+                f"ScopeRule (they yield a trained classifier), got {type(method).__name__}"
             )
+        return self._on_device(method)
+
+    def _on_device(self, method: Method) -> Method:
+        """``method`` on this estimator's device (unless it names its own), with a progress
+        bar of its epochs when it trains the network and progress is shown."""
+        updates: dict[str, Any] = {}
         if method.device is None and self.device is not None:
-            method = dataclasses.replace(method, device=self.device)
-        return method
+            updates["device"] = self.device
+        if isinstance(method, FineTuning) and method.scope != "head" and self.show_progress:
+            updates["show_progress"] = True
+        return dataclasses.replace(method, **updates)
 
     def _initial_network(self) -> DeferredNetwork:
         """The network to fit (a copy or a fresh load, eval mode, on the device), loaded only
@@ -395,6 +424,10 @@ class FewShotClassifier:
 
         report = record if on_unreadable is not None else None
         self._check_unknown(classes)
+        choice = None
+        if isinstance(method, ScopeRule):
+            choice = self._choose_scope(method, network, support, label_list, classes, sets, start)
+            method = choice.method
         if isinstance(method, SupportBasedInit) or method.scope == "head":
             fit = self._fit_head(method, network, support, label_list, classes, sets, report)
         else:
@@ -402,6 +435,7 @@ class FewShotClassifier:
         self.classes_ = classes
         self.classifier_ = fit.classifier.cpu().eval()
         self._network = fit.network
+        self._outlier_network = fit.outlier_network
         self.preprocessing_ = preprocessing
         self.method_ = method
         rows, targets, ways = fit.support_rows.cpu(), fit.targets.cpu(), len(classes)
@@ -413,10 +447,45 @@ class FewShotClassifier:
             **{f"{r}_images": len(k) for (r, _), k in zip(sets, fit.kept_sets, strict=True)},
             "skipped": len(skipped),
             "fallback": fit.fallback,
+            "scope": getattr(method, "scope", "head"),
+            "scope_reason": None if choice is None else choice.reason,
+            "epochs": fit.epochs,
             "backbone": fit.network.arch,
             "seconds": time.perf_counter() - start,
         }
         return fit.logits, fit.kept_sets
+
+    def _choose_scope(
+        self,
+        rule: ScopeRule,
+        network: DeferredNetwork,
+        support: torch.Tensor | ImageList,
+        labels: list[Hashable],
+        classes: tuple[Hashable, ...],
+        sets: list[tuple[str, torch.Tensor | ImageList]],
+        started: float,
+    ) -> ScopeChoice:
+        """What ``rule`` trains for these images: the head when the frozen embeddings of the
+        labelled images tell the classes apart, else the network within the time budget (a
+        training pass on a few labelled images is timed). Unreadable images are left out
+        silently here: the fit that follows reports them."""
+        embeddings, kept = self._embed(network, support, lambda item: None, "support")
+        index = {label: k for k, label in enumerate(classes)}
+        targets = torch.tensor([index[labels[i]] for i in kept])
+        head = rule.domain_choice(embeddings, targets)
+        if head is not None:
+            return head
+        readable = select_images(support, kept)
+        episode = Episode(readable, [labels[i] for i in kept], select_images(readable, []))
+        seconds = rule.network.seconds_per_image(network.network(), probe_episode(episode))
+        return rule.network_choice(
+            cross_class_similarity(embeddings, targets),
+            len(kept),
+            sum(len(images) for _, images in sets),
+            len(classes),
+            seconds,
+            time.perf_counter() - started,
+        )
 
     def _embed(
         self,
@@ -506,10 +575,12 @@ class FewShotClassifier:
         assert isinstance(fitted.network, Backbone)
         trained = DeferredNetwork(fitted.network, network.cache)
         logits = list(fitted.query_logits.split([len(k) for k in kept_sets])) if sets else []
-        rows, _ = self._embed(trained, select_images(support, kept), None, "support")
+        outliers = network if fitted.fallback is None else None  # a fallback is untrained
+        rows, _ = self._embed(outliers or trained, select_images(support, kept), None, "support")
         targets = torch.tensor([classes.index(label) for label in kept_labels])
         return _Fit(
             fitted.classifier, trained, logits, kept_sets, kept, fitted.fallback, rows, targets,
+            outliers, fitted.epochs,
         )  # fmt: skip
 
     # --- prediction ---------------------------------------------------------------------
@@ -599,14 +670,20 @@ class FewShotClassifier:
 
         The cosine distance from the image's embedding to the nearest class mean of the
         labelled images (:func:`anyshot.outliers.nearest_mean_distance`); higher = more likely
-        none of the classes. ``on_unreadable`` as for :meth:`predict_proba`.
+        none of the classes. When the network was fine-tuned (scopes last / all) the embeddings
+        are the untrained network's: the fine-tuned one fits the labelled images too closely for
+        their distances to set a threshold. ``on_unreadable`` as for :meth:`predict_proba`.
 
         Raises:
             ConfigurationError: not fitted, or a model file written before outlier scores.
         """
         self._check_fitted()
         self._outlier_means()  # a model without outlier scores fails before embedding
-        embeddings, _ = self._embeddings(images, on_unreadable)
+        if self._outlier_network is None:
+            embeddings, _ = self._embeddings(images, on_unreadable)
+        else:
+            data = as_images(images, self.preprocessing_)
+            embeddings, _ = self._embed(self._outlier_network, data, on_unreadable, "images")
         return self._scores_of(embeddings)
 
     def unknown_mask(self, scores: np.ndarray) -> np.ndarray:
@@ -651,7 +728,12 @@ class FewShotClassifier:
         labels = [self.classes_[int(k)] for k in self._logits_of(embeddings).argmax(1)]
         if self.unknown == "off" or self.class_means_ is None:
             return labels
-        flagged = self.unknown_mask(self._scores_of(embeddings))
+        scores = (
+            self._scores_of(embeddings)
+            if self._outlier_network is None
+            else self.outlier_score(images)
+        )
+        flagged = self.unknown_mask(scores)
         return [
             self.unknown_label if f else label for f, label in zip(flagged, labels, strict=True)
         ]
@@ -688,6 +770,9 @@ class FewShotClassifier:
                 info=_plain_info(self.fit_info_),
                 class_means=self.class_means_,
                 unknown_reference=self.unknown_reference_,
+                outlier_network=(
+                    None if self._outlier_network is None else self._outlier_network.network()
+                ),
             ),
             path,
         )
@@ -722,6 +807,10 @@ class FewShotClassifier:
         model.fit_info_ = saved.info
         model.class_means_ = saved.class_means
         model.unknown_reference_ = saved.unknown_reference
+        model._outlier_network = None
+        if saved.outlier_network is not None:
+            outliers = saved.outlier_network.to(target).eval()
+            model._outlier_network = DeferredNetwork(outliers, model._feature_cache())
         return model
 
     def __repr__(self) -> str:

@@ -11,7 +11,9 @@ Format (``format_version`` 1)::
      "method": {"name": "transductive", "settings": {...the method's dataclass fields...}},
      "options": {"batch_size": int, "seed": int, ...}, "info": {...fit summary...},
      "outliers": {"class_means": tensor [K, D], "distances": tensor [M], "weights": tensor [M],
-                  "conformal": bool} (absent in files written before outlier scores)}
+                  "conformal": bool} (absent in files written before outlier scores),
+     "outlier_backbone": {...a backbone payload: the untrained network whose embeddings the
+                          outlier scores use...} (only when "backbone" was fine-tuned)}
 
 Every value is a tensor or plain data, so the file loads with ``torch.load(...,
 weights_only=True, map_location="cpu")``: loading runs no pickled code, and a model saved on a GPU
@@ -78,6 +80,8 @@ class SavedModel:
             ``None`` (a file written before outlier scores).
         unknown_reference: the labelled images' distances that set the unknown threshold, or
             ``None`` (idem).
+        outlier_network: the untrained backbone whose embeddings the outlier scores use when
+            ``network`` was fine-tuned (same preprocessing); ``None``: ``network``'s.
         anyshot_version: the version that wrote the file (on load).
     """
 
@@ -90,6 +94,7 @@ class SavedModel:
     info: dict[str, Any] = field(default_factory=dict)
     class_means: torch.Tensor | None = None
     unknown_reference: UnknownReference | None = None
+    outlier_network: Backbone | None = None
     anyshot_version: str = anyshot.__version__
 
 
@@ -120,6 +125,11 @@ def save_model_file(model: SavedModel, path: str | os.PathLike[str]) -> Path:
             check_plain_data(value, where)
         check_plain_data(model.info, "info")
         backbone = backbone_to_dict(model.network, preprocessing=model.preprocessing)
+        outlier_backbone = None
+        if model.outlier_network is not None:
+            outlier_backbone = backbone_to_dict(
+                model.outlier_network, preprocessing=model.preprocessing
+            )
     except CheckpointError as error:
         raise ModelFileError(f"cannot save the model: {error}") from error
     payload: dict[str, Any] = {
@@ -149,6 +159,8 @@ def save_model_file(model: SavedModel, path: str | os.PathLike[str]) -> Path:
             "weights": reference.weights.detach().cpu().float().clone(),
             "conformal": bool(reference.conformal),
         }
+    if outlier_backbone is not None:
+        payload["outlier_backbone"] = outlier_backbone
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
@@ -171,6 +183,15 @@ def load_model_file(path: str | os.PathLike[str]) -> SavedModel:
         raise ModelFileError(f"model file {name!r}: its backbone is unusable: {error}") from error
     network.eval()
     preprocessing = network.preprocessing
+    outlier_network = None
+    if data.get("outlier_backbone") is not None:
+        try:
+            outlier_network, _ = backbone_from_dict(data["outlier_backbone"], name)
+        except CheckpointError as error:
+            raise ModelFileError(
+                f"model file {name!r}: its outlier backbone is unusable: {error}"
+            ) from error
+        outlier_network.eval()
     classifier = _classifier(data["classifier"], name)
     classes = _classes(data["classes"], data["label_types"], name)
     if classifier.weight.shape[0] != len(classes):
@@ -190,6 +211,7 @@ def load_model_file(path: str | os.PathLike[str]) -> SavedModel:
         options=dict(data.get("options") or {}),
         info=dict(data.get("info") or {}),
         **_outliers(data.get("outliers"), classifier.weight.shape, name),
+        outlier_network=outlier_network,
         anyshot_version=str(data.get("anyshot_version")),
     )
 

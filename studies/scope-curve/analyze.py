@@ -39,11 +39,11 @@ def records(path: Path) -> list[dict]:
 
 
 def load() -> dict[str, list[dict]]:
-    """Cell -> episode records of ``omni.jsonl`` and ``digits.jsonl``, with the rows of
+    """Cell -> episode records of ``mini.jsonl`` (GPU), ``omni.jsonl`` and ``digits.jsonl``, with the rows of
     ``extra-*.jsonl`` (the same episodes, other rows) merged in by (cell, index)."""
     cells: dict[str, list[dict]] = {}
     by_key: dict[tuple[str, int], dict] = {}
-    for name in ("omni.jsonl", "digits.jsonl"):
+    for name in ("mini.jsonl", "omni.jsonl", "digits.jsonl"):
         for record in records(RESULTS / name):
             cells.setdefault(record["cell"], []).append(record)
             by_key[record["cell"], record["index"]] = record
@@ -93,13 +93,42 @@ def seconds(cells: dict[str, list[dict]], rows: list[str]) -> list[str]:
     return lines
 
 
+def check_table(records: list[dict]) -> list[str]:
+    """The test-class check: every row, and ``auto`` against the better anchor / the default
+    and against full fine-tuning (paired, per episode)."""
+    rows = ["ncm", "inductive", "default", "lr", "fullft", "auto"]
+    head = ["cell", "n", "cross_cos", "auto chose", *rows]
+    head += ["auto - max(LR, full FT)", "auto - default"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells: dict[str, list[dict]] = {}
+    for record in records:
+        cells.setdefault(record["cell"], []).append(record)
+    for cell, done in cells.items():
+        chose = sorted({r["auto_scope"] for r in done})
+        values = [f"{statistics.fmean(r['cross_cos'] for r in done):.2f}", ", ".join(chose)]
+        values += [interval([r[f"acc_{row}"] for r in done]) for row in rows]
+        best = [r["acc_auto"] - max(r["acc_lr"], r["acc_fullft"]) for r in done]
+        default = [r["acc_auto"] - r["acc_default"] for r in done]
+        values += [interval(best), interval(default)]
+        lines.append(f"| {cell} | {len(done)} | " + " | ".join(values) + " |")
+    return lines
+
+
 def main() -> None:
+    check = records(RESULTS / "test-check.jsonl")
+    out = ["## Test classes: the rule as shipped (`--scope auto`), GPU", "", *check_table(check), ""]
+    out += ["## Test classes: seconds per episode (median, one H200)", ""]
+    check_cells: dict[str, list[dict]] = {}
+    for record in check:
+        check_cells.setdefault(record["cell"], []).append(record)
+    out += [*seconds(check_cells, ["ncm", "inductive", "default", "lr", "fullft", "auto"]), ""]
     curve = load()
     rows = ["ncm", "inductive", "default", "lr", "last", "all", "all-batch", "all-episode", "fullft"]
     shown = [*rows[:-1], "all-auto", "all-paper", "all-paper-transductive", "all-paper-episode"]
     shown.append("fullft")
-    out = ["## Accuracy (val), percent", "", *table(curve, shown), ""]
-    out += ["## Seconds per episode (median; 1 thread, 2-core CPU shared by two runs)", ""]
+    out += ["## Accuracy (val), percent", "", *table(curve, shown), ""]
+    out += ["## Seconds per episode (median; mini-ImageNet: one H200; the others: 1 thread, "
+            "2-core CPU shared by two runs)", ""]
     out += [*seconds(curve, rows), ""]
     sys.stdout.write("\n".join(out) + "\n")
 

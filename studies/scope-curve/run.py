@@ -39,7 +39,14 @@ import torch.nn.functional as F
 from anyshot.backbones import load_backbone
 from anyshot.data import load_dataset
 from anyshot.episodes import make_episode
-from anyshot.methods.presets import PAPER, PAPER_INDUCTIVE, RECOMMENDED, RECOMMENDED_INDUCTIVE
+from anyshot.methods.presets import (
+    NETWORK,
+    PAPER,
+    PAPER_INDUCTIVE,
+    RECOMMENDED,
+    RECOMMENDED_INDUCTIVE,
+)
+from anyshot.methods.scope_rule import ScopeRule
 from anyshot.protocols import build_sampler
 from any_shot_curve import fitted_regression
 from transfer_anchor import TransferRecipe, full_finetune
@@ -60,6 +67,8 @@ CELLS = {
     "d64-10w100": ("digits", 64, 10, 100, 20, 4),
 }
 ROWS = ("ncm", "inductive", "default", "lr", "last", "all", "all-batch", "all-episode", "fullft")
+#: ``auto``: the product's ``--scope auto`` (:class:`~anyshot.methods.scope_rule.ScopeRule`,
+#: no time limit: the rule's accuracy, not the machine's speed), given the held-out images.
 
 
 
@@ -166,6 +175,20 @@ def run_episode(tag, index, dataset, backbone, rows, args) -> dict:
             device=args.device,
         ),
     }
+    rule = ScopeRule(
+        head=dataclasses.replace(RECOMMENDED, device=args.device),
+        network=dataclasses.replace(
+            NETWORK, batch_size=args.batch_size, device=args.device, seed=args.seed
+        ),
+        time_budget=1e9,
+    )
+
+    def auto() -> torch.Tensor:
+        choice = rule.choose(backbone, episode)
+        rec["auto_scope"] = f"{choice.scope}/{getattr(choice.method, 'norm_statistics', '')}"
+        return choice.method(backbone, episode)
+
+    fns["auto"] = auto
     for row in rows:
         t0 = time.perf_counter()
         rec[f"acc_{row}"] = accuracy(fns[row](), qt)
@@ -186,6 +209,7 @@ def main() -> None:
                     help="where the digits' class folders are written")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="val", help="val (the study) or test (the check)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     began = time.perf_counter()
@@ -204,7 +228,8 @@ def main() -> None:
         name, size = CELLS[tag][0], CELLS[tag][1]
         if name not in datasets:
             root = digits_root if name == "digits" else args.data_root / name
-            datasets[name] = load_dataset("folder" if name == "digits" else name, root, "val")
+            split = "val" if name == "digits" else args.split
+            datasets[name] = load_dataset("folder" if name == "digits" else name, root, split)
         if size not in backbones:
             torch.manual_seed(0)
             backbones[size] = load_backbone("efficientnet-lite0", image_size=size).to(args.device).eval()

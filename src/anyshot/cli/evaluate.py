@@ -39,6 +39,7 @@ from anyshot.evaluation.records import EvaluationResult
 from anyshot.evaluation.run import DEFAULT_SHOTS, DEFAULT_WAYS, EvaluationConfig
 from anyshot.hardness import HARDNESS_ARCH
 from anyshot.methods.finetune import field_default
+from anyshot.methods.scope_rule import ScopeRule
 
 __all__ = ["add_commands", "config_from_args", "run_evaluate"]
 
@@ -304,11 +305,13 @@ def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
     """The :class:`~anyshot.evaluation.run.EvaluationConfig` the parsed arguments describe."""
     from anyshot.evaluation.run import EvaluationConfig
 
+    method = method_from_args(args)
+    assert not isinstance(method, ScopeRule)  # evaluate has no --scope auto
     return EvaluationConfig(
         dataset=args.dataset,
         data_root=args.data_root,
         split=args.split,
-        method=method_from_args(args),
+        method=method,
         ways=args.ways,
         shots=args.shots,
         sweep=args.sweep,

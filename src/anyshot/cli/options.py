@@ -31,6 +31,7 @@ from anyshot.errors import ConfigurationError
 from anyshot.methods.cosine import CENTERS
 from anyshot.methods.finetune import QUERY_FIELDS, SCOPES, FineTuning, field_default
 from anyshot.methods.presets import (
+    NETWORK,
     PAPER,
     PAPER_INDUCTIVE,
     RECOMMENDED,
@@ -40,6 +41,13 @@ from anyshot.methods.presets import (
     Method,
 )
 from anyshot.methods.registry import METHODS
+from anyshot.methods.scope_rule import (
+    FEW_SHOT_BUDGET,
+    FEW_SHOTS,
+    MANY_SHOT_BUDGET,
+    ScopeRule,
+)
+from anyshot.methods.support_init import SupportBasedInit
 
 __all__ = [
     "DATASET_CHOICES",
@@ -206,9 +214,10 @@ def default_method_words() -> str:
     )
 
 
-def add_method_options(parser: argparse.ArgumentParser) -> None:
+def add_method_options(parser: argparse.ArgumentParser, *, auto: bool = False) -> None:
     """The method and its settings (read by :func:`method_from_args`); the defaults shown are
-    those of the presets (:func:`by_scope`)."""
+    those of the presets (:func:`by_scope`). ``auto``: ``--scope auto`` (the default) and
+    ``--time-budget`` (the practitioner commands)."""
     group = parser.add_argument_group(
         "method",
         "settings not given are, at --scope head, the recommended head's (tuned on\n"
@@ -225,13 +234,31 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         f"class means, no training, T = {SUPPORT_INIT.temperature:g} (T only scales the "
         "confidences, never the predictions)",
     )
-    group.add_argument(
-        "--scope",
-        choices=list(SCOPES),
-        help="what fine-tuning trains: head = the classifier on frozen embeddings (default; "
-        "fast, any number of images); last = the last backbone stage too; all = every "
-        "parameter (the paper's scope, batch-norm on the stored statistics; slow on a CPU)",
+    scopes = "head = the classifier on frozen embeddings (fast, any number of images); " + (
+        "last = the last backbone stage too; all = every parameter (the paper's scope and "
+        "settings, batch-norm on the stored statistics; slow on a CPU)"
     )
+    if auto:
+        group.add_argument(
+            "--scope",
+            choices=["auto", *SCOPES],
+            default="auto",
+            help=f"what fine-tuning trains: auto (default) = {AUTO_SCOPE_WORDS}; {scopes}",
+        )
+        group.add_argument(
+            "--time-budget",
+            type=positive_float,
+            help="seconds the fit may take when it trains the network (--scope auto: it "
+            "trains fewer epochs, or the head, to fit; last / all: training stops at it) "
+            f"(default with --scope auto: {FEW_SHOT_BUDGET:g} s up to {FEW_SHOTS:g} labelled "
+            f"images per class, {MANY_SHOT_BUDGET:g} s above; none otherwise)",
+        )
+    else:
+        group.add_argument(
+            "--scope",
+            choices=list(SCOPES),
+            help=f"what fine-tuning trains: {scopes} (default: head)",
+        )
     group.add_argument(
         "--epochs",
         type=positive_int,
@@ -507,7 +534,19 @@ def _flags(names: list[str]) -> str:
     return ", ".join("--" + name.replace("_", "-") for name in names)
 
 
-def method_from_args(args: argparse.Namespace) -> Method:
+#: ``--scope auto`` in words (:class:`~anyshot.methods.scope_rule.ScopeRule`).
+AUTO_SCOPE_WORDS = (
+    "the head when the frozen backbone tells the labelled classes apart (images like "
+    "ImageNet's), every parameter of the network (Adam 1e-2 head / 1e-3 network, T 0.1, 25 "
+    "epochs, augmentation without flips; batch-norm statistics re-estimated on the images "
+    "from 5 labelled images per class) when the classes look alike to it (images far from "
+    "ImageNet: characters, digits, ...), and the head again when that would not fit "
+    "--time-budget; options given apply to either (the query-term options to the head only); "
+    "the summary says what was chosen and why"
+)
+
+
+def method_from_args(args: argparse.Namespace) -> Method | ScopeRule:
     """The method the options of :func:`add_method_options` (and ``--seed``, ``--device``,
     ``--batch-size``) describe.
 
@@ -520,6 +559,15 @@ def method_from_args(args: argparse.Namespace) -> Method:
             ``--method finetune``.
     """
     given = {k: getattr(args, k) for k in TRAINING_FIELDS if getattr(args, k, None) is not None}
+    budget = getattr(args, "time_budget", None)
+    if given.get("scope") == "auto":
+        return _scope_rule(args, given, budget)
+    if budget is not None:
+        if given.get("scope", "head") == "head":
+            raise ConfigurationError(
+                "--time-budget applies to --scope auto, last or all (the head takes seconds)"
+            )
+        given["time_budget"] = budget
     temperature = getattr(args, "temperature", None)
     if temperature is not None:
         given["temperature"] = temperature
@@ -545,3 +593,29 @@ def method_from_args(args: argparse.Namespace) -> Method:
     else:
         base = PAPER if transductive else PAPER_INDUCTIVE
     return dataclasses.replace(base, **common, seed=args.seed, **given)
+
+
+def _scope_rule(
+    args: argparse.Namespace, given: dict[str, Any], budget: float | None
+) -> Method | ScopeRule:
+    """``--scope auto``: the rule between the head the other options describe and
+    :data:`~anyshot.methods.presets.NETWORK` with the options it takes (support-init, which
+    trains nothing, as it is)."""
+    head_args = argparse.Namespace(**{**vars(args), "scope": None, "time_budget": None})
+    head = method_from_args(head_args)
+    assert not isinstance(head, ScopeRule)  # scope head
+    if isinstance(head, SupportBasedInit):
+        return head
+    network_given = {k: v for k, v in given.items() if k != "scope" and k not in QUERY_FIELDS}
+    temperature = getattr(args, "temperature", None)
+    if temperature is not None:
+        network_given["temperature"] = temperature
+    network = dataclasses.replace(
+        NETWORK,
+        relu=getattr(args, "relu", True),
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        **network_given,
+    )
+    return ScopeRule(head=head, network=network, time_budget=budget)

@@ -154,7 +154,7 @@ def _add_output_options(parser: argparse.ArgumentParser, *, default_top_k: int) 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """The backbone, the method and its settings, the seed (classify, fit)."""
     add_backbone_options(parser, image_size_help=IMAGE_SIZE_HELP)
-    add_method_options(parser)
+    add_method_options(parser, auto=True)
     parser.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
 
 
@@ -421,6 +421,7 @@ def _fit_summary(model: Any, queries: int | None = None) -> dict[str, Any]:
         "classes": [c for c in model.classes_],
         "method": type(method).__name__,
         "scope": getattr(method, "scope", None),
+        "scope_reason": model.fit_info_.get("scope_reason"),
         "fallback": None if queries is None else _fallback(model, queries),
         "backbone": model.fit_info_.get("backbone") or getattr(model.network_, "arch", None),
         "image_size": model.preprocessing_.image_size,
@@ -465,6 +466,7 @@ def _run_classify(args: argparse.Namespace) -> int:
         *query.report.summary_lines("query"),
         f"classified {len(records)} images into {len(model.classes_)} classes "
         f"({_method_words(model, len(records))})",
+        *_choice_lines(model),
         *unknown_lines,
     ]
     if args.output is not None:
@@ -504,12 +506,19 @@ def _run_fit(args: argparse.Namespace) -> int:
     lines += [
         f"fitted {len(model.classes_)} classes "
         f"({_method_words(model, model.fit_info_.get('unlabeled_images', 0))})",
+        *_choice_lines(model),
         _threshold_words(model),
         f"model written to {args.output}",
         f"time: {time.perf_counter() - start:.1f} s",
     ]
     _say(args, lines)
     return 0
+
+
+def _choice_lines(model: Any) -> list[str]:
+    """Why ``--scope auto`` trained what it did (none for a scope given by the user)."""
+    reason = model.fit_info_.get("scope_reason")
+    return [] if reason is None else [f"scope auto chose {reason}"]
 
 
 def _threshold_words(model: Any) -> str:

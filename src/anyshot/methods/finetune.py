@@ -46,6 +46,7 @@ from anyshot.methods.head import HeadTraining, fit_head, inlier_queries
 from anyshot.methods.network import (
     FineTuned,
     NetworkTraining,
+    seconds_per_image,
     train_network,
     trainable_network,
 )
@@ -186,6 +187,12 @@ class FineTuning:
             points (cell means) to ``"pretrained"`` with 1 and 5 labelled images per class;
             ``"episode"`` lost 6.0 to it on 20-way 1-shot Omniglot and won by 8.5 and 14.5
             with 20 and 100 digits per class.
+        time_budget: scopes ``last`` / ``all``: seconds the network's training may take
+            (from the frozen embeddings it starts from to the query logits); an epoch starts
+            only if, as long as the mean epoch so far, it ends within the budget, so fewer
+            than ``epochs`` may run (the first always does). ``None`` = no limit. The result
+            then depends on the machine's speed.
+        show_progress: scopes ``last`` / ``all``: a progress bar of the epochs on stderr.
         seed: seed of the augmentation and chunk-order draws.
         device: where to train; default the backbone's device.
     """
@@ -218,6 +225,8 @@ class FineTuning:
     augment: bool | None = None
     flip: bool = True
     norm_statistics: str = "pretrained"
+    time_budget: float | None = None
+    show_progress: bool = False
     seed: int = 0
     device: str | None = None
 
@@ -246,6 +255,10 @@ class FineTuning:
             )
         if self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
+            raise ConfigurationError(
+                f"time_budget must be a positive number of seconds or None, got {self.time_budget}"
+            )
         check_temperatures(
             temperature=self.temperature,
             confidence_temperature=self.confidence_temperature,
@@ -282,9 +295,7 @@ class FineTuning:
         if not 0 <= self.outlier_rate < 1:
             raise ConfigurationError(f"outlier_rate must lie in [0, 1), got {self.outlier_rate}")
         if not 0 <= self.outlier_alarm < 1:
-            raise ConfigurationError(
-                f"outlier_alarm must lie in [0, 1), got {self.outlier_alarm}"
-            )
+            raise ConfigurationError(f"outlier_alarm must lie in [0, 1), got {self.outlier_alarm}")
         if self.outlier_rate > 0 and self.scope != "head":
             raise ConfigurationError(
                 f"outlier_rate applies to scope 'head' only, got scope {self.scope!r}"
@@ -442,7 +453,14 @@ class FineTuning:
             return FineTuned(
                 fitted.classifier(0), None, fitted.query_logits[0], fallback_of(fitted)
             )
-        settings = NetworkTraining(
+        settings = self.network_training()
+        network = trainable_network(settings, backbone, episode, device)
+        tuned = train_network(settings, network, episode.support_targets.to(device), episode.ways)
+        return tuned.calibrated(self.confidence_temperature, self.fallback_temperature)
+
+    def network_training(self) -> NetworkTraining:
+        """The settings of the network loop (scopes ``last`` / ``all``)."""
+        return NetworkTraining(
             scope=self.scope,
             head=self.head_training,
             batch_size=self.batch_size,
@@ -451,10 +469,23 @@ class FineTuning:
             norm_statistics=self.norm_statistics if self.scope == "all" else "pretrained",
             seed=self.seed,
             network_lr=self.lr if self.network_lr is None else self.network_lr,
+            time_budget=self.time_budget,
+            show_progress=self.show_progress,
         )
-        network = trainable_network(settings, backbone, episode, device)
-        tuned = train_network(settings, network, episode.support_targets.to(device), episode.ways)
-        return tuned.calibrated(self.confidence_temperature, self.fallback_temperature)
+
+    def seconds_per_image(self, backbone: nn.Module, episode: Episode) -> float:
+        """Measured seconds per support image of one training pass at this scope (forward and
+        backward, on a chunk of up to ``batch_size`` of ``episode``'s support images; see
+        :func:`anyshot.methods.network.seconds_per_image`). ``backbone`` is not changed.
+
+        Raises:
+            ConfigurationError: scope ``head`` (nothing of the network trains).
+        """
+        if self.scope == "head":
+            raise ConfigurationError("scope 'head' trains no network: nothing to time")
+        device = resolve_device(backbone, self.device)
+        probe = trainable_network(self.network_training(), backbone, episode, device)
+        return seconds_per_image(probe, self.batch_size)
 
 
 @dataclass(frozen=True)

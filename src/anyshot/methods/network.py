@@ -22,6 +22,7 @@ The caller's backbone is never modified: training happens on a copy.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -51,12 +52,14 @@ from anyshot.methods.objective import (
     support_loss,
     uniform_log_prior,
 )
+from anyshot.progress import progress_bar
 
 __all__ = [
     "FineTuned",
     "NetworkTraining",
     "TrainableNetwork",
     "episode_statistics",
+    "seconds_per_image",
     "train_network",
     "trainable_network",
 ]
@@ -83,12 +86,16 @@ class FineTuned:
             few queries: at scope ``head`` the inductive head, at ``last`` / ``all``
             support-based initialisation, untrained), ``"guard"`` (the trained answer disagreed:
             support-based initialisation), or ``None``.
+        epochs: the epochs the network trained (scopes ``last`` / ``all``; fewer than asked
+            when the time budget stopped it; 0 when a safeguard answered), ``None`` at scope
+            ``head``.
     """
 
     classifier: CosineClassifier
     network: nn.Module | None
     query_logits: torch.Tensor
     fallback: str | None = None
+    epochs: int | None = None
 
     def calibrated(self, confidence_temperature: float, fallback_temperature: float) -> FineTuned:
         """The same result with the classifier's logits divided by ``fallback_temperature``
@@ -116,6 +123,11 @@ class NetworkTraining:
             :func:`episode_statistics`) or ``"batch"`` (training mode).
         seed: seed of the augmentation and chunk-order draws.
         network_lr: Adam learning rate of the network's parameters (the head's: ``head.lr``).
+        time_budget: seconds the training of :func:`train_network` may take (the frozen
+            embeddings before it and the query embeddings after it included); an epoch starts
+            only if the mean epoch so far would end within it (the first always runs). ``None``
+            = no limit.
+        show_progress: a progress bar of the epochs (rate, ETA) on stderr.
     """
 
     scope: str
@@ -126,6 +138,8 @@ class NetworkTraining:
     norm_statistics: str
     seed: int
     network_lr: float
+    time_budget: float | None = None
+    show_progress: bool = False
 
 
 @dataclass
@@ -140,6 +154,10 @@ class TrainableNetwork:
         encode: ``encode(inputs, training) -> [B, D]`` embeddings.
         device: where training happens.
         generator: the seeded source of augmentation and chunk-order draws.
+        deadline: ``time.monotonic()`` value after which no epoch starts (``None``: none);
+            set by :func:`train_network` from the settings' ``time_budget``.
+        epochs_run: epochs the last training run ran (fewer than asked when the deadline
+            stopped it).
     """
 
     model: nn.Module
@@ -149,6 +167,8 @@ class TrainableNetwork:
     encode: Encoder
     device: torch.device
     generator: torch.Generator
+    deadline: float | None = None
+    epochs_run: int = 0
 
 
 def trainable_network(
@@ -254,6 +274,25 @@ def episode_statistics(network: TrainableNetwork, batch_size: int) -> None:
         norm.momentum = momentum
 
 
+def seconds_per_image(network: TrainableNetwork, batch_size: int) -> float:
+    """Measured seconds of one training pass (forward and backward, training mode, as an epoch
+    runs them) per support image of ``network``: the second of two passes over a chunk of up
+    to ``batch_size`` support images (the first warms up). ``network`` is a probe: its
+    gradients are cleared after, but its generator and (in training mode) its batch-norm
+    statistics have moved, so train a fresh :func:`trainable_network`."""
+    batch = next(image_batches(network.support, batch_size)).to(network.device)
+    seconds = 0.0
+    for _ in range(2):
+        began = time.perf_counter()
+        network.encode(batch, True).float().square().mean().backward()
+        if network.device.type == "cuda":
+            torch.cuda.synchronize(network.device)
+        seconds = time.perf_counter() - began
+    for param in network.parameters:
+        param.grad = None
+    return seconds / len(batch)
+
+
 def _embed(network: TrainableNetwork, inputs: Images, batch_size: int) -> torch.Tensor:
     """``[N, D]`` embeddings of ``inputs`` in eval mode, without gradients."""
     with torch.no_grad():
@@ -284,6 +323,8 @@ def train_network(
         ways: ``K``.
     """
     head = settings.head
+    if settings.time_budget is not None:
+        network.deadline = time.monotonic() + settings.time_budget
     if settings.norm_statistics == "episode":  # initialise under the statistics it trains with
         episode_statistics(network, settings.batch_size)
     frozen = _frozen_rows(settings, network, targets, ways)
@@ -299,12 +340,12 @@ def train_network(
 
     fitted, fallback, gated = safeguarded(head, frozen, train)
     if not bool(fallback[0]):
-        return trained[0]
+        return replace(trained[0], epochs=network.epochs_run)
     if trained:
         assert initial_state is not None
         network.model.load_state_dict(initial_state)
     reason = "gate" if bool(gated[0]) else "guard"
-    return FineTuned(fitted.classifier(0), network.model, fitted.query_logits[0], reason)
+    return FineTuned(fitted.classifier(0), network.model, fitted.query_logits[0], reason, 0)
 
 
 def _frozen_rows(
@@ -416,7 +457,14 @@ class _Run:
             ]
         )
         log_prior = uniform_log_prior((), classifier.weight.shape[0], net.device)
-        for _ in range(head.epochs):
+        net.epochs_run = 0
+        bar = progress_bar(
+            total=head.epochs, desc="fine-tuning", unit="epoch", enabled=self.settings.show_progress
+        )
+        began = time.monotonic()
+        for epoch in range(head.epochs):
+            if epoch and not self._time_left(epoch, began):
+                break
             optimizer.zero_grad(set_to_none=True)
             self._support_step(classifier)
             optimizer.step()
@@ -431,6 +479,9 @@ class _Run:
                         head.prior_count,
                         empirical_bayes=head.empirical_bayes,
                     )
+            net.epochs_run += 1
+            bar.update()
+        bar.close()
         if likelihood:
             with torch.no_grad():
                 classifier.bias.copy_(log_prior)
@@ -441,6 +492,15 @@ class _Run:
             with torch.no_grad():
                 logits = classifier(_embed(net, net.query, self.settings.batch_size)).float().cpu()
         return classifier, logits
+
+    def _time_left(self, epochs_done: int, began: float) -> bool:
+        """Whether another epoch, as long as the mean of the ``epochs_done`` so far (begun at
+        ``began``), ends before the network's deadline (always, without one)."""
+        deadline = self.network.deadline
+        if deadline is None:
+            return True
+        now = time.monotonic()
+        return now + (now - began) / epochs_done <= deadline
 
     def _order(self, count: int) -> list[torch.Tensor]:
         """Positions ``0..count-1`` in a seeded random order, split into chunks."""
