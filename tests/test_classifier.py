@@ -68,7 +68,7 @@ def read_csv(text: str) -> list[dict[str, str]]:
 def test_fit_predict_proba_shapes_and_classes(tmp_path: Path) -> None:
     support, query = folders(tmp_path, {"red": 3, "green": 3, "blue": 3})
     paths, labels = paths_and_labels(support)
-    model = FewShotClassifier(backbone(), batch_size=4).fit(paths, labels)
+    model = FewShotClassifier(backbone(), batch_size=4, image_size=SIZE).fit(paths, labels)
     assert model.classes_ == ("blue", "green", "red")
     assert model.classifier_.weight.shape == (3, 64)
     probabilities = model.predict_proba(sorted(query.iterdir()))

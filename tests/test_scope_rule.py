@@ -17,7 +17,13 @@ from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError
 from anyshot.methods.cosine import cross_class_similarity
 from anyshot.methods.presets import NETWORK, RECOMMENDED
-from anyshot.methods.scope_rule import FEW_SHOT_BUDGET, MANY_SHOT_BUDGET, ScopeRule
+from anyshot.methods.scope_rule import (
+    FEW_SHOT_BUDGET,
+    MANY_SHOT_BUDGET,
+    NETWORK_SIDES,
+    ScopeRule,
+    network_image_size,
+)
 from conftest import COLOURS, noisy_image
 
 SIZE = 16
@@ -43,6 +49,11 @@ def test_cross_class_similarity_is_one_for_identical_classes_and_zero_for_orthog
     orthogonal = torch.eye(3)
     assert cross_class_similarity(orthogonal, torch.tensor([0, 1, 2])) == pytest.approx(0.0)
     assert cross_class_similarity(same, torch.zeros(4, dtype=torch.long)) == 0.0  # one class
+    rows, targets = torch.randn(50, 16), torch.randint(0, 5, (50,))  # the pairwise definition
+    units = torch.nn.functional.normalize(torch.relu(rows), dim=-1)
+    other = targets[None] != targets[:, None]
+    expected = float((units @ units.T)[other].mean())
+    assert cross_class_similarity(rows, targets) == pytest.approx(expected, abs=1e-6)
 
 
 def test_the_domain_decides_between_head_and_network() -> None:
@@ -133,7 +144,8 @@ def test_an_adapted_backbone_predicts_exactly_as_before_saving(tmp_path: Path) -
     paths, labels = write_folders(tmp_path / "s", 3, 3)
     queries = [noisy_image(tmp_path / "q" / f"{i}.png", COLOURS[i % 3], 100 + i) for i in range(6)]
     rule = ScopeRule(far_domain_similarity=0.0, network=dataclasses.replace(NETWORK, epochs=3))
-    model = FewShotClassifier(backbone(), method=rule, cache_dir=False).fit(paths, labels)
+    model = FewShotClassifier(backbone(), method=rule, cache_dir=False, image_size=SIZE)
+    model.fit(paths, labels)
     assert model.fit_info_["scope"] == "all" and model.fit_info_["epochs"] == 3
     untrained = backbone().state_dict()
     adapted = model.network_.state_dict()
@@ -144,7 +156,7 @@ def test_an_adapted_backbone_predicts_exactly_as_before_saving(tmp_path: Path) -
     assert np.array_equal(loaded.outlier_score(queries), model.outlier_score(queries))
     assert loaded.predict(queries) == model.predict(queries)
     # outlier scores come from the untrained network, the classifier's from the adapted one
-    head_model = FewShotClassifier(backbone(), method=RECOMMENDED, cache_dir=False)
+    head_model = FewShotClassifier(backbone(), method=RECOMMENDED, cache_dir=False, image_size=SIZE)
     head_model.fit(paths, labels)
     assert np.allclose(head_model.outlier_score(queries), model.outlier_score(queries), atol=1e-5)
 
@@ -160,3 +172,17 @@ def test_fit_summary_says_what_auto_chose_and_why(
     assert "scope auto chose " in err and "cross-class similarity" in err
     assert main([*argv, "--scope", "head"]) == 0
     assert "scope auto chose" not in capsys.readouterr().err
+
+
+def test_the_network_trains_at_the_images_own_size_within_bounds(tmp_path: Path) -> None:
+    assert network_image_size(20) == NETWORK_SIDES[0] and network_image_size(4000) == 224
+    assert network_image_size(105) == 105 and network_image_size(None) is None
+    paths, labels = write_folders(tmp_path, 2, 2)  # 20 px images, a 16 px backbone
+    rule = ScopeRule(far_domain_similarity=0.0, network=dataclasses.replace(NETWORK, epochs=1))
+    model = FewShotClassifier(backbone(), method=rule, cache_dir=False).fit(paths, labels)
+    assert model.preprocessing_.image_size == 64 and "at 64 px" in model.fit_info_["scope_reason"]
+    assert model.predict_proba(paths).shape == (4, 2)
+    head = FewShotClassifier(backbone(), method=RECOMMENDED, cache_dir=False).fit(paths, labels)
+    assert head.preprocessing_.image_size == SIZE  # the head keeps the backbone's size
+    given = FewShotClassifier(backbone(), method=rule, cache_dir=False, image_size=32)
+    assert given.fit(paths, labels).preprocessing_.image_size == 32  # a size given is kept

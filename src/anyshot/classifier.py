@@ -54,6 +54,7 @@ from anyshot.embedding import (
     as_images,
     check_images,
     memory_batch_size,
+    native_side,
     select_images,
 )
 from anyshot.episodes import Episode
@@ -64,7 +65,12 @@ from anyshot.methods.features import fallback_of
 from anyshot.methods.finetune import FineTuning
 from anyshot.methods.presets import NETWORK, RECOMMENDED, Method
 from anyshot.methods.registry import method_from_dict, method_to_dict
-from anyshot.methods.scope_rule import ScopeChoice, ScopeRule, probe_episode
+from anyshot.methods.scope_rule import (
+    ScopeChoice,
+    ScopeRule,
+    network_image_size,
+    probe_episode,
+)
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.model_file import SavedModel, load_model_file, save_model_file
 from anyshot.outliers import UnknownReference, class_means, mean_distance, unknown_reference
@@ -314,12 +320,13 @@ class FewShotClassifier:
             updates["show_progress"] = True
         return dataclasses.replace(method, **updates)
 
-    def _initial_network(self) -> DeferredNetwork:
+    def _initial_network(self, image_size: int | None = None) -> DeferredNetwork:
         """The network to fit (a copy or a fresh load, eval mode, on the device), loaded only
         when it must embed something (a name or checkpoint file whose digest the feature cache
         remembers; see :mod:`anyshot.deferred_network`).
 
-        ``image_size`` (``None``: the backbone's own) goes through
+        ``image_size`` (the argument, else the estimator's; ``None``: the backbone's own) goes
+        through
         :func:`~anyshot.backbones.preprocessing.resolve_preprocessing` in every case: for a
         Backbone object here, for a name or checkpoint inside :func:`load_backbone`.
         """
@@ -327,10 +334,11 @@ class FewShotClassifier:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}")
         device = torch.device(self.device or "cpu")
         cache = self._feature_cache()
+        size = self.image_size if image_size is None else image_size
         if isinstance(self.backbone, Backbone):
             network = copy.deepcopy(self.backbone)
             network.preprocessing = resolve_preprocessing(  # the copy's: augmentation reads it
-                network.preprocessing, image_size=self.image_size
+                network.preprocessing, image_size=size
             )
             return DeferredNetwork(network.to(device).eval(), cache)
         if isinstance(self.backbone, nn.Module):
@@ -338,7 +346,7 @@ class FewShotClassifier:
                 f"backbone must be an anyshot Backbone (it is saved with the model), got "
                 f"{type(self.backbone).__name__}"
             )
-        source = NamedBackbone(os.fspath(self.backbone), self.image_size, self.seed, str(device))
+        source = NamedBackbone(os.fspath(self.backbone), size, self.seed, str(device))
         return DeferredNetwork(source, cache)
 
     # --- fitting ------------------------------------------------------------------------
@@ -426,8 +434,14 @@ class FewShotClassifier:
         self._check_unknown(classes)
         choice = None
         if isinstance(method, ScopeRule):
-            choice = self._choose_scope(method, network, support, label_list, classes, sets, start)
+            choice, resized = self._choose_scope(
+                method, network, images, support, label_list, classes, sets, start
+            )
             method = choice.method
+            if resized is not None:  # the network trains at the images' own size
+                network, preprocessing = resized, resized.preprocessing
+                support = as_images(images, preprocessing)
+                sets = [(role, as_images(items, preprocessing)) for role, items in extra]
         if isinstance(method, SupportBasedInit) or method.scope == "head":
             fit = self._fit_head(method, network, support, label_list, classes, sets, report)
         else:
@@ -459,26 +473,35 @@ class FewShotClassifier:
         self,
         rule: ScopeRule,
         network: DeferredNetwork,
+        images: Any,
         support: torch.Tensor | ImageList,
         labels: list[Hashable],
         classes: tuple[Hashable, ...],
         sets: list[tuple[str, torch.Tensor | ImageList]],
         started: float,
-    ) -> ScopeChoice:
+    ) -> tuple[ScopeChoice, DeferredNetwork | None]:
         """What ``rule`` trains for these images: the head when the frozen embeddings of the
         labelled images tell the classes apart, else the network within the time budget (a
-        training pass on a few labelled images is timed). Unreadable images are left out
+        training pass on a few labelled images is timed), at the images' own size
+        (:func:`~anyshot.methods.scope_rule.network_image_size`) unless ``image_size`` was
+        given; with that network when it is another size. Unreadable images are left out
         silently here: the fit that follows reports them."""
         embeddings, kept = self._embed(network, support, lambda item: None, "support")
         index = {label: k for k, label in enumerate(classes)}
         targets = torch.tensor([index[labels[i]] for i in kept])
         head = rule.domain_choice(embeddings, targets)
         if head is not None:
-            return head
+            return head, None
+        resized = None
+        size = None if self.image_size is not None else network_image_size(native_side(support))
+        if size is not None and size != network.preprocessing.image_size:
+            resized = self._initial_network(size)
+            support = as_images(images, resized.preprocessing)
         readable = select_images(support, kept)
         episode = Episode(readable, [labels[i] for i in kept], select_images(readable, []))
-        seconds = rule.network.seconds_per_image(network.network(), probe_episode(episode))
-        return rule.network_choice(
+        trained = resized or network
+        seconds = rule.network.seconds_per_image(trained.network(), probe_episode(episode))
+        choice = rule.network_choice(
             cross_class_similarity(embeddings, targets),
             len(kept),
             sum(len(images) for _, images in sets),
@@ -486,6 +509,10 @@ class FewShotClassifier:
             seconds,
             time.perf_counter() - started,
         )
+        if choice.scope == "head":
+            return choice, None
+        at = f"; at {trained.preprocessing.image_size} px"
+        return dataclasses.replace(choice, reason=choice.reason + at), resized
 
     def _embed(
         self,

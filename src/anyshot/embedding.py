@@ -183,6 +183,27 @@ def as_images(images: Any, preprocessing: Preprocessing) -> torch.Tensor | Image
     return ImageList(images, preprocessing)
 
 
+def native_side(images: torch.Tensor | ImageList, sample: int = 32) -> int | None:
+    """The median longer side in pixels of the first ``sample`` images as given (file headers
+    only: nothing is decoded), ``None`` for images already in model space (tensors) or when
+    none can be read."""
+    if isinstance(images, torch.Tensor):
+        return None
+    sides = []
+    for item in images.items[:sample]:
+        if isinstance(item, Image.Image):
+            sides.append(max(item.size))
+        elif isinstance(item, str | os.PathLike):
+            try:
+                with Image.open(item) as image:
+                    sides.append(max(image.size))
+            except (OSError, ValueError):
+                continue
+    if not sides:
+        return None
+    return int(sorted(sides)[len(sides) // 2])
+
+
 def select_images(
     images: torch.Tensor | ImageList, keep: Sequence[int]
 ) -> torch.Tensor | ImageList:

@@ -1,6 +1,7 @@
 """Tables of the scope-curve study from ``results/*.jsonl`` (see README.md).
 
     python studies/scope-curve/analyze.py > studies/scope-curve/tables.md
+    python studies/scope-curve/analyze.py --bundle benchmarks/results/any-shot-curve-check.json
 
 Per cell: episodes, the mean accuracy of every row (percent; ``± t * sd / sqrt(n)``, the 95%
 interval of the mean with Student's t), the mean cross-class similarity ``cross_cos``, and the
@@ -114,7 +115,39 @@ def check_table(records: list[dict]) -> list[str]:
     return lines
 
 
+#: Rows of the test-class check in the bundle for ``anyshot report``, and their labels.
+BUNDLE_ROWS = {
+    "auto": "default (--scope auto)",
+    "inductive": "head, inductive",
+    "lr": "logistic regression",
+    "fullft": "full fine-tuning",
+}
+
+
+def bundle(check: list[dict]) -> dict:
+    """The test-class check as an ``anyshot report`` bundle: one block per (cell, row), its
+    episodes' accuracies."""
+    domains = {"m224": ("mini-imagenet", 10), "o84": ("omniglot", 5)}
+    results = []
+    cells: dict[str, list[dict]] = {}
+    for record in check:
+        cells.setdefault(record["cell"], []).append(record)
+    for cell, done in cells.items():
+        dataset, queries = domains[cell.split("-")[0]]
+        ways, shots = (int(v) for v in cell.split("-")[1].split("w"))
+        for row, label in BUNDLE_ROWS.items():
+            config = {"dataset": dataset, "split": "test", "protocol": "fixed", "ways": ways,
+                      "shots": shots, "queries": queries, "label": label}  # fmt: skip
+            episodes = [{"accuracy": r[f"acc_{row}"], "index": r["index"]} for r in done]
+            results.append({"config": config, "episodes": episodes})
+    return {"results": results}
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--bundle":
+        check = records(RESULTS / "test-check.jsonl")
+        Path(sys.argv[2]).write_text(json.dumps(bundle(check), indent=1) + "\n")
+        return
     check = records(RESULTS / "test-check.jsonl")
     out = ["## Test classes: the rule as shipped (`--scope auto`), GPU", "", *check_table(check), ""]
     out += ["## Test classes: seconds per episode (median, one H200)", ""]

@@ -64,6 +64,10 @@ examples:
   anyshot classify --support photos/support --query photos/new --format json \\
       --output predictions.json --method support-init --device cuda
 
+  # characters, digits, scans: unlike ImageNet photos, so --scope auto (the default) trains the
+  # whole network when the budget allows; give it up to 5 minutes (the summary says what ran)
+  anyshot classify --support glyphs/support --query glyphs/new --time-budget 300
+
 The support folder holds one sub-folder per class, named after the class, with its images at
 any depth (.jpg .jpeg .png .bmp .gif .tif .tiff .webp; grey, RGBA, CMYK, 16-bit, palette and
 EXIF-rotated photos are converted). Hidden files, non-image files, broken links and (unless

@@ -107,11 +107,17 @@ def cross_class_similarity(
     it does not rise with the number of images per class): on val classes through
     EfficientNet-Lite0, about 0.32-0.38 for mini-ImageNet, 0.54-0.55 for Omniglot and
     0.60-0.61 for scikit-learn's digits (``studies/scope-curve/``)."""
-    units = unit_embeddings(embeddings.double(), relu=relu)
-    other = targets.unsqueeze(0) != targets.unsqueeze(1)  # [S, S]
-    if not bool(other.any()):
+    units = unit_embeddings(embeddings, relu=relu).double()  # [S, D]
+    classes = int(targets.max()) + 1 if len(targets) else 0
+    sums = torch.zeros(classes, units.shape[1], dtype=torch.float64).index_add_(0, targets, units)
+    counts = torch.bincount(targets, minlength=classes).double()
+    pairs = float(len(targets) ** 2 - counts.square().sum())  # ordered, different classes
+    if pairs == 0:
         return 0.0
-    return float((units @ units.T)[other].mean())
+    # sum over pairs of different classes = |sum of all|^2 - sum_k |sum of class k|^2: O(S D)
+    # memory, not the S x S matrix (10,000 labelled images would need 400 MB for it)
+    total = float(sums.sum(0).square().sum() - sums.square().sum())
+    return total / pairs
 
 
 def support_center(

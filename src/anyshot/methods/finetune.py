@@ -456,6 +456,8 @@ class FineTuning:
         settings = self.network_training()
         network = trainable_network(settings, backbone, episode, device)
         tuned = train_network(settings, network, episode.support_targets.to(device), episode.ways)
+        if tuned.network is not None:  # trained channels-last on a CPU; handed back as usual
+            tuned.network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         return tuned.calibrated(self.confidence_temperature, self.fallback_temperature)
 
     def network_training(self) -> NetworkTraining:
