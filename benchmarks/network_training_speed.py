@@ -67,7 +67,8 @@ def fit(index: int, on: bool, data_root: Path) -> dict[str, Any]:
     began = time.perf_counter()
     logits = method(backbone, episode)
     seconds = time.perf_counter() - began
-    accuracy = float((logits.argmax(1) == episode.query_targets).float().mean())
+    truth = torch.as_tensor(episode.query_targets)
+    accuracy = float((logits.argmax(1) == truth).float().mean())
     return {"episode": index, "channels_last": on, "seconds": seconds, "accuracy": accuracy}
 
 
