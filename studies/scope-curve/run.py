@@ -32,7 +32,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -49,6 +48,7 @@ from anyshot.methods.presets import (
 from anyshot.methods.scope_rule import ScopeRule
 from anyshot.protocols import build_sampler
 from any_shot_curve import fitted_regression
+from any_shot_practitioner import write_digits
 from transfer_anchor import TransferRecipe, full_finetune
 
 #: tag -> (dataset, image size, ways, shots, queries per class, episodes)
@@ -70,20 +70,6 @@ ROWS = ("ncm", "inductive", "default", "lr", "last", "all", "all-batch", "all-ep
 #: ``auto``: the product's ``--scope auto`` (:class:`~anyshot.methods.scope_rule.ScopeRule`,
 #: no time limit: the rule's accuracy, not the machine's speed), given the held-out images.
 
-
-
-def write_digits(root: Path) -> Path:
-    """scikit-learn's digits as ``root/<digit>/<index>.png`` (8x8, grey levels 0-16 -> 0-255)."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        folder = root / f"digit{label}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels = (np.asarray(image) * 255 / 16).round().astype(np.uint8)
-        Image.fromarray(pixels, mode="L").save(folder / f"{index:04d}.png")
-    return root
 
 
 def schedule(names: list[str]) -> list[tuple[str, int]]:
