@@ -14,7 +14,7 @@ from anyshot.backbones import Backbone, build_backbone
 from anyshot.classifier import FewShotClassifier
 from anyshot.cli import main
 from anyshot.episodes import Episode
-from anyshot.errors import ConfigurationError
+from anyshot.errors import ConfigurationError, EmptyClassError
 from anyshot.methods.cosine import cross_class_similarity
 from anyshot.methods.presets import NETWORK, RECOMMENDED
 from anyshot.methods.scope_rule import (
@@ -186,3 +186,35 @@ def test_the_network_trains_at_the_images_own_size_within_bounds(tmp_path: Path)
     assert head.preprocessing_.image_size == SIZE  # the head keeps the backbone's size
     given = FewShotClassifier(backbone(), method=rule, cache_dir=False, image_size=32)
     assert given.fit(paths, labels).preprocessing_.image_size == 32  # a size given is kept
+
+
+def test_every_labelled_image_of_a_class_unreadable_is_the_usual_error(tmp_path: Path) -> None:
+    paths, labels = write_folders(tmp_path, 2, 2)
+    for path in paths[:2]:  # class c0
+        path.write_bytes(b"not an image")
+    skipped: list[object] = []
+    with pytest.raises(EmptyClassError, match="c0"):
+        FewShotClassifier(backbone(), cache_dir=False).fit(
+            paths, labels, on_unreadable=skipped.append
+        )
+
+
+def test_a_saved_model_keeps_no_machine_bound_settings(tmp_path: Path) -> None:
+    paths, labels = write_folders(tmp_path / "s", 2, 2)
+    rule = ScopeRule(far_domain_similarity=0.0, network=dataclasses.replace(NETWORK, epochs=2))
+    model = FewShotClassifier(backbone(), method=rule, cache_dir=False, image_size=SIZE,
+                              show_progress=True).fit(paths, labels)  # fmt: skip
+    assert model.method_.time_budget is not None and model.method_.show_progress  # type: ignore[union-attr]
+    model.save(tmp_path / "m.pt")
+    loaded = FewShotClassifier.load(tmp_path / "m.pt").method_
+    assert loaded.time_budget is None and not loaded.show_progress  # type: ignore[union-attr]
+    assert loaded.epochs == 2 and loaded.scope == "all"  # type: ignore[union-attr]
+
+
+def test_time_budget_with_support_init_is_refused() -> None:
+    from anyshot.cli import build_parser
+    from anyshot.cli.options import method_from_args
+
+    argv = ["classify", "--support", "s", "--query", "q", "--method", "support-init"]
+    with pytest.raises(ConfigurationError, match="support-init trains nothing"):
+        method_from_args(build_parser().parse_args([*argv, "--time-budget", "5"]))

@@ -487,8 +487,9 @@ class FewShotClassifier:
         given; with that network when it is another size. Unreadable images are left out
         silently here: the fit that follows reports them."""
         embeddings, kept = self._embed(network, support, lambda item: None, "support")
+        _check_kept(classes, labels, [labels[i] for i in kept])
         index = {label: k for k, label in enumerate(classes)}
-        targets = torch.tensor([index[labels[i]] for i in kept])
+        targets = torch.tensor([index[labels[i]] for i in kept], dtype=torch.long)
         head = rule.domain_choice(embeddings, targets)
         if head is not None:
             return head, None
@@ -504,7 +505,7 @@ class FewShotClassifier:
         choice = rule.network_choice(
             cross_class_similarity(embeddings, targets),
             len(kept),
-            sum(len(images) for _, images in sets),
+            sum(len(items) for _, items in sets),
             len(classes),
             seconds,
             time.perf_counter() - started,
@@ -784,7 +785,10 @@ class FewShotClassifier:
             "unknown_label": self.unknown_label,
             "false_alarm_rate": float(self.false_alarm_rate),
         }
-        method = method_to_dict(self.method_)
+        fitted = self.method_
+        if isinstance(fitted, FineTuning):  # how long this machine could train: not a setting
+            fitted = dataclasses.replace(fitted, time_budget=None, show_progress=False)
+        method = method_to_dict(fitted)
         method["settings"]["device"] = None  # where it trained is not where it will run
         save_model_file(
             SavedModel(

@@ -197,7 +197,7 @@ def native_side(images: torch.Tensor | ImageList, sample: int = 32) -> int | Non
             try:
                 with Image.open(item) as image:
                     sides.append(max(image.size))
-            except (OSError, ValueError):
+            except Exception:
                 continue
     if not sides:
         return None

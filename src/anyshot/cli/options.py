@@ -607,6 +607,10 @@ def _scope_rule(
     head = method_from_args(head_args)
     assert not isinstance(head, ScopeRule)  # scope head
     if isinstance(head, SupportBasedInit):
+        if budget is not None:
+            raise ConfigurationError(
+                "--time-budget applies to fine-tuning; support-init trains nothing"
+            )
         return head
     network_given = {k: v for k, v in given.items() if k != "scope" and k not in QUERY_FIELDS}
     temperature = getattr(args, "temperature", None)

@@ -109,7 +109,8 @@ def cross_class_similarity(
     0.60-0.61 for scikit-learn's digits (``studies/scope-curve/``)."""
     units = unit_embeddings(embeddings, relu=relu).double()  # [S, D]
     classes = int(targets.max()) + 1 if len(targets) else 0
-    sums = torch.zeros(classes, units.shape[1], dtype=torch.float64).index_add_(0, targets, units)
+    targets = targets.to(units.device)
+    sums = units.new_zeros(classes, units.shape[1]).index_add_(0, targets, units)
     counts = torch.bincount(targets, minlength=classes).double()
     pairs = float(len(targets) ** 2 - counts.square().sum())  # ordered, different classes
     if pairs == 0:

@@ -187,11 +187,11 @@ class FineTuning:
             points (cell means) to ``"pretrained"`` with 1 and 5 labelled images per class;
             ``"episode"`` lost 6.0 to it on 20-way 1-shot Omniglot and won by 8.5 and 14.5
             with 20 and 100 digits per class.
-        time_budget: scopes ``last`` / ``all``: seconds the network's training may take
-            (from the frozen embeddings it starts from to the query logits); an epoch starts
-            only if, as long as the mean epoch so far, it ends within the budget, so fewer
-            than ``epochs`` may run (the first always does). ``None`` = no limit. The result
-            then depends on the machine's speed.
+        time_budget: scopes ``last`` / ``all``: seconds the network's epochs may take, from
+            the start of the first (the forward passes before and after them are not counted);
+            an epoch starts only if, as long as the mean epoch so far, it ends within the
+            budget, so fewer than ``epochs`` may run (the first always does). ``None`` = no
+            limit. The result then depends on the machine's speed.
         show_progress: scopes ``last`` / ``all``: a progress bar of the epochs on stderr.
         seed: seed of the augmentation and chunk-order draws.
         device: where to train; default the backbone's device.

@@ -124,10 +124,10 @@ class NetworkTraining:
             :func:`episode_statistics`) or ``"batch"`` (training mode).
         seed: seed of the augmentation and chunk-order draws.
         network_lr: Adam learning rate of the network's parameters (the head's: ``head.lr``).
-        time_budget: seconds the training of :func:`train_network` may take (the frozen
-            embeddings before it and the query embeddings after it included); an epoch starts
-            only if the mean epoch so far would end within it (the first always runs). ``None``
-            = no limit.
+        time_budget: seconds the epochs of :func:`train_network` may take, from the start of
+            the first: an epoch starts only if the mean epoch so far would end within it (the
+            first always runs); the forward passes before and after the epochs (statistics,
+            frozen and query embeddings) are not counted. ``None`` = no limit.
         show_progress: a progress bar of the epochs (rate, ETA) on stderr.
     """
 
@@ -254,10 +254,11 @@ Layout = TypeVar("Layout", nn.Module, torch.Tensor)
 
 
 def channels_last(value: Layout, device: torch.device) -> Layout:
-    """``value`` (a module, or a 4-d input batch) in channels-last memory layout on a CPU, as
-    it is on other devices: EfficientNet-Lite0 trains about 1.7-2 times faster so on a 2-core
-    CPU (105 and 224 px, float32; bfloat16 autocast gained less and slowed channels-last down).
-    The same numbers, another layout: the results do not change beyond float rounding."""
+    """``value`` (a module, or a 4-d input batch) in channels-last memory layout on a CPU, and
+    unchanged on other devices: EfficientNet-Lite0's training passes ran 1.5-2 times faster so
+    on a 2-core CPU at 105 px (``benchmarks/network_training_speed.py``; bfloat16 autocast gained
+    less and slowed channels-last down). The same numbers in another layout: each step agrees to
+    float rounding, which over many steps moves individual predictions (not the accuracy)."""
     if device.type != "cpu":
         return value
     if isinstance(value, torch.Tensor):
@@ -339,11 +340,11 @@ def train_network(
         ways: ``K``.
     """
     head = settings.head
-    if settings.time_budget is not None:
-        network.deadline = time.monotonic() + settings.time_budget
     if settings.norm_statistics == "episode":  # initialise under the statistics it trains with
         episode_statistics(network, settings.batch_size)
     frozen = _frozen_rows(settings, network, targets, ways)
+    if settings.time_budget is not None:  # the epochs' share, from the first epoch
+        network.deadline = time.monotonic() + settings.time_budget
     two_runs = head.adaptive_balance and head.weights.balance > 0 and len(network.query) > 0
     initial_state = None
     if two_runs or head.min_agreement > 0:

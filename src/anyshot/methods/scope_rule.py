@@ -26,9 +26,11 @@ and full fine-tuning with a standard transfer recipe):
    (:func:`network_image_size`; the estimator does it unless given an ``image_size``), as the
    study did: small images are not enlarged to 224 px for it.
 
-The rule is a method like the others (``rule(backbone, episode) -> query logits``), and
-:meth:`ScopeRule.choose` is the decision alone, for callers that hold the embeddings already
-(:class:`~anyshot.classifier.FewShotClassifier`).
+The rule is a method like the others (``rule(backbone, episode) -> query logits``, on the
+episode's images as given: step 4 is the estimator's, which reads the image files);
+:meth:`ScopeRule.domain_choice` and :meth:`ScopeRule.network_choice` are the decision in two
+pure steps, which :meth:`ScopeRule.choose` and :class:`~anyshot.classifier.FewShotClassifier`
+(embeddings from its feature cache, the timing pass at the images' own size) both call.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ __all__ = [
 FEW_SHOT_BUDGET, MANY_SHOT_BUDGET = 60.0, 600.0
 
 #: Labelled images per class up to which :data:`FEW_SHOT_BUDGET` applies.
-FEW_SHOTS = 5.0
+FEW_SHOTS = 5
 
 #: Images of the support whose training pass is timed.
 PROBE_IMAGES = 16
@@ -118,8 +120,10 @@ class ScopeRule:
         far_domain_similarity: cross-class similarity from which the network trains.
         episode_statistics_shots: labelled images per class from which scope ``all``
             re-estimates batch-norm statistics on the episode (``inf`` = never).
-        time_budget: seconds the whole fit may take; ``None`` = :data:`FEW_SHOT_BUDGET` up to
-            5 labelled images per class, :data:`MANY_SHOT_BUDGET` above.
+        time_budget: seconds a fit that trains the network may take (the estimate decides the
+            epochs, and the epochs stop at what is left of it; see step 3); ``None`` =
+            :data:`FEW_SHOT_BUDGET` up to 5 labelled images per class,
+            :data:`MANY_SHOT_BUDGET` above.
         min_epoch_fraction: the least share of the network's epochs worth running within
             the budget; with fewer the head trains.
     """
@@ -203,7 +207,7 @@ class ScopeRule:
             if network.norm_statistics == "episode"
             else "the stored batch-norm statistics"
         )
-        epochs = f"{network.epochs} epochs"
+        epochs = f"{network.epochs} epoch{'s' if network.epochs != 1 else ''}"
         if fitting < network.epochs:
             epochs = f"{fitting} of {network.epochs} epochs (the time budget of {budget:.0f} s)"
             network = dataclasses.replace(network, epochs=fitting)
