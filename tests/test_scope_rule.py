@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from anyshot.backbones import Backbone, build_backbone
 from anyshot.classifier import FewShotClassifier
@@ -218,3 +219,21 @@ def test_time_budget_with_support_init_is_refused() -> None:
     argv = ["classify", "--support", "s", "--query", "q", "--method", "support-init"]
     with pytest.raises(ConfigurationError, match="support-init trains nothing"):
         method_from_args(build_parser().parse_args([*argv, "--time-budget", "5"]))
+
+
+def test_the_rule_embeds_and_reports_each_labelled_image_once(tmp_path: Path) -> None:
+    """The head reuses the embeddings the rule computed (images in memory are not cached);
+    an unreadable image is reported once, whichever scope is chosen."""
+    paths, labels = write_folders(tmp_path, 2, 3)
+    pil = [Image.open(p).convert("RGB") for p in paths]
+    head_rule = ScopeRule(far_domain_similarity=1.1)  # the head, whatever the images
+    model = FewShotClassifier(backbone(), method=head_rule, cache_dir=False, image_size=SIZE)
+    model.fit(pil, labels)
+    assert model.fit_info_["scope"] == "head" and model._feature_cache().computed == len(pil)
+    paths[0].write_bytes(b"not an image")
+    for far in (1.1, 0.0):  # head, then the network
+        rule = ScopeRule(far_domain_similarity=far, network=dataclasses.replace(NETWORK, epochs=1))
+        skipped: list[object] = []
+        fitted = FewShotClassifier(backbone(), method=rule, cache_dir=False, image_size=SIZE)
+        fitted.fit(paths, labels, on_unreadable=skipped.append)
+        assert len(skipped) == 1 and fitted.fit_info_["skipped"] == 1

@@ -432,20 +432,21 @@ class FewShotClassifier:
 
         report = record if on_unreadable is not None else None
         self._check_unknown(classes)
-        choice = None
+        choice, embedded = None, None
         if isinstance(method, ScopeRule):
-            choice, resized = self._choose_scope(
-                method, network, images, support, label_list, classes, sets, start
+            choice, resized, embedded = self._choose_scope(
+                method, network, images, support, label_list, classes, sets, start, report
             )
             method = choice.method
             if resized is not None:  # the network trains at the images' own size
                 network, preprocessing = resized, resized.preprocessing
                 support = as_images(images, preprocessing)
                 sets = [(role, as_images(items, preprocessing)) for role, items in extra]
+        args = (network, support, label_list, classes, sets, report, embedded)
         if isinstance(method, SupportBasedInit) or method.scope == "head":
-            fit = self._fit_head(method, network, support, label_list, classes, sets, report)
+            fit = self._fit_head(method, *args)
         else:
-            fit = self._fit_network(method, network, support, label_list, classes, sets, report)
+            fit = self._fit_network(method, *args)
         self.classes_ = classes
         self.classifier_ = fit.classifier.cpu().eval()
         self._network = fit.network
@@ -479,20 +480,22 @@ class FewShotClassifier:
         classes: tuple[Hashable, ...],
         sets: list[tuple[str, torch.Tensor | ImageList]],
         started: float,
-    ) -> tuple[ScopeChoice, DeferredNetwork | None]:
+        on_unreadable: OnUnreadable | None,
+    ) -> tuple[ScopeChoice, DeferredNetwork | None, tuple[torch.Tensor, list[int]]]:
         """What ``rule`` trains for these images: the head when the frozen embeddings of the
         labelled images tell the classes apart, else the network within the time budget (a
         training pass on a few labelled images is timed), at the images' own size
         (:func:`~anyshot.methods.scope_rule.network_image_size`) unless ``image_size`` was
-        given; with that network when it is another size. Unreadable images are left out
-        silently here: the fit that follows reports them."""
-        embeddings, kept = self._embed(network, support, lambda item: None, "support")
+        given; with that network when it is another size, and the labelled images' frozen
+        embeddings ``[S', D]`` with their positions (unreadable ones reported here, once), for
+        the fit to reuse."""
+        embeddings, kept = self._embed(network, support, on_unreadable, "support")
         _check_kept(classes, labels, [labels[i] for i in kept])
         index = {label: k for k, label in enumerate(classes)}
         targets = torch.tensor([index[labels[i]] for i in kept], dtype=torch.long)
         head = rule.domain_choice(embeddings, targets)
         if head is not None:
-            return head, None
+            return head, None, (embeddings, kept)
         resized = None
         size = None if self.image_size is not None else network_image_size(native_side(support))
         if size is not None and size != network.preprocessing.image_size:
@@ -511,9 +514,9 @@ class FewShotClassifier:
             time.perf_counter() - started,
         )
         if choice.scope == "head":
-            return choice, None
+            return choice, None, (embeddings, kept)
         at = f"; at {trained.preprocessing.image_size} px"
-        return dataclasses.replace(choice, reason=choice.reason + at), resized
+        return dataclasses.replace(choice, reason=choice.reason + at), resized, (embeddings, kept)
 
     def _embed(
         self,
@@ -548,9 +551,13 @@ class FewShotClassifier:
         classes: tuple[Hashable, ...],
         sets: list[tuple[str, torch.Tensor | ImageList]],
         on_unreadable: OnUnreadable | None,
+        embedded: tuple[torch.Tensor, list[int]] | None = None,
     ) -> _Fit:
-        """Support-init or head-scope fine-tuning on cached embeddings ``[N, D]``."""
-        embeddings, kept = self._embed(network, support, on_unreadable, "support")
+        """Support-init or head-scope fine-tuning on cached embeddings ``[N, D]`` (the labelled
+        images': ``embedded`` when the scope rule computed them already)."""
+        if embedded is None:
+            embedded = self._embed(network, support, on_unreadable, "support")
+        embeddings, kept = embedded
         kept_labels = [labels[i] for i in kept]
         _check_kept(classes, labels, kept_labels)
         extra = [self._embed(network, images, on_unreadable, role) for role, images in sets]
@@ -577,9 +584,12 @@ class FewShotClassifier:
         classes: tuple[Hashable, ...],
         sets: list[tuple[str, torch.Tensor | ImageList]],
         on_unreadable: OnUnreadable | None,
+        embedded: tuple[torch.Tensor, list[int]] | None = None,
     ) -> _Fit:
         """Scope ``last`` / ``all``: one episode over the images; the backbone copy is trained
-        (or kept untrained when a safeguard answers with support-init's)."""
+        (or kept untrained when a safeguard answers with support-init's). ``embedded``: the
+        scope rule's embeddings of the labelled images, whose positions say which are
+        readable (already reported)."""
 
         def readable(images: torch.Tensor | ImageList, desc: str) -> list[int]:
             if on_unreadable is None:
@@ -592,7 +602,7 @@ class FewShotClassifier:
                 desc=desc,
             )
 
-        kept = readable(support, "checking support")
+        kept = readable(support, "checking support") if embedded is None else embedded[1]
         kept_labels = [labels[i] for i in kept]
         _check_kept(classes, labels, kept_labels)
         kept_sets = [readable(images, f"checking {role}") for role, images in sets]
