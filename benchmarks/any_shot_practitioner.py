@@ -20,8 +20,15 @@ split: 10 ways, 100 shots, 20 queries).
 Full fine-tuning, the second anchor, is in ``studies/scope-curve`` (GPU); on a 2-core CPU at
 224 px it takes tens of minutes per cell.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=src:benchmarks .venv/bin/python \\
-        benchmarks/any_shot_practitioner.py --output benchmarks/results/any-shot-practitioner.json
+The committed results (``benchmarks/results/any-shot-practitioner-*.json``)::
+
+    export OMP_NUM_THREADS=2 PYTHONPATH=src:benchmarks R=benchmarks/results/any-shot-practitioner
+    P=".venv/bin/python benchmarks/any_shot_practitioner.py"
+    $P --cells omni-20w1s,omni-20w5s,omni-20w15s --episodes 3 --output $R-omniglot.json
+    $P --cells mini-20w1s,mini-20w5s --episodes 3 --output $R-mini.json
+    $P --cells mini-20w100s --output $R-mini-100.json
+    $P --cells digits-10w100s --output $R-digits.json
+    $P --cells mini-20w500s --rows default --output $R-500.json
 """
 
 from __future__ import annotations

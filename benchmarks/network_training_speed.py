@@ -4,13 +4,14 @@
 on EfficientNet-Lite0, the same seeded episodes either way:
 
 * ``seconds_per_image``: the measured training pass of ``FineTuning.seconds_per_image`` (16
-  images, forward and backward) at 105 and 224 px;
+  images, forward and backward) at 84, 105 and 224 px, in the default layout and channels-last,
+  each also under bfloat16 autocast (probed, not shipped);
 * a whole fit of 20-way 5-shot Omniglot test episodes at 105 px (the characters' own size, as
   ``--scope auto`` trains them; batch-norm statistics of the episode, 25 epochs): wall time and
   query accuracy (5 per class).
 
 "off" runs the same code with :func:`anyshot.methods.network.channels_last` replaced by the
-identity (the layout before it).
+identity (the layout before it). ``--episodes 0`` runs the probes alone.
 
     OMP_NUM_THREADS=2 PYTHONPATH=src:benchmarks .venv/bin/python \\
         benchmarks/network_training_speed.py --output benchmarks/results/network-training-speed.json
@@ -29,7 +30,7 @@ import torch
 import anyshot.methods.network as network_module
 from anyshot.backbones import load_backbone
 from anyshot.data import load_dataset
-from anyshot.episodes import make_episode
+from anyshot.episodes import Episode, make_episode
 from anyshot.methods.presets import NETWORK
 from anyshot.protocols import build_sampler
 from harness.cli import DATA_ROOT
@@ -43,16 +44,16 @@ def layout(on: bool) -> None:
     network_module.channels_last = LAYOUT if on else (lambda value, device: value)
 
 
-def probe(size: int, on: bool) -> float:
-    """Seconds per image of a training pass at ``size`` px (the second of two calls)."""
+def probe(size: int, on: bool, bfloat16: bool) -> float:
+    """Seconds per image of a training pass at ``size`` px (the second of two calls), under
+    bfloat16 autocast when asked."""
     layout(on)
     backbone = load_backbone("efficientnet-lite0", image_size=size).eval()
     images = torch.randn(16, 3, size, size, generator=torch.Generator().manual_seed(0))
-    from anyshot.episodes import Episode
-
     episode = Episode(images, [i % 4 for i in range(16)], images[:0])
-    NETWORK.seconds_per_image(backbone, episode)
-    return NETWORK.seconds_per_image(backbone, episode)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+        NETWORK.seconds_per_image(backbone, episode)
+        return NETWORK.seconds_per_image(backbone, episode)
 
 
 def fit(index: int, on: bool, data_root: Path) -> dict[str, Any]:
@@ -81,10 +82,15 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     probes = []
-    for size in (105, 224):
+    for size in (84, 105, 224):
         for on in (False, True):
-            probes.append({"size": size, "channels_last": on, "seconds_per_image": probe(size, on)})
-            print(probes[-1], flush=True)
+            for bfloat16 in (False, True):
+                seconds = probe(size, on, bfloat16)
+                probes.append(
+                    {"size": size, "channels_last": on, "bfloat16": bfloat16,
+                     "seconds_per_image": seconds}
+                )  # fmt: skip
+                print(probes[-1], flush=True)
     fits = []
     for index in range(args.episodes):
         for on in (False, True):

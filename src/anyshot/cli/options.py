@@ -453,7 +453,7 @@ IMAGE_SIZE_HELP = (
     "classified better than at their own size, by 16-20 points for 84 px mini-ImageNet photos "
     "and 5-8 points for 105 px Omniglot characters, 5-way 1-shot; "
     "benchmarks/image_size_probe.py); when --scope auto trains the network, the images' own "
-    "size within 64-224 px (a training pass costs about 7 times more at 224 px than at 84)"
+    "size within 64-224 px (a training pass costs about 4 times more at 224 px than at 84)"
 )
 
 

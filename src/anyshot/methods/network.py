@@ -255,10 +255,11 @@ Layout = TypeVar("Layout", nn.Module, torch.Tensor)
 
 def channels_last(value: Layout, device: torch.device) -> Layout:
     """``value`` (a module, or a 4-d input batch) in channels-last memory layout on a CPU, and
-    unchanged on other devices: EfficientNet-Lite0's training passes ran 1.5-2 times faster so
-    on a 2-core CPU at 105 px (``benchmarks/network_training_speed.py``; bfloat16 autocast gained
-    less and slowed channels-last down). The same numbers in another layout: each step agrees to
-    float rounding, which over many steps moves individual predictions (not the accuracy)."""
+    unchanged on other devices: on a 2-core CPU a 20-way 5-shot EfficientNet-Lite0 fit at 105 px
+    ran 1.58 times faster so, a training pass 1.1-2 times from 84 to 224 px
+    (``benchmarks/network_training_speed.py``; bfloat16 autocast slowed channels-last down).
+    The same numbers in another layout: each step agrees to float rounding, which over many
+    steps moves individual predictions (not the accuracy)."""
     if device.type != "cpu":
         return value
     if isinstance(value, torch.Tensor):

@@ -79,8 +79,9 @@ def network_image_size(native_side: int | None) -> int | None:
     """The input side the network trains at for images whose longer side is ``native_side``
     (``None``: unknown, keep the backbone's): their own size within :data:`NETWORK_SIDES`. The
     val study trained at 84 px for Omniglot's 105 px characters and 64 px for 8 px digits;
-    a training pass costs about 7 times more at 224 px than at 84 (EfficientNet-Lite0 on a
-    CPU), so small images are not enlarged for it."""
+    a training pass costs about 4 times more at 224 px than at 84 (EfficientNet-Lite0,
+    channels-last, a 2-core CPU: ``benchmarks/network_training_speed.py``), so small images
+    are not enlarged for it."""
     if native_side is None:
         return None
     low, high = NETWORK_SIDES
