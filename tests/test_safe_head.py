@@ -147,7 +147,8 @@ def test_the_gate_decides_per_episode_from_the_predicted_classes() -> None:
     """Queries from 2 of 5 classes: an episode whose trained head's predictions hold K_hat
     classes keeps that head iff Q >= (m + s) K_hat (one shot); a gated episode gets the
     inductive head's logits, and ``fallback`` says which."""
-    gate_only = dataclasses.replace(AS_TRAINED, min_agreement=0.0)
+    # the gate alone (the Tsallis head changes which head's classes it counts, not the rule)
+    gate_only = dataclasses.replace(AS_TRAINED, min_agreement=0.0, tsallis_head=False)
     unguarded = dataclasses.replace(gate_only, min_queries_per_class=0.0, queries_per_shot=0.0)
     needed = RECOMMENDED.min_queries_per_class + RECOMMENDED.queries_per_shot
     mixed = False
@@ -203,9 +204,14 @@ def test_support_centre_does_not_depend_on_the_queries() -> None:
         transductive_center("episode", support, targets, query, 10),
         transductive_center("episode", support, targets, other, 10),
     )
-    # and the fitted head stores the support centre (no safeguard, to see the trained head)
+    # and the fitted head stores the support centre (no safeguard, no Tsallis head: its rows
+    # are uncentred, to see the trained head)
     method = dataclasses.replace(
-        RECOMMENDED, center_on="support", min_queries_per_class=0.0, min_agreement=0.0
+        RECOMMENDED,
+        center_on="support",
+        min_queries_per_class=0.0,
+        min_agreement=0.0,
+        tsallis_head=False,
     )
     fitted = [method.fit_features(support, targets, q, ways=10) for q in (query, other)]
     assert fitted[0].center is not None and fitted[1].center is not None
@@ -368,6 +374,7 @@ def test_settings_presets_and_command_line() -> None:
         min_queries_per_class=6.0,
         queries_per_shot=0.5,
         min_agreement=0.5,
+        tsallis_head=True,
         confidence_temperature=0.177,
         confidence_shots_power=-0.61,
         confidence_similarity_slope=2.77,

@@ -406,6 +406,29 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         "folders without such images keep every image; 0 = always (default: "
         f"{by_scope('outlier_alarm')})",
     )
+    group.add_argument(
+        "--tsallis-head",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="transductive: also fine-tune a second head with alpha-TIM's query terms (Tsallis "
+        "entropies) and answer with it where the first head finds the query images hold "
+        "fewer than --tsallis-share of the classes and it finds more than --tsallis-margin "
+        "fewer still: query folders holding a few of many classes "
+        f"(default: {by_scope('tsallis_head', _yes)})",
+    )
+    group.add_argument(
+        "--tsallis-margin",
+        type=non_negative_float,
+        help="with --tsallis-head: how many fewer classes (the effective number predicted) "
+        f"its answer must give the query images (default: {by_scope('tsallis_margin')})",
+    )
+    group.add_argument(
+        "--tsallis-share",
+        type=fraction,
+        help="with --tsallis-head: the share of the classes below which the first head's "
+        "count of the classes the query images hold must lie (default: "
+        f"{by_scope('tsallis_share')})",
+    )
 
 
 def add_backbone_options(

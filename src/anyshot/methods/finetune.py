@@ -169,6 +169,19 @@ class FineTuning:
             queries are flagged significantly more often than ``outlier_rate`` (one-sided
             binomial test at this level, :func:`anyshot.methods.head.outlier_alarm`), so that
             query sets without outliers keep every query. 0 = leave them out always.
+        tsallis_head: scope ``head`` (and the safeguards' class count at scopes ``last`` /
+            ``all``): also fine-tune a second head with alpha-TIM's query terms (the mean
+            prediction entropy and the balance term, weight 1 each, as Tsallis entropies of
+            order 2 at one labelled image per class, 7 from five; uncentred rows, no likelihood
+            term: :meth:`~anyshot.methods.head.HeadTraining.tsallis`) and answer an episode
+            with it when this head predicts fewer than ``tsallis_share`` of the ``K`` classes
+            for the queries and it more than ``tsallis_margin`` fewer still (effective numbers
+            of predicted classes, :func:`~anyshot.methods.head.predicted_classes`): where the
+            queries hold a few of many support classes it lets the absent classes go, which the
+            likelihood term's proportions do not when the backbone separates the classes
+            poorly; where they cover the classes it could merge some, which the share rules out.
+        tsallis_margin: see ``tsallis_head`` (classes).
+        tsallis_share: see ``tsallis_head`` (a fraction of ``K``).
         batch_size: images (or cached rows) per chunk of a step.
         augment: apply the pre-training augmentations to support and query images while
             training; ``None`` = on for scope ``all``, off otherwise (cached scopes cannot).
@@ -221,6 +234,9 @@ class FineTuning:
     min_agreement: float = 0.0
     outlier_rate: float = 0.0
     outlier_alarm: float = 0.0
+    tsallis_head: bool = False
+    tsallis_margin: float = 0.5
+    tsallis_share: float = 0.75
     batch_size: int = 64
     augment: bool | None = None
     flip: bool = True
@@ -296,6 +312,14 @@ class FineTuning:
             raise ConfigurationError(f"outlier_rate must lie in [0, 1), got {self.outlier_rate}")
         if not 0 <= self.outlier_alarm < 1:
             raise ConfigurationError(f"outlier_alarm must lie in [0, 1), got {self.outlier_alarm}")
+        if not 0 <= self.tsallis_margin < math.inf:
+            raise ConfigurationError(
+                f"tsallis_margin must be a finite number >= 0, got {self.tsallis_margin}"
+            )
+        if not 0 <= self.tsallis_share <= 1:
+            raise ConfigurationError(
+                f"tsallis_share must be a fraction in [0, 1], got {self.tsallis_share}"
+            )
         if self.outlier_rate > 0 and self.scope != "head":
             raise ConfigurationError(
                 f"outlier_rate applies to scope 'head' only, got scope {self.scope!r}"
@@ -330,6 +354,9 @@ class FineTuning:
             min_agreement=self.min_agreement,
             outlier_rate=self.outlier_rate,
             outlier_alarm=self.outlier_alarm,
+            tsallis_head=self.tsallis_head,
+            tsallis_margin=self.tsallis_margin,
+            tsallis_share=self.tsallis_share,
         )
 
     def inductive(self) -> FineTuning:
@@ -512,6 +539,9 @@ QUERY_FIELDS = (
     "min_agreement",
     "outlier_rate",
     "outlier_alarm",
+    "tsallis_head",
+    "tsallis_margin",
+    "tsallis_share",
 )
 
 

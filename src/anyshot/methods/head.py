@@ -12,6 +12,12 @@ counts pass :func:`anyshot.methods.balance.looks_balanced` are trained again fro
 initialisation with it (episodes are independent, so re-running a subset gives each exactly
 what a run of all of them would).
 
+With ``tsallis_head`` a second head is fine-tuned beside it, with alpha-TIM's query terms
+(:meth:`HeadTraining.tsallis`), and an episode takes its answer where it explains the queries
+with clearly fewer classes (:func:`parsimonious`): queries of a few of many support classes,
+which the likelihood term's proportions leave spread over absent classes when the backbone
+separates the classes poorly.
+
 Two safeguards answer an episode without its queries (:func:`safeguarded`, the one place they
 live, used here and by scopes ``last`` / ``all``): the *gate* keeps no answer trained with the
 queries when an episode has too few per class they appear to hold (those the trained head
@@ -54,6 +60,7 @@ __all__ = [
     "fit_head",
     "gate_closes",
     "inlier_queries",
+    "parsimonious",
     "predicted_classes",
     "safeguarded",
     "support_init_head",
@@ -89,6 +96,11 @@ class HeadTraining:
             are flagged more often than the rate explains: a one-sided binomial test of the
             flagged count against ``Q x outlier_rate`` at this significance level
             (:func:`outlier_alarm`; 0 = always leave them out).
+        tsallis_head: also fine-tune :meth:`tsallis`'s head and answer with it in the
+            episodes where this head predicts fewer than ``tsallis_share`` of the classes for
+            the queries and it more than ``tsallis_margin`` fewer still (:func:`parsimonious`).
+        tsallis_margin: see ``tsallis_head``.
+        tsallis_share: see ``tsallis_head``.
     """
 
     temperature: float
@@ -106,6 +118,9 @@ class HeadTraining:
     min_agreement: float = 0.0
     outlier_rate: float = 0.0
     outlier_alarm: float = 0.0
+    tsallis_head: bool = False
+    tsallis_margin: float = 0.5
+    tsallis_share: float = 0.75
 
     def inductive(self) -> HeadTraining:
         """The same loop without anything that reads the queries: no query term, no centring
@@ -123,13 +138,42 @@ class HeadTraining:
             min_agreement=0.0,
             outlier_rate=0.0,
             outlier_alarm=0.0,
+            tsallis_head=False,
         )
+
+    def tsallis(self, shots: float) -> HeadTraining:
+        """alpha-TIM's query terms in this loop (same temperature, learning rate and epochs):
+        the mean prediction entropy and the balance term, weight 1 each, of Tsallis order
+        :func:`tsallis_order` ``(shots)``, on uncentred rows, nothing else that reads the
+        queries (no likelihood term, no safeguard). ``shots`` = labelled images per class."""
+        weights = QueryWeights(entropy=1.0, balance=1.0, order=tsallis_order(shots))
+        return replace(self.inductive(), weights=weights)
 
     @property
     def safeguards(self) -> bool:
         """Whether the gate or the guard of :func:`safeguarded` is on."""
         gate = self.min_queries_per_class > 0 or self.queries_per_shot > 0
         return gate or self.min_agreement > 0
+
+
+def tsallis_order(shots: float) -> float:
+    """alpha-TIM's tuned Tsallis orders (the authors' code, ``use_tuned_alpha_values``): 2 at
+    one labelled image per class, 7 from five, 5 between."""
+    return 2.0 if shots <= 1 else 7.0 if shots >= 5 else 5.0
+
+
+def parsimonious(head: FittedHead, rival: FittedHead, margin: float, share: float) -> FittedHead:
+    """``head``, with ``rival``'s answer in the episodes where ``head`` predicts fewer than
+    ``share`` of the ``K`` classes for the queries and ``rival`` more than ``margin`` fewer
+    still (both counted by :func:`predicted_classes`): where the queries seem to hold a part of
+    the classes, the explanation with clearly fewer of them. On validation classes
+    (``studies/alpha-head/``) the Tsallis head's answer is then the more accurate (queries of
+    a few of many support classes); where the queries cover the classes (balanced, many ways)
+    it can merge classes, which ``share`` rules out."""
+    ways = head.query_logits.shape[-1]
+    own = predicted_classes(head.query_logits)
+    fewer = (predicted_classes(rival.query_logits) < own - margin) & (own < share * ways)
+    return head.with_episodes_of(rival, fewer)
 
 
 def support_init_head(rows: EpisodeRows, temperature: float, relu: bool) -> FittedHead:
@@ -274,14 +318,14 @@ def safeguarded(
     episodes = rows.support.shape[0]
     if not training.safeguards:
         none = torch.zeros(episodes, dtype=torch.bool)
-        return (_fit(training, rows) if train is None else train(rows)), none, none
+        return (_fit_either(training, rows) if train is None else train(rows)), none, none
     base = support_init_head(rows, training.temperature, training.relu)
     queries, shots = rows.query.shape[1], rows.support.shape[1] / rows.ways
     m, s = training.min_queries_per_class, training.queries_per_shot
     gated = gate_closes(m, s, queries, shots, torch.ones(episodes))  # even one class: too few
     probe = None  # head fine-tuning of the rows: the gate's class count, or the answer
     if not bool(gated.all()) and (m > 0 or s > 0 or train is None):
-        probe = _fit(training, rows)
+        probe = _fit_either(training, rows)
         gated = gate_closes(m, s, queries, shots, predicted_classes(probe.query_logits))
     answer = base
     if inductive is not None and bool(gated.any()):
@@ -309,8 +353,19 @@ def _episodes(rows: EpisodeRows, mask: torch.Tensor) -> EpisodeRows:
     return EpisodeRows(rows.support[picked], rows.targets[picked], rows.query[picked], rows.ways)
 
 
+def _fit_either(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
+    """:func:`_fit`, or with ``tsallis_head`` the :func:`parsimonious` choice between it and
+    the Tsallis head's fine-tuning, per episode."""
+    fitted = _fit(training, rows)
+    if not training.tsallis_head or rows.query.shape[1] == 0:
+        return fitted
+    rival = _fit(training.tsallis(rows.support.shape[1] / rows.ways), rows)
+    return parsimonious(fitted, rival, training.tsallis_margin, training.tsallis_share)
+
+
 def _fit(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
-    """Head fine-tuning of every episode of ``rows``, without the safeguards."""
+    """Head fine-tuning of every episode of ``rows``, without the safeguards and the Tsallis
+    head."""
     first_on, second_on = run_centers(training.center_on)
     center, units, weight = _initial(training, rows, first_on)
     weights = training.weights

@@ -49,6 +49,7 @@ from anyshot.methods.head import HeadTraining, safeguarded
 from anyshot.methods.objective import (
     QueryWeights,
     estimated_log_prior,
+    marginal_entropy_gradient,
     query_loss,
     support_loss,
     uniform_log_prior,
@@ -394,7 +395,7 @@ def _train_runs(
     weights = head.weights
     if initial_state is not None:
         run = _initial_run(settings, network, frozen, first_on)
-        classifier, logits = run(QueryWeights(weights.entropy, 0.0, weights.likelihood))
+        classifier, logits = run(replace(weights, balance=0.0))
         counts = torch.bincount(logits.argmax(1), minlength=frozen.ways)
         if not bool(looks_balanced(counts)):
             return FineTuned(classifier, network.model, logits)
@@ -547,7 +548,7 @@ class _Run:
         parts = self._order(len(net.query))
         balance_gradient = None
         if weights.balance > 0 and len(parts) > 1:
-            # d H(mean p) / d p_i = -(log mean p + 1) / Q: a no-grad pass gives mean p
+            # d H(mean p) / d p_i = H'(mean p) / Q: a no-grad pass gives mean p
             with torch.no_grad():
                 mean_p = torch.cat(
                     [
@@ -555,7 +556,7 @@ class _Run:
                         for b in self._batches(net.query, parts)
                     ]
                 ).mean(0)
-            balance_gradient = -(torch.log(mean_p.clamp_min(1e-12)) + 1)
+            balance_gradient = marginal_entropy_gradient(mean_p, weights.order)
         responsibilities = torch.zeros_like(log_prior)
         for batch in self._batches(net.query, parts):
             logits = classifier(net.encode(batch, True))

@@ -6,6 +6,10 @@ Support: the cross-entropy of the labelled rows. Queries (transductive), weighte
 * ``entropy``: the paper's mean prediction entropy ``mean_x H(softmax(l(x)))``;
 * ``balance``: TIM's class-balance term, the entropy of the mean query prediction, *subtracted*
   (it pulls the predicted class proportions toward uniform);
+* both entropies are Shannon's (``order`` 1) or Tsallis entropies of another ``order`` ``a``,
+  ``H_a(p) = (1 - sum_k p_k^a) / (a - 1)`` (alpha-TIM, Veilleux et al., NeurIPS 2021): their
+  gradients stay bounded near ``p_k = 0``, so the balance term no longer forces every class to
+  appear and the entropy term forgives a confident mistake more;
 * ``likelihood``: the queries' mean log-likelihood under a mixture of the classes,
   ``mean_x log sum_k pi_k exp(l_k(x))``, *subtracted* (maximised); the proportions ``pi`` are
   re-estimated from the responsibilities after every step (:func:`estimated_log_prior`), with a
@@ -30,9 +34,11 @@ __all__ = [
     "QueryWeights",
     "estimated_log_prior",
     "marginal_entropy",
+    "marginal_entropy_gradient",
     "prediction_entropy",
     "query_loss",
     "support_loss",
+    "tsallis_entropy",
     "uniform_log_prior",
 ]
 
@@ -48,11 +54,14 @@ class QueryWeights:
         entropy: weight of the mean prediction entropy (the paper's ``lambda``).
         balance: weight of TIM's class-balance term (subtracted).
         likelihood: weight of the mixture log-likelihood (subtracted).
+        order: order of the entropy and balance terms' entropies: 1 = Shannon's, another
+            positive value = Tsallis's (:func:`tsallis_entropy`).
     """
 
     entropy: float = 0.0
     balance: float = 0.0
     likelihood: float = 0.0
+    order: float = 1.0
 
     @property
     def any(self) -> bool:
@@ -66,10 +75,28 @@ def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(dim=-1)
 
 
-def marginal_entropy(probabilities: torch.Tensor) -> torch.Tensor:
-    """Entropy of the mean prediction: ``[..., Q, K]`` probabilities -> ``[...]``."""
-    marginal = probabilities.mean(-2)
-    return -(marginal * torch.log(marginal.clamp_min(1e-12))).sum(-1)
+def tsallis_entropy(probabilities: torch.Tensor, order: float = 1.0) -> torch.Tensor:
+    """``[..., K]`` probabilities -> ``[...]``: the Tsallis entropy of ``order`` ``a``,
+    ``(1 - sum_k p_k^a) / (a - 1)``; Shannon's (nats) at ``a = 1``, its limit."""
+    p = probabilities.clamp_min(1e-12)
+    if order == 1.0:
+        return -(probabilities * torch.log(p)).sum(-1)
+    return (1 - p.pow(order).sum(-1)) / (order - 1)
+
+
+def marginal_entropy(probabilities: torch.Tensor, order: float = 1.0) -> torch.Tensor:
+    """Entropy (of ``order``, :func:`tsallis_entropy`) of the mean prediction: ``[..., Q, K]``
+    probabilities -> ``[...]``."""
+    return tsallis_entropy(probabilities.mean(-2), order)
+
+
+def marginal_entropy_gradient(marginal: torch.Tensor, order: float = 1.0) -> torch.Tensor:
+    """``[..., K]`` mean prediction ``m`` -> ``[..., K]``: the gradient of its entropy of
+    ``order`` with respect to ``m``: ``-(log m + 1)`` (Shannon), ``-a m^(a-1) / (a - 1)``."""
+    m = marginal.clamp_min(1e-12)
+    if order == 1.0:
+        return -(torch.log(m) + 1)
+    return -order * m.pow(order - 1) / (order - 1)
 
 
 def uniform_log_prior(shape: tuple[int, ...], ways: int, device: torch.device) -> torch.Tensor:
@@ -126,10 +153,10 @@ def query_loss(
         weights: the terms' weights.
         n_query: the episode's number of queries (each term is a mean over them).
         log_prior: ``[..., K]`` current ``log pi`` of the likelihood term.
-        balance_gradient: ``[..., K]`` ``-(log mean p + 1)`` of the whole query set, when the
-            queries come in several chunks: the balance term is then linearised around it (the
-            exact gradient of ``H(mean p)`` with respect to each chunk's predictions); ``None``
-            = all queries are in ``logits`` (exact term).
+        balance_gradient: ``[..., K]`` :func:`marginal_entropy_gradient` of the whole query
+            set's mean prediction, when the queries come in several chunks: the balance term is
+            then linearised around it (the exact gradient of ``H(mean p)`` with respect to each
+            chunk's predictions); ``None`` = all queries are in ``logits`` (exact term).
 
     Returns:
         ``(loss, responsibilities)``: the scalar loss (summed over episodes), and the summed
@@ -137,10 +164,13 @@ def query_loss(
     """
     log_p = F.log_softmax(logits, dim=-1)
     p = log_p.exp()
-    loss = weights.entropy * -(p * log_p).sum() / n_query
+    # Shannon's from the log-softmax: exact for tiny probabilities
+    shannon = weights.order == 1.0
+    entropy = -(p * log_p).sum(-1) if shannon else tsallis_entropy(p, weights.order)
+    loss = weights.entropy * entropy.sum() / n_query
     if weights.balance > 0:
         if balance_gradient is None:
-            balance = marginal_entropy(p).sum()
+            balance = marginal_entropy(p, weights.order).sum()
         else:
             balance = (p * balance_gradient.unsqueeze(-2)).sum() / n_query
         loss = loss - weights.balance * balance

@@ -100,6 +100,7 @@ RECOMMENDED = dataclasses.replace(
     min_queries_per_class=6.0,
     queries_per_shot=0.5,
     min_agreement=0.5,
+    tsallis_head=True,
     confidence_temperature=0.177,
     confidence_shots_power=-0.61,
     confidence_similarity_slope=2.77,

@@ -1,0 +1,146 @@
+"""The default's second head: alpha-TIM's query terms (Tsallis entropies) in the one head loop,
+and the per-episode choice of the answer that explains the queries with clearly fewer classes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anyshot.cli import build_parser
+from anyshot.cli.options import method_from_args
+from anyshot.errors import ConfigurationError
+from anyshot.methods import FineTuning
+from anyshot.methods.features import FittedHead
+from anyshot.methods.head import parsimonious, predicted_classes, tsallis_order
+from anyshot.methods.objective import (
+    QueryWeights,
+    marginal_entropy,
+    marginal_entropy_gradient,
+    query_loss,
+    tsallis_entropy,
+    uniform_log_prior,
+)
+from anyshot.methods.presets import RECOMMENDED
+from test_safe_head import AS_TRAINED, BASE, accuracy, nuisance_episodes
+
+WITHOUT = dataclasses.replace(AS_TRAINED, tsallis_head=False)
+
+
+def test_tsallis_entropy_is_shannons_at_order_one_and_its_limit() -> None:
+    p = torch.softmax(torch.randn(5, 7, generator=torch.Generator().manual_seed(0)), -1)
+    shannon = -(p * p.log()).sum(-1)
+    torch.testing.assert_close(tsallis_entropy(p, 1.0), shannon)
+    torch.testing.assert_close(tsallis_entropy(p, 1.0001), shannon, atol=1e-3, rtol=0)
+    torch.testing.assert_close(tsallis_entropy(p, 2.0), 1 - (p * p).sum(-1))
+    uniform = torch.full((4,), 0.25)
+    assert float(tsallis_entropy(uniform, 7.0)) == pytest.approx((1 - 4 * 0.25**7) / 6)
+
+
+@pytest.mark.parametrize("order", [1.0, 2.0, 7.0])
+def test_marginal_entropy_gradient_is_the_gradient(order: float) -> None:
+    m = torch.softmax(torch.randn(3, 6, generator=torch.Generator().manual_seed(1)), -1)
+    m.requires_grad_(True)
+    tsallis_entropy(m, order).sum().backward()
+    assert m.grad is not None
+    torch.testing.assert_close(marginal_entropy_gradient(m.detach(), order), m.grad)
+
+
+@pytest.mark.parametrize("order", [1.0, 2.0, 7.0])
+def test_chunked_balance_term_has_the_exact_gradient(order: float) -> None:
+    """Network scopes linearise the balance term around the whole query set's mean prediction
+    (:func:`marginal_entropy_gradient`): summed over chunks, its gradient is the exact one."""
+    logits = torch.randn(2, 12, 5, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    weights = QueryWeights(entropy=0.5, balance=1.0, order=order)
+    prior = uniform_log_prior((2,), 5, logits.device)
+    query_loss(logits, weights, 12, prior)[0].backward()
+    assert logits.grad is not None
+    exact = logits.grad.clone()
+    logits.grad = None
+    with torch.no_grad():
+        gradient = marginal_entropy_gradient(torch.softmax(logits, -1).mean(-2), order)
+    for chunk in logits.split(5, dim=1):
+        query_loss(chunk, weights, 12, prior, balance_gradient=gradient)[0].backward()
+    torch.testing.assert_close(logits.grad, exact)
+    expected = marginal_entropy(torch.softmax(logits.detach(), -1), order)
+    assert expected.shape == (2,)
+
+
+def test_tsallis_orders_are_alpha_tims() -> None:
+    assert [tsallis_order(s) for s in (1, 2, 4, 5, 20)] == [2.0, 5.0, 5.0, 7.0, 7.0]
+    head = RECOMMENDED.head_training.tsallis(shots=1)
+    assert head.weights == QueryWeights(entropy=1.0, balance=1.0, order=2.0)
+    assert not head.center and not head.safeguards and not head.tsallis_head
+    assert head.temperature == RECOMMENDED.temperature and head.lr == RECOMMENDED.lr
+
+
+def _head(predictions: list[list[int]], ways: int) -> FittedHead:
+    """A head of ``E`` episodes whose query logits predict ``predictions`` ``[E][Q]``."""
+    logits = F.one_hot(torch.tensor(predictions), ways).float() * 5
+    episodes = logits.shape[0]
+    return FittedHead(
+        torch.randn(episodes, ways, 3), torch.zeros(episodes, ways), None, 0.1, True, False, logits
+    )
+
+
+def test_parsimonious_takes_the_rival_only_with_clearly_fewer_classes_of_a_part() -> None:
+    ways = 8
+    head = _head(
+        [
+            [0, 1, 2, 3, 0, 1, 2, 3],  # 4 of 8 classes
+            [0, 1, 2, 3, 0, 1, 2, 3],  # 4 of 8 classes
+            [0, 1, 2, 3, 4, 5, 6, 7],  # every class: share rules the rival out
+        ],
+        ways,
+    )
+    rival = _head(
+        [
+            [0, 0, 2, 2, 0, 0, 2, 2],  # 2 classes
+            [0, 1, 2, 3, 0, 1, 2, 2],  # 3.7 classes: within the margin
+            [0, 0, 0, 0, 1, 1, 1, 1],  # 2 classes
+        ],
+        ways,
+    )
+    assert predicted_classes(rival.query_logits)[1] > 4 - 0.5
+    chosen = parsimonious(head, rival, margin=0.5, share=0.75)
+    torch.testing.assert_close(chosen.query_logits[0], rival.query_logits[0])
+    torch.testing.assert_close(chosen.weight[0], rival.weight[0])
+    for episode in (1, 2):
+        torch.testing.assert_close(chosen.query_logits[episode], head.query_logits[episode])
+        torch.testing.assert_close(chosen.weight[episode], head.weight[episode])
+    everything = parsimonious(head, rival, margin=0.0, share=1.0)
+    torch.testing.assert_close(everything.query_logits, rival.query_logits)
+
+
+@pytest.mark.parametrize("present", [3, 5])
+def test_the_tsallis_head_helps_when_the_queries_hold_a_few_of_many_classes(present: int) -> None:
+    batch = nuisance_episodes(24, 20, present, 75 // present, seed=3)
+    base, without, default = (accuracy(m, batch) for m in (BASE, WITHOUT, AS_TRAINED))
+    assert without > base
+    assert default > without + 0.05
+
+
+@pytest.mark.parametrize(("present", "per_class"), [(1, 75), (20, 5)])
+def test_one_or_every_class_present_keeps_the_first_heads_answer(
+    present: int, per_class: int
+) -> None:
+    support, targets, query, _ = nuisance_episodes(12, 20, present, per_class, seed=4)
+    on, off = (m.fit_features(support, targets, query) for m in (AS_TRAINED, WITHOUT))
+    torch.testing.assert_close(on.query_logits, off.query_logits, atol=0, rtol=0)
+
+
+def test_settings_and_command_line() -> None:
+    assert RECOMMENDED.tsallis_head and not RECOMMENDED.inductive().tsallis_head
+    for bad in ({"tsallis_margin": -1.0}, {"tsallis_margin": float("inf")}, {"tsallis_share": 1.5}):
+        with pytest.raises(ConfigurationError):
+            FineTuning(scope="head", **bad)  # type: ignore[arg-type]
+    parser = build_parser()
+    base = ["evaluate", "--dataset", "omniglot", "--data-root", "x", "--output", "o.json"]
+    flags = ["--no-tsallis-head", "--tsallis-margin", "2", "--tsallis-share", "0.5"]
+    method = method_from_args(parser.parse_args([*base, *flags]))
+    assert isinstance(method, FineTuning)
+    assert not method.tsallis_head and method.tsallis_margin == 2 and method.tsallis_share == 0.5
+    default = method_from_args(parser.parse_args(base))
+    assert isinstance(default, FineTuning) and default.tsallis_head
