@@ -162,18 +162,29 @@ def tsallis_order(shots: float) -> float:
     return 2.0 if shots <= 1 else 7.0 if shots >= 5 else 5.0
 
 
-def parsimonious(head: FittedHead, rival: FittedHead, margin: float, share: float) -> FittedHead:
-    """``head``, with ``rival``'s answer in the episodes where ``head`` predicts fewer than
-    ``share`` of the ``K`` classes for the queries and ``rival`` more than ``margin`` fewer
+def parsimonious(
+    head: FittedHead,
+    rival: Callable[[torch.Tensor], FittedHead],
+    margin: float,
+    share: float,
+) -> FittedHead:
+    """``head``, with a rival's answer in the episodes where ``head`` predicts fewer than
+    ``share`` of the ``K`` classes for the queries and the rival more than ``margin`` fewer
     still (both counted by :func:`predicted_classes`): where the queries seem to hold a part of
-    the classes, the explanation with clearly fewer of them. On validation classes
-    (``studies/alpha-head/``) the Tsallis head's answer is then the more accurate (queries of
-    a few of many support classes); where the queries cover the classes (balanced, many ways)
-    it can merge classes, which ``share`` rules out."""
-    ways = head.query_logits.shape[-1]
-    own = predicted_classes(head.query_logits)
-    fewer = (predicted_classes(rival.query_logits) < own - margin) & (own < share * ways)
-    return head.with_episodes_of(rival, fewer)
+    the classes, the explanation with clearly fewer of them. ``rival([E] bool mask)`` gives the
+    rival's head of the masked episodes only (it is trained for those alone). On validation
+    classes (``studies/alpha-head/``) the Tsallis head's answer is then the more accurate
+    (queries of a few of many support classes); where the queries cover the classes (balanced,
+    many ways) it can merge classes, which ``share`` rules out."""
+    own = predicted_classes(head.query_logits)  # [E]
+    candidates = own < share * head.query_logits.shape[-1]
+    if not bool(candidates.any()):
+        return head
+    other = rival(candidates)
+    fewer = predicted_classes(other.query_logits) < own[candidates] - margin  # [E']
+    chosen = candidates.clone()
+    chosen[candidates] = fewer
+    return head.with_episodes_of(other.take(fewer.nonzero().squeeze(1)), chosen)
 
 
 def support_init_head(rows: EpisodeRows, temperature: float, relu: bool) -> FittedHead:
@@ -359,8 +370,13 @@ def _fit_either(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     fitted = _fit(training, rows)
     if not training.tsallis_head or rows.query.shape[1] == 0:
         return fitted
-    rival = _fit(training.tsallis(rows.support.shape[1] / rows.ways), rows)
-    return parsimonious(fitted, rival, training.tsallis_margin, training.tsallis_share)
+    tsallis = training.tsallis(rows.support.shape[1] / rows.ways)
+    return parsimonious(
+        fitted,
+        lambda mask: _fit(tsallis, _episodes(rows, mask)),
+        training.tsallis_margin,
+        training.tsallis_share,
+    )
 
 
 def _fit(training: HeadTraining, rows: EpisodeRows) -> FittedHead:

@@ -27,7 +27,12 @@ Omniglot val): with fewer queries per class than that, the query terms cost accu
 the class means more often than they add. The gate's answer is the inductive head rather than
 the class means because with many labelled images the class means fall far behind a trained
 head (``benchmarks/any_shot_curve.py --split val``: up to 15 points on Omniglot at 15 shots),
-and the inductive head was at or above the class means in every cell of that study.
+and the inductive head was at or above the class means in every cell of that study. Beside
+the head, a second one trained with alpha-TIM's query terms (Tsallis entropies,
+:meth:`~anyshot.methods.head.HeadTraining.tsallis`) answers the episodes where the first head
+predicts fewer than 3/4 of the classes for the queries and it more than 0.5 fewer still
+(``tsallis_head``, :func:`~anyshot.methods.head.parsimonious`; ``studies/alpha-head/``: +1.3
+points on the 36 present-class cells of the val study, none lower than 0.2 points).
 :data:`UNGUARDED` is the same head without the safeguards (the default until they were added):
 better on a few cells, far below support-init on others (BENCHMARKS.md).
 
@@ -80,19 +85,20 @@ UNGUARDED = TransductiveFineTuning(
 #: ``benchmarks/calibration.py --split val``). At ``T = 0.1`` alone it is under-confident.
 SUPPORT_INIT_CONFIDENCE_TEMPERATURE = 0.46
 
-#: The default: :data:`UNGUARDED` with the safeguards for realistic query sets (see the module
-#: doc): centre on the support's class means (on the episode in the balanced second run),
-#: empirical-Bayes proportions, the inductive head (fine-tuning on the support alone) below
-#: ``6 + shots / 2`` queries per class the queries appear to hold, support-init's answer below
-#: 50% agreement with it. A trained head's logits (the inductive head's too) are divided by
-#: ``tau = 0.177 * shots ** -0.61 * exp(2.77 s + 1.14 h)``, ``s`` the mean cosine between the
-#: support's class means (:func:`anyshot.methods.cosine.class_mean_similarity`), ``h`` the
-#: head's mean uncalibrated confidence on the queries: no single ``tau`` suits both
-#: mini-ImageNet (``tau`` about 1) and Omniglot one-shot (about 2), whose classes look far more
-#: alike to the backbone; the rule's four numbers minimise the query NLL of 5-way 1 and 5 shots,
-#: balanced and Dirichlet(2) / Dirichlet(0.5) queries of both domains' val classes, each cell
-#: weighted equally (``studies/calibration-rule/``). Support-init's answers (the guard's) get
-#: support-init's calibration (``fallback_temperature``).
+#: The default: :data:`UNGUARDED` with the safeguards for realistic query sets (see the module doc):
+#: centre on the support's class means (on the episode in the balanced second run), empirical-Bayes
+#: proportions, the inductive head (fine-tuning on the support alone) below ``6 + shots / 2``
+#: queries per class the queries appear to hold, support-init's answer below 50% agreement with it;
+#: the Tsallis head's answer where it explains the queries with clearly fewer of the classes
+#: (``tsallis_head``). A trained head's logits (the inductive head's too) are divided by ``tau =
+#: 0.177 * shots ** -0.61 * exp(2.77 s + 1.14 h)``, ``s`` the mean cosine between the support's
+#: class means (:func:`anyshot.methods.cosine.class_mean_similarity`), ``h`` the head's mean
+#: uncalibrated confidence on the queries: no single ``tau`` suits both mini-ImageNet (``tau`` about
+#: 1) and Omniglot one-shot (about 2), whose classes look far more alike to the backbone; the rule's
+#: four numbers minimise the query NLL of 5-way 1 and 5 shots, balanced and Dirichlet(2) /
+#: Dirichlet(0.5) queries of both domains' val classes, each cell weighted equally
+#: (``studies/calibration-rule/``). Support-init's answers (the guard's) get support-init's
+#: calibration (``fallback_temperature``).
 RECOMMENDED = dataclasses.replace(
     UNGUARDED,
     center_on="adaptive",
