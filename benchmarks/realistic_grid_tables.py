@@ -9,7 +9,9 @@ cell, checks that support-init's per-episode accuracies agree wherever two runs 
 recommended=default``), and writes the merged JSON and a Markdown file: the group table of the
 README (mean accuracy per domain and kind of cell, cells below support-init, worst difference),
 then ``realistic_grid.markdown``'s per-cell table (accuracy ± 95% CI, margin, ms/episode, ✗ =
-below support-init minus its CI).
+below support-init minus its CI). ``--episodes N`` first cuts every run to the first ``N`` episodes
+of each cell (statistics recomputed from the stored per-episode accuracies; ms/episode kept), so a
+run of the slow peers on the first 50 episodes merges with full runs on the same episodes.
 
     .venv/bin/python benchmarks/realistic_grid_tables.py OLD.json NEW.json \\
         --rename recommended=default --order support-init,default,unguarded,tim,bd-cspn \\
@@ -24,7 +26,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from realistic_grid import markdown
+import numpy as np
+
+from realistic_grid import markdown, summaries
 
 BASELINE = "support-init"
 
@@ -57,6 +61,21 @@ def merge(runs: list[dict[str, Any]], rename: dict[str, str]) -> dict[str, Any]:
     merged["cells"] = list(cells.values())
     merged["setting"]["merged_from"] = len(runs)
     return merged
+
+
+def first_episodes(run: dict[str, Any], count: int) -> dict[str, Any]:
+    """``run`` with every cell's summaries recomputed from its first ``count`` episodes."""
+    results = {}
+    for name, row in run["results"].items():
+        kept = {
+            method: (
+                np.asarray(summary["accuracies"][:count]),
+                np.full(min(count, len(summary["accuracies"])), summary["ms_per_episode"] / 1000),
+            )
+            for method, summary in row.items()
+        }
+        results[name] = summaries(kept)
+    return {**run, "results": results}
 
 
 def group_of(cell: str) -> str:
@@ -96,9 +115,13 @@ def main() -> None:
     parser.add_argument("--order", required=True, help="methods, comma-separated, in column order")
     parser.add_argument("--output", type=Path, required=True, help="the merged JSON")
     parser.add_argument("--markdown", type=Path, required=True, help="the tables")
+    parser.add_argument("--episodes", type=int, help="first N episodes of each cell only")
     args = parser.parse_args()
     rename = dict(pair.split("=") for pair in args.rename.split(",") if pair)
-    record = merge([json.loads(p.read_text()) for p in args.runs], rename)
+    runs = [json.loads(p.read_text()) for p in args.runs]
+    if args.episodes is not None:
+        runs = [first_episodes(run, args.episodes) for run in runs]
+    record = merge(runs, rename)
     order = args.order.split(",")
     split = record["setting"]["split"]
     text = [
