@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from anyshot.cli.options import positive_int
 from realistic_grid import markdown, summaries
 
 BASELINE = "support-init"
@@ -115,13 +116,16 @@ def main() -> None:
     parser.add_argument("--order", required=True, help="methods, comma-separated, in column order")
     parser.add_argument("--output", type=Path, required=True, help="the merged JSON")
     parser.add_argument("--markdown", type=Path, required=True, help="the tables")
-    parser.add_argument("--episodes", type=int, help="first N episodes of each cell only")
+    parser.add_argument(
+        "--episodes", type=positive_int, help="first N episodes of each cell only"
+    )
     args = parser.parse_args()
     rename = dict(pair.split("=") for pair in args.rename.split(",") if pair)
     runs = [json.loads(p.read_text()) for p in args.runs]
     if args.episodes is not None:
         runs = [first_episodes(run, args.episodes) for run in runs]
     record = merge(runs, rename)
+    record["setting"]["first_episodes"] = args.episodes
     order = args.order.split(",")
     split = record["setting"]["split"]
     text = [

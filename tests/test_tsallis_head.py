@@ -64,8 +64,8 @@ def test_chunked_balance_term_has_the_exact_gradient(order: float) -> None:
     for chunk in logits.split(5, dim=1):
         query_loss(chunk, weights, 12, prior, balance_gradient=gradient)[0].backward()
     torch.testing.assert_close(logits.grad, exact)
-    expected = marginal_entropy(torch.softmax(logits.detach(), -1), order)
-    assert expected.shape == (2,)
+    p = torch.softmax(logits.detach(), -1)
+    torch.testing.assert_close(marginal_entropy(p, order), tsallis_entropy(p.mean(-2), order))
 
 
 def test_tsallis_orders_are_alpha_tims() -> None:
@@ -89,6 +89,7 @@ def test_parsimonious_takes_the_rival_only_with_clearly_fewer_classes_of_a_part(
     ways = 8
     head = _head(
         [
+            [0, 0, 0, 0, 0, 0, 0, 0],  # 1 class: the rival cannot predict fewer
             [0, 1, 2, 3, 0, 1, 2, 3],  # 4 of 8 classes
             [0, 1, 2, 3, 0, 1, 2, 3],  # 4 of 8 classes
             [0, 1, 2, 3, 4, 5, 6, 7],  # every class: share rules the rival out
@@ -97,8 +98,9 @@ def test_parsimonious_takes_the_rival_only_with_clearly_fewer_classes_of_a_part(
     )
     rival = _head(
         [
-            [0, 0, 2, 2, 0, 0, 2, 2],  # 2 classes
+            [0, 0, 0, 0, 0, 0, 0, 0],
             [0, 1, 2, 3, 0, 1, 2, 2],  # 3.7 classes: within the margin
+            [0, 0, 2, 2, 0, 0, 2, 2],  # 2 classes
             [0, 0, 0, 0, 1, 1, 1, 1],  # 2 classes
         ],
         ways,
@@ -111,14 +113,14 @@ def test_parsimonious_takes_the_rival_only_with_clearly_fewer_classes_of_a_part(
         return rival.take(mask.nonzero().squeeze(1))
 
     chosen = parsimonious(head, train, margin=0.5, share=0.75)
-    assert asked == [[True, True, False]]  # never trained where every class is predicted
-    torch.testing.assert_close(chosen.query_logits[0], rival.query_logits[0])
-    torch.testing.assert_close(chosen.weight[0], rival.weight[0])
-    for episode in (1, 2):
+    assert asked == [[False, True, True, False]]  # trained only where it could be chosen
+    torch.testing.assert_close(chosen.query_logits[2], rival.query_logits[2])
+    torch.testing.assert_close(chosen.weight[2], rival.weight[2])
+    for episode in (0, 1, 3):
         torch.testing.assert_close(chosen.query_logits[episode], head.query_logits[episode])
         torch.testing.assert_close(chosen.weight[episode], head.weight[episode])
     everything = parsimonious(head, train, margin=0.0, share=1.0)
-    torch.testing.assert_close(everything.query_logits[:2], rival.query_logits[:2])
+    torch.testing.assert_close(everything.query_logits[1:3], rival.query_logits[1:3])
 
 
 @pytest.mark.parametrize("present", [3, 5])
@@ -127,6 +129,40 @@ def test_the_tsallis_head_helps_when_the_queries_hold_a_few_of_many_classes(pres
     base, without, default = (accuracy(m, batch) for m in (BASE, WITHOUT, AS_TRAINED))
     assert without > base
     assert default > without + 0.05
+
+
+def test_a_batch_mixing_both_heads_is_each_episode_alone_and_its_classifier() -> None:
+    """Episodes answered by either head, trained together or alone, give the same logits, and
+    each fitted classifier (what a saved model keeps) recomputes its episode's logits."""
+    support, targets, query, _ = nuisance_episodes(8, 20, 3, 25, seed=5)
+    together = AS_TRAINED.fit_features(support, targets, query)
+    alone = AS_TRAINED.fit_features(support, targets, query, episodes_per_chunk=1)
+    torch.testing.assert_close(alone.query_logits, together.query_logits, atol=1e-5, rtol=0)
+    without = WITHOUT.fit_features(support, targets, query)
+    changed = (together.query_logits - without.query_logits).abs().amax((1, 2)) > 1e-4
+    assert 0 < int(changed.sum()) < 8  # the set-up: both heads answer some episodes
+    for episode in range(8):
+        with torch.no_grad():
+            again = together.classifier(episode)(query[episode])
+        torch.testing.assert_close(again, together.query_logits[episode], atol=1e-4, rtol=0)
+
+
+def test_the_gate_counts_the_classes_of_the_chosen_head() -> None:
+    """With 30 queries of 3 of 20 classes the Tsallis head's answer is chosen where the first
+    head spreads them over many classes; the gate (6 + shots / 2 queries per class) then counts
+    the chosen head's classes: it keeps a trained answer where the first head alone would have
+    been gated."""
+    support, targets, query, _ = nuisance_episodes(16, 20, 3, 10, seed=6)
+    off = {"min_queries_per_class": 0.0, "queries_per_shot": 0.0, "min_agreement": 0.0}
+    first = dataclasses.replace(WITHOUT, **off).fit_features(support, targets, query).query_logits
+    chosen = dataclasses.replace(AS_TRAINED, **off)
+    answer = chosen.fit_features(support, targets, query).query_logits
+    gated = AS_TRAINED.fit_features(support, targets, query).gated
+    assert gated is not None
+    needed = AS_TRAINED.min_queries_per_class + AS_TRAINED.queries_per_shot
+    expected = needed * predicted_classes(answer) > 30
+    assert gated.tolist() == expected.tolist()
+    assert bool((expected != (needed * predicted_classes(first) > 30)).any())
 
 
 @pytest.mark.parametrize(("present", "per_class"), [(1, 75), (20, 5)])
@@ -142,7 +178,9 @@ def test_settings_and_command_line() -> None:
     assert RECOMMENDED.tsallis_head and not RECOMMENDED.inductive().tsallis_head
     for bad in ({"tsallis_margin": -1.0}, {"tsallis_margin": float("inf")}, {"tsallis_share": 1.5}):
         with pytest.raises(ConfigurationError):
-            FineTuning(scope="head", **bad)  # type: ignore[arg-type]
+            dataclasses.replace(RECOMMENDED, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="query term"):
+        FineTuning(scope="head", tsallis_head=True)  # inductive: nothing to choose between
     parser = build_parser()
     base = ["evaluate", "--dataset", "omniglot", "--data-root", "x", "--output", "o.json"]
     flags = ["--no-tsallis-head", "--tsallis-margin", "2", "--tsallis-share", "0.5"]

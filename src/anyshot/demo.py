@@ -99,7 +99,9 @@ def run_demo(
         f"* anyshot's recommended head settings {RECOMMENDED}: centred embeddings, support "
         "cross-entropy plus the queries' likelihood under a class mixture with empirical-Bayes "
         "proportions, TIM's class-balance term when a first run's predicted classes look "
-        "balanced, fine-tuning on the labelled images alone when the queries are too few, and "
+        "balanced, a second head with alpha-TIM's Tsallis-entropy terms where the queries seem to "
+        "hold a few of the classes, fine-tuning on the labelled images alone when the queries are "
+        "too few, and "
         "support-init's answer when the trained answer disagrees with it; tuned on validation "
         "classes only."
     )

@@ -417,7 +417,8 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         help="transductive: also fine-tune a second head with alpha-TIM's query terms (Tsallis "
         "entropies) and answer with it where the first head finds the query images hold "
         "fewer than --tsallis-share of the classes and it finds more than --tsallis-margin "
-        "fewer still: query folders holding a few of many classes "
+        "fewer still: query folders holding a few of many classes (scopes last / all: only "
+        "the safeguards' count of those classes) "
         f"(default: {by_scope('tsallis_head', _yes)})",
     )
     group.add_argument(

@@ -173,13 +173,16 @@ class FineTuning:
             ``all``): also fine-tune a second head with alpha-TIM's query terms (the mean
             prediction entropy and the balance term, weight 1 each, as Tsallis entropies of
             order 2 at one labelled image per class, 7 from five; uncentred rows, no likelihood
-            term: :meth:`~anyshot.methods.head.HeadTraining.tsallis`) and answer an episode
+            term; orders as alpha-TIM's code, 5 between; labelled images per class = ``S / K``:
+            :meth:`~anyshot.methods.head.HeadTraining.tsallis`) and answer an episode
             with it when this head predicts fewer than ``tsallis_share`` of the ``K`` classes
             for the queries and it more than ``tsallis_margin`` fewer still (effective numbers
             of predicted classes, :func:`~anyshot.methods.head.predicted_classes`): where the
             queries hold a few of many support classes it lets the absent classes go, which the
             likelihood term's proportions do not when the backbone separates the classes
             poorly; where they cover the classes it could merge some, which the share rules out.
+            At scopes ``last`` / ``all`` it only changes the safeguards' class count (their
+            head fine-tuning on the frozen embeddings); it needs a query term.
         tsallis_margin: see ``tsallis_head`` (classes).
         tsallis_share: see ``tsallis_head`` (a fraction of ``K``).
         batch_size: images (or cached rows) per chunk of a step.
@@ -312,6 +315,11 @@ class FineTuning:
             raise ConfigurationError(f"outlier_rate must lie in [0, 1), got {self.outlier_rate}")
         if not 0 <= self.outlier_alarm < 1:
             raise ConfigurationError(f"outlier_alarm must lie in [0, 1), got {self.outlier_alarm}")
+        if self.tsallis_head and not self.query_weights.any:
+            raise ConfigurationError(
+                "tsallis_head needs a query term (entropy_weight, balance_weight or "
+                "likelihood_weight above 0): it chooses between two transductive heads"
+            )
         if not 0 <= self.tsallis_margin < math.inf:
             raise ConfigurationError(
                 f"tsallis_margin must be a finite number >= 0, got {self.tsallis_margin}"

@@ -64,6 +64,7 @@ __all__ = [
     "predicted_classes",
     "safeguarded",
     "support_init_head",
+    "tsallis_order",
 ]
 
 
@@ -123,8 +124,9 @@ class HeadTraining:
     tsallis_share: float = 0.75
 
     def inductive(self) -> HeadTraining:
-        """The same loop without anything that reads the queries: no query term, no centring
-        and no safeguard (what :meth:`anyshot.methods.FineTuning.inductive` trains)."""
+        """The same loop without anything that reads the queries: no query term, no centring,
+        no Tsallis head and no safeguard (what :meth:`anyshot.methods.FineTuning.inductive`
+        trains)."""
         return replace(
             self,
             weights=QueryWeights(),
@@ -158,7 +160,8 @@ class HeadTraining:
 
 def tsallis_order(shots: float) -> float:
     """alpha-TIM's tuned Tsallis orders (the authors' code, ``use_tuned_alpha_values``): 2 at
-    one labelled image per class, 7 from five, 5 between."""
+    one labelled image per class, 7 from five, 5 between. ``shots`` is the mean labelled images
+    per class (``S / K``; the authors' code takes the smallest class's count)."""
     return 2.0 if shots <= 1 else 7.0 if shots >= 5 else 5.0
 
 
@@ -177,7 +180,8 @@ def parsimonious(
     (queries of a few of many support classes); where the queries cover the classes (balanced,
     many ways) it can merge classes, which ``share`` rules out."""
     own = predicted_classes(head.query_logits)  # [E]
-    candidates = own < share * head.query_logits.shape[-1]
+    # at least one class is always predicted: the rival cannot win with 1 + margin or fewer
+    candidates = (own < share * head.query_logits.shape[-1]) & (own > 1 + margin)
     if not bool(candidates.any()):
         return head
     other = rival(candidates)

@@ -7,9 +7,9 @@ Support: the cross-entropy of the labelled rows. Queries (transductive), weighte
 * ``balance``: TIM's class-balance term, the entropy of the mean query prediction, *subtracted*
   (it pulls the predicted class proportions toward uniform);
 * both entropies are Shannon's (``order`` 1) or Tsallis entropies of another ``order`` ``a``,
-  ``H_a(p) = (1 - sum_k p_k^a) / (a - 1)`` (alpha-TIM, Veilleux et al., NeurIPS 2021): their
-  gradients stay bounded near ``p_k = 0``, so the balance term no longer forces every class to
-  appear and the entropy term forgives a confident mistake more;
+  ``H_a(p) = (1 - sum_k p_k^a) / (a - 1)`` (alpha-TIM, Veilleux et al., NeurIPS 2021): above
+  order 1 their gradients stay bounded near ``p_k = 0``, so the balance term no longer forces
+  every class to appear and the entropy term forgives a confident mistake more;
 * ``likelihood``: the queries' mean log-likelihood under a mixture of the classes,
   ``mean_x log sum_k pi_k exp(l_k(x))``, *subtracted* (maximised); the proportions ``pi`` are
   re-estimated from the responsibilities after every step (:func:`estimated_log_prior`), with a
@@ -55,7 +55,7 @@ class QueryWeights:
         balance: weight of TIM's class-balance term (subtracted).
         likelihood: weight of the mixture log-likelihood (subtracted).
         order: order of the entropy and balance terms' entropies: 1 = Shannon's, another
-            positive value = Tsallis's (:func:`tsallis_entropy`).
+            positive value = Tsallis's (:func:`tsallis_entropy`; alpha-TIM uses 2 to 7).
     """
 
     entropy: float = 0.0
