@@ -112,7 +112,9 @@ def group_table(results: dict[str, dict[str, Any]], order: list[str]) -> list[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="realistic_grid.py JSON files")
-    parser.add_argument("--rename", default="", help="old=new,... method names for the tables")
+    parser.add_argument(
+        "--rename", default="", help="old=new,... method names for the tables (last = splits)"
+    )
     parser.add_argument("--order", required=True, help="methods, comma-separated, in column order")
     parser.add_argument("--output", type=Path, required=True, help="the merged JSON")
     parser.add_argument("--markdown", type=Path, required=True, help="the tables")
@@ -120,7 +122,7 @@ def main() -> None:
         "--episodes", type=positive_int, help="first N episodes of each cell only"
     )
     args = parser.parse_args()
-    rename = dict(pair.split("=") for pair in args.rename.split(",") if pair)
+    rename = dict(pair.rsplit("=", 1) for pair in args.rename.split(",") if pair)
     runs = [json.loads(p.read_text()) for p in args.runs]
     if args.episodes is not None:
         runs = [first_episodes(run, args.episodes) for run in runs]
