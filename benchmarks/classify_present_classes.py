@@ -61,7 +61,7 @@ def main() -> None:
     add_shared_arguments(parser, data_root=DATA_ROOT, seed=0, output=Path("classify-present.json"))
     parser.add_argument("--draws", type=int, default=2)
     args = parser.parse_args()
-    root = Path(args.data_root) / "mini-imagenet"
+    root = (Path(args.data_root) / "mini-imagenet").resolve()  # symlink targets: absolute
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for draw in range(args.draws):
