@@ -27,6 +27,11 @@ and one for fallback episodes; one per shot count. Every candidate's ECE is repo
 ``--split test`` (the report, once the value is frozen in the presets) gives, per cell,
 accuracy and the ECE of the uncalibrated and of the shipped (calibrated) confidences.
 
+``--cells PATTERNS`` adds the cells of ``realistic_grid.py`` those patterns select (its names,
+episodes and episode counts unless ``--episodes`` is given; e.g. ``'*-present-*-k5'``, the query
+sets of a few of many classes where the default's Tsallis head answers); ``--split test`` only
+(the val fits pool 5-way logits).
+
     OMP_NUM_THREADS=1 PYTHONPATH=src:benchmarks .venv/bin/python benchmarks/calibration.py \\
         --split val --output benchmarks/results/calibration-val.json
 """
@@ -51,7 +56,7 @@ from anyshot.methods.presets import RECOMMENDED, SUPPORT_INIT, Method
 from harness.cli import DATA_ROOT, FEATURE_CACHE, add_shared_arguments, script_parser
 from harness.episodes import dataset_split, embed_episodes
 from harness.output import environment, write_json
-from realistic_grid import DOMAINS, Cell
+from realistic_grid import DOMAINS, Cell, grid, select
 
 WAYS = 5
 SHOTS = (1, 5)
@@ -141,14 +146,16 @@ def cells(episodes: int) -> list[Cell]:
     return chosen
 
 
-def cell_logits(method: Method, features: ItemFeatures, specs: list[Any], shots: int) -> CellLogits:
+def cell_logits(
+    method: Method, features: ItemFeatures, specs: list[Any], shots: int, ways: int = WAYS
+) -> CellLogits:
     """``method``'s query logits and fallback mask on every episode of ``specs``."""
     parts: list[tuple[torch.Tensor, ...]] = []
     for batch in plan_batches(specs):
         support, targets, query, query_targets = episode_tensors(
             features, [specs[i] for i in batch]
         )
-        fitted = method.fit_features(support, targets, query, ways=WAYS)
+        fitted = method.fit_features(support, targets, query, ways=ways)
         fallback = torch.zeros(len(batch), dtype=torch.bool)
         if fitted.fallback is not None:
             fallback = fitted.fallback
@@ -156,7 +163,7 @@ def cell_logits(method: Method, features: ItemFeatures, specs: list[Any], shots:
         episode = torch.tensor(batch).repeat_interleave(queries)
         parts.append(
             (
-                fitted.query_logits.reshape(-1, WAYS),
+                fitted.query_logits.reshape(-1, ways),
                 query_targets.reshape(-1),
                 fallback.repeat_interleave(queries),
                 episode,
@@ -283,15 +290,20 @@ def parse_args() -> Any:
         helps={"episodes": "episodes per cell (default 300)"},
         split="val",
     )
+    parser.add_argument(
+        "--cells", help="also these realistic_grid.py cells (comma-separated patterns)"
+    )
     return parser.parse_args()
 
 
 def collect(args: Any) -> dict[str, dict[str, tuple[CellLogits, CellLogits]]]:
     """Method -> cell -> the uncalibrated and the shipped method's query logits."""
     found: dict[str, dict[str, tuple[CellLogits, CellLogits]]] = {m: {} for m in METHODS}
+    datasets = {n: dataset_split(args.data_root, d.dataset, args.split) for n, d in DOMAINS.items()}
+    chosen = all_cells(args, {n: data.num_classes for n, data in datasets.items()})
     for name, domain in DOMAINS.items():
-        data = dataset_split(args.data_root, domain.dataset, args.split)
-        mine = [c for c in cells(args.episodes) if c.domain == name]
+        data = datasets[name]
+        mine = [c for c in chosen if c.domain == name]
         labels = np.asarray(data.labels)
         specs = {c.name: list(c.sampler(labels, c.seed(args.seed)).take(c.episodes)) for c in mine}
         cache = FeatureCache(args.cache_dir, channels_last=domain.channels_last)
@@ -300,15 +312,23 @@ def collect(args: Any) -> dict[str, dict[str, tuple[CellLogits, CellLogits]]]:
         for cell in mine:
             for method, pair in METHODS.items():
                 found[method][cell.name] = (
-                    cell_logits(pair[0], features, specs[cell.name], cell.shots),
-                    cell_logits(pair[1], features, specs[cell.name], cell.shots),
+                    cell_logits(pair[0], features, specs[cell.name], cell.shots, cell.ways),
+                    cell_logits(pair[1], features, specs[cell.name], cell.shots, cell.ways),
                 )
             print(f"{cell.name} done", flush=True)
     return found
 
 
+def all_cells(args: Any, all_ways: dict[str, int]) -> list[Cell]:
+    """The 5-way cells, then those of ``--cells`` (realistic_grid.py's, of the split's ways)."""
+    extra = select(grid(all_ways, args.episodes), args.cells) if args.cells else []
+    return [*cells(args.episodes), *extra]
+
+
 def main() -> None:
     args = parse_args()
+    if args.cells and args.split != "test":
+        raise SystemExit("--cells: with --split test only (the val fits pool 5-way logits)")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     found = collect(args)
@@ -325,6 +345,7 @@ def main() -> None:
             "seed": args.seed,
             "episodes": args.episodes,
             "cells": [dataclasses.asdict(c) for c in cells(args.episodes)],
+            "extra_cells": args.cells,
             "methods": {m: dataclasses.asdict(pair[1]) for m, pair in METHODS.items()},
             "ece": "15 equal-width bins of the max softmax probability, all queries pooled",
             "fit": "tau minimising the NLL, every cell weighted equally (fit_temperature)",
