@@ -30,7 +30,16 @@ accuracy and the ECE of the uncalibrated and of the shipped (calibrated) confide
 ``--cells PATTERNS`` adds the cells of ``realistic_grid.py`` those patterns select (its names,
 episodes and episode counts unless ``--episodes`` is given; e.g. ``'*-present-*-k5'``, the query
 sets of a few of many classes where the default's Tsallis head answers); ``--split test`` only
-(the val fits pool 5-way logits).
+(the val fits pool 5-way logits). The present-class files of ``benchmarks/results/``:
+
+    CELLS='mini-present-*-k3,mini-present-*-k5,omni-present-*w1s-k3,omni-present-*w1s-k5,omni-present-*w5s-k3,omni-present-*w5s-k5'
+    PYTHONPATH=src:benchmarks python benchmarks/calibration.py --split test --episodes 100 \
+        --threads 2 --cells "$CELLS" --output benchmarks/results/calibration-test-present.json
+    # the default before its Tsallis head: the same command in a worktree of afc7492
+    git worktree add W afc7492 && cp benchmarks/calibration.py W/benchmarks/ && cd W && \
+        PYTHONPATH=src:benchmarks python benchmarks/calibration.py --split test --episodes 100 \
+        --threads 2 --cells "$CELLS" --data-root /abs/path/to/data \
+        --output ../benchmarks/results/calibration-test-present-previous.json
 
     OMP_NUM_THREADS=1 PYTHONPATH=src:benchmarks .venv/bin/python benchmarks/calibration.py \\
         --split val --output benchmarks/results/calibration-val.json
