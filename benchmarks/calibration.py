@@ -83,6 +83,8 @@ METHODS: dict[str, tuple[Method, Method]] = {
             confidence_shots_power=0.0,
             confidence_similarity_slope=0.0,
             confidence_query_slope=0.0,
+            tsallis_confidence_temperature=None,
+            tsallis_confidence_shots_power=0.0,
         ),
         RECOMMENDED,
     ),

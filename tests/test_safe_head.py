@@ -35,6 +35,8 @@ AS_TRAINED = dataclasses.replace(
     confidence_shots_power=0.0,
     confidence_similarity_slope=0.0,
     confidence_query_slope=0.0,
+    tsallis_confidence_temperature=None,
+    tsallis_confidence_shots_power=0.0,
 )
 
 BASE = SupportBasedInit(
@@ -379,6 +381,8 @@ def test_settings_presets_and_command_line() -> None:
         confidence_shots_power=-0.61,
         confidence_similarity_slope=2.77,
         confidence_query_slope=1.14,
+        tsallis_confidence_temperature=3.9,
+        tsallis_confidence_shots_power=-0.35,
         fallback_temperature=SUPPORT_INIT_CONFIDENCE_TEMPERATURE,
     )
     assert expected == RECOMMENDED

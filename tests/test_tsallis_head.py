@@ -4,6 +4,7 @@ and the per-episode choice of the answer that explains the queries with clearly 
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,9 +12,10 @@ import torch.nn.functional as F
 
 from anyshot.cli import build_parser
 from anyshot.cli.options import method_from_args
+from anyshot.cli.practitioner import _method_words
 from anyshot.errors import ConfigurationError
 from anyshot.methods import FineTuning
-from anyshot.methods.features import FittedHead
+from anyshot.methods.features import FittedHead, tsallis_answered
 from anyshot.methods.head import parsimonious, predicted_classes, tsallis_order
 from anyshot.methods.objective import (
     QueryWeights,
@@ -163,6 +165,63 @@ def test_the_gate_counts_the_classes_of_the_chosen_head() -> None:
     expected = needed * predicted_classes(answer) > 30
     assert gated.tolist() == expected.tolist()
     assert bool((expected != (needed * predicted_classes(first) > 30)).any())
+
+
+def test_the_tsallis_heads_answers_get_their_own_calibration() -> None:
+    """Episodes the Tsallis head answered are divided by ``tsallis_confidence_temperature *
+    shots ** tsallis_confidence_shots_power`` instead of the first head's rule, the others keep
+    their calibration; the
+    predictions never change, and take / concatenate keep the mask with its episodes."""
+    support, targets, query, _ = nuisance_episodes(8, 20, 3, 25, seed=5)
+    plain = AS_TRAINED.fit_features(support, targets, query)
+    assert plain.tsallis is not None and plain.fallback is not None
+    answered = plain.tsallis & ~plain.fallback  # a safeguard's answer is not the Tsallis head's
+    assert 0 < int(answered.sum()) < 8  # the set-up: both heads answer
+    rule = dataclasses.replace(AS_TRAINED, confidence_temperature=2.0)
+    ruled = rule.fit_features(support, targets, query)
+    own = dataclasses.replace(
+        rule, tsallis_confidence_temperature=3.0, tsallis_confidence_shots_power=-0.5
+    ).fit_features(support, targets, query)
+    shots = support.shape[1] / 20
+    for episode in range(8):
+        # the rule's episodes (not the guard's support-init answers) are the plain ones / 2
+        scale = 2.0 / (3.0 * shots**-0.5) if bool(answered[episode]) else 1.0
+        expected = ruled.query_logits[episode] * scale
+        torch.testing.assert_close(own.query_logits[episode], expected, atol=1e-5, rtol=1e-5)
+        assert own.query_logits[episode].argmax(-1).equal(plain.query_logits[episode].argmax(-1))
+        with torch.no_grad():
+            again = own.classifier(episode)(query[episode])
+        torch.testing.assert_close(again, own.query_logits[episode], atol=1e-4, rtol=0)
+    order = torch.tensor([7, 0, 3])
+    merged = FittedHead.concatenate([plain.take(order), plain.take(torch.tensor([5]))])
+    assert merged.tsallis is not None
+    assert merged.tsallis.tolist() == plain.tsallis[torch.tensor([7, 0, 3, 5])].tolist()
+    for bad in ({"tsallis_confidence_temperature": 0.0}, {"tsallis_confidence_shots_power": 1e999}):
+        with pytest.raises(ConfigurationError, match="tsallis_confidence"):
+            dataclasses.replace(RECOMMENDED, **bad)  # type: ignore[arg-type]
+
+
+def test_which_head_answered_is_reported() -> None:
+    """``tsallis_answered`` is the mask without the safeguards' episodes, and the practitioner's
+    summary names the Tsallis head only where it answered."""
+    support, targets, query, _ = nuisance_episodes(8, 20, 3, 25, seed=5)
+    fitted = AS_TRAINED.fit_features(support, targets, query)
+    assert fitted.tsallis is not None and fitted.fallback is not None
+    answered = [tsallis_answered(fitted, e) for e in range(8)]
+    assert answered == (fitted.tsallis & ~fitted.fallback).tolist() and any(answered)
+    assert not any(
+        tsallis_answered(WITHOUT.fit_features(support, targets, query), e) for e in range(8)
+    )
+    model = SimpleNamespace(
+        method_=RECOMMENDED, classes_=list(range(20)), fit_info_={"tsallis_head": True}
+    )
+    assert "Tsallis head: the 75 query/unlabelled images appear to hold a few of the 20" in (
+        _method_words(model, 75)
+    )
+    model.fit_info_ = {"tsallis_head": True, "fallback": "gate"}  # a safeguard's words win
+    assert "Tsallis" not in _method_words(model, 75)
+    model.fit_info_ = {"tsallis_head": False}
+    assert "Tsallis" not in _method_words(model, 75)
 
 
 @pytest.mark.parametrize(("present", "per_class"), [(1, 75), (20, 5)])

@@ -61,7 +61,7 @@ from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError, DatasetError, EmptyClassError, EpisodeError
 from anyshot.feature_cache import FeatureCache, default_cache_dir, fastest_dtype
 from anyshot.methods.cosine import CosineClassifier, cross_class_similarity
-from anyshot.methods.features import fallback_of
+from anyshot.methods.features import fallback_of, tsallis_answered
 from anyshot.methods.finetune import FineTuning
 from anyshot.methods.presets import NETWORK, RECOMMENDED, Method
 from anyshot.methods.registry import method_from_dict, method_to_dict
@@ -110,6 +110,7 @@ class _Fit(NamedTuple):
             scores use its embeddings: the fine-tuned one fits the labelled images too
             closely for their distances to set a threshold); ``None`` otherwise.
         epochs: the epochs the network trained (``None`` at scope head).
+        tsallis: the Tsallis head of the transductive method answered (scope head).
     """
 
     classifier: CosineClassifier
@@ -122,6 +123,7 @@ class _Fit(NamedTuple):
     targets: torch.Tensor
     outlier_network: DeferredNetwork | None = None
     epochs: int | None = None
+    tsallis: bool = False
 
 
 def _plain_label(label: Any) -> Hashable:
@@ -196,13 +198,16 @@ class FewShotClassifier:
         preprocessing_: how images are prepared for ``network_``.
         method_: the method used (the one a ScopeRule chose).
         fit_info_: ``{"class_counts": {...}, "unlabeled_images": n, "skipped": n,
-            "fallback": None | "gate" | "guard", "scope": "head" | "last" | "all",
+            "fallback": None | "gate" | "guard", "tsallis_head": bool,
+            "scope": "head" | "last" | "all",
             "scope_reason": None | why a ScopeRule chose it, "epochs": the network's epochs
             (scopes last / all; ``None`` at scope head), "backbone": arch, "seconds": s}``;
             ``fallback``: which safeguard of the transductive method left the unlabelled images
             out (the gate: too few for the classes they appear to hold; the head is fine-tuned
             on the labelled images alone) or answered with support-init's class means (the
-            guard: a trained classifier that disagreed with the class means).
+            guard: a trained classifier that disagreed with the class means);
+            ``tsallis_head``: the transductive method's Tsallis head answered (the unlabelled
+            images appear to hold a few of the classes; see ``FineTuning.tsallis_head``).
         class_means_: ``[K, D]`` unit class means of the labelled images' embeddings.
         unknown_reference_: the labelled images' left-out distances behind the threshold.
         unknown_threshold_: the outlier score above which an image is unknown (a property of
@@ -462,6 +467,7 @@ class FewShotClassifier:
             **{f"{r}_images": len(k) for (r, _), k in zip(sets, fit.kept_sets, strict=True)},
             "skipped": len(skipped),
             "fallback": fit.fallback,
+            "tsallis_head": fit.tsallis,
             "scope": getattr(method, "scope", "head"),
             "scope_reason": None if choice is None else choice.reason,
             "epochs": fit.epochs,
@@ -572,7 +578,7 @@ class FewShotClassifier:
         kept_sets = [k for _, k in extra]
         return _Fit(
             fitted.classifier(0), network, logits, kept_sets, kept, fallback_of(fitted),
-            embeddings, targets,
+            embeddings, targets, tsallis=tsallis_answered(fitted),
         )  # fmt: skip
 
     def _fit_network(

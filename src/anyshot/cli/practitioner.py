@@ -427,6 +427,7 @@ def _fit_summary(model: Any, queries: int | None = None) -> dict[str, Any]:
         "scope": getattr(method, "scope", None),
         "scope_reason": model.fit_info_.get("scope_reason"),
         "fallback": None if queries is None else _fallback(model, queries),
+        "tsallis_head": bool(model.fit_info_.get("tsallis_head")),
         "backbone": model.fit_info_.get("backbone") or getattr(model.network_, "arch", None),
         "image_size": model.preprocessing_.image_size,
     }
@@ -664,6 +665,11 @@ def _method_words(model: Any, queries: int) -> str:
     scope = getattr(method, "scope", None)
     words = f"{name}, scope {scope}" if scope else name
     fallback = _fallback(model, queries)
+    if fallback is None and model.fit_info_.get("tsallis_head"):
+        return (
+            f"{words}, its Tsallis head: the {queries} query/unlabelled images appear to hold "
+            f"a few of the {len(model.classes_)} classes"
+        )
     if fallback is None:
         return words
     if model.fit_info_.get("fallback") == "gate":

@@ -153,6 +153,9 @@ class FittedHead:
             :func:`anyshot.methods.head.safeguarded`); ``None`` = no safeguard was on.
         gated: ``[E]`` bool (CPU): those of ``fallback`` the gate answered (too few queries;
             the others: the guard); ``None`` = no safeguard was on.
+        tsallis: ``[E]`` bool (CPU): the episodes whose trained answer is the Tsallis head's
+            (:func:`anyshot.methods.head.parsimonious`); ``None`` = that head was off. An
+            episode of ``fallback`` is answered by a safeguard whatever this says.
     """
 
     weight: torch.Tensor
@@ -164,6 +167,7 @@ class FittedHead:
     query_logits: torch.Tensor
     fallback: torch.Tensor | None = None
     gated: torch.Tensor | None = None
+    tsallis: torch.Tensor | None = None
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``[E, N, D]`` embeddings -> ``[E, N, K]`` logits (on the weights' device)."""
@@ -183,24 +187,30 @@ class FittedHead:
         return torch.full((self.weight.shape[0],), float(self.temperature), dtype=torch.float64)
 
     def calibrated(
-        self, confidence_temperature: float | torch.Tensor, fallback_temperature: float
+        self,
+        confidence_temperature: float | torch.Tensor,
+        fallback_temperature: float,
+        tsallis_temperature: float | torch.Tensor | None = None,
     ) -> FittedHead:
         """The same classifiers with each episode's logits divided by its ``tau``:
         ``confidence_temperature`` (a float, or ``[E]`` one per episode) for a trained episode
         (the inductive head the gate answers with included), ``fallback_temperature`` for one
-        the guard answered with support-init (``fallback`` and not ``gated``). Temperature
+        the guard answered with support-init (``fallback`` and not ``gated``), and
+        ``tsallis_temperature`` (a float or ``[E]``; ``None`` = ``confidence_temperature``) for
+        one the Tsallis head answered (``tsallis`` and not ``fallback``). Temperature
         ``T tau``, bias ``b / tau`` and query logits ``/ tau``, so :meth:`logits` and
         :meth:`classifier` (and a model file of it) give the calibrated logits. Softmax
         confidences change; the argmax does not."""
         episodes = self.weight.shape[0]
-        none = torch.zeros(episodes, dtype=torch.bool)
-        fallback = self.fallback if self.fallback is not None else none
-        support_init = fallback & ~(self.gated if self.gated is not None else none)
-        trained = torch.as_tensor(confidence_temperature, dtype=torch.float64).cpu()
+        fallback = _mask_or_none(self.fallback, episodes)
+        support_init = fallback & ~_mask_or_none(self.gated, episodes)
+        tau = torch.as_tensor(confidence_temperature, dtype=torch.float64).cpu().expand(episodes)
+        if tsallis_temperature is not None:
+            answered = _mask_or_none(self.tsallis, episodes) & ~fallback
+            own = torch.as_tensor(tsallis_temperature, dtype=torch.float64).cpu()
+            tau = torch.where(answered, own.expand(episodes), tau)
         tau = torch.where(
-            support_init,
-            torch.tensor(fallback_temperature, dtype=torch.float64),
-            trained.expand(episodes),
+            support_init, torch.tensor(fallback_temperature, dtype=torch.float64), tau
         )
         if bool((tau == 1.0).all()):
             return self
@@ -240,7 +250,8 @@ class FittedHead:
         ``[E]`` bool mask. ``other`` holds either the same ``E`` episodes or just the masked
         ones, in order. An absent centre is zero; heads of different ``normalize_weight`` are
         merged via :meth:`explicit` (unless ``other``'s rows are unit vectors already, as
-        support-init's class means are). The ``fallback`` / ``gated`` masks stay this head's."""
+        support-init's class means are). The ``fallback`` / ``gated`` / ``tsallis`` masks stay
+        this head's."""
         if not bool(mask.any()):
             return self
         picked = mask.to(self.weight.device)
@@ -286,6 +297,7 @@ class FittedHead:
             query_logits=self.query_logits[index],
             fallback=pick(self.fallback),
             gated=pick(self.gated),
+            tsallis=pick(self.tsallis),
         )
 
     @staticmethod
@@ -312,6 +324,7 @@ class FittedHead:
             query_logits=torch.cat([p.query_logits for p in parts]),
             fallback=_cat_masks([p.fallback for p in parts], parts),
             gated=_cat_masks([p.gated for p in parts], parts),
+            tsallis=_cat_masks([p.tsallis for p in parts], parts),
         )
 
 
@@ -321,6 +334,14 @@ def fallback_of(fitted: FittedHead, episode: int = 0) -> str | None:
     if fitted.fallback is None or not bool(fitted.fallback[episode]):
         return None
     return "gate" if fitted.gated is not None and bool(fitted.gated[episode]) else "guard"
+
+
+def tsallis_answered(fitted: FittedHead, episode: int = 0) -> bool:
+    """Whether the Tsallis head's answer is episode ``episode``'s (chosen, and no safeguard
+    answered instead)."""
+    if fitted.tsallis is None or not bool(fitted.tsallis[episode]):
+        return False
+    return fitted.fallback is None or not bool(fitted.fallback[episode])
 
 
 def _collapsed(temperatures: torch.Tensor) -> float | torch.Tensor:
@@ -336,6 +357,11 @@ def _center_or_zero(part: FittedHead) -> torch.Tensor:
         return part.center
     episodes, _, dim = part.weight.shape
     return part.weight.new_zeros(episodes, 1, dim)
+
+
+def _mask_or_none(mask: torch.Tensor | None, episodes: int) -> torch.Tensor:
+    """``mask`` (``[E]`` bool, CPU), or all-false ``[E]`` when it is ``None``."""
+    return torch.zeros(episodes, dtype=torch.bool) if mask is None else mask
 
 
 def _cat_masks(

@@ -185,6 +185,11 @@ class FineTuning:
             head fine-tuning on the frozen embeddings); it needs a query term.
         tsallis_margin: see ``tsallis_head`` (classes).
         tsallis_share: see ``tsallis_head`` (a fraction of ``K``).
+        tsallis_confidence_temperature: ``tau`` of an episode the Tsallis head answered (scope
+            ``head``), times ``shots ** tsallis_confidence_shots_power``; ``None`` = the trained
+            head's (``confidence_temperature`` and its rule). That head trains with other terms
+            and sharper confidences than the first (``studies/tsallis-calibration/``).
+        tsallis_confidence_shots_power: see ``tsallis_confidence_temperature``.
         batch_size: images (or cached rows) per chunk of a step.
         augment: apply the pre-training augmentations to support and query images while
             training; ``None`` = on for scope ``all``, off otherwise (cached scopes cannot).
@@ -240,6 +245,8 @@ class FineTuning:
     tsallis_head: bool = False
     tsallis_margin: float = 0.5
     tsallis_share: float = 0.75
+    tsallis_confidence_temperature: float | None = None
+    tsallis_confidence_shots_power: float = 0.0
     batch_size: int = 64
     augment: bool | None = None
     flip: bool = True
@@ -283,10 +290,13 @@ class FineTuning:
             confidence_temperature=self.confidence_temperature,
             fallback_temperature=self.fallback_temperature,
         )
+        if self.tsallis_confidence_temperature is not None:
+            check_temperatures(tsallis_confidence_temperature=self.tsallis_confidence_temperature)
         for name in (
             "confidence_shots_power",
             "confidence_similarity_slope",
             "confidence_query_slope",
+            "tsallis_confidence_shots_power",
         ):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigurationError(
@@ -421,7 +431,16 @@ class FineTuning:
         if self.outlier_rate > 0 and rows.query.shape[1] > 0 and self.confidence_query_slope:
             keep = inlier_queries(rows, self.outlier_rate, self.relu).cpu()
         tau = self.confidence_temperatures(rows, fitted.query_logits, keep)
-        return fitted.calibrated(tau, self.fallback_temperature)
+        return fitted.calibrated(tau, self.fallback_temperature, self.tsallis_temperature(rows))
+
+    def tsallis_temperature(self, rows: EpisodeRows) -> float | None:
+        """``tau`` of the episodes of ``rows`` the Tsallis head answers:
+        ``tsallis_confidence_temperature * shots ** tsallis_confidence_shots_power`` (``shots``
+        = ``S / K``), or ``None`` (the trained head's) when that temperature is ``None``."""
+        if self.tsallis_confidence_temperature is None:
+            return None
+        shots = rows.support.shape[1] / rows.ways
+        return self.tsallis_confidence_temperature * shots**self.tsallis_confidence_shots_power
 
     def confidence_temperatures(
         self,
@@ -562,6 +581,8 @@ SAFEGUARDED_FIELDS = (
     "confidence_shots_power",
     "confidence_similarity_slope",
     "confidence_query_slope",
+    "tsallis_confidence_temperature",
+    "tsallis_confidence_shots_power",
 )
 
 

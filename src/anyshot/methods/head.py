@@ -178,7 +178,8 @@ def parsimonious(
     rival's head of the masked episodes only (it is trained for those alone). On validation
     classes (``studies/alpha-head/``) the Tsallis head's answer is then the more accurate
     (queries of a few of many support classes); where the queries cover the classes (balanced,
-    many ways) it can merge classes, which ``share`` rules out."""
+    many ways) it can merge classes, which ``share`` rules out. The result's ``tsallis`` mask
+    holds the episodes given the rival's answer (``None`` when no episode was a candidate)."""
     own = predicted_classes(head.query_logits)  # [E]
     # at least one class is always predicted: the rival cannot win with 1 + margin or fewer
     candidates = (own < share * head.query_logits.shape[-1]) & (own > 1 + margin)
@@ -188,7 +189,8 @@ def parsimonious(
     fewer = predicted_classes(other.query_logits) < own[candidates] - margin  # [E']
     chosen = candidates.clone()
     chosen[candidates] = fewer
-    return head.with_episodes_of(other.take(fewer.nonzero().squeeze(1)), chosen)
+    merged = head.with_episodes_of(other.take(fewer.nonzero().squeeze(1)), chosen)
+    return replace(merged, tsallis=chosen)
 
 
 def support_init_head(rows: EpisodeRows, temperature: float, relu: bool) -> FittedHead:

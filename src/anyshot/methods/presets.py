@@ -98,7 +98,8 @@ SUPPORT_INIT_CONFIDENCE_TEMPERATURE = 0.46
 #: four numbers minimise the query NLL of 5-way 1 and 5 shots, balanced and Dirichlet(2) /
 #: Dirichlet(0.5) queries of both domains' val classes, each cell weighted equally
 #: (``studies/calibration-rule/``). Support-init's answers (the guard's) get support-init's
-#: calibration (``fallback_temperature``).
+#: calibration (``fallback_temperature``); the Tsallis head's, sharper, ``tau = 3.9 * shots **
+#: -0.35``, fitted the same way on the val episodes it answered (``studies/tsallis-calibration/``).
 RECOMMENDED = dataclasses.replace(
     UNGUARDED,
     center_on="adaptive",
@@ -111,6 +112,8 @@ RECOMMENDED = dataclasses.replace(
     confidence_shots_power=-0.61,
     confidence_similarity_slope=2.77,
     confidence_query_slope=1.14,
+    tsallis_confidence_temperature=3.9,
+    tsallis_confidence_shots_power=-0.35,
     fallback_temperature=SUPPORT_INIT_CONFIDENCE_TEMPERATURE,
 )
 
