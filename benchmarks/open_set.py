@@ -15,8 +15,11 @@ outlier score:
 
 * ``support-init / MSP``: :data:`anyshot.methods.presets.SUPPORT_INIT`, score 1 - max softmax
   probability (:func:`anyshot.outliers.msp_score`);
-* ``support-init / nearest mean``: its predictions, score minus the largest cosine to a support
-  class mean (:func:`anyshot.outliers.nearest_mean_distance`);
+* ``support-init / nearest mean``: its predictions, score one minus the largest cosine to a
+  support class mean (:func:`anyshot.outliers.nearest_mean_distance`), rows centred on the mean
+  of the episode's unit support and query rows where the queries cover the classes
+  (:func:`anyshot.outliers.covering_centre`, as ``FewShotClassifier.classify`` does; the row's
+  ``centred``: the share of episodes centred);
 * ``default / MSP`` and ``default / nearest mean``: :data:`~anyshot.methods.presets.RECOMMENDED`
   (transductive head fine-tuning, what ``anyshot`` uses), the same two scores;
 * ``OSTIM``: Boudiaf et al., CVPR 2023, "Open-Set Likelihood Maximization for Few-Shot
@@ -71,6 +74,7 @@ from anyshot.methods.presets import RECOMMENDED, SUPPORT_INIT, Method
 from anyshot.outliers import (
     auroc,
     average_precision,
+    covering_centre,
     msp_score,
     nearest_mean_distance,
     unknown_threshold,
@@ -219,15 +223,22 @@ def sampled(
     return list(sampler.take(count))
 
 
-def unknown_rule(batch: EpisodeBatch, distance: Tensor) -> dict[str, Any]:
+def unknown_rule(
+    batch: EpisodeBatch, distance: Tensor, centre: Tensor, covered: Tensor
+) -> dict[str, Any]:
     """The product's decision (``FewShotClassifier(unknown="auto")``): per episode, the
-    threshold :func:`~anyshot.outliers.unknown_threshold` sets from the support alone for
-    :data:`FALSE_ALARM_RATE`; the share of inlier queries above it (false alarms) and of
-    outliers (detected), mean and 95% CI over episodes (%). ``distance``: ``[E, Q]``."""
+    threshold :func:`~anyshot.outliers.unknown_threshold` sets from the support alone (rows
+    centred on ``centre`` where ``covered``) for :data:`FALSE_ALARM_RATE`; the share of inlier
+    queries above it (false alarms) and of outliers (detected), mean and 95% CI over episodes
+    (%). ``distance``: ``[E, Q]``; ``centre``: ``[E, D]``; ``covered``: ``[E]`` bool."""
     false_alarms, detected = [], []
     for e in range(len(batch)):
         threshold = unknown_threshold(
-            batch.support[e], batch.targets[e], batch.ways, FALSE_ALARM_RATE
+            batch.support[e],
+            batch.targets[e],
+            batch.ways,
+            FALSE_ALARM_RATE,
+            centre=centre[e] if bool(covered[e]) else None,
         )
         flagged = distance[e] > threshold
         outlier = batch.query_targets[e] == OUTLIER
@@ -241,7 +252,11 @@ def unknown_rule(batch: EpisodeBatch, distance: Tensor) -> dict[str, Any]:
 def open_set_rows(batch: EpisodeBatch, shots: int, ostim_episodes: int) -> dict[str, Any]:
     """Part 1 rows of one cell (see the module docstring)."""
     rows: dict[str, Any] = {}
-    distance = nearest_mean_distance(batch.support, batch.targets, batch.query, batch.ways)
+    # what FewShotClassifier.classify uses: centred where the queries cover the classes
+    centre, covered = covering_centre(batch.support, batch.targets, batch.query, batch.ways)
+    distance = nearest_mean_distance(
+        batch.support, batch.targets, batch.query, batch.ways, centre=centre
+    )
     logits_of: dict[str, Tensor] = {}
     for name, method in METHODS.items():
         start = time.perf_counter()
@@ -251,7 +266,8 @@ def open_set_rows(batch: EpisodeBatch, shots: int, ostim_episodes: int) -> dict[
         rows[f"{name} / MSP"] = open_set_metrics(logits, batch.query_targets, msp_score(logits))
         rows[f"{name} / MSP"]["ms_per_episode"] = 1000 * seconds / len(batch)
         rows[f"{name} / nearest mean"] = open_set_metrics(logits, batch.query_targets, distance)
-    rows["default / nearest mean"]["unknown_rule"] = unknown_rule(batch, distance)
+    rows["default / nearest mean"]["unknown_rule"] = unknown_rule(batch, distance, centre, covered)
+    rows["default / nearest mean"]["centred"] = float(covered.float().mean())
     few = batch.first(min(ostim_episodes, len(batch)))
     start = time.perf_counter()
     logits, scores = ostim(

@@ -22,10 +22,17 @@ from anyshot.data.omniglot import sample_root
 from anyshot.errors import ConfigurationError
 from anyshot.methods.presets import RECOMMENDED
 from anyshot.outliers import (
+    CENTRED_ONE_SHOT_QUANTILE,
+    COVERING_SHARE,
     ONE_SHOT_QUANTILE,
+    auroc,
     class_means,
+    covers_classes,
+    effective_classes,
     leave_one_out_distances,
     mean_distance,
+    nearest_mean_distance,
+    outlier_centre,
     unknown_reference,
     unknown_threshold,
 )
@@ -50,23 +57,29 @@ def clusters(
     )  # fmt: skip
 
 
-def false_alarms(counts: list[int], rate: float, episodes: int = 60) -> float:
-    """Mean share of new images of the classes above the threshold, over seeded episodes."""
+def false_alarms(
+    counts: list[int], rate: float, episodes: int = 60, *, centred: bool = False
+) -> float:
+    """Mean share of new images of the classes above the threshold, over seeded episodes
+    (``centred``: rows centred on the episode's :func:`outlier_centre`, the queries' too)."""
     shares = []
     for seed in range(episodes):
         support, targets, query, _ = clusters(counts, 40, seed)
         ways = len(counts)
-        means = class_means(support[None], targets[None], ways)
-        scores = mean_distance(means, query[None])[0]
-        threshold = unknown_threshold(support, targets, ways, rate)
+        centre = outlier_centre(support, query) if centred else None
+        batched = None if centre is None else centre[None]
+        means = class_means(support[None], targets[None], ways, centre=batched)
+        scores = mean_distance(means, query[None], centre=batched)[0]
+        threshold = unknown_threshold(support, targets, ways, rate, centre=centre)
         shares.append(float((scores > threshold).float().mean()))
     return float(np.mean(shares))
 
 
+@pytest.mark.parametrize("centred", [False, True], ids=["raw", "centred"])
 @pytest.mark.parametrize("counts", [[20] * 5, [30] * 4])
-def test_threshold_gives_the_target_false_alarm_rate(counts: list[int]) -> None:
+def test_threshold_gives_the_target_false_alarm_rate(counts: list[int], centred: bool) -> None:
     for rate in (0.05, 0.2):
-        assert abs(false_alarms(counts, rate) - rate) < 0.03, (counts, rate)
+        assert abs(false_alarms(counts, rate, centred=centred) - rate) < 0.03, (counts, rate)
 
 
 @pytest.mark.parametrize("counts", [[5] * 5, [2, 8, 3, 10, 5]], ids=["even", "uneven"])
@@ -97,6 +110,84 @@ def test_one_image_per_class_uses_the_distances_between_classes() -> None:
     far = -support.mean(0, keepdim=True)  # opposite every class
     means = class_means(support[None], targets[None], 6)
     assert float(mean_distance(means, far[None])[0, 0]) > threshold
+
+
+def shared_direction_episode(
+    seed: int, dim: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """5 classes and 5 outlier classes whose rows share one large positive component (as
+    rectified image features do): support ``[10, D]`` (2 shots), targets, queries ``[40, D]``
+    (20 inliers then 20 outliers), outlier flags ``[40]``."""
+    generator = torch.Generator().manual_seed(seed)
+    common = torch.rand(dim, generator=generator) * 6
+    centres = common + torch.randn(10, dim, generator=generator)
+    noise = lambda n: 1.5 * torch.randn(n, dim, generator=generator)  # noqa: E731
+    support = torch.cat([centres[k] + noise(2) for k in range(5)])
+    query = torch.cat([centres[k] + noise(4) for k in range(10)])
+    targets = torch.arange(5).repeat_interleave(2)
+    return support, targets, query, torch.arange(40) >= 20
+
+
+def test_centring_on_the_episode_separates_outliers_better() -> None:
+    """Rows that share a large component have cosines near 1 to every class; centred on the
+    mean of the episode's rows, what tells the classes apart dominates the cosine."""
+    raw, centred = [], []
+    for seed in range(20):
+        support, targets, query, outlier = shared_direction_episode(seed)
+        centre = outlier_centre(support, query)
+        for scores, centre_of in ((raw, None), (centred, centre[None])):
+            distance = nearest_mean_distance(
+                support[None], targets[None], query[None], 5, centre=centre_of
+            )[0]
+            scores.append(auroc(distance, outlier))
+    assert np.mean(centred) > np.mean(raw) + 0.05, (np.mean(centred), np.mean(raw))
+
+
+def test_a_centred_score_depends_on_the_image_and_the_centre_alone() -> None:
+    support, targets, query, _ = shared_direction_episode(0)
+    centre = outlier_centre(support, query)[None]
+    means = class_means(support[None], targets[None], 5, centre=centre)
+    together = mean_distance(means, query[None], centre=centre)[0]
+    alone = torch.stack([mean_distance(means, q[None, None], centre=centre)[0, 0] for q in query])
+    assert torch.allclose(together, alone, atol=1e-6)
+    assert torch.allclose(
+        together,
+        nearest_mean_distance(support[None], targets[None], query[None], 5, centre=centre)[0],
+    )
+    # the centre is the mean of the unit rows of both sets, whatever their scale
+    assert torch.allclose(outlier_centre(support * 7, query * 0.1), centre[0], atol=1e-6)
+    # without a centre: the score before centring (1 - max cos of unit rectified rows)
+    unit = lambda rows: torch.nn.functional.normalize(rows.clamp_min(0), dim=-1)  # noqa: E731
+    plain = torch.stack([unit(support[targets == k]).mean(0) for k in range(5)])
+    expected = 1 - (unit(query) @ torch.nn.functional.normalize(plain, dim=-1).T).amax(-1)
+    assert torch.allclose(
+        nearest_mean_distance(support[None], targets[None], query[None], 5)[0], expected, atol=1e-6
+    )
+
+
+def test_the_centre_is_used_only_where_the_queries_cover_the_classes() -> None:
+    """Queries spread over the classes cover them; queries of one class of six, or none, do
+    not (a centre leaning towards that class would push its own images away)."""
+    support, targets, query, query_targets = clusters([3] * 6, 12, seed=4)  # 12 per class
+    assert covers_classes(support[None], targets[None], query[None], 6).tolist() == [True]
+    one_class = query[query_targets == 2][None]
+    assert covers_classes(support[None], targets[None], one_class, 6).tolist() == [False]
+    assert covers_classes(support[None], targets[None], query[:0][None], 6).tolist() == [False]
+    # the effective number of classes: n classes predicted equally often give n
+    predictions = torch.tensor([[0, 1, 2, 3], [0, 0, 0, 0], [0, 0, 1, 1]])
+    counts = effective_classes(predictions, 6)
+    torch.testing.assert_close(counts, torch.tensor([4.0, 1.0, 2.0]))
+    assert COVERING_SHARE * 6 > 4  # four of six classes do not cover them
+
+
+def test_one_image_per_class_centred_uses_its_own_quantile() -> None:
+    support, targets, query, _ = clusters([1] * 6, 10, seed=2)
+    centre = outlier_centre(support, query)
+    reference = unknown_reference(support, targets, 6, centre=centre)
+    assert not reference.conformal and reference.one_shot_quantile == CENTRED_ONE_SHOT_QUANTILE
+    quantile = torch.quantile(reference.distances.double(), CENTRED_ONE_SHOT_QUANTILE)
+    assert reference.threshold(0.05) == pytest.approx(float(quantile))
+    assert unknown_reference(support, targets, 6).one_shot_quantile == ONE_SHOT_QUANTILE
 
 
 def test_threshold_rejects_bad_rates_and_one_class() -> None:
@@ -240,3 +331,45 @@ def test_predict_embeds_each_image_once(characters: dict[str, list[Image.Image]]
         labels = model.predict(images)
         assert cache.computed - before == passes * len(images)
         assert labels[0] == "unknown"
+
+
+def test_classify_centres_the_scores_on_its_images_and_the_file_keeps_the_centre(
+    characters: dict[str, list[Image.Image]], tmp_path: Path
+) -> None:
+    """``classify`` centres on the labelled and query images; the centre is fixed at fit, so
+    an image scores the same alone as among others, and after a save and load. A fit on
+    labelled images alone, a query folder of one of the classes, or a file written before the
+    centre, scores uncentred."""
+    images = [img for name in characters for img in characters[name][:2]]
+    labels = [name for name in characters for _ in range(2)]
+    query = [img for name in characters for img in characters[name][10:16]] + [grey()]
+    model = FewShotClassifier(image_size=84, cache_dir=False, method=RECOMMENDED)
+    model.classify(images, labels, query)  # 6 queries of each class: they cover the classes
+    assert model.outlier_centre_ is not None and model.class_means_ is not None
+    assert model.outlier_centre_.shape == model.class_means_.shape[1:]
+    together = model.outlier_score(query)
+    alone = np.array([model.outlier_score([img])[0] for img in query])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+    assert int(together.argmax()) == len(query) - 1  # the grey image is the least like any
+    assert model.predict([grey()]) == ["unknown"]
+    model.save(tmp_path / "m.pt")
+    loaded = FewShotClassifier.load(tmp_path / "m.pt")
+    assert loaded.outlier_centre_ is not None
+    assert torch.equal(loaded.outlier_centre_, model.outlier_centre_)
+    assert loaded.unknown_threshold_ == pytest.approx(model.unknown_threshold_)
+    np.testing.assert_allclose(loaded.outlier_score(query), together, atol=1e-4)
+
+    plain = fitted(characters, 2, method=RECOMMENDED)  # labelled images only: no centre
+    assert plain.outlier_centre_ is None
+    plain.save(tmp_path / "plain.pt")
+    payload = torch.load(tmp_path / "plain.pt", weights_only=True)
+    del payload["outliers"]["centre"], payload["outliers"]["one_shot_quantile"]
+    torch.save(payload, tmp_path / "old.pt")
+    old = FewShotClassifier.load(tmp_path / "old.pt")
+    assert old.outlier_centre_ is None and old.unknown_reference_ is not None
+    assert old.unknown_reference_.one_shot_quantile == ONE_SHOT_QUANTILE
+    np.testing.assert_allclose(old.outlier_score(query), plain.outlier_score(query), atol=1e-6)
+    few = FewShotClassifier(image_size=84, cache_dir=False, method=RECOMMENDED)
+    few.classify(images, labels, [*characters["c0"][10:20], grey()])  # 10 of one class
+    assert few.outlier_centre_ is None
+    np.testing.assert_allclose(few.outlier_score(query), plain.outlier_score(query), atol=1e-5)

@@ -23,10 +23,13 @@ are read back instead of embedded again, from this process's memory and from the
 has other weights, hence other keys: its features never come from the frozen network's rows.
 
 "None of these": :meth:`FewShotClassifier.outlier_score` is an image's cosine distance to the
-nearest class mean of the labelled images (:func:`anyshot.outliers.nearest_mean_distance`);
-with ``unknown="auto"`` :meth:`~FewShotClassifier.predict` answers ``unknown_label`` above the
-threshold that :func:`anyshot.outliers.unknown_threshold` sets from the labelled images
-alone (left-out images, no outlier examples) for the target ``false_alarm_rate``.
+nearest class mean of the labelled images (:func:`anyshot.outliers.nearest_mean_distance`),
+every row centred on the mean of the images given to a head fit (labelled, query and
+unlabelled: :func:`anyshot.outliers.covering_centre`) when the query / unlabelled ones cover
+the classes, not centred otherwise; with ``unknown="auto"``
+:meth:`~FewShotClassifier.predict` answers ``unknown_label`` above the threshold that
+:func:`anyshot.outliers.unknown_threshold` sets from the labelled images alone (left-out
+images, no outlier examples) for the target ``false_alarm_rate``.
 """
 
 from __future__ import annotations
@@ -73,7 +76,13 @@ from anyshot.methods.scope_rule import (
 )
 from anyshot.methods.support_init import SupportBasedInit
 from anyshot.model_file import SavedModel, load_model_file, save_model_file
-from anyshot.outliers import UnknownReference, class_means, mean_distance, unknown_reference
+from anyshot.outliers import (
+    UnknownReference,
+    class_means,
+    covering_centre,
+    mean_distance,
+    unknown_reference,
+)
 from anyshot.threads import torch_threads
 
 __all__ = ["DEFAULT_METHOD_REPR", "PRECISIONS", "UNKNOWN_MODES", "FewShotClassifier"]
@@ -111,6 +120,9 @@ class _Fit(NamedTuple):
             closely for their distances to set a threshold); ``None`` otherwise.
         epochs: the epochs the network trained (``None`` at scope head).
         tsallis: the Tsallis head of the transductive method answered (scope head).
+        other_rows: ``[U, D]`` embeddings of the extra sets' readable images (queries,
+            unlabelled) by the network of ``support_rows``, or ``None`` (not embedded by it:
+            a fine-tuned network's fit).
     """
 
     classifier: CosineClassifier
@@ -124,6 +136,19 @@ class _Fit(NamedTuple):
     outlier_network: DeferredNetwork | None = None
     epochs: int | None = None
     tsallis: bool = False
+    other_rows: torch.Tensor | None = None
+
+
+def _covering_centre(
+    rows: torch.Tensor, targets: torch.Tensor, other: torch.Tensor | None, ways: int
+) -> torch.Tensor | None:
+    """``[D]`` centre of the labelled ``rows`` ``[S, D]`` and the ``other`` rows ``[U, D]``
+    where those cover the classes (:func:`~anyshot.outliers.covering_centre`), else ``None``
+    (not centred)."""
+    if other is None or len(other) == 0:
+        return None
+    centre, covered = covering_centre(rows[None], targets[None], other.float().cpu()[None], ways)
+    return centre[0] if bool(covered[0]) else None
 
 
 def _plain_label(label: Any) -> Hashable:
@@ -208,7 +233,14 @@ class FewShotClassifier:
             guard: a trained classifier that disagreed with the class means);
             ``tsallis_head``: the transductive method's Tsallis head answered (the unlabelled
             images appear to hold a few of the classes; see ``FineTuning.tsallis_head``).
-        class_means_: ``[K, D]`` unit class means of the labelled images' embeddings.
+        class_means_: ``[K, D]`` unit class means of the labelled images' embeddings (centred
+            on ``outlier_centre_``).
+        outlier_centre_: ``[D]`` the mean of the unit embeddings of the images given to the fit
+            (:func:`anyshot.outliers.outlier_centre`), or ``None``: rows are centred on it
+            before the cosines of :meth:`outlier_score` only where the query / unlabelled
+            images covered the classes (:func:`anyshot.outliers.covers_classes`) at scope head
+            (not with labelled images alone, a folder of a few of the classes, a fine-tuned
+            network, or a model file written before it).
         unknown_reference_: the labelled images' left-out distances behind the threshold.
         unknown_threshold_: the outlier score above which an image is unknown (a property of
             ``false_alarm_rate``; ``None`` for a model file written before outlier scores).
@@ -459,8 +491,14 @@ class FewShotClassifier:
         self.preprocessing_ = preprocessing
         self.method_ = method
         rows, targets, ways = fit.support_rows.cpu(), fit.targets.cpu(), len(classes)
-        self.class_means_: torch.Tensor | None = class_means(rows[None], targets[None], ways)[0]
-        self.unknown_reference_: UnknownReference | None = unknown_reference(rows, targets, ways)
+        centre = _covering_centre(rows, targets, fit.other_rows, ways)
+        self.outlier_centre_: torch.Tensor | None = centre
+        batched = None if centre is None else centre[None]
+        means = class_means(rows[None], targets[None], ways, centre=batched)[0]
+        self.class_means_: torch.Tensor | None = means
+        self.unknown_reference_: UnknownReference | None = unknown_reference(
+            rows, targets, ways, centre=centre
+        )
         counts = Counter(label_list[i] for i in fit.kept)
         self.fit_info_ = {
             "class_counts": {str(c): int(counts[c]) for c in classes},
@@ -578,7 +616,7 @@ class FewShotClassifier:
         kept_sets = [k for _, k in extra]
         return _Fit(
             fitted.classifier(0), network, logits, kept_sets, kept, fallback_of(fitted),
-            embeddings, targets, tsallis=tsallis_answered(fitted),
+            embeddings, targets, tsallis=tsallis_answered(fitted), other_rows=query,
         )  # fmt: skip
 
     def _fit_network(
@@ -703,8 +741,10 @@ class FewShotClassifier:
         means = self._outlier_means()
         if len(embeddings) == 0:
             return np.empty(0)
+        centre = getattr(self, "outlier_centre_", None)  # absent: pickled before the centre
+        batched = None if centre is None else centre[None]
         with torch.inference_mode():
-            scores = mean_distance(means[None], embeddings.float().cpu()[None])[0]
+            scores = mean_distance(means[None], embeddings.float().cpu()[None], centre=batched)[0]
         return scores.double().numpy()
 
     def outlier_score(
@@ -713,8 +753,10 @@ class FewShotClassifier:
         """How unlike every class each image is: ``[N]`` float64 in ``[0, 2]``.
 
         The cosine distance from the image's embedding to the nearest class mean of the
-        labelled images (:func:`anyshot.outliers.nearest_mean_distance`); higher = more likely
-        none of the classes. When the network was fine-tuned (scopes last / all) the embeddings
+        labelled images (:func:`anyshot.outliers.nearest_mean_distance`), rows centred on
+        :attr:`outlier_centre_` when it is set (fixed at fit: an image's score does not depend
+        on the other images of the call); higher = more likely none of the classes. When the
+        network was fine-tuned (scopes last / all) the embeddings
         are the untrained network's: the fine-tuned one fits the labelled images too closely for
         their distances to set a threshold. ``on_unreadable`` as for :meth:`predict_proba`.
 
@@ -817,6 +859,7 @@ class FewShotClassifier:
                 info=_plain_info(self.fit_info_),
                 class_means=self.class_means_,
                 unknown_reference=self.unknown_reference_,
+                outlier_centre=getattr(self, "outlier_centre_", None),
                 outlier_network=(
                     None if self._outlier_network is None else self._outlier_network.network()
                 ),
@@ -854,6 +897,7 @@ class FewShotClassifier:
         model.fit_info_ = saved.info
         model.class_means_ = saved.class_means
         model.unknown_reference_ = saved.unknown_reference
+        model.outlier_centre_ = saved.outlier_centre
         model._outlier_network = None
         if saved.outlier_network is not None:
             outliers = saved.outlier_network.to(target).eval()

@@ -11,7 +11,9 @@ Format (``format_version`` 1)::
      "method": {"name": "transductive", "settings": {...the method's dataclass fields...}},
      "options": {"batch_size": int, "seed": int, ...}, "info": {...fit summary...},
      "outliers": {"class_means": tensor [K, D], "distances": tensor [M], "weights": tensor [M],
-                  "conformal": bool} (absent in files written before outlier scores),
+                  "conformal": bool, "one_shot_quantile": float,
+                  "centre": tensor [D] or None} (absent in files written before outlier
+                  scores; the last two absent in files written before the centre: 0.3, None),
      "outlier_backbone": {...a backbone payload: the untrained network whose embeddings the
                           outlier scores use...} (only when "backbone" was fine-tuned)}
 
@@ -39,7 +41,7 @@ from anyshot.data.images import Preprocessing
 from anyshot.errors import CheckpointError
 from anyshot.io import atomic_write_bytes
 from anyshot.methods.cosine import CosineClassifier
-from anyshot.outliers import UnknownReference
+from anyshot.outliers import ONE_SHOT_QUANTILE, UnknownReference
 
 __all__ = [
     "FORMAT",
@@ -82,6 +84,9 @@ class SavedModel:
             ``None`` (idem).
         outlier_network: the untrained backbone whose embeddings the outlier scores use when
             ``network`` was fine-tuned (same preprocessing); ``None``: ``network``'s.
+        outlier_centre: ``[D]`` the centre of the rows behind ``class_means``
+            (:func:`anyshot.outliers.outlier_centre`), or ``None`` (rows not centred, or a file
+            written before it).
         anyshot_version: the version that wrote the file (on load).
     """
 
@@ -95,6 +100,7 @@ class SavedModel:
     class_means: torch.Tensor | None = None
     unknown_reference: UnknownReference | None = None
     outlier_network: Backbone | None = None
+    outlier_centre: torch.Tensor | None = None
     anyshot_version: str = anyshot.__version__
 
 
@@ -158,6 +164,10 @@ def save_model_file(model: SavedModel, path: str | os.PathLike[str]) -> Path:
             "distances": reference.distances.detach().cpu().float().clone(),
             "weights": reference.weights.detach().cpu().float().clone(),
             "conformal": bool(reference.conformal),
+            "one_shot_quantile": float(reference.one_shot_quantile),
+            "centre": None
+            if model.outlier_centre is None
+            else model.outlier_centre.detach().cpu().float().clone(),
         }
     if outlier_backbone is not None:
         payload["outlier_backbone"] = outlier_backbone
@@ -217,16 +227,24 @@ def load_model_file(path: str | os.PathLike[str]) -> SavedModel:
 
 
 def _outliers(data: Any, weight_shape: torch.Size, name: str) -> dict[str, Any]:
-    """``class_means`` and ``unknown_reference`` of a file's ``"outliers"`` entry (``None``s
-    when the file has none)."""
+    """``class_means``, ``unknown_reference`` and ``outlier_centre`` of a file's ``"outliers"``
+    entry (``None``s when the file has none)."""
     if data is None:
-        return {"class_means": None, "unknown_reference": None}
+        return {"class_means": None, "unknown_reference": None, "outlier_centre": None}
     try:
         means, distances, weights = data["class_means"], data["distances"], data["weights"]
         conformal = data["conformal"]
+        level = data.get("one_shot_quantile", ONE_SHOT_QUANTILE)  # absent: written before
+        centre = data.get("centre")
         valid = (
             all(isinstance(t, torch.Tensor) for t in (means, distances, weights))
             and means.shape == weight_shape
+            and (
+                centre is None
+                or (isinstance(centre, torch.Tensor) and centre.shape == means.shape[1:])
+            )
+            and isinstance(level, float)
+            and 0.0 < level <= 1.0
             and distances.dim() == 1
             and distances.shape == weights.shape
             and len(distances) > 0
@@ -241,7 +259,8 @@ def _outliers(data: Any, weight_shape: torch.Size, name: str) -> dict[str, Any]:
         )
     return {
         "class_means": means.float(),
-        "unknown_reference": UnknownReference(distances.float(), weights.float(), conformal),
+        "unknown_reference": UnknownReference(distances.float(), weights.float(), conformal, level),
+        "outlier_centre": None if centre is None else centre.float(),
     }
 
 

@@ -27,7 +27,10 @@ __all__ = [
 UNKNOWN_EPILOG = """\
 Images of none of the classes: each image gets an outlier_score, its cosine distance to the
 nearest class mean of the labelled images (0 = on a class mean; higher = more likely none of
-the classes). With --unknown auto (the default) an image above a threshold is labelled
+the classes). When the query / unlabelled images spread over at least 3/4 of the classes, every
+embedding is first centred on the mean of all the images the fit saw (it separates other
+things better); a folder of a few of the classes is not centred (its own images would look
+far from their class). With --unknown auto (the default) an image above a threshold is labelled
 `unknown` (--unknown-label). The threshold is set from the labelled images alone, for
 --false-alarm-rate (default 0.05: about 5% of images of the classes flagged): each labelled
 image is left out of its class mean and scored as a new image would be. With one image per

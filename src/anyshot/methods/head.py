@@ -53,7 +53,7 @@ from anyshot.methods.objective import (
     support_loss,
     uniform_log_prior,
 )
-from anyshot.outliers import nearest_mean_distance, unknown_threshold
+from anyshot.outliers import effective_classes, nearest_mean_distance, unknown_threshold
 
 __all__ = [
     "HeadTraining",
@@ -270,13 +270,9 @@ def _fit_safeguarded(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
 
 def predicted_classes(query_logits: torch.Tensor) -> torch.Tensor:
     """``[E, Q, K]`` logits -> ``[E]`` float: the effective number of classes the ``Q`` queries
-    of each episode are predicted to hold: ``exp`` of the entropy of the predicted class
-    frequencies (``n`` classes predicted equally often give ``n``; a few stray predictions add
-    little, unlike a count of the distinct classes)."""
-    ways = query_logits.shape[-1]
-    counts = F.one_hot(query_logits.argmax(-1), ways).sum(1).float()  # [E, K]
-    freq = counts / counts.sum(-1, keepdim=True).clamp_min(1.0)
-    return torch.exp(-(freq * freq.clamp_min(1e-12).log()).sum(-1))
+    of each episode are predicted to hold (:func:`anyshot.outliers.effective_classes` of the
+    argmax)."""
+    return effective_classes(query_logits.argmax(-1), query_logits.shape[-1])
 
 
 def gate_closes(
