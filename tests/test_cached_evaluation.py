@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from anyshot.backbones import build_backbone
 from anyshot.cli import main
@@ -181,12 +182,16 @@ def test_cli_cache_dir_matches_plain_and_is_reused(
     assert rows_in(cache) == stored
     assert [r["entropy"] for r in episodes_of(again)] == [r["entropy"] for r in episodes_of(cached)]
 
-    # A touched image (new mtime) is a miss: exactly that item is embedded again.
+    # A touched image (new mtime, same bytes) is a hit; a rewritten one is a miss: exactly
+    # that item is embedded again.
     dataset = FolderDataset(folder)
     sampler = EpisodeSampler(dataset.labels, ways=3, shots=2, queries=3, seed=3)
     image = Path(dataset.source(episode_items(sampler.take(5))[0]))
     stat = image.stat()
     os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 7_000_000_000))
+    assert main(cli(folder, again, *method, "--cache-dir", str(cache))) == 0
+    assert rows_in(cache) == stored
+    Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image)
     assert main(cli(folder, again, *method, "--cache-dir", str(cache))) == 0
     assert rows_in(cache) == stored + 1
     capsys.readouterr()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +112,15 @@ def test_changes_invalidate(dataset: FolderDataset, tmp_path: Path) -> None:
     cache.features(model, dataset, items, preprocessing=other)
     assert model.images == 3
 
-    # A touched file (new mtime, same bytes) and a rewritten file (new size) -> misses.
+    # A touched file (new mtime, same bytes) -> a hit; a rewritten file -> a miss.
     model.images = 0
     touched = Path(dataset.source(0))
     stat = touched.stat()
     os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
     save(Path(dataset.source(1)), 99, size=(14, 10))
     after = cache.features(model, dataset, items)
-    assert model.images == 2
-    assert torch.equal(after[2], before[2])
+    assert model.images == 1
+    assert torch.equal(after[0], before[0]) and torch.equal(after[2], before[2])
     assert not torch.equal(after[1], before[1])
 
     # Different weights -> a miss; same weights in a new module -> hits.
@@ -185,24 +186,46 @@ def test_bfloat16_is_close_keyed_apart_and_leaves_the_backbone(
         FeatureCache(tmp_path / "c", dtype="float16")
 
 
-def test_float32_keys_are_those_without_a_dtype() -> None:
+def test_keys_name_the_content_and_float32_keys_have_no_dtype() -> None:
     import hashlib
     import json
 
     from anyshot.feature_cache import _item_key
 
-    record = {
-        "model": "m",
-        "source": "/no/such/file.png",
-        "size": None,
-        "mtime_ns": None,
-        "channels_last": True,
-    }
-    old = hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
-    assert _item_key("m", "/no/such/file.png", True) == old
-    assert _item_key("m", "/no/such/file.png", True, "float32") == old
-    assert _item_key("m", "/no/such/file.png", True, "bfloat16") != old
-    assert _item_key("m", "/no/such/file.png", True, freeze=True) != old
+    def key(record: dict[str, object]) -> str:
+        return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
+
+    plain = {"model": "m", "source": "/no/such/file.png", "channels_last": True}
+    assert _item_key("m", "/no/such/file.png", True) == key(plain)
+    assert _item_key("m", "/no/such/file.png", True, "float32") == key(plain)
+    assert _item_key("m", "/no/such/file.png", True, "bfloat16") != key(plain)
+    assert _item_key("m", "/no/such/file.png", True, freeze=True) != key(plain)
+    content = {"model": "m", "content": "ab", "part": ":x.png", "channels_last": True}
+    for source in ("/a/b.zip:x.png", "/elsewhere/b.zip:x.png"):  # the path is not in the key
+        assert _item_key("m", source, True, content=("ab", ":x.png")) == key(content)
+
+
+def test_a_copied_or_touched_file_keeps_its_rows_and_is_read_once(
+    dataset: FolderDataset, tmp_path: Path
+) -> None:
+    """Rows are keyed by the files' bytes: a copy of the folder elsewhere, or touched files,
+    hit; each file is hashed once, then known by path, size and time (in the folder too)."""
+    model = counting_backbone()
+    cache = FeatureCache(tmp_path / "cache")
+    items = list(range(len(dataset)))
+    before = cache.features(model, dataset, items)
+    assert cache._files.hashed == len(dataset)
+    again = FeatureCache(tmp_path / "cache")  # a later process: digests read from the folder
+    model.images = 0
+    assert torch.equal(again.features(model, dataset, items), before)
+    assert model.images == 0 and again._files.hashed == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(dataset.source(0)).parents[1], copy)
+    moved = FolderDataset(copy)
+    assert [moved.source(i) for i in items] != [dataset.source(i) for i in items]
+    assert torch.equal(again.features(model, moved, items), before)
+    assert model.images == 0 and again._files.hashed == len(dataset)  # new paths: read once
+    assert (tmp_path / "cache" / "files").is_dir()
 
 
 def test_freeze_is_close_keyed_apart_and_says_when_it_cannot_trace(

@@ -12,24 +12,24 @@ episodes reuse them.
   mode ``"features"`` / ``"logits"`` and the :meth:`Preprocessing.to_dict` used to decode images)
   followed by every ``state_dict`` entry's name, dtype, shape and raw bytes (so any change of a
   weight or buffer changes the digest);
-* ``source``: the dataset item's :meth:`~anyshot.data.dataset.ImageDataset.source` string
-  (a file path, or ``"<zip path>:<member>@rotDDD"`` for Omniglot), its file part made absolute
-  and symlink-free (:func:`canonical_source`), so a relative and an absolute data root share rows;
+* ``content``: the ``sha256`` of the bytes of the file behind the item (the file itself, or the
+  zip archive of ``"<archive>.zip:<member>..."``; :mod:`anyshot.file_digests`, which reads a
+  file again only when its path, size or modification time changed) and ``part``: what of the
+  source string follows that file (``""``, or ``":<member>@rotDDD"`` for an Omniglot item). The
+  path is not part of the key: a copied, moved, touched or re-downloaded file with the same
+  bytes keeps its rows. An item without a file behind it (e.g. an in-memory dataset) is keyed
+  by its ``source`` string instead;
 * ``channels_last``: whether batches were fed channels-last (see :class:`FeatureCache`);
-* ``dtype``: only when it is not ``"float32"`` (so float32 keys are those of earlier versions):
-  the precision the network computed in (see :class:`FeatureCache`);
+* ``dtype``: only when it is not ``"float32"``: the precision the network computed in (see
+  :class:`FeatureCache`);
 * ``freeze``: only when true: the network ran as a frozen TorchScript trace (see
   :class:`FeatureCache`);
 * ``fold``: only when true: the network ran with its batch-norms folded into the convolutions
-  (``fold_batch_norm``, see :class:`FeatureCache`);
-* ``size`` and ``mtime_ns`` of the file behind the source: ``os.stat`` of the source itself, or,
-  when the source is ``"<archive>.zip:<member>..."``, of the zip archive (a rewritten archive
-  therefore invalidates all of its members). Both are ``null`` when no file can be stat'ed
-  (e.g. an in-memory dataset): such items are keyed by source alone.
+  (``fold_batch_norm``, see :class:`FeatureCache`).
 
-A changed preprocessing, weight, embedding mode or file (size or modification time) thus gives
-a different key: a miss, recomputed. Nothing is ever overwritten; stale rows are simply never
-asked for again (delete the folder to reclaim the space).
+A changed preprocessing, weight, embedding mode or file content thus gives a different key: a
+miss, recomputed. Nothing is ever overwritten; stale rows are simply never asked for again
+(delete the folder to reclaim the space). Files' digests are remembered in ``DIRECTORY/files/``.
 
 **On disk.** ``DIRECTORY/<model digest[:16]>/shard-<time>-<random>.pt``, each a
 ``torch.save`` of ``{"keys": [str, ...], "features": FloatTensor [n, D]}``, written to a
@@ -87,6 +87,7 @@ from anyshot.embedding import (
     model_input,
 )
 from anyshot.errors import ConfigurationError
+from anyshot.file_digests import FileDigests, file_of
 from anyshot.io import atomic_write_bytes, atomic_write_text
 from anyshot.methods.frozen import evaluation_mode, module_device
 from anyshot.progress import progress_bar
@@ -206,15 +207,15 @@ def _item_key(
     dtype: str = "float32",
     freeze: bool = False,
     fold: bool = False,
+    content: tuple[str, str] | None = None,
 ) -> str:
-    size, mtime_ns = file_identity(source)
-    record: dict[str, Any] = {
-        "model": model,
-        "source": canonical_source(source),
-        "size": size,
-        "mtime_ns": mtime_ns,
-        "channels_last": channels_last,
-    }
+    """The key of a row (see the module doc); ``content``: ``(sha256 of the file behind
+    ``source``, the rest of ``source``)``, or ``None`` to key by ``source`` alone."""
+    record: dict[str, Any] = {"model": model, "channels_last": channels_last}
+    if content is None:
+        record["source"] = source
+    else:
+        record["content"], record["part"] = content
     if dtype != "float32":  # default keys stay those of the versions without these options
         record["dtype"] = dtype
     if freeze:
@@ -358,6 +359,7 @@ class FeatureCache:
         self._index: dict[Path, tuple[set[str], dict[str, tuple[str, int]]]] = {}
         self._models: dict[str, RememberedModel] = {}
         self._writable = True
+        self._files = FileDigests(None if self.directory is None else self.directory / "files")
 
     # ------------------------------------------------------------------ public
     def features(
@@ -492,8 +494,10 @@ class FeatureCache:
         for i in range(len(images)):
             key = self._key(digest, _file_source(images, i))
             if key is None or (key not in self._rows and key not in index):
+                self._files.save()
                 return None
             keys.append(key)
+        self._files.save()
         if not keys:
             return None
         self._read_disk(folder, {k for k in keys if k not in self._rows})
@@ -541,6 +545,7 @@ class FeatureCache:
         """``(key of each image, rows found by position, the model's folder)``: the rows in
         memory, after reading the wanted ones of the folder's shards into memory."""
         keys = [self._key(digest, _file_source(images, i)) for i in range(len(images))]
+        self._files.save()
         folder = None if self.directory is None else self.directory / digest[:16]
         self._read_disk(folder, {k for k in keys if k is not None and k not in self._rows})
         found = {i: self._rows[k] for i, k in enumerate(keys) if k is not None and k in self._rows}
@@ -549,9 +554,13 @@ class FeatureCache:
     def _key(self, digest: str, source: str | None) -> str | None:
         if source is None:
             return None
+        path, rest = file_of(source)
+        value = None if path is None else self._files.digest(path)
+        content = None if value is None else (value, rest)
         return _item_key(
-            digest, source, self.channels_last, self.dtype, self.freeze, self.fold_batch_norm
-        )
+            digest, source, self.channels_last, self.dtype, self.freeze, self.fold_batch_norm,
+            content=content,
+        )  # fmt: skip
 
     def _read_disk(self, folder: Path | None, wanted: set[str]) -> None:
         """Load the rows of ``wanted`` keys stored in ``folder`` into memory.

@@ -1,0 +1,113 @@
+"""The content digests of image files, remembered so that a file is read once.
+
+The feature cache keys a row by the *bytes* of the file behind an image
+(:mod:`anyshot.feature_cache`), so a copied, moved, re-downloaded or touched file keeps its
+cached features and only new content is embedded again. Reading every file on every run would
+cost a repeat run on a large photo folder most of its time, so :class:`FileDigests` remembers
+each digest under the file's path, size and modification time (``os.stat``): a file whose
+three are unchanged is not read again, in this process (memory) or a later one (the folder).
+
+**On disk.** ``DIRECTORY/digests-<time>-<random>.json``, each ``{"files": [[path, size,
+mtime_ns, sha256], ...]}`` written atomically by :meth:`FileDigests.save` with the digests
+computed since the last save. Several processes may share the folder (names never collide); an
+unreadable or foreign file is ignored, and a folder that cannot be written keeps the digests in
+memory only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+from anyshot.io import atomic_write_text
+
+__all__ = ["FileDigests", "file_of"]
+
+_ZIP_MARK = ".zip:"
+
+#: ``(canonical path, size, mtime_ns)``: what identifies a file's content without reading it.
+_Stat = tuple[str, int, int]
+
+
+def file_of(source: str) -> tuple[str | None, str]:
+    """``(file, rest)`` of a dataset source string: the existing file behind it, made absolute
+    and free of symlinks (the source itself, or the archive of ``"<archive>.zip:<member>..."``),
+    and what follows it (``""``, or ``":<member>@rotDDD"``); ``(None, source)`` when no file
+    exists."""
+    if os.path.isfile(source):
+        return os.path.realpath(source), ""
+    cut = source.rfind(_ZIP_MARK)
+    if cut >= 0:
+        archive = source[: cut + len(_ZIP_MARK) - 1]
+        if os.path.isfile(archive):
+            return os.path.realpath(archive), source[len(archive) :]
+    return None, source
+
+
+class FileDigests:
+    """``sha256`` of files' contents, remembered by path, size and modification time.
+
+    Args:
+        directory: where to remember them across processes; ``None`` = this object only.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None) -> None:
+        self.directory = None if directory is None else Path(directory)
+        #: Files read and hashed by this object (not found in memory or the folder).
+        self.hashed = 0
+        self._known: dict[_Stat, str] = {}
+        self._new: dict[_Stat, str] = {}
+        self._loaded = False
+
+    def digest(self, path: str) -> str | None:
+        """The hex ``sha256`` of the file at ``path`` (a canonical path, as :func:`file_of`
+        gives), or ``None`` when it cannot be read."""
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        key = (path, int(stat.st_size), int(stat.st_mtime_ns))
+        self._load()
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        try:
+            with open(path, "rb") as file:
+                value = hashlib.file_digest(file, "sha256").hexdigest()
+        except OSError:
+            return None
+        self.hashed += 1
+        self._known[key] = self._new[key] = value
+        return value
+
+    def save(self) -> None:
+        """Write the digests computed since the last save as one file of the folder (none
+        without a folder or new digests; a folder that cannot be written is skipped: the
+        digests only save reading files again)."""
+        if self.directory is None or not self._new:
+            return
+        entries = [[*key, value] for key, value in self._new.items()]
+        name = f"digests-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        with contextlib.suppress(OSError):
+            atomic_write_text(self.directory / name, json.dumps({"files": entries}))
+        self._new.clear()
+
+    def _load(self) -> None:
+        """Read the folder's digest files once (unreadable ones are skipped)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.directory is None or not self.directory.is_dir():
+            return
+        for stored in sorted(self.directory.glob("digests-*.json")):
+            try:
+                entries = json.loads(stored.read_text(encoding="utf-8"))["files"]
+                for path, size, mtime_ns, value in entries:
+                    self._known.setdefault((str(path), int(size), int(mtime_ns)), str(value))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
