@@ -280,6 +280,9 @@ def open_set_rows(batch: EpisodeBatch, shots: int, ostim_episodes: int) -> dict[
         rows[f"{name} / MSP (OSTIM's episodes)"] = open_set_metrics(
             part, few.query_targets, msp_score(part)
         )
+    rows["default / nearest mean (OSTIM's episodes)"] = open_set_metrics(
+        logits_of["default"][: len(few)], few.query_targets, distance[: len(few)]
+    )
     return rows
 
 

@@ -8,6 +8,7 @@ anyshot (EfficientNet-Lite0, ImageNet weights, 84 px), where a flat grey image m
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from anyshot.cli import main
 from anyshot.data import load_dataset
 from anyshot.data.omniglot import sample_root
 from anyshot.errors import ConfigurationError
-from anyshot.methods.presets import RECOMMENDED
+from anyshot.methods.presets import NETWORK, RECOMMENDED
 from anyshot.outliers import (
     CENTRED_ONE_SHOT_QUANTILE,
     COVERING_SHARE,
@@ -369,6 +370,11 @@ def test_classify_centres_the_scores_on_its_images_and_the_file_keeps_the_centre
     assert old.outlier_centre_ is None and old.unknown_reference_ is not None
     assert old.unknown_reference_.one_shot_quantile == ONE_SHOT_QUANTILE
     np.testing.assert_allclose(old.outlier_score(query), plain.outlier_score(query), atol=1e-6)
+    # a fine-tuned network: the centre of the untrained network's rows, as its scores use
+    tuned = FewShotClassifier(image_size=84, cache_dir=False, method=replace(NETWORK, epochs=1))
+    tuned.classify(images, labels, query)
+    assert tuned._outlier_network is not None and tuned.outlier_centre_ is not None
+    torch.testing.assert_close(tuned.outlier_centre_, model.outlier_centre_, atol=1e-4, rtol=0)
     few = FewShotClassifier(image_size=84, cache_dir=False, method=RECOMMENDED)
     few.classify(images, labels, [*characters["c0"][10:20], grey()])  # 10 of one class
     assert few.outlier_centre_ is None

@@ -24,7 +24,7 @@ has other weights, hence other keys: its features never come from the frozen net
 
 "None of these": :meth:`FewShotClassifier.outlier_score` is an image's cosine distance to the
 nearest class mean of the labelled images (:func:`anyshot.outliers.nearest_mean_distance`),
-every row centred on the mean of the images given to a head fit (labelled, query and
+every row centred on the mean of the images given to the fit (labelled, query and
 unlabelled: :func:`anyshot.outliers.covering_centre`) when the query / unlabelled ones cover
 the classes, not centred otherwise; with ``unknown="auto"``
 :meth:`~FewShotClassifier.predict` answers ``unknown_label`` above the threshold that
@@ -121,8 +121,7 @@ class _Fit(NamedTuple):
         epochs: the epochs the network trained (``None`` at scope head).
         tsallis: the Tsallis head of the transductive method answered (scope head).
         other_rows: ``[U, D]`` embeddings of the extra sets' readable images (queries,
-            unlabelled) by the network of ``support_rows``, or ``None`` (not embedded by it:
-            a fine-tuned network's fit).
+            unlabelled) by the network of ``support_rows``, or ``None`` (no extra sets).
     """
 
     classifier: CosineClassifier
@@ -238,9 +237,10 @@ class FewShotClassifier:
         outlier_centre_: ``[D]`` the mean of the unit embeddings of the images given to the fit
             (:func:`anyshot.outliers.outlier_centre`), or ``None``: rows are centred on it
             before the cosines of :meth:`outlier_score` only where the query / unlabelled
-            images covered the classes (:func:`anyshot.outliers.covers_classes`) at scope head
-            (not with labelled images alone, a folder of a few of the classes, a fine-tuned
-            network, or a model file written before it).
+            images covered the classes (:func:`anyshot.outliers.covers_classes`; not with
+            labelled images alone, a folder of a few of the classes, or a model file written
+            before it). Outlier scores of a fine-tuned network's fit use the untrained
+            network's embeddings, the centre too.
         unknown_reference_: the labelled images' left-out distances behind the threshold.
         unknown_threshold_: the outlier score above which an image is unknown (a property of
             ``false_alarm_rate``; ``None`` for a model file written before outlier scores).
@@ -660,9 +660,12 @@ class FewShotClassifier:
         outliers = network if fitted.fallback is None else None  # a fallback is untrained
         rows, _ = self._embed(outliers or trained, select_images(support, kept), None, "support")
         targets = torch.tensor([classes.index(label) for label in kept_labels])
+        # the other images by the same network, for the outlier centre (classify scores the
+        # queries with it next: their rows are then in the cache's memory)
+        other = self._embed(outliers or trained, query, None, "images")[0] if sets else None
         return _Fit(
             fitted.classifier, trained, logits, kept_sets, kept, fitted.fallback, rows, targets,
-            outliers, fitted.epochs,
+            outliers, fitted.epochs, other_rows=other,
         )  # fmt: skip
 
     # --- prediction ---------------------------------------------------------------------
