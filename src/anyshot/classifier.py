@@ -75,7 +75,7 @@ from anyshot.methods.scope_rule import (
     probe_episode,
 )
 from anyshot.methods.support_init import SupportBasedInit
-from anyshot.model_file import SavedModel, load_model_file, save_model_file
+from anyshot.model_file import RegistryNetwork, SavedModel, load_model_file, save_model_file
 from anyshot.outliers import (
     UnknownReference,
     class_means,
@@ -136,6 +136,19 @@ class _Fit(NamedTuple):
     epochs: int | None = None
     tsallis: bool = False
     other_rows: torch.Tensor | None = None
+
+
+def _saved_outlier_network(
+    network: DeferredNetwork | None,
+) -> Backbone | RegistryNetwork | None:
+    """What a model file keeps of the outlier scores' untrained network: its registry name
+    when it is built from one (the same network again from the name), else the network."""
+    if network is None:
+        return None
+    named = network.registry_name()
+    if named is None:
+        return network.network()
+    return RegistryNetwork(named.spec, named.image_size, named.seed, network.digest)
 
 
 def _covering_centre(
@@ -863,9 +876,7 @@ class FewShotClassifier:
                 class_means=self.class_means_,
                 unknown_reference=self.unknown_reference_,
                 outlier_centre=getattr(self, "outlier_centre_", None),
-                outlier_network=(
-                    None if self._outlier_network is None else self._outlier_network.network()
-                ),
+                outlier_network=_saved_outlier_network(self._outlier_network),
             ),
             path,
         )
@@ -902,9 +913,16 @@ class FewShotClassifier:
         model.unknown_reference_ = saved.unknown_reference
         model.outlier_centre_ = saved.outlier_centre
         model._outlier_network = None
-        if saved.outlier_network is not None:
-            outliers = saved.outlier_network.to(target).eval()
-            model._outlier_network = DeferredNetwork(outliers, model._feature_cache())
+        named = saved.outlier_network
+        if isinstance(named, RegistryNetwork):  # rebuilt from its name on first need
+            source = NamedBackbone(named.name, named.image_size, named.seed, str(target))
+            model._outlier_network = DeferredNetwork(
+                source, model._feature_cache(), expected_digest=named.digest
+            )
+        elif named is not None:
+            model._outlier_network = DeferredNetwork(
+                named.to(target).eval(), model._feature_cache()
+            )
         return model
 
     def __repr__(self) -> str:

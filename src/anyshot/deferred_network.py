@@ -25,6 +25,7 @@ from anyshot.backbones.base import Backbone
 from anyshot.backbones.registry import load_backbone
 from anyshot.data.images import Preprocessing
 from anyshot.embedding import Images, OnUnreadable
+from anyshot.errors import CheckpointError
 from anyshot.feature_cache import (
     FeatureCache,
     RememberedModel,
@@ -105,10 +106,19 @@ class DeferredNetwork:
         source: a loaded network (used as given: a copy the caller owns, or a fine-tuned
             one), or a :class:`NamedBackbone`, built on first need.
         cache: where the network's digest is remembered under the source's identity.
+        expected_digest: the model digest the network must have (a model file's record of a
+            registry network, rebuilt from its name): a built network with another digest
+            (other installed weights) raises :class:`~anyshot.errors.CheckpointError`.
     """
 
-    def __init__(self, source: Backbone | NamedBackbone, cache: FeatureCache) -> None:
+    def __init__(
+        self,
+        source: Backbone | NamedBackbone,
+        cache: FeatureCache,
+        expected_digest: str | None = None,
+    ) -> None:
         self.cache = cache
+        self.expected_digest = expected_digest
         self._source = source
         self.identity = source.identity() if isinstance(source, NamedBackbone) else None
         self._network: Backbone | None = None if isinstance(source, NamedBackbone) else source
@@ -130,10 +140,30 @@ class DeferredNetwork:
             self._model = RememberedModel(digest, network.preprocessing, network.arch)
             if self.identity is not None:
                 self.cache.remember_model(self.identity, self._model)
+        if self.expected_digest is not None and self._model.digest != self.expected_digest:
+            raise CheckpointError(
+                f"the installed {self._model.arch} weights are not those the model was fitted "
+                "with (another version of its package?): fit the model again"
+            )
         return self._network
 
+    def registry_name(self) -> NamedBackbone | None:
+        """The :class:`NamedBackbone` of a registry name this network is built from (rebuilt
+        the same from the name alone), or ``None`` (a loaded network, a checkpoint file)."""
+        source = self._source
+        if isinstance(source, NamedBackbone) and source.spec in BACKBONES:
+            return source
+        return None
+
+    @property
+    def digest(self) -> str:
+        """The network's model digest (:func:`~anyshot.feature_cache.model_digest`)."""
+        return self._remembered().digest
+
     def _remembered(self) -> RememberedModel:
-        if self._model is None:
+        if self._model is None or (
+            self.expected_digest is not None and self._model.digest != self.expected_digest
+        ):
             self.network()
         assert self._model is not None
         return self._model

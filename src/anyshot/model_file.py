@@ -1,8 +1,8 @@
 """The fitted-model file: one self-contained ``torch.save``'d dict, written atomically.
 
-Format (``format_version`` 1)::
+Format (``format_version`` 2; 1 had no ``"registry"`` form of ``"outlier_backbone"``)::
 
-    {"format": "anyshot-model", "format_version": 1, "anyshot_version": "0.1.0",
+    {"format": "anyshot-model", "format_version": 2, "anyshot_version": "0.1.0",
      "backbone": {...an anyshot backbone checkpoint payload: arch, config, preprocessing,
                   embedding, state_dict (the fine-tuned weights for scopes last / all)...},
      "classifier": {"weight": tensor [K, D], "bias": tensor [K], "temperature": float,
@@ -15,7 +15,10 @@ Format (``format_version`` 1)::
                   "centre": tensor [D] or None} (absent in files written before outlier
                   scores; the last two absent in files written before the centre: 0.3, None),
      "outlier_backbone": {...a backbone payload: the untrained network whose embeddings the
-                          outlier scores use...} (only when "backbone" was fine-tuned)}
+                          outlier scores use...}, or, for a network of the backbone registry,
+                         {"registry": {"name": str, "image_size": int or None, "seed": int,
+                                       "digest": str}} (rebuilt from the name; its model
+                         digest must match) (only when "backbone" was fine-tuned)}
 
 Every value is a tensor or plain data, so the file loads with ``torch.load(...,
 weights_only=True, map_location="cpu")``: loading runs no pickled code, and a model saved on a GPU
@@ -27,7 +30,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +51,14 @@ __all__ = [
     "FORMAT_VERSION",
     "LABEL_TYPES",
     "ModelFileError",
+    "RegistryNetwork",
     "SavedModel",
     "load_model_file",
     "save_model_file",
 ]
 
 FORMAT = "anyshot-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Label types a model file stores (and restores with the same type).
 LABEL_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 _ZIP_MAGIC = b"PK"  # torch.save's default (zip) format
@@ -64,6 +68,25 @@ REQUIRED_KEYS = ("backbone", "classifier", "classes", "label_types", "method")
 
 class ModelFileError(CheckpointError):
     """A file is not an anyshot model, is corrupt, or was written by a newer anyshot."""
+
+
+@dataclass(frozen=True)
+class RegistryNetwork:
+    """A network of the backbone registry, named instead of stored (the untrained network of
+    outlier scores, about half a model file otherwise).
+
+    Attributes:
+        name: the registry name (:data:`anyshot.backbones.architectures.BACKBONES`).
+        image_size: the input side it was built with, ``None`` for its own.
+        seed: the seed of a randomly initialised one.
+        digest: its model digest (:func:`anyshot.feature_cache.model_digest`), checked when
+            it is rebuilt.
+    """
+
+    name: str
+    image_size: int | None
+    seed: int
+    digest: str
 
 
 @dataclass
@@ -83,7 +106,8 @@ class SavedModel:
         unknown_reference: the labelled images' distances that set the unknown threshold, or
             ``None`` (idem).
         outlier_network: the untrained backbone whose embeddings the outlier scores use when
-            ``network`` was fine-tuned (same preprocessing); ``None``: ``network``'s.
+            ``network`` was fine-tuned (same preprocessing), stored whole, or a
+            :class:`RegistryNetwork` stored by name; ``None``: ``network``'s.
         outlier_centre: ``[D]`` the centre of the rows behind ``class_means``
             (:func:`anyshot.outliers.outlier_centre`), or ``None`` (rows not centred, or a file
             written before it).
@@ -99,7 +123,7 @@ class SavedModel:
     info: dict[str, Any] = field(default_factory=dict)
     class_means: torch.Tensor | None = None
     unknown_reference: UnknownReference | None = None
-    outlier_network: Backbone | None = None
+    outlier_network: Backbone | RegistryNetwork | None = None
     outlier_centre: torch.Tensor | None = None
     anyshot_version: str = anyshot.__version__
 
@@ -131,8 +155,10 @@ def save_model_file(model: SavedModel, path: str | os.PathLike[str]) -> Path:
             check_plain_data(value, where)
         check_plain_data(model.info, "info")
         backbone = backbone_to_dict(model.network, preprocessing=model.preprocessing)
-        outlier_backbone = None
-        if model.outlier_network is not None:
+        outlier_backbone: dict[str, Any] | None = None
+        if isinstance(model.outlier_network, RegistryNetwork):
+            outlier_backbone = {"registry": asdict(model.outlier_network)}
+        elif model.outlier_network is not None:
             outlier_backbone = backbone_to_dict(
                 model.outlier_network, preprocessing=model.preprocessing
             )
@@ -193,15 +219,7 @@ def load_model_file(path: str | os.PathLike[str]) -> SavedModel:
         raise ModelFileError(f"model file {name!r}: its backbone is unusable: {error}") from error
     network.eval()
     preprocessing = network.preprocessing
-    outlier_network = None
-    if data.get("outlier_backbone") is not None:
-        try:
-            outlier_network, _ = backbone_from_dict(data["outlier_backbone"], name)
-        except CheckpointError as error:
-            raise ModelFileError(
-                f"model file {name!r}: its outlier backbone is unusable: {error}"
-            ) from error
-        outlier_network.eval()
+    outlier_network = _outlier_network(data.get("outlier_backbone"), name)
     classifier = _classifier(data["classifier"], name)
     classes = _classes(data["classes"], data["label_types"], name)
     if classifier.weight.shape[0] != len(classes):
@@ -224,6 +242,34 @@ def load_model_file(path: str | os.PathLike[str]) -> SavedModel:
         outlier_network=outlier_network,
         anyshot_version=str(data.get("anyshot_version")),
     )
+
+
+def _outlier_network(data: Any, name: str) -> Backbone | RegistryNetwork | None:
+    """A file's ``"outlier_backbone"`` entry: ``None``, a stored network (eval mode), or a
+    :class:`RegistryNetwork`."""
+    if data is None:
+        return None
+    if isinstance(data, Mapping) and "registry" in data:
+        try:
+            record = dict(data["registry"])
+            named = RegistryNetwork(
+                str(record["name"]), record["image_size"], int(record["seed"]), record["digest"]
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelFileError(
+                f"model file {name!r} has a corrupt outlier backbone entry: {error}"
+            ) from error
+        size = named.image_size
+        if not isinstance(named.digest, str) or not (size is None or isinstance(size, int)):
+            raise ModelFileError(f"model file {name!r} has a corrupt outlier backbone entry")
+        return named
+    try:
+        network, _ = backbone_from_dict(data, name)
+    except CheckpointError as error:
+        raise ModelFileError(
+            f"model file {name!r}: its outlier backbone is unusable: {error}"
+        ) from error
+    return network.eval()
 
 
 def _outliers(data: Any, weight_shape: torch.Size, name: str) -> dict[str, Any]:
