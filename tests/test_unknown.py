@@ -281,6 +281,7 @@ def test_classify_and_predict_label_the_grey_image_unknown(
     assert grey_record["label"] == "none of these" and grey_record["unknown"]
     assert grey_record["class"] in characters
     assert result["summary"]["unknown"]["flagged"] >= 1
+    assert isinstance(result["summary"]["unknown"]["centred"], bool)
     fit = ["fit", "--support", str(tmp_path / "support"), "--output", str(tmp_path / "m.pt")]
     assert main([*fit, "--image-size", "84", "--no-cache", "--quiet"]) == 0
     predict = ["predict", "--model", str(tmp_path / "m.pt"), str(tmp_path / "query"), "--quiet"]

@@ -85,7 +85,9 @@ def threshold_words(model: Any) -> str:
         if model.unknown_reference_.conformal
         else "one image per class: the distances between classes, an approximate rate"
     )
-    return f"outlier score above {model.unknown_threshold_:.3f}: {how}"
+    centred = getattr(model, "outlier_centre_", None) is not None
+    where = "; embeddings centred on the images' mean" if centred else ""
+    return f"outlier score above {model.unknown_threshold_:.3f}: {how}{where}"
 
 
 def unknown_summary(model: Any, flagged: np.ndarray) -> tuple[dict[str, Any], list[str]]:
@@ -102,6 +104,7 @@ def unknown_summary(model: Any, flagged: np.ndarray) -> tuple[dict[str, Any], li
         "threshold": threshold,
         "rule": rule,
         "flagged": int(np.count_nonzero(flagged)),
+        "centred": getattr(model, "outlier_centre_", None) is not None,
     }
     if model.unknown == "off":
         return entry, []
