@@ -20,7 +20,7 @@ from anyshot.classifier import FewShotClassifier
 from anyshot.cli import main
 from anyshot.data import load_dataset
 from anyshot.data.omniglot import sample_root
-from anyshot.errors import ConfigurationError
+from anyshot.errors import CheckpointError, ConfigurationError
 from anyshot.methods.presets import NETWORK, RECOMMENDED
 from anyshot.outliers import (
     CENTRED_ONE_SHOT_QUANTILE,
@@ -376,6 +376,17 @@ def test_classify_centres_the_scores_on_its_images_and_the_file_keeps_the_centre
     tuned.classify(images, labels, query)
     assert tuned._outlier_network is not None and tuned.outlier_centre_ is not None
     torch.testing.assert_close(tuned.outlier_centre_, model.outlier_centre_, atol=1e-4, rtol=0)
+    # its untrained EfficientNet-Lite0 is named in the file (rebuilt, its digest checked)
+    tuned.save(tmp_path / "tuned.pt")
+    payload = torch.load(tmp_path / "tuned.pt", weights_only=True)
+    assert payload["outlier_backbone"]["registry"]["name"] == "efficientnet-lite0"
+    reloaded = FewShotClassifier.load(tmp_path / "tuned.pt")
+    scores = tuned.outlier_score(query)
+    np.testing.assert_allclose(reloaded.outlier_score(query), scores, atol=1e-5)
+    payload["outlier_backbone"]["registry"]["digest"] = "0" * 64
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="--unknown off"):
+        FewShotClassifier.load(tmp_path / "other.pt").outlier_score(query)
     few = FewShotClassifier(image_size=84, cache_dir=False, method=RECOMMENDED)
     few.classify(images, labels, [*characters["c0"][10:20], grey()])  # 10 of one class
     assert few.outlier_centre_ is None

@@ -142,12 +142,15 @@ def _saved_outlier_network(
     network: DeferredNetwork | None,
 ) -> Backbone | RegistryNetwork | None:
     """What a model file keeps of the outlier scores' untrained network: its registry name
-    when it is built from one (the same network again from the name), else the network."""
+    when it is built from one with shipped weights (the same network again from the name and
+    the installed package), else the network (a random initialisation may change with the
+    torch version)."""
     if network is None:
         return None
     named = network.registry_name()
-    if named is None:
-        return network.network()
+    loaded = network.network()
+    if named is None or not getattr(loaded, "pretrained", False):
+        return loaded
     return RegistryNetwork(named.spec, named.image_size, named.seed, network.digest)
 
 

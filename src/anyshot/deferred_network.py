@@ -143,7 +143,8 @@ class DeferredNetwork:
         if self.expected_digest is not None and self._model.digest != self.expected_digest:
             raise CheckpointError(
                 f"the installed {self._model.arch} weights are not those the model was fitted "
-                "with (another version of its package?): fit the model again"
+                "with (another version of its package?), and outlier scores need them: fit the "
+                "model again, or predict without unknown detection (--unknown off)"
             )
         return self._network
 

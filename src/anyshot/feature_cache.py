@@ -17,8 +17,9 @@ episodes reuse them.
   file again only when its path, size or modification time changed) and ``part``: what of the
   source string follows that file (``""``, or ``":<member>@rotDDD"`` for an Omniglot item). The
   path is not part of the key: a copied, moved, touched or re-downloaded file with the same
-  bytes keeps its rows. An item without a file behind it (e.g. an in-memory dataset) is keyed
-  by its ``source`` string instead;
+  bytes keeps its rows. A source that is not a file or a zip member (an in-memory dataset,
+  tiered-ImageNet's and CIFAR-FS's ``"<file>[i]"`` items) is keyed by its ``source`` string
+  instead (a rewritten pickle is not noticed: delete the cache folder);
 * ``channels_last``: whether batches were fed channels-last (see :class:`FeatureCache`);
 * ``dtype``: only when it is not ``"float32"``: the precision the network computed in (see
   :class:`FeatureCache`);
@@ -28,8 +29,10 @@ episodes reuse them.
   (``fold_batch_norm``, see :class:`FeatureCache`).
 
 A changed preprocessing, weight, embedding mode or file content thus gives a different key: a
-miss, recomputed. Nothing is ever overwritten; stale rows are simply never asked for again
-(delete the folder to reclaim the space). Files' digests are remembered in ``DIRECTORY/files/``.
+miss, recomputed (a file is read again when its path, size or modification time changed; one
+rewritten with the same size and time keeps its old digest). Nothing is ever overwritten;
+stale rows are simply never asked for again (delete the folder to reclaim the space). Files'
+digests are remembered in ``DIRECTORY/files/``.
 
 **On disk.** ``DIRECTORY/<model digest[:16]>/shard-<time>-<random>.pt``, each a
 ``torch.save`` of ``{"keys": [str, ...], "features": FloatTensor [n, D]}``, written to a

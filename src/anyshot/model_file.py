@@ -1,4 +1,8 @@
-"""The fitted-model file: one self-contained ``torch.save``'d dict, written atomically.
+"""The fitted-model file: one ``torch.save``'d dict, written atomically.
+
+It holds everything a fitted classifier needs, except the untrained EfficientNet-Lite0 of a
+network fitted at scopes ``last`` / ``all``, which is named (and rebuilt from the installed
+package, its digest checked) rather than stored a second time.
 
 Format (``format_version`` 2; 1 had no ``"registry"`` form of ``"outlier_backbone"``)::
 
@@ -37,6 +41,7 @@ from typing import Any
 import torch
 
 import anyshot
+from anyshot.backbones.architectures import BACKBONES
 from anyshot.backbones.base import Backbone
 from anyshot.backbones.checkpoint import FORMAT as BACKBONE_FORMAT
 from anyshot.backbones.checkpoint import backbone_from_dict, backbone_to_dict, check_plain_data
@@ -262,6 +267,11 @@ def _outlier_network(data: Any, name: str) -> Backbone | RegistryNetwork | None:
         size = named.image_size
         if not isinstance(named.digest, str) or not (size is None or isinstance(size, int)):
             raise ModelFileError(f"model file {name!r} has a corrupt outlier backbone entry")
+        if named.name not in BACKBONES:
+            raise ModelFileError(
+                f"model file {name!r} names an outlier backbone {named.name!r} this anyshot "
+                f"does not have (known: {', '.join(BACKBONES)}). Upgrade anyshot or fit again."
+            )
         return named
     try:
         network, _ = backbone_from_dict(data, name)

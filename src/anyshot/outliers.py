@@ -156,7 +156,8 @@ def covers_classes(
     if unlabeled.shape[-2] == 0:
         return torch.zeros(support.shape[0], dtype=torch.bool)
     means = class_means(support, targets, ways, relu=relu)
-    nearest = (_unit(unlabeled, relu) @ means.transpose(1, 2)).argmax(-1)  # [E, U]
+    unit = _unit(unlabeled.to(means.device), relu)
+    nearest = (unit @ means.transpose(1, 2)).argmax(-1)  # [E, U]
     return (effective_classes(nearest, ways) >= COVERING_SHARE * ways).cpu()
 
 

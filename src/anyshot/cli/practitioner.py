@@ -198,7 +198,7 @@ def _add_fit(sub: Any) -> None:
         help="train a classifier on a folder per class and save it",
         description="Fit a few-shot classifier on --support (one sub-folder per class, any "
         "number of images each) and optional unlabelled images, and save it as one "
-        "self-contained model file for `anyshot predict` and `anyshot suggest`.",
+        "model file for `anyshot predict` and `anyshot suggest`.",
         epilog=EPILOG_FIT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -427,7 +427,7 @@ def _fit_summary(model: Any, queries: int | None = None) -> dict[str, Any]:
         "scope": getattr(method, "scope", None),
         "scope_reason": model.fit_info_.get("scope_reason"),
         "fallback": None if queries is None else _fallback(model, queries),
-        "tsallis_head": bool(model.fit_info_.get("tsallis_head")),
+        "tsallis_head": None if queries is None else bool(model.fit_info_.get("tsallis_head")),
         "backbone": model.fit_info_.get("backbone") or getattr(model.network_, "arch", None),
         "image_size": model.preprocessing_.image_size,
     }

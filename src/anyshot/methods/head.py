@@ -212,7 +212,9 @@ def fit_head(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
 def inlier_queries(rows: EpisodeRows, rate: float, relu: bool) -> torch.Tensor:
     """``[E, Q]`` bool: the queries at or below the unknown threshold of their episode's
     support (:func:`anyshot.outliers.unknown_threshold` at false-alarm rate ``rate``, on the
-    cosine distance to the nearest class mean): those the product would not call unknown."""
+    cosine distance to the nearest class mean of uncentred rows, as ``outlier_rate`` was
+    studied; the product's outlier scores are centred where the queries cover the classes,
+    :func:`anyshot.outliers.covering_centre`, so its flags can differ)."""
     distance = nearest_mean_distance(rows.support, rows.targets, rows.query, rows.ways, relu=relu)
     thresholds = [
         unknown_threshold(support, targets, rows.ways, rate, relu=relu)
