@@ -53,7 +53,12 @@ from anyshot.methods.objective import (
     support_loss,
     uniform_log_prior,
 )
-from anyshot.outliers import effective_classes, nearest_mean_distance, unknown_threshold
+from anyshot.outliers import (
+    covering_centre,
+    effective_classes,
+    nearest_mean_distance,
+    unknown_threshold,
+)
 
 __all__ = [
     "HeadTraining",
@@ -212,13 +217,17 @@ def fit_head(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
 def inlier_queries(rows: EpisodeRows, rate: float, relu: bool) -> torch.Tensor:
     """``[E, Q]`` bool: the queries at or below the unknown threshold of their episode's
     support (:func:`anyshot.outliers.unknown_threshold` at false-alarm rate ``rate``, on the
-    cosine distance to the nearest class mean of uncentred rows, as ``outlier_rate`` was
-    studied; the product's outlier scores are centred where the queries cover the classes,
-    :func:`anyshot.outliers.covering_centre`, so its flags can differ)."""
-    distance = nearest_mean_distance(rows.support, rows.targets, rows.query, rows.ways, relu=relu)
+    cosine distance to the nearest class mean, rows centred where the queries cover the classes:
+    :func:`anyshot.outliers.covering_centre`): those the product would not call unknown."""
+    centre, covered = covering_centre(rows.support, rows.targets, rows.query, rows.ways, relu=relu)
+    distance = nearest_mean_distance(
+        rows.support, rows.targets, rows.query, rows.ways, relu=relu, centre=centre
+    )
     thresholds = [
-        unknown_threshold(support, targets, rows.ways, rate, relu=relu)
-        for support, targets in zip(rows.support.cpu(), rows.targets.cpu(), strict=True)
+        unknown_threshold(support, targets, rows.ways, rate, relu=relu, centre=c if k else None)
+        for support, targets, c, k in zip(
+            rows.support.cpu(), rows.targets.cpu(), centre.cpu(), covered.tolist(), strict=True
+        )
     ]
     return distance <= torch.tensor(thresholds, device=distance.device).unsqueeze(1)
 
