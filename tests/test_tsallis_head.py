@@ -248,3 +248,39 @@ def test_settings_and_command_line() -> None:
     assert not method.tsallis_head and method.tsallis_margin == 2 and method.tsallis_share == 0.5
     default = method_from_args(parser.parse_args(base))
     assert isinstance(default, FineTuning) and default.tsallis_head
+
+
+def test_evaluation_records_say_which_head_answered() -> None:
+    """Both evaluation paths (cached rows, and the method on images through its ``fit``)
+    record which head answered each episode, as the fitted heads' masks say, and the summary
+    counts them; support-init records nothing."""
+    from anyshot.episodes import Episode
+    from anyshot.evaluation import evaluate
+    from anyshot.methods.features import answer_of
+    from anyshot.methods.presets import SUPPORT_INIT
+
+    support, targets, query, query_targets = nuisance_episodes(6, 20, 3, 25, seed=5)
+    fitted = AS_TRAINED.fit_features(support, targets, query)
+    expected = [answer_of(fitted, e) for e in range(6)]
+    assert set(expected) <= {"first", "tsallis", "gate", "guard"} and "tsallis" in expected
+    flatten = torch.nn.Flatten()  # rows as [N, D, 1, 1] images
+
+    def images(rows: torch.Tensor) -> torch.Tensor:
+        return rows[:, :, None, None]
+
+    episodes = [
+        Episode(
+            images(support[e]),
+            targets[e].tolist(),
+            images(query[e]),
+            query_targets[e].tolist(),
+            classes=range(20),
+        )
+        for e in range(6)
+    ]
+    result = evaluate(AS_TRAINED, flatten, episodes)
+    assert [r["answer"] for r in result.records] == expected
+    counts = {a: expected.count(a) for a in set(expected)}
+    assert result.summary["answers"] == dict(sorted(counts.items()))
+    plain = evaluate(SUPPORT_INIT, flatten, episodes)
+    assert "answer" not in plain.records[0] and "answers" not in plain.summary

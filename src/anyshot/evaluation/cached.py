@@ -40,6 +40,7 @@ from anyshot.evaluation.records import (
     running_accuracy,
 )
 from anyshot.feature_cache import FeatureCache
+from anyshot.methods.features import answer_of
 from anyshot.methods.finetune import FineTuning
 from anyshot.methods.presets import Method
 from anyshot.methods.support_init import SupportBasedInit
@@ -234,14 +235,15 @@ def _run_batch(
     specs: Sequence[EpisodeSpec],
     batch: Sequence[int],
     episodes_per_chunk: int,
-) -> torch.Tensor:
-    """Query logits ``[E, Q, K]`` of the episodes ``batch`` (all of one shape)."""
+) -> tuple[torch.Tensor, list[str | None]]:
+    """Query logits ``[E, Q, K]`` of the episodes ``batch`` (all of one shape), and which head
+    answered each (:func:`~anyshot.methods.features.answer_of`)."""
     chosen = [specs[i] for i in batch]
     support, targets, query, _ = episode_tensors(features, chosen)
     fitted = method.fit_features(
         support, targets, query, ways=len(chosen[0].classes), episodes_per_chunk=episodes_per_chunk
     )
-    return fitted.query_logits
+    return fitted.query_logits, [answer_of(fitted, e) for e in range(len(chosen))]
 
 
 def evaluate_cached(
@@ -293,9 +295,9 @@ def evaluate_cached(
     try:
         for batch in batches:
             start = time.perf_counter()
-            logits = _run_batch(method, features, specs, batch, episodes_per_chunk)
+            logits, answers = _run_batch(method, features, specs, batch, episodes_per_chunk)
             seconds = (time.perf_counter() - start) / len(batch)
-            for index, episode_logits in zip(batch, logits, strict=True):
+            for index, episode_logits, answer in zip(batch, logits, answers, strict=True):
                 spec = specs[index]
                 record = episode_record(
                     index,
@@ -305,6 +307,7 @@ def evaluate_cached(
                     shots=spec.shots,
                     seconds=seconds,
                     hardness=None if hardness is None else hardness(index),
+                    answer=answer,
                 )
                 result.records.append(record)
                 if on_record is not None:

@@ -58,7 +58,7 @@ def evaluate(
     try:
         for index, episode in enumerate(_checked(episodes, labelled=targets is None)):
             start = time.perf_counter()
-            logits = method(backbone, episode)
+            logits, answer = _run(method, backbone, episode)
             seconds = time.perf_counter() - start
             truth = episode.query_targets if targets is None else targets(index, episode)
             assert truth is not None
@@ -70,6 +70,7 @@ def evaluate(
                 shots=episode.shots,
                 seconds=seconds,
                 hardness=None if hardness is None else hardness(index, episode),
+                answer=answer,
             )
             result.records.append(record)
             if on_record is not None:
@@ -81,6 +82,18 @@ def evaluate(
     if not result.records:
         raise ValueError("no episodes were given")
     return result
+
+
+def _run(
+    method: Callable[[nn.Module, Episode], torch.Tensor], backbone: nn.Module, episode: Episode
+) -> tuple[torch.Tensor, str | None]:
+    """``(query logits [Q, K], which head answered or None)``: a method with ``fit`` (fine-
+    tuning) runs it, the same computation as calling it, to learn which head answered."""
+    fit = getattr(method, "fit", None)
+    if not callable(fit):
+        return method(backbone, episode), None
+    fitted = fit(backbone, episode)
+    return fitted.query_logits, getattr(fitted, "answer", None)
 
 
 def _checked(episodes: Iterable[Episode], *, labelled: bool = True) -> Iterator[Episode]:

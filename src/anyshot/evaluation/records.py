@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,7 @@ def episode_record(
     shots: Sequence[int],
     seconds: float,
     hardness: float | None = None,
+    answer: str | None = None,
 ) -> dict[str, Any]:
     """The record of one episode (see :class:`EvaluationResult`).
 
@@ -90,6 +92,8 @@ def episode_record(
         shots: support images per class.
         seconds: the method's time on this episode.
         hardness: the episode's hardness, stored when given.
+        answer: which head of the method answered (``"first"``, ``"tsallis"``, ``"gate"``,
+            ``"guard"``: :func:`anyshot.methods.features.answer_of`), stored when given.
 
     Raises:
         ValueError: no inlier query.
@@ -115,6 +119,8 @@ def episode_record(
         record.update(_open_set_fields(logits, inlier, confidence, correct))
     if hardness is not None:
         record["hardness"] = float(hardness)
+    if answer is not None:
+        record["answer"] = answer
     return record
 
 
@@ -206,8 +212,10 @@ class EvaluationResult:
         records: one dict per episode (:func:`episode_record`): ``index``, ``accuracy``,
             ``ways``, ``shots`` (per class), ``queries``, ``seconds`` (the method alone),
             ``entropy`` (mean query prediction entropy, nats), ``calibration`` (the queries'
-            confidence bins, :class:`~anyshot.calibration.CalibrationBins`), and ``hardness``
-            when the evaluation was given a hardness hook. Open-set episodes: ``accuracy`` is
+            confidence bins, :class:`~anyshot.calibration.CalibrationBins`), ``hardness``
+            when the evaluation was given a hardness hook, and ``answer`` (which head of a
+            fine-tuning method at scope ``head`` answered; the summary's ``answers`` counts
+            them). Open-set episodes: ``accuracy`` is
             the inlier queries' accuracy, plus ``outliers``, ``auroc``, ``aupr`` and
             ``inlier_calibration``.
         config: what was run (method, backbone, dataset, ...), stored beside the summary.
@@ -225,6 +233,9 @@ class EvaluationResult:
         stats["seconds_per_episode_median"] = float(np.median(seconds))
         stats.update(calibration_summary(self.records))
         stats.update(open_set_summary(self.records))
+        answers = Counter(r["answer"] for r in self.records if "answer" in r)
+        if answers:  # which head answered how many episodes
+            stats["answers"] = dict(sorted(answers.items()))
         return stats
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from anyshot.methods.features import (
     EpisodeRows,
     FittedHead,
     RowBatch,
+    answer_of,
     episode_rows,
     fallback_of,
 )
@@ -505,8 +506,9 @@ class FineTuning:
                 support, episode.support_targets, query, ways=episode.ways
             )
             return FineTuned(
-                fitted.classifier(0), None, fitted.query_logits[0], fallback_of(fitted)
-            )
+                fitted.classifier(0), None, fitted.query_logits[0], fallback_of(fitted),
+                answer=answer_of(fitted),
+            )  # fmt: skip
         settings = self.network_training()
         network = trainable_network(settings, backbone, episode, device)
         tuned = train_network(settings, network, episode.support_targets.to(device), episode.ways)

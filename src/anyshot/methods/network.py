@@ -91,6 +91,9 @@ class FineTuned:
         epochs: the epochs the network trained (scopes ``last`` / ``all``; fewer than asked
             when the time budget stopped it; 0 when a safeguard answered), ``None`` at scope
             ``head``.
+        answer: scope ``head``: which head answered (:func:`anyshot.methods.features.answer_of`:
+            ``"first"``, ``"tsallis"``, ``"gate"``, ``"guard"``, or ``None``); ``None`` at
+            scopes ``last`` / ``all`` (see ``fallback``).
     """
 
     classifier: CosineClassifier
@@ -98,6 +101,7 @@ class FineTuned:
     query_logits: torch.Tensor
     fallback: str | None = None
     epochs: int | None = None
+    answer: str | None = None
 
     def calibrated(self, confidence_temperature: float, fallback_temperature: float) -> FineTuned:
         """The same result with the classifier's logits divided by ``fallback_temperature``
