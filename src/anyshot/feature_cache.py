@@ -105,9 +105,6 @@ __all__ = [
     "model_digest",
 ]
 
-_ZIP_MARK = ".zip:"
-
-
 #: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -170,21 +167,15 @@ def model_digest(backbone: nn.Module, preprocessing: Preprocessing) -> str:
 
 
 def file_identity(source: str) -> tuple[int | None, int | None]:
-    """``(size, mtime_ns)`` of the file behind a dataset source string, or ``(None, None)``.
-
-    The source itself is tried first; ``"<archive>.zip:<member>..."`` falls back to the archive.
-    """
-    candidates = [source]
-    cut = source.rfind(_ZIP_MARK)
-    if cut >= 0:
-        candidates.append(source[: cut + len(_ZIP_MARK) - 1])
-    for candidate in candidates:
-        try:
-            stat = os.stat(candidate)
-        except (OSError, ValueError):
-            continue
-        return int(stat.st_size), int(stat.st_mtime_ns)
-    return None, None
+    """``(size, mtime_ns)`` of the file behind a dataset source string (the source itself, or
+    the archive of ``"<archive>.zip:<member>..."``: :func:`~anyshot.file_digests.file_of`), or
+    ``(None, None)``."""
+    path, _ = file_of(source)
+    try:
+        stat = os.stat(path) if path is not None else None
+    except OSError:
+        stat = None
+    return (None, None) if stat is None else (int(stat.st_size), int(stat.st_mtime_ns))
 
 
 def canonical_source(source: str) -> str:
@@ -193,14 +184,8 @@ def canonical_source(source: str) -> str:
 
     The same file then gets the same key from any working directory or path spelling.
     """
-    if os.path.exists(source):
-        return os.path.realpath(source)
-    cut = source.rfind(_ZIP_MARK)
-    if cut >= 0:
-        archive = source[: cut + len(_ZIP_MARK) - 1]
-        if os.path.exists(archive):
-            return os.path.realpath(archive) + source[len(archive) :]
-    return source
+    path, rest = file_of(source)
+    return source if path is None else path + rest
 
 
 def _item_key(
