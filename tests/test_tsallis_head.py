@@ -15,7 +15,7 @@ from anyshot.cli.options import method_from_args
 from anyshot.cli.practitioner import _method_words
 from anyshot.errors import ConfigurationError
 from anyshot.methods import FineTuning
-from anyshot.methods.features import FittedHead, tsallis_answered
+from anyshot.methods.features import FittedHead, answer_of
 from anyshot.methods.head import parsimonious, predicted_classes, tsallis_order
 from anyshot.methods.objective import (
     QueryWeights,
@@ -202,15 +202,15 @@ def test_the_tsallis_heads_answers_get_their_own_calibration() -> None:
 
 
 def test_which_head_answered_is_reported() -> None:
-    """``tsallis_answered`` is the mask without the safeguards' episodes, and the practitioner's
-    summary names the Tsallis head only where it answered."""
+    """``answer_of`` says "tsallis" on the mask without the safeguards' episodes, and the
+    practitioner's summary names the Tsallis head only where it answered."""
     support, targets, query, _ = nuisance_episodes(8, 20, 3, 25, seed=5)
     fitted = AS_TRAINED.fit_features(support, targets, query)
     assert fitted.tsallis is not None and fitted.fallback is not None
-    answered = [tsallis_answered(fitted, e) for e in range(8)]
+    answered = [answer_of(fitted, e) == "tsallis" for e in range(8)]
     assert answered == (fitted.tsallis & ~fitted.fallback).tolist() and any(answered)
     assert not any(
-        tsallis_answered(WITHOUT.fit_features(support, targets, query), e) for e in range(8)
+        answer_of(WITHOUT.fit_features(support, targets, query), e) == "tsallis" for e in range(8)
     )
     model = SimpleNamespace(
         method_=RECOMMENDED, classes_=list(range(20)), fit_info_={"tsallis_head": True}

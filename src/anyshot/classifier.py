@@ -64,7 +64,7 @@ from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError, DatasetError, EmptyClassError, EpisodeError
 from anyshot.feature_cache import FeatureCache, default_cache_dir, fastest_dtype
 from anyshot.methods.cosine import CosineClassifier, cross_class_similarity
-from anyshot.methods.features import fallback_of, tsallis_answered
+from anyshot.methods.features import answer_of, fallback_of
 from anyshot.methods.finetune import FineTuning
 from anyshot.methods.presets import NETWORK, RECOMMENDED, Method
 from anyshot.methods.registry import method_from_dict, method_to_dict
@@ -119,7 +119,8 @@ class _Fit(NamedTuple):
             scores use its embeddings: the fine-tuned one fits the labelled images too
             closely for their distances to set a threshold); ``None`` otherwise.
         epochs: the epochs the network trained (``None`` at scope head).
-        tsallis: the Tsallis head of the transductive method answered (scope head).
+        answer: which head of the transductive method answered (scope head:
+            :func:`~anyshot.methods.features.answer_of`), or ``None``.
         other_rows: ``[U, D]`` embeddings of the extra sets' readable images (queries,
             unlabelled) by the network of ``support_rows``, or ``None`` (no extra sets).
     """
@@ -134,7 +135,7 @@ class _Fit(NamedTuple):
     targets: torch.Tensor
     outlier_network: DeferredNetwork | None = None
     epochs: int | None = None
-    tsallis: bool = False
+    answer: str | None = None
     other_rows: torch.Tensor | None = None
 
 
@@ -521,7 +522,7 @@ class FewShotClassifier:
             **{f"{r}_images": len(k) for (r, _), k in zip(sets, fit.kept_sets, strict=True)},
             "skipped": len(skipped),
             "fallback": fit.fallback,
-            "tsallis_head": fit.tsallis,
+            "tsallis_head": fit.answer == "tsallis",
             "scope": getattr(method, "scope", "head"),
             "scope_reason": None if choice is None else choice.reason,
             "epochs": fit.epochs,
@@ -632,7 +633,7 @@ class FewShotClassifier:
         kept_sets = [k for _, k in extra]
         return _Fit(
             fitted.classifier(0), network, logits, kept_sets, kept, fallback_of(fitted),
-            embeddings, targets, tsallis=tsallis_answered(fitted), other_rows=query,
+            embeddings, targets, answer=answer_of(fitted), other_rows=query,
         )  # fmt: skip
 
     def _fit_network(

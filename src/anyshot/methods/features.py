@@ -338,23 +338,16 @@ def fallback_of(fitted: FittedHead, episode: int = 0) -> str | None:
 
 def answer_of(fitted: FittedHead, episode: int = 0) -> str | None:
     """Which head answered episode ``episode``: ``"gate"`` / ``"guard"`` (a safeguard,
-    :func:`fallback_of`), ``"tsallis"`` (the Tsallis head, :func:`tsallis_answered`) or
-    ``"first"`` (the transductive head itself); ``None`` when the head was fitted without the
-    safeguards and without a Tsallis choice (nothing else could have answered)."""
+    :func:`fallback_of`: it wins over the others), ``"tsallis"`` (the Tsallis head: its mask
+    ``tsallis``) or ``"first"`` (the transductive head itself); ``None`` when the head was
+    fitted without the safeguards and without a Tsallis choice (nothing else could have
+    answered)."""
     if fitted.fallback is None and fitted.tsallis is None:
         return None
     fallback = fallback_of(fitted, episode)
     if fallback is not None:
         return fallback
-    return "tsallis" if tsallis_answered(fitted, episode) else "first"
-
-
-def tsallis_answered(fitted: FittedHead, episode: int = 0) -> bool:
-    """Whether the Tsallis head's answer is episode ``episode``'s (chosen, and no safeguard
-    answered instead)."""
-    if fitted.tsallis is None or not bool(fitted.tsallis[episode]):
-        return False
-    return fitted.fallback is None or not bool(fitted.fallback[episode])
+    return "tsallis" if fitted.tsallis is not None and bool(fitted.tsallis[episode]) else "first"
 
 
 def _collapsed(temperatures: torch.Tensor) -> float | torch.Tensor:
