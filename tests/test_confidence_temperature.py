@@ -16,9 +16,9 @@ from anyshot.backbones import build_backbone
 from anyshot.calibration import expected_calibration_error
 from anyshot.errors import ConfigurationError
 from anyshot.methods import SupportBasedInit, TransductiveFineTuning
-from anyshot.methods.presets import RECOMMENDED, SUPPORT_INIT, UNGUARDED
+from anyshot.methods.presets import RECOMMENDED, SUPPORT_INIT
 from anyshot.methods.registry import method_from_dict, method_to_dict
-from test_safe_head import _image_episode, _mixed_batch, nuisance_episodes
+from test_safe_head import FORCED, _image_episode, _mixed_batch, nuisance_episodes
 
 
 def _check_calibrated(method: TransductiveFineTuning, rows: tuple[torch.Tensor, ...]) -> None:
@@ -54,13 +54,13 @@ def test_temperatures_divide_the_logits_per_episode_and_keep_the_predictions() -
     assert gated is not None and gated[:3].all() and not gated.all()  # the set-up
     _check_calibrated(RECOMMENDED, (support, targets, query))
     # the guard answers episode 1 with support-init (see test_safe_head): tau 0.4 there only
-    forced = dataclasses.replace(UNGUARDED, adaptive_balance=False, min_agreement=0.5)
+    forced = dataclasses.replace(FORCED, min_agreement=0.5)
     mixed = _mixed_batch()
     guarded = forced.fit_features(*mixed)
-    assert guarded.fallback is not None and guarded.fallback.tolist() == [False, True]
+    assert guarded.fallback is not None and guarded.fallback.tolist() == [False, True, False]
     _check_calibrated(forced, mixed)
     fitted = dataclasses.replace(forced, confidence_temperature=2.0).fit_features(*mixed)
-    assert fitted.temperatures().tolist() == pytest.approx([0.2, 0.1])  # T tau per episode
+    assert fitted.temperatures().tolist() == pytest.approx([0.2, 0.1, 0.2])  # T tau
 
 
 def test_support_init_confidence_temperature_keeps_the_predictions() -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "auroc",
     "average_precision",
     "class_means",
+    "covering",
     "covering_centre",
     "covers_classes",
     "effective_classes",
@@ -129,6 +130,13 @@ def effective_classes(predictions: torch.Tensor, ways: int) -> torch.Tensor:
     return torch.exp(-(freq * freq.clamp_min(1e-12).log()).sum(-1))
 
 
+def covering(predictions: torch.Tensor, ways: int) -> torch.Tensor:
+    """``[E, Q]`` predicted class indices -> ``[E]`` bool (CPU): whether they spread over at
+    least :data:`COVERING_SHARE` of the ``ways`` classes (:func:`effective_classes`); the rule
+    of :func:`covers_classes`, for callers that already hold the nearest class means."""
+    return (effective_classes(predictions, ways) >= COVERING_SHARE * ways).cpu()
+
+
 def covers_classes(
     support: torch.Tensor,
     targets: torch.Tensor,
@@ -157,8 +165,7 @@ def covers_classes(
         return torch.zeros(support.shape[0], dtype=torch.bool)
     means = class_means(support, targets, ways, relu=relu)
     unit = _unit(unlabeled.to(means.device), relu)
-    nearest = (unit @ means.transpose(1, 2)).argmax(-1)  # [E, U]
-    return (effective_classes(nearest, ways) >= COVERING_SHARE * ways).cpu()
+    return covering((unit @ means.transpose(1, 2)).argmax(-1), ways)  # argmax: [E, U]
 
 
 def covering_centre(

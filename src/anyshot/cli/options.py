@@ -214,7 +214,8 @@ def default_method_words() -> str:
         f"{head.queries_per_shot:g} per labelled image per class) for the classes "
         "they appear to hold (those the trained head predicts for them), and answers as "
         "support-init does (class means, no training) when the trained classifier agrees with "
-        f"support-init on fewer than {head.min_agreement:.0%} of them"
+        f"support-init on fewer than {head.min_agreement:.0%} of them while support-init "
+        "spreads them over at least 3/4 of the classes"
     )
 
 
@@ -391,7 +392,8 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         "--min-agreement",
         type=fraction,
         help="transductive: if the trained classifier agrees with support-init on fewer than "
-        "this fraction of the query images, answer as support-init does; 0 = off (default: "
+        "this fraction of the query images, and support-init spreads them over at least 3/4 of "
+        "the classes, answer as support-init does; 0 = off (default: "
         f"{by_scope('min_agreement')})",
     )
     group.add_argument(

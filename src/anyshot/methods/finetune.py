@@ -157,7 +157,9 @@ class FineTuning:
         queries_per_shot: the gate's ``s`` (see ``min_queries_per_class``). 0 = off.
         min_agreement: the guard: after training, an episode whose predicted query classes
             agree with support-based initialisation's on fewer than this fraction of its
-            queries gets support-init's answer instead. 0 = off. At scopes ``last`` / ``all``
+            queries gets support-init's answer instead, where support-init's predictions spread
+            over at least 3/4 of the classes (on queries of a few of many classes a correct
+            head disagrees with support-init by design). 0 = off. At scopes ``last`` / ``all``
             both safeguards compare with support-init on the frozen backbone's embeddings, and
             a fallen-back episode's network is the untrained copy (see
             :func:`anyshot.methods.network.train_network`).

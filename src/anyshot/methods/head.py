@@ -25,7 +25,8 @@ predicts) for the query terms to be trusted (``min_queries_per_class``, plus
 ``queries_per_shot`` per labelled image per class): here it answers with the inductive head
 (support cross-entropy alone, :meth:`HeadTraining.inductive`); the
 *guard* replaces a trained head whose predicted query classes agree with support-init's on too
-few queries (``min_agreement``) by support-based initialisation.
+few queries (``min_agreement``) by support-based initialisation, in episodes where
+support-init's predictions cover the classes.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from anyshot.methods.objective import (
     uniform_log_prior,
 )
 from anyshot.outliers import (
+    covering,
     covering_centre,
     effective_classes,
     nearest_mean_distance,
@@ -329,8 +331,12 @@ def safeguarded(
       (``studies/present-gate/``). With fewer queries than one class needs, nothing is
       trained;
     * guard: a trained episode whose predicted query classes agree with support-init's on
-      fewer than a fraction ``min_agreement`` of its queries gets support-init's answer (an
-      episode without queries always passes).
+      fewer than a fraction ``min_agreement`` of its queries gets support-init's answer, where
+      support-init's predictions cover the classes (:func:`anyshot.outliers.covering`: spread
+      over at least 3/4 of them). On queries of a few of many classes support-init spreads
+      over absent ones, so a correct trained head disagrees with it by design: there the
+      guard only took good answers away (``studies/guard-scope/``). An episode without
+      queries always passes.
 
     ``train`` (``None`` = that head fine-tuning itself, the answer of scope ``head``) and
     ``inductive`` get the rows of their episodes only (``E' <= E``). Support-init here is
@@ -366,8 +372,9 @@ def safeguarded(
         trained = answer.with_episodes_of(train(_episodes(rows, kept)), kept)
     guard = torch.zeros(episodes, dtype=torch.bool)
     if queries > 0:
-        same = trained.query_logits.argmax(-1) == base.query_logits.argmax(-1)  # [E, Q]
-        guard = kept & (same.float().mean(1) < training.min_agreement)
+        nearest = base.query_logits.argmax(-1)  # [E, Q]
+        agreement = (trained.query_logits.argmax(-1) == nearest).float().mean(1)
+        guard = kept & covering(nearest, rows.ways) & (agreement < training.min_agreement)
     return trained.with_episodes_of(answer, gated | guard), gated | guard, gated
 
 
