@@ -21,7 +21,9 @@ head predicts for them, ``exp`` of the entropy of the predicted class frequencie
 labelled images per class; counted on support-init's predictions until
 ``studies/present-gate/``, which lifted the present-class cells of the val study by 0.6 points
 on average, none below support-init); and support-based initialisation's answer when the
-trained head agrees with it on fewer than half of the queries. The gate's numbers come from a second
+trained head agrees with it on fewer than half of the queries, where its predictions spread over
+at least 3/4 of the classes (on queries of a few of many classes a right answer disagrees with
+it by design: ``studies/guard-scope/``). The gate's numbers come from a second
 validation study of query-set sizes from 2 to 100 at 1, 5, 10 and 20 shots (mini-ImageNet and
 Omniglot val): with fewer queries per class than that, the query terms cost accuracy against
 the class means more often than they add. The gate's answer is the inductive head rather than
@@ -88,7 +90,8 @@ SUPPORT_INIT_CONFIDENCE_TEMPERATURE = 0.46
 #: The default: :data:`UNGUARDED` with the safeguards for realistic query sets (see the module doc):
 #: centre on the support's class means (on the episode in the balanced second run), empirical-Bayes
 #: proportions, the inductive head (fine-tuning on the support alone) below ``6 + shots / 2``
-#: queries per class the queries appear to hold, support-init's answer below 50% agreement with it;
+#: queries per class the queries appear to hold, support-init's answer below 50% agreement with it
+#: where its predictions cover the classes;
 #: the Tsallis head's answer where it explains the queries with clearly fewer of the classes
 #: (``tsallis_head``). A trained head's logits (the inductive head's too) are divided by ``tau =
 #: 0.177 * shots ** -0.61 * exp(2.77 s + 1.14 h)``, ``s`` the mean cosine between the support's
