@@ -22,18 +22,13 @@ import numpy as np
 import torch
 
 import anyshot.methods.head as head_module
-from anyshot.episode_files import load_episodes
-from anyshot.feature_cache import FeatureCache
 from anyshot.methods.cosine import class_means, episode_center, support_center, unit_embeddings
 from anyshot.methods.presets import RECOMMENDED
 from anyshot.outliers import effective_classes
-from harness.cli import DATA_ROOT, FEATURE_CACHE
-from harness.episodes import EpisodeBatch, dataset_split, embed_episodes
-from realistic_grid import DOMAINS
+from cells import val_batches
 
 HERE = Path(__file__).parent
 SHARES = (0.75, 0.85, 0.9, 0.95)
-CELLS = [f"{d}-{k}-5w{s}s" for d in ("mini", "omni") for k in ("balanced", "dirichlet0.5", "dirichlet2") for s in (1, 5)]
 original = head_module.transductive_center
 state = {"share": None}
 
@@ -53,30 +48,24 @@ def main() -> None:
     head_module.transductive_center = centre
     variant = dataclasses.replace(RECOMMENDED, center_on="covering")
     out = {}
-    for name, domain in DOMAINS.items():
-        data = dataset_split(DATA_ROOT, domain.dataset, "val")
-        cache = FeatureCache(FEATURE_CACHE, channels_last=domain.channels_last)
-        network = domain.network()
-        for cell in [c for c in CELLS if c.startswith(name)]:
-            specs = load_episodes(Path("/tmp/grid-episodes/val") / f"{cell}.jsonl", data)
-            batch = EpisodeBatch.of(embed_episodes(cache, network, data, specs, show_progress=False).features, specs)
-            args = (batch.support, batch.targets, batch.query)
+    for cell, batch in val_batches():
+        args = (batch.support, batch.targets, batch.query)
 
-            def accuracy(method) -> np.ndarray:
-                logits = method.fit_features(*args, ways=batch.ways, episodes_per_chunk=len(specs)).query_logits
-                return (logits.argmax(-1) == batch.query_targets).float().mean(1).numpy()
+        def accuracy(method) -> np.ndarray:
+            logits = method.fit_features(*args, ways=batch.ways, episodes_per_chunk=len(batch.support)).query_logits
+            return (logits.argmax(-1) == batch.query_targets).float().mean(1).numpy()
 
-            default = accuracy(RECOMMENDED)
-            row = {"default": 100 * float(default.mean())}
-            text = f"{cell:24s} default {row['default']:5.1f}"
-            for share in SHARES:
-                state["share"] = share
-                a = accuracy(variant)
-                d = 100 * (a - default)
-                row[str(share)] = [100 * float(a.mean()), float(d.mean()), 1.96 * float(d.std()) / len(d) ** 0.5]
-                text += f"  {share:g}: {100 * a.mean():5.1f} ({d.mean():+.2f}±{row[str(share)][2]:.2f})"
-            out[cell] = row
-            print(text, flush=True)
+        default = accuracy(RECOMMENDED)
+        row = {"default": 100 * float(default.mean())}
+        text = f"{cell:24s} default {row['default']:5.1f}"
+        for share in SHARES:
+            state["share"] = share
+            a = accuracy(variant)
+            d = 100 * (a - default)
+            row[str(share)] = [100 * float(a.mean()), float(d.mean()), 1.96 * float(d.std()) / len(d) ** 0.5]
+            text += f"  {share:g}: {100 * a.mean():5.1f} ({d.mean():+.2f}±{row[str(share)][2]:.2f})"
+        out[cell] = row
+        print(text, flush=True)
     for share in SHARES:
         print(f"share {share:g}: mean difference {np.mean([r[str(share)][1] for r in out.values()]):+.3f}")
     (HERE / "centre-share.json").write_text(json.dumps(out, indent=1))
