@@ -102,7 +102,8 @@ def run_demo(
         "balanced, a second head with alpha-TIM's Tsallis-entropy terms where the queries seem to "
         "hold a few of the classes, fine-tuning on the labelled images alone when the queries are "
         "too few, and "
-        "support-init's answer when the trained answer disagrees with it; tuned on validation "
+        "support-init's answer when the trained answer disagrees with it on query images that "
+        "support-init spreads over the classes; tuned on validation "
         "classes only."
     )
     lines.append(

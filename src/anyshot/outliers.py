@@ -116,7 +116,9 @@ def outlier_centre(
 #: :func:`effective_classes`). On validation classes (``studies/open-set-score``, README "The
 #: centre where the queries cover the classes") it centred 58-100% of the open-set episodes of
 #: 5 classes (38% of mini-ImageNet's with 5 inliers among 30 queries at one shot) and none of
-#: the query sets that hold 1, 3 or 5 of 16 mini-ImageNet classes.
+#: the query sets that hold 1, 3 or 5 of 16 mini-ImageNet classes. The guard of
+#: :func:`anyshot.methods.head.safeguarded` uses the same share (:func:`covering`) on
+#: support-init's predictions (``studies/guard-scope``).
 COVERING_SHARE = 0.75
 
 
@@ -133,7 +135,10 @@ def effective_classes(predictions: torch.Tensor, ways: int) -> torch.Tensor:
 def covering(predictions: torch.Tensor, ways: int) -> torch.Tensor:
     """``[E, Q]`` predicted class indices -> ``[E]`` bool (CPU): whether they spread over at
     least :data:`COVERING_SHARE` of the ``ways`` classes (:func:`effective_classes`); the rule
-    of :func:`covers_classes`, for callers that already hold the nearest class means."""
+    of :func:`covers_classes`, for callers that hold their own predictions (the guard: those of
+    support-init, whose class means average the raw rows, where :func:`covers_classes` averages
+    unit rows; the same at one shot). Fewer than ``COVERING_SHARE * ways`` predictions never
+    cover."""
     return (effective_classes(predictions, ways) >= COVERING_SHARE * ways).cpu()
 
 

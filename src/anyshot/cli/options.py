@@ -48,6 +48,7 @@ from anyshot.methods.scope_rule import (
     ScopeRule,
 )
 from anyshot.methods.support_init import SupportBasedInit
+from anyshot.outliers import COVERING_SHARE
 
 __all__ = [
     "DATASET_CHOICES",
@@ -215,7 +216,7 @@ def default_method_words() -> str:
         "they appear to hold (those the trained head predicts for them), and answers as "
         "support-init does (class means, no training) when the trained classifier agrees with "
         f"support-init on fewer than {head.min_agreement:.0%} of them while support-init "
-        "spreads them over at least 3/4 of the classes"
+        f"spreads them over at least {COVERING_SHARE:.0%} of the classes"
     )
 
 
@@ -392,8 +393,9 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         "--min-agreement",
         type=fraction,
         help="transductive: if the trained classifier agrees with support-init on fewer than "
-        "this fraction of the query images, and support-init spreads them over at least 3/4 of "
-        "the classes, answer as support-init does; 0 = off (default: "
+        "this fraction of the query images, and support-init spreads them over at least "
+        f"{100 * COVERING_SHARE:.0f}%% of the classes, answer as support-init does; 0 = off "
+        "(default: "
         f"{by_scope('min_agreement')})",
     )
     group.add_argument(

@@ -336,7 +336,8 @@ def safeguarded(
       over at least 3/4 of them). On queries of a few of many classes support-init spreads
       over absent ones, so a correct trained head disagrees with it by design: there the
       guard only took good answers away (``studies/guard-scope/``). An episode without
-      queries always passes.
+      queries, or with fewer than 3/4 ``K`` (never covering), always passes: the gate answers
+      small query sets.
 
     ``train`` (``None`` = that head fine-tuning itself, the answer of scope ``head``) and
     ``inductive`` get the rows of their episodes only (``E' <= E``). Support-init here is
