@@ -28,6 +28,7 @@ from anyshot.outliers import (
     ONE_SHOT_QUANTILE,
     auroc,
     class_means,
+    covering,
     covers_classes,
     effective_classes,
     leave_one_out_distances,
@@ -179,6 +180,12 @@ def test_the_centre_is_used_only_where_the_queries_cover_the_classes() -> None:
     counts = effective_classes(predictions, 6)
     torch.testing.assert_close(counts, torch.tensor([4.0, 1.0, 2.0]))
     assert COVERING_SHARE * 6 > 4  # four of six classes do not cover them
+    assert covering(predictions, 6).tolist() == [False, False, False]
+    assert covering(predictions, 4).tolist() == [True, False, False]  # 4 of 4: covered
+    # on predictions the caller holds (the guard: support-init's): 12 of each class cover
+    # them; 4 predictions of 6 classes never do (the gate answers such small query sets)
+    assert covering(query_targets[None], 6).tolist() == [True]
+    assert covering(torch.arange(4)[None], 6).tolist() == [False]
 
 
 def test_one_image_per_class_centred_uses_its_own_quantile() -> None:
