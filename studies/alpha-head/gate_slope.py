@@ -3,45 +3,22 @@
 gate asks 16 queries per predicted class, and present-class cells with 15 per class get the
 inductive head. VALIDATION classes.
 
-    cd studies/present-gate && PYTHONPATH=$PWD/../../src:$PWD python ../alpha-head/gate_slope.py
+    cd studies/present-gate && PYTHONPATH=$PWD/../../src:$PWD:$PWD/../alpha-head python ../alpha-head/gate_slope.py
 """
 from __future__ import annotations
-
-import glob
-import os
-import re
 
 import torch
 
 from derive import acc, perplexity
+from replay import answer, cells
 
-TSALLIS = "raw:center=0,entropy_weight=1,balance_weight=1,likelihood_weight=0,adaptive_balance=0@"
 SLOPES = (0.5, 0.45, 0.4, 0.3)
-
-
-def answer(cell: dict, raw: torch.Tensor, slope: float) -> torch.Tensor:
-    """[E, Q]: the gate at ``6 + slope * shots`` queries per predicted class (inductive head) and
-    the guard where support-init covers 3/4 of the classes."""
-    si, ways, shots = cell["support-init"], cell["ways"], cell["shots"]
-    gate = (si.shape[1] < (6 + slope * shots) * perplexity(raw, ways)) | (si.shape[1] <= 1)
-    guard = (perplexity(si, ways) >= 0.75 * ways) & ((raw == si).float().mean(1) < 0.5)
-    out = torch.where(guard.unsqueeze(1), si, raw)
-    return torch.where(gate.unsqueeze(1), cell["inductive"], out)
 
 
 def main() -> None:
     rows: dict[float, list] = {s: [] for s in SLOPES}
-    for path in sorted(glob.glob("out/pg/*.pt")):
-        store = torch.load(path)
-        name = os.path.basename(path)[:-3].replace("_", " ")
-        shots = int(re.search(r"w(\d+)s", name).group(1))
-        tsallis = f"{TSALLIS}{2 if shots <= 1 else 7 if shots >= 5 else 5:g}"
-        if not all(h in store for h in ("support-init", "raw", "inductive", tsallis)):
-            continue
-        y, ways = store["targets"], store["raw"].shape[-1]
-        cell = {h: store[h].float().argmax(-1) for h in ("support-init", "raw", "inductive")}
-        cell.update(ways=ways, shots=shots)
-        t = store[tsallis].float().argmax(-1)
+    for name, cell, t, y in cells():
+        ways = cell["ways"]
         own, theirs = perplexity(cell["raw"], ways), perplexity(t, ways)
         chosen = torch.where(((own < 0.75 * ways) & (theirs < own - 0.5)).unsqueeze(1), t, cell["raw"])
         si, ci = acc(cell["support-init"], y)

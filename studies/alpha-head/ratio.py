@@ -6,50 +6,26 @@ keep the first head because it predicts 15 or more of the 20 classes (the share 
 studies/guard-scope) beside an extra ratio clause: also the Tsallis answer where it predicts
 fewer than ``r`` times the first head's classes, whatever their share.
 
-    cd studies/present-gate && PYTHONPATH=$PWD/../../src:$PWD python ../alpha-head/ratio.py
+    cd studies/present-gate && PYTHONPATH=$PWD/../../src:$PWD:$PWD/../alpha-head python ../alpha-head/ratio.py
 """
 from __future__ import annotations
 
-import glob
-import os
-import re
 import sys
 
 import torch
 
 from derive import acc, perplexity
+from replay import answer, cells
 
-TSALLIS = "raw:center=0,entropy_weight=1,balance_weight=1,likelihood_weight=0,adaptive_balance=0@"
 #: --uncovered: the ratio clause only where support-init's predictions do not cover the classes
 UNCOVERED = "--uncovered" in sys.argv
 RATIOS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8)  # 0: the product's rule alone
 
 
-def answer(cell: dict, raw: torch.Tensor) -> torch.Tensor:
-    """[E, Q]: the gate (6 + 0.5 shots queries per predicted class, inductive head) and the
-    guard (agreement with support-init < 0.5 where support-init covers 3/4 of the classes)."""
-    si, ways, shots = cell["support-init"], cell["ways"], cell["shots"]
-    k = perplexity(raw, ways)
-    gate = (si.shape[1] < (6 + 0.5 * shots) * k) | (si.shape[1] <= 1)
-    covers = perplexity(si, ways) >= 0.75 * ways
-    guard = covers & ((raw == si).float().mean(1) < 0.5)
-    out = torch.where(guard.unsqueeze(1), si, raw)
-    return torch.where(gate.unsqueeze(1), cell["inductive"], out)
-
-
 def main() -> None:
     rows: dict[float, list] = {r: [] for r in RATIOS}
-    for path in sorted(glob.glob("out/pg/*.pt")):
-        store = torch.load(path)
-        name = os.path.basename(path)[:-3].replace("_", " ")
-        shots = int(re.search(r"w(\d+)s", name).group(1))
-        tsallis = f"{TSALLIS}{2 if shots <= 1 else 7 if shots >= 5 else 5:g}"
-        if not all(h in store for h in ("support-init", "raw", "inductive", tsallis)):
-            continue
-        y, ways = store["targets"], store["raw"].shape[-1]
-        cell = {h: store[h].float().argmax(-1) for h in ("support-init", "raw", "inductive")}
-        cell.update(ways=ways, shots=shots)
-        t = store[tsallis].float().argmax(-1)
+    for name, cell, t, y in cells():
+        ways = cell["ways"]
         own, theirs = perplexity(cell["raw"], ways), perplexity(t, ways)
         covers = perplexity(cell["support-init"], ways) >= 0.75 * ways
         si, ci = acc(cell["support-init"], y)
