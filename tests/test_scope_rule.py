@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 from anyshot.backbones import Backbone, build_backbone
 from anyshot.classifier import FewShotClassifier
 from anyshot.cli import main
+from anyshot.embedding import ImageList
 from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError, EmptyClassError
 from anyshot.methods.cosine import cross_class_similarity
@@ -161,6 +163,39 @@ def test_an_adapted_backbone_predicts_exactly_as_before_saving(tmp_path: Path) -
     head_model = FewShotClassifier(backbone(), method=RECOMMENDED, cache_dir=False, image_size=SIZE)
     head_model.fit(paths, labels)
     assert np.allclose(head_model.outlier_score(queries), model.outlier_score(queries), atol=1e-5)
+
+
+def test_a_fine_tuned_model_decodes_each_image_once_for_labels_and_outlier_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a network scope the classifier and the outlier scores use two networks; one call
+    gives both from one decode of each image, equal to the two calls' answers."""
+    paths, labels = write_folders(tmp_path / "s", 3, 3)
+    queries = [noisy_image(tmp_path / "q" / f"{i}.png", COLOURS[i % 3], 100 + i) for i in range(6)]
+    rule = ScopeRule(far_domain_similarity=0.0, network=dataclasses.replace(NETWORK, epochs=2))
+    model = FewShotClassifier(backbone(), method=rule, cache_dir=False, image_size=SIZE)
+    model.fit(paths, labels)
+    model.save(tmp_path / "m.pt")
+    loaded = FewShotClassifier.load(tmp_path / "m.pt").set_params(cache_dir=False)
+    decoded: list[int] = []
+    getitem = ImageList.__getitem__
+
+    def counting(self: ImageList, position: Any) -> Any:
+        if isinstance(position, int):
+            decoded.append(position)
+        return getitem(self, position)
+
+    monkeypatch.setattr(ImageList, "__getitem__", counting)
+    probabilities, scores = loaded.predict_proba_and_outlier_score(queries)
+    assert sorted(decoded) == list(range(6))
+    assert scores is not None
+    np.testing.assert_allclose(probabilities, model.predict_proba(queries), atol=1e-6)
+    np.testing.assert_allclose(scores, model.outlier_score(queries), atol=1e-6)
+    labels_now = model.predict(queries)
+    decoded.clear()
+    again = FewShotClassifier.load(tmp_path / "m.pt").set_params(cache_dir=False)
+    assert again.predict(queries) == labels_now
+    assert sorted(decoded) == list(range(6))
 
 
 def test_a_randomly_initialised_registry_network_is_stored_whole(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ from torch import nn
 
 from anyshot.backbones.base import Backbone
 from anyshot.backbones.preprocessing import resolve_preprocessing
-from anyshot.deferred_network import DeferredNetwork, NamedBackbone
+from anyshot.deferred_network import DeferredNetwork, NamedBackbone, embed_with_both
 from anyshot.embedding import (
     ImageList,
     OnUnreadable,
@@ -589,15 +589,10 @@ class FewShotClassifier:
         """Embeddings ``[n, D]`` of the readable images and their positions, through the
         feature cache (read where cached, computed and stored otherwise; the network is
         loaded only for the latter)."""
-        if isinstance(images, torch.Tensor):
-            channels, height, width = images.shape[1:]
-            shape = (int(channels), int(height), int(width))
-        else:
-            shape = images.image_shape
         return network.embed(
             self._feature_cache(),
             images,
-            batch_size=memory_batch_size(self.batch_size, shape),
+            batch_size=memory_batch_size(self.batch_size, _image_shape(images)),
             on_unreadable=on_unreadable,
             show_progress=self.show_progress,
             desc=desc,
@@ -732,6 +727,28 @@ class FewShotClassifier:
         data = as_images(images, self.preprocessing_)
         return self._embed(self._network, data, on_unreadable, "images")
 
+    def _both_embeddings(
+        self, images: Any, on_unreadable: OnUnreadable | None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """``(classifier's embeddings [N', D], outlier scores' [N', D'], positions)`` of the
+        readable images, each decoded once: the same rows unless the network was fine-tuned
+        (then the untrained network's for the outlier scores, see :meth:`outlier_score`)."""
+        self._check_fitted()
+        if self._outlier_network is None:
+            embeddings, kept = self._embeddings(images, on_unreadable)
+            return embeddings, embeddings, kept
+        data = as_images(images, self.preprocessing_)
+        return embed_with_both(
+            self._network,
+            self._outlier_network,
+            self._feature_cache(),
+            data,
+            batch_size=memory_batch_size(self.batch_size, _image_shape(data)),
+            on_unreadable=on_unreadable,
+            show_progress=self.show_progress,
+            desc="images",
+        )
+
     def _logits(self, images: Any, on_unreadable: OnUnreadable | None) -> torch.Tensor:
         """Logits ``[N', K]`` (CPU float32) of the readable images, in order."""
         embeddings, _ = self._embeddings(images, on_unreadable)
@@ -827,18 +844,28 @@ class FewShotClassifier:
         """
         return _softmax(self._logits(images, on_unreadable))
 
+    def predict_proba_and_outlier_score(
+        self, images: Any, *, on_unreadable: OnUnreadable | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict_proba` ``[N, K]`` and :meth:`outlier_score` ``[N]`` of the same
+        images, each image decoded once (and at scope head embedded once) for both; the scores
+        are ``None`` for a model file written before outlier scores. ``on_unreadable`` as for
+        :meth:`predict_proba` (both arrays then follow the readable images)."""
+        self._check_fitted()
+        if self.class_means_ is None:
+            return self.predict_proba(images, on_unreadable=on_unreadable), None
+        embeddings, outlier_rows, _ = self._both_embeddings(images, on_unreadable)
+        return _softmax(self._logits_of(embeddings)), self._scores_of(outlier_rows)
+
     def predict(self, images: Any) -> list[Hashable]:
         """The most probable label of each image (``N`` labels of the fitted type), or
         ``unknown_label`` where :meth:`unknown_mask` flags its :meth:`outlier_score`."""
-        embeddings, _ = self._embeddings(images, None)  # embedded once, for both
-        labels = [self.classes_[int(k)] for k in self._logits_of(embeddings).argmax(1)]
         if self.unknown == "off" or self.class_means_ is None:
-            return labels
-        scores = (
-            self._scores_of(embeddings)
-            if self._outlier_network is None
-            else self.outlier_score(images)
-        )
+            embeddings, _ = self._embeddings(images, None)
+            return [self.classes_[int(k)] for k in self._logits_of(embeddings).argmax(1)]
+        probabilities, scores = self.predict_proba_and_outlier_score(images)
+        assert scores is not None
+        labels = [self.classes_[int(k)] for k in probabilities.argmax(1)]
         flagged = self.unknown_mask(scores)
         return [
             self.unknown_label if f else label for f, label in zip(flagged, labels, strict=True)
@@ -939,6 +966,14 @@ class FewShotClassifier:
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _image_shape(images: torch.Tensor | ImageList) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the images (decoded size)."""
+    if isinstance(images, torch.Tensor):
+        channels, height, width = images.shape[1:]
+        return int(channels), int(height), int(width)
+    return images.image_shape
+
+
 def _softmax(logits: torch.Tensor) -> np.ndarray:
     """``[N, K]`` logits -> float64 probabilities (numpy)."""
     return torch.softmax(logits.double(), dim=1).numpy()

@@ -19,13 +19,14 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from anyshot.backbones.architectures import BACKBONES
 from anyshot.backbones.base import Backbone
 from anyshot.backbones.registry import load_backbone
 from anyshot.data.images import Preprocessing
 from anyshot.embedding import Images, OnUnreadable
-from anyshot.errors import CheckpointError
+from anyshot.errors import CheckpointError, ConfigurationError
 from anyshot.feature_cache import (
     FeatureCache,
     RememberedModel,
@@ -34,7 +35,7 @@ from anyshot.feature_cache import (
     model_digest,
 )
 
-__all__ = ["DeferredNetwork", "NamedBackbone", "network_identity"]
+__all__ = ["DeferredNetwork", "NamedBackbone", "embed_with_both", "network_identity"]
 
 #: Installed distributions whose versions are part of a registry name's identity (the code
 #: that builds the network and the files its weights come from).
@@ -50,9 +51,7 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def network_identity(
-    spec: str | os.PathLike[str], image_size: int | None, seed: int
-) -> str | None:
+def network_identity(spec: str | os.PathLike[str], image_size: int | None, seed: int) -> str | None:
     """A string that names the network ``load_backbone(spec, image_size=image_size)`` builds
     under ``torch.manual_seed(seed)``: for a checkpoint file its absolute path, size and
     modification time; for a registry name the name, the seed (for a randomly initialised
@@ -208,3 +207,66 @@ class DeferredNetwork:
             digest=digest,
         )
 
+
+class _Both(nn.Module):
+    """Two networks on one decoded batch: ``[b, C, H, W] -> [b, D1 + D2]`` (``first``'s
+    embedding, then ``second``'s); their batch-norms fold as each network's own do."""
+
+    def __init__(self, first: nn.Module, second: nn.Module) -> None:
+        super().__init__()
+        self.first = first
+        self.second = second
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.first(inputs), self.second(inputs)], dim=1)
+
+    def batch_norm_after_conv(self) -> list[tuple[str, str]]:
+        """Each network's ``(convolution, batch-norm)`` names, under ``first.`` / ``second.``."""
+        pairs = []
+        for prefix, network in (("first", self.first), ("second", self.second)):
+            for conv, norm in getattr(network, "batch_norm_after_conv", list)():
+                pairs.append((f"{prefix}.{conv}", f"{prefix}.{norm}"))
+        return pairs
+
+
+def embed_with_both(
+    first: DeferredNetwork,
+    second: DeferredNetwork,
+    cache: FeatureCache,
+    images: torch.Tensor | Images,
+    *,
+    batch_size: int,
+    on_unreadable: OnUnreadable | None,
+    show_progress: bool,
+    desc: str,
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """``(first's features [n, D1], second's [n, D2], positions of the n readable images)``,
+    each image decoded once for both networks (which must decode alike: the same
+    preprocessing). Read from ``cache`` when each network has every image there; else both
+    run on each decoded batch, and the cache keeps the pair's rows under the pair's digest.
+
+    Raises:
+        ConfigurationError: the two networks decode images differently.
+    """
+    if first.preprocessing != second.preprocessing:
+        raise ConfigurationError(
+            "the two networks decode images differently "
+            f"({first.preprocessing} vs {second.preprocessing}): embed them one at a time"
+        )
+    if not isinstance(images, torch.Tensor):
+        rows = [cache.stored(network.digest, images) for network in (first, second)]
+        if rows[0] is not None and rows[1] is not None:
+            return rows[0][0], rows[1][0], rows[0][1]
+    width = first.network().embedding_dim
+    both, kept = cache.embed(
+        _Both(first.network(), second.network()),
+        images,
+        preprocessing=first.preprocessing,
+        batch_size=batch_size,
+        on_unreadable=on_unreadable,
+        show_progress=show_progress,
+        desc=desc,
+    )
+    if not kept:
+        return both, both, kept
+    return both[:, :width], both[:, width:], kept

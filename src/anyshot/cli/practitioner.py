@@ -342,10 +342,15 @@ def predictions_csv(records: Sequence[dict[str, Any]], top_k: int, n_classes: in
 def _outliers(model: Any, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Outlier scores ``[N]`` of readable images (NaN for a model without them) and which of
     them the model labels unknown."""
-    if model.class_means_ is None:
-        scores = np.full(len(paths), np.nan)
-        return scores, np.zeros(len(paths), dtype=bool)
-    scores = model.outlier_score(list(paths))
+    scores = None if model.class_means_ is None else model.outlier_score(list(paths))
+    return _flags(model, scores, len(paths))
+
+
+def _flags(model: Any, scores: np.ndarray | None, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` outlier scores (NaN for ``None``: a model without them) and which of them the
+    model labels unknown."""
+    if scores is None:
+        return np.full(count, np.nan), np.zeros(count, dtype=bool)
     return scores, model.unknown_mask(scores)
 
 
@@ -553,11 +558,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     model = _load(args)
     images = scan_images(args.images, strict=args.strict)
     reporter = _Reporter({p: (images.report, "") for p in images.paths})
-    probabilities = model.predict_proba(
+    probabilities, scores = model.predict_proba_and_outlier_score(
         images.paths, on_unreadable=None if args.strict else reporter
     )
     kept_paths = reporter.kept(images.paths)
-    scores, flags = _outliers(model, kept_paths)
+    scores, flags = _flags(model, scores, len(kept_paths))
     records = prediction_records(
         kept_paths, probabilities, model.classes_, args.top_k, scores, (flags, model.unknown_label)
     )
