@@ -242,14 +242,17 @@ def add_method_options(parser: argparse.ArgumentParser, *, auto: bool = False) -
     )
     scopes = "head = the classifier on frozen embeddings (fast, any number of images); " + (
         "last = the last backbone stage too; all = every parameter (the paper's scope and "
-        "settings, batch-norm on the stored statistics; slow on a CPU)"
+        f"settings: Adam {PAPER.lr:g}, T {PAPER.temperature:g}; batch-norm on the stored "
+        "statistics; slow on a CPU)"
     )
     if auto:
         group.add_argument(
             "--scope",
             choices=["auto", *SCOPES],
             default="auto",
-            help=f"what fine-tuning trains: auto (default) = {AUTO_SCOPE_WORDS}; {scopes}",
+            help=f"what fine-tuning trains: auto (default) = {AUTO_SCOPE_WORDS}; {scopes}. "
+            "auto's settings for every parameter trained far better than the paper's on images "
+            "unlike ImageNet's (validation classes, 20-way 5-shot Omniglot: 96.5%% against 74.5%%)",
         )
         group.add_argument(
             "--time-budget",
