@@ -102,6 +102,10 @@ SHARE_METHODS: dict[str, Method] = {
         f"default, outlier rate {r:g}": dataclasses.replace(RECOMMENDED, outlier_rate=r)
         for r in OUTLIER_RATES
     },
+    **{
+        f"default, gate outlier rate {r:g}": dataclasses.replace(RECOMMENDED, gate_outlier_rate=r)
+        for r in OUTLIER_RATES
+    },
 }
 #: The product's default target rate of false alarms (``FewShotClassifier.false_alarm_rate``).
 FALSE_ALARM_RATE = 0.05
@@ -268,6 +272,8 @@ def open_set_rows(batch: EpisodeBatch, shots: int, ostim_episodes: int) -> dict[
         rows[f"{name} / nearest mean"] = open_set_metrics(logits, batch.query_targets, distance)
     rows["default / nearest mean"]["unknown_rule"] = unknown_rule(batch, distance, centre, covered)
     rows["default / nearest mean"]["centred"] = float(covered.float().mean())
+    if ostim_episodes <= 0:  # --ostim-episodes 0: no OSTIM rows
+        return rows
     few = batch.first(min(ostim_episodes, len(batch)))
     start = time.perf_counter()
     logits, scores = ostim(
@@ -369,7 +375,8 @@ def parse_args() -> Any:
         "--ostim-episodes",
         type=int,
         default=100,
-        help="OSTIM runs on the first this many episodes of each cell (default 100)",
+        help="OSTIM runs on the first this many episodes of each cell (default 100; 0 = no "
+        "OSTIM rows)",
     )
     parser.add_argument(
         "--domains", default="mini,omni", help="comma-separated: mini, omni (default both)"

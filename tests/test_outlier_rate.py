@@ -121,3 +121,33 @@ def test_with_the_alarm_clean_queries_all_train_and_outliers_are_left_out() -> N
 def test_outlier_alarm_is_checked() -> None:
     with pytest.raises(ConfigurationError, match="outlier_alarm"):
         TransductiveFineTuning(scope="head", outlier_rate=0.2, outlier_alarm=1.0)
+
+
+def test_the_gate_does_not_count_flagged_queries() -> None:
+    """40 queries of 5 classes at 5 shots are too few for the default's gate (8.5 per class),
+    so it answers with the inductive head; 40 far outliers added open it when every query
+    counts. The default's gate counts only the unflagged queries (``gate_outlier_rate``, and the
+    classes predicted for them): it stays closed, and the classes' queries get the same trained
+    classifier and predictions as without the outliers (confidences differ: the calibration
+    rule reads the head's mean confidence over every query)."""
+    assert RECOMMENDED.gate_outlier_rate == 0.05
+    support, targets, query = with_outliers(40)
+    clean = RECOMMENDED.fit_features(support, targets, query[:, :40])
+    assert bool(clean.gated.all())
+    every = dataclasses.replace(RECOMMENDED, gate_outlier_rate=0.0)
+    dirty = every.fit_features(support, targets, query)
+    assert not bool(dirty.gated.any())
+    method = RECOMMENDED
+    counted = method.fit_features(support, targets, query)
+    assert bool(counted.gated.all())
+    torch.testing.assert_close(counted.weight, clean.weight)
+    predictions = counted.query_logits[:, :40].argmax(-1)
+    assert torch.equal(predictions, clean.query_logits.argmax(-1))
+    # on the clean queries alone nothing changes
+    alone = method.fit_features(support, targets, query[:, :40]).query_logits
+    torch.testing.assert_close(alone, clean.query_logits)
+
+
+def test_gate_outlier_rate_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="gate_outlier_rate"):
+        dataclasses.replace(RECOMMENDED, gate_outlier_rate=1.0)

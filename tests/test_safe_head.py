@@ -213,6 +213,7 @@ def test_support_centre_does_not_depend_on_the_queries() -> None:
         RECOMMENDED,
         center_on="support",
         min_queries_per_class=0.0,
+        queries_per_shot=0.0,
         min_agreement=0.0,
         tsallis_head=False,
     )
@@ -391,6 +392,7 @@ def test_settings_presets_and_command_line() -> None:
         empirical_bayes=True,
         min_queries_per_class=6.0,
         queries_per_shot=0.5,
+        gate_outlier_rate=0.05,
         min_agreement=0.5,
         tsallis_head=True,
         confidence_temperature=0.177,

@@ -122,12 +122,17 @@ def outlier_centre(
 COVERING_SHARE = 0.75
 
 
-def effective_classes(predictions: torch.Tensor, ways: int) -> torch.Tensor:
+def effective_classes(
+    predictions: torch.Tensor, ways: int, keep: torch.Tensor | None = None
+) -> torch.Tensor:
     """``[E, Q]`` predicted class indices -> ``[E]`` float: the effective number of classes
     among them, ``exp`` of the entropy of their frequencies (``n`` classes predicted equally
     often give ``n``; a few stray predictions add little, unlike a count of distinct classes;
-    ``1`` without predictions)."""
-    counts = F.one_hot(predictions.long(), ways).sum(1).float()  # [E, K]
+    ``1`` without predictions). ``keep``: ``[E, Q]`` bool, the predictions to count (all)."""
+    hits = F.one_hot(predictions.long(), ways)  # [E, Q, K]
+    if keep is not None:
+        hits = hits * keep.to(hits.device).unsqueeze(-1)
+    counts = hits.sum(1).float()  # [E, K]
     freq = counts / counts.sum(-1, keepdim=True).clamp_min(1.0)
     return torch.exp(-(freq * freq.clamp_min(1e-12).log()).sum(-1))
 

@@ -213,7 +213,9 @@ def default_method_words() -> str:
         "query term, no centring) when there are fewer than "
         f"{head.min_queries_per_class:g} query images per class (plus "
         f"{head.queries_per_shot:g} per labelled image per class) for the classes "
-        "they appear to hold (those the trained head predicts for them), and answers as "
+        "they appear to hold (those the trained head predicts for them; counting the images "
+        f"--unknown would not flag at a {head.gate_outlier_rate:.0%} false-alarm rate), and "
+        "answers as "
         "support-init does (class means, no training) when the trained classifier agrees with "
         f"support-init on fewer than {head.min_agreement:.0%} of them while support-init "
         f"spreads them over at least {COVERING_SHARE:.0%} of the classes"
@@ -400,6 +402,14 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         f"{100 * COVERING_SHARE:.0f}%% of the classes, answer as support-init does; 0 = off "
         "(default: "
         f"{by_scope('min_agreement')})",
+    )
+    group.add_argument(
+        "--gate-outlier-rate",
+        type=_rate_or_zero,
+        help="transductive: the safeguard that trains on the labelled images alone when there "
+        "are too few query images per class (--min-queries-per-class) counts only the query "
+        "images --unknown would not flag at this false-alarm rate; 0 = every image counts "
+        f"(default: {by_scope('gate_outlier_rate')})",
     )
     group.add_argument(
         "--outlier-rate",

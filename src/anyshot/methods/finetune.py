@@ -163,6 +163,10 @@ class FineTuning:
             both safeguards compare with support-init on the frozen backbone's embeddings, and
             a fallen-back episode's network is the untrained copy (see
             :func:`anyshot.methods.network.train_network`).
+        gate_outlier_rate: the gate (``min_queries_per_class``) counts only the queries the
+            unknown rule does not flag at this false-alarm rate (see ``outlier_rate``): images
+            of none of the classes are no evidence for training on the queries. 0 = every
+            query counts.
         outlier_rate: the query terms (and the gate's count) leave out the queries the unknown
             rule flags at this false-alarm rate: farther from every support class mean than
             :func:`anyshot.outliers.unknown_threshold` sets from the support (images of none of
@@ -243,6 +247,7 @@ class FineTuning:
     min_queries_per_class: float = 0.0
     queries_per_shot: float = 0.0
     min_agreement: float = 0.0
+    gate_outlier_rate: float = 0.0
     outlier_rate: float = 0.0
     outlier_alarm: float = 0.0
     tsallis_head: bool = False
@@ -326,6 +331,10 @@ class FineTuning:
             )
         if not 0 <= self.outlier_rate < 1:
             raise ConfigurationError(f"outlier_rate must lie in [0, 1), got {self.outlier_rate}")
+        if not 0 <= self.gate_outlier_rate < 1:
+            raise ConfigurationError(
+                f"gate_outlier_rate must lie in [0, 1), got {self.gate_outlier_rate}"
+            )
         if not 0 <= self.outlier_alarm < 1:
             raise ConfigurationError(f"outlier_alarm must lie in [0, 1), got {self.outlier_alarm}")
         if self.tsallis_head and not self.query_weights.any:
@@ -373,6 +382,7 @@ class FineTuning:
             min_queries_per_class=self.min_queries_per_class,
             queries_per_shot=self.queries_per_shot,
             min_agreement=self.min_agreement,
+            gate_outlier_rate=self.gate_outlier_rate,
             outlier_rate=self.outlier_rate,
             outlier_alarm=self.outlier_alarm,
             tsallis_head=self.tsallis_head,
@@ -568,6 +578,7 @@ QUERY_FIELDS = (
     "min_queries_per_class",
     "queries_per_shot",
     "min_agreement",
+    "gate_outlier_rate",
     "outlier_rate",
     "outlier_alarm",
     "tsallis_head",

@@ -98,6 +98,10 @@ class HeadTraining:
         queries_per_shot: the gate's extra queries needed per predicted class for each
             labelled image per class (0 = off).
         min_agreement: the guard of :func:`safeguarded` (0 = off).
+        gate_outlier_rate: the gate counts only the queries the unknown rule does not flag at
+            this false-alarm rate (:func:`inlier_queries`), and the classes predicted for them
+            (0 = every query counts): images of none of the classes are no evidence of how the
+            classes' images lie.
         outlier_rate: the query terms leave out the queries that the unknown rule flags at
             this false-alarm rate (:func:`inlier_queries`; 0 = off).
         outlier_alarm: with ``outlier_rate``, leave them out only in an episode whose queries
@@ -124,6 +128,7 @@ class HeadTraining:
     min_queries_per_class: float = 0.0
     queries_per_shot: float = 0.0
     min_agreement: float = 0.0
+    gate_outlier_rate: float = 0.0
     outlier_rate: float = 0.0
     outlier_alarm: float = 0.0
     tsallis_head: bool = False
@@ -145,6 +150,7 @@ class HeadTraining:
             min_queries_per_class=0.0,
             queries_per_shot=0.0,
             min_agreement=0.0,
+            gate_outlier_rate=0.0,
             outlier_rate=0.0,
             outlier_alarm=0.0,
             tsallis_head=False,
@@ -257,7 +263,7 @@ def _without_outliers(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
         alarm = outlier_alarm(~keep, training.outlier_rate, training.outlier_alarm)
         keep = keep | ~alarm.unsqueeze(1)
     counts = keep.sum(1)
-    plain = replace(training, outlier_rate=0.0)
+    plain = replace(training, outlier_rate=0.0, gate_outlier_rate=0.0)  # the gate counts them
     parts, order = [], []
     for count in counts.unique().tolist():
         chosen = (counts == count).nonzero().squeeze(1)
@@ -281,25 +287,25 @@ def _fit_safeguarded(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     return replace(fitted, fallback=fallback, gated=gated) if training.safeguards else fitted
 
 
-def predicted_classes(query_logits: torch.Tensor) -> torch.Tensor:
+def predicted_classes(query_logits: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
     """``[E, Q, K]`` logits -> ``[E]`` float: the effective number of classes the ``Q`` queries
-    of each episode are predicted to hold (:func:`anyshot.outliers.effective_classes` of the
-    argmax)."""
-    return effective_classes(query_logits.argmax(-1), query_logits.shape[-1])
+    of each episode (those of the ``[E, Q]`` bool ``keep``, when given) are predicted to hold
+    (:func:`anyshot.outliers.effective_classes` of the argmax)."""
+    return effective_classes(query_logits.argmax(-1), query_logits.shape[-1], keep)
 
 
 def gate_closes(
     min_queries_per_class: float,
     queries_per_shot: float,
-    queries: int,
+    queries: int | torch.Tensor,
     shots: float,
     classes: torch.Tensor,
 ) -> torch.Tensor:
     """``[E]`` bool: whether :func:`safeguarded`'s gate answers each episode without its queries.
 
-    ``queries`` = ``Q``; ``shots`` = labelled images per class (``S / K``); ``classes`` ``[E]`` =
-    the effective number of classes the trained head predicts for the queries
-    (:func:`predicted_classes`). The gate
+    ``queries`` = ``Q``, or ``[E]`` counts (the queries each episode's gate counts); ``shots``
+    = labelled images per class (``S / K``); ``classes`` ``[E]`` = the effective number of
+    classes the trained head predicts for the queries (:func:`predicted_classes`). The gate
     closes on fewer than ``m + s * shots`` queries per predicted class (``m`` =
     ``min_queries_per_class``, ``s`` = ``queries_per_shot``), or on at most one query, when
     ``m`` or ``s`` is positive.
@@ -353,11 +359,17 @@ def safeguarded(
     base = support_init_head(rows, training.temperature, training.relu)
     queries, shots = rows.query.shape[1], rows.support.shape[1] / rows.ways
     m, s = training.min_queries_per_class, training.queries_per_shot
-    gated = gate_closes(m, s, queries, shots, torch.ones(episodes))  # even one class: too few
+    counted: int | torch.Tensor = queries  # the queries the gate counts
+    keep = None  # and which they are: all, or the unflagged
+    if training.gate_outlier_rate > 0 and queries > 0 and (m > 0 or s > 0):
+        keep = inlier_queries(rows, training.gate_outlier_rate, training.relu).cpu()
+        counted = keep.sum(1)
+    gated = gate_closes(m, s, counted, shots, torch.ones(episodes))  # even one class: too few
     probe = None  # head fine-tuning of the rows: the gate's class count, or the answer
     if not bool(gated.all()) and (m > 0 or s > 0 or train is None):
         probe = _fit_either(training, rows)
-        gated = gate_closes(m, s, queries, shots, predicted_classes(probe.query_logits))
+        classes = predicted_classes(probe.query_logits, keep)
+        gated = gate_closes(m, s, counted, shots, classes)
     answer = base
     if inductive is not None and bool(gated.any()):
         answer = base.with_episodes_of(inductive(_episodes(rows, gated)), gated)
