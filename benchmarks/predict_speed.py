@@ -42,6 +42,7 @@ def timed_predictions(model_file: Path, paths: list[str], variant: str) -> tuple
     """Seconds of one variant's prediction on a freshly loaded model, and its answers."""
     model = FewShotClassifier.load(model_file).set_params(cache_dir=False, show_progress=False)
     began = time.perf_counter()
+    scores: np.ndarray | None
     if variant == "two-calls":
         probabilities, scores = model.predict_proba(paths), model.outlier_score(paths)
     else:
