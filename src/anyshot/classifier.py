@@ -743,6 +743,7 @@ class FewShotClassifier:
             self._outlier_network,
             self._feature_cache(),
             data,
+            width=int(self.classifier_.weight.shape[-1]),
             batch_size=memory_batch_size(self.batch_size, _image_shape(data)),
             on_unreadable=on_unreadable,
             show_progress=self.show_progress,
@@ -860,6 +861,7 @@ class FewShotClassifier:
     def predict(self, images: Any) -> list[Hashable]:
         """The most probable label of each image (``N`` labels of the fitted type), or
         ``unknown_label`` where :meth:`unknown_mask` flags its :meth:`outlier_score`."""
+        self._check_fitted()
         if self.unknown == "off" or self.class_means_ is None:
             embeddings, _ = self._embeddings(images, None)
             return [self.classes_[int(k)] for k in self._logits_of(embeddings).argmax(1)]

@@ -235,6 +235,7 @@ def embed_with_both(
     cache: FeatureCache,
     images: torch.Tensor | Images,
     *,
+    width: int,
     batch_size: int,
     on_unreadable: OnUnreadable | None,
     show_progress: bool,
@@ -242,8 +243,9 @@ def embed_with_both(
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """``(first's features [n, D1], second's [n, D2], positions of the n readable images)``,
     each image decoded once for both networks (which must decode alike: the same
-    preprocessing). Read from ``cache`` when each network has every image there; else both
-    run on each decoded batch, and the cache keeps the pair's rows under the pair's digest.
+    preprocessing); ``width`` = ``D1``. Read from ``cache`` when each network has every image
+    there; else both run on each decoded batch, and the cache keeps the pair's rows under the
+    pair's digest.
 
     Raises:
         ConfigurationError: the two networks decode images differently.
@@ -257,7 +259,6 @@ def embed_with_both(
         rows = [cache.stored(network.digest, images) for network in (first, second)]
         if rows[0] is not None and rows[1] is not None:
             return rows[0][0], rows[1][0], rows[0][1]
-    width = first.network().embedding_dim
     both, kept = cache.embed(
         _Both(first.network(), second.network()),
         images,
