@@ -41,7 +41,8 @@ support alone for a 5% false-alarm rate): the share of inlier queries flagged (f
 of outliers flagged (detected), mean and 95% CI over episodes.
 
 Part 2, ``outlier_share``: inlier accuracy of the default (also with ``outlier_rate`` 0.05 and
-0.2, :data:`SHARE_METHODS`) and of support-init with 20 inlier
+0.2, and with ``gate_outlier_rate`` 0.05 and 0.2 (the default's is 0.05), :data:`SHARE_METHODS`)
+and of support-init with 20 inlier
 queries per episode plus 0, 5 or 20 outliers (0%, 20% and 50% of the query set). The sampler
 draws the inliers before the outliers, so the three shares share their inlier episodes and the
 differences to 0% are paired (mean and 95% CI of the per-episode difference). The issue asks
