@@ -143,9 +143,22 @@ def test_the_gate_does_not_count_flagged_queries() -> None:
     torch.testing.assert_close(counted.weight, clean.weight)
     predictions = counted.query_logits[:, :40].argmax(-1)
     assert torch.equal(predictions, clean.query_logits.argmax(-1))
-    # on the clean queries alone nothing changes
-    alone = method.fit_features(support, targets, query[:, :40]).query_logits
+    # on the clean queries alone, counting every query answers the same
+    alone = every.fit_features(support, targets, query[:, :40]).query_logits
     torch.testing.assert_close(alone, clean.query_logits)
+
+
+def test_the_gate_counts_unflagged_queries_with_the_outlier_alarm_too() -> None:
+    """With ``outlier_rate`` and its alarm, an episode whose flags raise no alarm keeps every
+    query for the query terms; its gate still counts only the unflagged ones, as the
+    default's does (a few outliers must not open it)."""
+    support, targets, query = with_outliers(3, seed=1)
+    default = RECOMMENDED.fit_features(support, targets, query)
+    assert bool(default.gated.all())
+    alarmed = dataclasses.replace(RECOMMENDED, outlier_rate=0.2, outlier_alarm=0.01)
+    assert bool(alarmed.fit_features(support, targets, query).gated.all())
+    every = dataclasses.replace(alarmed, gate_outlier_rate=0.0)
+    assert not bool(every.fit_features(support, targets, query).gated.all())
 
 
 def test_gate_outlier_rate_is_checked() -> None:

@@ -191,6 +191,9 @@ def test_a_fine_tuned_model_decodes_each_image_once_for_labels_and_outlier_score
     assert scores is not None
     np.testing.assert_allclose(probabilities, model.predict_proba(queries), atol=1e-6)
     np.testing.assert_allclose(scores, model.outlier_score(queries), atol=1e-6)
+    decoded.clear()  # each network's rows were kept as its own: asked alone, nothing is decoded
+    loaded.predict_proba(queries), loaded.outlier_score(queries)
+    assert decoded == []
     labels_now = model.predict(queries)
     decoded.clear()
     again = FewShotClassifier.load(tmp_path / "m.pt").set_params(cache_dir=False)

@@ -91,7 +91,8 @@ def test_fit_reports_the_method_that_gave_the_answer(
     assert main(["fit", "--support", str(support), "--output", str(model), *small]) == 0
     err = capsys.readouterr().err
     assert "fitted 2 classes (TransductiveFineTuning, scope head: 0 query/unlabelled" in err
-    assert "too few for the classes they appear to hold: fine-tuned on the labelled images" in err
+    assert "too few for the classes they appear to hold (images that look like none" in err
+    assert "do not count): fine-tuned on the labelled images" in err
     argv = ["fit", "--support", str(support), "--unlabeled", str(query), "--output", str(model)]
     assert main([*argv, *small]) == 0  # 4 unlabelled images: still too few for 2 classes
     assert "fine-tuned on the labelled images alone" in capsys.readouterr().err

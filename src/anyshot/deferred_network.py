@@ -243,9 +243,9 @@ def embed_with_both(
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """``(first's features [n, D1], second's [n, D2], positions of the n readable images)``,
     each image decoded once for both networks (which must decode alike: the same
-    preprocessing); ``width`` = ``D1``. Read from ``cache`` when each network has every image
-    there; else both run on each decoded batch, and the cache keeps the pair's rows under the
-    pair's digest.
+    preprocessing); ``width`` = ``D1``. Rows ``cache`` holds for a network are read; when
+    neither network has every image there, both run on each decoded batch and the cache keeps
+    each network's rows under its own digest (:meth:`FeatureCache.keep`), as if embedded alone.
 
     Raises:
         ConfigurationError: the two networks decode images differently.
@@ -255,19 +255,30 @@ def embed_with_both(
             "the two networks decode images differently "
             f"({first.preprocessing} vs {second.preprocessing}): embed them one at a time"
         )
-    if not isinstance(images, torch.Tensor):
-        rows = [cache.stored(network.digest, images) for network in (first, second)]
-        if rows[0] is not None and rows[1] is not None:
-            return rows[0][0], rows[1][0], rows[0][1]
+    on_file = not isinstance(images, torch.Tensor)  # in-memory images are never cached
+    first_rows = cache.stored(first.digest, images) if on_file else None
+    second_rows = cache.stored(second.digest, images) if on_file else None
+    if first_rows is not None and second_rows is not None:
+        return first_rows[0], second_rows[0], first_rows[1]
+    if first_rows is not None or second_rows is not None:  # one has every row: run the other
+        network = second if first_rows is not None else first
+        rows, kept = network.embed(
+            cache, images, batch_size=batch_size, on_unreadable=on_unreadable,
+            show_progress=show_progress, desc=desc,
+        )  # fmt: skip
+        if first_rows is not None:
+            return first_rows[0][kept], rows, kept
+        assert second_rows is not None
+        return rows, second_rows[0][kept], kept
     both, kept = cache.embed(
-        _Both(first.network(), second.network()),
-        images,
-        preprocessing=first.preprocessing,
-        batch_size=batch_size,
-        on_unreadable=on_unreadable,
-        show_progress=show_progress,
-        desc=desc,
-    )
+        _Both(first.network(), second.network()), images, preprocessing=first.preprocessing,
+        batch_size=batch_size, on_unreadable=on_unreadable, show_progress=show_progress,
+        desc=desc, digest=f"{first.digest}+{second.digest}", store=False,
+    )  # fmt: skip
     if not kept:
         return both, both, kept
-    return both[:, :width], both[:, width:], kept
+    rows_first, rows_second = both[:, :width], both[:, width:]
+    if on_file:
+        cache.keep(first.digest, images, kept, rows_first)
+        cache.keep(second.digest, images, kept, rows_second)
+    return rows_first, rows_second, kept

@@ -408,6 +408,7 @@ class FeatureCache:
         show_progress: bool = False,
         desc: str = "embedding",
         digest: str | None = None,
+        store: bool = True,
     ) -> tuple[torch.Tensor, list[int]]:
         """Features of ``images``, read where cached, else computed (and stored).
 
@@ -429,6 +430,8 @@ class FeatureCache:
             digest: :func:`model_digest` of ``backbone`` with this preprocessing, when the
                 caller already has it (hashing the weights again costs ~40 ms for
                 EfficientNet-Lite0).
+            store: keep the computed rows (``False``: a module whose rows the caller keeps
+                itself, e.g. with :meth:`keep`)
 
         Returns:
             ``(features [n, D] float32 on the CPU, positions of the n images embedded)``.
@@ -454,7 +457,8 @@ class FeatureCache:
         ]
         if missing:
             computed = self._compute(
-                backbone, images, missing, keys, folder, batch_size, on_unreadable,
+                backbone, images, missing, keys if store else [None] * len(keys), folder,
+                batch_size, on_unreadable,
                 progress_bar(total=len(missing), desc=desc, enabled=show_progress, unit="img"),
             )  # fmt: skip
             found.update(computed)
@@ -465,6 +469,25 @@ class FeatureCache:
         if not kept:
             return torch.empty(0, 0), kept
         return torch.stack([found[i] for i in kept]), kept
+
+    def keep(
+        self, digest: str, images: Images, positions: Sequence[int], rows: torch.Tensor
+    ) -> None:
+        """Remember ``rows`` ``[n, D]`` as model ``digest``'s features of ``images`` at
+        ``positions``, in memory and in the folder, as :meth:`embed` stores what it computes:
+        rows computed elsewhere with this cache's settings (``dtype``, layout, folding), e.g.
+        by one module running two networks on each decoded batch. Images without a file behind
+        them are skipped."""
+        folder = None if self.directory is None else self.directory / digest[:16]
+        pending: list[tuple[str, torch.Tensor]] = []
+        for position, row in zip(positions, rows, strict=True):
+            key = self._key(digest, _file_source(images, position))
+            if key is not None:
+                self._rows[key] = row
+                pending.append((key, row))
+        self._files.save()
+        for start in range(0, len(pending), self.shard_size):
+            self._store(folder, pending[start : start + self.shard_size])
 
     def stored(self, digest: str, images: Images) -> tuple[torch.Tensor, list[int]] | None:
         """The rows of ``images`` when every one of them is cached for the model ``digest``

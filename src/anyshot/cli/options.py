@@ -406,9 +406,10 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--gate-outlier-rate",
         type=_rate_or_zero,
-        help="transductive: the safeguard that trains on the labelled images alone when there "
-        "are too few query images per class (--min-queries-per-class) counts only the query "
-        "images --unknown would not flag at this false-alarm rate; 0 = every image counts "
+        help="transductive: the safeguard that answers without the query images when there "
+        "are too few of them per class (--min-queries-per-class) counts only those --unknown "
+        "would not flag at this false-alarm rate (its own, not --false-alarm-rate's); 0 = every "
+        "image counts "
         f"(default: {by_scope('gate_outlier_rate')})",
     )
     group.add_argument(

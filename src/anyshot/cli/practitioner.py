@@ -651,7 +651,8 @@ def _fallback(model: Any, queries: int) -> str | None:
     if reason == "gate":
         return (
             f"{queries} query/unlabelled images for {len(model.classes_)} classes, too few for "
-            f"the classes they appear to hold: {_gate_answer(model)}"
+            "the classes they appear to hold (images that look like none of the classes do "
+            f"not count): {_gate_answer(model)}"
         )
     if reason == "guard":
         return (

@@ -166,7 +166,8 @@ class FineTuning:
         gate_outlier_rate: the gate (``min_queries_per_class``) counts only the queries the
             unknown rule does not flag at this false-alarm rate (see ``outlier_rate``): images
             of none of the classes are no evidence for training on the queries. 0 = every
-            query counts.
+            query counts. With ``outlier_rate``, it counts the unflagged among the queries that
+            rule keeps.
         outlier_rate: the query terms (and the gate's count) leave out the queries the unknown
             rule flags at this false-alarm rate: farther from every support class mean than
             :func:`anyshot.outliers.unknown_threshold` sets from the support (images of none of

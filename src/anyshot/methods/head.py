@@ -263,7 +263,7 @@ def _without_outliers(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
         alarm = outlier_alarm(~keep, training.outlier_rate, training.outlier_alarm)
         keep = keep | ~alarm.unsqueeze(1)
     counts = keep.sum(1)
-    plain = replace(training, outlier_rate=0.0, gate_outlier_rate=0.0)  # the gate counts them
+    plain = replace(training, outlier_rate=0.0)  # the gate still counts the unflagged of them
     parts, order = [], []
     for count in counts.unique().tolist():
         chosen = (counts == count).nonzero().squeeze(1)
