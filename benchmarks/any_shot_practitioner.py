@@ -26,7 +26,7 @@ The committed results (``benchmarks/results/any-shot-practitioner-*.json``)::
     P=".venv/bin/python benchmarks/any_shot_practitioner.py"
     $P --cells omni-20w1s,omni-20w5s,omni-20w15s --episodes 3 --output $R-omniglot.json
     $P --cells mini-20w1s,mini-20w5s --episodes 3 --output $R-mini.json
-    $P --cells mini-20w100s --output $R-mini-100.json
+    $P --cells mini-20w100s --episodes 3 --output $R-mini-100.json
     $P --cells digits-10w100s --output $R-digits.json
     $P --cells mini-20w500s --rows default --output $R-500.json
 """
