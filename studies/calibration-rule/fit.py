@@ -98,7 +98,9 @@ class Rule:
         other = (x @ theta[f:]).exp() if self.guard else torch.full_like(trained, SHIPPED_FALLBACK)
         return torch.where(cell.guard, other, trained)
 
-    def fit(self, cells: list[Cell]) -> Rule:
+    def fit(self, cells: list[Cell], gap_weight: float = 0.0) -> Rule:
+        """Minimise the mean over ``cells`` of the query NLL, plus ``gap_weight`` times the mean
+        over cells of the squared gap between the cell's mean confidence and its accuracy."""
         designs = [self.design(c) for c in cells]
         theta = self.theta.clone().requires_grad_(True)
         opt = torch.optim.LBFGS([theta], lr=1, max_iter=200, line_search_fn="strong_wolfe",
@@ -111,6 +113,8 @@ class Rule:
                 tau = self._tau(c, x, theta)
                 logp = (c.logits / tau[:, None]).log_softmax(-1)
                 loss = loss - logp.gather(1, c.targets[:, None]).mean()
+                gap = logp.exp().amax(-1).mean() - c.correct.double().mean()
+                loss = loss + gap_weight * gap**2
             loss = loss / len(cells)
             loss.backward()
             return loss
@@ -181,6 +185,8 @@ def main() -> None:
                         help="with one --rules rule: evaluate these ','-separated parameters, no fit")
     parser.add_argument("--table", type=Path, default=None, help="write a markdown table of the rules")
     parser.add_argument("--guard-rule", action="store_true", help="fit the guard's episodes too")
+    parser.add_argument("--gap-weight", type=float, default=0.0,
+                        help="add this times the mean squared (mean confidence - accuracy) of the cells")
     args = parser.parse_args()
     torch.set_num_threads(1)
     saved = torch.load(args.data)
@@ -196,7 +202,7 @@ def main() -> None:
             rule = Rule(features)
             rule.theta = torch.tensor([float(v) for v in args.theta.split(",")], dtype=torch.float64)
         else:
-            rule = Rule(features, args.guard_rule).fit([cells[n] for n in fit_names])
+            rule = Rule(features, args.guard_rule).fit([cells[n] for n in fit_names], args.gap_weight)
         eces = {n: c.ece(rule.tau(c)) for n, c in cells.items()}
         core = [eces[n] for n in CORE]
         table[rule.label()] = {"theta": rule.theta.tolist(), "ece": eces,

@@ -100,13 +100,14 @@ SUPPORT_INIT_CONFIDENCE_TEMPERATURE = 0.46
 #: where its predictions cover the classes;
 #: the Tsallis head's answer where it explains the queries with clearly fewer of the classes
 #: (``tsallis_head``). A trained head's logits (the inductive head's too) are divided by ``tau =
-#: 0.177 * shots ** -0.61 * exp(2.77 s + 1.14 h)``, ``s`` the mean cosine between the support's
+#: 0.175 * shots ** -0.60 * exp(2.86 s + 1.07 h)``, ``s`` the mean cosine between the support's
 #: class means (:func:`anyshot.methods.cosine.class_mean_similarity`), ``h`` the head's mean
 #: uncalibrated confidence on the queries: no single ``tau`` suits both mini-ImageNet (``tau`` about
 #: 1) and Omniglot one-shot (about 2), whose classes look far more alike to the backbone; the rule's
 #: four numbers minimise the query NLL of 5-way 1 and 5 shots, balanced and Dirichlet(2) /
-#: Dirichlet(0.5) queries of both domains' val classes, each cell weighted equally
-#: (``studies/calibration-rule/``). Support-init's answers (the guard's) get support-init's
+#: Dirichlet(0.5) queries of both domains' val classes, each cell weighted equally, plus ten times
+#: the mean squared gap between a cell's mean confidence and its accuracy
+#: (``studies/calibration-rule/``, "Refit on the cells' gaps"). Support-init's answers (the guard's) get support-init's
 #: calibration (``fallback_temperature``); the Tsallis head's, sharper, ``tau = 3.9 * shots **
 #: -0.35``, fitted the same way on the val episodes it answered (``studies/tsallis-calibration/``).
 RECOMMENDED = dataclasses.replace(
@@ -118,10 +119,10 @@ RECOMMENDED = dataclasses.replace(
     gate_outlier_rate=0.05,
     min_agreement=0.5,
     tsallis_head=True,
-    confidence_temperature=0.177,
-    confidence_shots_power=-0.61,
-    confidence_similarity_slope=2.77,
-    confidence_query_slope=1.14,
+    confidence_temperature=0.175,
+    confidence_shots_power=-0.60,
+    confidence_similarity_slope=2.86,
+    confidence_query_slope=1.07,
     tsallis_confidence_temperature=3.9,
     tsallis_confidence_shots_power=-0.35,
     fallback_temperature=SUPPORT_INIT_CONFIDENCE_TEMPERATURE,
