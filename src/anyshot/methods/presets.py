@@ -107,9 +107,10 @@ SUPPORT_INIT_CONFIDENCE_TEMPERATURE = 0.46
 #: four numbers minimise the query NLL of 5-way 1 and 5 shots, balanced and Dirichlet(2) /
 #: Dirichlet(0.5) queries of both domains' val classes, each cell weighted equally, plus ten times
 #: the mean squared gap between a cell's mean confidence and its accuracy
-#: (``studies/calibration-rule/``, "Refit on the cells' gaps"). Support-init's answers (the guard's) get support-init's
-#: calibration (``fallback_temperature``); the Tsallis head's, sharper, ``tau = 3.9 * shots **
-#: -0.35``, fitted the same way on the val episodes it answered (``studies/tsallis-calibration/``).
+#: (``studies/calibration-rule/``, "Refit on the cells' gaps"). Support-init's answers (the
+#: guard's) get support-init's calibration (``fallback_temperature``); the Tsallis head's,
+#: sharper, ``tau = 3.9 * shots ** -0.35``, fitted the same way on the val episodes it answered
+#: (``studies/tsallis-calibration/``).
 RECOMMENDED = dataclasses.replace(
     UNGUARDED,
     center_on="adaptive",
