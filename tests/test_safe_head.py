@@ -21,10 +21,10 @@ from anyshot.methods import network as network_module
 from anyshot.methods.balance import dirichlet_concentration, looks_balanced
 from anyshot.methods.cosine import class_means, transductive_center
 from anyshot.methods.finetune import QUERY_FIELDS
-from anyshot.methods.head import gate_closes, predicted_classes
+from anyshot.methods.head import gate_closes, predicted_classes, with_query_prior
 from anyshot.methods.objective import estimated_log_prior
 from anyshot.methods.presets import RECOMMENDED, SUPPORT_INIT_CONFIDENCE_TEMPERATURE, UNGUARDED
-from anyshot.outliers import covering
+from anyshot.outliers import covering, effective_classes
 from conftest import clustered_episode
 
 #: Support-based initialisation at RECOMMENDED's temperature: what RECOMMENDED falls back to.
@@ -150,8 +150,11 @@ def test_the_gate_decides_per_episode_from_the_predicted_classes() -> None:
     """Queries from 2 of 5 classes: an episode whose trained head's predictions hold K_hat
     classes keeps that head iff Q >= (m + s) K_hat (one shot); a gated episode gets the
     inductive head's logits, and ``fallback`` says which."""
-    # the gate alone (the Tsallis head changes which head's classes it counts, not the rule)
-    gate_only = dataclasses.replace(AS_TRAINED, min_agreement=0.0, tsallis_head=False)
+    # the gate alone (the Tsallis head changes which head's classes it counts, not the rule;
+    # the prior of test_the_gates_answer_takes_the_queries_prior_where_they_hold_few_classes)
+    gate_only = dataclasses.replace(
+        AS_TRAINED, min_agreement=0.0, tsallis_head=False, gate_prior_share=0.0
+    )
     unguarded = dataclasses.replace(gate_only, min_queries_per_class=0.0, queries_per_shot=0.0)
     needed = RECOMMENDED.min_queries_per_class + RECOMMENDED.queries_per_shot
     mixed = False
@@ -176,6 +179,39 @@ def test_the_gate_decides_per_episode_from_the_predicted_classes() -> None:
                 torch.testing.assert_close(fitted.query_logits[e], trained[e], atol=1e-5, rtol=0)
                 assert not torch.allclose(fitted.query_logits[e], inductive[e], atol=1e-3)
     assert mixed  # some batch had gated and trained episodes (the set-up)
+
+
+def test_the_gates_answer_takes_the_queries_prior_where_they_hold_few_classes() -> None:
+    """20 classes, 10 queries from 2 of them: too few to train on (the gate closes), enough to
+    tell which classes they hold. The gated answer is the inductive head plus ``log pi`` from
+    its own predictions: the absent classes lose weight, predictions move toward the classes
+    the queries hold, the class directions stay the support's; queries predicted to cover the
+    classes are left alone."""
+    support, targets, query, query_targets = nuisance_episodes(
+        24, 20, 2, 5, seed=3, spread=0.6, nuisance=0.6
+    )
+    without = dataclasses.replace(AS_TRAINED, gate_prior_share=0.0)
+    plain, prior = (m.fit_features(support, targets, query) for m in (without, AS_TRAINED))
+    assert prior.gated is not None and bool(prior.gated.all())
+    torch.testing.assert_close(prior.weight, plain.weight, atol=0, rtol=0)
+    present = F.one_hot(query_targets, 20).sum(1) > 0  # [E, K]
+    shift = prior.bias - plain.bias  # [E, K]: log pi where the prior was added
+    moved = shift.abs().amax(-1) > 1e-4
+    assert int(moved.sum()) >= 12  # most episodes' predictions hold few of the 20 classes
+    lift = (shift * present).sum(-1) / 2 - (shift * ~present).sum(-1) / 18  # [E]
+    assert bool((lift[moved] > 1.0).all())
+    # predictions move toward the classes the queries hold, never away
+    held = [present.gather(1, f.query_logits.argmax(-1)).float().mean(1) for f in (plain, prior)]
+    assert bool((held[1] >= held[0]).all())
+    # balanced queries of 5 classes: predicted to cover them, the prior is not added
+    support, targets, query, _ = nuisance_episodes(8, 5, 5, 2, seed=4)
+    inductive = RECOMMENDED.inductive().fit_features(support, targets, query)
+    covered = effective_classes(inductive.query_logits.argmax(-1), 5) >= 0.5 * 5
+    assert bool(covered.any())
+    kept = with_query_prior(inductive, None, 0.5)
+    torch.testing.assert_close(kept.query_logits[covered], inductive.query_logits[covered])
+    torch.testing.assert_close(kept.bias[covered], inductive.bias[covered])
+    assert with_query_prior(inductive, None, 0.0) is inductive
 
 
 @pytest.mark.parametrize("ways", [200, 1000])
@@ -393,6 +429,7 @@ def test_settings_presets_and_command_line() -> None:
         min_queries_per_class=6.0,
         queries_per_shot=0.5,
         gate_outlier_rate=0.05,
+        gate_prior_share=0.5,
         min_agreement=0.5,
         tsallis_head=True,
         confidence_temperature=0.175,

@@ -214,8 +214,9 @@ def default_method_words() -> str:
         f"{head.min_queries_per_class:g} query images per class (plus "
         f"{head.queries_per_shot:g} per labelled image per class) for the classes "
         "they appear to hold (those the trained head predicts for them; counting the images "
-        f"--unknown would not flag at a {head.gate_outlier_rate:.0%} false-alarm rate), and "
-        "answers as "
+        f"--unknown would not flag at a {head.gate_outlier_rate:.0%} false-alarm rate; if "
+        f"they appear to hold fewer than {head.gate_prior_share:.0%} of the classes, with the "
+        "class proportions those predictions imply), and answers as "
         "support-init does (class means, no training) when the trained classifier agrees with "
         f"support-init on fewer than {head.min_agreement:.0%} of them while support-init "
         f"spreads them over at least {COVERING_SHARE:.0%} of the classes"
@@ -413,6 +414,15 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         f"(default: {by_scope('gate_outlier_rate')})",
     )
     group.add_argument(
+        "--gate-prior-share",
+        type=fraction,
+        help="transductive: when the gate of --min-queries-per-class answers without training "
+        "on the query images and its answer predicts them to hold fewer than this share of the "
+        "classes, add the class proportions those predictions imply (query folders of a few of "
+        "many classes: the absent classes lose weight); 0 = off "
+        f"(default: {by_scope('gate_prior_share')})",
+    )
+    group.add_argument(
         "--outlier-rate",
         type=_rate_or_zero,
         help="transductive, scope head: leave out of the query terms the query images that "
@@ -428,6 +438,11 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
         "folders without such images keep every image; 0 = always (default: "
         f"{by_scope('outlier_alarm')})",
     )
+    _add_tsallis_options(group)
+
+
+def _add_tsallis_options(group: argparse._ArgumentGroup) -> None:
+    """The second head with alpha-TIM's query terms and when it answers (``QUERY_FIELDS``)."""
     group.add_argument(
         "--tsallis-head",
         action=argparse.BooleanOptionalAction,

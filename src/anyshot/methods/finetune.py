@@ -168,6 +168,12 @@ class FineTuning:
             of none of the classes are no evidence for training on the queries. 0 = every
             query counts. With ``outlier_rate``, it counts the unflagged among the queries that
             rule keeps.
+        gate_prior_share: an episode the gate answers with the inductive head, whose queries
+            that head predicts to hold fewer than this share of the classes (the effective
+            number of predicted classes), gets the class proportions those predictions imply
+            added to its logits (:func:`anyshot.methods.head.with_query_prior`): the support's
+            class directions, the queries' prior. Queries of a few of many classes then leave
+            the absent classes little weight without enough of them to train on. 0 = off.
         outlier_rate: the query terms (and the gate's count) leave out the queries the unknown
             rule flags at this false-alarm rate: farther from every support class mean than
             :func:`anyshot.outliers.unknown_threshold` sets from the support (images of none of
@@ -249,6 +255,7 @@ class FineTuning:
     queries_per_shot: float = 0.0
     min_agreement: float = 0.0
     gate_outlier_rate: float = 0.0
+    gate_prior_share: float = 0.0
     outlier_rate: float = 0.0
     outlier_alarm: float = 0.0
     tsallis_head: bool = False
@@ -336,6 +343,10 @@ class FineTuning:
             raise ConfigurationError(
                 f"gate_outlier_rate must lie in [0, 1), got {self.gate_outlier_rate}"
             )
+        if not 0 <= self.gate_prior_share <= 1:
+            raise ConfigurationError(
+                f"gate_prior_share must be a fraction in [0, 1], got {self.gate_prior_share}"
+            )
         if not 0 <= self.outlier_alarm < 1:
             raise ConfigurationError(f"outlier_alarm must lie in [0, 1), got {self.outlier_alarm}")
         if self.tsallis_head and not self.query_weights.any:
@@ -384,6 +395,7 @@ class FineTuning:
             queries_per_shot=self.queries_per_shot,
             min_agreement=self.min_agreement,
             gate_outlier_rate=self.gate_outlier_rate,
+            gate_prior_share=self.gate_prior_share,
             outlier_rate=self.outlier_rate,
             outlier_alarm=self.outlier_alarm,
             tsallis_head=self.tsallis_head,
@@ -585,6 +597,7 @@ QUERY_FIELDS = (
     "tsallis_head",
     "tsallis_margin",
     "tsallis_share",
+    "gate_prior_share",
 )
 
 

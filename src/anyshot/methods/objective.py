@@ -106,12 +106,13 @@ def uniform_log_prior(shape: tuple[int, ...], ways: int, device: torch.device) -
 
 def estimated_log_prior(
     responsibilities: torch.Tensor,
-    n_query: int,
+    n_query: int | torch.Tensor,
     prior_count: float,
     *,
     empirical_bayes: bool = False,
 ) -> torch.Tensor:
-    """``log pi`` from summed query responsibilities ``[..., K]`` and a pseudo-count per class.
+    """``log pi`` from summed query responsibilities ``[..., K]`` and a pseudo-count per class;
+    ``n_query`` = ``Q``, or ``[..., 1]`` per episode.
 
     ``pi_k = (r_k + c) / (Q + K c)``, floored at :data:`MIN_PROPORTION` and renormalised. ``c``
     is ``prior_count``, or with ``empirical_bayes`` each episode's own

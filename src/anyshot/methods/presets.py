@@ -35,7 +35,12 @@ default false-alarm rate of ``FewShotClassifier``): with 20 Omniglot val query i
 images of other classes it lost 4.2 / 4.4 points (1 / 5 shots) to the same 20 alone, 3.4 / 1.3
 so, and the val grid moved by -0.01 / -0.04 points per mini-ImageNet / Omniglot cell on
 average, by -0.2 in the two cells it lowered significantly (``benchmarks/open_set.py``,
-``realistic_grid.py --split val``, ``studies/outlier-gate/``). Beside
+``realistic_grid.py --split val``, ``studies/outlier-gate/``). Where the gate's inductive head
+predicts the queries to hold fewer than half of the classes, it gets the class proportions its
+predictions imply (``gate_prior_share`` 0.5, :func:`~anyshot.methods.head.with_query_prior`):
+on the val grid +0.2 / +2.0 points per mini-ImageNet / Omniglot cell, up to +21 on Omniglot
+present-class cells, none lower than 0.2; at share 3/4, Omniglot 160-way one-shot (queries of
+every class) fell below support-init (``studies/gate-prior/``). Beside
 the head, a second one trained with alpha-TIM's query terms (Tsallis entropies,
 :meth:`~anyshot.methods.head.HeadTraining.tsallis`) answers the episodes where the first head
 predicts fewer than 3/4 of the classes for the queries and it more than 0.5 fewer still
@@ -96,7 +101,8 @@ SUPPORT_INIT_CONFIDENCE_TEMPERATURE = 0.46
 #: The default: :data:`UNGUARDED` with the safeguards for realistic query sets (see the module doc):
 #: centre on the support's class means (on the episode in the balanced second run), empirical-Bayes
 #: proportions, the inductive head (fine-tuning on the support alone) below ``6 + shots / 2``
-#: queries per class the queries appear to hold, support-init's answer below 50% agreement with it
+#: queries per class the queries appear to hold (with the proportions its predictions imply where
+#: they hold fewer than half of the classes), support-init's answer below 50% agreement with it
 #: where its predictions cover the classes;
 #: the Tsallis head's answer where it explains the queries with clearly fewer of the classes
 #: (``tsallis_head``). A trained head's logits (the inductive head's too) are divided by ``tau =
@@ -118,6 +124,7 @@ RECOMMENDED = dataclasses.replace(
     min_queries_per_class=6.0,
     queries_per_shot=0.5,
     gate_outlier_rate=0.05,
+    gate_prior_share=0.5,
     min_agreement=0.5,
     tsallis_head=True,
     confidence_temperature=0.175,
