@@ -20,6 +20,7 @@ from anyshot.methods import PRESETS, FineTuning, SupportBasedInit, TransductiveF
 from anyshot.methods import network as network_module
 from anyshot.methods.balance import dirichlet_concentration, looks_balanced
 from anyshot.methods.cosine import class_means, transductive_center
+from anyshot.methods.features import FittedHead
 from anyshot.methods.finetune import QUERY_FIELDS
 from anyshot.methods.head import gate_closes, predicted_classes, with_query_prior
 from anyshot.methods.objective import estimated_log_prior
@@ -203,6 +204,8 @@ def test_the_gates_answer_takes_the_queries_prior_where_they_hold_few_classes() 
     # predictions move toward the classes the queries hold, never away
     held = [present.gather(1, f.query_logits.argmax(-1)).float().mean(1) for f in (plain, prior)]
     assert bool((held[1] >= held[0]).all())
+    # the bias carries the prior to new images: the queries' own rows get their logits again
+    torch.testing.assert_close(prior.logits(query), prior.query_logits, atol=1e-4, rtol=0)
     # balanced queries of 5 classes: predicted to cover them, the prior is not added
     support, targets, query, _ = nuisance_episodes(8, 5, 5, 2, seed=4)
     inductive = RECOMMENDED.inductive().fit_features(support, targets, query)
@@ -212,6 +215,59 @@ def test_the_gates_answer_takes_the_queries_prior_where_they_hold_few_classes() 
     torch.testing.assert_close(kept.query_logits[covered], inductive.query_logits[covered])
     torch.testing.assert_close(kept.bias[covered], inductive.bias[covered])
     assert with_query_prior(inductive, None, 0.0) is inductive
+
+
+def test_the_queries_prior_is_per_episode_and_counts_only_kept_queries() -> None:
+    """One batch of episodes whose queries hold 2 of 10 classes and of episodes whose queries
+    hold all 10: only the first get a prior, each exactly as alone (a batch of one); queries left
+    out by ``keep`` do not count; batched and one-episode chunks of the default agree."""
+    few = nuisance_episodes(4, 10, 2, 5, seed=5, spread=0.6, nuisance=0.6)
+    many = nuisance_episodes(4, 10, 10, 1, seed=6, spread=0.6, nuisance=0.6)
+    support, targets, query, query_targets = (
+        torch.cat(pair) for pair in zip(few, many, strict=True)
+    )
+    head = RECOMMENDED.inductive().fit_features(support, targets, query)
+    held = effective_classes(head.query_logits.argmax(-1), 10) < 5
+    assert held[:4].all() and not held[4:].any()  # the set-up
+    prior = with_query_prior(head, None, 0.5)
+    torch.testing.assert_close(prior.query_logits[4:], head.query_logits[4:], atol=0, rtol=0)
+    assert not torch.allclose(prior.bias[:4], head.bias[:4], atol=1e-2)
+    for e in range(8):
+        one = with_query_prior(_one_episode(head, e), None, 0.5)
+        torch.testing.assert_close(one.query_logits[0], prior.query_logits[e])
+    # leave out the queries of one present class: it no longer gains weight
+    dropped = query_targets[0, 0]
+    keep = query_targets != dropped  # [E, Q]
+    masked = with_query_prior(head, keep, 0.5)
+    gain = (prior.bias - head.bias)[0, dropped] - (masked.bias - head.bias)[0, dropped]
+    assert float(gain) > 1.0
+    # the default itself: batched and one episode per chunk give the same answers
+    batched, chunked = (
+        AS_TRAINED.fit_features(support, targets, query, episodes_per_chunk=n) for n in (8, 1)
+    )
+    assert batched.gated is not None and bool(batched.gated[:4].all())
+    torch.testing.assert_close(chunked.query_logits, batched.query_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked.logits(query), batched.logits(query), atol=1e-4, rtol=0)
+
+
+def test_gate_prior_share_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="gate_prior_share"):
+        dataclasses.replace(RECOMMENDED, gate_prior_share=1.5)
+    with pytest.raises(ConfigurationError, match="scope 'head' only"):
+        TransductiveFineTuning(scope="last", gate_prior_share=0.5)
+    assert RECOMMENDED.inductive().gate_prior_share == 0.0
+    assert RECOMMENDED.head_training.inductive().gate_prior_share == 0.0
+
+
+def _one_episode(head: FittedHead, e: int) -> FittedHead:
+    """Episode ``e`` of ``head`` as a batch of one."""
+    return dataclasses.replace(
+        head,
+        weight=head.weight[e : e + 1],
+        bias=head.bias[e : e + 1],
+        query_logits=head.query_logits[e : e + 1],
+        center=None if head.center is None else head.center[e : e + 1],
+    )
 
 
 @pytest.mark.parametrize("ways", [200, 1000])

@@ -4,7 +4,7 @@ queries per predicted class: 11 at 10 shots, 16 at 20). Same arguments as that s
 extra cells' names end in ``-x`` and are selected with ``--cells`` as any other.
 
     PYTHONPATH=src:benchmarks python studies/gate-prior/extra_cells.py --split val --cells=-x \\
-        --methods support-init,recommended,recommended:gate_prior=True --output OUT.json
+        --methods support-init,recommended:gate_prior_share=0.0,recommended --output OUT.json
 """
 
 from __future__ import annotations

@@ -214,9 +214,10 @@ def default_method_words() -> str:
         f"{head.min_queries_per_class:g} query images per class (plus "
         f"{head.queries_per_shot:g} per labelled image per class) for the classes "
         "they appear to hold (those the trained head predicts for them; counting the images "
-        f"--unknown would not flag at a {head.gate_outlier_rate:.0%} false-alarm rate; if "
-        f"they appear to hold fewer than {head.gate_prior_share:.0%} of the classes, with the "
-        "class proportions those predictions imply), and answers as "
+        f"--unknown would not flag at a {head.gate_outlier_rate:.0%} false-alarm rate; where "
+        "the head fine-tuned on the labelled images alone predicts them to hold fewer than "
+        f"{head.gate_prior_share:.0%} of the classes, with the class proportions its "
+        "predictions imply), and answers as "
         "support-init does (class means, no training) when the trained classifier agrees with "
         f"support-init on fewer than {head.min_agreement:.0%} of them while support-init "
         f"spreads them over at least {COVERING_SHARE:.0%} of the classes"
@@ -416,10 +417,10 @@ def _add_safeguard_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--gate-prior-share",
         type=fraction,
-        help="transductive: when the gate of --min-queries-per-class answers without training "
-        "on the query images and its answer predicts them to hold fewer than this share of the "
-        "classes, add the class proportions those predictions imply (query folders of a few of "
-        "many classes: the absent classes lose weight); 0 = off "
+        help="transductive, scope head: when the gate of --min-queries-per-class fine-tunes on "
+        "the labelled images alone and that head predicts the query images to hold fewer than "
+        "this share of the classes, add the class proportions its predictions imply (query "
+        "folders of a few of many classes: the absent classes lose weight); 0 = off "
         f"(default: {by_scope('gate_prior_share')})",
     )
     group.add_argument(

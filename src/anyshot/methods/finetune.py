@@ -173,7 +173,8 @@ class FineTuning:
             number of predicted classes), gets the class proportions those predictions imply
             added to its logits (:func:`anyshot.methods.head.with_query_prior`): the support's
             class directions, the queries' prior. Queries of a few of many classes then leave
-            the absent classes little weight without enough of them to train on. 0 = off.
+            the absent classes little weight without enough of them to train on. Scope
+            ``head`` only (at ``last`` / ``all`` the gate answers as support-init does). 0 = off.
         outlier_rate: the query terms (and the gate's count) leave out the queries the unknown
             rule flags at this false-alarm rate: farther from every support class mean than
             :func:`anyshot.outliers.unknown_threshold` sets from the support (images of none of
@@ -365,6 +366,11 @@ class FineTuning:
         if self.outlier_rate > 0 and self.scope != "head":
             raise ConfigurationError(
                 f"outlier_rate applies to scope 'head' only, got scope {self.scope!r}"
+            )
+        if self.gate_prior_share > 0 and self.scope != "head":
+            raise ConfigurationError(
+                "gate_prior_share applies to scope 'head' only (at scopes last / all the gate "
+                f"answers as support-init does), got scope {self.scope!r}"
             )
 
     @property

@@ -160,6 +160,7 @@ class HeadTraining:
             outlier_rate=0.0,
             outlier_alarm=0.0,
             tsallis_head=False,
+            gate_prior_share=0.0,
         )
 
     def tsallis(self, shots: float) -> HeadTraining:
@@ -336,11 +337,12 @@ def safeguarded(
     * gate (:func:`gate_closes`): an episode with fewer than ``min_queries_per_class +
       queries_per_shot * S / K`` queries per class that head fine-tuning of ``rows`` (the
       query terms on) predicts for them, or at most one query, keeps no answer trained with
-      its queries: it gets ``inductive(its rows)`` (fine-tuning on the support alone), or
-      support-init's answer when ``inductive`` is ``None``. The trained head's class
-      proportions let classes absent from the queries vanish, where support-init spreads its
-      predictions over them when the backbone separates the classes poorly
-      (``studies/present-gate/``). With fewer queries than one class needs, nothing is
+      its queries: it gets ``inductive(its rows)`` (fine-tuning on the support alone; with
+      ``gate_prior_share``, plus the class proportions its query predictions imply,
+      :func:`with_query_prior`), or support-init's answer when ``inductive`` is ``None``. The
+      trained head's class proportions let classes absent from the queries vanish, where
+      support-init spreads its predictions over them when the backbone separates the classes
+      poorly (``studies/present-gate/``). With fewer queries than one class needs, nothing is
       trained;
     * guard: a trained episode whose predicted query classes agree with support-init's on
       fewer than a fraction ``min_agreement`` of its queries gets support-init's answer, where

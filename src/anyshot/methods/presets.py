@@ -38,7 +38,7 @@ average, by -0.2 in the two cells it lowered significantly (``benchmarks/open_se
 ``realistic_grid.py --split val``, ``studies/outlier-gate/``). Where the gate's inductive head
 predicts the queries to hold fewer than half of the classes, it gets the class proportions its
 predictions imply (``gate_prior_share`` 0.5, :func:`~anyshot.methods.head.with_query_prior`):
-on the val grid +0.2 / +2.0 points per mini-ImageNet / Omniglot cell, up to +21 on Omniglot
+on the val grid +0.2 / +1.9 points per mini-ImageNet / Omniglot cell, up to +21 on Omniglot
 present-class cells, none lower than 0.2; at share 3/4, Omniglot 160-way one-shot (queries of
 every class) fell below support-init (``studies/gate-prior/``). Beside
 the head, a second one trained with alpha-TIM's query terms (Tsallis entropies,
