@@ -20,9 +20,14 @@ from anyshot.methods import PRESETS, FineTuning, SupportBasedInit, TransductiveF
 from anyshot.methods import network as network_module
 from anyshot.methods.balance import dirichlet_concentration, looks_balanced
 from anyshot.methods.cosine import class_means, transductive_center
-from anyshot.methods.features import FittedHead
+from anyshot.methods.features import EpisodeRows, FittedHead
 from anyshot.methods.finetune import QUERY_FIELDS
-from anyshot.methods.head import gate_closes, predicted_classes, with_query_prior
+from anyshot.methods.head import (
+    gate_closes,
+    inlier_queries,
+    predicted_classes,
+    with_query_prior,
+)
 from anyshot.methods.objective import estimated_log_prior
 from anyshot.methods.presets import RECOMMENDED, SUPPORT_INIT_CONFIDENCE_TEMPERATURE, UNGUARDED
 from anyshot.outliers import covering, effective_classes
@@ -248,6 +253,24 @@ def test_the_queries_prior_is_per_episode_and_counts_only_kept_queries() -> None
     assert batched.gated is not None and bool(batched.gated[:4].all())
     torch.testing.assert_close(chunked.query_logits, batched.query_logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(chunked.logits(query), batched.logits(query), atol=1e-4, rtol=0)
+
+
+def test_the_gates_prior_counts_only_the_queries_the_gate_counts() -> None:
+    """Queries of 2 of 20 classes plus images far from every class: the gate counts only the
+    queries the unknown rule does not flag, and the prior of its answer counts the same ones."""
+    support, targets, query, _ = nuisance_episodes(6, 20, 2, 5, seed=7, spread=0.6, nuisance=0.6)
+    far = 10 * torch.randn(6, 4, query.shape[-1], generator=torch.Generator().manual_seed(8))
+    query = torch.cat([query, far], 1)
+    method = dataclasses.replace(AS_TRAINED, tsallis_head=False, min_agreement=0.0)
+    fitted = method.fit_features(support, targets, query)
+    assert fitted.gated is not None and bool(fitted.gated.all())
+    keep = inlier_queries(EpisodeRows(support, targets, query, 20), 0.05, relu=True).cpu()
+    assert not bool(keep[:, -4:].any()) and bool(keep[:, :10].all())  # the far images flagged
+    inductive = RECOMMENDED.inductive().fit_features(support, targets, query)
+    expected = with_query_prior(inductive, keep, 0.5)
+    torch.testing.assert_close(fitted.query_logits, expected.query_logits, atol=1e-5, rtol=0)
+    every = with_query_prior(inductive, None, 0.5)
+    assert not torch.allclose(every.query_logits, expected.query_logits, atol=1e-3)
 
 
 def test_gate_prior_share_is_checked() -> None:
