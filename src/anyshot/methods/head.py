@@ -422,8 +422,8 @@ def with_query_prior(head: FittedHead, keep: torch.Tensor | None, share: float) 
     not at 1/2; ``studies/gate-prior/``)."""
     logits = head.query_logits.double()  # [E, Q, K]
     ways = logits.shape[-1]
-    spread = effective_classes(logits.argmax(-1), ways, keep) < share * ways  # [E]
-    if not bool(spread.any()):
+    few = effective_classes(logits.argmax(-1), ways, keep) < share * ways  # [E]
+    if not bool(few.any()):
         return head
     mask = torch.ones(logits.shape[:2], dtype=torch.bool) if keep is None else keep
     weight = mask.to(logits.dtype).unsqueeze(-1)  # [E, Q, 1]
@@ -433,8 +433,8 @@ def with_query_prior(head: FittedHead, keep: torch.Tensor | None, share: float) 
         posterior = (logits + log_pi.unsqueeze(1)).softmax(-1)
         soft_counts = (posterior * weight).sum(1)  # [E, K]
         log_pi = estimated_log_prior(soft_counts, counted, 0.0, empirical_bayes=True)
-        log_pi = log_pi - log_pi.mean(-1, keepdim=True)
-    log_pi = log_pi * spread.to(log_pi.dtype).unsqueeze(-1)
+    # centred (softmax ignores a shift), and zero in the episodes left as they are
+    log_pi = (log_pi - log_pi.mean(-1, keepdim=True)) * few.to(log_pi.dtype).unsqueeze(-1)
     bias = head.bias + log_pi.to(head.bias.device, head.bias.dtype)
     query_logits = (logits + log_pi.unsqueeze(1)).to(head.query_logits.dtype)
     return replace(head, bias=bias, query_logits=query_logits)
