@@ -511,6 +511,7 @@ def test_settings_presets_and_command_line() -> None:
         gate_prior_share=0.5,
         min_agreement=0.5,
         tsallis_head=True,
+        tsallis_gated=True,
         confidence_temperature=0.175,
         confidence_shots_power=-0.60,
         confidence_similarity_slope=2.86,

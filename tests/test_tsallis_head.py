@@ -15,8 +15,8 @@ from anyshot.cli.options import method_from_args
 from anyshot.cli.practitioner import _method_words
 from anyshot.errors import ConfigurationError
 from anyshot.methods import FineTuning
-from anyshot.methods.features import FittedHead, answer_of
-from anyshot.methods.head import parsimonious, predicted_classes, tsallis_order
+from anyshot.methods.features import EpisodeRows, FittedHead, answer_of
+from anyshot.methods.head import fit_head, parsimonious, predicted_classes, tsallis_order
 from anyshot.methods.objective import (
     QueryWeights,
     marginal_entropy,
@@ -26,6 +26,7 @@ from anyshot.methods.objective import (
     uniform_log_prior,
 )
 from anyshot.methods.presets import RECOMMENDED
+from anyshot.outliers import covering
 from test_safe_head import AS_TRAINED, BASE, accuracy, nuisance_episodes
 
 WITHOUT = dataclasses.replace(AS_TRAINED, tsallis_head=False)
@@ -123,6 +124,17 @@ def test_parsimonious_takes_the_rival_only_with_clearly_fewer_classes_of_a_part(
         torch.testing.assert_close(chosen.weight[episode], head.weight[episode])
     everything = parsimonious(head, train, margin=0.0, share=1.0)
     torch.testing.assert_close(everything.query_logits[1:3], rival.query_logits[1:3])
+    seen = []
+
+    def refuse_second(candidates: torch.Tensor, other: FittedHead) -> torch.Tensor:
+        seen.append((candidates.tolist(), other.query_logits.shape[0]))
+        return torch.tensor([True, False])  # of the two candidates, episodes 1 and 2
+
+    refused = parsimonious(head, train, margin=0.0, share=0.9, accept=refuse_second)
+    assert seen == [([False, True, True, False], 2)]
+    torch.testing.assert_close(refused.query_logits[1], rival.query_logits[1])
+    torch.testing.assert_close(refused.query_logits[2], head.query_logits[2])
+    assert refused.tsallis is not None and refused.tsallis.tolist() == [False, True, False, False]
 
 
 @pytest.mark.parametrize("present", [3, 5])
@@ -162,18 +174,64 @@ def test_the_gate_counts_the_classes_of_the_chosen_head() -> None:
     """With 30 queries of 3 of 20 classes the Tsallis head's answer is chosen where the first
     head spreads them over many classes; the gate (6 + shots / 2 queries per class) then counts
     the chosen head's classes: it keeps a trained answer where the first head alone would have
-    been gated."""
+    been gated (``tsallis_gated`` off: it would answer some gated episodes again)."""
     support, targets, query, _ = nuisance_episodes(16, 20, 3, 10, seed=6)
     off = {"min_queries_per_class": 0.0, "queries_per_shot": 0.0, "min_agreement": 0.0}
     first = dataclasses.replace(WITHOUT, **off).fit_features(support, targets, query).query_logits
     chosen = dataclasses.replace(AS_TRAINED, **off)
     answer = chosen.fit_features(support, targets, query).query_logits
-    gated = AS_TRAINED.fit_features(support, targets, query).gated
+    counted = dataclasses.replace(AS_TRAINED, tsallis_gated=False)
+    gated = counted.fit_features(support, targets, query).gated
     assert gated is not None
     needed = AS_TRAINED.min_queries_per_class + AS_TRAINED.queries_per_shot
     expected = needed * predicted_classes(answer) > 30
     assert gated.tolist() == expected.tolist()
     assert bool((expected != (needed * predicted_classes(first) > 30)).any())
+
+
+@pytest.mark.parametrize("agreement", [0.5, 0.65])
+def test_the_tsallis_head_challenges_the_gates_answer(agreement: float) -> None:
+    """30 queries of 3 of 20 classes: where the gate closes on the first head's spread
+    predictions, the Tsallis head answers instead exactly when the gate's answer predicts fewer
+    than ``tsallis_share`` of the classes, the Tsallis head more than ``tsallis_margin`` fewer
+    still, the gate opens on its count, the two answers agree on at least ``min_agreement`` of
+    the queries and support-init's predictions do not cover the classes; its answer is then the
+    Tsallis head's own, marked in ``tsallis``, and every other episode keeps its answer. With
+    10 queries (too few for even two classes) nothing changes."""
+    plain = dataclasses.replace(AS_TRAINED, gate_outlier_rate=0.0, min_agreement=agreement)
+    before = dataclasses.replace(plain, tsallis_gated=False)
+    support, targets, query, _ = nuisance_episodes(16, 20, 3, 10, seed=6)
+    old, new = (m.fit_features(support, targets, query) for m in (before, plain))
+    assert old.gated is not None and new.gated is not None and new.tsallis is not None
+    rescued = old.gated & ~new.gated
+    assert int(rescued.sum()) >= 2 and not bool((new.gated & ~old.gated).any())
+    rows = EpisodeRows(support, targets, query, 20)
+    tsallis = fit_head(plain.head_training.tsallis(shots=1.0), rows).query_logits
+    needed = plain.min_queries_per_class + plain.queries_per_shot
+    gate_answer, rival = predicted_classes(old.query_logits), predicted_classes(tsallis)
+    expected = (gate_answer < 0.75 * 20) & (rival < gate_answer - 0.5) & (needed * rival <= 30)
+    agree = (tsallis.argmax(-1) == old.query_logits.argmax(-1)).float().mean(1) >= agreement
+    nearest = BASE.fit_features(support, targets, query).query_logits.argmax(-1)
+    expected = old.gated & expected & agree & ~covering(nearest, 20)
+    assert rescued.tolist() == expected.tolist()
+    torch.testing.assert_close(new.query_logits[rescued], tsallis[rescued], atol=1e-5, rtol=0)
+    assert new.tsallis[rescued].all() and not new.fallback[rescued].any()  # type: ignore[index]
+    torch.testing.assert_close(new.query_logits[~rescued], old.query_logits[~rescued])
+    few = nuisance_episodes(8, 20, 2, 5, seed=6)[:3]
+    torch.testing.assert_close(
+        plain.fit_features(*few).query_logits, before.fit_features(*few).query_logits
+    )
+    # queries of every one of 40 classes: where support-init's predictions cover them, the
+    # gate's answer stays (the Tsallis head would merge classes in some)
+    every = nuisance_episodes(8, 40, 40, 3, seed=6, nuisance=3.0)[:3]
+    spread = covering(BASE.fit_features(*every).query_logits.argmax(-1), 40)
+    assert int(spread.sum()) >= 4
+    torch.testing.assert_close(
+        plain.fit_features(*every).query_logits[spread],
+        before.fit_features(*every).query_logits[spread],
+    )
+    with pytest.raises(ConfigurationError, match="tsallis_gated"):
+        dataclasses.replace(RECOMMENDED, scope="last", gate_prior_share=0.0)
 
 
 def test_the_tsallis_heads_answers_get_their_own_calibration() -> None:

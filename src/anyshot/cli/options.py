@@ -209,7 +209,10 @@ def default_method_words() -> str:
         "that balanced run). A second head, trained with alpha-TIM's query terms (Tsallis "
         "entropies), answers where the first finds the query images hold fewer than "
         f"{head.tsallis_share:.0%} of the classes and it finds more than "
-        f"{head.tsallis_margin:g} fewer still. It fine-tunes on the labelled images alone (no "
+        f"{head.tsallis_margin:g} fewer still (also against the answer below, where the two "
+        f"agree on at least {head.min_agreement:.0%} of the images and support-init spreads "
+        f"them over fewer than {COVERING_SHARE:.0%} of the classes). It fine-tunes on the "
+        "labelled images alone (no "
         "query term, no centring) when there are fewer than "
         f"{head.min_queries_per_class:g} query images per class (plus "
         f"{head.queries_per_shot:g} per labelled image per class) for the classes "
@@ -467,6 +470,19 @@ def _add_tsallis_options(group: argparse._ArgumentGroup) -> None:
         help="with --tsallis-head: the share of the classes below which the first head's "
         "count of the classes the query images hold must lie (default: "
         f"{by_scope('tsallis_share')})",
+    )
+    group.add_argument(
+        "--tsallis-gated",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --tsallis-head, scope head: where the safeguard of --min-queries-per-class "
+        "fine-tunes on the labelled images alone, answer with the second head instead when it "
+        "finds the query images hold more than --tsallis-margin fewer classes than that answer "
+        "(which must find fewer than --tsallis-share of them), there are enough images per "
+        "class it finds, the two answers agree on at least --min-agreement of the images, and "
+        f"support-init spreads them over fewer than {100 * COVERING_SHARE:.0f}%% of the classes "
+        "(default: "
+        f"{by_scope('tsallis_gated', _yes)})",
     )
 
 

@@ -200,6 +200,16 @@ class FineTuning:
             head fine-tuning on the frozen embeddings); it needs a query term.
         tsallis_margin: see ``tsallis_head`` (classes).
         tsallis_share: see ``tsallis_head`` (a fraction of ``K``).
+        tsallis_gated: with ``tsallis_head`` (no effect without), scope ``head``: an
+            episode the gate answers (``min_queries_per_class``) is given the Tsallis head's
+            answer instead where the gate's answer predicts fewer than ``tsallis_share`` of
+            the classes for the queries, the Tsallis head more than ``tsallis_margin`` fewer
+            still, the gate opens on the Tsallis head's count, the two answers agree on at
+            least ``min_agreement`` of the queries and support-init's predictions do not cover
+            the classes (:func:`anyshot.methods.head.tsallis_against_gate`, where the queries
+            hold most classes the Tsallis head can merge some): the first head can spread its
+            predictions over most of the classes where the queries hold a few, and so close
+            the gate.
         tsallis_confidence_temperature: ``tau`` of an episode the Tsallis head answered (scope
             ``head``), times ``shots ** tsallis_confidence_shots_power``; ``None`` = the trained
             head's (``confidence_temperature`` and its rule). That head trains with other terms
@@ -262,6 +272,7 @@ class FineTuning:
     tsallis_head: bool = False
     tsallis_margin: float = 0.5
     tsallis_share: float = 0.75
+    tsallis_gated: bool = False
     tsallis_confidence_temperature: float | None = None
     tsallis_confidence_shots_power: float = 0.0
     batch_size: int = 64
@@ -367,6 +378,11 @@ class FineTuning:
             raise ConfigurationError(
                 f"outlier_rate applies to scope 'head' only, got scope {self.scope!r}"
             )
+        if self.tsallis_gated and self.scope != "head":
+            raise ConfigurationError(
+                "tsallis_gated applies to scope 'head' only (at scopes last / all the gate "
+                f"answers as support-init does), got scope {self.scope!r}"
+            )
         if self.gate_prior_share > 0 and self.scope != "head":
             raise ConfigurationError(
                 "gate_prior_share applies to scope 'head' only (at scopes last / all the gate "
@@ -407,6 +423,7 @@ class FineTuning:
             tsallis_head=self.tsallis_head,
             tsallis_margin=self.tsallis_margin,
             tsallis_share=self.tsallis_share,
+            tsallis_gated=self.tsallis_gated,
         )
 
     def inductive(self) -> FineTuning:
@@ -603,6 +620,7 @@ QUERY_FIELDS = (
     "tsallis_head",
     "tsallis_margin",
     "tsallis_share",
+    "tsallis_gated",
     "gate_prior_share",
 )
 

@@ -16,7 +16,8 @@ With ``tsallis_head`` a second head is fine-tuned beside it, with alpha-TIM's qu
 (:meth:`HeadTraining.tsallis`), and an episode takes its answer where it explains the queries
 with clearly fewer classes (:func:`parsimonious`): queries of a few of many support classes,
 which the likelihood term's proportions leave spread over absent classes when the backbone
-separates the classes poorly.
+separates the classes poorly. With ``tsallis_gated`` it may also answer an episode the gate
+closed (:func:`tsallis_against_gate`).
 
 Two safeguards answer an episode without its queries (:func:`safeguarded`, the one place they
 live, used here and by scopes ``last`` / ``all``): the *gate* keeps no answer trained with the
@@ -71,6 +72,7 @@ __all__ = [
     "predicted_classes",
     "safeguarded",
     "support_init_head",
+    "tsallis_against_gate",
     "tsallis_order",
     "with_query_prior",
 ]
@@ -114,6 +116,11 @@ class HeadTraining:
             the queries and it more than ``tsallis_margin`` fewer still (:func:`parsimonious`).
         tsallis_margin: see ``tsallis_head``.
         tsallis_share: see ``tsallis_head``.
+        tsallis_gated: with ``tsallis_head``, the Tsallis head also challenges the gate's
+            answer, by the same rule (:func:`parsimonious` against the gate's answer), where
+            the gate opens on its class count, it agrees with the gate's answer on at least
+            ``min_agreement`` of the queries and support-init's predictions do not cover the
+            classes (:func:`tsallis_against_gate`).
         gate_prior_share: an episode the gate answers with the inductive head gets the class
             proportions its queries' predictions imply where they hold fewer than this share
             of the classes (:func:`with_query_prior`; 0 = off): its class directions stay
@@ -139,6 +146,7 @@ class HeadTraining:
     tsallis_head: bool = False
     tsallis_margin: float = 0.5
     tsallis_share: float = 0.75
+    tsallis_gated: bool = False
     gate_prior_share: float = 0.0
 
     def inductive(self) -> HeadTraining:
@@ -160,6 +168,7 @@ class HeadTraining:
             outlier_rate=0.0,
             outlier_alarm=0.0,
             tsallis_head=False,
+            tsallis_gated=False,
             gate_prior_share=0.0,
         )
 
@@ -190,6 +199,7 @@ def parsimonious(
     rival: Callable[[torch.Tensor], FittedHead],
     margin: float,
     share: float,
+    accept: Callable[[torch.Tensor, FittedHead], torch.Tensor] | None = None,
 ) -> FittedHead:
     """``head``, with a rival's answer in the episodes where ``head`` predicts fewer than
     ``share`` of the ``K`` classes for the queries and the rival more than ``margin`` fewer
@@ -199,7 +209,9 @@ def parsimonious(
     classes (``studies/alpha-head/``) the Tsallis head's answer is then the more accurate
     (queries of a few of many support classes); where the queries cover the classes (balanced,
     many ways) it can merge classes, which ``share`` rules out. The result's ``tsallis`` mask
-    holds the episodes given the rival's answer (``None`` when no episode was a candidate)."""
+    holds the episodes given the rival's answer (``None`` when no episode was a candidate).
+    ``accept(candidates [E] bool, rival's head of them) -> [E'] bool``, when given, must also
+    hold for an episode to take the rival's answer."""
     own = predicted_classes(head.query_logits)  # [E]
     # at least one class is always predicted: the rival cannot win with 1 + margin or fewer
     candidates = (own < share * head.query_logits.shape[-1]) & (own > 1 + margin)
@@ -207,6 +219,8 @@ def parsimonious(
         return head
     other = rival(candidates)
     fewer = predicted_classes(other.query_logits) < own[candidates] - margin  # [E']
+    if accept is not None:
+        fewer = fewer & accept(candidates, other)
     chosen = candidates.clone()
     chosen[candidates] = fewer
     merged = head.with_episodes_of(other.take(fewer.nonzero().squeeze(1)), chosen)
@@ -385,7 +399,10 @@ def safeguarded(
             fallback = with_query_prior(
                 fallback, None if keep is None else keep[gated], training.gate_prior_share
             )
-        answer = base.with_episodes_of(fallback, gated)
+        if probe is not None and train is None and training.tsallis_head and training.tsallis_gated:
+            probe, fallback, gated = _rescued(training, rows, base, probe, fallback, gated, keep)
+        if bool(gated.any()):
+            answer = base.with_episodes_of(fallback, gated)
     if bool(gated.all()):
         return answer, gated.clone(), gated
     kept = ~gated
@@ -402,6 +419,88 @@ def safeguarded(
         agreement = (trained.query_logits.argmax(-1) == nearest).float().mean(1)
         guard = kept & covering(nearest, rows.ways) & (agreement < training.min_agreement)
     return trained.with_episodes_of(answer, gated | guard), gated | guard, gated
+
+
+def tsallis_against_gate(
+    training: HeadTraining,
+    rows: EpisodeRows,
+    answer: FittedHead,
+    counted: int | torch.Tensor,
+    keep: torch.Tensor | None,
+) -> FittedHead:
+    """The gate's ``answer`` of the episodes of ``rows`` (every one gated), challenged by the
+    Tsallis head (:meth:`HeadTraining.tsallis`) as :func:`parsimonious` challenges the first
+    head: the Tsallis head's answer where ``answer`` predicts fewer than ``tsallis_share`` of
+    the ``K`` classes for the queries, the Tsallis head more than ``tsallis_margin`` fewer
+    still, the gate opens on the Tsallis head's count (:func:`gate_closes` with ``counted``,
+    ``[E]`` or one count of the queries it counts, ``keep`` ``[E, Q]`` bool, ``None`` = all),
+    and the two answers agree on at least ``min_agreement`` of the queries (the guard's share:
+    where the queries hold most of many classes the Tsallis head can merge classes the gate's
+    answer keeps apart; on val, Omniglot 160-way one-shot, 5 queries per class, it did so in two
+    episodes, agreeing with the gate's answer on 44-45% of the queries, and the cell fell below
+    support-init; the 36 episodes it answered on mini-ImageNet 16-way one-shot with 3 or 5 present
+    classes agreed on 52-87%).
+    The gate closes on the count of the head it was given, and the first head can spread its
+    predictions over most classes where the queries hold a few of them (on val, mini-ImageNet
+    16-way one-shot with 5 present classes: 13.8 classes predicted in the gated episodes, 6.7
+    by the Tsallis head; ``studies/present-five/``). The result's ``tsallis`` mask holds the
+    episodes given the Tsallis head's answer."""
+    shots = rows.support.shape[1] / rows.ways
+    tsallis = training.tsallis(shots)
+
+    def opens_and_agrees(candidates: torch.Tensor, rival: FittedHead) -> torch.Tensor:
+        count = counted if isinstance(counted, int) else counted[candidates]
+        classes = predicted_classes(rival.query_logits, None if keep is None else keep[candidates])
+        m, s = training.min_queries_per_class, training.queries_per_shot
+        own = answer.query_logits[candidates].argmax(-1)  # [E', Q]
+        agreement = (rival.query_logits.argmax(-1) == own).float().mean(1)
+        return ~gate_closes(m, s, count, shots, classes) & (agreement >= training.min_agreement)
+
+    return parsimonious(
+        answer,
+        lambda mask: _fit(tsallis, _episodes(rows, mask)),
+        training.tsallis_margin,
+        training.tsallis_share,
+        accept=opens_and_agrees,
+    )
+
+
+def _rescued(
+    training: HeadTraining,
+    rows: EpisodeRows,
+    base: FittedHead,
+    probe: FittedHead,
+    fallback: FittedHead,
+    gated: torch.Tensor,
+    keep: torch.Tensor | None,
+) -> tuple[FittedHead, FittedHead, torch.Tensor]:
+    """:func:`safeguarded`'s ``(probe, fallback, gated)`` after :func:`tsallis_against_gate`
+    challenged the gate's answers (``fallback``, of the ``[E]`` bool ``gated`` episodes) where
+    support-init's predictions (``base``'s) do not cover the classes (:func:`covering`, the
+    guard's test): the rule is for queries of a few of many classes, and where they hold most
+    of them the Tsallis head can merge classes. The probe takes the Tsallis head's answers of
+    the episodes it won, marked in its ``tsallis`` mask; they leave ``gated`` and
+    ``fallback``."""
+    eligible = gated & ~covering(base.query_logits.argmax(-1), rows.ways)  # [E]
+    if not bool(eligible.any()):
+        return probe, fallback, gated
+    within = eligible[gated]  # [G]: which gated episodes are eligible
+    challenged = tsallis_against_gate(
+        training,
+        _episodes(rows, eligible),
+        fallback.take(within.nonzero().squeeze(1)),
+        rows.query.shape[1] if keep is None else keep[eligible].sum(1),
+        None if keep is None else keep[eligible],
+    )
+    if challenged.tsallis is None or not bool(challenged.tsallis.any()):
+        return probe, fallback, gated
+    rescued = eligible.clone()
+    rescued[eligible] = challenged.tsallis
+    chosen = challenged.take(challenged.tsallis.nonzero().squeeze(1))
+    probe = probe.with_episodes_of(chosen, rescued)
+    probe = replace(probe, tsallis=rescued if probe.tsallis is None else probe.tsallis | rescued)
+    left = ~rescued[gated]  # [G]
+    return probe, fallback.take(left.nonzero().squeeze(1)), gated & ~rescued
 
 
 #: EM steps of :func:`with_query_prior`.
