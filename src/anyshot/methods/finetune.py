@@ -374,20 +374,27 @@ class FineTuning:
             raise ConfigurationError(
                 f"tsallis_share must be a fraction in [0, 1], got {self.tsallis_share}"
             )
-        if self.outlier_rate > 0 and self.scope != "head":
+        self._check_head_only()
+
+    def _check_head_only(self) -> None:
+        """Raise :class:`~anyshot.errors.ConfigurationError` for a setting of scope ``head``
+        alone at another scope."""
+        if self.scope == "head":
+            return
+        if self.outlier_rate > 0:
             raise ConfigurationError(
                 f"outlier_rate applies to scope 'head' only, got scope {self.scope!r}"
             )
-        if self.tsallis_gated and self.scope != "head":
-            raise ConfigurationError(
-                "tsallis_gated applies to scope 'head' only (at scopes last / all the gate "
-                f"answers as support-init does), got scope {self.scope!r}"
-            )
-        if self.gate_prior_share > 0 and self.scope != "head":
-            raise ConfigurationError(
-                "gate_prior_share applies to scope 'head' only (at scopes last / all the gate "
-                f"answers as support-init does), got scope {self.scope!r}"
-            )
+        gate_answer = {
+            "tsallis_gated": self.tsallis_gated,
+            "gate_prior_share": self.gate_prior_share,
+        }
+        for name, value in gate_answer.items():
+            if value:
+                raise ConfigurationError(
+                    f"{name} applies to scope 'head' only (at scopes last / all the gate "
+                    f"answers as support-init does), got scope {self.scope!r}"
+                )
 
     @property
     def transductive(self) -> bool:
