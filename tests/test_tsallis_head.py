@@ -16,7 +16,13 @@ from anyshot.cli.practitioner import _method_words
 from anyshot.errors import ConfigurationError
 from anyshot.methods import FineTuning
 from anyshot.methods.features import EpisodeRows, FittedHead, answer_of
-from anyshot.methods.head import fit_head, parsimonious, predicted_classes, tsallis_order
+from anyshot.methods.head import (
+    fit_head,
+    inlier_queries,
+    parsimonious,
+    predicted_classes,
+    tsallis_order,
+)
 from anyshot.methods.objective import (
     QueryWeights,
     marginal_entropy,
@@ -232,6 +238,28 @@ def test_the_tsallis_head_challenges_the_gates_answer(agreement: float) -> None:
     )
     with pytest.raises(ConfigurationError, match="tsallis_gated"):
         dataclasses.replace(RECOMMENDED, scope="last", gate_prior_share=0.0)
+
+
+def test_the_challenge_to_the_gate_counts_the_queries_the_gate_counts() -> None:
+    """With the default's ``gate_outlier_rate``, the gate opens on the Tsallis head's classes
+    among the queries the unknown rule keeps, and on their number (the class counts of the
+    rule and the agreement take every query)."""
+    before = dataclasses.replace(AS_TRAINED, tsallis_gated=False)
+    support, targets, query, _ = nuisance_episodes(16, 20, 3, 10, seed=8)
+    old, new = (m.fit_features(support, targets, query) for m in (before, AS_TRAINED))
+    assert old.gated is not None and new.gated is not None
+    rows = EpisodeRows(support, targets, query, 20)
+    keep = inlier_queries(rows, AS_TRAINED.gate_outlier_rate, relu=True)
+    assert not bool(keep.all())  # the set-up: some queries are not counted
+    tsallis = fit_head(AS_TRAINED.head_training.tsallis(shots=1.0), rows).query_logits
+    needed = AS_TRAINED.min_queries_per_class + AS_TRAINED.queries_per_shot
+    gate_answer, rival = predicted_classes(old.query_logits), predicted_classes(tsallis)
+    opens = needed * predicted_classes(tsallis, keep) <= keep.sum(1)
+    agree = (tsallis.argmax(-1) == old.query_logits.argmax(-1)).float().mean(1) >= 0.5
+    nearest = BASE.fit_features(support, targets, query).query_logits.argmax(-1)
+    expected = (gate_answer < 0.75 * 20) & (rival < gate_answer - 0.5) & opens & agree
+    expected = old.gated & expected & ~covering(nearest, 20)
+    assert (old.gated & ~new.gated).tolist() == expected.tolist() and bool(expected.any())
 
 
 def test_the_tsallis_heads_answers_get_their_own_calibration() -> None:

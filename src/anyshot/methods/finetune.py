@@ -206,8 +206,8 @@ class FineTuning:
             the classes for the queries, the Tsallis head more than ``tsallis_margin`` fewer
             still, the gate opens on the Tsallis head's count, the two answers agree on at
             least ``min_agreement`` of the queries and support-init's predictions do not cover
-            the classes (:func:`anyshot.methods.head.tsallis_against_gate`, where the queries
-            hold most classes the Tsallis head can merge some): the first head can spread its
+            the classes (:func:`anyshot.methods.head.safeguarded`; where the queries hold most
+            classes the Tsallis head can merge some). Why: the first head can spread its
             predictions over most of the classes where the queries hold a few, and so close
             the gate.
         tsallis_confidence_temperature: ``tau`` of an episode the Tsallis head answered (scope

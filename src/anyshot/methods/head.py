@@ -17,14 +17,15 @@ With ``tsallis_head`` a second head is fine-tuned beside it, with alpha-TIM's qu
 with clearly fewer classes (:func:`parsimonious`): queries of a few of many support classes,
 which the likelihood term's proportions leave spread over absent classes when the backbone
 separates the classes poorly. With ``tsallis_gated`` it may also answer an episode the gate
-closed (:func:`tsallis_against_gate`).
+closed, by the same rule against the gate's answer (:func:`safeguarded`).
 
 Two safeguards answer an episode without its queries (:func:`safeguarded`, the one place they
 live, used here and by scopes ``last`` / ``all``): the *gate* keeps no answer trained with the
 queries when an episode has too few per class they appear to hold (those the trained head
 predicts) for the query terms to be trusted (``min_queries_per_class``, plus
 ``queries_per_shot`` per labelled image per class): here it answers with the inductive head
-(support cross-entropy alone, :meth:`HeadTraining.inductive`); the
+(support cross-entropy alone, :meth:`HeadTraining.inductive`), unless ``tsallis_gated`` gives
+the episode the Tsallis head's answer, on whose count the gate opens; the
 *guard* replaces a trained head whose predicted query classes agree with support-init's on too
 few queries (``min_agreement``) by support-based initialisation, in episodes where
 support-init's predictions cover the classes.
@@ -120,7 +121,7 @@ class HeadTraining:
             answer, by the same rule (:func:`parsimonious` against the gate's answer), where
             the gate opens on its class count, it agrees with the gate's answer on at least
             ``min_agreement`` of the queries and support-init's predictions do not cover the
-            classes (:func:`tsallis_against_gate`).
+            classes (:func:`safeguarded`, :func:`tsallis_against_gate`).
         gate_prior_share: an episode the gate answers with the inductive head gets the class
             proportions its queries' predictions imply where they hold fewer than this share
             of the classes (:func:`with_query_prior`; 0 = off): its class directions stay
@@ -357,7 +358,11 @@ def safeguarded(
       trained head's class proportions let classes absent from the queries vanish, where
       support-init spreads its predictions over them when the backbone separates the classes
       poorly (``studies/present-gate/``). With fewer queries than one class needs, nothing is
-      trained;
+      trained. With ``tsallis_head`` and ``tsallis_gated`` (scope ``head``: ``train`` is
+      ``None`` and ``inductive`` given), a gated episode whose support-init predictions do
+      not cover the classes (:func:`anyshot.outliers.covering`) gets the Tsallis head's
+      answer where :func:`tsallis_against_gate` says so, and is no longer gated (the guard
+      then sees it as trained);
     * guard: a trained episode whose predicted query classes agree with support-init's on
       fewer than a fraction ``min_agreement`` of its queries gets support-init's answer, where
       support-init's predictions cover the classes (:func:`anyshot.outliers.covering`: spread
@@ -434,7 +439,10 @@ def tsallis_against_gate(
     the ``K`` classes for the queries, the Tsallis head more than ``tsallis_margin`` fewer
     still, the gate opens on the Tsallis head's count (:func:`gate_closes` with ``counted``,
     ``[E]`` or one count of the queries it counts, ``keep`` ``[E, Q]`` bool, ``None`` = all),
-    and the two answers agree on at least ``min_agreement`` of the queries (the guard's share:
+    and the two answers agree on at least ``min_agreement`` of the queries (class counts and
+    agreement over every query, the gate's test over the queries it counts, as the gate does;
+    :func:`safeguarded` challenges only the episodes whose support-init predictions do not
+    cover the classes). The agreement is the guard's share:
     where the queries hold most of many classes the Tsallis head can merge classes the gate's
     answer keeps apart; on val, Omniglot 160-way one-shot, 5 queries per class, it did so in two
     episodes, agreeing with the gate's answer on 44-45% of the queries, and the cell fell below

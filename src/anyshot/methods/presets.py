@@ -46,10 +46,11 @@ the head, a second one trained with alpha-TIM's query terms (Tsallis entropies,
 predicts fewer than 3/4 of the classes for the queries and it more than 0.5 fewer still
 (``tsallis_head``, :func:`~anyshot.methods.head.parsimonious`; ``studies/alpha-head/``: +1.2
 points on the 39 present-class cells of the val study, none lower than 0.2 points). The same
-rule lets it answer an episode the gate closed on the first head's spread predictions, against
-the gate's answer, where the gate opens on its own count, the two answers agree on at least
-half of the queries and support-init's predictions do not cover the classes
-(``tsallis_gated``, :func:`~anyshot.methods.head.tsallis_against_gate`;
+rule lets it answer an episode the gate closed (the first head's predictions can spread over
+most classes where the queries hold a few), against the gate's answer, where the gate opens on
+its own count, the two answers agree on at least half of the queries and support-init's
+predictions do not cover the classes (``tsallis_gated``,
+:func:`~anyshot.methods.head.safeguarded`;
 ``studies/present-five/``: mini-ImageNet val 16-way one-shot with 5 present classes 70.5 ->
 72.7, alpha-TIM 72.7 on the same episodes).
 :data:`UNGUARDED` is the same head without the safeguards (the default until they were added):
