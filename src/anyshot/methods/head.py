@@ -439,20 +439,20 @@ def tsallis_against_gate(
     the ``K`` classes for the queries, the Tsallis head more than ``tsallis_margin`` fewer
     still, the gate opens on the Tsallis head's count (:func:`gate_closes` with ``counted``,
     ``[E]`` or one count of the queries it counts, ``keep`` ``[E, Q]`` bool, ``None`` = all),
-    and the two answers agree on at least ``min_agreement`` of the queries (class counts and
-    agreement over every query, the gate's test over the queries it counts, as the gate does;
-    :func:`safeguarded` challenges only the episodes whose support-init predictions do not
-    cover the classes). The agreement is the guard's share:
-    where the queries hold most of many classes the Tsallis head can merge classes the gate's
-    answer keeps apart; on val, Omniglot 160-way one-shot, 5 queries per class, it did so in two
-    episodes, agreeing with the gate's answer on 44-45% of the queries, and the cell fell below
-    support-init; the 36 episodes it answered on mini-ImageNet 16-way one-shot with 3 or 5 present
-    classes agreed on 52-87%).
-    The gate closes on the count of the head it was given, and the first head can spread its
-    predictions over most classes where the queries hold a few of them (on val, mini-ImageNet
-    16-way one-shot with 5 present classes: 13.8 classes predicted in the gated episodes, 6.7
-    by the Tsallis head; ``studies/present-five/``). The result's ``tsallis`` mask holds the
-    episodes given the Tsallis head's answer."""
+    and the two answers agree on at least ``min_agreement`` of the queries. Class counts and
+    agreement are over every query, the gate's test over the queries it counts, as the gate's
+    own; :func:`safeguarded` challenges only the episodes whose support-init predictions do not
+    cover the classes. The result's ``tsallis`` mask holds the episodes given the Tsallis
+    head's answer.
+
+    Why: the gate closes on the count of the head it was given, and the first head can spread
+    its predictions over most classes where the queries hold a few of them (on val,
+    mini-ImageNet 16-way one-shot with 5 present classes: 13.8 classes predicted in the gated
+    episodes, 6.7 by the Tsallis head; ``studies/present-five/``). The agreement (the guard's
+    share) keeps the gate's answer where the Tsallis head merges classes it keeps apart: on
+    val, Omniglot 160-way one-shot (5 queries per class) fell below support-init without it,
+    the Tsallis head agreeing on 44-45% of the queries in the two episodes it took there; the
+    36 it took on mini-ImageNet 16-way one-shot with 3 or 5 present classes agreed on 52-87%."""
     shots = rows.support.shape[1] / rows.ways
     tsallis = training.tsallis(shots)
 
