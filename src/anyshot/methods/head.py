@@ -486,10 +486,13 @@ def _rescued(
     challenged the gate's answers (``fallback``, of the ``[E]`` bool ``gated`` episodes) where
     support-init's predictions (``base``'s) do not cover the classes (:func:`covering`, the
     guard's test): the rule is for queries of a few of many classes, and where they hold most
-    of them the Tsallis head can merge classes. The probe takes the Tsallis head's answers of
-    the episodes it won, marked in its ``tsallis`` mask; they leave ``gated`` and
-    ``fallback``."""
+    of them the Tsallis head can merge classes. An episode the probe already answered with the
+    Tsallis head was gated on that head's own count and is not challenged again. The probe
+    takes the Tsallis head's answers of the episodes it won, marked in its ``tsallis`` mask;
+    they leave ``gated`` and ``fallback``."""
     eligible = gated & ~covering(base.query_logits.argmax(-1), rows.ways)  # [E]
+    if probe.tsallis is not None:
+        eligible = eligible & ~probe.tsallis
     if not bool(eligible.any()):
         return probe, fallback, gated
     within = eligible[gated]  # [G]: which gated episodes are eligible
