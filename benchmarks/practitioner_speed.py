@@ -12,15 +12,21 @@ estimator embeds everything, and the images it computed rather than read).
 
 * ``old``: the path before the fast path: the estimator embedding through the old call,
   :func:`anyshot.embedding.embed_images` with its defaults (float32, contiguous input, no
-  cache) and ``batch_size=64`` (the estimator's ``_embed`` of before, patched in here), at
-  224 px, torch's default threads (one per core, ``OMP_NUM_THREADS`` unset), driven as
-  ``classify`` drives it (scan the folders, ``classify(...)``).
+  cache) and ``batch_size=64`` (the estimator's ``_embed`` of before, patched in here), every
+  file decoded fully in the calling thread, at 224 px, torch's default threads (one per core,
+  ``OMP_NUM_THREADS`` unset), driven as ``classify`` drives it (scan the folders,
+  ``classify(...)``).
 * ``new``: ``anyshot classify --support S --query Q --output F --quiet --cache-dir C`` through
   ``anyshot.cli.main``, default settings (bfloat16 where the CPU has it, channels-last, the
   automatic input size, the default threads), into an empty cache folder ``C``;
   ``new-warm``: the same command again (every image's features are in ``C``).
 * ``new-224``: as ``new`` with ``--image-size 224 --no-cache`` (the old size, no cache): the
   speed-up of the embedding path alone.
+
+``--photos``: the same images as JPEGs the size of a 12-megapixel camera photo
+(:func:`photo_sized`: 4032 x 3024, noise added so that they compress like photos), where
+decoding, not the network, costs most: the new path decodes a large JPEG at a reduced scale
+(:func:`anyshot.data.decode_image`) on the threads it was given.
 
 Each variant runs ``--repeats`` times (``new`` / ``new-warm`` as pairs, each pair with a fresh
 cache folder); the table shows the best and all times. All of it runs under each of
@@ -36,6 +42,8 @@ else runs on the machine: read each run's ``load_average_at_start``.
         --output benchmarks/results/practitioner-speed.json
     .venv/bin/python benchmarks/practitioner_speed.py --conditions idle --repeats 1 \\
         --queries 200 --output benchmarks/results/practitioner-speed-1000-queries.json
+    .venv/bin/python benchmarks/practitioner_speed.py --photos \\
+        --output benchmarks/results/practitioner-speed-photos.json
 """
 
 from __future__ import annotations
@@ -43,12 +51,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,22 +68,49 @@ from harness.output import environment, write_json
 VARIANTS = ("old", "new", "new-warm", "new-224")
 
 
-def build_folder(data_root: Path, target: Path, classes: int, shots: int, queries: int) -> int:
-    """``target/support/<wnid>/`` and ``target/query/<wnid>/`` (links); returns the image count."""
+def build_folder(
+    data_root: Path, target: Path, classes: int, shots: int, queries: int, photos: bool = False
+) -> int:
+    """``target/support/<wnid>/`` and ``target/query/<wnid>/`` (links, or with ``photos`` the
+    :func:`photo_sized` copies); returns the image count."""
     mini = data_root / "mini-imagenet" if (data_root / "mini-imagenet").is_dir() else data_root
     by_class: dict[str, list[str]] = {}
     with (mini / "val.csv").open() as handle:
         for row in csv.DictReader(handle):
             by_class.setdefault(row["label"], []).append(row["filename"])
-    count = 0
+    jobs: list[tuple[Path, Path, int]] = []
     for wnid in sorted(by_class)[:classes]:
         files = sorted(by_class[wnid])[: shots + queries]
         for i, name in enumerate(files):
             link = target / ("support" if i < shots else "query") / wnid / name
             link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to((mini / "images" / name).resolve())
-            count += 1
-    return count
+            if not photos:
+                link.symlink_to((mini / "images" / name).resolve())
+            jobs.append((mini / "images" / name, link, len(jobs)))
+    if photos:  # in fresh processes: a child inherits its parent's peak memory (ru_maxrss)
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(os.cpu_count(), mp_context=spawn) as pool:
+            list(pool.map(photo_sized, *zip(*jobs, strict=True)))
+    return len(jobs)
+
+
+#: The side lengths of a 12-megapixel camera photo.
+PHOTO = (4032, 3024)
+
+
+def photo_sized(source: Path, target: Path, seed: int) -> None:
+    """``source`` (an 84 px mini-ImageNet image) as a JPEG the size of a 12-megapixel camera
+    photo: bicubic upscale to :data:`PHOTO`, plus Gaussian noise of standard deviation 6 grey
+    levels (seeded) so that it compresses like a photo (about 2.6 MB at quality 90) rather than
+    like a smooth upscale; decoding cost follows the pixels and the compressed bytes."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(source) as image:
+        large = np.asarray(image.convert("RGB").resize(PHOTO, Image.Resampling.BICUBIC))
+    noise = np.random.default_rng(seed).standard_normal(large.shape, dtype=np.float32) * 6.0
+    pixels = (large.astype(np.float32) + noise).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(target, "JPEG", quality=90)
 
 
 def _classify_old(folder: Path) -> dict[str, Any]:
@@ -105,16 +142,22 @@ def _classify_new(folder: Path, cache: Path, extra: list[str]) -> dict[str, Any]
 
 def _use_old_embedding() -> None:
     """The estimator's embedding as it was before the fast path (float32, contiguous, no
-    cache, batches of ``batch_size``): the old call, :func:`embed_images` with its defaults."""
+    cache, batches of ``batch_size``, every file decoded fully in the calling thread): the old
+    call, :func:`embed_images` with its defaults and one decoding thread."""
+    from anyshot import embedding
     from anyshot.classifier import FewShotClassifier
-    from anyshot.embedding import embed_images
+    from anyshot.data.images import open_image
 
     def old_embed(self: Any, network: Any, images: Any, on_unreadable: Any, desc: str) -> Any:
-        return embed_images(network.network(), images, batch_size=self.batch_size,
-                            on_unreadable=on_unreadable, show_progress=self.show_progress,
-                            desc=desc)  # fmt: skip
+        return embedding.embed_images(network.network(), images, batch_size=self.batch_size,
+                                      on_unreadable=on_unreadable, decode_threads=1,
+                                      show_progress=self.show_progress, desc=desc)  # fmt: skip
+
+    def full_decode(path: Any, size: int | None = None) -> Any:
+        return open_image(path)
 
     FewShotClassifier._embed = old_embed  # type: ignore[method-assign]
+    embedding.open_image = full_decode
 
 
 def _time_embedding() -> dict[str, float]:
@@ -269,6 +312,9 @@ def main() -> None:
     parser.add_argument("--cool-down", type=float, default=0.3,
                         help="idle: before each run, wait (up to 3 min) for the 1-minute load "
                              "average to fall below this (0: do not wait)")  # fmt: skip
+    parser.add_argument("--photos", action="store_true",
+                        help="the same images as JPEGs the size of camera photos (4032 x 3024, "
+                             "noise added: photo_sized) instead of the 84 px files")  # fmt: skip
     parser.add_argument("--mode", choices=[*VARIANTS, "spin"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -281,7 +327,9 @@ def main() -> None:
     conditions: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="anyshot-speed-folder-") as root:
         folder = Path(root)
-        images = build_folder(args.data_root, folder, args.classes, args.shots, args.queries)
+        images = build_folder(
+            args.data_root, folder, args.classes, args.shots, args.queries, args.photos
+        )
         for condition in args.conditions:
             print(f"--- {condition}", flush=True)
             conditions[condition] = measure_condition(args, folder, images, condition)

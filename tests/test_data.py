@@ -472,3 +472,32 @@ def test_registry(tmp_path: Path) -> None:
 
     omniglot = load_dataset("omniglot", sample_root(), "test")
     assert isinstance(omniglot, Omniglot) and omniglot.num_classes == 156
+
+
+def _photo(path: Path, size: tuple[int, int], fmt: str) -> Path:
+    """A smooth colour gradient with mild noise, saved as ``fmt`` (a stand-in for a photo)."""
+    width, height = size
+    x = np.linspace(0, 255, width)[None, :, None]
+    y = np.linspace(0, 255, height)[:, None, None]
+    pixels = np.concatenate([x + 0 * y, y + 0 * x, (x + y) / 2], axis=2)
+    pixels = pixels + np.random.default_rng(0).normal(0, 4, pixels.shape)
+    image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    return path
+
+
+def test_a_large_jpeg_is_decoded_for_its_target_size(tmp_path: Path) -> None:
+    from anyshot.data import open_image
+
+    jpeg = _photo(tmp_path / "big.jpg", (1000, 700), "JPEG")
+    full, reduced = open_image(jpeg), open_image(jpeg, 160)
+    assert full.size == (1000, 700)
+    # 700 // 160 = 4: a quarter scale keeps both sides at or above 160
+    assert reduced.size == (250, 175)
+    assert open_image(jpeg, 400).size == (1000, 700)  # under twice the target: a full decode
+    png = _photo(tmp_path / "big.png", (1000, 700), "PNG")
+    assert open_image(png, 160).size == (1000, 700)  # only JPEG has a reduced decode
+    rgb = Preprocessing(160, 3)
+    gap = (rgb(full) - rgb(reduced)).abs()  # model space: 1/255 of a pixel is 2/255 here
+    assert float(gap.mean()) < 2 / 255 and float(gap.max()) < 0.25

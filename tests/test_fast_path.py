@@ -301,3 +301,60 @@ def test_each_embedding_batch_returns_its_freed_memory(
     network, images = support_images(folders)
     FeatureCache(None).embed(network, images, batch_size=2)
     assert len(calls) == 3  # six images, two per batch
+
+
+@pytest.mark.parametrize("on_unreadable", [True, False])
+def test_decoding_on_threads_gives_the_rows_and_reports_of_one_thread(
+    folders: tuple[Path, Path], tmp_path: Path, on_unreadable: bool
+) -> None:
+    from anyshot.embedding import ImageList, embed_images
+    from anyshot.errors import ImageReadError
+
+    support, query = folders
+    bad, worse = tmp_path / "bad.png", tmp_path / "worse.jpg"
+    bad.write_bytes(b"not a png")
+    worse.write_bytes(b"not a jpeg")
+    paths = sorted(str(p) for p in support.rglob("*.png")) + sorted(
+        str(p) for p in query.rglob("*.png")
+    )
+    paths[3:3], paths[8:8] = [str(bad)], [str(worse)]
+    network = backbone()
+    images = ImageList(paths, network.preprocessing)
+    outcomes = []
+    for threads in (1, 3):
+        problems: list[Any] = []
+        try:
+            rows, kept = embed_images(
+                network, images, batch_size=4, decode_threads=threads,
+                on_unreadable=problems.append if on_unreadable else None,
+            )  # fmt: skip
+        except ImageReadError as error:
+            outcomes.append(str(error))
+            continue
+        outcomes.append((rows, kept, [(p.index, p.source) for p in problems]))
+    if not on_unreadable:
+        assert outcomes[0] == outcomes[1] and str(bad) in str(outcomes[0])  # the first one
+        return
+    (one, kept_one, problems_one), (three, kept_three, problems_three) = outcomes
+    assert problems_one == problems_three == [(3, str(bad)), (8, str(worse))]
+    assert kept_one == kept_three == [i for i in range(len(paths)) if i not in (3, 8)]
+    torch.testing.assert_close(one, three, rtol=0, atol=0)
+
+
+def test_practitioner_files_are_keyed_apart_from_fully_decoded_dataset_items(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from anyshot.data import FolderDataset
+    from anyshot.embedding import ImageList
+
+    support, _ = folders
+    network = backbone()
+    dataset = FolderDataset(support)
+    cache = FeatureCache(tmp_path / "c")
+    cache.features(network, dataset, range(len(dataset)))
+    listed = ImageList([dataset.source(i) for i in range(len(dataset))], network.preprocessing)
+    before = cache.computed
+    cache.embed(network, listed)  # the same files, decoded for their size: other keys
+    assert cache.computed == before + len(dataset)
+    cache.embed(network, listed)
+    assert cache.computed == before + len(dataset)

@@ -22,6 +22,7 @@ import copy
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -136,7 +137,7 @@ class ImageList(Sequence[torch.Tensor]):
             return item.float()
         if isinstance(item, Image.Image):
             return self.preprocessing(item)
-        return self.preprocessing(open_image(item))
+        return self.preprocessing(open_image(item, self.preprocessing.image_size))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -319,23 +320,40 @@ def _source(images: Images, position: int) -> str:
     return str(source(position)) if callable(source) else f"image #{position}"
 
 
+def _decoded(images: Images, position: int) -> torch.Tensor | ImageReadError:
+    """Image ``position`` as ``[C, H, W]``, or the error that says why it cannot be read."""
+    try:
+        return images[position]
+    except ImageReadError as error:
+        return error
+
+
 def _decode_batch(
-    images: Images, chunk: list[int], on_unreadable: OnUnreadable | None
+    images: Images,
+    chunk: list[int],
+    on_unreadable: OnUnreadable | None,
+    pool: ThreadPoolExecutor | None = None,
 ) -> tuple[torch.Tensor | None, list[int]]:
-    """Decode positions ``chunk``: ``([b, C, H, W] or None, positions decoded)``."""
+    """Decode positions ``chunk`` (on ``pool``'s threads when given; Pillow decodes and
+    resizes without holding Python's lock): ``([b, C, H, W] or None, positions decoded)``.
+    Unreadable images are reported in position order, as a sequential decode would."""
     if isinstance(images, torch.Tensor):
         return images[chunk[0] : chunk[-1] + 1], chunk
+    results = (
+        [_decoded(images, p) for p in chunk]
+        if pool is None
+        else list(pool.map(lambda p: _decoded(images, p), chunk))
+    )
     tensors: list[torch.Tensor] = []
     kept: list[int] = []
-    for position in chunk:
-        try:
-            tensors.append(images[position])
-        except ImageReadError as error:
-            reason = _BUFFER_REPR.sub("", str(error))
+    for position, result in zip(chunk, results, strict=True):
+        if isinstance(result, ImageReadError):
+            reason = _BUFFER_REPR.sub("", str(result))
             if on_unreadable is None:
-                raise ImageReadError(reason) from error
-            on_unreadable(Unreadable(position, _source(images, position), reason, _kind(error)))
+                raise ImageReadError(reason) from result
+            on_unreadable(Unreadable(position, _source(images, position), reason, _kind(result)))
             continue
+        tensors.append(result)
         kept.append(position)
     return (torch.stack(tensors) if tensors else None), kept
 
@@ -358,6 +376,7 @@ def embedding_batches(
     channels_last: bool = False,
     on_unreadable: OnUnreadable | None = None,
     bar: Any = None,
+    decode_threads: int | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """The one embedding loop: ``(positions, rows [b, D] float32 on the CPU)`` per batch.
 
@@ -375,24 +394,37 @@ def embedding_batches(
         on_unreadable: if given, unreadable images are left out and reported to it; otherwise
             the first one raises :class:`~anyshot.errors.ImageReadError`.
         bar: a :func:`~anyshot.progress.progress_bar`, advanced by the images of each batch.
+        decode_threads: threads that decode each batch's files before the network runs on it
+            (``None``: torch's thread count, the cores the caller gave this work). Decoding a
+            camera photo costs more than embedding it, so with two threads a batch of photos
+            is ready in about half the time; 1 decodes in the calling thread.
     """
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+    threads = torch.get_num_threads() if decode_threads is None else decode_threads
+    if threads < 1:
+        raise ConfigurationError(f"decode_threads must be at least 1, got {threads}")
     device = module_device(model)
     total = len(images)
-    for start in range(0, total, batch_size):
-        chunk = list(range(start, min(start + batch_size, total)))
-        batch, decoded = _decode_batch(images, chunk, on_unreadable)
-        if batch is not None:
-            x = model_input(batch, device, dtype=dtype, channels_last=channels_last)
-            del batch
-            with torch.inference_mode():
-                rows = model(x).float().cpu().contiguous()
-            del x
-            release_free_memory()  # the batch's activations, or the heap grows with the images
-            yield decoded, rows
-        if bar is not None:
-            bar.update(len(chunk))
+    files = threads > 1 and total > 1 and not isinstance(images, torch.Tensor)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="anyshot-decode") if files else None
+    try:
+        for start in range(0, total, batch_size):
+            chunk = list(range(start, min(start + batch_size, total)))
+            batch, decoded = _decode_batch(images, chunk, on_unreadable, pool)
+            if batch is not None:
+                x = model_input(batch, device, dtype=dtype, channels_last=channels_last)
+                del batch
+                with torch.inference_mode():
+                    rows = model(x).float().cpu().contiguous()
+                del x
+                release_free_memory()  # the batch's activations, or the heap grows
+                yield decoded, rows
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
 def embed_images(
@@ -406,6 +438,7 @@ def embed_images(
     desc: str = "embedding",
     dtype: str = "float32",
     channels_last: bool = False,
+    decode_threads: int | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """Run ``network`` (eval mode, no grad) over ``images``, ``batch_size`` images at a time.
 
@@ -427,6 +460,7 @@ def embed_images(
         desc: the bar's label.
         dtype: precision of the forward pass, ``"float32"`` or ``"bfloat16"``.
         channels_last: feed channels-last batches (and weights, for a converted copy).
+        decode_threads: see :func:`embedding_batches`.
 
     Returns:
         ``(embeddings [n, D] float32 on the CPU, positions of the n embedded images)``.
@@ -450,6 +484,7 @@ def embed_images(
                 channels_last=channels_last,
                 on_unreadable=on_unreadable,
                 bar=bar,
+                decode_threads=decode_threads,
             ):
                 outputs.append(rows)
                 kept.extend(decoded)

@@ -26,7 +26,10 @@ episodes reuse them.
 * ``freeze``: only when true: the network ran as a frozen TorchScript trace (see
   :class:`FeatureCache`);
 * ``fold``: only when true: the network ran with its batch-norms folded into the convolutions
-  (``fold_batch_norm``, see :class:`FeatureCache`).
+  (``fold_batch_norm``, see :class:`FeatureCache`);
+* ``decode``: ``"reduced"`` for the files of an :class:`~anyshot.embedding.ImageList` (the
+  practitioner's images), which are decoded for their target size (a large JPEG at 1/2, 1/4 or
+  1/8 scale: :func:`~anyshot.data.decode_image`); absent for dataset items, decoded fully.
 
 A changed preprocessing, weight, embedding mode or file content thus gives a different key: a
 miss, recomputed (a file is read again when its path, size or modification time changed; one
@@ -196,9 +199,12 @@ def _item_key(
     freeze: bool = False,
     fold: bool = False,
     content: tuple[str, str] | None = None,
+    reduced: bool = False,
 ) -> str:
     """The key of a row (see the module doc); ``content``: ``(sha256 of the file behind
-    ``source``, the rest of ``source``)``, or ``None`` to key by ``source`` alone."""
+    ``source``, the rest of ``source``)``, or ``None`` to key by ``source`` alone;
+    ``reduced``: the file was decoded for its target size (an
+    :class:`~anyshot.embedding.ImageList` item, see :func:`~anyshot.data.decode_image`)."""
     record: dict[str, Any] = {"model": model, "channels_last": channels_last}
     if content is None:
         record["source"] = source
@@ -210,6 +216,8 @@ def _item_key(
         record["freeze"] = True
     if fold:
         record["fold"] = True
+    if reduced:
+        record["decode"] = "reduced"
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -481,7 +489,7 @@ class FeatureCache:
         folder = None if self.directory is None else self.directory / digest[:16]
         pending: list[tuple[str, torch.Tensor]] = []
         for position, row in zip(positions, rows, strict=True):
-            key = self._key(digest, _file_source(images, position))
+            key = self._key(digest, images, position)
             if key is not None:
                 self._rows[key] = row
                 pending.append((key, row))
@@ -503,7 +511,7 @@ class FeatureCache:
         index = self._index.get(folder, (set(), {}))[1] if folder is not None else {}
         keys: list[str] = []
         for i in range(len(images)):
-            key = self._key(digest, _file_source(images, i))
+            key = self._key(digest, images, i)
             if key is None or (key not in self._rows and key not in index):
                 self._files.save()
                 return None
@@ -555,14 +563,16 @@ class FeatureCache:
     ) -> tuple[list[str | None], dict[int, torch.Tensor], Path | None]:
         """``(key of each image, rows found by position, the model's folder)``: the rows in
         memory, after reading the wanted ones of the folder's shards into memory."""
-        keys = [self._key(digest, _file_source(images, i)) for i in range(len(images))]
+        keys = [self._key(digest, images, i) for i in range(len(images))]
         self._files.save()
         folder = None if self.directory is None else self.directory / digest[:16]
         self._read_disk(folder, {k for k in keys if k is not None and k not in self._rows})
         found = {i: self._rows[k] for i, k in enumerate(keys) if k is not None and k in self._rows}
         return keys, found, folder
 
-    def _key(self, digest: str, source: str | None) -> str | None:
+    def _key(self, digest: str, images: Images, position: int) -> str | None:
+        """The key of image ``position`` (``None``: an in-memory image, never stored)."""
+        source = _file_source(images, position)
         if source is None:
             return None
         path, rest = file_of(source)
@@ -570,7 +580,7 @@ class FeatureCache:
         content = None if value is None else (value, rest)
         return _item_key(
             digest, source, self.channels_last, self.dtype, self.freeze, self.fold_batch_norm,
-            content=content,
+            content=content, reduced=isinstance(images, ImageList),
         )  # fmt: skip
 
     def _read_disk(self, folder: Path | None, wanted: set[str]) -> None:
