@@ -6,6 +6,7 @@ temporary folder in every test (conftest)."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -305,8 +306,9 @@ def test_each_embedding_batch_returns_its_freed_memory(
 
 @pytest.mark.parametrize("on_unreadable", [True, False])
 def test_decoding_on_threads_gives_the_rows_and_reports_of_one_thread(
-    folders: tuple[Path, Path], tmp_path: Path, on_unreadable: bool
+    folders: tuple[Path, Path], tmp_path: Path, on_unreadable: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from anyshot import embedding
     from anyshot.embedding import ImageList, embed_images
     from anyshot.errors import ImageReadError
 
@@ -320,9 +322,18 @@ def test_decoding_on_threads_gives_the_rows_and_reports_of_one_thread(
     paths[3:3], paths[8:8] = [str(bad)], [str(worse)]
     network = backbone()
     images = ImageList(paths, network.preprocessing)
+    opened_on: list[str] = []
+    original = embedding.open_image
+
+    def spy(path: Any, size: int | None = None) -> Any:
+        opened_on.append(threading.current_thread().name)
+        return original(path, size)
+
+    monkeypatch.setattr(embedding, "open_image", spy)
     outcomes = []
     for threads in (1, 3):
         problems: list[Any] = []
+        opened_on.clear()
         try:
             rows, kept = embed_images(
                 network, images, batch_size=4, decode_threads=threads,
@@ -331,6 +342,9 @@ def test_decoding_on_threads_gives_the_rows_and_reports_of_one_thread(
         except ImageReadError as error:
             outcomes.append(str(error))
             continue
+        finally:
+            pooled = {name.startswith("anyshot-decode") for name in opened_on}
+            assert pooled == ({True} if threads > 1 else {False}), (threads, opened_on)
         outcomes.append((rows, kept, [(p.index, p.source) for p in problems]))
     if not on_unreadable:
         assert outcomes[0] == outcomes[1] and str(bad) in str(outcomes[0])  # the first one
@@ -358,3 +372,36 @@ def test_practitioner_files_are_keyed_apart_from_fully_decoded_dataset_items(
     assert cache.computed == before + len(dataset)
     cache.embed(network, listed)
     assert cache.computed == before + len(dataset)
+
+
+def test_one_pil_image_given_twice_is_loaded_in_the_calling_thread(
+    folders: tuple[Path, Path],
+) -> None:
+    from PIL import Image
+
+    from anyshot.embedding import ImageList, embed_images
+
+    support, _ = folders
+    path = sorted(support.rglob("*.png"))[0]
+    network = backbone()
+    for _ in range(3):  # a lazily opened image loaded from two threads at once fails
+        lazy = Image.open(path)
+        rows, kept = embed_images(
+            network, ImageList([lazy] * 8, network.preprocessing), batch_size=8, decode_threads=4
+        )
+        assert kept == list(range(8)) and torch.allclose(rows, rows[:1].expand(8, -1))
+
+
+def test_practitioner_files_are_decoded_for_the_input_size(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from anyshot.data import open_image
+    from anyshot.embedding import ImageList
+
+    pixels = np.random.default_rng(0).integers(0, 256, (200, 260, 3), dtype=np.uint8)
+    path = tmp_path / "large.jpg"
+    Image.fromarray(pixels).save(path, quality=90)
+    preprocessing = backbone().preprocessing  # 16 px: a 1/8 scale decode
+    listed = ImageList([str(path)], preprocessing)[0]
+    assert torch.equal(listed, preprocessing(open_image(path, SIZE)))
+    assert not torch.equal(listed, preprocessing(open_image(path)))

@@ -139,6 +139,10 @@ class ImageList(Sequence[torch.Tensor]):
             return self.preprocessing(item)
         return self.preprocessing(open_image(item, self.preprocessing.image_size))
 
+    def is_file(self, position: int) -> bool:
+        """Whether the item at ``position`` is a file path (decoded from the file on access)."""
+        return isinstance(self.items[position], str | os.PathLike)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of every decoded image."""
@@ -320,12 +324,25 @@ def _source(images: Images, position: int) -> str:
     return str(source(position)) if callable(source) else f"image #{position}"
 
 
-def _decoded(images: Images, position: int) -> torch.Tensor | ImageReadError:
-    """Image ``position`` as ``[C, H, W]``, or the error that says why it cannot be read."""
+#: Most threads :func:`embedding_batches` decodes on: each may hold a whole decoded image
+#: (a large PNG or TIFF is not decoded at a reduced scale: up to hundreds of MB each).
+MAX_DECODE_THREADS = 4
+
+
+def _decoded(images: Images, position: int) -> torch.Tensor | Exception:
+    """Image ``position`` as ``[C, H, W]``, or the error its decoding raised."""
     try:
         return images[position]
-    except ImageReadError as error:
+    except Exception as error:  # raised again by the caller, in position order
         return error
+
+
+def _is_file(images: Images, position: int) -> bool:
+    """Whether item ``position`` is read from a file path of an :class:`ImageList` (through
+    any wrapper that forwards ``is_file``): the only items decoded on other threads (a PIL
+    image is not safe to load from two threads, other sequences promise nothing)."""
+    is_file = getattr(images, "is_file", None)
+    return bool(is_file(position)) if callable(is_file) else False
 
 
 def _decode_batch(
@@ -334,25 +351,30 @@ def _decode_batch(
     on_unreadable: OnUnreadable | None,
     pool: ThreadPoolExecutor | None = None,
 ) -> tuple[torch.Tensor | None, list[int]]:
-    """Decode positions ``chunk`` (on ``pool``'s threads when given; Pillow decodes and
-    resizes without holding Python's lock): ``([b, C, H, W] or None, positions decoded)``.
-    Unreadable images are reported in position order, as a sequential decode would."""
+    """Decode positions ``chunk``, the file items on ``pool``'s threads when given (Pillow
+    decodes and resizes without holding Python's lock), the others in this thread:
+    ``([b, C, H, W] or None, positions decoded)``. Unreadable images are reported, and other
+    errors raised, in position order, as a sequential decode would."""
     if isinstance(images, torch.Tensor):
         return images[chunk[0] : chunk[-1] + 1], chunk
-    results = (
-        [_decoded(images, p) for p in chunk]
-        if pool is None
-        else list(pool.map(lambda p: _decoded(images, p), chunk))
-    )
+    results: dict[int, torch.Tensor | Exception] = {}
+    if pool is not None:
+        threaded = [p for p in chunk if _is_file(images, p)]
+        results = dict(
+            zip(threaded, pool.map(lambda p: _decoded(images, p), threaded), strict=True)
+        )
     tensors: list[torch.Tensor] = []
     kept: list[int] = []
-    for position, result in zip(chunk, results, strict=True):
+    for position in chunk:
+        result = results[position] if position in results else _decoded(images, position)
         if isinstance(result, ImageReadError):
             reason = _BUFFER_REPR.sub("", str(result))
             if on_unreadable is None:
                 raise ImageReadError(reason) from result
             on_unreadable(Unreadable(position, _source(images, position), reason, _kind(result)))
             continue
+        if isinstance(result, Exception):
+            raise result
         tensors.append(result)
         kept.append(position)
     return (torch.stack(tensors) if tensors else None), kept
@@ -394,10 +416,12 @@ def embedding_batches(
         on_unreadable: if given, unreadable images are left out and reported to it; otherwise
             the first one raises :class:`~anyshot.errors.ImageReadError`.
         bar: a :func:`~anyshot.progress.progress_bar`, advanced by the images of each batch.
-        decode_threads: threads that decode each batch's files before the network runs on it
-            (``None``: torch's thread count, the cores the caller gave this work). Decoding a
-            camera photo costs more than embedding it, so with two threads a batch of photos
-            is ready in about half the time; 1 decodes in the calling thread.
+        decode_threads: threads that decode each batch's files (the file paths of an
+            :class:`ImageList`; other items are decoded in the calling thread) before the
+            network runs on it (``None``: torch's thread count, the cores the caller gave this
+            work; at most :data:`MAX_DECODE_THREADS`). Decoding a camera photo costs more than
+            embedding it, so with two threads a batch of photos is ready in about half the
+            time; 1 decodes everything in the calling thread.
     """
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
@@ -406,8 +430,8 @@ def embedding_batches(
         raise ConfigurationError(f"decode_threads must be at least 1, got {threads}")
     device = module_device(model)
     total = len(images)
-    files = threads > 1 and total > 1 and not isinstance(images, torch.Tensor)
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="anyshot-decode") if files else None
+    threads = min(threads, MAX_DECODE_THREADS, total)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="anyshot-decode") if threads > 1 else None
     try:
         for start in range(0, total, batch_size):
             chunk = list(range(start, min(start + batch_size, total)))

@@ -254,6 +254,11 @@ class _Subset(Sequence[torch.Tensor]):
     def __getitem__(self, position: int) -> torch.Tensor:  # type: ignore[override]
         return self.images[self.positions[position]]
 
+    def is_file(self, position: int) -> bool:
+        """The original's ``is_file`` (see :func:`anyshot.embedding.embedding_batches`)."""
+        is_file = getattr(self.images, "is_file", None)
+        return bool(is_file(self.positions[position])) if callable(is_file) else False
+
     def source(self, position: int) -> str:
         original = self.images
         source = getattr(original, "source", None)
