@@ -25,7 +25,9 @@ fitted the same way on its own group of queries: one ``tau`` for everything; one
 and one for fallback episodes; one per shot count. Every candidate's ECE is reported per cell.
 
 ``--split test`` (the report, once the value is frozen in the presets) gives, per cell,
-accuracy and the ECE of the uncalibrated and of the shipped (calibrated) confidences.
+accuracy and the ECE of the uncalibrated and of the shipped (calibrated) confidences, the latter
+with a 95% percentile-bootstrap interval over the cell's episodes (:func:`ece_interval`: how
+far another draw of as many episodes could put it).
 
 ``--cells PATTERNS`` adds the cells of ``realistic_grid.py`` those patterns select (its names,
 episodes and episode counts unless ``--episodes`` is given; e.g. ``'*-present-*-k5'``, the query
@@ -241,6 +243,25 @@ def candidate(name: str, data: dict[str, CellLogits]) -> dict[str, Any]:
     return {"tau": taus, "ece": per_cell, "max_ece": max(per_cell.values())}
 
 
+#: Resamples of :func:`ece_interval`.
+BOOTSTRAP = 2000
+
+
+def ece_interval(data: CellLogits, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval (%) of a cell's pooled ECE, resampling its episodes
+    with replacement (:data:`BOOTSTRAP` times): the spread a finite draw of episodes gives."""
+    episodes = int(data.episode.max()) + 1
+    members = [torch.nonzero(data.episode == e).squeeze(1) for e in range(episodes)]
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(BOOTSTRAP):
+        drawn = torch.randint(episodes, (episodes,), generator=generator)
+        rows = torch.cat([members[int(e)] for e in drawn])
+        values.append(ece(data.logits[rows], data.targets[rows]))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def cell_row(data: CellLogits, shipped: CellLogits) -> dict[str, Any]:
     """Accuracy, fallback share and ECE before (uncalibrated) and after (shipped) of a cell."""
     if not torch.equal(data.logits.argmax(-1), shipped.logits.argmax(-1)):
@@ -256,6 +277,7 @@ def cell_row(data: CellLogits, shipped: CellLogits) -> dict[str, Any]:
         "fallback_episodes": int(fallen.sum()),
         "ece_before": ece(data.logits, data.targets),
         "ece_after": ece(shipped.logits, shipped.targets),
+        "ece_after_ci95": ece_interval(shipped),
         "ece_before_trained": ece(data.logits[~data.fallback], data.targets[~data.fallback])
         if bool((~data.fallback).any())
         else None,
@@ -268,14 +290,16 @@ def cell_row(data: CellLogits, shipped: CellLogits) -> dict[str, Any]:
 def markdown(rows: dict[str, dict[str, Any]], candidates: dict[str, Any]) -> str:
     """The per-cell table, and on val the candidates' ECE per cell."""
     lines = [
-        "| cell | episodes | accuracy (%) | fallback episodes | ECE before (%) | ECE after (%) |",
-        "|---|---|---|---|---|---|",
+        "| cell | episodes | accuracy (%) | fallback episodes | ECE before (%) | ECE after (%) "
+        "| ECE after, 95% bootstrap interval |",
+        "|---|---|---|---|---|---|---|",
     ]
     for cell, row in rows.items():
-        acc = row["accuracy"]
+        acc, (low, high) = row["accuracy"], row["ece_after_ci95"]
         lines.append(
             f"| {cell} | {row['episodes']} | {acc['mean']:.1f} ± {acc['ci95']:.1f} | "
-            f"{row['fallback_episodes']} | {row['ece_before']:.1f} | {row['ece_after']:.1f} |"
+            f"{row['fallback_episodes']} | {row['ece_before']:.1f} | {row['ece_after']:.1f} "
+            f"| {low:.1f}-{high:.1f} |"
         )
     if candidates:
         names = list(candidates)
@@ -358,7 +382,8 @@ def main() -> None:
             "cells": [dataclasses.asdict(c) for c in cells(args.episodes)],
             "extra_cells": args.cells,
             "methods": {m: dataclasses.asdict(pair[1]) for m, pair in METHODS.items()},
-            "ece": "15 equal-width bins of the max softmax probability, all queries pooled",
+            "ece": "15 equal-width bins of the max softmax probability, all queries pooled; "
+            f"ece_after_ci95: percentile bootstrap over episodes, {BOOTSTRAP} resamples",
             "fit": "tau minimising the NLL, every cell weighted equally (fit_temperature)",
             "cache_dir": str(args.cache_dir),
             **environment("torch_threads", "OMP_NUM_THREADS", "torch", "machine", "python"),
