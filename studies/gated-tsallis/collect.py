@@ -13,17 +13,19 @@ Tsallis head with the default's answer.
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import torch
 
 import realistic_grid as rg
-from anyshot.evaluation.cached import episode_tensors
-from anyshot.feature_cache import FeatureCache
 from anyshot.methods.features import EpisodeRows
 from anyshot.methods.head import _fit, inlier_queries, predicted_classes, support_init_head
 from anyshot.methods.presets import RECOMMENDED
 from anyshot.outliers import covering
-from harness.episodes import embed_episodes
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "present-five"))
+from diagnose import cell_tensors  # noqa: E402  (a study script beside this one)
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
@@ -38,13 +40,8 @@ def main() -> None:
     training = RECOMMENDED.head_training
     out: dict = {}
     for cell, (specs, _, _) in runnable:
-        domain = rg.DOMAINS[cell.domain]
-        cache = FeatureCache(args.cache_dir, channels_last=domain.channels_last)
-        feats = embed_episodes(cache, domain.network(), datasets[cell.domain], iter(specs)).features
-        support, targets, query, qt = episode_tensors(feats, specs)
-        ways = len(specs[0].classes)
-        rows = EpisodeRows(support.float(), targets, query.float(), ways)
-        shots = support.shape[1] / ways
+        support, targets, query, qt, rows = cell_tensors(args, datasets, cell, specs)
+        ways, shots = rows.ways, support.shape[1] / rows.ways
         record: dict = {"K": ways, "Q": int(query.shape[1]), "shots": shots, "default": [], "tsallis": [],
                         "si": [], "gated": [], "fallback": [], "chosen": [], "cover": [], "counted": [],
                         "kt": [], "agree": []}

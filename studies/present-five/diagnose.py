@@ -33,6 +33,17 @@ PEER = "--no-peer" not in sys.argv
 OUT: dict = {}
 
 
+def cell_tensors(args, datasets, cell, specs):
+    """``(support, targets, query, query targets, EpisodeRows)`` of a grid cell's episodes, from
+    the shared feature cache (also used by ``studies/gated-tsallis/collect.py``)."""
+    domain = rg.DOMAINS[cell.domain]
+    cache = FeatureCache(args.cache_dir, channels_last=domain.channels_last)
+    feats = embed_episodes(cache, domain.network(), datasets[cell.domain], iter(specs)).features
+    support, targets, query, qt = episode_tensors(feats, specs)
+    ways = len(specs[0].classes)
+    return support, targets, query, qt, EpisodeRows(support.float(), targets, query.float(), ways)
+
+
 def main() -> None:
     if not PEER:
         sys.argv.remove("--no-peer")
@@ -42,13 +53,8 @@ def main() -> None:
     runnable, _ = rg.plan(args, datasets)
     training = RECOMMENDED.head_training
     for cell, (specs, _, _) in runnable:
-        domain = rg.DOMAINS[cell.domain]
-        cache = FeatureCache(args.cache_dir, channels_last=domain.channels_last)
-        feats = embed_episodes(cache, domain.network(), datasets[cell.domain], iter(specs)).features
-        support, targets, query, qt = episode_tensors(feats, specs)
-        ways = len(specs[0].classes)
-        rows = EpisodeRows(support.float(), targets, query.float(), ways)
-        shots = support.shape[1] / ways
+        support, targets, query, qt, rows = cell_tensors(args, datasets, cell, specs)
+        ways, shots = rows.ways, support.shape[1] / rows.ways
         fitted = RECOMMENDED.fit_features(support, targets, query, ways=ways, episodes_per_chunk=len(specs))
         first = _fit(training, rows)
         tsallis = _fit(training.tsallis(shots), rows)
