@@ -226,9 +226,9 @@ def test_lazy_images_decode_only_what_is_accessed(
     decoded: list[int] = []
     original = dataset.image
 
-    def counting_image(index: int) -> Image.Image:
+    def counting_image(index: int, size: int | None = None) -> Image.Image:
         decoded.append(index)
-        return original(index)
+        return original(index, size)
 
     monkeypatch.setattr(dataset, "image", counting_image)
 

@@ -355,23 +355,25 @@ def test_decoding_on_threads_gives_the_rows_and_reports_of_one_thread(
     torch.testing.assert_close(one, three, rtol=0, atol=0)
 
 
-def test_practitioner_files_are_keyed_apart_from_fully_decoded_dataset_items(
+def test_files_decoded_for_their_size_are_keyed_apart_from_fully_decoded_items(
     folders: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from anyshot.data import FolderDataset
+    from anyshot.data import FileDataset, FolderDataset
     from anyshot.embedding import ImageList
 
     support, _ = folders
     network = backbone()
-    dataset = FolderDataset(support)
+    folder = FolderDataset(support)  # a user's folders: decoded for their size
+    benchmark_like = FileDataset(folder.paths, folder.labels, folder.class_names)  # in full
+    listed = ImageList(folder.paths, network.preprocessing)
     cache = FeatureCache(tmp_path / "c")
-    cache.features(network, dataset, range(len(dataset)))
-    listed = ImageList([dataset.source(i) for i in range(len(dataset))], network.preprocessing)
-    before = cache.computed
-    cache.embed(network, listed)  # the same files, decoded for their size: other keys
-    assert cache.computed == before + len(dataset)
-    cache.embed(network, listed)
-    assert cache.computed == before + len(dataset)
+    rows, _ = cache.embed(network, listed)
+    assert cache.computed == len(folder)
+    from_folder = cache.features(network, folder, range(len(folder)))  # the same keys
+    assert cache.computed == len(folder)
+    torch.testing.assert_close(from_folder, rows, rtol=0, atol=0)
+    cache.features(network, benchmark_like, range(len(folder)))  # the same files, other keys
+    assert cache.computed == 2 * len(folder)
 
 
 def test_one_pil_image_given_twice_is_loaded_in_the_calling_thread(
@@ -405,3 +407,38 @@ def test_practitioner_files_are_decoded_for_the_input_size(tmp_path: Path) -> No
     listed = ImageList([str(path)], preprocessing)[0]
     assert torch.equal(listed, preprocessing(open_image(path, SIZE)))
     assert not torch.equal(listed, preprocessing(open_image(path)))
+
+
+def test_a_folder_dataset_decodes_for_the_input_size_and_on_the_pool(tmp_path: Path) -> None:
+    """``evaluate --dataset folder`` reads a user's photos as ``classify`` does; the
+    benchmark sets' files stay fully decoded."""
+    from PIL import Image
+
+    from anyshot.data import FileDataset, FolderDataset, open_image
+    from anyshot.embedding import embedding_batches
+
+    pixels = np.random.default_rng(0).integers(0, 256, (200, 260, 3), dtype=np.uint8)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for k in range(2):
+            Image.fromarray(np.roll(pixels, 7 * k, axis=0)).save(tmp_path / name / f"{k}.jpg")
+    preprocessing = backbone().preprocessing  # 16 px: a 1/8 scale decode
+    folder = FolderDataset(tmp_path)
+    whole = FileDataset(folder.paths, folder.labels, folder.class_names)
+    reduced = preprocessing(open_image(folder.paths[0], SIZE))
+    assert torch.equal(folder.load(0, preprocessing), reduced)
+    assert torch.equal(whole.load(0, preprocessing), preprocessing(open_image(folder.paths[0])))
+    assert not torch.equal(whole.load(0, preprocessing), reduced)
+    opened_on: set[str] = set()
+    original = folder.image
+
+    def recording(index: int, size: int | None = None) -> Image.Image:
+        opened_on.add(threading.current_thread().name)
+        return original(index, size)
+
+    folder.image = recording  # type: ignore[method-assign]
+    lazy = folder.images(range(len(folder)), preprocessing)
+    assert lazy.is_file(0) and lazy.decode_for_size
+    batches = list(embedding_batches(torch.nn.Flatten(), lazy, batch_size=4, decode_threads=2))
+    assert {name.startswith("anyshot-decode") for name in opened_on} == {True}
+    torch.testing.assert_close(batches[0][1][0], reduced.flatten(), rtol=0, atol=0)

@@ -100,6 +100,10 @@ class ImageList(Sequence[torch.Tensor]):
         EpisodeError: an item of another type.
     """
 
+    #: File paths are decoded for the preprocessing's size (a large JPEG at a reduced scale,
+    #: :func:`~anyshot.data.decode_image`); feature caches key such rows apart.
+    decode_for_size = True
+
     def __init__(self, items: Iterable[ImageItem], preprocessing: Preprocessing) -> None:
         self.items: list[ImageItem] = list(items)
         for position, item in enumerate(self.items):
@@ -338,9 +342,10 @@ def _decoded(images: Images, position: int) -> torch.Tensor | Exception:
 
 
 def _is_file(images: Images, position: int) -> bool:
-    """Whether item ``position`` is read from a file path of an :class:`ImageList` (through
-    any wrapper that forwards ``is_file``): the only items decoded on other threads (a PIL
-    image is not safe to load from two threads, other sequences promise nothing)."""
+    """Whether item ``position`` is read from a file of its own (a file path of an
+    :class:`ImageList`, a :class:`~anyshot.data.FileDataset` item of ``LazyImages``, through any
+    wrapper that forwards ``is_file``): the only items decoded on other threads (a PIL image is
+    not safe to load from two threads, other sequences promise nothing)."""
     is_file = getattr(images, "is_file", None)
     return bool(is_file(position)) if callable(is_file) else False
 
@@ -417,7 +422,8 @@ def embedding_batches(
             the first one raises :class:`~anyshot.errors.ImageReadError`.
         bar: a :func:`~anyshot.progress.progress_bar`, advanced by the images of each batch.
         decode_threads: threads that decode each batch's files (the file paths of an
-            :class:`ImageList`; other items are decoded in the calling thread) before the
+            :class:`ImageList`, a file dataset's items; other items are decoded in the
+            calling thread) before the
             network runs on it (``None``: torch's thread count, the cores the caller gave this
             work; at most :data:`MAX_DECODE_THREADS`). Decoding a camera photo costs more than
             embedding it, so with two threads a batch of photos is ready in about half the

@@ -27,9 +27,11 @@ episodes reuse them.
   :class:`FeatureCache`);
 * ``fold``: only when true: the network ran with its batch-norms folded into the convolutions
   (``fold_batch_norm``, see :class:`FeatureCache`);
-* ``decode``: ``"reduced"`` for the files of an :class:`~anyshot.embedding.ImageList` (the
-  practitioner's images), which are decoded for their target size (a large JPEG at 1/2, 1/4 or
-  1/8 scale: :func:`~anyshot.data.decode_image`); absent for dataset items, decoded fully.
+* ``decode``: ``"reduced"`` for images decoded for their target size (a large JPEG at 1/2, 1/4 or
+  1/8 scale: :func:`~anyshot.data.decode_image`): the files of an
+  :class:`~anyshot.embedding.ImageList` (the practitioner's images) and of a
+  :class:`~anyshot.data.FolderDataset` (``decode_for_size``); absent for the benchmark sets'
+  items, decoded fully.
 
 A changed preprocessing, weight, embedding mode or file content thus gives a different key: a
 miss, recomputed (a file is read again when its path, size or modification time changed; one
@@ -203,8 +205,8 @@ def _item_key(
 ) -> str:
     """The key of a row (see the module doc); ``content``: ``(sha256 of the file behind
     ``source``, the rest of ``source``)``, or ``None`` to key by ``source`` alone;
-    ``reduced``: the file was decoded for its target size (an
-    :class:`~anyshot.embedding.ImageList` item, see :func:`~anyshot.data.decode_image`)."""
+    ``reduced``: the file was decoded for its target size (an item of a sequence whose
+    ``decode_for_size`` is true, see :func:`~anyshot.data.decode_image`)."""
     record: dict[str, Any] = {"model": model, "channels_last": channels_last}
     if content is None:
         record["source"] = source
@@ -585,7 +587,7 @@ class FeatureCache:
         content = None if value is None else (value, rest)
         return _item_key(
             digest, source, self.channels_last, self.dtype, self.freeze, self.fold_batch_norm,
-            content=content, reduced=isinstance(images, ImageList),
+            content=content, reduced=bool(getattr(images, "decode_for_size", False)),
         )  # fmt: skip
 
     def _read_disk(self, folder: Path | None, wanted: set[str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Iterable, Sequence
-from typing import overload
+from typing import ClassVar, overload
 
 import numpy as np
 import torch
@@ -37,6 +37,11 @@ class ImageDataset(abc.ABC):
 
     class_names: list[str]
     labels: np.ndarray
+    #: Whether :meth:`load` decodes each item for the preprocessing's size (a large JPEG at 1/2,
+    #: 1/4 or 1/8 scale, :func:`~anyshot.data.decode_image`) rather than in full: true for a
+    #: user's own class folders (camera photos), false for the benchmark sets, whose embeddings
+    #: stay those of a full decode. Feature caches key the two apart.
+    decode_for_size: ClassVar[bool] = False
 
     def __init__(self, class_names: Sequence[str], labels: Iterable[int] | np.ndarray) -> None:
         """Validate and store the class names and per-item labels.
@@ -162,9 +167,17 @@ class FileDataset(ImageDataset):
         """The item's file path."""
         return self.paths[self.check_index(index)]
 
-    def image(self, index: int) -> Image.Image:
-        """Read and decode the item's file (EXIF orientation applied)."""
-        return open_image(self.paths[self.check_index(index)])
+    def image(self, index: int, size: int | None = None) -> Image.Image:
+        """Read and decode the item's file (EXIF orientation applied; ``size``: the side it
+        will be resized to, see :func:`~anyshot.data.open_image`; ``None``: a full decode)."""
+        return open_image(self.paths[self.check_index(index)], size)
+
+    def load(self, index: int, preprocessing: Preprocessing) -> torch.Tensor:
+        """Decode (for the preprocessing's size where :attr:`decode_for_size`) and preprocess
+        the item's file: a float tensor ``[C, H, W]``."""
+        if self.decode_for_size:
+            return preprocessing(self.image(index, preprocessing.image_size))
+        return preprocessing(self.image(index))
 
 
 class LazyImages(Sequence[torch.Tensor]):
@@ -228,6 +241,17 @@ class LazyImages(Sequence[torch.Tensor]):
     def source(self, position: int) -> str:
         """The dataset :meth:`~ImageDataset.source` of the image at ``position``."""
         return self.dataset.source(int(self.indices[position]))
+
+    def is_file(self, position: int) -> bool:
+        """Whether the image at ``position`` is read from a file of its own (a
+        :class:`FileDataset` item, which may be decoded on another thread; see
+        :func:`anyshot.embedding.embedding_batches`)."""
+        return isinstance(self.dataset, FileDataset)
+
+    @property
+    def decode_for_size(self) -> bool:
+        """The dataset's :attr:`~ImageDataset.decode_for_size`."""
+        return self.dataset.decode_for_size
 
     def __repr__(self) -> str:
         return f"LazyImages({len(self)} images of shape {self.image_shape} from {self.dataset!r})"

@@ -40,6 +40,9 @@ class FolderDataset(FileDataset):
     Args:
         root: the folder holding one sub-folder per class.
 
+    Items are decoded for the preprocessing's size (:attr:`decode_for_size`, as ``classify``
+    decodes a user's files: a camera photo's JPEG at a reduced scale).
+
     Attributes:
         root: the root folder.
         paths: image file of each item.
@@ -49,6 +52,8 @@ class FolderDataset(FileDataset):
         DatasetError: ``root`` does not exist, is not a folder, or has no class folders.
         EmptyClassError: a class folder holds no image file (the message names the folder).
     """
+
+    decode_for_size = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
