@@ -96,3 +96,36 @@ def test_evaluate_defaults_are_the_tuned_head_settings() -> None:
     assert not inductive.transductive and not inductive.center
     with pytest.raises(AnyshotError, match="--center apply to --method transductive"):
         method_from_args(parser.parse_args([*base, "--method", "finetune", "--center"]))
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [("gpu", "not a device name"), ("cuda:99", "not available"), ("mps", "not available")],
+)
+def test_a_device_this_machine_lacks_is_one_clear_line(
+    name: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    if name.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 99:
+        pytest.skip("this machine has 100 CUDA devices")
+    if name == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an MPS device")
+    with pytest.raises(SystemExit) as stop:
+        main(["classify", "--support", ".", "--query", ".", "--device", name])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --device: {name!r} is {says}" in err and "Traceback" not in err
+
+
+def test_warnings_are_the_command_s_own_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from anyshot.cli import _show_warning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _show_warning
+        warnings.warn("the cache is odd", RuntimeWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert err == "\nanyshot: warning: the cache is odd\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,35 @@ def test_a_copied_or_touched_file_keeps_its_rows_and_is_read_once(
     assert (tmp_path / "cache" / "files").is_dir()
 
 
+def test_a_file_rewritten_with_its_old_size_and_time_is_read_again(tmp_path: Path) -> None:
+    """``cp --preserve=timestamps``, rsync, tar and unzip restore the modification time: the
+    change time and the inode still tell new content from old, in a later process too."""
+    for name, value in (("a/x.bmp", 10), ("a/y.bmp", 120), ("b/z.bmp", 240)):
+        save(tmp_path / "data" / name, value)  # uncompressed: every file the same size
+    dataset = FolderDataset(tmp_path / "data")
+    x, y, z = (Path(dataset.source(i)) for i in range(3))
+    assert x.stat().st_size == y.stat().st_size == z.stat().st_size
+    model = counting_backbone()
+    before = FeatureCache(tmp_path / "cache").features(model, dataset, [0, 1, 2])
+    stat = x.stat()
+    time.sleep(0.05)  # past the kernel's timestamp granularity
+    shutil.copyfile(y, tmp_path / "new.bmp")
+    os.replace(tmp_path / "new.bmp", x)  # y's bytes under x's name: a new inode
+    os.utime(x, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ... and x's old time
+    model.images = 0
+    after = FeatureCache(tmp_path / "cache").features(model, dataset, [0])
+    assert model.images == 0 and torch.equal(after[0], before[1])  # y's row, not x's
+    stat = x.stat()
+    time.sleep(0.05)
+    x.write_bytes(z.read_bytes())  # z's bytes written in place: the same inode
+    os.utime(x, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (x.stat().st_ino, x.stat().st_size, x.stat().st_mtime_ns) == (
+        stat.st_ino, stat.st_size, stat.st_mtime_ns,
+    )  # fmt: skip
+    after = FeatureCache(tmp_path / "cache").features(model, dataset, [0])
+    assert model.images == 0 and torch.equal(after[0], before[2])  # z's row
+
+
 def test_freeze_is_close_keyed_apart_and_says_when_it_cannot_trace(
     dataset: FolderDataset, tmp_path: Path
 ) -> None:
@@ -322,3 +352,24 @@ def test_digest_ignores_where_the_weights_came_from() -> None:
     prep = Preprocessing(image_size=8, channels=3)
     assert model_digest(Configured(True), prep) == model_digest(Configured(False), prep)
     assert model_digest(Configured(True), prep) != model_digest(Configured(True, seed=1), prep)
+
+
+def test_a_damaged_shard_is_skipped_with_a_warning_and_its_images_embedded_again(
+    dataset: FolderDataset, tmp_path: Path
+) -> None:
+    model = counting_backbone()
+    items = list(range(len(dataset)))
+    before = FeatureCache(tmp_path / "cache").features(model, dataset, items)
+    shards = sorted((tmp_path / "cache").rglob("shard-*.pt"))
+    assert shards
+    for shard in shards:  # cut short, as by a full disk
+        shard.write_bytes(shard.read_bytes()[:200])
+    model.images = 0
+    with pytest.warns(RuntimeWarning, match="ignoring the unreadable file .*shard-"):
+        again = FeatureCache(tmp_path / "cache").features(model, dataset, items)
+    assert model.images == len(dataset)
+    torch.testing.assert_close(again, before, rtol=0, atol=0)
+    model.images = 0  # the new shard serves the next run (which warns again: delete it)
+    with pytest.warns(RuntimeWarning, match="ignoring the unreadable file"):
+        third = FeatureCache(tmp_path / "cache").features(model, dataset, items)
+    assert torch.equal(third, before) and model.images == 0

@@ -14,12 +14,12 @@ episodes reuse them.
   weight or buffer changes the digest);
 * ``content``: the ``sha256`` of the bytes of the file behind the item (the file itself, or the
   zip archive of ``"<archive>.zip:<member>..."``; :mod:`anyshot.file_digests`, which reads a
-  file again only when its path, size or modification time changed) and ``part``: what of the
-  source string follows that file (``""``, or ``":<member>@rotDDD"`` for an Omniglot item). The
-  path is not part of the key: a copied, moved, touched or re-downloaded file with the same
-  bytes keeps its rows. A source that is not a file or a zip member (an in-memory dataset,
-  tiered-ImageNet's and CIFAR-FS's ``"<file>[i]"`` items) is keyed by its ``source`` string
-  instead (a rewritten pickle is not noticed: delete the cache folder);
+  file again only when its path, size, modification or change time or inode changed) and
+  ``part``: what of the source string follows that file (``""``, or ``":<member>@rotDDD"`` for
+  an Omniglot item). The path is not part of the key: a copied, moved, touched or re-downloaded
+  file with the same bytes keeps its rows. A source that is not a file or a zip member (an
+  in-memory dataset, tiered-ImageNet's and CIFAR-FS's ``"<file>[i]"`` items) is keyed by its
+  ``source`` string instead (a rewritten pickle is not noticed: delete the cache folder);
 * ``channels_last``: whether batches were fed channels-last (see :class:`FeatureCache`);
 * ``dtype``: only when it is not ``"float32"``: the precision the network computed in (see
   :class:`FeatureCache`);
@@ -34,8 +34,8 @@ episodes reuse them.
   items, decoded fully.
 
 A changed preprocessing, weight, embedding mode or file content thus gives a different key: a
-miss, recomputed (a file is read again when its path, size or modification time changed; one
-rewritten with the same size and time keeps its old digest). Nothing is ever overwritten;
+miss, recomputed (a file is read again when its path, size, modification or change time or
+inode changed: a rewrite always changes the change time). Nothing is ever overwritten;
 stale rows are simply never asked for again (delete the folder to reclaim the space). Files'
 digests are remembered in ``DIRECTORY/files/``.
 
@@ -266,6 +266,32 @@ class _Subset(Sequence[torch.Tensor]):
         source = getattr(original, "source", None)
         index = self.positions[position]
         return str(source(index)) if callable(source) else f"image #{index}"
+
+
+def _read_shard(path: Path) -> dict[str, Any] | None:
+    """The ``{"keys": [n], "features": [n, D]}`` of a shard file (memory-mapped), or ``None``
+    with a warning when it cannot be read (cut short by a full disk, damaged): its images are
+    then embedded again, and their rows stored in a new shard."""
+    try:
+        data = torch.load(path, weights_only=True, mmap=True)
+        if len(data["keys"]) != int(data["features"].shape[0]):
+            raise ValueError(f"{len(data['keys'])} keys for {data['features'].shape[0]} rows")
+    except Exception as error:  # torch.load raises many types; a cache must never stop a run
+        warnings.warn(
+            f"feature cache: ignoring the unreadable file {path} ({type(error).__name__}: "
+            f"{_first_sentence(str(error))}); its images are embedded again. Delete it to stop "
+            "this warning.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return data
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of an error message (torch's go on for several), or "no detail"."""
+    first = text.strip().split(". ")[0].splitlines()
+    return first[0].rstrip(".") if first else "no detail"
 
 
 def _file_source(images: Images, position: int) -> str | None:
@@ -603,16 +629,20 @@ class FeatureCache:
             for shard in sorted(folder.glob("shard-*.pt")):
                 if shard.name in seen:
                     continue
-                data = torch.load(shard, weights_only=True, mmap=True)
+                seen.add(shard.name)
+                data = _read_shard(shard)
+                if data is None:
+                    continue
                 for position, key in enumerate(data["keys"]):
                     index.setdefault(str(key), (shard.name, position))
                 self._take(data, wanted)
-                seen.add(shard.name)
         by_shard: dict[str, None] = {
             index[k][0]: None for k in wanted if k in index and k not in self._rows
         }
         for name in by_shard:
-            self._take(torch.load(folder / name, weights_only=True, mmap=True), wanted)
+            data = _read_shard(folder / name)
+            if data is not None:
+                self._take(data, wanted)
 
     def _take(self, data: dict[str, Any], wanted: set[str]) -> None:
         for position, key in enumerate(data["keys"]):

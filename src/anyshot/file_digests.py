@@ -4,14 +4,19 @@ The feature cache keys a row by the *bytes* of the file behind an image
 (:mod:`anyshot.feature_cache`), so a copied, moved, re-downloaded or touched file keeps its
 cached features and only new content is embedded again. Reading every file on every run would
 cost a repeat run on a large photo folder most of its time, so :class:`FileDigests` remembers
-each digest under the file's path, size and modification time (``os.stat``): a file whose
-three are unchanged is not read again, in this process (memory) or a later one (the folder).
+each digest under the file's path, size, modification time, change time and inode number
+(``os.stat``): a file whose five are unchanged is not read again, in this process (memory) or
+a later one (the folder). The change time is set by the system on every write and cannot be
+set back (``cp --preserve=timestamps``, ``rsync``, ``tar`` and ``unzip`` restore the
+modification time), so a file rewritten with the same size and modification time is read
+again, not taken for its old content.
 
 **On disk.** ``DIRECTORY/digests-<time>-<random>.json``, each ``{"files": [[path, size,
-mtime_ns, sha256], ...]}`` written atomically by :meth:`FileDigests.save` with the digests
-computed since the last save. Several processes may share the folder (names never collide); an
-unreadable or foreign file is ignored, and a folder that cannot be written keeps the digests in
-memory only.
+mtime_ns, ctime_ns, inode, sha256], ...]}`` written atomically by :meth:`FileDigests.save`
+with the digests computed since the last save (files of the earlier ``[path, size, mtime_ns,
+sha256]`` form are ignored: their files are read once more). Several processes may share the
+folder (names never collide); an unreadable or foreign file is ignored, and a folder that
+cannot be written keeps the digests in memory only.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ __all__ = ["FileDigests", "file_of"]
 
 _ZIP_MARK = ".zip:"
 
-#: ``(canonical path, size, mtime_ns)``: what identifies a file's content without reading it.
-_Stat = tuple[str, int, int]
+#: ``(canonical path, size, mtime_ns, ctime_ns, inode)``: what identifies a file's content
+#: without reading it.
+_Stat = tuple[str, int, int, int, int]
 
 
 def file_of(source: str) -> tuple[str | None, str]:
@@ -50,7 +56,8 @@ def file_of(source: str) -> tuple[str | None, str]:
 
 
 class FileDigests:
-    """``sha256`` of files' contents, remembered by path, size and modification time.
+    """``sha256`` of files' contents, remembered by path, size, modification and change times
+    and inode number.
 
     Args:
         directory: where to remember them across processes; ``None`` = this object only.
@@ -71,7 +78,7 @@ class FileDigests:
             stat = os.stat(path)
         except OSError:
             return None
-        key = (path, int(stat.st_size), int(stat.st_mtime_ns))
+        key = (path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         self._load()
         known = self._known.get(key)
         if known is not None:
@@ -107,7 +114,8 @@ class FileDigests:
         for stored in sorted(self.directory.glob("digests-*.json")):
             try:
                 entries = json.loads(stored.read_text(encoding="utf-8"))["files"]
-                for path, size, mtime_ns, value in entries:
-                    self._known.setdefault((str(path), int(size), int(mtime_ns)), str(value))
+                for path, size, mtime_ns, ctime_ns, inode, value in entries:
+                    key = (str(path), int(size), int(mtime_ns), int(ctime_ns), int(inode))
+                    self._known.setdefault(key, str(value))
             except (OSError, ValueError, KeyError, TypeError):
                 continue

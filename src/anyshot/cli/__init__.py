@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 from anyshot import __version__
 from anyshot.cli import evaluate, practitioner, pretrain
@@ -53,10 +55,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads or default_threads())
     start = time.perf_counter()
     try:
-        status: int = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            status: int = args.run(args)
     except (AnyshotError, ValueError, TypeError, FileNotFoundError) as error:
         print(f"anyshot: error: {error}", file=sys.stderr)
         return 2
     if not getattr(args, "quiet", False) and getattr(args, "timed", True):
         print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return status
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+    **_: Any,
+) -> None:
+    """A warning as the command's own line on stderr, ``anyshot: warning: ...``, on a line of
+    its own (not inside a progress bar), without Python's file, line and source."""
+    print(f"\nanyshot: warning: {message}", file=sys.stderr if file is None else file, flush=True)

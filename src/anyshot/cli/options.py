@@ -92,6 +92,34 @@ def _number(text: str, cast: Callable[[str], Any], valid: Callable[[Any], bool],
     return value
 
 
+def device(text: str) -> str:
+    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...)."""
+    import torch
+
+    try:
+        chosen = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device name; use cpu, cuda, cuda:N or mps"
+        ) from None
+    if chosen.type == "cpu":
+        return text
+    backend = torch.backends.mps if chosen.type == "mps" else getattr(torch, chosen.type, None)
+    available = getattr(backend, "is_available", None)
+    if not callable(available) or not available():
+        build = torch.__version__
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not available: this torch ({build}) finds no {chosen.type} device "
+            "(a CPU-only torch, or no driver); use --device cpu, or see the README's install notes"
+        )
+    count = getattr(backend, "device_count", None)
+    if chosen.index is not None and callable(count) and chosen.index >= count():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not available: {count()} {chosen.type} device(s), numbered from 0"
+        )
+    return text
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     return int(_number(text, int, lambda v: v >= 1, "a positive integer"))
@@ -546,7 +574,7 @@ def add_run_options(
 ) -> None:
     """``--device``, ``--batch-size``, ``--threads``, ``--quiet`` (and ``--strict``)."""
     group = parser.add_argument_group("run")
-    group.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
+    group.add_argument("--device", type=device, help="cpu, cuda, cuda:1, mps ... (default: cpu)")
     batch_size = field_default(FineTuning, "batch_size")
     group.add_argument(
         "--batch-size",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from anyshot.backbones.preprocessing import DATASET_INPUTS, INPUT_SPECS
-from anyshot.cli.options import add_dataset_argument, positive_int
+from anyshot.cli.options import add_dataset_argument, device, positive_int
 from anyshot.errors import ConfigurationError
 from anyshot.methods.finetune import field_default
 from anyshot.pretrain import PAPER_CYCLES, PretrainConfig
@@ -198,7 +198,9 @@ def _add_optimisation_options(parser: argparse.ArgumentParser) -> None:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """Device, seed, threads, resuming, output."""
     run = parser.add_argument_group("run")
-    run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    run.add_argument(
+        "--device", type=device, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
+    )
     run.add_argument(
         "--seed", type=int, default=_default("seed"), help=f"default: {_default('seed')}"
     )
