@@ -129,3 +129,27 @@ def test_warnings_are_the_command_s_own_lines(capsys: pytest.CaptureFixture[str]
         warnings.warn("the cache is odd", RuntimeWarning, stacklevel=1)
     err = capsys.readouterr().err
     assert err == "\nanyshot: warning: the cache is odd\n"
+
+
+@pytest.mark.parametrize("command", ["classify", "evaluate", "fit"])
+def test_an_output_path_that_cannot_be_written_stops_before_any_work(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder, or a path below a file, is refused when the arguments are read (the data
+    given does not even exist: nothing ran)."""
+    (tmp_path / "a-file").write_text("x")
+    heads = {
+        "classify": ["classify", "--support", "missing", "--query", "missing"],
+        "evaluate": ["evaluate", "--dataset", "folder", "--data-root", "missing"],
+        "fit": ["fit", "--support", "missing"],
+    }
+    for output, says in ((tmp_path, "is a folder"), (tmp_path / "a-file" / "r", "is a file")):
+        with pytest.raises(SystemExit) as stop:
+            main([*heads[command], "--output", str(output)])
+        assert stop.value.code == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "argument --output: " in err and says in err
+    from anyshot.cli.options import output_file
+
+    target = tmp_path / "new" / "deeper" / "r.json"  # folders that do not exist yet: fine
+    assert output_file(str(target)) == target and not target.parent.exists()

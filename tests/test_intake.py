@@ -103,6 +103,26 @@ def test_hidden_non_image_loose_and_special_files_are_skipped_and_counted(tmp_pa
     assert "skipped 7" in text and "notes.txt" in text and "loose.png" in text
 
 
+def test_jpeg_under_every_extension_mac_zip_folders_and_phone_formats(tmp_path: Path) -> None:
+    """``.jfif`` / ``.jpe`` (browsers, messaging apps) are JPEGs; a zip made on a Mac brings a
+    ``__MACOSX`` folder that is no class; a HEIC photo is named as what it is."""
+    root = support_tree(tmp_path / "s")
+    save(root / "cat" / "web.jfif", 90)
+    save(root / "dog" / "old.jpe", 200)
+    save(root / "__MACOSX" / "cat" / "._a.png")
+    (root / "dog" / "phone.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    files = scan_support(root)
+    assert files.classes == ["cat", "dog"]
+    assert files.report.class_counts == {"cat": 3, "dog": 3}
+    assert kinds(files.report) == {"hidden": ["__MACOSX"], "not-image": ["phone.HEIC"]}
+    (heic,) = [item for item in files.report.skipped if item.kind == "not-image"]
+    assert "does not read (.HEIC): convert it to JPEG" in heic.reason
+    rows, kept = embed_images(
+        torch.nn.Flatten(), ImageList(files.paths, Preprocessing(SIZE, 3)), batch_size=8
+    )
+    assert kept == list(range(6)) and rows.shape == (6, 3 * SIZE * SIZE)
+
+
 def test_symlinks_followed_broken_reported_cycles_cut(tmp_path: Path) -> None:
     root = support_tree(tmp_path / "s")
     outside = save(tmp_path / "elsewhere" / "e.png", 45)

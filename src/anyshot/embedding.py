@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -81,8 +80,6 @@ class Unreadable:
 
 
 OnUnreadable = Callable[[Unreadable], None]
-#: Pillow names the in-memory buffer it decoded from; that says nothing to a user.
-_BUFFER_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 class ImageList(Sequence[torch.Tensor]):
@@ -373,9 +370,9 @@ def _decode_batch(
     for position in chunk:
         result = results[position] if position in results else _decoded(images, position)
         if isinstance(result, ImageReadError):
-            reason = _BUFFER_REPR.sub("", str(result))
+            reason = str(result)
             if on_unreadable is None:
-                raise ImageReadError(reason) from result
+                raise result
             on_unreadable(Unreadable(position, _source(images, position), reason, _kind(result)))
             continue
         if isinstance(result, Exception):

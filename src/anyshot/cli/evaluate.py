@@ -28,6 +28,7 @@ from anyshot.cli.options import (
     add_run_options,
     method_from_args,
     non_negative_int,
+    output_file,
     positive_float,
     positive_int,
     preprocessing_overrides,
@@ -184,7 +185,7 @@ def _add_evaluate(sub: Any) -> None:
     add_method_options(evaluate)
     add_backbone_options(evaluate, embedding=True)
     add_run_options(evaluate, quiet="no progress bar")
-    evaluate.add_argument("--output", type=Path, required=True, help="results JSON file")
+    evaluate.add_argument("--output", type=output_file, required=True, help="results JSON file")
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -472,7 +473,9 @@ def _add_demo(sub: Any) -> None:
         help=f"episodes per method (default: {DEMO_EPISODES})",
     )
     demo.add_argument("--data-root", type=Path, help="Omniglot folder (default: see above)")
-    demo.add_argument("--output", type=Path, help="also write both results to this JSON file")
+    demo.add_argument(
+        "--output", type=output_file, help="also write both results to this JSON file"
+    )
     demo.add_argument("--seed", type=int, default=0, help="seed of the episodes (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=run_demo)

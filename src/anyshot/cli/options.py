@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,25 @@ def device(text: str) -> str:
             f"{text!r} is not available: {count()} {chosen.type} device(s), numbered from 0"
         )
     return text
+
+
+def output_file(text: str) -> Path:
+    """A file the command can write when its work is done: not a folder, below a folder that
+    exists (or can be made) and is writable. Checked when the arguments are read, so a wrong
+    path does not lose a long run at its end."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a folder; give the path of a file to write (e.g. {path / 'name'})"
+        )
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the nearest folder that exists: the rest is created
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {str(folder)!r} is a file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {str(folder)!r} is read-only")
+    return path
 
 
 def positive_int(text: str) -> int:

@@ -28,6 +28,7 @@ from anyshot.cli.options import (
     add_run_options,
     embedding_settings,
     method_from_args,
+    output_file,
     positive_int,
     preprocessing_overrides,
 )
@@ -68,9 +69,9 @@ examples:
   # whole network when the budget allows; give it up to 5 minutes (the summary says what ran)
   anyshot classify --support glyphs/support --query glyphs/new --time-budget 300
 
-The support folder holds one sub-folder per class, named after the class, with its images at
-any depth (.jpg .jpeg .png .bmp .gif .tif .tiff .webp; grey, RGBA, CMYK, 16-bit, palette and
-EXIF-rotated photos are converted). Hidden files, non-image files, broken links and (unless
+The support folder holds one sub-folder per class, named after the class, with its images at any
+depth (.jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp; grey, RGBA, CMYK, 16-bit, palette
+and EXIF-rotated photos are converted). Hidden files, non-image files, broken links and (unless
 --strict) corrupt images are skipped and listed in the summary; identical files are reported as
 a warning wherever they are (two classes, one class twice, the query folder at any depths, or
 the support and the query). The query images take part in the fitting (transductive fine-tuning;
@@ -139,7 +140,7 @@ def _add_output_options(parser: argparse.ArgumentParser, *, default_top_k: int) 
     group = parser.add_argument_group("output")
     group.add_argument(
         "--output",
-        type=Path,
+        type=output_file,
         help="predictions file (default: stdout); the summary always goes to stderr",
     )
     group.add_argument(
@@ -209,7 +210,7 @@ def _add_fit(sub: Any) -> None:
         type=Path,
         help="folder of unlabelled images of the same kind (used by --method transductive)",
     )
-    fit.add_argument("--output", type=Path, required=True, help="model file to write (.pt)")
+    fit.add_argument("--output", type=output_file, required=True, help="model file to write (.pt)")
     _add_model_options(fit)
     add_unknown_options(fit, saved=False)
     add_embedding_options(fit)
@@ -258,7 +259,7 @@ def _add_suggest(sub: Any) -> None:
     )
     suggest.add_argument(
         "--output",
-        type=Path,
+        type=output_file,
         help="CSV file (default: stdout); the summary always goes to stderr",
     )
     add_embedding_options(suggest)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from anyshot.backbones.preprocessing import DATASET_INPUTS, INPUT_SPECS
-from anyshot.cli.options import add_dataset_argument, device, positive_int
+from anyshot.cli.options import add_dataset_argument, device, output_file, positive_int
 from anyshot.errors import ConfigurationError
 from anyshot.methods.finetune import field_default
 from anyshot.pretrain import PAPER_CYCLES, PretrainConfig
@@ -207,7 +207,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT's .last.pt")
     run.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
-    run.add_argument("--output", type=Path, required=True, help="best checkpoint file (.pt)")
+    run.add_argument("--output", type=output_file, required=True, help="best checkpoint file (.pt)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:

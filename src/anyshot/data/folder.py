@@ -8,15 +8,23 @@ from pathlib import Path
 from anyshot.data.dataset import FileDataset
 from anyshot.errors import DatasetError, EmptyClassError
 
-__all__ = ["IMAGE_EXTENSIONS", "FolderDataset", "is_image_file"]
+__all__ = ["EXTENSIONS", "IMAGE_EXTENSIONS", "FolderDataset", "is_hidden", "is_image_file"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 )
+#: Image formats anyshot does not decode (phone, camera raw and vector formats): skipped with
+#: advice to convert them, not called "not an image".
+UNREAD_IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".heic", ".heif", ".avif", ".jxl", ".svg", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf",
+     ".rw2", ".raf"}
+)  # fmt: skip
+#: The extensions read, for messages and help texts.
+EXTENSIONS = " ".join(sorted(IMAGE_EXTENSIONS))
 
 LAYOUT = (
     "expected layout: ROOT/<class name>/<image files> — one sub-folder per class, named after "
-    "the class, holding its images (.jpg .jpeg .png .bmp .gif .tif .tiff .webp) at any depth"
+    f"the class, holding its images ({EXTENSIONS}) at any depth"
 )
 
 
@@ -25,8 +33,10 @@ def is_image_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _hidden(name: str) -> bool:
-    return name.startswith(".")
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder is left out as hidden: a name starting with ``.``, or
+    ``__MACOSX`` (the metadata folder of a zip made on a Mac)."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 class FolderDataset(FileDataset):
@@ -64,7 +74,7 @@ class FolderDataset(FileDataset):
         class_dirs: list[str] = []
         with os.scandir(self.root) as entries:
             for entry in entries:
-                if _hidden(entry.name):
+                if is_hidden(entry.name):
                     continue
                 if entry.is_dir():
                     class_dirs.append(entry.name)
@@ -104,10 +114,10 @@ def _scan_class(folder: Path) -> tuple[list[str], list[str]]:
     images: list[tuple[str, str]] = []
     skipped: list[str] = []
     for directory, subdirs, files in os.walk(folder):
-        subdirs[:] = [d for d in subdirs if not _hidden(d)]
+        subdirs[:] = [d for d in subdirs if not is_hidden(d)]
         relative = os.path.relpath(directory, folder)
         for name in files:
-            if _hidden(name):
+            if is_hidden(name):
                 continue
             path = os.path.join(directory, name)
             if is_image_file(name):

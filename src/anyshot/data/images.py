@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -115,6 +116,10 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
+#: Pillow names the in-memory buffer it decoded from; that says nothing to a user.
+_BUFFER_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
 def decode_image(data: bytes, name: str, size: int | None = None) -> Image.Image:
     """Decode image bytes (EXIF orientation applied).
 
@@ -138,8 +143,9 @@ def decode_image(data: bytes, name: str, size: int | None = None) -> Image.Image
             image.load()
             return ImageOps.exif_transpose(image) or image
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        reason = _BUFFER_REPR.sub("", str(error)).rstrip(". ")
         raise ImageReadError(
-            f"cannot read image {name!r}: {error}. Remove or replace the file, "
+            f"cannot read image {name!r}: {reason}. Remove or replace the file, "
             "or re-export it as PNG/JPEG."
         ) from error
     except Image.DecompressionBombError as error:

@@ -11,9 +11,10 @@ Nothing is skipped silently: every file or folder not used is recorded in an
 =================  ==============================================================================
 kind               what
 =================  ==============================================================================
-``hidden``         a file or folder whose name starts with ``.`` (``.DS_Store``, ``.git``, ...)
-``not-image``      a file without an image extension (``.jpg .jpeg .png .bmp .gif .tif .tiff
-                   .webp``)
+``hidden``         a file or folder whose name starts with ``.`` (``.DS_Store``, ``.git``, ...),
+                   or a ``__MACOSX`` folder (a Mac's zip metadata)
+``not-image``      a file without an image extension (``.bmp .gif .jfif .jpe .jpeg .jpg .png .tif
+                   .tiff .webp``), or in a format anyshot does not read (HEIC, AVIF, camera raw)
 ``outside-class``  a file directly in the support folder, not inside a class folder
 ``broken-link``    a symbolic link whose target does not exist
 ``link-cycle``     a folder reached a second time (a symbolic-link cycle): not walked again
@@ -43,7 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from anyshot.data.folder import IMAGE_EXTENSIONS, is_image_file
+from anyshot.data.folder import EXTENSIONS, UNREAD_IMAGE_EXTENSIONS, is_hidden, is_image_file
 from anyshot.errors import DatasetError, EmptyClassError, ImageReadError
 
 __all__ = [
@@ -72,7 +73,6 @@ SKIP_KINDS: dict[str, str] = {
 }
 #: Kinds that ``strict`` scanning turns into errors (an image or folder that cannot be read).
 STRICT_KINDS = frozenset({"permission", "corrupt", "too-large"})
-EXTENSIONS = " ".join(sorted(IMAGE_EXTENSIONS))
 SUPPORT_LAYOUT = (
     "expected layout: SUPPORT/<class name>/<images, at any depth>: one sub-folder per class, "
     f"named after the class ({EXTENSIONS})"
@@ -422,7 +422,7 @@ class _Walker:
     def _kind(self, entry: os.DirEntry[str]) -> str | None:
         """``"dir"``, ``"file"`` or ``None`` (recorded as skipped)."""
         path = entry.path
-        if entry.name.startswith("."):
+        if is_hidden(entry.name):
             try:
                 is_dir = entry.is_dir()
             except OSError:
@@ -466,7 +466,11 @@ class _Walker:
         """Append ``path`` to ``found`` if it is a readable image file; else record why not."""
         if not is_image_file(path):
             extension = os.path.splitext(path)[1] or "no extension"
-            self.report.skip(path, "not-image", f"not an image file ({extension})")
+            if extension.lower() in UNREAD_IMAGE_EXTENSIONS:
+                reason = f"an image format anyshot does not read ({extension}): convert it to JPEG"
+            else:
+                reason = f"not an image file ({extension})"
+            self.report.skip(path, "not-image", reason)
             return
         if not os.access(path, os.R_OK):
             self.skip(path, "permission", "permission denied: cannot read the file")
