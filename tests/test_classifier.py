@@ -295,12 +295,12 @@ def test_classify_csv_sorted_by_path_with_top_k_columns(
     assert main([*argv, "--top-k", "2", "--unknown", "off"]) == 0
     out = capsys.readouterr()
     rows = read_csv(out.out)
-    header = ["path", "label", "confidence", "label_2", "confidence_2", "outlier_score"]
+    header = ["path", "label", "class", "confidence", "label_2", "confidence_2", "outlier_score"]
     assert list(rows[0]) == header
     assert [r["path"] for r in rows] == sorted(str(p) for p in query.rglob("*.png"))
     for row in rows:
         assert float(row["confidence"]) >= float(row["confidence_2"])
-        assert row["label"] != row["label_2"]
+        assert row["label"] == row["class"] != row["label_2"]  # --unknown off
         assert 0.0 <= float(row["outlier_score"]) <= 2.0
     assert (
         sum(
@@ -311,7 +311,9 @@ def test_classify_csv_sorted_by_path_with_top_k_columns(
     )
     assert main([*argv, "--top-k", "9", "--output", str(tmp_path / "p.csv")]) == 0
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
-    assert header == "path,label,confidence,label_2,confidence_2,label_3,confidence_3,outlier_score"
+    assert header == (
+        "path,label,class,confidence,label_2,confidence_2,label_3,confidence_3,outlier_score"
+    )
 
 
 def test_classify_json_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -294,9 +294,12 @@ def test_classify_and_predict_label_the_grey_image_unknown(
     predict = ["predict", "--model", str(tmp_path / "m.pt"), str(tmp_path / "query"), "--quiet"]
     assert main([*predict, "--no-cache"]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[0].endswith(",outlier_score") and rows[-1].split(",")[1] == "unknown"
+    assert rows[0].startswith("path,label,class,confidence,") and rows[0].endswith(",outlier_score")
+    flagged = rows[-1].split(",")
+    assert flagged[1] == "unknown" and flagged[2] in characters  # and its most probable class
     assert main([*predict, "--no-cache", "--unknown", "off"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].split(",")[1] in characters
+    kept = capsys.readouterr().out.splitlines()[-1].split(",")
+    assert kept[1] == kept[2] == flagged[2] and kept[3] == flagged[3]
 
 
 def test_a_model_file_without_outlier_data_still_predicts(

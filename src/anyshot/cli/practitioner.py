@@ -81,9 +81,10 @@ images for each class they appear to hold (the classes the trained classifier pr
 them), the default leaves them out and fine-tunes on the labelled images alone (as --method
 finetune does).
 
-CSV columns: path,label,confidence then label_2,confidence_2,... (the --top-k most probable
-classes), then outlier_score; one row per readable query image, sorted by path. For an image
-labelled unknown, confidence is that of its most probable class (JSON: "class").
+CSV columns: path,label,class,confidence then label_2,confidence_2,... (the --top-k most
+probable classes), then outlier_score; one row per readable query image, sorted by path. label
+is class, or unknown for an image flagged as none of the classes; class is always the most
+probable class and confidence its probability.
 
 """
     + UNKNOWN_EPILOG
@@ -115,9 +116,9 @@ examples:
   anyshot predict --model model.pt a.jpg b.png more-photos/ --top-k 1 > predictions.csv
   anyshot predict --model model.pt photos/new --format json --output predictions.json
 
-Folders are searched at any depth. Columns as for `anyshot classify`: path,label,confidence,
-label_2,confidence_2,...,outlier_score; rows sorted by path. Unreadable images are skipped and
-listed in the summary (or stop the run with --strict).
+Folders are searched at any depth. Columns as for `anyshot classify`: path,label,class,
+confidence,label_2,confidence_2,...,outlier_score; rows sorted by path. Unreadable images are
+skipped and listed in the summary (or stop the run with --strict).
 
 """
     + UNKNOWN_EPILOG
@@ -322,17 +323,19 @@ def prediction_records(
 
 
 def predictions_csv(records: Sequence[dict[str, Any]], top_k: int, n_classes: int) -> str:
-    """CSV text: ``path,label,confidence,label_2,confidence_2,...,outlier_score`` (k =
-    min(top_k, K); an empty outlier_score: not known)."""
+    """CSV text: ``path,label,class,confidence,label_2,confidence_2,...,outlier_score`` (k =
+    min(top_k, K); ``label``: the class or the unknown label, ``class``: the most probable
+    class, ``confidence``: its probability; an empty outlier_score: not known)."""
     k = min(top_k, n_classes)
-    header = ["path", "label", "confidence"]
+    header = ["path", "label", "class", "confidence"]
     for rank in range(2, k + 1):
         header += [f"label_{rank}", f"confidence_{rank}"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*header, "outlier_score"])
     for record in records:
-        row: list[str] = [record["path"], str(record["label"]), f"{record['confidence']:.6f}"]
+        row = [record["path"], str(record["label"]), str(record["class"])]
+        row.append(f"{record['confidence']:.6f}")
         for item in record["top_k"][1:k]:
             row += [str(item["label"]), f"{item['confidence']:.6f}"]
         score = record["outlier_score"]
