@@ -464,7 +464,8 @@ def test_registry(tmp_path: Path) -> None:
     _write(tmp_path / "tree" / "cat" / "a.png")
     _write(tmp_path / "tree" / "train" / "dog" / "b.png")
     _write(tmp_path / "tree" / "train" / "eel" / "c.png")
-    assert load_dataset("folder", tmp_path / "tree", "train").class_names == ["dog", "eel"]
+    # a class folder beside a split folder: one tree of every class, whatever the split
+    assert load_dataset("folder", tmp_path / "tree", "train").class_names == ["cat", "train"]
     assert load_dataset("folder", tmp_path / "tree", "test").class_names == ["cat", "train"]
 
     _write_csv_fixture(tmp_path / "mini")
@@ -502,3 +503,23 @@ def test_a_large_jpeg_is_decoded_for_its_target_size(tmp_path: Path) -> None:
     rgb = Preprocessing(160, 3)
     gap = (rgb(full) - rgb(reduced)).abs()  # model space: 1/255 of a pixel is 2/255 here
     assert float(gap.mean()) < 2 / 255 and float(gap.max()) < 0.25
+
+
+def test_a_folder_tree_per_split_and_a_tree_of_every_class(tmp_path: Path) -> None:
+    """``ROOT/<split>/<class>/`` only when every sub-folder is a split name; otherwise one tree
+    of every class (a class may be called ``test``), whose split is recorded as none."""
+    from anyshot.data import load_dataset
+
+    for split, names in (("train", ("a", "b")), ("test", ("c", "d"))):
+        for name in names:
+            _write(tmp_path / "split" / split / name / "0.png")
+    test = load_dataset("folder", tmp_path / "split", "test")
+    assert isinstance(test, FolderDataset) and test.class_names == ["c", "d"]
+    assert test.split == "test"
+    with pytest.raises(DatasetError, match=r"split into test/, train/ and has no val/"):
+        load_dataset("folder", tmp_path / "split", "val")
+    for name in ("test", "zebra"):
+        _write(tmp_path / "flat" / name / "0.png")
+    flat = load_dataset("folder", tmp_path / "flat", "test")
+    assert isinstance(flat, FolderDataset) and flat.class_names == ["test", "zebra"]
+    assert flat.split is None

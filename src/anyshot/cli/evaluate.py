@@ -142,7 +142,8 @@ def _add_evaluate(sub: Any) -> None:
         "{split}.csv and images/ (or {split}/<wnid>/*.jpg); tiered-imagenet: "
         "{split}_images_png.pkl and {split}_labels.pkl; cifar-fs: CIFAR-100 python pickles and "
         "the Bertinetto split files; fc100: CIFAR-100 python pickles; folder: "
-        "ROOT/<class>/<images> (or ROOT/<split>/<class>/...)",
+        "ROOT/<class>/<images> (every class, whatever --split), or ROOT/<split>/<class>/... "
+        "when every sub-folder of ROOT is train, val or test",
     )
     data.add_argument(
         "--split",

@@ -49,12 +49,14 @@ class FolderDataset(FileDataset):
 
     Args:
         root: the folder holding one sub-folder per class.
+        split: the split ``root`` holds (``ROOT/<split>/``), ``None`` for a tree of every class.
 
     Items are decoded for the preprocessing's size (:attr:`decode_for_size`, as ``classify``
     decodes a user's files: a camera photo's JPEG at a reduced scale).
 
     Attributes:
         root: the root folder.
+        split: as given.
         paths: image file of each item.
         skipped: files that were not used (not images, or not inside a class folder).
 
@@ -65,8 +67,9 @@ class FolderDataset(FileDataset):
 
     decode_for_size = True
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], split: str | None = None) -> None:
         self.root = Path(root)
+        self.split = split
         if not self.root.is_dir():
             what = "is not a folder" if self.root.exists() else "does not exist"
             raise DatasetError(f"dataset folder {str(self.root)!r} {what}; {LAYOUT}")

@@ -9,18 +9,41 @@ from pathlib import Path
 from anyshot.data.cifar_fs import CifarFS
 from anyshot.data.dataset import ImageDataset
 from anyshot.data.fc100 import FC100
-from anyshot.data.folder import FolderDataset
+from anyshot.data.folder import FolderDataset, is_hidden
 from anyshot.data.miniimagenet import MiniImageNet
 from anyshot.data.omniglot import Omniglot
 from anyshot.data.tiered_imagenet import TieredImageNet
+from anyshot.errors import DatasetError
 
 __all__ = ["available_datasets", "load_dataset"]
 
 
+#: The sub-folders of a class-folder tree split into ``ROOT/<split>/<class>/...``.
+SPLITS = ("train", "val", "test")
+
+
 def _folder(root: Path, split: str) -> ImageDataset:
-    """``root/split`` when that folder exists (a tree per split), else ``root`` itself."""
-    candidate = root / split if split else root
-    return FolderDataset(candidate if candidate.is_dir() else root)
+    """``root/split`` when ``root`` is a tree per split (every sub-folder one of
+    :data:`SPLITS`), else ``root`` itself: one tree whose every class is used whatever the
+    split (a class folder may then be named like a split). Its ``split`` says which applied.
+
+    Raises:
+        DatasetError: a tree per split without ``split``.
+    """
+    folders = sorted(
+        entry.name
+        for entry in (root.iterdir() if root.is_dir() else ())
+        if entry.is_dir() and not is_hidden(entry.name)
+    )
+    if not folders or not set(folders) <= set(SPLITS):
+        return FolderDataset(root)
+    if split not in folders:
+        held = ", ".join(f"{name}/" for name in folders)
+        raise DatasetError(
+            f"dataset folder {str(root)!r} is split into {held} and has no {split}/; choose "
+            f"--split from those, or put the classes directly under {str(root)!r}"
+        )
+    return FolderDataset(root / split, split=split)
 
 
 _LOADERS: dict[str, Callable[[Path, str], ImageDataset]] = {

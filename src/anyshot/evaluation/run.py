@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import torch
 
 from anyshot.backbones import Backbone, load_backbone
-from anyshot.data import load_dataset
+from anyshot.data import FolderDataset, ImageDataset, load_dataset
 from anyshot.episode_files import load_episodes, read_episode_header, save_episodes
 from anyshot.episodes import EpisodeSpec, make_episode, spec_query_targets
 from anyshot.errors import ConfigurationError
@@ -433,7 +433,11 @@ class _Run:
                 setting.suffixed(config.save_episodes, many),
                 self.dataset,
                 specs,
-                header={**protocol, "dataset": config.dataset, "split": config.split},
+                header={
+                    **protocol,
+                    "dataset": config.dataset,
+                    "split": _split_of(self.dataset, config.split),
+                },
             )
             if self.log is not None:
                 self.log(f"episodes written to {path}")
@@ -446,7 +450,7 @@ class _Run:
             "command": "evaluate",
             "dataset": config.dataset,
             "data_root": str(config.data_root),
-            "split": config.split,
+            "split": _split_of(self.dataset, config.split),
             **protocol,
             "episodes": episodes,
             "seed": config.seed,
@@ -573,3 +577,9 @@ def _from_file_config(specs: Sequence[EpisodeSpec], header: dict[str, Any]) -> d
 def _single(values: Iterable[int]) -> int | None:
     distinct = set(values)
     return distinct.pop() if len(distinct) == 1 else None
+
+
+def _split_of(dataset: ImageDataset, split: str) -> str | None:
+    """The split the episodes were drawn from: ``split``, or ``None`` for a class-folder tree
+    without splits (every class of it)."""
+    return dataset.split if isinstance(dataset, FolderDataset) else split
