@@ -499,3 +499,14 @@ def test_folded_batch_norms_compute_the_same_features(imagenet_lite0: EfficientN
     conv4 = build_backbone("conv4", image_size=SIZE)
     assert fold_batch_norm(conv4) is conv4  # nothing listed: unchanged
     assert any(isinstance(m, nn.BatchNorm2d) for m in conv4.modules())
+
+
+def test_efficientnet_refuses_inputs_below_its_stride() -> None:
+    from anyshot.backbones.efficientnet_lite import MIN_IMAGE_SIZE
+
+    with pytest.raises(ValueError, match=f"image_size >= {MIN_IMAGE_SIZE}"):
+        build_backbone("efficientnet-lite0", image_size=MIN_IMAGE_SIZE - 1)
+    network = build_backbone("efficientnet-lite0", image_size=MIN_IMAGE_SIZE).eval()
+    with torch.no_grad():
+        rows = network(torch.randn(2, 3, MIN_IMAGE_SIZE, MIN_IMAGE_SIZE))
+    assert rows.shape == (2, network.feature_dim) and bool(rows.abs().sum(1).gt(0).all())

@@ -102,6 +102,10 @@ def imagenet_state_dict(channels: int = 3, classifier: bool = True) -> dict[str,
     return state
 
 
+#: The smallest input side: the network's total stride.
+MIN_IMAGE_SIZE = 32
+
+
 class EfficientNetLite0(Backbone):
     """EfficientNet-Lite0; trunk = stem and blocks 1-15, last stage = block 16, head, pooling.
 
@@ -140,6 +144,12 @@ class EfficientNetLite0(Backbone):
         super().__init__(preprocessing, embedding=embedding, class_names=class_names)
         self.image_size = preprocessing.image_size
         self.channels = preprocessing.channels
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"efficientnet-lite0 needs image_size >= {MIN_IMAGE_SIZE} (five stride-2 "
+                f"stages: a smaller image leaves its last stage nothing to see), got "
+                f"{self.image_size}"
+            )
         self.num_classes = num_classes
         self.pretrained = pretrained
         net = EfficientNet.from_name(
