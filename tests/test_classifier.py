@@ -365,6 +365,9 @@ def test_fit_predict_suggest_round_trip(tmp_path: Path, capsys: pytest.CaptureFi
                  "margin", "--quiet"]) == 0  # fmt: skip
     margins = [float(r["score"]) for r in read_csv(capsys.readouterr().out)]
     assert margins == sorted(margins) and len(margins) == 9
+    assert main(["suggest", "--model", str(model_path), "--unlabeled", str(query),
+                 "--output", str(tmp_path / "s.json")]) == 2  # fmt: skip
+    assert "suggest writes CSV" in capsys.readouterr().err and not (tmp_path / "s.json").exists()
 
 
 def test_cli_model_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

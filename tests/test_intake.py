@@ -101,6 +101,7 @@ def test_hidden_non_image_loose_and_special_files_are_skipped_and_counted(tmp_pa
     }  # fmt: skip
     text = "\n".join(files.report.summary_lines("support"))
     assert "skipped 7" in text and "notes.txt" in text and "loose.png" in text
+    assert IntakeReport(["q"], images=1).summary_lines("query") == ["query: 1 image"]
 
 
 def test_jpeg_under_every_extension_mac_zip_folders_and_phone_formats(tmp_path: Path) -> None:

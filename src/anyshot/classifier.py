@@ -701,7 +701,8 @@ class FewShotClassifier:
         if self.unknown == "auto" and self.unknown_label in set(classes):
             raise ConfigurationError(
                 f"a class is named {self.unknown_label!r}, the label of images of none of the "
-                "classes: choose another unknown_label (--unknown-label) or unknown='off'"
+                "classes: choose another one (--unknown-label NAME; unknown_label= in Python) "
+                "or turn the decision off (--unknown off; unknown='off')"
             )
 
     @property

@@ -610,6 +610,10 @@ def _run_suggest(args: argparse.Namespace) -> int:
     from anyshot.data.intake import scan_images
 
     start = time.perf_counter()
+    if args.output is not None and args.output.suffix.lower() == ".json":
+        raise ConfigurationError(
+            f"suggest writes CSV; name the --output file .csv, not {args.output}"
+        )
     model = _load(args)
     images = scan_images([args.unlabeled], strict=args.strict)
     reporter = _Reporter({p: (images.report, "") for p in images.paths})

@@ -17,7 +17,8 @@ kind               what
                    .tiff .webp``), or in a format anyshot does not read (HEIC, AVIF, camera raw)
 ``outside-class``  a file directly in the support folder, not inside a class folder
 ``broken-link``    a symbolic link whose target does not exist
-``link-cycle``     a folder reached a second time (a symbolic-link cycle): not walked again
+``link-cycle``     a folder reached a second time (given twice, or a symbolic-link cycle): not
+                   walked again
 ``permission``     a file or folder that cannot be read (permission denied)
 ``special``        a socket, pipe or device file
 ``corrupt``        an image file that does not decode (corrupt, truncated, not really an
@@ -65,7 +66,7 @@ SKIP_KINDS: dict[str, str] = {
     "not-image": "not an image file",
     "outside-class": "not inside a class folder",
     "broken-link": "broken symbolic link",
-    "link-cycle": "folder reached twice (symbolic-link cycle)",
+    "link-cycle": "folder reached twice",
     "permission": "permission denied",
     "special": "not a regular file",
     "corrupt": "corrupt or unreadable image",
@@ -189,7 +190,7 @@ class IntakeReport:
             more = f", ... and {len(counts) - 50} more classes" if len(counts) > 50 else ""
             lines.append(f"{name}: {len(counts)} classes, {self.images} images ({shown}{more})")
         else:
-            lines.append(f"{name}: {self.images} images")
+            lines.append(f"{name}: {_count(self.images, 'image')}")
         if self.skipped:
             by_kind = ", ".join(f"{SKIP_KINDS[k]}: {n}" for k, n in self.skipped_by_kind().items())
             lines.append(f"  skipped {len(self.skipped)} ({by_kind})")
@@ -397,7 +398,8 @@ class _Walker:
             self.report.skip(
                 folder,
                 "link-cycle",
-                "folder already scanned (reached again through a symbolic link); not walked twice",
+                "folder already scanned (given twice, or reached again through a symbolic link); "
+                "not walked twice",
             )
             return False
         self.visited.add(key)
