@@ -124,6 +124,17 @@ def test_jpeg_under_every_extension_mac_zip_folders_and_phone_formats(tmp_path: 
     assert kept == list(range(6)) and rows.shape == (6, 3 * SIZE * SIZE)
 
 
+def test_a_support_folder_given_one_level_too_high_is_pointed_out(tmp_path: Path) -> None:
+    for folder in ("support/cat", "query"):
+        save(tmp_path / "photos" / folder / "a.png")
+    files = scan_support(tmp_path / "photos")
+    assert files.classes == ["query", "support"]  # still used as given
+    (text,) = files.report.warnings
+    assert "named query, support" in text and "folder above the support folder" in text
+    assert any("warning: class folder(s)" in line for line in files.report.summary_lines("s"))
+    assert not scan_support(support_tree(tmp_path / "s")).report.warnings
+
+
 def test_symlinks_followed_broken_reported_cycles_cut(tmp_path: Path) -> None:
     root = support_tree(tmp_path / "s")
     outside = save(tmp_path / "elsewhere" / "e.png", 45)

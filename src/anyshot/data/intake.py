@@ -72,6 +72,11 @@ SKIP_KINDS: dict[str, str] = {
     "corrupt": "corrupt or unreadable image",
     "too-large": "image too large to decode safely",
 }
+#: Folder names that usually hold a set of images, not a class: a support folder given one
+#: level too high (its "classes" would be ``query``, ``support``, ...).
+SET_FOLDER_NAMES = frozenset(
+    {"support", "query", "queries", "unlabeled", "unlabelled", "train", "val", "test", "images"}
+)
 #: Kinds that ``strict`` scanning turns into errors (an image or folder that cannot be read).
 STRICT_KINDS = frozenset({"permission", "corrupt", "too-large"})
 SUPPORT_LAYOUT = (
@@ -132,6 +137,7 @@ class IntakeReport:
         images: number of usable images.
         skipped: every file or folder left out, with its reason.
         duplicates: groups of identical files (a warning: every copy is used).
+        warnings: other things worth a look, in words (every file is still used).
     """
 
     roots: list[str]
@@ -139,6 +145,7 @@ class IntakeReport:
     images: int = 0
     skipped: list[SkippedFile] = field(default_factory=list)
     duplicates: list[DuplicateFiles] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def skip(self, path: str, kind: str, reason: str, label: str | None = None) -> None:
         """Record that ``path`` is not used; an image counted before is uncounted.
@@ -174,6 +181,7 @@ class IntakeReport:
             "duplicates": [
                 {"paths": list(d.paths), "classes": list(d.classes)} for d in self.duplicates
             ],
+            "warnings": list(self.warnings),
         }
 
     def summary_lines(self, name: str, *, listed: int = 10) -> list[str]:
@@ -203,6 +211,7 @@ class IntakeReport:
                     lines.append(f"    {item.path} [{SKIP_KINDS[kind]}]{detail}")
                 if len(items) > listed:
                     lines.append(f"    ... and {len(items) - listed} more [{SKIP_KINDS[kind]}]")
+        lines.extend(f"  warning: {text}" for text in self.warnings)
         for duplicate in self.duplicates[:listed]:
             lines.append(f"  warning: identical files {duplicate.where()}: {duplicate.describe()}")
         if len(self.duplicates) > listed:
@@ -295,6 +304,12 @@ def scan_support(
         paths.extend(files)
         labels.extend([name] * len(files))
     report.images = len(paths)
+    looks_like_sets = sorted(name for name, _ in class_dirs if name.lower() in SET_FOLDER_NAMES)
+    if looks_like_sets:
+        report.warnings.append(
+            f"class folder(s) named {', '.join(looks_like_sets)}: is {top!r} the folder above "
+            "the support folder? The support folder's sub-folders are the classes"
+        )
     if len(class_dirs) < min_classes:
         only = ", ".join(
             f"{name!r} ({_count(report.class_counts[name], 'image')})" for name, _ in class_dirs
