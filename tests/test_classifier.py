@@ -391,6 +391,18 @@ def test_cli_scope_last_and_support_init_options(
     assert "support-init does no training" in capsys.readouterr().err
 
 
+def test_the_summary_says_when_the_query_images_were_not_used_in_the_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    support, query = folders(tmp_path, {"red": 2, "blue": 2})
+    argv = ["classify", "--support", str(support), "--query", str(query)]
+    loud = [a for a in CONV4 if a != "--quiet"]
+    assert main([*argv, *loud, "--method", "finetune", "--scope", "last", "--epochs", "1"]) == 0
+    assert "the 4 query/unlabelled images were not used in the fit" in capsys.readouterr().err
+    assert main([*argv, *loud, "--scope", "head"]) == 0  # the default head uses them
+    assert "not used in the fit" not in capsys.readouterr().err
+
+
 # fsync fails for every file: the feature cache's shards too (it warns and goes on in memory).
 @pytest.mark.filterwarnings("ignore:feature cache .* cannot be written:RuntimeWarning")
 def test_output_file_is_written_atomically(

@@ -679,6 +679,11 @@ def _method_words(model: Any, queries: int) -> str:
     scope = getattr(method, "scope", None)
     words = f"{name}, scope {scope}" if scope else name
     fallback = _fallback(model, queries)
+    if queries > 0 and getattr(method, "transductive", True) is False:
+        return (
+            f"{words}: trained on the labelled images alone; the {queries} query/unlabelled "
+            "images were not used in the fit"
+        )
     if fallback is None and model.fit_info_.get("tsallis_head"):
         return (
             f"{words}, its Tsallis head: the {queries} query/unlabelled images appear to hold "
