@@ -24,7 +24,8 @@ from anyshot.errors import ImageReadError
 
 __all__ = ["Preprocessing", "decode_image", "open_image"]
 
-# Decompression-bomb guard: refuse images over ~180 megapixels instead of exhausting memory.
+# Decompression-bomb guard (Pillow's): a warning above 180 megapixels, and an image over twice
+# that (360 MP) is refused (ImageReadError "too large") instead of exhausting memory.
 Image.MAX_IMAGE_PIXELS = 180_000_000
 
 
