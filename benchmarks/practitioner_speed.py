@@ -153,11 +153,11 @@ def _use_old_embedding() -> None:
                                       on_unreadable=on_unreadable, decode_threads=1,
                                       show_progress=self.show_progress, desc=desc)  # fmt: skip
 
-    def full_decode(path: Any, size: int | None = None) -> Any:
-        return open_image(path)
+    def full_decode(path: Any, preprocessing: Any) -> Any:
+        return preprocessing(open_image(path))
 
     FewShotClassifier._embed = old_embed  # type: ignore[method-assign]
-    embedding.open_image = full_decode
+    embedding.load_file = full_decode
 
 
 def _time_embedding() -> dict[str, float]:

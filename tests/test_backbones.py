@@ -504,7 +504,7 @@ def test_folded_batch_norms_compute_the_same_features(imagenet_lite0: EfficientN
 def test_efficientnet_refuses_inputs_below_its_stride() -> None:
     from anyshot.backbones.efficientnet_lite import MIN_IMAGE_SIZE
 
-    with pytest.raises(ValueError, match=f"image_size >= {MIN_IMAGE_SIZE}"):
+    with pytest.raises(ValueError, match=f"at least {MIN_IMAGE_SIZE} px"):
         build_backbone("efficientnet-lite0", image_size=MIN_IMAGE_SIZE - 1)
     network = build_backbone("efficientnet-lite0", image_size=MIN_IMAGE_SIZE).eval()
     with torch.no_grad():

@@ -118,17 +118,32 @@ def test_a_device_this_machine_lacks_is_one_clear_line(
     assert f"argument --device: {name!r} is {says}" in err and "Traceback" not in err
 
 
-def test_warnings_are_the_command_s_own_lines(capsys: pytest.CaptureFixture[str]) -> None:
+def test_warnings_are_the_command_s_own_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through ``main``: anyshot's own warning and a library's (Pillow's decompression-bomb
+    check), each one line naming where it came from, without Python's file and source."""
     import warnings
 
-    from anyshot.cli import _show_warning
+    from PIL import Image
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = _show_warning
-        warnings.warn("the cache is odd", RuntimeWarning, stacklevel=1)
-    err = capsys.readouterr().err
-    assert err == "\nanyshot: warning: the cache is odd\n"
+    from anyshot.cli import practitioner
+
+    Image.new("L", (8, 8)).save(tmp_path / "x.png")
+
+    def warns(args: object) -> int:  # as if from anyshot's own code
+        warnings.warn_explicit("the cache is odd", RuntimeWarning, practitioner.__file__, 1)
+        with Image.open(tmp_path / "x.png"):  # 64 pixels, over the limit below
+            pass
+        return 0
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    monkeypatch.setattr(practitioner, "_run_suggest", warns)
+    assert main(["suggest", "--model", "m.pt", "--unlabeled", "u", "--quiet"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "anyshot: warning: the cache is odd"
+    assert lines[1].startswith("anyshot: warning (from Pillow, DecompressionBombWarning): ")
+    assert len(lines) == 2
 
 
 @pytest.mark.parametrize("command", ["classify", "evaluate", "fit"])

@@ -223,13 +223,14 @@ def test_lazy_images_decode_only_what_is_accessed(
     for k in range(6):
         shade = Image.new("L", (10, 10), 40 * k)
         _write(tmp_path / ("a" if k < 3 else "b") / f"{k}.png", shade)
-    dataset = FolderDataset(tmp_path)
+    folder = FolderDataset(tmp_path)  # read through image() when decoded in full:
+    dataset = FileDataset(folder.paths, folder.labels, folder.class_names)
     decoded: list[int] = []
     original = dataset.image
 
-    def counting_image(index: int, size: int | None = None) -> Image.Image:
+    def counting_image(index: int) -> Image.Image:
         decoded.append(index)
-        return original(index, size)
+        return original(index)
 
     monkeypatch.setattr(dataset, "image", counting_image)
 
@@ -516,10 +517,16 @@ def test_a_folder_tree_per_split_and_a_tree_of_every_class(tmp_path: Path) -> No
     test = load_dataset("folder", tmp_path / "split", "test")
     assert isinstance(test, FolderDataset) and test.class_names == ["c", "d"]
     assert test.split == "test"
-    with pytest.raises(DatasetError, match=r"split into test/, train/ and has no val/"):
+    with pytest.raises(DatasetError, match=r"split into test/, train/ and has no val folder"):
         load_dataset("folder", tmp_path / "split", "val")
     for name in ("test", "zebra"):
         _write(tmp_path / "flat" / name / "0.png")
     flat = load_dataset("folder", tmp_path / "flat", "test")
     assert isinstance(flat, FolderDataset) and flat.class_names == ["test", "zebra"]
     assert flat.split is None
+    for split, name in (("Train", "a"), ("Validation", "b"), ("Test", "c")):  # any case
+        _write(tmp_path / "cased" / split / name / "0.png")
+    assert load_dataset("folder", tmp_path / "cased", "val").class_names == ["b"]
+    _write(tmp_path / "cased" / "extra" / "0.png")  # split folders beside another folder
+    with pytest.raises(DatasetError, match=r"split folders \(Test/, Train/, Validation/\) beside"):
+        load_dataset("folder", tmp_path / "cased", "val")

@@ -323,13 +323,13 @@ def test_decoding_on_threads_gives_the_rows_and_reports_of_one_thread(
     network = backbone()
     images = ImageList(paths, network.preprocessing)
     opened_on: list[str] = []
-    original = embedding.open_image
+    original = embedding.load_file
 
-    def spy(path: Any, size: int | None = None) -> Any:
+    def spy(path: Any, preprocessing: Any) -> Any:
         opened_on.append(threading.current_thread().name)
-        return original(path, size)
+        return original(path, preprocessing)
 
-    monkeypatch.setattr(embedding, "open_image", spy)
+    monkeypatch.setattr(embedding, "load_file", spy)
     outcomes = []
     for threads in (1, 3):
         problems: list[Any] = []
@@ -409,12 +409,15 @@ def test_practitioner_files_are_decoded_for_the_input_size(tmp_path: Path) -> No
     assert not torch.equal(listed, preprocessing(open_image(path)))
 
 
-def test_a_folder_dataset_decodes_for_the_input_size_and_on_the_pool(tmp_path: Path) -> None:
+def test_a_folder_dataset_decodes_for_the_input_size_and_on_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``evaluate --dataset folder`` reads a user's photos as ``classify`` does; the
     benchmark sets' files stay fully decoded."""
     from PIL import Image
 
     from anyshot.data import FileDataset, FolderDataset, open_image
+    from anyshot.data import dataset as dataset_module
     from anyshot.embedding import embedding_batches
 
     pixels = np.random.default_rng(0).integers(0, 256, (200, 260, 3), dtype=np.uint8)
@@ -430,15 +433,22 @@ def test_a_folder_dataset_decodes_for_the_input_size_and_on_the_pool(tmp_path: P
     assert torch.equal(whole.load(0, preprocessing), preprocessing(open_image(folder.paths[0])))
     assert not torch.equal(whole.load(0, preprocessing), reduced)
     opened_on: set[str] = set()
-    original = folder.image
+    original = dataset_module.load_file
 
-    def recording(index: int, size: int | None = None) -> Image.Image:
+    def recording(path: Any, preprocessing: Any) -> torch.Tensor:
         opened_on.add(threading.current_thread().name)
-        return original(index, size)
+        return original(path, preprocessing)
 
-    folder.image = recording  # type: ignore[method-assign]
+    monkeypatch.setattr(dataset_module, "load_file", recording)
     lazy = folder.images(range(len(folder)), preprocessing)
     assert lazy.is_file(0) and lazy.decode_for_size
     batches = list(embedding_batches(torch.nn.Flatten(), lazy, batch_size=4, decode_threads=2))
     assert {name.startswith("anyshot-decode") for name in opened_on} == {True}
     torch.testing.assert_close(batches[0][1][0], reduced.flatten(), rtol=0, atol=0)
+
+    class SharedHandle(FileDataset):  # reads its items its own way: not on the pool
+        def image(self, index: int) -> Image.Image:
+            return super().image(index)
+
+    shared = SharedHandle(folder.paths, folder.labels, folder.class_names)
+    assert not shared.images([0], preprocessing).is_file(0)

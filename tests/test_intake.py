@@ -133,6 +133,9 @@ def test_a_support_folder_given_one_level_too_high_is_pointed_out(tmp_path: Path
     assert "named query, support" in text and "folder above the support folder" in text
     assert any("warning: class folder(s)" in line for line in files.report.summary_lines("s"))
     assert not scan_support(support_tree(tmp_path / "s")).report.warnings
+    for name in ("bus", "train"):  # one class named like a set of images: a real class
+        save(tmp_path / "vehicles" / name / "a.png")
+    assert not scan_support(tmp_path / "vehicles").report.warnings
 
 
 def test_symlinks_followed_broken_reported_cycles_cut(tmp_path: Path) -> None:

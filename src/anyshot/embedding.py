@@ -30,7 +30,7 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from anyshot.data.images import Preprocessing, open_image
+from anyshot.data.images import Preprocessing, load_file
 from anyshot.errors import ConfigurationError, EpisodeError, ImageReadError
 from anyshot.heap import release_free_memory
 from anyshot.methods.frozen import evaluation_mode, module_device, resolve_device
@@ -138,7 +138,7 @@ class ImageList(Sequence[torch.Tensor]):
             return item.float()
         if isinstance(item, Image.Image):
             return self.preprocessing(item)
-        return self.preprocessing(open_image(item, self.preprocessing.image_size))
+        return load_file(item, self.preprocessing)
 
     def is_file(self, position: int) -> bool:
         """Whether the item at ``position`` is a file path (decoded from the file on access)."""

@@ -6,10 +6,11 @@ cached features and only new content is embedded again. Reading every file on ev
 cost a repeat run on a large photo folder most of its time, so :class:`FileDigests` remembers
 each digest under the file's path, size, modification time, change time and inode number
 (``os.stat``): a file whose five are unchanged is not read again, in this process (memory) or
-a later one (the folder). The change time is set by the system on every write and cannot be
-set back (``cp --preserve=timestamps``, ``rsync``, ``tar`` and ``unzip`` restore the
-modification time), so a file rewritten with the same size and modification time is read
-again, not taken for its old content.
+a later one (the folder). On Linux and macOS the change time is set by the system on every
+write and cannot be set back (``cp --preserve=timestamps``, ``rsync``, ``tar`` and ``unzip``
+restore the modification time), so a file rewritten with the same size and modification time
+is read again, not taken for its old content; on Windows ``st_ctime`` is the creation time and
+an in-place rewrite that restores the modification time goes unnoticed.
 
 **On disk.** ``DIRECTORY/digests-<time>-<random>.json``, each ``{"files": [[path, size,
 mtime_ns, ctime_ns, inode, sha256], ...]}`` written atomically by :meth:`FileDigests.save`

@@ -15,7 +15,7 @@ import torch
 
 from anyshot import embedding
 from anyshot.backbones import build_backbone
-from anyshot.data.images import open_image
+from anyshot.data.images import load_file, open_image
 from anyshot.embedding import ImageList
 from anyshot.feature_cache import FeatureCache
 from practitioner_speed import photo_sized
@@ -32,8 +32,8 @@ for i, source in enumerate(sources):
 print(f"{len(files)} photos, {sum(os.path.getsize(f) for f in files) / len(files) / 1e6:.2f} MB each")
 
 
-def full(path, size=None):
-    return open_image(path)
+def full(path, preprocessing):
+    return preprocessing(open_image(path))
 
 
 for name, size in (("full", None), ("reduced", 224)):
@@ -44,7 +44,7 @@ for name, size in (("full", None), ("reduced", 224)):
 for round_ in range(3):
     for name, threads in (("full, 1 decoding thread", 1), ("reduced, 1 decoding thread", 1),
                           ("reduced, 2 decoding threads", 2)):
-        embedding.open_image = full if name.startswith("full") else open_image
+        embedding.load_file = full if name.startswith("full") else load_file
         original = embedding.embedding_batches
         cache = FeatureCache(None, dtype="bfloat16", channels_last=True, fold_batch_norm=True)
         embedding_batches = lambda *a, **k: original(*a, **{**k, "decode_threads": threads})
@@ -55,4 +55,4 @@ for round_ in range(3):
         took = time.perf_counter() - start
         fc.embedding_batches = original
         print(f"round {round_} {name:28s} {took:6.2f} s, {len(files) / took:5.1f} images/s", flush=True)
-embedding.open_image = open_image
+embedding.load_file = load_file

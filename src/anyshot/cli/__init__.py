@@ -20,6 +20,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from anyshot import __version__
@@ -75,6 +76,20 @@ def _show_warning(
     line: str | None = None,
     **_: Any,
 ) -> None:
-    """A warning as the command's own line on stderr, ``anyshot: warning: ...``, on a line of
-    its own (not inside a progress bar), without Python's file, line and source."""
-    print(f"\nanyshot: warning: {message}", file=sys.stderr if file is None else file, flush=True)
+    """A warning as a line of the command's own on stderr, without Python's file, line and
+    source: ``anyshot: warning: ...`` for anyshot's, ``anyshot: warning (from Pillow,
+    DecompressionBombWarning): ...`` for a library's; written above any progress bar."""
+    from tqdm import tqdm
+
+    origin = Path(filename).parts
+    source = "" if "anyshot" in origin else f" (from {_library(origin)}, {category.__name__})"
+    tqdm.write(f"anyshot: warning{source}: {message}", file=sys.stderr if file is None else file)
+
+
+def _library(parts: tuple[str, ...]) -> str:
+    """The package a warning came from (the folder after ``site-packages``), or "Python"."""
+    if "site-packages" in parts:
+        at = parts.index("site-packages")
+        if at + 1 < len(parts):
+            return {"PIL": "Pillow"}.get(parts[at + 1], parts[at + 1].removesuffix(".py"))
+    return "Python"

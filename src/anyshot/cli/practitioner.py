@@ -39,6 +39,7 @@ from anyshot.cli.unknown import (
     unknown_settings,
     unknown_summary,
 )
+from anyshot.data.folder import EXTENSIONS
 from anyshot.errors import AnyshotError, ConfigurationError
 from anyshot.methods.presets import RECOMMENDED
 
@@ -70,16 +71,16 @@ examples:
   anyshot classify --support glyphs/support --query glyphs/new --time-budget 300
 
 The support folder holds one sub-folder per class, named after the class, with its images at any
-depth (.jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp; grey, RGBA, CMYK, 16-bit, palette
-and EXIF-rotated photos are converted). Hidden files, non-image files, broken links and (unless
---strict) corrupt images are skipped and listed in the summary; identical files are reported as
-a warning wherever they are (two classes, one class twice, the query folder at any depths, or
-the support and the query). The query images take part in the fitting (transductive fine-tuning;
---method above says what the default does), so classify all the images you want labelled at
-once: with fewer than {MIN_QUERIES:g} + {QUERIES_PER_SHOT:g} x (labelled images per class) query
-images for each class they appear to hold (the classes the trained classifier predicts for
-them), the default leaves them out and fine-tunes on the labelled images alone (as --method
-finetune does).
+depth: {EXTENSIONS} files
+(grey, RGBA, CMYK, 16-bit, palette and EXIF-rotated photos are converted). Hidden files,
+non-image files, broken links and (unless --strict) corrupt images are skipped and listed in
+the summary; identical files are reported as a warning wherever they are (two classes, one
+class twice, the query folder at any depths, or the support and the query). The query images
+take part in the fitting (transductive fine-tuning; --method above says what the default
+does), so classify all the images you want labelled at once: with fewer than {MIN_QUERIES:g} +
+{QUERIES_PER_SHOT:g} x (labelled images per class) query images for each class they appear to
+hold (the classes the trained classifier predicts for them), the default leaves them out and
+fine-tunes on the labelled images alone (as --method finetune does).
 
 CSV columns: path,label,class,confidence then label_2,confidence_2,... (the --top-k most
 probable classes), then outlier_score; one row per readable query image, sorted by path. label

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from anyshot.data.images import Preprocessing, open_image
+from anyshot.data.images import Preprocessing, load_file, open_image
 from anyshot.errors import DatasetError, EmptyClassError
 
 __all__ = ["FileDataset", "ImageDataset", "LazyImages"]
@@ -167,16 +167,16 @@ class FileDataset(ImageDataset):
         """The item's file path."""
         return self.paths[self.check_index(index)]
 
-    def image(self, index: int, size: int | None = None) -> Image.Image:
-        """Read and decode the item's file (EXIF orientation applied; ``size``: the side it
-        will be resized to, see :func:`~anyshot.data.open_image`; ``None``: a full decode)."""
-        return open_image(self.paths[self.check_index(index)], size)
+    def image(self, index: int) -> Image.Image:
+        """Read and decode the item's file (EXIF orientation applied)."""
+        return open_image(self.paths[self.check_index(index)])
 
     def load(self, index: int, preprocessing: Preprocessing) -> torch.Tensor:
-        """Decode (for the preprocessing's size where :attr:`decode_for_size`) and preprocess
-        the item's file: a float tensor ``[C, H, W]``."""
+        """Decode (for the preprocessing's size where :attr:`decode_for_size`, as
+        :func:`~anyshot.data.images.load_file`) and preprocess the item's file: a float tensor
+        ``[C, H, W]``."""
         if self.decode_for_size:
-            return preprocessing(self.image(index, preprocessing.image_size))
+            return load_file(self.paths[self.check_index(index)], preprocessing)
         return preprocessing(self.image(index))
 
 
@@ -243,10 +243,16 @@ class LazyImages(Sequence[torch.Tensor]):
         return self.dataset.source(int(self.indices[position]))
 
     def is_file(self, position: int) -> bool:
-        """Whether the image at ``position`` is read from a file of its own (a
-        :class:`FileDataset` item, which may be decoded on another thread; see
-        :func:`anyshot.embedding.embedding_batches`)."""
-        return isinstance(self.dataset, FileDataset)
+        """Whether the image at ``position`` is read from a file of its own by
+        :class:`FileDataset`'s own reading (so it may be decoded on another thread; see
+        :func:`anyshot.embedding.embedding_batches`). A subclass that reads its items another
+        way (a shared handle) is decoded in the calling thread."""
+        kind = type(self.dataset)
+        return (
+            isinstance(self.dataset, FileDataset)
+            and kind.image is FileDataset.image
+            and kind.load is FileDataset.load
+        )
 
     @property
     def decode_for_size(self) -> bool:

@@ -8,7 +8,14 @@ from pathlib import Path
 from anyshot.data.dataset import FileDataset
 from anyshot.errors import DatasetError, EmptyClassError
 
-__all__ = ["EXTENSIONS", "IMAGE_EXTENSIONS", "FolderDataset", "is_hidden", "is_image_file"]
+__all__ = [
+    "EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "SPLIT_FOLDERS",
+    "FolderDataset",
+    "is_hidden",
+    "is_image_file",
+]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -26,6 +33,16 @@ LAYOUT = (
     "expected layout: ROOT/<class name>/<image files> — one sub-folder per class, named after "
     f"the class, holding its images ({EXTENSIONS}) at any depth"
 )
+
+
+#: Folder names (lower-cased) of a tree split into ``ROOT/<split>/<class>/...``, and the split
+#: each holds.
+SPLIT_FOLDERS: dict[str, str] = {
+    "train": "train",
+    "val": "val",
+    "validation": "val",
+    "test": "test",
+}
 
 
 def is_image_file(name: str) -> bool:

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from anyshot.errors import ImageReadError
 
-__all__ = ["Preprocessing", "decode_image", "open_image"]
+__all__ = ["Preprocessing", "decode_image", "load_file", "open_image"]
 
 # Decompression-bomb guard (Pillow's): a warning above 180 megapixels, and an image over twice
 # that (360 MP) is refused (ImageReadError "too large") instead of exhausting memory.
@@ -173,3 +173,11 @@ def open_image(path: str | os.PathLike[str], size: int | None = None) -> Image.I
 def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
     """Stack ``[C, H, W]`` tensors into ``[B, C, H, W]``."""
     return torch.stack(list(images))
+
+
+def load_file(path: str | os.PathLike[str], preprocessing: Preprocessing) -> torch.Tensor:
+    """An image file decoded for ``preprocessing``'s size (see :func:`decode_image`) and
+    preprocessed: ``[C, H, W]`` float32. The one way a user's files are read (``classify``'s
+    :class:`~anyshot.embedding.ImageList`, ``evaluate``'s class folders), so that their cached
+    features are the same rows."""
+    return preprocessing(open_image(path, preprocessing.image_size))

@@ -45,7 +45,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from anyshot.data.folder import EXTENSIONS, UNREAD_IMAGE_EXTENSIONS, is_hidden, is_image_file
+from anyshot.data.folder import (
+    EXTENSIONS,
+    SPLIT_FOLDERS,
+    UNREAD_IMAGE_EXTENSIONS,
+    is_hidden,
+    is_image_file,
+)
 from anyshot.errors import DatasetError, EmptyClassError, ImageReadError
 
 __all__ = [
@@ -72,10 +78,10 @@ SKIP_KINDS: dict[str, str] = {
     "corrupt": "corrupt or unreadable image",
     "too-large": "image too large to decode safely",
 }
-#: Folder names that usually hold a set of images, not a class: a support folder given one
-#: level too high (its "classes" would be ``query``, ``support``, ...).
+#: Folder names that usually hold a set of images, not a class (the split folders too): two or
+#: more of them as classes suggest a support folder given one level too high.
 SET_FOLDER_NAMES = frozenset(
-    {"support", "query", "queries", "unlabeled", "unlabelled", "train", "val", "test", "images"}
+    {"support", "query", "queries", "unlabeled", "unlabelled", "images", *SPLIT_FOLDERS}
 )
 #: Kinds that ``strict`` scanning turns into errors (an image or folder that cannot be read).
 STRICT_KINDS = frozenset({"permission", "corrupt", "too-large"})
@@ -305,7 +311,7 @@ def scan_support(
         labels.extend([name] * len(files))
     report.images = len(paths)
     looks_like_sets = sorted(name for name, _ in class_dirs if name.lower() in SET_FOLDER_NAMES)
-    if looks_like_sets:
+    if len(looks_like_sets) >= 2:  # one may be a real class (a "train" among vehicles)
         report.warnings.append(
             f"class folder(s) named {', '.join(looks_like_sets)}: is {top!r} the folder above "
             "the support folder? The support folder's sub-folders are the classes"

@@ -9,7 +9,7 @@ from pathlib import Path
 from anyshot.data.cifar_fs import CifarFS
 from anyshot.data.dataset import ImageDataset
 from anyshot.data.fc100 import FC100
-from anyshot.data.folder import FolderDataset, is_hidden
+from anyshot.data.folder import SPLIT_FOLDERS, FolderDataset, is_hidden
 from anyshot.data.miniimagenet import MiniImageNet
 from anyshot.data.omniglot import Omniglot
 from anyshot.data.tiered_imagenet import TieredImageNet
@@ -18,32 +18,42 @@ from anyshot.errors import DatasetError
 __all__ = ["available_datasets", "load_dataset"]
 
 
-#: The sub-folders of a class-folder tree split into ``ROOT/<split>/<class>/...``.
-SPLITS = ("train", "val", "test")
-
-
 def _folder(root: Path, split: str) -> ImageDataset:
-    """``root/split`` when ``root`` is a tree per split (every sub-folder one of
-    :data:`SPLITS`), else ``root`` itself: one tree whose every class is used whatever the
-    split (a class folder may then be named like a split). Its ``split`` says which applied.
+    """``root/<split>`` when ``root`` is a tree per split (every sub-folder a split name of
+    :data:`~anyshot.data.folder.SPLIT_FOLDERS`, any case: ``train``, ``val`` or ``validation``,
+    ``test``), else ``root`` itself: one tree whose every class is used whatever the split (one
+    class may then be named like a split). Its ``split`` says which applied.
 
     Raises:
-        DatasetError: a tree per split without ``split``.
+        DatasetError: a tree per split without ``split``, or two or more split folders beside
+            other folders (neither a tree per split nor a tree of classes).
     """
     folders = sorted(
         entry.name
         for entry in (root.iterdir() if root.is_dir() else ())
         if entry.is_dir() and not is_hidden(entry.name)
     )
-    if not folders or not set(folders) <= set(SPLITS):
+    splits = {
+        name: SPLIT_FOLDERS[name.lower()] for name in folders if name.lower() in SPLIT_FOLDERS
+    }
+    every_folder_a_split = bool(folders) and len(splits) == len(folders)
+    if not every_folder_a_split and len(splits) < 2:  # one class may be called "test"
         return FolderDataset(root)
-    if split not in folders:
-        held = ", ".join(f"{name}/" for name in folders)
+    held = ", ".join(f"{name}/" for name in splits)
+    if len(splits) < len(folders):
+        others = ", ".join(f"{name}/" for name in folders if name not in splits)
         raise DatasetError(
-            f"dataset folder {str(root)!r} is split into {held} and has no {split}/; choose "
-            f"--split from those, or put the classes directly under {str(root)!r}"
+            f"dataset folder {str(root)!r} holds split folders ({held}) beside other folders "
+            f"({others}); put every class inside a split folder, or the classes directly under "
+            f"{str(root)!r} with no split folders"
         )
-    return FolderDataset(root / split, split=split)
+    chosen = [name for name, meaning in splits.items() if meaning == split]
+    if not chosen:
+        raise DatasetError(
+            f"dataset folder {str(root)!r} is split into {held} and has no {split} folder; "
+            f"choose --split from those, or put the classes directly under {str(root)!r}"
+        )
+    return FolderDataset(root / chosen[0], split=split)
 
 
 _LOADERS: dict[str, Callable[[Path, str], ImageDataset]] = {
