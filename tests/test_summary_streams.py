@@ -101,4 +101,7 @@ def test_fit_reports_the_method_that_gave_the_answer(
     err = capsys.readouterr().err
     assert "fitted 2 classes (TransductiveFineTuning, scope head)" in err
     assert main([*argv, *small, "--method", "finetune"]) == 0
-    assert "fitted 2 classes (FineTuning, scope head)" in capsys.readouterr().err
+    assert (
+        "fitted 2 classes (FineTuning, scope head: trained on the labelled images alone; the 4 "
+        "query/unlabelled images were not used in the fit)" in capsys.readouterr().err
+    )
