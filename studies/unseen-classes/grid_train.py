@@ -15,6 +15,7 @@ domain is a subset of its train split: mini-ImageNet the first ``--mini-classes`
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,8 @@ def take_options() -> dict[str, int]:
     return values
 
 
-def main() -> None:
-    values = take_options()
-    original = rg.dataset_split
+def train_subsets(original: Callable[[Path, str, str], Any], values: dict[str, int]) -> Any:
+    """A ``dataset_split`` that gives the train subsets in place of ``original``'s splits."""
 
     def train_subset(data_root: Path, name: str, split: str) -> Any:
         if name == "mini-imagenet":  # shipped copies often lack the train images
@@ -72,7 +72,12 @@ def main() -> None:
         chosen = np.random.default_rng(0).permutation(train.num_classes)[: values["--omni-classes"]]
         return ClassSubset(train, sorted(int(k) for k in chosen), None)
 
-    rg.dataset_split = train_subset
+    return train_subset
+
+
+def main() -> None:
+    values = take_options()
+    rg.dataset_split = train_subsets(rg.dataset_split, values)
     rg.main()
 
 
