@@ -168,3 +168,27 @@ def test_an_output_path_that_cannot_be_written_stops_before_any_work(
 
     target = tmp_path / "new" / "deeper" / "r.json"  # folders that do not exist yet: fine
     assert output_file(str(target)) == target and not target.parent.exists()
+
+
+def test_evaluate_on_a_folder_leaves_out_a_file_that_is_no_image_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    for k, name in enumerate(("a", "b")):
+        for i in range(3):
+            (tmp_path / "data" / name).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20, 20), (90 * k, 40 * i, 0)).save(
+                tmp_path / "data" / name / f"{i}.png"
+            )
+    (tmp_path / "data" / "a" / "notes.jpg").write_text("not an image")
+    argv = ["evaluate", "--dataset", "folder", "--data-root", str(tmp_path / "data"),
+            "--ways", "2", "--shots", "1", "--queries", "2", "--episodes", "2",
+            "--method", "support-init", "--backbone", "conv4", "--image-size", "16",
+            "--output", str(tmp_path / "r.json"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert (
+        "skipped 1 files" in printed.out + printed.err and "notes.jpg" in printed.out + printed.err
+    )
+    assert json.loads((tmp_path / "r.json").read_text())["config"]["split"] is None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from PIL import Image
+
 from anyshot.data.dataset import FileDataset
 from anyshot.errors import DatasetError, EmptyClassError
 
@@ -61,8 +63,9 @@ class FolderDataset(FileDataset):
 
     Class names are the sub-folder names of ``root``, sorted; each class's images are found at any
     depth below its folder and sorted by relative path. Hidden files and folders (name starting
-    with ``.``) are ignored; other files without an image extension, and files directly in
-    ``root``, are skipped and listed in :attr:`skipped`.
+    with ``.``) are ignored; other files without an image extension or whose header Pillow
+    cannot read (a text file named ``.jpg``, an empty file), and files directly in ``root``, are
+    skipped and listed in :attr:`skipped`.
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -140,10 +143,22 @@ def _scan_class(folder: Path) -> tuple[list[str], list[str]]:
             if is_hidden(name):
                 continue
             path = os.path.join(directory, name)
-            if is_image_file(name):
+            if is_image_file(name) and _opens(path):
                 key = name if relative == "." else os.path.join(relative, name)
                 images.append((key, path))
             else:
                 skipped.append(path)
     images.sort()
     return [path for _, path in images], skipped
+
+
+def _opens(path: str) -> bool:
+    """Whether Pillow reads an image header from ``path`` (its first bytes only): a text file
+    named ``.jpg``, an empty or unreadable file is left out when the folder is scanned, not met
+    half-way through an evaluation. A file cut short after its header still fails when
+    decoded (:class:`~anyshot.errors.ImageReadError`, naming it)."""
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False

@@ -352,6 +352,8 @@ class _Run:
         self.on_result = task.on_result if shard.is_main else None
         self.backbone = _backbone(config)
         self.dataset = load_dataset(config.dataset, config.data_root, config.split)
+        if isinstance(self.dataset, FolderDataset) and self.dataset.skipped and self.log:
+            self.log(_skipped_words(self.dataset))
         self.cache: FeatureCache | None = None
         if config.cache_dir is not None and supports_cached(config.method):
             dtype = config.cache_dtype
@@ -577,6 +579,16 @@ def _from_file_config(specs: Sequence[EpisodeSpec], header: dict[str, Any]) -> d
 def _single(values: Iterable[int]) -> int | None:
     distinct = set(values)
     return distinct.pop() if len(distinct) == 1 else None
+
+
+def _skipped_words(dataset: FolderDataset, listed: int = 5) -> str:
+    """The files a class-folder tree left out, in words (the first ``listed`` named)."""
+    shown = ", ".join(dataset.skipped[:listed])
+    more = f" and {len(dataset.skipped) - listed} more" if len(dataset.skipped) > listed else ""
+    return (
+        f"skipped {len(dataset.skipped)} files of {str(dataset.root)!r} (not images, unreadable, "
+        f"or outside the class folders): {shown}{more}"
+    )
 
 
 def _split_of(dataset: ImageDataset, split: str) -> str | None:
