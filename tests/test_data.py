@@ -192,8 +192,9 @@ def test_corrupt_and_truncated_images_raise_image_read_error_naming_the_file(
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     garbage = tmp_path / "c" / "garbage.jpg"
     garbage.write_bytes(b"this is not a JPEG file at all")
+    os.mkfifo(tmp_path / "c" / "pipe.jpg")  # not a regular file: never opened (it would block)
     folder = FolderDataset(tmp_path)  # a header Pillow cannot read: left out at the scan
-    assert folder.skipped == [str(garbage)] and len(folder) == 2
+    assert folder.skipped == [str(garbage), str(tmp_path / "c" / "pipe.jpg")] and len(folder) == 2
     dataset = FileDataset([garbage, good, truncated], [0, 0, 0], ["c"])
     assert [dataset.source(i) for i in range(3)] == [str(garbage), str(good), str(truncated)]
 
@@ -529,6 +530,11 @@ def test_a_folder_tree_per_split_and_a_tree_of_every_class(tmp_path: Path) -> No
     for split, name in (("Train", "a"), ("Validation", "b"), ("Test", "c")):  # any case
         _write(tmp_path / "cased" / split / name / "0.png")
     assert load_dataset("folder", tmp_path / "cased", "val").class_names == ["b"]
+    assert load_dataset("folder", tmp_path / "cased", "Validation").class_names == ["b"]
+    _write(tmp_path / "cased" / "val" / "e" / "0.png")  # two folders of one split
+    with pytest.raises(DatasetError, match=r"holds Validation/ and val/ for the val split"):
+        load_dataset("folder", tmp_path / "cased", "val")
+    shutil.rmtree(tmp_path / "cased" / "val")
     _write(tmp_path / "cased" / "extra" / "0.png")  # split folders beside another folder
     with pytest.raises(DatasetError, match=r"split folders \(Test/, Train/, Validation/\) beside"):
         load_dataset("folder", tmp_path / "cased", "val")

@@ -81,15 +81,21 @@ def _show_warning(
     DecompressionBombWarning): ...`` for a library's; written above any progress bar."""
     from tqdm import tqdm
 
+    package = Path(__file__).resolve().parents[1]  # src/anyshot
+    try:
+        ours = Path(filename).resolve().is_relative_to(package)
+    except OSError:
+        ours = False
     origin = Path(filename).parts
-    source = "" if "anyshot" in origin else f" (from {_library(origin)}, {category.__name__})"
+    source = "" if ours else f" (from {_library(origin)}, {category.__name__})"
     tqdm.write(f"anyshot: warning{source}: {message}", file=sys.stderr if file is None else file)
 
 
 def _library(parts: tuple[str, ...]) -> str:
-    """The package a warning came from (the folder after ``site-packages``), or "Python"."""
-    if "site-packages" in parts:
-        at = parts.index("site-packages")
-        if at + 1 < len(parts):
-            return {"PIL": "Pillow"}.get(parts[at + 1], parts[at + 1].removesuffix(".py"))
+    """The package a warning came from (the folder after ``site-packages`` or
+    ``dist-packages``), or "Python"."""
+    for folder in ("site-packages", "dist-packages"):
+        if folder in parts[:-1]:
+            name = parts[parts.index(folder) + 1]
+            return {"PIL": "Pillow"}.get(name, name.removesuffix(".py"))
     return "Python"

@@ -143,7 +143,7 @@ def _add_evaluate(sub: Any) -> None:
         "{split}_images_png.pkl and {split}_labels.pkl; cifar-fs: CIFAR-100 python pickles and "
         "the Bertinetto split files; fc100: CIFAR-100 python pickles; folder: "
         "ROOT/<class>/<images> (every class, whatever --split), or ROOT/<split>/<class>/... "
-        "when every sub-folder of ROOT is train, val or test",
+        "when every sub-folder of ROOT is train, val (or validation) or test, in any case",
     )
     data.add_argument(
         "--split",

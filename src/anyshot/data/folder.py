@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from PIL import Image
@@ -157,8 +158,12 @@ def _opens(path: str) -> bool:
     named ``.jpg``, an empty or unreadable file is left out when the folder is scanned, not met
     half-way through an evaluation. A file cut short after its header still fails when
     decoded (:class:`~anyshot.errors.ImageReadError`, naming it)."""
+    if not os.path.isfile(path):  # a pipe or socket named .jpg would block the read
+        return False
     try:
-        with Image.open(path):
-            return True
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        with warnings.catch_warnings():  # a large image warns when decoded, naming nothing here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path):
+                return True
+    except (OSError, SyntaxError, ValueError, NotImplementedError, Image.DecompressionBombError):
         return False

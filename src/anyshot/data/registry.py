@@ -47,7 +47,13 @@ def _folder(root: Path, split: str) -> ImageDataset:
             f"({others}); put every class inside a split folder, or the classes directly under "
             f"{str(root)!r} with no split folders"
         )
+    split = SPLIT_FOLDERS.get(split.lower(), split)
     chosen = [name for name, meaning in splits.items() if meaning == split]
+    if len(chosen) > 1:
+        raise DatasetError(
+            f"dataset folder {str(root)!r} holds {' and '.join(f'{c}/' for c in chosen)} for the "
+            f"{split} split; keep one of them"
+        )
     if not chosen:
         raise DatasetError(
             f"dataset folder {str(root)!r} is split into {held} and has no {split} folder; "

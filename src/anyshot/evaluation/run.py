@@ -24,6 +24,7 @@ single process's apart from seconds. Nothing here prints: messages go to the ``l
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,7 +354,7 @@ class _Run:
         self.backbone = _backbone(config)
         self.dataset = load_dataset(config.dataset, config.data_root, config.split)
         if isinstance(self.dataset, FolderDataset) and self.dataset.skipped and self.log:
-            self.log(_skipped_words(self.dataset))
+            warnings.warn(_skipped_words(self.dataset), RuntimeWarning, stacklevel=2)
         self.cache: FeatureCache | None = None
         if config.cache_dir is not None and supports_cached(config.method):
             dtype = config.cache_dtype
@@ -585,9 +586,10 @@ def _skipped_words(dataset: FolderDataset, listed: int = 5) -> str:
     """The files a class-folder tree left out, in words (the first ``listed`` named)."""
     shown = ", ".join(dataset.skipped[:listed])
     more = f" and {len(dataset.skipped) - listed} more" if len(dataset.skipped) > listed else ""
+    files = "1 file" if len(dataset.skipped) == 1 else f"{len(dataset.skipped)} files"
     return (
-        f"skipped {len(dataset.skipped)} files of {str(dataset.root)!r} (not images, unreadable, "
-        f"or outside the class folders): {shown}{more}"
+        f"skipped {files} of {str(dataset.root)!r} (not images, unreadable or too large, or "
+        f"outside the class folders): {shown}{more}"
     )
 
 
