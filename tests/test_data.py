@@ -527,6 +527,10 @@ def test_a_folder_tree_per_split_and_a_tree_of_every_class(tmp_path: Path) -> No
     flat = load_dataset("folder", tmp_path / "flat", "test")
     assert isinstance(flat, FolderDataset) and flat.class_names == ["test", "zebra"]
     assert flat.split is None
+    for name in ("train", "test"):  # classes named like splits only: read as splits, and said
+        _write(tmp_path / "lookalike" / name / "0.png")
+    with pytest.raises(DatasetError, match=r"named like a split, so they are read as splits"):
+        load_dataset("folder", tmp_path / "lookalike", "test")
     for split, name in (("Train", "a"), ("Validation", "b"), ("Test", "c")):  # any case
         _write(tmp_path / "cased" / split / name / "0.png")
     assert load_dataset("folder", tmp_path / "cased", "val").class_names == ["b"]

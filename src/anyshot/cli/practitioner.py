@@ -683,7 +683,7 @@ def _method_words(model: Any, queries: int) -> str:
     if queries > 0 and getattr(method, "transductive", True) is False:
         return (
             f"{words}: trained on the labelled images alone; the {queries} query/unlabelled "
-            "images were not used in the fit"
+            f"image{'s were' if queries != 1 else ' was'} not used in the fit"
         )
     if fallback is None and model.fit_info_.get("tsallis_head"):
         return (

@@ -59,7 +59,13 @@ def _folder(root: Path, split: str) -> ImageDataset:
             f"dataset folder {str(root)!r} is split into {held} and has no {split} folder; "
             f"choose --split from those, or put the classes directly under {str(root)!r}"
         )
-    return FolderDataset(root / chosen[0], split=split)
+    try:
+        return FolderDataset(root / chosen[0], split=split)
+    except DatasetError as error:  # perhaps classes that happen to be named like splits
+        raise DatasetError(
+            f"{error}. Every sub-folder of {str(root)!r} ({held}) is named like a split, so they "
+            "are read as splits: if they are classes, rename them"
+        ) from error
 
 
 _LOADERS: dict[str, Callable[[Path, str], ImageDataset]] = {
