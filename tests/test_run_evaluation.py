@@ -209,3 +209,12 @@ def test_an_interrupted_run_saves_its_finished_episodes(
             "--output", str(tmp_path / "cli.json")]  # fmt: skip
     assert main(argv) == 130
     assert "interrupted: 2 finished episodes saved to" in capsys.readouterr().err
+
+
+def test_files_left_out_of_a_folder_are_a_warning_from_python_too(folder: Path) -> None:
+    """The note on skipped files does not depend on the ``log`` callback (the default is none)."""
+    first_class = sorted(p for p in folder.iterdir() if p.is_dir())[0]
+    (first_class / "notes.jpg").write_text("not an image")
+    with pytest.warns(RuntimeWarning, match=r"skipped 1 file of .*notes\.jpg"):
+        (result,) = run_evaluation(config(folder))
+    assert len(result.records) == 3

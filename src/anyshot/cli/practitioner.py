@@ -359,12 +359,15 @@ def _flags(model: Any, scores: np.ndarray | None, count: int) -> tuple[np.ndarra
     return scores, model.unknown_mask(scores)
 
 
+def _names_json(path: Path | None) -> bool:
+    """Whether an ``--output`` path ends in ``.json`` (any case)."""
+    return path is not None and path.suffix.lower() == ".json"
+
+
 def _output_format(args: argparse.Namespace) -> str:
     if args.format:
         return str(args.format)
-    if args.output is not None and args.output.suffix.lower() == ".json":
-        return "json"
-    return "csv"
+    return "json" if _names_json(args.output) else "csv"
 
 
 def _write(path: Path | None, text: str) -> None:
@@ -611,7 +614,7 @@ def _run_suggest(args: argparse.Namespace) -> int:
     from anyshot.data.intake import scan_images
 
     start = time.perf_counter()
-    if args.output is not None and args.output.suffix.lower() == ".json":
+    if _names_json(args.output):
         raise ConfigurationError(
             f"suggest writes CSV; name the --output file .csv, not {args.output}"
         )

@@ -353,7 +353,7 @@ class _Run:
         self.on_result = task.on_result if shard.is_main else None
         self.backbone = _backbone(config)
         self.dataset = load_dataset(config.dataset, config.data_root, config.split)
-        if isinstance(self.dataset, FolderDataset) and self.dataset.skipped and self.log:
+        if isinstance(self.dataset, FolderDataset) and self.dataset.skipped and shard.is_main:
             warnings.warn(_skipped_words(self.dataset), RuntimeWarning, stacklevel=2)
         self.cache: FeatureCache | None = None
         if config.cache_dir is not None and supports_cached(config.method):
