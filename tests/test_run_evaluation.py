@@ -14,7 +14,12 @@ from anyshot.cli import build_parser, main
 from anyshot.cli.options import method_from_args
 from anyshot.errors import ConfigurationError
 from anyshot.evaluation import EvaluationResult
-from anyshot.evaluation.run import EvaluationConfig, EvaluationInterrupted, run_evaluation
+from anyshot.evaluation.run import (
+    EvaluationConfig,
+    EvaluationInterrupted,
+    EvaluationStopped,
+    run_evaluation,
+)
 from anyshot.methods import FineTuning, TransductiveFineTuning
 from anyshot.methods.presets import (
     NETWORK,
@@ -209,6 +214,54 @@ def test_an_interrupted_run_saves_its_finished_episodes(
             "--output", str(tmp_path / "cli.json")]  # fmt: skip
     assert main(argv) == 130
     assert "interrupted: 2 finished episodes saved to" in capsys.readouterr().err
+
+
+def test_an_image_cut_short_during_the_run_keeps_the_finished_episodes(
+    folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every file is cut to half its bytes once two episodes have run: the third cannot read
+    its images, and the first two are saved with the error, from Python and the command."""
+    import anyshot.evaluation.run as run_module
+
+    real = run_module.evaluate
+
+    def cuts_after_two(*args: Any, **kwargs: Any) -> EvaluationResult:
+        calls = {"n": 0}
+
+        def hardness(index: int, episode: Any) -> float:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                for path in folder.rglob("*.png"):
+                    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+            return 0.0
+
+        return real(*args, **{**kwargs, "hardness": hardness})
+
+    monkeypatch.setattr(run_module, "evaluate", cuts_after_two)
+    pristine = {p: p.read_bytes() for p in folder.rglob("*.png")}
+    output = tmp_path / "r.json"
+    with pytest.raises(EvaluationStopped, match="cannot read image") as stopped:
+        run_evaluation(config(folder, output=output))
+    assert stopped.value.saved == output
+    assert "the 2 finished episodes were saved to" in str(stopped.value)
+    saved = json.loads(output.read_text())
+    assert "cannot read image" in saved["config"]["stopped_by"]
+    assert "interrupted" not in saved["config"]
+    assert [r["index"] for r in saved["episodes"]] == [0, 1]
+
+    for path, data in pristine.items():
+        path.write_bytes(data)
+    argv = ["evaluate", "--dataset", "folder", "--data-root", str(folder), "--ways", "3",
+            "--episodes", "3", "--queries", "2", "--method", "support-init", "--backbone",
+            "conv4", "--image-size", "16", "--quiet",
+            "--output", str(tmp_path / "cli.json")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "anyshot: error: cannot read image" in err
+    assert f"the 2 finished episodes were saved to {tmp_path / 'cli.json'}" in err
 
 
 def test_files_left_out_of_a_folder_are_a_warning_from_python_too(folder: Path) -> None:

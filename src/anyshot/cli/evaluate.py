@@ -73,7 +73,9 @@ examples:
 
 The output JSON holds {"summary": {accuracy_mean, accuracy_std, accuracy_ci95, episodes, ...},
 "config": {...}, "episodes": [{accuracy, ways, shots, queries, seconds, ...}, ...]}; accuracies
-are fractions in [0, 1]. The same --seed gives the same episodes on any machine. From Python:
+are fractions in [0, 1]. The same --seed gives the same episodes on any machine. A run stopped
+by Ctrl-C, or by an image that cannot be read part-way, still writes its finished episodes
+("interrupted" or "stopped_by" in the config). From Python:
 anyshot.evaluation.run.run_evaluation(EvaluationConfig(...)).
 """
 

@@ -36,7 +36,7 @@ from anyshot.backbones import Backbone, load_backbone
 from anyshot.data import FolderDataset, ImageDataset, load_dataset
 from anyshot.episode_files import load_episodes, read_episode_header, save_episodes
 from anyshot.episodes import EpisodeSpec, make_episode, spec_query_targets
-from anyshot.errors import ConfigurationError
+from anyshot.errors import AnyshotError, ConfigurationError
 from anyshot.evaluation.cached import (
     embed_items,
     episode_items,
@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_WAYS",
     "EvaluationConfig",
     "EvaluationInterrupted",
+    "EvaluationStopped",
     "OnResult",
     "run_evaluation",
 ]
@@ -190,6 +191,39 @@ class EvaluationInterrupted(KeyboardInterrupt):
         self.saved = saved
 
 
+class EvaluationStopped(AnyshotError):
+    """An image could not be read part-way through :func:`run_evaluation` (a file cut short,
+    removed or replaced during the run); what finished is kept, as on Ctrl-C.
+
+    Attributes:
+        results: the settings that finished before.
+        partial: the stopped setting's finished episodes (``config["stopped_by"]`` holds the
+            error), or ``None`` when none finished.
+        saved: where ``partial`` was written, or ``None``.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        results: list[EvaluationResult],
+        partial: EvaluationResult | None,
+        saved: Path | None,
+    ) -> None:
+        if partial is None:
+            kept = "; no episode had finished"
+        elif saved is None:
+            kept = f"; {len(partial.records)} episodes had finished (no output file was given)"
+        else:
+            kept = (
+                f"; the {len(partial.records)} finished episodes were saved to {saved} "
+                '(marked "stopped_by")'
+            )
+        super().__init__(f"{error}{kept}")
+        self.results = results
+        self.partial = partial
+        self.saved = saved
+
+
 class _Setting(NamedTuple):
     """One setting: ``ways`` (``None`` = every class) and ``shots``; both ``None`` when the
     protocol (or the episode file) chooses them."""
@@ -295,10 +329,14 @@ def run_evaluation(
         ConfigurationError: contradicting options (e.g. an episode file and ways).
         EvaluationInterrupted: Ctrl-C; the interrupted setting's finished episodes were
             written to ``config.output`` (marked ``"interrupted"``).
+        EvaluationStopped: an image could not be read during the episodes; their finished
+            episodes were written to ``config.output`` (marked ``"stopped_by"``: the error).
     """
     _settings(config)  # contradictions fail here, before any process starts
     task = _Task(config, show_progress, log, on_result)
     outcome = launch(_job, task, workers=config.workers, threads=config.threads)
+    if outcome.error is not None:
+        raise EvaluationStopped(outcome.error, outcome.results, outcome.partial, outcome.saved)
     if outcome.interrupted:
         raise EvaluationInterrupted(outcome.results, outcome.partial, outcome.saved)
     return outcome.results
@@ -320,13 +358,19 @@ class _Outcome:
     interrupted: bool = False
     partial: EvaluationResult | None = None
     saved: Path | None = None
+    error: str | None = None
 
 
 class _Stopped(Exception):
-    def __init__(self, partial: EvaluationResult | None, saved: Path | None) -> None:
-        super().__init__("interrupted")
+    """A setting stopped (Ctrl-C, or ``error``: an image that could not be read)."""
+
+    def __init__(
+        self, partial: EvaluationResult | None, saved: Path | None, error: str | None
+    ) -> None:
+        super().__init__(error or "interrupted")
         self.partial = partial
         self.saved = saved
+        self.error = error
 
 
 def _job(task: _Task, shard: Shard) -> _Outcome:
@@ -338,7 +382,7 @@ def _job(task: _Task, shard: Shard) -> _Outcome:
         try:
             results.append(run.setting(setting, many=len(settings) > 1))
         except _Stopped as stop:
-            return _Outcome(results, True, stop.partial, stop.saved)
+            return _Outcome(results, True, stop.partial, stop.saved, stop.error)
     return _Outcome(results)
 
 
@@ -377,34 +421,41 @@ class _Run:
         output = None if config.output is None else setting.suffixed(config.output, many)
         base = self.result_config(protocol, len(specs))
         records: list[dict[str, Any]] = []
-        interrupted = False
+        stopped: str | None = None  # "" = Ctrl-C, else the error that stopped this process
         try:
             if self.cache is not None:
                 done = self.cached(specs, base, records)
             else:
                 done = self.plain(specs, base, records)
         except KeyboardInterrupt:
-            interrupted, done = True, None
-        gathered = shard.all_gather((records, done.config if done else base, interrupted))
+            stopped, done = "", None
+        except OSError as error:  # an image cut short, removed or replaced during the run
+            stopped, done = str(error), None
+        gathered = shard.all_gather((records, done.config if done else base, stopped))
         records = sorted((r for part, _, _ in gathered for r in part), key=lambda r: r["index"])
         result = EvaluationResult(records=records, config=gathered[0][1])
-        if any(flag for _, _, flag in gathered):
-            self.stop(result, output)
+        reasons = [reason for _, _, reason in gathered if reason is not None]
+        if reasons:
+            self.stop(result, output, max(reasons, key=len) or None)
         if output is not None and shard.is_main:
             result.save(output)
         if self.on_result is not None:
             self.on_result(result, output, setting.label() if many else None)
         return result
 
-    def stop(self, result: EvaluationResult, output: Path | None) -> None:
-        """Save the finished episodes of an interrupted setting (first process), then stop."""
+    def stop(self, result: EvaluationResult, output: Path | None, error: str | None) -> None:
+        """Save the finished episodes of a setting stopped by Ctrl-C (``error`` ``None``) or by
+        an unreadable image (first process), then stop."""
         if not result.records:
-            raise _Stopped(None, None)
-        result.config["interrupted"] = True
+            raise _Stopped(None, None, error)
+        if error is None:
+            result.config["interrupted"] = True
+        else:
+            result.config["stopped_by"] = error
         if output is not None and self.shard.is_main:
             result.save(output)
-            raise _Stopped(result, output)
-        raise _Stopped(result, None)
+            raise _Stopped(result, output, error)
+        raise _Stopped(result, None, error)
 
     def specs(self, setting: _Setting, many: bool) -> tuple[list[EpisodeSpec], dict[str, Any]]:
         """The setting's episodes and their protocol fields (for the result's config)."""
