@@ -17,7 +17,14 @@ from anyshot.errors import DatasetError
 from anyshot.evaluation import EvaluationResult, episode_record
 from anyshot.evaluation.run import EvaluationConfig, run_evaluation
 from anyshot.methods.presets import RECOMMENDED
-from anyshot.outliers import auroc, average_precision, msp_score, nearest_mean_distance
+from anyshot.outliers import (
+    auroc,
+    average_precision,
+    episode_outlier_score,
+    msp_score,
+    nearest_mean_distance,
+    outlier_centre,
+)
 from anyshot.protocols import OpenSetSampler, build_sampler
 from conftest import write_colour_folder
 
@@ -141,6 +148,40 @@ def test_open_set_records_score_inliers_and_outliers() -> None:
     assert summary["auroc_mean"] == 1.0 and summary["open_set_episodes"] == 1
 
 
+def test_open_set_records_score_the_given_outlier_scores_and_the_msp() -> None:
+    logits = torch.tensor([[5.0, 0.0], [5.0, 0.0], [0.2, 0.0], [0.0, 0.1]])
+    targets = torch.tensor([0, 1, OUTLIER, OUTLIER])
+    backwards = torch.tensor([0.9, 0.8, 0.1, 0.2])  # ranks every outlier below every inlier
+    record = episode_record(
+        0, logits, targets, ways=2, shots=[1, 1], seconds=0.0, outlier_scores=backwards
+    )
+    assert record["outlier_score"] == "nearest-mean"
+    assert record["auroc"] == 0.0 and record["msp_auroc"] == 1.0
+    summary = EvaluationResult(records=[record]).summary
+    assert summary["auroc_mean"] == 0.0 and summary["msp_auroc_mean"] == 1.0
+    assert summary["outlier_score"].startswith("nearest-mean: cosine distance")
+    with pytest.raises(ValueError, match="need 4 outlier scores"):
+        episode_record(0, logits, targets, ways=2, shots=[1, 1], seconds=0.0,
+                       outlier_scores=backwards[:3])  # fmt: skip
+
+
+def test_the_episode_outlier_score_centres_only_where_the_queries_cover_the_classes() -> None:
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(4, 16, generator=g) + 3.0  # a shared direction, as pooled features have
+    support = means.repeat_interleave(2, 0) + 0.3 * torch.randn(8, 16, generator=g)
+    targets = torch.arange(4).repeat_interleave(2)
+    covering = means + 0.3 * torch.randn(4, 16, generator=g)  # one query of each class
+    one_class = means[:1].repeat(4, 1) + 0.3 * torch.randn(4, 16, generator=g)
+    for query, centred in ((covering, True), (one_class, False)):
+        batch = support[None], targets[None], query[None]
+        score = episode_outlier_score(*batch, 4)
+        centre = outlier_centre(support[None], query[None]) if centred else None
+        expected = nearest_mean_distance(*batch, 4, centre=centre)
+        assert torch.allclose(score, expected)
+        assert not torch.allclose(score, nearest_mean_distance(*batch, 4, centre=(
+            None if centred else outlier_centre(support[None], query[None]))))  # fmt: skip
+
+
 # --- the command -------------------------------------------------------------------------------
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
@@ -165,7 +206,9 @@ def test_evaluate_protocol_open_set_end_to_end(
     for record in data["episodes"]:
         assert record["queries"] == 7 and record["outliers"] == 3
         assert 0.0 <= record["auroc"] <= 1.0 and 0.0 <= record["aupr"] <= 1.0
-    for key in ("ece", "inlier_ece", "auroc_mean", "auroc_ci95", "aupr_mean", "aupr_ci95"):
+        assert record["outlier_score"] == "nearest-mean" and 0.0 <= record["msp_auroc"] <= 1.0
+    keys = ("ece", "inlier_ece", "auroc_mean", "auroc_ci95", "aupr_mean", "msp_auroc_mean")
+    for key in keys:
         assert key in data["summary"], key
     # the saved episodes (outliers included) re-run to the same records, without the cache
     again = tmp_path / "again.json"

@@ -1,9 +1,10 @@
 """Outlier scores of query images, and how well they separate outliers from inliers.
 
 An outlier score is one number per query, higher = more likely an image of none of the
-episode's classes (:data:`anyshot.episodes.OUTLIER`). The evaluation's default is
-:func:`msp_score`; the product's (``FewShotClassifier.outlier_score``, the ``outlier_score``
-column of ``classify`` / ``predict``) is :func:`nearest_mean_distance`, with the threshold of
+episode's classes (:data:`anyshot.episodes.OUTLIER`). The product's (``FewShotClassifier.
+outlier_score``, the ``outlier_score`` column of ``classify`` / ``predict``, and the one
+``anyshot evaluate --protocol open-set`` scores) is :func:`episode_outlier_score`: the
+:func:`nearest_mean_distance`, centred by :func:`covering_centre`, with the threshold of
 :func:`unknown_threshold`.
 
 * :func:`msp_score` -- one minus the maximum softmax probability of the query logits (MSP,
@@ -33,7 +34,6 @@ __all__ = [
     "CENTRED_ONE_SHOT_QUANTILE",
     "COVERING_SHARE",
     "ONE_SHOT_QUANTILE",
-    "OUTLIER_SCORES",
     "UnknownReference",
     "auroc",
     "average_precision",
@@ -42,6 +42,7 @@ __all__ = [
     "covering_centre",
     "covers_classes",
     "effective_classes",
+    "episode_outlier_score",
     "leave_one_out_distances",
     "mean_distance",
     "msp_score",
@@ -51,9 +52,6 @@ __all__ = [
     "unknown_reference",
     "unknown_threshold",
 ]
-
-#: Outlier scores the evaluation can compute from query logits alone, by name.
-OUTLIER_SCORES = ("msp",)
 
 #: With one labelled image per class, the threshold at a 5% target is this quantile of the
 #: distances between images of different classes (at rate ``r``: the quantile ``0.3 * 0.05 /
@@ -273,6 +271,28 @@ def nearest_mean_distance(
         raise ValueError(f"need query [E, Q, D], got {tuple(query.shape)}")
     means = class_means(support, targets, ways, relu=relu, centre=centre)
     return mean_distance(means, query, relu=relu, centre=centre)
+
+
+def episode_outlier_score(
+    support: torch.Tensor,
+    targets: torch.Tensor,
+    query: torch.Tensor,
+    ways: int,
+    *,
+    relu: bool = True,
+) -> torch.Tensor:
+    """The product's outlier score of an episode's queries, as ``FewShotClassifier.classify``
+    gives it when the queries are its unlabelled images: :func:`nearest_mean_distance`, rows
+    centred on :func:`outlier_centre` where the queries cover the classes
+    (:func:`covering_centre`), not centred elsewhere.
+
+    Args: as :func:`nearest_mean_distance` (``[E, S, D]``, ``[E, S]``, ``[E, Q, D]``).
+
+    Returns:
+        ``[E, Q]`` scores in ``[0, 2]``, higher = more likely none of the classes.
+    """
+    centre, _ = covering_centre(support, targets, query, ways, relu=relu)
+    return nearest_mean_distance(support, targets, query, ways, relu=relu, centre=centre)
 
 
 def leave_one_out_distances(

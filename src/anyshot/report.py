@@ -792,7 +792,9 @@ def _calibration_markdown(rows: Sequence[Row], datasets: Sequence[str]) -> list[
         "ECE in %: expected calibration error of all query predictions pooled (15 equal-width "
         "bins of the max softmax probability; an outlier's prediction counts as wrong); inlier "
         "ECE: the inlier queries alone. AUROC and AUPR in % (mean ± 95% CI over episodes): how "
-        "well the outlier score (1 - max softmax probability) ranks outliers above inliers, "
+        "well the outlier score ranks outliers above inliers (the product's: the cosine "
+        "distance to the nearest class mean of the frozen embeddings; 1 - max softmax "
+        "probability in results files without it: their summary's outlier_score says), "
         "outliers as positives; open-set settings only (their accuracy above is the inlier "
         "queries' accuracy).",
         "",

@@ -97,8 +97,11 @@ protocols (--protocol):
   open-set     N-way K-shot supports; --inlier-queries queries of the N classes plus
                --outlier-queries outliers: images of --outlier-classes other classes of the
                split (never a support class; the method gets them as queries, not their
-               label). Records add AUROC and AUPR of the outlier score 1 - max softmax
-               probability (outliers as positives); accuracy is the inlier queries' accuracy
+               label). Records add AUROC and AUPR of the outlier score of classify's
+               outlier_score column (cosine distance to the nearest class mean of the frozen
+               embeddings; without --cache-dir one more forward pass of each episode's
+               images) and the AUROC of the method's 1 - max softmax probability (outliers as
+               positives); accuracy is the inlier queries' accuracy
 
   anyshot evaluate ... --protocol present-classes --ways 20 --present-classes 3 \\
       --total-queries 75 --output pc.json
@@ -393,10 +396,13 @@ def _print_result(result: EvaluationResult, path: Path | None, setting: str | No
         f"{summary['seconds_per_episode_median']:.3f} s/episode (median)"
     )
     if inliers:
+        score = str(summary["outlier_score"]).split(":")[0]
+        msp = summary.get("msp_auroc_mean")
         print(
-            f"outliers (score: 1 - max softmax probability): AUROC "
+            f"outliers (score: {score}): AUROC "
             f"{100 * summary['auroc_mean']:.2f}% ± {100 * summary['auroc_ci95']:.2f}, AUPR "
             f"{100 * summary['aupr_mean']:.2f}% ± {100 * summary['aupr_ci95']:.2f} (95% CI)"
+            + ("" if msp is None else f"; the method's MSP: AUROC {100 * msp:.2f}%")
         )
     if "ece" in summary:
         print(

@@ -44,6 +44,7 @@ from anyshot.methods.features import answer_of
 from anyshot.methods.finetune import FineTuning
 from anyshot.methods.presets import Method
 from anyshot.methods.support_init import SupportBasedInit
+from anyshot.outliers import episode_outlier_score
 from anyshot.progress import progress_bar
 
 __all__ = [
@@ -235,15 +236,22 @@ def _run_batch(
     specs: Sequence[EpisodeSpec],
     batch: Sequence[int],
     episodes_per_chunk: int,
-) -> tuple[torch.Tensor, list[str | None]]:
-    """Query logits ``[E, Q, K]`` of the episodes ``batch`` (all of one shape), and which head
-    answered each (:func:`~anyshot.methods.features.answer_of`)."""
+) -> tuple[torch.Tensor, list[str | None], torch.Tensor | None]:
+    """Query logits ``[E, Q, K]`` of the episodes ``batch`` (all of one shape), which head
+    answered each (:func:`~anyshot.methods.features.answer_of`), and the product's outlier
+    scores ``[E, Q]`` (:func:`~anyshot.outliers.episode_outlier_score`) when the episodes have
+    outlier queries, else ``None``."""
     chosen = [specs[i] for i in batch]
-    support, targets, query, _ = episode_tensors(features, chosen)
+    support, targets, query, query_targets = episode_tensors(features, chosen)
+    ways = len(chosen[0].classes)
     fitted = method.fit_features(
-        support, targets, query, ways=len(chosen[0].classes), episodes_per_chunk=episodes_per_chunk
+        support, targets, query, ways=ways, episodes_per_chunk=episodes_per_chunk
     )
-    return fitted.query_logits, [answer_of(fitted, e) for e in range(len(chosen))]
+    answers = [answer_of(fitted, e) for e in range(len(chosen))]
+    if not bool((query_targets < 0).any()):
+        return fitted.query_logits, answers, None
+    scores = episode_outlier_score(support.float(), targets, query.float(), ways)
+    return fitted.query_logits, answers, scores
 
 
 def evaluate_cached(
@@ -295,9 +303,9 @@ def evaluate_cached(
     try:
         for batch in batches:
             start = time.perf_counter()
-            logits, answers = _run_batch(method, features, specs, batch, episodes_per_chunk)
+            logits, answers, scores = _run_batch(method, features, specs, batch, episodes_per_chunk)
             seconds = (time.perf_counter() - start) / len(batch)
-            for index, episode_logits, answer in zip(batch, logits, answers, strict=True):
+            for position, (index, episode_logits) in enumerate(zip(batch, logits, strict=True)):
                 spec = specs[index]
                 record = episode_record(
                     index,
@@ -307,7 +315,8 @@ def evaluate_cached(
                     shots=spec.shots,
                     seconds=seconds,
                     hardness=None if hardness is None else hardness(index),
-                    answer=answer,
+                    answer=answers[position],
+                    outlier_scores=None if scores is None else scores[position],
                 )
                 result.records.append(record)
                 if on_record is not None:

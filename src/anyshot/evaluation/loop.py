@@ -1,4 +1,9 @@
-"""Run a method over a stream of episodes, one record per episode (:mod:`.records`)."""
+"""Run a method over a stream of episodes, one record per episode (:mod:`.records`).
+
+An open-set episode's outliers are scored by the product's outlier score
+(:func:`anyshot.outliers.episode_outlier_score`) on the backbone's frozen embeddings: one more
+forward pass of the episode's images, outside the method's timing.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from anyshot.evaluation.records import (
     episode_record,
     running_accuracy,
 )
+from anyshot.methods.frozen import frozen_forward
+from anyshot.outliers import episode_outlier_score
 from anyshot.progress import progress_bar
 
 __all__ = ["evaluate"]
@@ -62,6 +69,7 @@ def evaluate(
             seconds = time.perf_counter() - start
             truth = episode.query_targets if targets is None else targets(index, episode)
             assert truth is not None
+            open_set = bool((truth < 0).any())
             record = episode_record(
                 index,
                 logits,
@@ -71,6 +79,7 @@ def evaluate(
                 seconds=seconds,
                 hardness=None if hardness is None else hardness(index, episode),
                 answer=answer,
+                outlier_scores=_outlier_scores(method, backbone, episode) if open_set else None,
             )
             result.records.append(record)
             if on_record is not None:
@@ -94,6 +103,18 @@ def _run(
         return method(backbone, episode), None
     fitted = fit(backbone, episode)
     return fitted.query_logits, getattr(fitted, "answer", None)
+
+
+def _outlier_scores(method: object, backbone: nn.Module, episode: Episode) -> torch.Tensor:
+    """``[Q]`` the product's outlier scores of the episode's queries, from the frozen
+    ``backbone``'s embeddings (the method's ``batch_size`` and ``device`` when it has them)."""
+    batch_size: int = getattr(method, "batch_size", 128)
+    device: str | None = getattr(method, "device", None)
+    support = frozen_forward(backbone, episode.support, batch_size=batch_size, device=device)
+    query = frozen_forward(backbone, episode.query, batch_size=batch_size, device=device)
+    support, query = support.flatten(1), query.flatten(1)
+    targets = episode.support_targets[None]
+    return episode_outlier_score(support[None], targets, query[None], episode.ways)[0]
 
 
 def _checked(episodes: Iterable[Episode], *, labelled: bool = True) -> Iterator[Episode]:

@@ -9,8 +9,11 @@ Every record also holds its queries' calibration bins (:mod:`anyshot.calibration
 calibration error of all the run's query predictions pooled (``ece``; an outlier's prediction,
 a class it is not of, counts as wrong). Open-set episodes (query
 targets :data:`~anyshot.episodes.OUTLIER` for outliers) record the accuracy on the inlier
-queries as ``accuracy``, the AUROC and AUPR of the outlier score (:data:`OUTLIER_SCORE`,
-outliers as positives), and their summary adds ``auroc_*``, ``aupr_*`` and ``inlier_ece``.
+queries as ``accuracy``, the AUROC and AUPR of the outlier score (outliers as positives:
+the product's, :func:`anyshot.outliers.episode_outlier_score`, when the caller gives it, else
+the method's maximum softmax probability; :data:`OUTLIER_SCORES`), the AUROC of the MSP
+(``msp_auroc``), and their summary adds ``auroc_*``, ``aupr_*``, ``msp_auroc_*`` and
+``inlier_ece``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from anyshot.io import write_json
 from anyshot.outliers import auroc, average_precision, msp_score
 
 __all__ = [
-    "OUTLIER_SCORE",
+    "OUTLIER_SCORES",
     "EvaluationResult",
     "calibration_summary",
     "environment_info",
@@ -45,8 +48,13 @@ __all__ = [
 ]
 
 
-#: The outlier score of open-set records (:func:`anyshot.outliers.msp_score`).
-OUTLIER_SCORE = "msp: 1 - max softmax probability of the query logits"
+#: The outlier scores an open-set record's ``auroc`` / ``aupr`` can be of (its
+#: ``outlier_score``), and what each is.
+OUTLIER_SCORES = {
+    "nearest-mean": "cosine distance to the nearest support class mean of the frozen "
+    "embeddings, centred where the queries cover the classes (the product's outlier_score)",
+    "msp": "1 - max softmax probability of the method's query logits",
+}
 
 
 def summarize(accuracies: Iterable[float]) -> dict[str, float | int]:
@@ -80,6 +88,7 @@ def episode_record(
     seconds: float,
     hardness: float | None = None,
     answer: str | None = None,
+    outlier_scores: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """The record of one episode (see :class:`EvaluationResult`).
 
@@ -94,6 +103,9 @@ def episode_record(
         hardness: the episode's hardness, stored when given.
         answer: which head of the method answered (``"first"``, ``"tsallis"``, ``"gate"``,
             ``"guard"``: :func:`anyshot.methods.features.answer_of`), stored when given.
+        outlier_scores: ``[Q]`` the product's outlier scores of the queries
+            (:func:`anyshot.outliers.episode_outlier_score`) for an open-set episode's
+            ``auroc`` / ``aupr``; ``None``: those of the method's MSP.
 
     Raises:
         ValueError: no inlier query.
@@ -116,7 +128,7 @@ def episode_record(
         "calibration": calibration_bins(confidence, correct).to_dict(),
     }
     if not bool(inlier.all()):
-        record.update(_open_set_fields(logits, inlier, confidence, correct))
+        record.update(_open_set_fields(logits, inlier, confidence, correct, outlier_scores))
     if hardness is not None:
         record["hardness"] = float(hardness)
     if answer is not None:
@@ -125,17 +137,27 @@ def episode_record(
 
 
 def _open_set_fields(
-    logits: torch.Tensor, inlier: torch.Tensor, confidence: torch.Tensor, correct: torch.Tensor
+    logits: torch.Tensor,
+    inlier: torch.Tensor,
+    confidence: torch.Tensor,
+    correct: torch.Tensor,
+    outlier_scores: torch.Tensor | None,
 ) -> dict[str, Any]:
     """An open-set episode's extra record fields, from its logits ``[Q, K]``, inlier mask,
-    confidences and correctness ``[Q]``: outlier count, AUROC and AUPR of the outlier score
-    (outliers as positives) and the calibration bins of the inlier queries alone."""
-    scores = msp_score(logits)
+    confidences, correctness and outlier scores (or ``None``) ``[Q]``: outlier count, AUROC
+    and AUPR of the outlier score (outliers as positives), the MSP's AUROC, and the
+    calibration bins of the inlier queries alone."""
+    msp = msp_score(logits)
+    scores = msp if outlier_scores is None else outlier_scores.float().cpu()
+    if scores.shape != msp.shape:
+        raise ValueError(f"need {msp.shape[0]} outlier scores, got {tuple(scores.shape)}")
     outlier = ~inlier
     return {
         "outliers": int(outlier.sum()),
+        "outlier_score": "msp" if outlier_scores is None else "nearest-mean",
         "auroc": auroc(scores, outlier),
         "aupr": average_precision(scores, outlier),
+        "msp_auroc": auroc(msp, outlier),
         "inlier_calibration": calibration_bins(confidence[inlier], correct[inlier]).to_dict(),
     }
 
@@ -157,9 +179,16 @@ def open_set_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     scored = [r for r in records if "auroc" in r]
     if not scored:
         return {}
-    summary: dict[str, Any] = {"outlier_score": OUTLIER_SCORE, "open_set_episodes": len(scored)}
+    names = sorted({str(r.get("outlier_score", "msp")) for r in scored})
+    summary: dict[str, Any] = {
+        "outlier_score": " / ".join(f"{n}: {OUTLIER_SCORES.get(n, n)}" for n in names),
+        "open_set_episodes": len(scored),
+    }
     summary.update(_spread("auroc", [float(r["auroc"]) for r in scored]))
     summary.update(_spread("aupr", [float(r["aupr"]) for r in scored]))
+    msp = [float(r["msp_auroc"]) for r in scored if "msp_auroc" in r]
+    if msp:  # absent from results written before the product's score
+        summary.update(_spread("msp_auroc", msp))
     summary.update(calibration_summary(scored, key="inlier_calibration", name="inlier_ece"))
     return summary
 
@@ -216,8 +245,9 @@ class EvaluationResult:
             when the evaluation was given a hardness hook, and ``answer`` (which head of a
             fine-tuning method at scope ``head`` answered; the summary's ``answers`` counts
             them). Open-set episodes: ``accuracy`` is
-            the inlier queries' accuracy, plus ``outliers``, ``auroc``, ``aupr`` and
-            ``inlier_calibration``.
+            the inlier queries' accuracy, plus ``outliers``, ``outlier_score`` (which score
+            ``auroc`` and ``aupr`` are of: :data:`OUTLIER_SCORES`), ``auroc``, ``aupr``,
+            ``msp_auroc`` and ``inlier_calibration``.
         config: what was run (method, backbone, dataset, ...), stored beside the summary.
     """
 
