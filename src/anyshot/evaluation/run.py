@@ -430,6 +430,8 @@ class _Run:
         except KeyboardInterrupt:
             stopped, done = "", None
         except OSError as error:  # an image cut short, removed or replaced during the run
+            if self.cache is not None:  # before any episode, and the processes share a barrier
+                raise
             stopped, done = str(error), None
         gathered = shard.all_gather((records, done.config if done else base, stopped))
         records = sorted((r for part, _, _ in gathered for r in part), key=lambda r: r["index"])
