@@ -114,7 +114,34 @@ def test_folder_dataset_empty_class_names_the_folder(tmp_path: Path) -> None:
     with pytest.raises(EmptyClassError, match="empty") as error:
         FolderDataset(tmp_path)
     assert str(tmp_path / "empty") in str(error.value)
-    assert "1 non-image files skipped" in str(error.value)
+    assert "(skipped: 1 not an image file)" in str(error.value)
+
+
+def test_folder_dataset_scans_as_classify_does(tmp_path: Path) -> None:
+    """One scan for both: a sub-folder linked into a class is walked, a link back up is not
+    walked twice, and a class of files Pillow cannot open is refused, naming the folder."""
+    a = _write(tmp_path / "data" / "cat" / "a.png")
+    b = _write(tmp_path / "elsewhere" / "b.png")
+    (tmp_path / "data" / "cat" / "more").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "data" / "cat" / "loop").symlink_to(tmp_path / "data" / "cat")
+    _write(tmp_path / "data" / "dog" / "c.png")
+    (tmp_path / "data" / "dog" / "photo.heic").write_bytes(b"heic")
+    dataset = FolderDataset(tmp_path / "data")
+    assert [dataset.source(i) for i in range(2)] == [
+        str(a),
+        str(tmp_path / "data" / "cat" / "more" / "b.png"),
+    ]
+    assert b.exists() and dataset.class_counts().tolist() == [2, 1]
+    assert dataset.skipped == [
+        str(tmp_path / "data" / "cat" / "loop"),
+        str(tmp_path / "data" / "dog" / "photo.heic"),
+    ]
+
+    (tmp_path / "data" / "eel").mkdir()
+    (tmp_path / "data" / "eel" / "fake.jpg").write_text("not an image")
+    with pytest.raises(EmptyClassError, match="holds no image that Pillow can open") as error:
+        FolderDataset(tmp_path / "data")
+    assert str(tmp_path / "data" / "eel") in str(error.value)
 
 
 def test_folder_dataset_missing_or_flat_root_explains_layout(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from anyshot.cli.unknown import (
     unknown_settings,
     unknown_summary,
 )
-from anyshot.data.folder import EXTENSIONS
+from anyshot.data.files import EXTENSIONS
 from anyshot.errors import AnyshotError, ConfigurationError
 from anyshot.methods.presets import RECOMMENDED
 

@@ -12,7 +12,8 @@
 from anyshot.data.cifar_fs import CifarFS
 from anyshot.data.dataset import FileDataset, ImageDataset, LazyImages
 from anyshot.data.fc100 import FC100
-from anyshot.data.folder import IMAGE_EXTENSIONS, FolderDataset
+from anyshot.data.files import IMAGE_EXTENSIONS
+from anyshot.data.folder import FolderDataset
 from anyshot.data.images import Preprocessing, decode_image, open_image
 from anyshot.data.miniimagenet import MiniImageNet
 from anyshot.data.omniglot import Omniglot, sample_root

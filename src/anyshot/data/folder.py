@@ -9,28 +9,11 @@ from pathlib import Path
 from PIL import Image
 
 from anyshot.data.dataset import FileDataset
+from anyshot.data.files import EXTENSIONS
+from anyshot.data.intake import scan_support
 from anyshot.errors import DatasetError, EmptyClassError
 
-__all__ = [
-    "EXTENSIONS",
-    "IMAGE_EXTENSIONS",
-    "SPLIT_FOLDERS",
-    "FolderDataset",
-    "is_hidden",
-    "is_image_file",
-]
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-)
-#: Image formats anyshot does not decode (phone, camera raw and vector formats): skipped with
-#: advice to convert them, not called "not an image".
-UNREAD_IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".heic", ".heif", ".avif", ".jxl", ".svg", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf",
-     ".rw2", ".raf"}
-)  # fmt: skip
-#: The extensions read, for messages and help texts.
-EXTENSIONS = " ".join(sorted(IMAGE_EXTENSIONS))
+__all__ = ["LAYOUT", "FolderDataset"]
 
 LAYOUT = (
     "expected layout: ROOT/<class name>/<image files> — one sub-folder per class, named after "
@@ -38,35 +21,16 @@ LAYOUT = (
 )
 
 
-#: Folder names (lower-cased) of a tree split into ``ROOT/<split>/<class>/...``, and the split
-#: each holds.
-SPLIT_FOLDERS: dict[str, str] = {
-    "train": "train",
-    "val": "val",
-    "validation": "val",
-    "test": "test",
-}
-
-
-def is_image_file(name: str) -> bool:
-    """Whether a file name has an image extension (case-insensitive)."""
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def is_hidden(name: str) -> bool:
-    """Whether a file or folder is left out as hidden: a name starting with ``.``, or
-    ``__MACOSX`` (the metadata folder of a zip made on a Mac)."""
-    return name.startswith(".") or name == "__MACOSX"
-
-
 class FolderDataset(FileDataset):
     """Images in a folder per class.
 
     Class names are the sub-folder names of ``root``, sorted; each class's images are found at any
-    depth below its folder and sorted by relative path. Hidden files and folders (name starting
-    with ``.``) are ignored; other files without an image extension or whose header Pillow
-    cannot read (a text file named ``.jpg``, an empty file), and files directly in ``root``, are
-    skipped and listed in :attr:`skipped`.
+    depth below its folder and sorted by path, by the scan ``classify`` uses for a support
+    folder (:func:`anyshot.data.intake.scan_support`: symbolic links followed, a folder never
+    walked twice). Hidden files and folders (``.*``, ``__MACOSX``) are ignored; other files
+    without an image extension or whose header Pillow cannot read (a text file named ``.jpg``,
+    an empty file), files directly in ``root``, and unreadable or special files are skipped and
+    listed in :attr:`skipped`.
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -79,7 +43,8 @@ class FolderDataset(FileDataset):
         root: the root folder.
         split: as given.
         paths: image file of each item.
-        skipped: files that were not used (not images, or not inside a class folder).
+        skipped: files that were not used (not images, not inside a class folder, unreadable,
+            special files; hidden ones are not listed).
 
     Raises:
         DatasetError: ``root`` does not exist, is not a folder, or has no class folders.
@@ -94,63 +59,30 @@ class FolderDataset(FileDataset):
         if not self.root.is_dir():
             what = "is not a folder" if self.root.exists() else "does not exist"
             raise DatasetError(f"dataset folder {str(self.root)!r} {what}; {LAYOUT}")
-        self.skipped: list[str] = []
-        class_dirs: list[str] = []
-        with os.scandir(self.root) as entries:
-            for entry in entries:
-                if is_hidden(entry.name):
-                    continue
-                if entry.is_dir():
-                    class_dirs.append(entry.name)
-                elif entry.is_file():
-                    self.skipped.append(entry.path)
-        class_dirs.sort()
-        if not class_dirs:
-            found = f" (found {len(self.skipped)} loose files)" if self.skipped else ""
-            raise DatasetError(
-                f"dataset folder {str(self.root)!r} has no class folders{found}; {LAYOUT}"
+        found = scan_support(
+            self.root, min_classes=1, find_duplicates=False, what="dataset folder", layout=LAYOUT
+        )
+        opened = [_opens(path) for path in found.paths]
+        paths = [path for path, ok in zip(found.paths, opened, strict=True) if ok]
+        index = {name: label for label, name in enumerate(found.classes)}
+        labels = [index[c] for c, ok in zip(found.labels, opened, strict=True) if ok]
+        unopened = [path for path, ok in zip(found.paths, opened, strict=True) if not ok]
+        missing = sorted(set(found.classes) - {found.classes[label] for label in labels})
+        if missing:
+            raise EmptyClassError(
+                f"class folder {str(self.root / missing[0])!r} holds no image that Pillow can "
+                f"open ({len(unopened)} unreadable files skipped); add images or remove the "
+                f"folder. {LAYOUT}"
             )
-        paths: list[str] = []
-        labels: list[int] = []
-        for label, name in enumerate(class_dirs):
-            files, skipped = _scan_class(self.root / name)
-            self.skipped.extend(skipped)
-            if not files:
-                extra = f" ({len(skipped)} non-image files skipped)" if skipped else ""
-                raise EmptyClassError(
-                    f"class folder {str(self.root / name)!r} contains no image files{extra}; "
-                    f"add images or remove the folder. {LAYOUT}"
-                )
-            paths.extend(files)
-            labels.extend([label] * len(files))
-        self.skipped.sort()
-        super().__init__(paths, labels, class_dirs)
+        skipped = [s.path for s in found.report.skipped if s.kind != "hidden"]
+        self.skipped: list[str] = sorted(skipped + unopened)
+        super().__init__(paths, labels, found.classes)
 
     def __repr__(self) -> str:
         return (
             f"FolderDataset({str(self.root)!r}: {self.num_classes} classes, {len(self)} images, "
             f"{len(self.skipped)} files skipped)"
         )
-
-
-def _scan_class(folder: Path) -> tuple[list[str], list[str]]:
-    """Image files (sorted by relative path) and skipped non-image files below ``folder``."""
-    images: list[tuple[str, str]] = []
-    skipped: list[str] = []
-    for directory, subdirs, files in os.walk(folder):
-        subdirs[:] = [d for d in subdirs if not is_hidden(d)]
-        relative = os.path.relpath(directory, folder)
-        for name in files:
-            if is_hidden(name):
-                continue
-            path = os.path.join(directory, name)
-            if is_image_file(name) and _opens(path):
-                key = name if relative == "." else os.path.join(relative, name)
-                images.append((key, path))
-            else:
-                skipped.append(path)
-    images.sort()
-    return [path for _, path in images], skipped
 
 
 def _opens(path: str) -> bool:

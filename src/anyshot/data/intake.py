@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from anyshot.data.folder import (
+from anyshot.data.files import (
     EXTENSIONS,
     SPLIT_FOLDERS,
     UNREAD_IMAGE_EXTENSIONS,
@@ -255,14 +255,19 @@ def scan_support(
     min_classes: int = 2,
     strict: bool = False,
     find_duplicates: bool = True,
+    what: str = "support folder",
+    layout: str = SUPPORT_LAYOUT,
 ) -> LabelledFiles:
-    """Find the images of a folder-per-class tree.
+    """Find the images of a folder-per-class tree (a support folder, or the class tree
+    ``anyshot evaluate --dataset folder`` reads: :class:`~anyshot.data.folder.FolderDataset`).
 
     Args:
         root: the support folder: ``root/<class>/<images at any depth>``.
         min_classes: refuse fewer classes (a classifier needs 2).
         strict: an image file or folder that cannot be read is an error, not a skip.
         find_duplicates: look for identical files (in different classes or in one).
+        what: what ``root`` is, in messages.
+        layout: the expected layout, in messages.
 
     Raises:
         DatasetError: ``root`` missing or not a folder, no class folders, fewer than
@@ -271,7 +276,7 @@ def scan_support(
         ImageReadError: ``strict`` and an unreadable image file or folder.
     """
     top = os.fspath(root)
-    _check_root(top, "support folder")
+    _check_root(top, what, layout)
     report = IntakeReport([top])
     walker = _Walker(report, strict)
     walker.enter(top)
@@ -283,13 +288,13 @@ def scan_support(
             report.skip(
                 entry.path,
                 "outside-class",
-                "file directly in the support folder; move it into its class folder",
+                f"file directly in the {what}; move it into its class folder",
             )
     if not class_dirs:
         raise DatasetError(
-            f"support folder {top!r} has no class folders"
+            f"{what} {top!r} has no class folders"
             + (f" ({len(report.skipped)} files skipped)" if report.skipped else "")
-            + f"; {SUPPORT_LAYOUT}"
+            + f"; {layout}"
         )
     paths: list[str] = []
     labels: list[str] = []
@@ -304,7 +309,7 @@ def scan_support(
                 detail = " (skipped: " + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")"
             raise EmptyClassError(
                 f"class folder {folder!r} contains no image files{detail}; add images of class "
-                f"{name!r} or remove the folder. {SUPPORT_LAYOUT}"
+                f"{name!r} or remove the folder. {layout}"
             )
         report.class_counts[name] = len(files)
         paths.extend(files)
@@ -314,14 +319,14 @@ def scan_support(
     if len(looks_like_sets) >= 2:  # one may be a real class (a "train" among vehicles)
         report.warnings.append(
             f"class folder(s) named {', '.join(looks_like_sets)}: is {top!r} the folder above "
-            "the support folder? The support folder's sub-folders are the classes"
+            f"the {what}? The {what}'s sub-folders are the classes"
         )
     if len(class_dirs) < min_classes:
         only = ", ".join(
             f"{name!r} ({_count(report.class_counts[name], 'image')})" for name, _ in class_dirs
         )
         raise DatasetError(
-            f"support folder {top!r} has {_count(len(class_dirs), 'class folder')}: {only}. "
+            f"{what} {top!r} has {_count(len(class_dirs), 'class folder')}: {only}. "
             f"A classifier needs at least {min_classes} classes: add a folder of images for each "
             "other class (e.g. the images that are NOT of this class)."
         )
@@ -387,11 +392,11 @@ def scan_images(
 
 
 # --- walking ------------------------------------------------------------------------------
-def _check_root(path: str, what: str) -> None:
+def _check_root(path: str, what: str, layout: str) -> None:
     if not os.path.exists(path):
-        raise DatasetError(f"{what} {path!r} does not exist")
+        raise DatasetError(f"{what} {path!r} does not exist; {layout}")
     if not os.path.isdir(path):
-        raise DatasetError(f"{what} {path!r} is not a folder; {SUPPORT_LAYOUT}")
+        raise DatasetError(f"{what} {path!r} is not a folder; {layout}")
 
 
 class _Walker:

@@ -9,7 +9,8 @@ from pathlib import Path
 from anyshot.data.cifar_fs import CifarFS
 from anyshot.data.dataset import ImageDataset
 from anyshot.data.fc100 import FC100
-from anyshot.data.folder import SPLIT_FOLDERS, FolderDataset, is_hidden
+from anyshot.data.files import SPLIT_FOLDERS, is_hidden
+from anyshot.data.folder import FolderDataset
 from anyshot.data.miniimagenet import MiniImageNet
 from anyshot.data.omniglot import Omniglot
 from anyshot.data.tiered_imagenet import TieredImageNet
@@ -20,7 +21,7 @@ __all__ = ["available_datasets", "load_dataset"]
 
 def _folder(root: Path, split: str) -> ImageDataset:
     """``root/<split>`` when ``root`` is a tree per split (every sub-folder a split name of
-    :data:`~anyshot.data.folder.SPLIT_FOLDERS`, any case: ``train``, ``val`` or ``validation``,
+    :data:`~anyshot.data.files.SPLIT_FOLDERS`, any case: ``train``, ``val`` or ``validation``,
     ``test``), else ``root`` itself: one tree whose every class is used whatever the split (one
     class may then be named like a split). Its ``split`` says which applied.
 
