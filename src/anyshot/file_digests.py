@@ -17,7 +17,9 @@ mtime_ns, ctime_ns, inode, sha256], ...]}`` written atomically by :meth:`FileDig
 with the digests computed since the last save (files of the earlier ``[path, size, mtime_ns,
 sha256]`` form are ignored: their files are read once more). Several processes may share the
 folder (names never collide); an unreadable or foreign file is ignored, and a folder that
-cannot be written keeps the digests in memory only.
+cannot be written keeps the digests in memory only. When a save leaves more than
+:data:`MERGE_AT` digest files, they are merged into one and removed (old-form files too), so
+that the folder does not grow a file per run.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ from pathlib import Path
 
 from anyshot.io import atomic_write_text
 
-__all__ = ["FileDigests", "file_of"]
+__all__ = ["MERGE_AT", "FileDigests", "file_of"]
+
+#: A save that leaves more digest files than this in the folder merges them into one.
+MERGE_AT = 32
 
 _ZIP_MARK = ".zip:"
 
@@ -104,6 +109,32 @@ class FileDigests:
         with contextlib.suppress(OSError):
             atomic_write_text(self.directory / name, json.dumps({"files": entries}))
         self._new.clear()
+        self._merge()
+
+    def _merge(self) -> None:
+        """Over :data:`MERGE_AT` digest files in the folder: write their entries as one file,
+        then remove the files merged (and those of the old form). Another process that lists
+        the folder meanwhile reads either; one that misses both reads its files once more."""
+        assert self.directory is not None
+        stored = sorted(self.directory.glob("digests-*.json"))
+        if len(stored) <= MERGE_AT:
+            return
+        merged: dict[_Stat, str] = {}
+        read: list[Path] = []
+        for path in stored:
+            entries = _read(path)
+            if entries is not None:
+                merged.update(entries)
+                read.append(path)
+        rows = [[*key, value] for key, value in merged.items()]
+        name = f"digests-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        try:
+            atomic_write_text(self.directory / name, json.dumps({"files": rows}))
+        except OSError:
+            return
+        for path in read:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def _load(self) -> None:
         """Read the folder's digest files once (unreadable ones are skipped)."""
@@ -113,10 +144,21 @@ class FileDigests:
         if self.directory is None or not self.directory.is_dir():
             return
         for stored in sorted(self.directory.glob("digests-*.json")):
-            try:
-                entries = json.loads(stored.read_text(encoding="utf-8"))["files"]
-                for path, size, mtime_ns, ctime_ns, inode, value in entries:
-                    key = (str(path), int(size), int(mtime_ns), int(ctime_ns), int(inode))
-                    self._known.setdefault(key, str(value))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+            for key, value in (_read(stored) or {}).items():
+                self._known.setdefault(key, value)
+
+
+def _read(stored: Path) -> dict[_Stat, str] | None:
+    """The digests of one digest file; empty for a file of the old ``[path, size, mtime_ns,
+    sha256]`` form, ``None`` for one that cannot be read or parsed."""
+    try:
+        entries = json.loads(stored.read_text(encoding="utf-8"))["files"]
+        if entries and all(len(entry) == 4 for entry in entries):
+            return {}
+        found: dict[_Stat, str] = {}
+        for path, size, mtime_ns, ctime_ns, inode, value in entries:
+            key = (str(path), int(size), int(mtime_ns), int(ctime_ns), int(inode))
+            found.setdefault(key, str(value))
+        return found
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
