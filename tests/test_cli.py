@@ -182,11 +182,14 @@ def test_evaluate_on_a_folder_leaves_out_a_file_that_is_no_image_and_says_so(
                 tmp_path / "data" / name / f"{i}.png"
             )
     (tmp_path / "data" / "a" / "notes.jpg").write_text("not an image")
+    (tmp_path / "data" / "b" / "phone.HEIC").write_bytes(b"heic")
     argv = ["evaluate", "--dataset", "folder", "--data-root", str(tmp_path / "data"),
             "--ways", "2", "--shots", "1", "--queries", "2", "--episodes", "2",
             "--method", "support-init", "--backbone", "conv4", "--image-size", "16",
             "--output", str(tmp_path / "r.json"), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     err = capsys.readouterr().err  # a warning: stderr, even with --quiet
-    assert "anyshot: warning: skipped 1 file of" in err and "notes.jpg" in err
+    assert "anyshot: warning: skipped 2 files of" in err
+    assert "notes.jpg (Pillow cannot read its image header)" in err
+    assert "phone.HEIC (an image format anyshot does not read (.HEIC): convert it to JPEG)" in err
     assert json.loads((tmp_path / "r.json").read_text())["config"]["split"] is None

@@ -44,7 +44,8 @@ class FolderDataset(FileDataset):
         split: as given.
         paths: image file of each item.
         skipped: files that were not used (not images, not inside a class folder, unreadable,
-            special files; hidden ones are not listed).
+            special files; hidden ones are not listed), sorted.
+        skip_reasons: why each of :attr:`skipped` was not used, in words.
 
     Raises:
         DatasetError: ``root`` does not exist, is not a folder, or has no class folders.
@@ -74,8 +75,10 @@ class FolderDataset(FileDataset):
                 f"open ({len(unopened)} unreadable files skipped); add images or remove the "
                 f"folder. {LAYOUT}"
             )
-        skipped = [s.path for s in found.report.skipped if s.kind != "hidden"]
-        self.skipped: list[str] = sorted(skipped + unopened)
+        reasons = {s.path: s.reason for s in found.report.skipped if s.kind != "hidden"}
+        reasons.update((path, "Pillow cannot read its image header") for path in unopened)
+        self.skip_reasons: dict[str, str] = dict(sorted(reasons.items()))
+        self.skipped: list[str] = list(self.skip_reasons)
         super().__init__(paths, labels, found.classes)
 
     def __repr__(self) -> str:

@@ -636,14 +636,14 @@ def _single(values: Iterable[int]) -> int | None:
 
 
 def _skipped_words(dataset: FolderDataset, listed: int = 5) -> str:
-    """The files a class-folder tree left out, in words (the first ``listed`` named)."""
-    shown = ", ".join(dataset.skipped[:listed])
-    more = f" and {len(dataset.skipped) - listed} more" if len(dataset.skipped) > listed else ""
-    files = "1 file" if len(dataset.skipped) == 1 else f"{len(dataset.skipped)} files"
-    return (
-        f"skipped {files} of {str(dataset.root)!r} (not images, unreadable or too large, or "
-        f"outside the class folders): {shown}{more}"
+    """The files a class-folder tree left out and why, in words (the first ``listed`` named)."""
+    reasons = dataset.skip_reasons
+    shown = "; ".join(
+        f"{path} ({reasons.get(path, 'skipped')})" for path in dataset.skipped[:listed]
     )
+    more = f"; and {len(dataset.skipped) - listed} more" if len(dataset.skipped) > listed else ""
+    files = "1 file" if len(dataset.skipped) == 1 else f"{len(dataset.skipped)} files"
+    return f"skipped {files} of {str(dataset.root)!r}: {shown}{more}"
 
 
 def _split_of(dataset: ImageDataset, split: str) -> str | None:
