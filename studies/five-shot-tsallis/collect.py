@@ -42,17 +42,18 @@ def agree(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 
 
 def loo_accuracy(rows: EpisodeRows) -> list[float]:
-    """Leave-one-out nearest-class-mean accuracy of the support rows (NaN at one shot)."""
-    unit = F.normalize(rows.support.clamp_min(0), dim=-1)  # [E, S, D]
+    """Leave-one-out nearest-class-mean accuracy of the support rows (NaN at one shot), in
+    ``[E, S, K]`` memory: a row's own class mean is its class's sum minus itself."""
+    unit = F.normalize(rows.support.clamp_min(0).double(), dim=-1)  # [E, S, D]
     one_hot = F.one_hot(rows.targets.long(), rows.ways).double()  # [E, S, K]
-    sums = one_hot.transpose(1, 2) @ unit.double()  # [E, K, D]
-    counts = one_hot.sum(1)  # [E, K]
-    own = sums.unsqueeze(1) - one_hot.unsqueeze(-1) * unit.double().unsqueeze(2)  # [E, S, K, D]
-    left = counts.unsqueeze(1) - one_hot  # [E, S, K]
-    means = F.normalize(own, dim=-1)
-    cos = (means * unit.double().unsqueeze(2)).sum(-1).masked_fill(left == 0, -2.0)
-    if bool((counts < 2).any()):
+    if bool((one_hot.sum(1) < 2).any()):
         return [float("nan")] * rows.support.shape[0]
+    sums = one_hot.transpose(1, 2) @ unit  # [E, K, D]
+    dots = unit @ sums.transpose(1, 2)  # [E, S, K]
+    norms2 = (sums * sums).sum(-1).unsqueeze(1).expand_as(dots)  # [E, S, K]
+    own_dots = dots - one_hot  # x . (sum - x) = x . sum - 1 on the own class
+    own_norms2 = norms2 - one_hot * (2 * dots - 1)
+    cos = own_dots / own_norms2.clamp_min(1e-12).sqrt()
     return (cos.argmax(-1) == rows.targets).double().mean(1).tolist()
 
 
