@@ -27,6 +27,11 @@ outlier score:
   their mean, prototypes fitted by the TIM objective over the K+1 classes; score = the outlier
   class's probability. It runs on the first ``--ostim-episodes`` episodes only (its Adam loop is
   the slow part); its ``vs`` rows compare the other methods on those same episodes.
+* ``OSLO``: the same paper's main method (:func:`oslo`), written from its description: each
+  query has a latent inlierness ``z`` and soft class assignments ``y``, updated in turn with the
+  class prototypes (weighted means of the support and of the queries by ``z y``) for a few
+  steps; score = ``1 - z``. All episodes (no gradients: it is fast). Settings
+  (:class:`OsloSettings`) chosen on val (``studies/open-set-score/oslo_sweep.py``).
 
 Metrics per row: inlier accuracy (accuracy on the inlier queries, argmax over the K classes),
 AUROC and AUPR of the score with outliers as positives (:func:`anyshot.outliers.auroc`,
@@ -181,6 +186,52 @@ def ostim(
     return logits[..., :ways], logits.softmax(-1)[..., ways]
 
 
+# --- OSLO ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class OsloSettings:
+    """OSLO's settings: alternating steps and the two entropy weights (``inlier_weight``
+    ``lambda_s`` on the inlierness, ``assignment_weight`` ``lambda_z`` on the class assignments),
+    chosen on val by ``studies/open-set-score/oslo_sweep.py`` (best mean AUROC over the four
+    val cells)."""
+
+    steps: int = 10
+    inlier_weight: float = 0.05
+    assignment_weight: float = 0.05
+
+
+def oslo(
+    support: Tensor, targets: Tensor, query: Tensor, ways: int, settings: OsloSettings
+) -> tuple[Tensor, Tensor]:
+    """OSLO on ``E`` episodes -> closed-set logits ``[E, Q, K]`` (cosines to the final
+    prototypes) and outlier scores ``[E, Q]`` (one minus the inlierness).
+
+    Rows are centred on the mean of the episode's support and query rows (as :func:`ostim`).
+    From the support class means, uniform assignments and inlierness one half, each step sets
+    ``z_q = sigmoid(sum_k y_qk cos_qk / lambda_s)``, then ``y_q = softmax(z_q cos_q /
+    lambda_z)``, then each prototype to the mean of its support rows and of the queries weighted
+    by ``z_q y_qk`` (block-coordinate ascent of the paper's likelihood with entropy terms).
+
+    Args:
+        support: ``[E, S, D]``; targets: ``[E, S]`` in ``0..K-1``; query: ``[E, Q, D]``.
+    """
+    centre = torch.cat([support, query], dim=1).float().mean(1, keepdim=True)
+    s, q = support.float() - centre, query.float() - centre
+    one_hot = F.one_hot(targets.long(), ways).float()  # [E, S, K]
+    prototypes = one_hot.transpose(1, 2) @ s / one_hot.sum(1).unsqueeze(-1)  # [E, K, D]
+    unit_q = F.normalize(q, dim=-1)
+    assignment = torch.full((*q.shape[:2], ways), 1.0 / ways)  # [E, Q, K]
+    inlier = torch.full((*q.shape[:2], 1), 0.5)  # [E, Q, 1]
+    for _ in range(settings.steps):
+        cosine = unit_q @ F.normalize(prototypes, dim=-1).transpose(1, 2)  # [E, Q, K]
+        inlier = ((assignment * cosine).sum(-1, keepdim=True) / settings.inlier_weight).sigmoid()
+        assignment = (inlier * cosine / settings.assignment_weight).softmax(-1)
+        weight = torch.cat([one_hot, inlier * assignment], dim=1)  # [E, S + Q, K]
+        rows = torch.cat([s, q], dim=1)
+        prototypes = weight.transpose(1, 2) @ rows / weight.sum(1).unsqueeze(-1)
+    cosine = unit_q @ F.normalize(prototypes, dim=-1).transpose(1, 2)
+    return cosine, 1.0 - inlier.squeeze(-1)
+
+
 # --- metrics -------------------------------------------------------------------------------------
 def _mean_ci(values: list[float]) -> dict[str, float]:
     """Mean and 95% CI half-width, in percent."""
@@ -273,6 +324,10 @@ def open_set_rows(batch: EpisodeBatch, shots: int, ostim_episodes: int) -> dict[
         rows[f"{name} / nearest mean"] = open_set_metrics(logits, batch.query_targets, distance)
     rows["default / nearest mean"]["unknown_rule"] = unknown_rule(batch, distance, centre, covered)
     rows["default / nearest mean"]["centred"] = float(covered.float().mean())
+    start = time.perf_counter()
+    logits, scores = oslo(batch.support, batch.targets, batch.query, batch.ways, OsloSettings())
+    rows["OSLO"] = open_set_metrics(logits, batch.query_targets, scores)
+    rows["OSLO"]["ms_per_episode"] = 1000 * (time.perf_counter() - start) / len(batch)
     if ostim_episodes <= 0:  # --ostim-episodes 0: no OSTIM rows
         return rows
     few = batch.first(min(ostim_episodes, len(batch)))
@@ -432,6 +487,7 @@ def main() -> None:
             "shares": SHARES,
             "methods": {k: dataclasses.asdict(m) for k, m in METHODS.items()},
             "ostim": {s: dataclasses.asdict(OstimSettings.for_shots(s)) for s in SHOTS},
+            "oslo": dataclasses.asdict(OsloSettings()),
             "domains": {n: dataclasses.asdict(DOMAINS[n]) for n in args.domains.split(",")},
             "cache_dir": str(args.cache_dir),
             **environment("torch_threads", "OMP_NUM_THREADS", "torch", "machine", "python"),
