@@ -192,11 +192,11 @@ class OsloSettings:
     """OSLO's settings: alternating steps and the two entropy weights (``inlier_weight``
     ``lambda_s`` on the inlierness, ``assignment_weight`` ``lambda_z`` on the class assignments),
     chosen on val by ``studies/open-set-score/oslo_sweep.py`` (best mean AUROC over the four
-    val cells)."""
+    val cells, 82.4; more steps lost AUROC: 80.4 at best with 5, 78.8 with 10)."""
 
-    steps: int = 10
-    inlier_weight: float = 0.05
-    assignment_weight: float = 0.05
+    steps: int = 2
+    inlier_weight: float = 0.1
+    assignment_weight: float = 0.1
 
 
 def oslo(
