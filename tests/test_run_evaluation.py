@@ -12,7 +12,7 @@ import pytest
 
 from anyshot.cli import build_parser, main
 from anyshot.cli.options import method_from_args
-from anyshot.errors import ConfigurationError
+from anyshot.errors import ConfigurationError, ImageReadError
 from anyshot.evaluation import EvaluationResult
 from anyshot.evaluation.run import (
     EvaluationConfig,
@@ -246,7 +246,8 @@ def test_an_image_cut_short_during_the_run_keeps_the_finished_episodes(
     with pytest.raises(EvaluationStopped, match="cannot read image") as stopped:
         run_evaluation(config(folder, output=output))
     assert stopped.value.saved == output
-    assert "the 2 finished episodes were saved to" in str(stopped.value)
+    assert "what finished (2 episodes) was saved to" in str(stopped.value)
+    assert isinstance(stopped.value, OSError)  # callers catching read errors still do
     saved = json.loads(output.read_text())
     assert "cannot read image" in saved["config"]["stopped_by"]
     assert "interrupted" not in saved["config"]
@@ -261,7 +262,37 @@ def test_an_image_cut_short_during_the_run_keeps_the_finished_episodes(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "anyshot: error: cannot read image" in err
-    assert f"the 2 finished episodes were saved to {tmp_path / 'cli.json'}" in err
+    assert f"what finished (2 episodes) was saved to {tmp_path / 'cli.json'}" in err
+    assert ".;" not in err
+
+
+def test_a_read_error_after_the_cache_keeps_the_finished_episodes(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With cached features, images can still be read per episode (the hardness model): an
+    error there keeps what finished, as in the plain path."""
+    import anyshot.evaluation.run as run_module
+
+    real = run_module.evaluate_cached
+
+    def fails_on_the_second(*args: Any, **kwargs: Any) -> EvaluationResult:
+        calls = {"n": 0}
+
+        def hardness(index: int) -> float:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise ImageReadError("cannot read image 'x.png': image file is truncated")
+            return 0.0
+
+        return real(*args, **{**kwargs, "hardness": hardness})
+
+    monkeypatch.setattr(run_module, "evaluate_cached", fails_on_the_second)
+    output = tmp_path / "r.json"
+    with pytest.raises(EvaluationStopped, match=r"what finished \(1 episode\) was saved"):
+        run_evaluation(config(folder, output=output, cache_dir=tmp_path / "cache"))
+    saved = json.loads(output.read_text())
+    assert saved["config"]["stopped_by"].endswith("image file is truncated")
+    assert len(saved["episodes"]) == 1
 
 
 def test_files_left_out_of_a_folder_are_a_warning_from_python_too(folder: Path) -> None:

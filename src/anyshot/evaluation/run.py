@@ -36,7 +36,7 @@ from anyshot.backbones import Backbone, load_backbone
 from anyshot.data import FolderDataset, ImageDataset, load_dataset
 from anyshot.episode_files import load_episodes, read_episode_header, save_episodes
 from anyshot.episodes import EpisodeSpec, make_episode, spec_query_targets
-from anyshot.errors import AnyshotError, ConfigurationError
+from anyshot.errors import ConfigurationError, ImageReadError
 from anyshot.evaluation.cached import (
     embed_items,
     episode_items,
@@ -191,7 +191,7 @@ class EvaluationInterrupted(KeyboardInterrupt):
         self.saved = saved
 
 
-class EvaluationStopped(AnyshotError):
+class EvaluationStopped(ImageReadError):
     """An image could not be read part-way through :func:`run_evaluation` (a file cut short,
     removed or replaced during the run); what finished is kept, as on Ctrl-C.
 
@@ -209,15 +209,15 @@ class EvaluationStopped(AnyshotError):
         partial: EvaluationResult | None,
         saved: Path | None,
     ) -> None:
+        count = 0 if partial is None else len(partial.records)
+        episodes = "1 episode" if count == 1 else f"{count} episodes"
         if partial is None:
             kept = "; no episode had finished"
         elif saved is None:
-            kept = f"; {len(partial.records)} episodes had finished (no output file was given)"
+            kept = f"; {episodes} had finished (no output file was given)"
         else:
-            kept = (
-                f"; the {len(partial.records)} finished episodes were saved to {saved} "
-                '(marked "stopped_by")'
-            )
+            kept = f'; what finished ({episodes}) was saved to {saved} (marked "stopped_by")'
+
         super().__init__(f"{error}{kept}")
         self.results = results
         self.partial = partial
@@ -421,24 +421,26 @@ class _Run:
         output = None if config.output is None else setting.suffixed(config.output, many)
         base = self.result_config(protocol, len(specs))
         records: list[dict[str, Any]] = []
-        stopped: str | None = None  # "" = Ctrl-C, else the error that stopped this process
+        stopped: tuple[str, str] | None = None  # ("interrupted", "") or ("error", message)
+        self.episodes_started = False
         try:
             if self.cache is not None:
                 done = self.cached(specs, base, records)
             else:
                 done = self.plain(specs, base, records)
         except KeyboardInterrupt:
-            stopped, done = "", None
+            stopped, done = ("interrupted", ""), None
         except OSError as error:  # an image cut short, removed or replaced during the run
-            if self.cache is not None:  # before any episode, and the processes share a barrier
+            if not self.episodes_started:  # the cache's embedding: the processes share a barrier
                 raise
-            stopped, done = str(error), None
+            stopped, done = ("error", str(error).rstrip(". ") or type(error).__name__), None
         gathered = shard.all_gather((records, done.config if done else base, stopped))
         records = sorted((r for part, _, _ in gathered for r in part), key=lambda r: r["index"])
         result = EvaluationResult(records=records, config=gathered[0][1])
-        reasons = [reason for _, _, reason in gathered if reason is not None]
-        if reasons:
-            self.stop(result, output, max(reasons, key=len) or None)
+        reasons = sorted(reason for _, _, reason in gathered if reason is not None)
+        if reasons:  # an error outranks Ctrl-C
+            kind, message = reasons[0]
+            self.stop(result, output, message if kind == "error" else None)
         if output is not None and shard.is_main:
             result.save(output)
         if self.on_result is not None:
@@ -541,6 +543,7 @@ class _Run:
             show_progress=self.show_progress,
         )
         shard.barrier()
+        self.episodes_started = True  # hardness may still read images, episode by episode
         if not mine:
             return None
         features = embed_items(
@@ -566,6 +569,7 @@ class _Run:
     ) -> EvaluationResult | None:
         """This process's episodes (every ``world_size``-th), each embedding its own images."""
         mine = self.shard.indices(len(specs))
+        self.episodes_started = True
         if not mine:
             return None
         preprocessing = self.backbone.preprocessing
