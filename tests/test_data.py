@@ -117,31 +117,39 @@ def test_folder_dataset_empty_class_names_the_folder(tmp_path: Path) -> None:
     assert "(skipped: 1 not an image file)" in str(error.value)
 
 
-def test_folder_dataset_scans_as_classify_does(tmp_path: Path) -> None:
-    """One scan for both: a sub-folder linked into a class is walked, a link back up is not
-    walked twice, and a class of files Pillow cannot open is refused, naming the folder."""
+def test_folder_dataset_scans_as_classify_does_without_following_linked_folders(
+    tmp_path: Path,
+) -> None:
+    """One scan for both, but a dataset's class folders keep their own images: a link to a
+    folder (here into another class) is listed, not walked, so no image changes class and the
+    seeded episodes do not depend on links; a class folder that is a link is read."""
     a = _write(tmp_path / "data" / "cat" / "a.png")
-    b = _write(tmp_path / "elsewhere" / "b.png")
-    (tmp_path / "data" / "cat" / "more").symlink_to(tmp_path / "elsewhere")
+    pup = _write(tmp_path / "data" / "wolf" / "pups" / "p.png")
+    (tmp_path / "data" / "cat" / "looks_like").symlink_to(tmp_path / "data" / "wolf" / "pups")
     (tmp_path / "data" / "cat" / "loop").symlink_to(tmp_path / "data" / "cat")
-    _write(tmp_path / "data" / "dog" / "c.png")
-    (tmp_path / "data" / "dog" / "photo.heic").write_bytes(b"heic")
+    d = _write(tmp_path / "elsewhere" / "d.png")
+    (tmp_path / "data" / "dog").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "data" / "wolf" / "photo.heic").write_bytes(b"heic")
     dataset = FolderDataset(tmp_path / "data")
-    assert [dataset.source(i) for i in range(2)] == [
+    assert dataset.class_names == ["cat", "dog", "wolf"]
+    assert [dataset.source(i) for i in range(3)] == [
         str(a),
-        str(tmp_path / "data" / "cat" / "more" / "b.png"),
+        str(tmp_path / "data" / "dog" / d.name),
+        str(pup),
     ]
-    assert b.exists() and dataset.class_counts().tolist() == [2, 1]
     assert dataset.skipped == [
+        str(tmp_path / "data" / "cat" / "looks_like"),
         str(tmp_path / "data" / "cat" / "loop"),
-        str(tmp_path / "data" / "dog" / "photo.heic"),
+        str(tmp_path / "data" / "wolf" / "photo.heic"),
     ]
+    assert "not followed" in dataset.skip_reasons[str(tmp_path / "data" / "cat" / "loop")]
 
     (tmp_path / "data" / "eel").mkdir()
     (tmp_path / "data" / "eel" / "fake.jpg").write_text("not an image")
     with pytest.raises(EmptyClassError, match="holds no image that Pillow can open") as error:
         FolderDataset(tmp_path / "data")
     assert str(tmp_path / "data" / "eel") in str(error.value)
+    assert "(1 unreadable files skipped)" in str(error.value)
 
 
 def test_folder_dataset_missing_or_flat_root_explains_layout(tmp_path: Path) -> None:

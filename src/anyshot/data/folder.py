@@ -26,11 +26,12 @@ class FolderDataset(FileDataset):
 
     Class names are the sub-folder names of ``root``, sorted; each class's images are found at any
     depth below its folder and sorted by path, by the scan ``classify`` uses for a support
-    folder (:func:`anyshot.data.intake.scan_support`: symbolic links followed, a folder never
-    walked twice). Hidden files and folders (``.*``, ``__MACOSX``) are ignored; other files
-    without an image extension or whose header Pillow cannot read (a text file named ``.jpg``,
-    an empty file), files directly in ``root``, and unreadable or special files are skipped and
-    listed in :attr:`skipped`.
+    folder (:func:`anyshot.data.intake.scan_support`), except that symbolic links to folders
+    inside a class folder are not followed (links to files and class folders that are links
+    are). Hidden files and folders (``.*``, ``__MACOSX``) are ignored; other files without an
+    image extension or whose header Pillow cannot read (a text file named ``.jpg``, an empty
+    file), files directly in ``root``, unreadable or special files and linked folders are
+    skipped and listed in :attr:`skipped`.
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -43,8 +44,8 @@ class FolderDataset(FileDataset):
         root: the root folder.
         split: as given.
         paths: image file of each item.
-        skipped: files that were not used (not images, not inside a class folder, unreadable,
-            special files; hidden ones are not listed), sorted.
+        skipped: files and folders that were not used (not images, not inside a class folder,
+            unreadable, special files, linked folders; hidden ones are not listed), sorted.
         skip_reasons: why each of :attr:`skipped` was not used, in words.
 
     Raises:
@@ -61,7 +62,12 @@ class FolderDataset(FileDataset):
             what = "is not a folder" if self.root.exists() else "does not exist"
             raise DatasetError(f"dataset folder {str(self.root)!r} {what}; {LAYOUT}")
         found = scan_support(
-            self.root, min_classes=1, find_duplicates=False, what="dataset folder", layout=LAYOUT
+            self.root,
+            min_classes=1,
+            find_duplicates=False,
+            what="dataset folder",
+            layout=LAYOUT,
+            follow_folder_links=False,
         )
         opened = [_opens(path) for path in found.paths]
         paths = [path for path, ok in zip(found.paths, opened, strict=True) if ok]
@@ -70,10 +76,11 @@ class FolderDataset(FileDataset):
         unopened = [path for path, ok in zip(found.paths, opened, strict=True) if not ok]
         missing = sorted(set(found.classes) - {found.classes[label] for label in labels})
         if missing:
+            folder = self.root / missing[0]
+            unread = sum(Path(path).is_relative_to(folder) for path in unopened)
             raise EmptyClassError(
-                f"class folder {str(self.root / missing[0])!r} holds no image that Pillow can "
-                f"open ({len(unopened)} unreadable files skipped); add images or remove the "
-                f"folder. {LAYOUT}"
+                f"class folder {str(folder)!r} holds no image that Pillow can open ({unread} "
+                f"unreadable files skipped); add images or remove the folder. {LAYOUT}"
             )
         reasons = {s.path: s.reason for s in found.report.skipped if s.kind != "hidden"}
         reasons.update((path, "Pillow cannot read its image header") for path in unopened)

@@ -19,6 +19,8 @@ kind               what
 ``broken-link``    a symbolic link whose target does not exist
 ``link-cycle``     a folder reached a second time (given twice, or a symbolic-link cycle): not
                    walked again
+``folder-link``    a symbolic link to a folder inside a class folder, when links are not
+                   followed (``anyshot evaluate``'s class trees: see :func:`scan_support`)
 ``permission``     a file or folder that cannot be read (permission denied)
 ``special``        a socket, pipe or device file
 ``corrupt``        an image file that does not decode (corrupt, truncated, not really an
@@ -73,6 +75,7 @@ SKIP_KINDS: dict[str, str] = {
     "outside-class": "not inside a class folder",
     "broken-link": "broken symbolic link",
     "link-cycle": "folder reached twice",
+    "folder-link": "linked folder not followed",
     "permission": "permission denied",
     "special": "not a regular file",
     "corrupt": "corrupt or unreadable image",
@@ -257,6 +260,7 @@ def scan_support(
     find_duplicates: bool = True,
     what: str = "support folder",
     layout: str = SUPPORT_LAYOUT,
+    follow_folder_links: bool = True,
 ) -> LabelledFiles:
     """Find the images of a folder-per-class tree (a support folder, or the class tree
     ``anyshot evaluate --dataset folder`` reads: :class:`~anyshot.data.folder.FolderDataset`).
@@ -268,6 +272,10 @@ def scan_support(
         find_duplicates: look for identical files (in different classes or in one).
         what: what ``root`` is, in messages.
         layout: the expected layout, in messages.
+        follow_folder_links: walk symbolic links to folders inside the class folders (a class
+            folder that is itself a link is always read). ``False`` for a dataset: a link into
+            another class's folder would move its images to this class, and the seeded
+            episodes of a tree must not change with its links.
 
     Raises:
         DatasetError: ``root`` missing or not a folder, no class folders, fewer than
@@ -278,7 +286,7 @@ def scan_support(
     top = os.fspath(root)
     _check_root(top, what, layout)
     report = IntakeReport([top])
-    walker = _Walker(report, strict)
+    walker = _Walker(report, strict, follow_folder_links)
     walker.enter(top)
     class_dirs: list[tuple[str, str]] = []
     for entry, kind in walker.entries(top):
@@ -402,9 +410,10 @@ def _check_root(path: str, what: str, layout: str) -> None:
 class _Walker:
     """Walks folders once each (symbolic-link cycles are cut), recording every skip."""
 
-    def __init__(self, report: IntakeReport, strict: bool) -> None:
+    def __init__(self, report: IntakeReport, strict: bool, follow_links: bool = True) -> None:
         self.report = report
         self.strict = strict
+        self.follow_links = follow_links
         self.visited: set[tuple[int, int]] = set()
 
     def skip(self, path: str, kind: str, reason: str) -> None:
@@ -483,7 +492,11 @@ class _Walker:
         while stack:
             current = stack.pop()
             for entry, kind in self.entries(current):
-                if kind == "dir":
+                if kind == "dir" and not self.follow_links and entry.is_symlink():
+                    self.report.skip(
+                        entry.path, "folder-link", "symbolic link to a folder: not followed"
+                    )
+                elif kind == "dir":
                     if self.enter(entry.path):
                         stack.append(entry.path)
                 else:
