@@ -45,9 +45,26 @@ def test_many_runs_leave_one_merged_file_and_old_forms_go(tmp_path: Path) -> Non
         run.digest(path)
         run.save()
     stored = sorted(cache.glob("digests-*.json"))
-    assert len(stored) < MERGE_AT and not old.exists() and foreign.exists()
+    assert len(stored) < MERGE_AT and not old.exists() and not foreign.exists()
     later = FileDigests(cache)
     assert [later.digest(p) for p in paths] == [
         hashlib.sha256(f"content {i}".encode()).hexdigest() for i in range(len(paths))
     ]
     assert later.hashed == 0  # every digest survived the merge
+
+
+def test_a_merge_drops_the_entries_of_files_that_are_gone(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    paths = _files(tmp_path, MERGE_AT + 1)
+    for path in paths:
+        run = FileDigests(cache)
+        run.digest(path)
+        run.save()
+        if path == paths[0]:
+            Path(path).unlink()  # gone before the merge
+    entries = [
+        row for stored in cache.glob("digests-*.json")
+        for row in json.loads(stored.read_text())["files"]
+    ]  # fmt: skip
+    assert sorted(row[0] for row in entries) == sorted(paths[1:])

@@ -18,8 +18,9 @@ with the digests computed since the last save (files of the earlier ``[path, siz
 sha256]`` form are ignored: their files are read once more). Several processes may share the
 folder (names never collide); an unreadable or foreign file is ignored, and a folder that
 cannot be written keeps the digests in memory only. When a save leaves more than
-:data:`MERGE_AT` digest files, they are merged into one and removed (old-form files too), so
-that the folder does not grow a file per run.
+:data:`MERGE_AT` digest files, they are merged into one and removed (old-form and damaged files
+too), keeping only the entries whose file still has the same size, times and inode, so that
+the folder grows neither a file per run nor entries for files that are gone.
 """
 
 from __future__ import annotations
@@ -112,27 +113,24 @@ class FileDigests:
         self._merge()
 
     def _merge(self) -> None:
-        """Over :data:`MERGE_AT` digest files in the folder: write their entries as one file,
-        then remove the files merged (and those of the old form). Another process that lists
-        the folder meanwhile reads either; one that misses both reads its files once more."""
+        """Over :data:`MERGE_AT` digest files in the folder: write the entries whose file is
+        unchanged as one file, then remove the files read (old-form and damaged ones too).
+        Another process that lists the folder meanwhile reads either; one that misses both
+        reads its files once more."""
         assert self.directory is not None
         stored = sorted(self.directory.glob("digests-*.json"))
         if len(stored) <= MERGE_AT:
             return
         merged: dict[_Stat, str] = {}
-        read: list[Path] = []
         for path in stored:
-            entries = _read(path)
-            if entries is not None:
-                merged.update(entries)
-                read.append(path)
-        rows = [[*key, value] for key, value in merged.items()]
+            merged.update(_read(path) or {})
+        rows = [[*key, value] for key, value in merged.items() if _unchanged(key)]
         name = f"digests-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         try:
             atomic_write_text(self.directory / name, json.dumps({"files": rows}))
         except OSError:
             return
-        for path in read:
+        for path in stored:
             with contextlib.suppress(OSError):
                 path.unlink()
 
@@ -146,6 +144,15 @@ class FileDigests:
         for stored in sorted(self.directory.glob("digests-*.json")):
             for key, value in (_read(stored) or {}).items():
                 self._known.setdefault(key, value)
+
+
+def _unchanged(key: _Stat) -> bool:
+    """Whether the file of a digest entry still has the entry's size, times and inode."""
+    try:
+        stat = os.stat(key[0])
+    except OSError:
+        return False
+    return key[1:] == (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
 def _read(stored: Path) -> dict[_Stat, str] | None:

@@ -97,11 +97,12 @@ protocols (--protocol):
   open-set     N-way K-shot supports; --inlier-queries queries of the N classes plus
                --outlier-queries outliers: images of --outlier-classes other classes of the
                split (never a support class; the method gets them as queries, not their
-               label). Records add AUROC and AUPR of the outlier score of classify's
-               outlier_score column (cosine distance to the nearest class mean of the frozen
-               embeddings; without --cache-dir one more forward pass of each episode's
-               images) and the AUROC of the method's 1 - max softmax probability (outliers as
-               positives); accuracy is the inlier queries' accuracy
+               label). Records add AUROC and AUPR of classify's outlier_score (cosine
+               distance to the nearest class mean of the frozen embeddings, centred where the
+               queries cover the classes: the same for every --method; one more forward pass
+               of each episode's images unless its features are cached) and the AUROC of the
+               method's 1 - max softmax probability (outliers as positives); accuracy is the
+               inlier queries' accuracy
 
   anyshot evaluate ... --protocol present-classes --ways 20 --present-classes 3 \\
       --total-queries 75 --output pc.json
