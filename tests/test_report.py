@@ -282,6 +282,18 @@ def test_rows_carry_the_pooled_ece_and_the_open_set_metrics(tmp_path: Path) -> N
     (line,) = read_csv(tmp_path / "out" / "report.csv")
     assert float(line["ece_pct"]) == pytest.approx(10.0)
     assert float(line["auroc_mean_pct"]) == pytest.approx(80.0)
+    # a file written before the product's score: its AUROC is the MSP's
+    assert line["outlier_score"] == "msp" and float(line["msp_auroc_mean_pct"]) == 80.0
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "## Calibration and outliers" in markdown and "| 10.00 |" in markdown
+
+    for record, msp in zip(records, [0.5, 0.6], strict=True):
+        record.update(outlier_score="nearest-mean", msp_auroc=msp)
+    path.write_text(json.dumps({"summary": {}, "config": config, "episodes": records}))
+    (row,) = write_report([path], tmp_path / "out2").rows
+    assert row.calibration is not None and row.calibration.score == "nearest-mean"
+    assert row.calibration.auroc is not None and row.calibration.auroc[0] == pytest.approx(80.0)
+    assert row.calibration.msp_auroc is not None
+    assert row.calibration.msp_auroc[0] == pytest.approx(55.0)
+    assert "| nearest-mean | 55.00 ±" in (tmp_path / "out2" / "report.md").read_text()
     assert any(p.name == "report-reliability-omniglot-val.png" for p in report.plots)

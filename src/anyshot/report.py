@@ -155,14 +155,18 @@ class Row:
 @dataclass(frozen=True)
 class Calibration:
     """A row's calibration and outlier figures (%): the ECE of every query prediction pooled
-    and, for open-set results, the inlier queries' ECE and the AUROC and AUPR of the outlier
-    score (mean and 95% CI over episodes); ``None`` where they do not apply."""
+    and, for open-set results, the inlier queries' ECE, the AUROC and AUPR of the outlier
+    score (``score``: ``"nearest-mean"``, the product's, or ``"msp"`` in older results) and the
+    AUROC of the method's maximum softmax probability (mean and 95% CI over episodes);
+    ``None`` where they do not apply."""
 
     ece: float
     predictions: int
     inlier_ece: float | None = None
     auroc: tuple[float, float] | None = None
     aupr: tuple[float, float] | None = None
+    msp_auroc: tuple[float, float] | None = None
+    score: str | None = None
 
 
 def _calibration(records: Sequence[dict[str, Any]]) -> Calibration | None:
@@ -178,12 +182,15 @@ def _calibration(records: Sequence[dict[str, Any]]) -> Calibration | None:
         return (100 * open_set[f"{name}_mean"], 100 * open_set[f"{name}_ci95"])
 
     inlier = open_set.get("inlier_ece")
+    scores = {str(r.get("outlier_score", "msp")) for r in records if "auroc" in r}
     return Calibration(
         100 * pooled["ece"],
         int(pooled["ece_predictions"]),
         None if inlier is None else 100 * inlier,
         pair("auroc"),
         pair("aupr"),
+        pair("msp_auroc") if "nearest-mean" in scores else pair("auroc"),
+        " + ".join(sorted(scores)) or None,
     )
 
 
@@ -687,6 +694,9 @@ ROWS_HEADER = (
     "auroc_ci95_pct",
     "aupr_mean_pct",
     "aupr_ci95_pct",
+    "msp_auroc_mean_pct",
+    "msp_auroc_ci95_pct",
+    "outlier_score",
     "source",
     "warning",
 )
@@ -737,15 +747,16 @@ def _rows_csv(rows: Sequence[Row]) -> str:
 def _calibration_cells(calibration: Calibration | None) -> list[str | None]:
     """The CSV cells of a row's :class:`Calibration` (empty where it does not apply)."""
     if calibration is None:
-        return [None] * 6
-    auroc, aupr = calibration.auroc, calibration.aupr
+        return [None] * 9
+    auroc, aupr, msp = calibration.auroc, calibration.aupr, calibration.msp_auroc
     values = [
         calibration.ece,
         calibration.inlier_ece,
         *(auroc if auroc is not None else (None, None)),
         *(aupr if aupr is not None else (None, None)),
+        *(msp if msp is not None else (None, None)),
     ]
-    return [None if v is None else repr(v) for v in values]
+    return [None if v is None else repr(v) for v in values] + [calibration.score]
 
 
 def _fits_csv(fits: Sequence[dict[str, Any]]) -> str:
@@ -792,9 +803,10 @@ def _calibration_markdown(rows: Sequence[Row], datasets: Sequence[str]) -> list[
         "ECE in %: expected calibration error of all query predictions pooled (15 equal-width "
         "bins of the max softmax probability; an outlier's prediction counts as wrong); inlier "
         "ECE: the inlier queries alone. AUROC and AUPR in % (mean ± 95% CI over episodes): how "
-        "well the outlier score ranks outliers above inliers (the product's: the cosine "
-        "distance to the nearest class mean of the frozen embeddings; 1 - max softmax "
-        "probability in results files without it: their summary's outlier_score says), "
+        "well the outlier score ranks outliers above inliers (score nearest-mean: the "
+        "product's, the cosine distance to the nearest class mean of the frozen embeddings, "
+        "the same for every method; msp: 1 - max softmax probability, in results files "
+        "written before it); MSP AUROC: the method's own 1 - max softmax probability, "
         "outliers as positives; open-set settings only (their accuracy above is the inlier "
         "queries' accuracy).",
         "",
@@ -803,17 +815,21 @@ def _calibration_markdown(rows: Sequence[Row], datasets: Sequence[str]) -> list[
         lines += [
             f"### {dataset}",
             "",
-            "| setting | method | ECE | inlier ECE | AUROC | AUPR | predictions |",
-            "|---|---|---|---|---|---|---|",
+            "| setting | method | ECE | inlier ECE | AUROC | AUPR | score | MSP AUROC "
+            "| predictions |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for row in (r for r in found if r.dataset == dataset):
             c = row.calibration
             assert c is not None
-            auroc = "n/a" if c.auroc is None else f"{c.auroc[0]:.2f} ± {c.auroc[1]:.2f}"
-            aupr = "n/a" if c.aupr is None else f"{c.aupr[0]:.2f} ± {c.aupr[1]:.2f}"
+            auroc, aupr, msp = (
+                "n/a" if v is None else f"{v[0]:.2f} ± {v[1]:.2f}"
+                for v in (c.auroc, c.aupr, c.msp_auroc)
+            )
             lines.append(
                 f"| {row.setting.label} | {row.method} | {c.ece:.2f} | "
-                f"{_number(c.inlier_ece)} | {auroc} | {aupr} | {c.predictions} |"
+                f"{_number(c.inlier_ece)} | {auroc} | {aupr} | {c.score or 'n/a'} | {msp} | "
+                f"{c.predictions} |"
             )
         lines.append("")
     return lines
