@@ -150,7 +150,24 @@ def test_symlinks_followed_broken_reported_cycles_cut(tmp_path: Path) -> None:
     assert str(root / "cat" / "linked.png") in files.paths
     found = kinds(files.report)
     assert found["broken-link"] == ["gone.png"]
-    assert sorted(found["link-cycle"]) == ["loop", "self.png"]
+    assert found["link-cycle"] == ["self.png"]
+    assert found["folder-link"] == ["loop"]  # back into the support folder: not walked
+
+
+def test_a_link_into_another_class_folder_does_not_move_its_images(tmp_path: Path) -> None:
+    """cat/looks_like -> dog/pups would give dog's pups the label cat (cat sorts first); the
+    link is listed instead, and a linked folder outside the support folder is walked."""
+    root = support_tree(tmp_path / "s")
+    pup = save(root / "dog" / "pups" / "p.png", 60)
+    (root / "cat" / "looks_like").symlink_to(root / "dog" / "pups")
+    extra = save(tmp_path / "more_cats" / "m.png", 70)
+    (root / "cat" / "more").symlink_to(tmp_path / "more_cats")
+    files = scan_support(root)
+    labels = dict(zip(files.paths, files.labels, strict=True))
+    assert labels[str(pup)] == "dog"
+    assert labels[str(root / "cat" / "more" / extra.name)] == "cat"
+    (skipped,) = [s for s in files.report.skipped if s.kind == "folder-link"]
+    assert skipped.path == str(root / "cat" / "looks_like") and "'dog'" in skipped.reason
 
 
 def test_query_folders_and_files(tmp_path: Path) -> None:

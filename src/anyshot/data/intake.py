@@ -19,8 +19,9 @@ kind               what
 ``broken-link``    a symbolic link whose target does not exist
 ``link-cycle``     a folder reached a second time (given twice, or a symbolic-link cycle): not
                    walked again
-``folder-link``    a symbolic link to a folder inside a class folder, when links are not
-                   followed (``anyshot evaluate``'s class trees: see :func:`scan_support`)
+``folder-link``    a symbolic link to a folder inside a class folder that leads back into the
+                   support folder (its images would change class), or any such link when links
+                   are not followed (``anyshot evaluate``'s class trees: :func:`scan_support`)
 ``permission``     a file or folder that cannot be read (permission denied)
 ``special``        a socket, pipe or device file
 ``corrupt``        an image file that does not decode (corrupt, truncated, not really an
@@ -286,7 +287,7 @@ def scan_support(
     top = os.fspath(root)
     _check_root(top, what, layout)
     report = IntakeReport([top])
-    walker = _Walker(report, strict, follow_folder_links)
+    walker = _Walker(report, strict, follow_folder_links, classes_in=top)
     walker.enter(top)
     class_dirs: list[tuple[str, str]] = []
     for entry, kind in walker.entries(top):
@@ -410,10 +411,19 @@ def _check_root(path: str, what: str, layout: str) -> None:
 class _Walker:
     """Walks folders once each (symbolic-link cycles are cut), recording every skip."""
 
-    def __init__(self, report: IntakeReport, strict: bool, follow_links: bool = True) -> None:
+    def __init__(
+        self,
+        report: IntakeReport,
+        strict: bool,
+        follow_links: bool = True,
+        classes_in: str | None = None,
+    ) -> None:
         self.report = report
         self.strict = strict
         self.follow_links = follow_links
+        #: The support folder whose sub-folders are classes: a link below a class folder that
+        #: leads back into it is not followed.
+        self.classes_in = None if classes_in is None else os.path.realpath(classes_in)
         self.visited: set[tuple[int, int]] = set()
 
     def skip(self, path: str, kind: str, reason: str) -> None:
@@ -492,16 +502,34 @@ class _Walker:
         while stack:
             current = stack.pop()
             for entry, kind in self.entries(current):
-                if kind == "dir" and not self.follow_links and entry.is_symlink():
-                    self.report.skip(
-                        entry.path, "folder-link", "symbolic link to a folder: not followed"
-                    )
-                elif kind == "dir":
+                if kind == "dir" and entry.is_symlink() and not self._follows(entry.path):
+                    continue
+                if kind == "dir":
                     if self.enter(entry.path):
                         stack.append(entry.path)
                 else:
                     self.add_file(entry.path, found)
         return sorted(found)
+
+    def _follows(self, link: str) -> bool:
+        """Whether to walk the folder a symbolic link inside a class folder leads to; if not,
+        the link is recorded as skipped."""
+        if not self.follow_links:
+            self.report.skip(link, "folder-link", "symbolic link to a folder: not followed")
+            return False
+        target = os.path.realpath(link)
+        if self.classes_in is not None and os.path.commonpath([target, self.classes_in]) == (
+            self.classes_in
+        ):
+            inside = os.path.relpath(target, self.classes_in).split(os.sep)[0]
+            self.report.skip(
+                link,
+                "folder-link",
+                f"symbolic link into the class folder {inside!r}: not followed (its images keep "
+                "their own class)",
+            )
+            return False
+        return True
 
     def add_file(self, path: str, found: list[str]) -> None:
         """Append ``path`` to ``found`` if it is a readable image file; else record why not."""
