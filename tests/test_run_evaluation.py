@@ -216,6 +216,29 @@ def test_an_interrupted_run_saves_its_finished_episodes(
     assert "interrupted: 2 finished episodes saved to" in capsys.readouterr().err
 
 
+def test_ctrl_c_before_any_episode_says_nothing_was_written(
+    folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C while the cache embeds: exit 130, one line saying so, and no "done in"."""
+    import anyshot.evaluation.run as run_module
+
+    def interrupted(*_: Any, **__: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module._Run, "cached", interrupted)
+    argv = ["evaluate", "--dataset", "folder", "--data-root", str(folder), "--ways", "3",
+            "--episodes", "3", "--queries", "2", "--method", "support-init", "--backbone",
+            "conv4", "--image-size", "16", "--cache-dir", str(tmp_path / "cache"),
+            "--output", str(tmp_path / "r.json")]  # fmt: skip
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before any episode finished: no results written" in err
+    assert "done in" not in err and not (tmp_path / "r.json").exists()
+
+
 def test_an_image_cut_short_during_the_run_keeps_the_finished_episodes(
     folder: Path,
     tmp_path: Path,

@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AnyshotError, ValueError, TypeError, FileNotFoundError) as error:
         print(f"anyshot: error: {error}", file=sys.stderr)
         return 2
-    if not getattr(args, "quiet", False) and getattr(args, "timed", True):
+    if status == 0 and not getattr(args, "quiet", False) and getattr(args, "timed", True):
         print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return status
 

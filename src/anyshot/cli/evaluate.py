@@ -379,6 +379,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 f"interrupted: {len(stop.partial.records)} finished episodes saved to {stop.saved}",
                 file=sys.stderr,
             )
+        elif stop.partial is not None:
+            print(
+                f"interrupted: {len(stop.partial.records)} episodes had finished (no output file)",
+                file=sys.stderr,
+            )
+        else:  # e.g. while the cache embedded the images: those it finished stay cached
+            print("interrupted before any episode finished: no results written", file=sys.stderr)
         return 130
     return 0
 
