@@ -297,3 +297,26 @@ def test_rows_carry_the_pooled_ece_and_the_open_set_metrics(tmp_path: Path) -> N
     assert row.calibration.msp_auroc[0] == pytest.approx(55.0)
     assert "| nearest-mean | 55.00 ±" in (tmp_path / "out2" / "report.md").read_text()
     assert any(p.name == "report-reliability-omniglot-val.png" for p in report.plots)
+
+
+def test_a_run_cut_short_is_marked_in_the_report(tmp_path: Path) -> None:
+    """Ctrl-C or an unreadable image left fewer episodes than asked: the row says so."""
+    config = {"dataset": "folder", "ways": 2, "shots": 1, "queries": 2, "episodes": 10,
+              "method": "support-init", "method_options": {}}  # fmt: skip
+    records = [{"index": i, "accuracy": a, "ways": 2, "shots": [1, 1], "queries": 4}
+               for i, a in enumerate([1.0, 0.5, 0.75])]  # fmt: skip
+    stopped = tmp_path / "stopped.json"
+    stopped.write_text(json.dumps({"config": {**config, "stopped_by": "cannot read image 'x'"},
+                                   "episodes": records}))  # fmt: skip
+    interrupted = tmp_path / "interrupted.json"
+    interrupted.write_text(json.dumps({"config": {**config, "queries": 3, "interrupted": True},
+                                       "episodes": records}))  # fmt: skip
+    report = write_report([stopped, interrupted], tmp_path / "out")
+    found = {w for row in report.rows for w in row.warnings}
+    assert any("only 3 of 10 episodes: stopped by an image that could not be read "
+               "(cannot read image 'x')" in w for w in found)  # fmt: skip
+    assert any("only 3 of 10 episodes: interrupted (Ctrl-C)" in w for w in found)
+    complete = tmp_path / "complete.json"
+    complete.write_text(json.dumps({"config": {**config, "episodes": 3}, "episodes": records}))
+    (row,) = write_report([complete], tmp_path / "out2").rows
+    assert not any("only" in w for w in row.warnings)

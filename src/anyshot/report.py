@@ -133,6 +133,8 @@ class ResultBlock:
     method: str
     setting: Setting
     records: list[dict[str, Any]]
+    #: why the run has fewer episodes than it asked for (Ctrl-C, an unreadable image), or None
+    cut_short: str | None = None
 
 
 @dataclass(frozen=True)
@@ -312,7 +314,20 @@ def _blocks_of(obj: Any, source: str) -> list[ResultBlock]:
         raise ResultsFileError(f"{source}: every episode record needs a numeric 'accuracy'")
     config = obj["config"]
     dataset = " ".join(str(config[k]) for k in ("dataset", "split") if config.get(k)) or "dataset"
-    return [ResultBlock(source, dataset, method_label(config), _setting(config), records)]
+    setting = _setting(config)
+    cut = _cut(config, len(records))
+    return [ResultBlock(source, dataset, method_label(config), setting, records, cut)]
+
+
+def _cut(config: dict[str, Any], finished: int) -> str | None:
+    """Why a results file holds fewer episodes than its run asked for, or ``None``."""
+    asked = config.get("episodes")
+    count = f"only {finished}" + ("" if asked is None else f" of {asked}") + " episodes"
+    if config.get("stopped_by"):
+        return f"{count}: stopped by an image that could not be read ({config['stopped_by']})"
+    if config.get("interrupted"):
+        return f"{count}: interrupted (Ctrl-C)"
+    return None
 
 
 def load_results(paths: Iterable[str | os.PathLike[str]]) -> list[ResultBlock]:
@@ -369,6 +384,14 @@ def _row_warnings(
     return tuple(found)
 
 
+def _cut_warning(block: ResultBlock) -> tuple[str, ...]:
+    """The warning of a run cut short (see :attr:`ResultBlock.cut_short`), or none."""
+    if block.cut_short is None:
+        return ()
+    where = f"{block.dataset}, {block.setting.label}, {block.method}"
+    return (f"{where}: {block.cut_short}",)
+
+
 def summary_rows(blocks: Sequence[ResultBlock]) -> list[Row]:
     """One :class:`Row` per block, statistics recomputed from its records, sorted for tables."""
     rows = []
@@ -390,7 +413,8 @@ def summary_rows(blocks: Sequence[ResultBlock]) -> list[Row]:
                 ci,
                 float(np.mean(hardness)) if hardness else None,
                 block.source,
-                _row_warnings(block.dataset, block.setting, block.method, n, std, ci),
+                _row_warnings(block.dataset, block.setting, block.method, n, std, ci)
+                + _cut_warning(block),
                 _calibration(block.records),
             )
         )
