@@ -183,6 +183,8 @@ def test_evaluate_on_a_folder_leaves_out_a_file_that_is_no_image_and_says_so(
             )
     (tmp_path / "data" / "a" / "notes.jpg").write_text("not an image")
     (tmp_path / "data" / "b" / "phone.HEIC").write_bytes(b"heic")
+    copy = (tmp_path / "data" / "a" / "0.png").read_bytes()
+    (tmp_path / "data" / "b" / "copy_of_a0.png").write_bytes(copy)
     argv = ["evaluate", "--dataset", "folder", "--data-root", str(tmp_path / "data"),
             "--ways", "2", "--shots", "1", "--queries", "2", "--episodes", "2",
             "--method", "support-init", "--backbone", "conv4", "--image-size", "16",
@@ -192,4 +194,6 @@ def test_evaluate_on_a_folder_leaves_out_a_file_that_is_no_image_and_says_so(
     assert "anyshot: warning: skipped 2 files of" in err
     assert "notes.jpg (Pillow cannot read its image header)" in err
     assert "phone.HEIC (an image format anyshot does not read (.HEIC): convert it to JPEG)" in err
+    assert "anyshot: warning: identical files in different classes of" in err
+    assert "0.png (class a)" in err and "copy_of_a0.png (class b)" in err
     assert json.loads((tmp_path / "r.json").read_text())["config"]["split"] is None

@@ -10,7 +10,7 @@ from PIL import Image
 
 from anyshot.data.dataset import FileDataset
 from anyshot.data.files import EXTENSIONS
-from anyshot.data.intake import scan_support
+from anyshot.data.intake import DuplicateFiles, scan_support
 from anyshot.errors import DatasetError, EmptyClassError
 
 __all__ = ["LAYOUT", "FolderDataset"]
@@ -47,6 +47,8 @@ class FolderDataset(FileDataset):
         skipped: files and folders that were not used (not images, not inside a class folder,
             unreadable, special files, linked folders; hidden ones are not listed), sorted.
         skip_reasons: why each of :attr:`skipped` was not used, in words.
+        duplicates: groups of identical files in different classes (every copy is used, under
+            its folder's class: an episode may hold the same image under two labels).
 
     Raises:
         DatasetError: ``root`` does not exist, is not a folder, or has no class folders.
@@ -64,7 +66,6 @@ class FolderDataset(FileDataset):
         found = scan_support(
             self.root,
             min_classes=1,
-            find_duplicates=False,
             what="dataset folder",
             layout=LAYOUT,
             follow_folder_links=False,
@@ -86,6 +87,9 @@ class FolderDataset(FileDataset):
         reasons.update((path, "Pillow cannot read its image header") for path in unopened)
         self.skip_reasons: dict[str, str] = dict(sorted(reasons.items()))
         self.skipped: list[str] = list(self.skip_reasons)
+        self.duplicates: list[DuplicateFiles] = [
+            group for group in found.report.duplicates if group.where() == "in different classes"
+        ]
         super().__init__(paths, labels, found.classes)
 
     def __repr__(self) -> str:

@@ -397,8 +397,11 @@ class _Run:
         self.on_result = task.on_result if shard.is_main else None
         self.backbone = _backbone(config)
         self.dataset = load_dataset(config.dataset, config.data_root, config.split)
-        if isinstance(self.dataset, FolderDataset) and self.dataset.skipped and shard.is_main:
-            warnings.warn(_skipped_words(self.dataset), RuntimeWarning, stacklevel=2)
+        if isinstance(self.dataset, FolderDataset) and shard.is_main:
+            if self.dataset.skipped:
+                warnings.warn(_skipped_words(self.dataset), RuntimeWarning, stacklevel=2)
+            if self.dataset.duplicates:
+                warnings.warn(_duplicate_words(self.dataset), RuntimeWarning, stacklevel=2)
         self.cache: FeatureCache | None = None
         if config.cache_dir is not None and supports_cached(config.method):
             dtype = config.cache_dtype
@@ -648,6 +651,17 @@ def _skipped_words(dataset: FolderDataset, listed: int = 5) -> str:
     more = f"; and {len(dataset.skipped) - listed} more" if len(dataset.skipped) > listed else ""
     files = "1 file" if len(dataset.skipped) == 1 else f"{len(dataset.skipped)} files"
     return f"skipped {files} of {str(dataset.root)!r}: {shown}{more}"
+
+
+def _duplicate_words(dataset: FolderDataset, listed: int = 3) -> str:
+    """The groups of identical files in different classes, in words (the first ``listed``)."""
+    groups = dataset.duplicates
+    shown = "; ".join(group.describe() for group in groups[:listed])
+    more = f"; and {len(groups) - listed} more groups" if len(groups) > listed else ""
+    return (
+        f"identical files in different classes of {str(dataset.root)!r} (each copy keeps its "
+        f"folder's class: the same image under two labels): {shown}{more}"
+    )
 
 
 def _split_of(dataset: ImageDataset, split: str) -> str | None:
