@@ -320,3 +320,10 @@ def test_a_run_cut_short_is_marked_in_the_report(tmp_path: Path) -> None:
     complete.write_text(json.dumps({"config": {**config, "episodes": 3}, "episodes": records}))
     (row,) = write_report([complete], tmp_path / "out2").rows
     assert not any("only" in w for w in row.warnings)
+
+    single = tmp_path / "single.json"  # one episode: no spread, not a spread of zero
+    single.write_text(json.dumps({"config": {**config, "episodes": 1}, "episodes": records[:1]}))
+    write_report([single], tmp_path / "out3")
+    (line,) = read_csv(tmp_path / "out3" / "report.csv")
+    assert line["accuracy_std_pct"] == "" and line["accuracy_ci95_pct"] == ""
+    assert "| 100.00 | n/a | n/a | 1 |" in (tmp_path / "out3" / "report.md").read_text()

@@ -756,8 +756,8 @@ def _rows_csv(rows: Sequence[Row]) -> str:
                 r.method,
                 r.episodes,
                 repr(r.mean),
-                repr(r.std),
-                repr(r.ci95),
+                repr(r.std) if r.episodes > 1 else None,  # one episode: no spread to estimate
+                repr(r.ci95) if r.episodes > 1 else None,
                 None if r.hardness_mean is None else repr(r.hardness_mean),
                 *_calibration_cells(r.calibration),
                 r.source,
@@ -885,8 +885,9 @@ def _markdown(
         for row in (r for r in report.rows if r.dataset == dataset):
             flag = " ⚠" if row.warnings else ""
             lines.append(
-                f"| {row.setting.label} | {row.method} | {row.mean:.2f} | {row.std:.2f} | "
-                f"± {row.ci95:.2f}{flag} | {row.episodes} | {_number(row.hardness_mean)} |"
+                f"| {row.setting.label} | {row.method} | {row.mean:.2f} | "
+                + (f"{row.std:.2f} | ± {row.ci95:.2f}{flag}" if row.episodes > 1 else "n/a | n/a")
+                + f" | {row.episodes} | {_number(row.hardness_mean)} |"
             )
         lines.append("")
     lines += _calibration_markdown(report.rows, datasets)
