@@ -238,6 +238,8 @@ def test_corrupt_and_truncated_images_raise_image_read_error_naming_the_file(
         with pytest.raises(ImageReadError) as error:
             dataset.load(index, RGB)
         assert str(path) in str(error.value)
+    with pytest.raises(ImageReadError, match=r"the file is cut short \(truncated\)"):
+        dataset.load(2, RGB)
         assert "BytesIO" not in str(error.value) and "object at 0x" not in str(error.value)
     with pytest.raises(ImageReadError, match=r"garbage\.jpg"):
         dataset.load_batch([1, 0], RGB)

@@ -270,6 +270,8 @@ def test_an_image_cut_short_during_the_run_keeps_the_finished_episodes(
         run_evaluation(config(folder, output=output))
     assert stopped.value.saved == output
     assert "what finished (2 episodes) was saved to" in str(stopped.value)
+    # one run names every unreadable image of the unfinished episodes, not only the first
+    assert "more of the run's images cannot be read either" in str(stopped.value)
     assert isinstance(stopped.value, OSError)  # callers catching read errors still do
     saved = json.loads(output.read_text())
     assert "cannot read image" in saved["config"]["stopped_by"]

@@ -145,6 +145,8 @@ def decode_image(data: bytes, name: str, size: int | None = None) -> Image.Image
             return ImageOps.exif_transpose(image) or image
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         reason = _BUFFER_REPR.sub("", str(error)).rstrip(". ")
+        if "truncated" in reason:  # Pillow counts bytes left in a buffer, not those missing
+            reason = "the file is cut short (truncated)"
         raise ImageReadError(
             f"cannot read image {name!r}: {reason}. Remove or replace the file, "
             "or re-export it as PNG/JPEG."

@@ -50,6 +50,7 @@ from anyshot.feature_cache import FeatureCache, fastest_dtype
 from anyshot.hardness import HardnessModel
 from anyshot.methods.presets import RECOMMENDED, Method
 from anyshot.methods.registry import method_name
+from anyshot.progress import progress_bar
 from anyshot.protocols import build_sampler, sampler_config
 from anyshot.sharding import Shard, launch
 
@@ -436,7 +437,8 @@ class _Run:
         except OSError as error:  # an image cut short, removed or replaced during the run
             if not self.episodes_started:  # the cache's embedding: the processes share a barrier
                 raise
-            stopped, done = ("error", str(error).rstrip(". ") or type(error).__name__), None
+            message = str(error).rstrip(". ") or type(error).__name__
+            stopped, done = ("error", message + self.other_unreadable(specs, records, error)), None
         gathered = shard.all_gather((records, done.config if done else base, stopped))
         records = sorted((r for part, _, _ in gathered for r in part), key=lambda r: r["index"])
         result = EvaluationResult(records=records, config=gathered[0][1])
@@ -449,6 +451,30 @@ class _Run:
         if self.on_result is not None:
             self.on_result(result, output, setting.label() if many else None)
         return result
+
+    def other_unreadable(
+        self, specs: list[EpisodeSpec], records: list[dict[str, Any]], error: OSError
+    ) -> str:
+        """After a read error in this process's episodes: the other images of its unfinished
+        episodes that cannot be read either (each decoded once), in words, so that one run
+        names every file to fix; ``""`` when there are none."""
+        done = {int(r["index"]) for r in records}
+        left = [specs[i] for i in self.shard.indices(len(specs)) if i not in done]
+        items = sorted(set(episode_items(left)))
+        bad = []
+        for item in progress_bar(
+            items, desc="checking the other images", enabled=self.show_progress, unit="image"
+        ):
+            try:
+                self.dataset.load(item, self.backbone.preprocessing)
+            except OSError:
+                source = self.dataset.source(item)
+                if source not in str(error):
+                    bad.append(source)
+        if not bad:
+            return ""
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        return f"; {len(bad)} more of the run's images cannot be read either: {shown}"
 
     def stop(self, result: EvaluationResult, output: Path | None, error: str | None) -> None:
         """Save the finished episodes of a setting stopped by Ctrl-C (``error`` ``None``) or by
