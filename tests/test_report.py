@@ -327,3 +327,20 @@ def test_a_run_cut_short_is_marked_in_the_report(tmp_path: Path) -> None:
     (line,) = read_csv(tmp_path / "out3" / "report.csv")
     assert line["accuracy_std_pct"] == "" and line["accuracy_ci95_pct"] == ""
     assert "| 100.00 | n/a | n/a | 1 |" in (tmp_path / "out3" / "report.md").read_text()
+
+
+def test_two_of_ones_own_trees_are_two_datasets(tmp_path: Path) -> None:
+    """evaluate --dataset folder on two trees: the same method and setting on each is no
+    clash; each tree is a dataset named after its folder."""
+    records = [{"index": i, "accuracy": a, "ways": 2, "shots": [1, 1], "queries": 4}
+               for i, a in enumerate([1.0, 0.5])]  # fmt: skip
+    paths = []
+    for tree in ("photos", "scans"):
+        config = {"dataset": "folder", "data_root": f"/data/{tree}", "split": None,
+                  "ways": 2, "shots": 1, "queries": 2, "method": "support-init",
+                  "method_options": {}}  # fmt: skip
+        path = tmp_path / f"{tree}.json"
+        path.write_text(json.dumps({"config": config, "episodes": records}))
+        paths.append(path)
+    report = write_report(paths, tmp_path / "out")
+    assert sorted(row.dataset for row in report.rows) == ["folder photos", "folder scans"]

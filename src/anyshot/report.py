@@ -314,6 +314,8 @@ def _blocks_of(obj: Any, source: str) -> list[ResultBlock]:
         raise ResultsFileError(f"{source}: every episode record needs a numeric 'accuracy'")
     config = obj["config"]
     dataset = " ".join(str(config[k]) for k in ("dataset", "split") if config.get(k)) or "dataset"
+    if config.get("dataset") == "folder" and config.get("data_root"):  # one's own trees apart
+        dataset += f" {Path(str(config['data_root'])).name}"
     setting = _setting(config)
     cut = _cut(config, len(records))
     return [ResultBlock(source, dataset, method_label(config), setting, records, cut)]
@@ -355,8 +357,8 @@ def load_results(paths: Iterable[str | os.PathLike[str]]) -> list[ResultBlock]:
         if key in seen:
             raise ResultsFileError(
                 f"{seen[key]} and {block.source} both hold {block.method!r} on {block.dataset} "
-                f"{block.setting.label}; report each setting once (give the runs different "
-                "labels or leave one file out)"
+                f"{block.setting.label}; report each setting once (leave one file out, or give "
+                'one run a different "label" in its results file\'s config)'
             )
         seen[key] = block.source
     return blocks
