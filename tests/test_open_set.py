@@ -222,7 +222,7 @@ def test_evaluate_protocol_open_set_end_to_end(
     assert main(["report", str(output), "--output", str(tmp_path / "report")]) == 0
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "3 outliers from 2 other classes" in markdown and "Calibration and outliers" in markdown
-    assert (tmp_path / "report" / "plots" / "report-reliability-folder.png").exists()
+    assert (tmp_path / "report" / "plots" / "report-reliability-folder-data.png").exists()
 
 
 def test_transductive_methods_get_the_outliers_as_queries_but_not_their_labels(
