@@ -397,6 +397,8 @@ class _Run:
         self.log = task.log if shard.is_main else None
         self.on_result = task.on_result if shard.is_main else None
         self.backbone = _backbone(config)
+        #: whether the current setting's episodes began (a read error before them is raised)
+        self.episodes_started = False
         self.dataset = load_dataset(config.dataset, config.data_root, config.split)
         if isinstance(self.dataset, FolderDataset) and shard.is_main:
             if self.dataset.skipped:
@@ -442,10 +444,10 @@ class _Run:
         gathered = shard.all_gather((records, done.config if done else base, stopped))
         records = sorted((r for part, _, _ in gathered for r in part), key=lambda r: r["index"])
         result = EvaluationResult(records=records, config=gathered[0][1])
-        reasons = sorted(reason for _, _, reason in gathered if reason is not None)
-        if reasons:  # an error outranks Ctrl-C
-            kind, message = reasons[0]
-            self.stop(result, output, message if kind == "error" else None)
+        reasons = [reason for _, _, reason in gathered if reason is not None]
+        if reasons:
+            errors = [message for kind, message in reasons if kind == "error"]
+            self.stop(result, output, errors[0] if errors else None)  # an error outranks Ctrl-C
         if output is not None and shard.is_main:
             result.save(output)
         if self.on_result is not None:
@@ -671,9 +673,7 @@ def _single(values: Iterable[int]) -> int | None:
 def _skipped_words(dataset: FolderDataset, listed: int = 5) -> str:
     """The files a class-folder tree left out and why, in words (the first ``listed`` named)."""
     reasons = dataset.skip_reasons
-    shown = "; ".join(
-        f"{path} ({reasons.get(path, 'skipped')})" for path in dataset.skipped[:listed]
-    )
+    shown = "; ".join(f"{path} ({reasons[path]})" for path in dataset.skipped[:listed])
     more = f"; and {len(dataset.skipped) - listed} more" if len(dataset.skipped) > listed else ""
     files = "1 file" if len(dataset.skipped) == 1 else f"{len(dataset.skipped)} files"
     return f"skipped {files} of {str(dataset.root)!r}: {shown}{more}"
