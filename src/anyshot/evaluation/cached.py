@@ -236,11 +236,12 @@ def _run_batch(
     specs: Sequence[EpisodeSpec],
     batch: Sequence[int],
     episodes_per_chunk: int,
-) -> tuple[torch.Tensor, list[str | None], torch.Tensor | None]:
+) -> tuple[torch.Tensor, list[str | None], torch.Tensor | None, float]:
     """Query logits ``[E, Q, K]`` of the episodes ``batch`` (all of one shape), which head
-    answered each (:func:`~anyshot.methods.features.answer_of`), and the product's outlier
-    scores ``[E, Q]`` (:func:`~anyshot.outliers.episode_outlier_score`) when the episodes have
-    outlier queries, else ``None``."""
+    answered each (:func:`~anyshot.methods.features.answer_of`), the product's outlier scores
+    ``[E, Q]`` (:func:`~anyshot.outliers.episode_outlier_score`) when the episodes have outlier
+    queries, else ``None``, and the method's seconds per episode (the scores left out)."""
+    start = time.perf_counter()
     chosen = [specs[i] for i in batch]
     support, targets, query, query_targets = episode_tensors(features, chosen)
     ways = len(chosen[0].classes)
@@ -248,10 +249,11 @@ def _run_batch(
         support, targets, query, ways=ways, episodes_per_chunk=episodes_per_chunk
     )
     answers = [answer_of(fitted, e) for e in range(len(chosen))]
+    seconds = (time.perf_counter() - start) / len(batch)
     if not bool((query_targets < 0).any()):
-        return fitted.query_logits, answers, None
+        return fitted.query_logits, answers, None, seconds
     scores = episode_outlier_score(support.float(), targets, query.float(), ways)
-    return fitted.query_logits, answers, scores
+    return fitted.query_logits, answers, scores, seconds
 
 
 def evaluate_cached(
@@ -302,9 +304,9 @@ def evaluate_cached(
     bar = progress_bar(total=len(chosen), desc="episodes", enabled=show_progress, unit="episode")
     try:
         for batch in batches:
-            start = time.perf_counter()
-            logits, answers, scores = _run_batch(method, features, specs, batch, episodes_per_chunk)
-            seconds = (time.perf_counter() - start) / len(batch)
+            logits, answers, scores, seconds = _run_batch(
+                method, features, specs, batch, episodes_per_chunk
+            )
             for position, (index, episode_logits) in enumerate(zip(batch, logits, strict=True)):
                 spec = specs[index]
                 record = episode_record(
