@@ -201,6 +201,7 @@ def test_evaluate_protocol_open_set_end_to_end(
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "inlier accuracy" in printed and "AUROC" in printed and "ECE" in printed
+    assert "inlier queries alone: ECE" in printed
     data = json.loads(output.read_text())
     assert data["config"]["protocol"] == "open-set" and data["config"]["outlier_queries"] == 3
     for record in data["episodes"]:

@@ -417,6 +417,11 @@ def _print_result(result: EvaluationResult, path: Path | None, setting: str | No
             f"calibration: ECE {100 * summary['ece']:.2f}% over {summary['ece_predictions']} "
             "query predictions (15 bins of max softmax probability"
             + ("; an outlier's prediction counts as wrong)" if inliers else ")")
+            + (
+                f"; inlier queries alone: ECE {100 * summary['inlier_ece']:.2f}%"
+                if "inlier_ece" in summary
+                else ""
+            )
         )
     print(f"results written to {path}")
 
