@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from anyshot.methods.presets import (
     SUPPORT_INIT,
 )
 from anyshot.methods.scope_rule import ScopeRule
-from conftest import write_colour_folder
+from conftest import noisy_image, write_colour_folder
 
 EVALUATE = ["evaluate", "--dataset", "folder", "--data-root", "d", "--output", "o.json"]
 CLASSIFY = ["classify", "--support", "s", "--query", "q"]
@@ -327,3 +328,16 @@ def test_files_left_out_of_a_folder_are_a_warning_from_python_too(folder: Path) 
     with pytest.warns(RuntimeWarning, match=r"skipped 1 file of .*notes\.jpg"):
         (result,) = run_evaluation(config(folder))
     assert len(result.records) == 3
+
+
+def test_a_class_too_small_for_any_episode_is_a_warning(folder: Path) -> None:
+    """A class folder with fewer images than shots + queries is never drawn: said, by name."""
+    noisy_image(folder / "tiny" / "0.png", (10, 200, 30), 999, size=12, noise=25.0)
+    with pytest.warns(RuntimeWarning, match=r"1 class folder\(s\) hold fewer than the 3 images"
+                      r".* in no episode: tiny \(1\)"):  # fmt: skip
+        run_evaluation(config(folder))
+    noisy_image(folder / "tiny" / "1.png", (10, 200, 30), 998, size=12, noise=25.0)
+    noisy_image(folder / "tiny" / "2.png", (10, 200, 30), 997, size=12, noise=25.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 3 images: drawn like the others, no warning
+        run_evaluation(config(folder))

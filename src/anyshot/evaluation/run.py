@@ -517,6 +517,8 @@ class _Run:
         )
         specs = list(sampler.take(config.episodes))
         protocol = sampler_config(sampler)
+        if (config.protocol or "fixed") == "fixed" and shots and self.shard.is_main:
+            self.warn_small_classes(max(shots) + config.queries)
         if config.save_episodes is not None and self.shard.is_main:
             path = save_episodes(
                 setting.suffixed(config.save_episodes, many),
@@ -531,6 +533,24 @@ class _Run:
             if self.log is not None:
                 self.log(f"episodes written to {path}")
         return specs, protocol
+
+    def warn_small_classes(self, need: int) -> None:
+        """Warn, for a user's class tree, of the classes the fixed protocol never draws:
+        fewer than ``need`` (shots + queries) images."""
+        if not isinstance(self.dataset, FolderDataset):
+            return
+        counts = self.dataset.class_counts()
+        names = self.dataset.class_names
+        small = [(name, int(n)) for name, n in zip(names, counts, strict=True) if n < need]
+        if small:
+            listed = ", ".join(f"{name} ({n})" for name, n in small[:10])
+            more = f" and {len(small) - 10} more" if len(small) > 10 else ""
+            warnings.warn(
+                f"{len(small)} class folder(s) hold fewer than the {need} images an episode "
+                f"takes from a class (shots + queries) and are in no episode: {listed}{more}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def result_config(self, protocol: dict[str, Any], episodes: int) -> dict[str, Any]:
         """What the results file says was run."""
