@@ -183,6 +183,8 @@ def test_evaluate_on_a_folder_leaves_out_a_file_that_is_no_image_and_says_so(
             )
     (tmp_path / "data" / "a" / "notes.jpg").write_text("not an image")
     (tmp_path / "data" / "b" / "phone.HEIC").write_bytes(b"heic")
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"  # an HEIC photo renamed .jpg
+    (tmp_path / "data" / "b" / "renamed.jpg").write_bytes(heic)
     copy = (tmp_path / "data" / "a" / "0.png").read_bytes()
     (tmp_path / "data" / "b" / "copy_of_a0.png").write_bytes(copy)
     argv = ["evaluate", "--dataset", "folder", "--data-root", str(tmp_path / "data"),
@@ -191,7 +193,8 @@ def test_evaluate_on_a_folder_leaves_out_a_file_that_is_no_image_and_says_so(
             "--output", str(tmp_path / "r.json"), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     err = capsys.readouterr().err  # a warning: stderr, even with --quiet
-    assert "anyshot: warning: skipped 2 files of" in err
+    assert "anyshot: warning: skipped 3 files of" in err
+    assert "renamed.jpg (a HEIC image, a format anyshot does not read: convert it to JPEG)" in err
     assert "notes.jpg (Pillow cannot read its image header)" in err
     assert "phone.HEIC (an image format anyshot does not read (.HEIC): convert it to JPEG)" in err
     assert "anyshot: warning: identical files in different classes of" in err

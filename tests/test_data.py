@@ -28,6 +28,7 @@ from anyshot.data import (
     Omniglot,
     Preprocessing,
     available_datasets,
+    decode_image,
     load_dataset,
     sample_root,
 )
@@ -238,9 +239,12 @@ def test_corrupt_and_truncated_images_raise_image_read_error_naming_the_file(
         with pytest.raises(ImageReadError) as error:
             dataset.load(index, RGB)
         assert str(path) in str(error.value)
+        assert "BytesIO" not in str(error.value) and "object at 0x" not in str(error.value)
     with pytest.raises(ImageReadError, match=r"the file is cut short \(truncated\)"):
         dataset.load(2, RGB)
-        assert "BytesIO" not in str(error.value) and "object at 0x" not in str(error.value)
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"  # a phone photo renamed .jpg
+    with pytest.raises(ImageReadError, match=r"'x\.jpg': a HEIC image, a format anyshot does not"):
+        decode_image(heic, "x.jpg")
     with pytest.raises(ImageReadError, match=r"garbage\.jpg"):
         dataset.load_batch([1, 0], RGB)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from anyshot.data.dataset import FileDataset
-from anyshot.data.files import EXTENSIONS
+from anyshot.data.files import EXTENSIONS, unread_advice, unread_format
 from anyshot.data.intake import DuplicateFiles, scan_support
 from anyshot.errors import DatasetError, EmptyClassError
 
@@ -84,7 +84,7 @@ class FolderDataset(FileDataset):
                 f"unreadable files skipped); add images or remove the folder. {LAYOUT}"
             )
         reasons = {s.path: s.reason for s in found.report.skipped if s.kind != "hidden"}
-        reasons.update((path, "Pillow cannot read its image header") for path in unopened)
+        reasons.update((path, _unopened_reason(path)) for path in unopened)
         self.skip_reasons: dict[str, str] = dict(sorted(reasons.items()))
         self.skipped: list[str] = list(self.skip_reasons)
         self.duplicates: list[DuplicateFiles] = [
@@ -97,6 +97,16 @@ class FolderDataset(FileDataset):
             f"FolderDataset({str(self.root)!r}: {self.num_classes} classes, {len(self)} images, "
             f"{len(self.skipped)} files skipped)"
         )
+
+
+def _unopened_reason(path: str) -> str:
+    """Why a file whose header Pillow cannot read is left out, in words."""
+    try:
+        with open(path, "rb") as file:
+            fmt = unread_format(file.read(12))
+    except OSError:
+        fmt = None
+    return "Pillow cannot read its image header" if fmt is None else unread_advice(fmt)
 
 
 def _opens(path: str) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from anyshot.data.files import unread_advice, unread_format
 from anyshot.errors import ImageReadError
 
 __all__ = ["Preprocessing", "decode_image", "load_file", "open_image"]
@@ -147,6 +148,9 @@ def decode_image(data: bytes, name: str, size: int | None = None) -> Image.Image
         reason = _BUFFER_REPR.sub("", str(error)).rstrip(". ")
         if "truncated" in reason:  # Pillow counts bytes left in a buffer, not those missing
             reason = "the file is cut short (truncated)"
+        fmt = unread_format(data[:12])
+        if fmt is not None:  # a phone photo renamed .jpg
+            reason = unread_advice(fmt)
         raise ImageReadError(
             f"cannot read image {name!r}: {reason}. Remove or replace the file, "
             "or re-export it as PNG/JPEG."
