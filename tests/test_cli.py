@@ -187,13 +187,15 @@ def test_evaluate_on_a_folder_leaves_out_a_file_that_is_no_image_and_says_so(
     (tmp_path / "data" / "b" / "renamed.jpg").write_bytes(heic)
     copy = (tmp_path / "data" / "a" / "0.png").read_bytes()
     (tmp_path / "data" / "b" / "copy_of_a0.png").write_bytes(copy)
+    (tmp_path / "data" / "empty").mkdir()  # left out, the other classes evaluated
     argv = ["evaluate", "--dataset", "folder", "--data-root", str(tmp_path / "data"),
             "--ways", "2", "--shots", "1", "--queries", "2", "--episodes", "2",
             "--method", "support-init", "--backbone", "conv4", "--image-size", "16",
             "--output", str(tmp_path / "r.json"), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     err = capsys.readouterr().err  # a warning: stderr, even with --quiet
-    assert "anyshot: warning: skipped 3 files of" in err
+    assert "anyshot: warning: skipped in" in err and "3 files: " in err
+    assert f"1 class folder: {tmp_path / 'data' / 'empty'} (no image file: class left out)" in err
     assert "renamed.jpg (a HEIC image, a format anyshot does not read: convert it to JPEG)" in err
     assert "notes.jpg (Pillow cannot read its image header)" in err
     assert "phone.HEIC (an image format anyshot does not read (.HEIC): convert it to JPEG)" in err

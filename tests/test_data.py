@@ -108,14 +108,22 @@ def test_folder_dataset_classes_labels_nesting_and_skips(tmp_path: Path) -> None
     assert torch.isfinite(batch).all()
 
 
-def test_folder_dataset_empty_class_names_the_folder(tmp_path: Path) -> None:
+def test_folder_dataset_leaves_an_empty_class_out_and_says_so(tmp_path: Path) -> None:
     _write(tmp_path / "full" / "a.png")
+    _write(tmp_path / "other" / "b.png")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
-    with pytest.raises(EmptyClassError, match="empty") as error:
+    dataset = FolderDataset(tmp_path)
+    assert dataset.class_names == ["full", "other"] and dataset.labels.tolist() == [0, 1]
+    reason = dataset.skip_reasons[str(tmp_path / "empty")]
+    assert reason == "no image file (skipped: 1 not an image file): class left out"
+    for name in ("full", "other"):
+        shutil.rmtree(tmp_path / name)
+    with pytest.raises(DatasetError, match="has 0 class folders with images: none"):
         FolderDataset(tmp_path)
-    assert str(tmp_path / "empty") in str(error.value)
-    assert "(skipped: 1 not an image file)" in str(error.value)
+    (tmp_path / "empty" / "fake.jpg").write_text("not an image")  # an image file, unreadable
+    with pytest.raises(EmptyClassError, match=r"no class folder of .* holds an image"):
+        FolderDataset(tmp_path)
 
 
 def test_folder_dataset_scans_as_classify_does_without_following_linked_folders(
@@ -147,10 +155,12 @@ def test_folder_dataset_scans_as_classify_does_without_following_linked_folders(
 
     (tmp_path / "data" / "eel").mkdir()
     (tmp_path / "data" / "eel" / "fake.jpg").write_text("not an image")
-    with pytest.raises(EmptyClassError, match="holds no image that Pillow can open") as error:
-        FolderDataset(tmp_path / "data")
-    assert str(tmp_path / "data" / "eel") in str(error.value)
-    assert "(1 unreadable files skipped)" in str(error.value)
+    dataset = FolderDataset(tmp_path / "data")  # a class of files Pillow cannot open: left out
+    assert dataset.class_names == ["cat", "dog", "wolf"]
+    assert dataset.skip_reasons[str(tmp_path / "data" / "eel")].endswith("class left out")
+    assert dataset.skip_reasons[str(tmp_path / "data" / "eel" / "fake.jpg")] == (
+        "Pillow cannot read its image header"
+    )
 
 
 def test_folder_dataset_missing_or_flat_root_explains_layout(tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ class FolderDataset(FileDataset):
     are). Hidden files and folders (``.*``, ``__MACOSX``) are ignored; other files without an
     image extension or whose header Pillow cannot read (a text file named ``.jpg``, an empty
     file), files directly in ``root``, unreadable or special files and linked folders are
-    skipped and listed in :attr:`skipped`.
+    skipped and listed in :attr:`skipped`, and so is a class folder without an image that can
+    be read (the class is left out: the others can still be evaluated).
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -51,8 +52,10 @@ class FolderDataset(FileDataset):
             its folder's class: an episode may hold the same image under two labels).
 
     Raises:
-        DatasetError: ``root`` does not exist, is not a folder, or has no class folders.
-        EmptyClassError: a class folder holds no image file (the message names the folder).
+        DatasetError: ``root`` does not exist, is not a folder, or has no class folder with
+            an image file.
+        EmptyClassError: no class folder holds an image that can be read (a class folder
+            without one is left out and listed in :attr:`skipped`).
     """
 
     decode_for_size = True
@@ -69,28 +72,30 @@ class FolderDataset(FileDataset):
             what="dataset folder",
             layout=LAYOUT,
             follow_folder_links=False,
+            skip_empty_classes=True,
         )
         opened = [_opens(path) for path in found.paths]
-        paths = [path for path, ok in zip(found.paths, opened, strict=True) if ok]
-        index = {name: label for label, name in enumerate(found.classes)}
-        labels = [index[c] for c, ok in zip(found.labels, opened, strict=True) if ok]
         unopened = [path for path, ok in zip(found.paths, opened, strict=True) if not ok]
-        missing = sorted(set(found.classes) - {found.classes[label] for label in labels})
-        if missing:
-            folder = self.root / missing[0]
-            unread = sum(Path(path).is_relative_to(folder) for path in unopened)
-            raise EmptyClassError(
-                f"class folder {str(folder)!r} holds no image that Pillow can open ({unread} "
-                f"unreadable files skipped); add images or remove the folder. {LAYOUT}"
-            )
+        kept = [(p, c) for p, c, ok in zip(found.paths, found.labels, opened, strict=True) if ok]
+        classes = sorted({name for _, name in kept})
         reasons = {s.path: s.reason for s in found.report.skipped if s.kind != "hidden"}
         reasons.update((path, _unopened_reason(path)) for path in unopened)
+        for name in sorted(set(found.classes) - set(classes)):
+            reasons[str(self.root / name)] = "no image Pillow can open: class left out"
+        if not classes:
+            raise EmptyClassError(
+                f"no class folder of {str(self.root)!r} holds an image that can be read "
+                f"({len(reasons)} files and folders skipped); {LAYOUT}"
+            )
+        index = {name: label for label, name in enumerate(classes)}
+        paths = [path for path, _ in kept]
+        labels = [index[name] for _, name in kept]
         self.skip_reasons: dict[str, str] = dict(sorted(reasons.items()))
         self.skipped: list[str] = list(self.skip_reasons)
         self.duplicates: list[DuplicateFiles] = [
             group for group in found.report.duplicates if group.where() == "in different classes"
         ]
-        super().__init__(paths, labels, found.classes)
+        super().__init__(paths, labels, classes)
 
     def __repr__(self) -> str:
         return (

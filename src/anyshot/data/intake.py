@@ -19,6 +19,8 @@ kind               what
 ``broken-link``    a symbolic link whose target does not exist
 ``link-cycle``     a folder reached a second time (given twice, or a symbolic-link cycle): not
                    walked again
+``empty-class``    a class folder without any image file, left out where empty classes are
+                   skipped (``anyshot evaluate``'s class trees: see :func:`scan_support`)
 ``folder-link``    a symbolic link to a folder inside a class folder that leads back into the
                    support folder (its images would change class), or any such link when links
                    are not followed (``anyshot evaluate``'s class trees: :func:`scan_support`)
@@ -77,6 +79,7 @@ SKIP_KINDS: dict[str, str] = {
     "broken-link": "broken symbolic link",
     "link-cycle": "folder reached twice",
     "folder-link": "linked folder not followed",
+    "empty-class": "class folder without images",
     "permission": "permission denied",
     "special": "not a regular file",
     "corrupt": "corrupt or unreadable image",
@@ -262,6 +265,7 @@ def scan_support(
     what: str = "support folder",
     layout: str = SUPPORT_LAYOUT,
     follow_folder_links: bool = True,
+    skip_empty_classes: bool = False,
 ) -> LabelledFiles:
     """Find the images of a folder-per-class tree (a support folder, or the class tree
     ``anyshot evaluate --dataset folder`` reads: :class:`~anyshot.data.folder.FolderDataset`).
@@ -277,6 +281,9 @@ def scan_support(
             folder that is itself a link is always read). ``False`` for a dataset: a link into
             another class's folder would move its images to this class, and the seeded
             episodes of a tree must not change with its links.
+        skip_empty_classes: leave a class folder without images out (recorded as skipped,
+            kind ``empty-class``) instead of refusing it; ``True`` for a dataset, where the
+            other classes can still be evaluated.
 
     Raises:
         DatasetError: ``root`` missing or not a folder, no class folders, fewer than
@@ -316,6 +323,9 @@ def scan_support(
             if skipped:
                 kinds = Counter(SKIP_KINDS[s.kind] for s in skipped)
                 detail = " (skipped: " + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")"
+            if skip_empty_classes:
+                report.skip(folder, "empty-class", f"no image file{detail}: class left out")
+                continue
             raise EmptyClassError(
                 f"class folder {folder!r} contains no image files{detail}; add images of class "
                 f"{name!r} or remove the folder. {layout}"
@@ -330,12 +340,13 @@ def scan_support(
             f"class folder(s) named {', '.join(looks_like_sets)}: is {top!r} the folder above "
             f"the {what}? The {what}'s sub-folders are the classes"
         )
-    if len(class_dirs) < min_classes:
+    if len(report.class_counts) < min_classes:
         only = ", ".join(
-            f"{name!r} ({_count(report.class_counts[name], 'image')})" for name, _ in class_dirs
+            f"{name!r} ({_count(count, 'image')})" for name, count in report.class_counts.items()
         )
         raise DatasetError(
-            f"{what} {top!r} has {_count(len(class_dirs), 'class folder')}: {only}. "
+            f"{what} {top!r} has {_count(len(report.class_counts), 'class folder')} with "
+            f"images: {only or 'none'}. "
             f"A classifier needs at least {min_classes} classes: add a folder of images for each "
             "other class (e.g. the images that are NOT of this class)."
         )

@@ -691,12 +691,19 @@ def _single(values: Iterable[int]) -> int | None:
 
 
 def _skipped_words(dataset: FolderDataset, listed: int = 5) -> str:
-    """The files a class-folder tree left out and why, in words (the first ``listed`` named)."""
+    """The files and class folders a class-folder tree left out and why, in words (the first
+    ``listed`` named)."""
     reasons = dataset.skip_reasons
-    shown = "; ".join(f"{path} ({reasons[path]})" for path in dataset.skipped[:listed])
-    more = f"; and {len(dataset.skipped) - listed} more" if len(dataset.skipped) > listed else ""
-    files = "1 file" if len(dataset.skipped) == 1 else f"{len(dataset.skipped)} files"
-    return f"skipped {files} of {str(dataset.root)!r}: {shown}{more}"
+    classes = [path for path in dataset.skipped if reasons[path].endswith("class left out")]
+    files = [path for path in dataset.skipped if path not in classes]
+    parts = []
+    for paths, noun in ((files, "file"), (classes, "class folder")):
+        if paths:
+            shown = "; ".join(f"{path} ({reasons[path]})" for path in paths[:listed])
+            more = f"; and {len(paths) - listed} more" if len(paths) > listed else ""
+            count = f"1 {noun}" if len(paths) == 1 else f"{len(paths)} {noun}s"
+            parts.append(f"{count}: {shown}{more}")
+    return f"skipped in {str(dataset.root)!r}: " + "; ".join(parts)
 
 
 def _duplicate_words(dataset: FolderDataset, listed: int = 3) -> str:
