@@ -312,27 +312,7 @@ def scan_support(
             + (f" ({len(report.skipped)} files skipped)" if report.skipped else "")
             + f"; {layout}"
         )
-    paths: list[str] = []
-    labels: list[str] = []
-    for name, folder in sorted(class_dirs):
-        before = len(report.skipped)
-        files = walker.images(folder) if walker.enter(folder) else []
-        if not files:
-            skipped = report.skipped[before:]
-            detail = ""
-            if skipped:
-                kinds = Counter(SKIP_KINDS[s.kind] for s in skipped)
-                detail = " (skipped: " + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")"
-            if skip_empty_classes:
-                report.skip(folder, "empty-class", f"no image file{detail}: class left out")
-                continue
-            raise EmptyClassError(
-                f"class folder {folder!r} contains no image files{detail}; add images of class "
-                f"{name!r} or remove the folder. {layout}"
-            )
-        report.class_counts[name] = len(files)
-        paths.extend(files)
-        labels.extend([name] * len(files))
+    paths, labels = _class_images(walker, class_dirs, skip_empty_classes, layout)
     report.images = len(paths)
     looks_like_sets = sorted(name for name, _ in class_dirs if name.lower() in SET_FOLDER_NAMES)
     if len(looks_like_sets) >= 2:  # one may be a real class (a "train" among vehicles)
@@ -359,6 +339,37 @@ def scan_support(
                 "file permissions or remove the folder(s)"
             )
     return LabelledFiles(paths, labels, report)
+
+
+def _class_images(
+    walker: _Walker, class_dirs: list[tuple[str, str]], skip_empty: bool, layout: str
+) -> tuple[list[str], list[str]]:
+    """The image files and labels of the ``(name, folder)`` classes, sorted by class, counted
+    in the walker's report; a class without an image file is refused (:class:`EmptyClassError`)
+    or, with ``skip_empty``, recorded as skipped."""
+    report = walker.report
+    paths: list[str] = []
+    labels: list[str] = []
+    for name, folder in sorted(class_dirs):
+        before = len(report.skipped)
+        files = walker.images(folder) if walker.enter(folder) else []
+        if not files:
+            skipped = report.skipped[before:]
+            detail = ""
+            if skipped:
+                kinds = Counter(SKIP_KINDS[s.kind] for s in skipped)
+                detail = " (skipped: " + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")"
+            if skip_empty:
+                report.skip(folder, "empty-class", f"no image file{detail}: class left out")
+                continue
+            raise EmptyClassError(
+                f"class folder {folder!r} contains no image files{detail}; add images of class "
+                f"{name!r} or remove the folder. {layout}"
+            )
+        report.class_counts[name] = len(files)
+        paths.extend(files)
+        labels.extend([name] * len(files))
+    return paths, labels
 
 
 def scan_images(
