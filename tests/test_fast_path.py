@@ -288,20 +288,27 @@ def test_free_cores_leave_the_busy_ones() -> None:
     assert torch.get_num_threads() == 2
 
 
-def test_each_embedding_batch_returns_its_freed_memory(
+def test_an_embedding_loop_reuses_the_heap_and_returns_its_free_memory_once(
     folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Inside the loop glibc serves large blocks from the heap and keeps them (no page faults
+    per batch); after it the default thresholds are back and the free pages returned, once."""
     import platform
 
-    from anyshot import embedding, heap
+    from anyshot import heap
 
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert heap.release_free_memory()  # glibc's malloc_trim is there to call
-    calls: list[None] = []
-    monkeypatch.setattr(embedding, "release_free_memory", lambda: calls.append(None) or True)
+        assert heap._mallopt() is not None
+    settings: list[tuple[int, int]] = []
+    released: list[None] = []
+    monkeypatch.setattr(heap, "_mallopt", lambda: lambda p, v: settings.append((p, v)) or 1)
+    monkeypatch.setattr(heap, "release_free_memory", lambda: released.append(None) or True)
     network, images = support_images(folders)
-    FeatureCache(None).embed(network, images, batch_size=2)
-    assert len(calls) == 3  # six images, two per batch
+    FeatureCache(None).embed(network, images, batch_size=2)  # six images, three batches
+    high, default = heap._REUSED_UP_TO, heap._DEFAULT_THRESHOLD
+    assert settings == [(-3, high), (-1, high), (-3, default), (-1, default)]
+    assert len(released) == 1
 
 
 @pytest.mark.parametrize("on_unreadable", [True, False])

@@ -32,7 +32,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from anyshot.data.images import Preprocessing, load_file
 from anyshot.errors import ConfigurationError, EpisodeError, ImageReadError
-from anyshot.heap import release_free_memory
+from anyshot.heap import reused_heap
 from anyshot.methods.frozen import evaluation_mode, module_device, resolve_device
 from anyshot.progress import progress_bar
 
@@ -436,19 +436,19 @@ def embedding_batches(
     threads = min(threads, MAX_DECODE_THREADS, total)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="anyshot-decode") if threads > 1 else None
     try:
-        for start in range(0, total, batch_size):
-            chunk = list(range(start, min(start + batch_size, total)))
-            batch, decoded = _decode_batch(images, chunk, on_unreadable, pool)
-            if batch is not None:
-                x = model_input(batch, device, dtype=dtype, channels_last=channels_last)
-                del batch
-                with torch.inference_mode():
-                    rows = model(x).float().cpu().contiguous()
-                del x
-                release_free_memory()  # the batch's activations, or the heap grows
-                yield decoded, rows
-            if bar is not None:
-                bar.update(len(chunk))
+        with reused_heap():  # each batch reuses the last one's pages; freed once at the end
+            for start in range(0, total, batch_size):
+                chunk = list(range(start, min(start + batch_size, total)))
+                batch, decoded = _decode_batch(images, chunk, on_unreadable, pool)
+                if batch is not None:
+                    x = model_input(batch, device, dtype=dtype, channels_last=channels_last)
+                    del batch
+                    with torch.inference_mode():
+                        rows = model(x).float().cpu().contiguous()
+                    del x
+                    yield decoded, rows
+                if bar is not None:
+                    bar.update(len(chunk))
     finally:
         if pool is not None:
             pool.shutdown()
