@@ -49,6 +49,7 @@ else runs on the machine: read each run's ``load_average_at_start``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import multiprocessing
@@ -143,7 +144,8 @@ def _classify_new(folder: Path, cache: Path, extra: list[str]) -> dict[str, Any]
 def _use_old_embedding() -> None:
     """The estimator's embedding as it was before the fast path (float32, contiguous, no
     cache, batches of ``batch_size``, every file decoded fully in the calling thread): the old
-    call, :func:`embed_images` with its defaults and one decoding thread."""
+    call, :func:`embed_images` with its defaults and one decoding thread, and glibc's own
+    heap thresholds (not :func:`anyshot.heap.reused_heap`)."""
     from anyshot import embedding
     from anyshot.classifier import FewShotClassifier
     from anyshot.data.images import open_image
@@ -158,6 +160,7 @@ def _use_old_embedding() -> None:
 
     FewShotClassifier._embed = old_embed  # type: ignore[method-assign]
     embedding.load_file = full_decode
+    embedding.reused_heap = contextlib.nullcontext  # type: ignore[assignment]  # glibc default
 
 
 def _time_embedding() -> dict[str, float]:
