@@ -11,11 +11,12 @@ same images/s (``studies/embedding-speed/heap.py``). Without glibc (macOS, Windo
 :func:`release_free_memory` does nothing.
 
 But memory returned to the system must be faulted in again, page by page, by the next batch:
-on 4,000 query images of 84 px embedded at 224 px, 19 million minor page faults and 100.7 s.
+on 4,000 query images of 84 px embedded at 224 px, 18.0 million minor page faults and 94.9 s.
 :func:`reused_heap` serves large blocks from the heap and keeps the freed ones there for the
 length of an embedding loop (glibc's ``mallopt`` thresholds raised), so each batch reuses the
-previous batch's pages, and returns the free pages once at the end: 0.15 million faults and
-54.9 s, peak 688 against 586 MiB (``classify --no-cache``, the same folder, in turn).
+previous batch's pages, and returns the free pages once at the end: 0.37 million faults and
+64.2 s, peak 707 against 565 MiB (``classify --no-cache``, the same folder, in turn:
+``studies/embedding-speed/reused_heap.py``).
 """
 
 from __future__ import annotations
