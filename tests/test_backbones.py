@@ -7,6 +7,7 @@ import csv
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -512,3 +513,37 @@ def test_efficientnet_refuses_inputs_too_small_to_embed() -> None:
     with torch.no_grad():
         rows = network(images)
     assert rows.shape == (64, network.feature_dim) and bool(rows.abs().sum(1).gt(0).all())
+
+
+@pytest.mark.parametrize("size", [7, 8, 84])
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 1), (5, 1), (3, 2), (5, 2), (1, 1)])
+def test_same_padding_by_the_convolution_equals_the_packages_padded_copy(
+    size: int, kernel: int, stride: int
+) -> None:
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
+
+    torch.manual_seed(0)
+    package = Conv2dDynamicSamePadding(4, 6, kernel, stride=stride, groups=2, bias=True)
+    own = efficientnet_lite.SamePaddingConv2d(4, 6, kernel, stride=stride, groups=2, bias=True)
+    own.load_state_dict(package.state_dict())
+    images = torch.randn(2, 4, size, size + 1)
+    with torch.no_grad():
+        assert torch.equal(own(images), package(images))
+
+
+def test_efficientnet_pads_by_copy_only_where_the_padding_is_uneven(
+    imagenet_lite0: EfficientNetLite0, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 224 px only the stem and the four stride-2 depthwise convolutions (uneven "same"
+    padding) copy their input padded; the 11 stride-1 depthwise convolutions pad by themselves."""
+    padded: list[int] = []
+    original = efficientnet_lite.F.pad
+
+    def counting(*args: Any, **kwargs: Any) -> torch.Tensor:
+        padded.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(efficientnet_lite.F, "pad", counting)
+    with torch.no_grad():
+        imagenet_lite0(torch.zeros(1, 3, 224, 224))
+    assert len(padded) == 5

@@ -459,3 +459,30 @@ def test_a_folder_dataset_decodes_for_the_input_size_and_on_the_pool(
 
     shared = SharedHandle(folder.paths, folder.labels, folder.class_names)
     assert not shared.images([0], preprocessing).is_file(0)
+
+
+
+def test_the_converted_network_is_made_once_until_the_backbone_changes(
+    folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labelled and query images embedded in two calls share one converted copy; weights
+    changed in place make a new one, whose rows are the changed network's."""
+    network, images = support_images(folders)
+    made: list[int] = []
+    original = feature_cache.inference_network
+
+    def counting(*args: Any, **kwargs: Any) -> torch.nn.Module:
+        made.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(feature_cache, "inference_network", counting)
+    cache = FeatureCache(None, fold_batch_norm=True)
+    first, _ = cache.embed(network, images[:3])
+    cache.embed(network, images[3:])
+    assert len(made) == 1
+    with torch.no_grad():
+        next(network.parameters()).mul_(-1.0)
+    changed, _ = cache.embed(network, images[:3])
+    expected, _ = FeatureCache(None, fold_batch_norm=True).embed(network, images[:3])
+    assert len(made) == 3  # the cache above and a fresh one: each converted the changed network
+    assert torch.equal(changed, expected) and not torch.equal(changed, first)

