@@ -176,6 +176,20 @@ def test_a_model_fitted_from_the_cache_pickles_and_predicts_the_same(
     np.testing.assert_array_equal(copy.predict_proba(new), model.predict_proba(new))
 
 
+def test_a_model_that_embedded_images_pickles_and_predicts_the_same(
+    tmp_path: Path, loads: list[str]
+) -> None:
+    """Its feature cache holds a converted copy of the network (behind a weak reference):
+    pickled without it."""
+    import pickle
+
+    support, query = support_and_query(tmp_path, COLOURS)
+    model, _ = fitted(support, query, tmp_path / "cache")  # every image embedded
+    new = [str(noisy_image(tmp_path / "new.png", COLOURS["green"], 7))]
+    copy = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(copy.predict_proba(new), model.predict_proba(new))
+
+
 def test_stored_stops_at_the_first_image_not_cached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,7 @@ temporary folder in every test (conftest)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Iterator
@@ -461,7 +462,6 @@ def test_a_folder_dataset_decodes_for_the_input_size_and_on_the_pool(
     assert not shared.images([0], preprocessing).is_file(0)
 
 
-
 def test_the_converted_network_is_made_once_until_the_backbone_changes(
     folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -480,9 +480,12 @@ def test_the_converted_network_is_made_once_until_the_backbone_changes(
     first, _ = cache.embed(network, images[:3])
     cache.embed(network, images[3:])
     assert len(made) == 1
-    with torch.no_grad():
-        next(network.parameters()).mul_(-1.0)
+    next(network.parameters()).data.mul_(-1.0)  # .data: no version counter moves
     changed, _ = cache.embed(network, images[:3])
     expected, _ = FeatureCache(None, fold_batch_norm=True).embed(network, images[:3])
     assert len(made) == 3  # the cache above and a fresh one: each converted the changed network
     assert torch.equal(changed, expected) and not torch.equal(changed, first)
+    assert cache._converted is not None
+    del network
+    gc.collect()
+    assert cache._converted is None  # the copy goes with the backbone

@@ -64,8 +64,10 @@ def test_the_same_seed_gives_the_same_episodes_and_the_same_inliers_at_any_outli
 
 
 def test_too_few_other_classes_for_the_outliers_is_explained() -> None:
-    with pytest.raises(DatasetError, match="other than the 5 support classes"):
+    with pytest.raises(DatasetError, match="other than the 5 support classes") as raised:
         OpenSetSampler(LABELS, ways=5, shots=1, outlier_classes=8)
+    assert "classes have that many: lower --outlier-classes" in str(raised.value)
+    assert "split" not in str(raised.value)  # also a user's own tree
     with pytest.raises(ValueError, match="inlier_queries >= 1"):
         OpenSetSampler(LABELS, ways=5, shots=1, inlier_queries=0)
     sampler = build_sampler("open-set", LABELS, ways=2, shots=1, outlier_queries=4, seed=1)

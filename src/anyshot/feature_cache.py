@@ -390,7 +390,9 @@ class FeatureCache:
         self._models: dict[str, RememberedModel] = {}
         self._writable = True
         self._files = FileDigests(None if self.directory is None else self.directory / "files")
-        self._converted: tuple[weakref.ref[nn.Module], tuple[int, ...], nn.Module] | None = None
+        #: (the backbone, its digest, device and versions, its converted copy): see
+        #: :meth:`_inference_network`
+        self._converted: tuple[weakref.ref[nn.Module], tuple[Any, ...], nn.Module] | None = None
 
     # ------------------------------------------------------------------ public
     def features(
@@ -506,6 +508,7 @@ class FeatureCache:
                 backbone, images, missing, keys if store else [None] * len(keys), folder,
                 batch_size, on_unreadable,
                 progress_bar(total=len(missing), desc=desc, enabled=show_progress, unit="img"),
+                digest, store,
             )  # fmt: skip
             found.update(computed)
             for i, k in enumerate(keys):  # repeats of a file computed once
@@ -664,9 +667,12 @@ class FeatureCache:
         batch_size: int,
         on_unreadable: OnUnreadable | None,
         bar: Any,
+        digest: str,
+        reuse: bool,
     ) -> dict[int, torch.Tensor]:
-        """Embed positions ``missing`` of ``images``; store the keyed rows; return all rows by
-        position (unreadable ones are absent)."""
+        """Embed positions ``missing`` of ``images`` with the network of ``digest`` (its
+        converted copy kept for the next call when ``reuse``); store the keyed rows; return
+        all rows by position (unreadable ones are absent)."""
         subset = _Subset(images, missing)
         report = None
         if on_unreadable is not None:
@@ -675,7 +681,7 @@ class FeatureCache:
             def report(item: Unreadable) -> None:
                 callback(dataclasses.replace(item, index=missing[item.index]))
 
-        network = self._inference_network(backbone)
+        network = self._inference_network(backbone, digest, keep=reuse)
         rows: dict[int, torch.Tensor] = {}
         pending: list[tuple[str, torch.Tensor]] = []
         try:
@@ -706,23 +712,39 @@ class FeatureCache:
             self._store(folder, pending)
         return rows
 
-    def _inference_network(self, backbone: nn.Module) -> nn.Module:
+    def _inference_network(self, backbone: nn.Module, digest: str, keep: bool) -> nn.Module:
         """``backbone`` as this cache runs it (:func:`inference_network`: a converted copy, e.g.
-        bfloat16 with folded batch-norms), converted once and reused while ``backbone`` is the
-        same object with unchanged parameters and buffers (their in-place version counters):
-        the estimator embeds its labelled and its query images in separate calls, and each
-        conversion (a deep copy) cost about 0.1 s of a 2 s ``classify``."""
-        versions = tuple(t._version for t in (*backbone.parameters(), *backbone.buffers()))
+        bfloat16 with folded batch-norms), converted once and reused while the same object
+        has the same model ``digest`` (its weights' bytes, embedding and configuration), the
+        same device and the same in-place version counters: the estimator embeds its labelled
+        and its query images in separate calls, and each conversion (a deep copy) cost about
+        0.1 s of a 2 s ``classify``. The copy is dropped with the backbone; none is kept
+        without ``keep`` (a module of the moment, e.g. two networks run together), for a
+        frozen trace (made per call) or for inference tensors (no version counters)."""
+        tensors = [*backbone.parameters(), *backbone.buffers()]
+        if any(t.is_inference() for t in tensors):
+            key = None
+        else:
+            key = (digest, str(module_device(backbone)), tuple(t._version for t in tensors))
         held = self._converted
-        if held is not None and held[0]() is backbone and held[1] == versions:
+        if key is not None and held is not None and held[0]() is backbone and held[1] == key:
             return held[2]
         network = inference_network(
             backbone, module_device(backbone), dtype=self.dtype,
             channels_last=self.channels_last, private=self.freeze, fold=self.fold_batch_norm,
         )  # fmt: skip
-        if network is not backbone and not self.freeze:  # a frozen trace is made per call
-            self._converted = (weakref.ref(backbone), versions, network)
+        self._converted = None
+        if keep and key is not None and network is not backbone and not self.freeze:
+            self._converted = (weakref.ref(backbone, self._forget_converted), key, network)
         return network
+
+    def _forget_converted(self, dead: weakref.ref[nn.Module]) -> None:
+        if self._converted is not None and self._converted[0] is dead:
+            self._converted = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the converted network (a weak reference cannot be pickled)."""
+        return {**self.__dict__, "_converted": None}
 
     def _store(self, folder: Path | None, pending: list[tuple[str, torch.Tensor]]) -> None:
         """Write ``pending`` rows as one shard (nothing without a folder or rows).

@@ -572,8 +572,8 @@ class OpenSetSampler(_SeededSampler):
         seed: the seed of the stream.
 
     Raises:
-        DatasetError: fewer than ``ways`` classes can hold shots and queries, or the split has
-            too few other classes to draw the outliers from.
+        DatasetError: fewer than ``ways`` classes can hold shots and queries, or too few
+            other classes to draw the outliers from.
         ValueError: bad arguments.
     """
 
@@ -617,7 +617,7 @@ class OpenSetSampler(_SeededSampler):
                 f"{self.outlier_queries} outlier queries from {self.outlier_classes} classes "
                 f"other than the {ways} support classes need {ways + self.outlier_classes} "
                 f"classes with at least {-(-self.outlier_queries // self.outlier_classes)} "
-                f"images; the split has {len(self._outliers)} (of {len(members)} classes): "
+                f"images; only {len(self._outliers)} of {len(members)} classes have that many: "
                 "lower --outlier-classes, --outlier-queries or --ways"
             )
 

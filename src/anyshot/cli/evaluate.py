@@ -236,7 +236,8 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
         "--outlier-queries",
         type=non_negative_int,
         default=_default("outlier_queries"),
-        help="open-set: outlier queries per episode, images of other classes of the split "
+        help="open-set: outlier queries per episode, images of classes other than the "
+        "episode's (from the same split, or the same tree with --dataset folder) "
         f"(default: {_default('outlier_queries')})",
     )
     group.add_argument(
