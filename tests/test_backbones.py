@@ -516,34 +516,45 @@ def test_efficientnet_refuses_inputs_too_small_to_embed() -> None:
 
 
 @pytest.mark.parametrize("size", [7, 8, 84])
-@pytest.mark.parametrize(("kernel", "stride"), [(3, 1), (5, 1), (3, 2), (5, 2), (1, 1)])
+@pytest.mark.parametrize(
+    ("kernel", "stride", "dilation"),
+    [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 1), (1, 1, 1), (2, 1, 1), (4, 2, 1), (3, 2, 2)],
+)
 def test_same_padding_by_the_convolution_equals_the_packages_padded_copy(
-    size: int, kernel: int, stride: int
+    size: int, kernel: int, stride: int, dilation: int
 ) -> None:
+    """Outputs and weight gradients, even and odd sizes (a rectangular input: one axis of
+    each), even and odd paddings, dilated (padded as the package does where uneven)."""
     from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
 
     torch.manual_seed(0)
-    package = Conv2dDynamicSamePadding(4, 6, kernel, stride=stride, groups=2, bias=True)
-    own = efficientnet_lite.SamePaddingConv2d(4, 6, kernel, stride=stride, groups=2, bias=True)
-    own.load_state_dict(package.state_dict())
+    convs = [
+        kind(4, 6, kernel, stride=stride, dilation=dilation, groups=2, bias=True)
+        for kind in (Conv2dDynamicSamePadding, efficientnet_lite.SamePaddingConv2d)
+    ]
+    convs[1].load_state_dict(convs[0].state_dict())
     images = torch.randn(2, 4, size, size + 1)
-    with torch.no_grad():
-        assert torch.equal(own(images), package(images))
+    outputs = [conv(images) for conv in convs]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-6, atol=1e-6)
+    for output in outputs:
+        output.square().sum().backward()
+    assert convs[1].weight.grad is not None and convs[0].weight.grad is not None
+    torch.testing.assert_close(convs[1].weight.grad, convs[0].weight.grad, rtol=1e-5, atol=1e-5)
 
 
-def test_efficientnet_pads_by_copy_only_where_the_padding_is_uneven(
+def test_efficientnet_never_copies_its_inputs_padded(
     imagenet_lite0: EfficientNetLite0, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """At 224 px only the stem and the four stride-2 depthwise convolutions (uneven "same"
-    padding) copy their input padded; the 11 stride-1 depthwise convolutions pad by themselves."""
-    padded: list[int] = []
+    """The package pads a copy of the input of the stem and of all 16 depthwise convolutions
+    (17 at 224 px); here every convolution pads by itself (only kernels get a leading zero)."""
+    padded: list[tuple[int, ...]] = []
     original = efficientnet_lite.F.pad
 
-    def counting(*args: Any, **kwargs: Any) -> torch.Tensor:
-        padded.append(1)
-        return original(*args, **kwargs)
+    def recording(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        padded.append(tuple(tensor.shape))
+        return original(tensor, *args, **kwargs)
 
-    monkeypatch.setattr(efficientnet_lite.F, "pad", counting)
+    monkeypatch.setattr(efficientnet_lite.F, "pad", recording)
     with torch.no_grad():
         imagenet_lite0(torch.zeros(1, 3, 224, 224))
-    assert len(padded) == 5
+    assert padded and all(shape[0] != 1 for shape in padded)  # weights [C', C/g, k, k] only
