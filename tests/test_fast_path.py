@@ -489,3 +489,26 @@ def test_the_converted_network_is_made_once_until_the_backbone_changes(
     del network
     gc.collect()
     assert cache._converted is None  # the copy goes with the backbone
+
+
+def test_files_are_decoded_on_every_core_even_with_one_torch_thread(
+    folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a busy machine torch gets one thread; decoding (no spinning) still uses the cores."""
+    from anyshot import embedding
+    from anyshot.embedding import ImageList, embed_images
+
+    paths = sorted(str(p) for p in folders[1].rglob("*.png"))
+    network = backbone()
+    workers: list[int] = []
+    original = embedding.ThreadPoolExecutor
+
+    def recording(count: int, **kwargs: Any) -> Any:
+        workers.append(count)
+        return original(count, **kwargs)
+
+    monkeypatch.setattr(embedding, "ThreadPoolExecutor", recording)
+    monkeypatch.setattr(embedding, "available_cores", lambda: 3)
+    with torch_threads(1):
+        embed_images(network, ImageList(paths, network.preprocessing), batch_size=4)
+    assert workers == [3]

@@ -35,6 +35,7 @@ from anyshot.errors import ConfigurationError, EpisodeError, ImageReadError
 from anyshot.heap import reused_heap
 from anyshot.methods.frozen import evaluation_mode, module_device, resolve_device
 from anyshot.progress import progress_bar
+from anyshot.threads import available_cores
 
 __all__ = [
     "BATCH_VALUES",
@@ -420,15 +421,20 @@ def embedding_batches(
         bar: a :func:`~anyshot.progress.progress_bar`, advanced by the images of each batch.
         decode_threads: threads that decode each batch's files (the file paths of an
             :class:`ImageList`, a file dataset's items; other items are decoded in the
-            calling thread) before the
-            network runs on it (``None``: torch's thread count, the cores the caller gave this
-            work; at most :data:`MAX_DECODE_THREADS`). Decoding a camera photo costs more than
+            calling thread) before the network runs on it (``None``: every core this process
+            may use, even those other work keeps busy, and at least torch's thread count; at
+            most :data:`MAX_DECODE_THREADS`). Decoding a camera photo costs more than
             embedding it, so with two threads a batch of photos is ready in about half the
-            time; 1 decodes everything in the calling thread.
+            time; unlike torch's threads, which spin at each operation's end and collapse when
+            a core is taken, decoding threads only share the cores fairly with other work.
+            1 decodes everything in the calling thread.
     """
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
-    threads = torch.get_num_threads() if decode_threads is None else decode_threads
+    if decode_threads is None:
+        threads = max(available_cores(), torch.get_num_threads())
+    else:
+        threads = decode_threads
     if threads < 1:
         raise ConfigurationError(f"decode_threads must be at least 1, got {threads}")
     device = module_device(model)
