@@ -188,6 +188,10 @@ def test_a_model_that_embedded_images_pickles_and_predicts_the_same(
     new = [str(noisy_image(tmp_path / "new.png", COLOURS["green"], 7))]
     copy = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(copy.predict_proba(new), model.predict_proba(new))
+    older = {k: v for k, v in FeatureCache(None).__dict__.items() if k != "_converted"}
+    restored = FeatureCache.__new__(FeatureCache)
+    restored.__setstate__(older)  # what unpickling a cache of a version without it does
+    assert restored._converted is None
 
 
 def test_stored_stops_at_the_first_image_not_cached(

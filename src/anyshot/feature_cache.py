@@ -746,6 +746,10 @@ class FeatureCache:
         """Pickled without the converted network (a weak reference cannot be pickled)."""
         return {**self.__dict__, "_converted": None}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also a cache pickled before it kept a converted network."""
+        self.__dict__.update({"_converted": None, **state})
+
     def _store(self, folder: Path | None, pending: list[tuple[str, torch.Tensor]]) -> None:
         """Write ``pending`` rows as one shard (nothing without a folder or rows).
 
