@@ -92,6 +92,27 @@ def test_threshold_errs_towards_fewer_false_alarms_with_few_images(counts: list[
         assert 0.0 < false_alarms(counts, rate) <= rate + 0.02, (counts, rate)
 
 
+def test_too_few_labelled_images_for_the_rate_are_told() -> None:
+    """10 left-out distances (2 classes x 5) set no rate below 1 in 11: the words say so, and
+    the measured rate is about that, not the 5% asked for; 20 (4 x 5) reach 5%."""
+    from types import SimpleNamespace
+
+    from anyshot.cli.unknown import threshold_words, unknown_summary
+
+    for counts, lowest in (([5, 5], 1 / 11), ([5] * 4, 1 / 21)):
+        support, targets, _, _ = clusters(counts, 0, seed=2)
+        reference = unknown_reference(support, targets, len(counts))
+        assert reference.lowest_rate() == pytest.approx(lowest)
+        model = SimpleNamespace(
+            false_alarm_rate=0.05, unknown_reference_=reference, outlier_centre_=None,
+            unknown_threshold_=reference.threshold(0.05), unknown="auto", unknown_label="unknown",
+        )  # fmt: skip
+        told = "no rate below 1 in 11 = 9.1%: label more images for 5%" in threshold_words(model)
+        assert told == (len(counts) == 2)
+        assert unknown_summary(model, np.zeros(3, bool))[0]["lowest_rate"] == pytest.approx(lowest)
+    assert 0.06 < false_alarms([5, 5], 0.05, episodes=200) < 0.12  # about 1/11, not 5%
+
+
 def test_left_out_distances_weigh_each_class_once_and_cover_single_images() -> None:
     support, targets, _, _ = clusters([1, 3, 4], 0, seed=1)
     distances, weights = leave_one_out_distances(support, targets, 3)

@@ -79,12 +79,19 @@ def unknown_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def threshold_words(model: Any) -> str:
     """The fitted threshold and how it was set, in words (``model`` has a threshold)."""
+    reference = model.unknown_reference_
     how = (
         f"a {100 * model.false_alarm_rate:g}% false-alarm rate, measured by leaving each "
         "labelled image out"
-        if model.unknown_reference_.conformal
+        if reference.conformal
         else "one image per class: the distances between classes, an approximate rate"
     )
+    lowest = reference.lowest_rate()
+    if lowest is not None and model.false_alarm_rate < lowest:
+        how += (
+            f" (but so few labelled images set no rate below 1 in {len(reference.distances) + 1}"
+            f" = {100 * lowest:.1f}%: label more images for {100 * model.false_alarm_rate:g}%)"
+        )
     centred = getattr(model, "outlier_centre_", None) is not None
     where = "; embeddings centred on the images' mean" if centred else ""
     return f"outlier score above {model.unknown_threshold_:.3f}: {how}{where}"
@@ -105,6 +112,7 @@ def unknown_summary(model: Any, flagged: np.ndarray) -> tuple[dict[str, Any], li
         "rule": rule,
         "flagged": int(np.count_nonzero(flagged)),
         "centred": getattr(model, "outlier_centre_", None) is not None,
+        "lowest_rate": None if reference is None else reference.lowest_rate(),
     }
     if model.unknown == "off":
         return entry, []
