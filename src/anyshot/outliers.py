@@ -381,12 +381,17 @@ class UnknownReference:
     one_shot_quantile: float = ONE_SHOT_QUANTILE
 
     def lowest_rate(self) -> float | None:
-        """The smallest false-alarm rate the left-out distances can set, ``1 / (M + 1)``: at
-        lower rates the threshold is the largest of the ``M`` distances, and a new image of a
-        class lies above it with probability about ``1 / (M + 1)`` (val, 5 labelled images a
-        class, target 5%: 2 classes 8.6% / 7.4% on mini-ImageNet / Omniglot, 1/11 = 9.1%; 3
-        classes 5.6% / 5.5%, 1/16 = 6.3%). ``None`` when not ``conformal`` (no rate is set)."""
-        return 1.0 / (len(self.distances) + 1) if self.conformal else None
+        """About the smallest false-alarm rate the left-out distances can set:
+        ``1 / (n + 1)``, ``n = (sum w)^2 / sum w^2`` their effective number (``M`` when the
+        weights are equal). Below it the threshold is the largest distance, and a new image of
+        a class lies above it with about that probability or more (val, 5 labelled images a
+        class, target 5%: 2 classes 8.6 / 7.4% on mini-ImageNet / Omniglot, 1/11 = 9.1%; 3
+        classes 5.6 / 5.5%, 1/16 = 6.3%). ``None`` when not ``conformal`` (no rate is set)."""
+        if not self.conformal:
+            return None
+        weights = self.weights.double()
+        effective = float(weights.sum() ** 2 / (weights**2).sum())
+        return 1.0 / (effective + 1.0)
 
     def threshold(self, false_alarm_rate: float) -> float:
         """The distance above which an image is called none of the classes.

@@ -607,7 +607,9 @@ def add_run_options(
         type=positive_int,
         help="CPU threads for torch (default: the free cores, i.e. the cores this process "
         "may use less the 1-minute load average, at least 1: torch's one thread per core "
-        "collapses on a machine busy with other work)",
+        "collapses on a machine busy with other work); image files are decoded on every "
+        "core whatever this says (up to 4 threads a process: decoding threads share busy "
+        "cores without stalling)",
     )
     if strict:
         group.add_argument(

@@ -89,8 +89,8 @@ def threshold_words(model: Any) -> str:
     lowest = reference.lowest_rate()
     if lowest is not None and model.false_alarm_rate < lowest:
         how += (
-            f" (but so few labelled images set no rate below 1 in {len(reference.distances) + 1}"
-            f" = {100 * lowest:.1f}%: label more images for {100 * model.false_alarm_rate:g}%)"
+            f" (but so few labelled images set no rate below about {100 * lowest:.1f}%: label "
+            f"more images, in every class, for {100 * model.false_alarm_rate:g}%)"
         )
     centred = getattr(model, "outlier_centre_", None) is not None
     where = "; embeddings centred on the images' mean" if centred else ""
