@@ -383,8 +383,9 @@ class UnknownReference:
     def lowest_rate(self) -> float | None:
         """About the smallest false-alarm rate the left-out distances can set:
         ``1 / (n + 1)``, ``n = (sum w)^2 / sum w^2`` their effective number (``M`` when the
-        weights are equal). Below it the threshold is the largest distance, and a new image of
-        a class lies above it with about that probability or more (val, 5 labelled images a
+        weights are equal). Below it the threshold is the largest distance or near it (the
+        largest exactly below ``1 / (M + 1)``), and a new image of a class lies above it with
+        about that probability or more (val, 5 labelled images a
         class, target 5%: 2 classes 8.6 / 7.4% on mini-ImageNet / Omniglot, 1/11 = 9.1%; 3
         classes 5.6 / 5.5%, 1/16 = 6.3%). ``None`` when not ``conformal`` (no rate is set)."""
         if not self.conformal:
