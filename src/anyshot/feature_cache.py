@@ -722,15 +722,16 @@ class FeatureCache:
         without ``keep`` (a module of the moment, e.g. two networks run together), for a
         frozen trace (made per call) or for inference tensors (no version counters)."""
         tensors = [*backbone.parameters(), *backbone.buffers()]
+        device = module_device(backbone)
         if any(t.is_inference() for t in tensors):
             key = None
         else:
-            key = (digest, str(module_device(backbone)), tuple(t._version for t in tensors))
+            key = (digest, str(device), tuple(t._version for t in tensors))
         held = self._converted
         if key is not None and held is not None and held[0]() is backbone and held[1] == key:
             return held[2]
         network = inference_network(
-            backbone, module_device(backbone), dtype=self.dtype,
+            backbone, device, dtype=self.dtype,
             channels_last=self.channels_last, private=self.freeze, fold=self.fold_batch_norm,
         )  # fmt: skip
         self._converted = None
