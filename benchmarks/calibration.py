@@ -82,6 +82,7 @@ METHODS: dict[str, tuple[Method, Method]] = {
             RECOMMENDED,
             confidence_temperature=1.0,
             fallback_temperature=1.0,
+            fallback_shots_power=0.0,
             confidence_shots_power=0.0,
             confidence_similarity_slope=0.0,
             confidence_query_slope=0.0,
@@ -90,7 +91,10 @@ METHODS: dict[str, tuple[Method, Method]] = {
         ),
         RECOMMENDED,
     ),
-    "support-init": (dataclasses.replace(SUPPORT_INIT, confidence_temperature=1.0), SUPPORT_INIT),
+    "support-init": (
+        dataclasses.replace(SUPPORT_INIT, confidence_temperature=1.0, confidence_shots_power=0.0),
+        SUPPORT_INIT,
+    ),
 }
 
 
@@ -328,12 +332,23 @@ def parse_args() -> Any:
     parser.add_argument(
         "--cells", help="also these realistic_grid.py cells (comma-separated patterns)"
     )
-    return parser.parse_args()
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated, of {', '.join(METHODS)} (default: all)",
+    )
+    args = parser.parse_args()
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown or not args.methods:
+        given = ", ".join(unknown) or "none given"
+        parser.error(f"--methods: {given}; choose from {', '.join(METHODS)}")
+    return args
 
 
 def collect(args: Any) -> dict[str, dict[str, tuple[CellLogits, CellLogits]]]:
     """Method -> cell -> the uncalibrated and the shipped method's query logits."""
-    found: dict[str, dict[str, tuple[CellLogits, CellLogits]]] = {m: {} for m in METHODS}
+    found: dict[str, dict[str, tuple[CellLogits, CellLogits]]] = {m: {} for m in args.methods}
     datasets = {n: dataset_split(args.data_root, d.dataset, args.split) for n, d in DOMAINS.items()}
     chosen = all_cells(args, {n: data.num_classes for n, data in datasets.items()})
     for name, domain in DOMAINS.items():
@@ -345,7 +360,8 @@ def collect(args: Any) -> dict[str, dict[str, tuple[CellLogits, CellLogits]]]:
         every = [s for chosen in specs.values() for s in chosen]
         features = embed_episodes(cache, domain.network(), data, every).features
         for cell in mine:
-            for method, pair in METHODS.items():
+            for method in args.methods:
+                pair = METHODS[method]
                 found[method][cell.name] = (
                     cell_logits(pair[0], features, specs[cell.name], cell.shots, cell.ways),
                     cell_logits(pair[1], features, specs[cell.name], cell.shots, cell.ways),
@@ -368,7 +384,7 @@ def main() -> None:
     started = time.perf_counter()
     found = collect(args)
     rows = {m: {c: cell_row(*pair) for c, pair in cells_.items()} for m, cells_ in found.items()}
-    candidates: dict[str, dict[str, Any]] = {m: {} for m in METHODS}
+    candidates: dict[str, dict[str, Any]] = {m: {} for m in args.methods}
     if args.split == "val":
         for method, cells_ in found.items():
             before = {cell: pair[0] for cell, pair in cells_.items()}
@@ -381,7 +397,7 @@ def main() -> None:
             "episodes": args.episodes,
             "cells": [dataclasses.asdict(c) for c in cells(args.episodes)],
             "extra_cells": args.cells,
-            "methods": {m: dataclasses.asdict(pair[1]) for m, pair in METHODS.items()},
+            "methods": {m: dataclasses.asdict(METHODS[m][1]) for m in args.methods},
             "ece": "15 equal-width bins of the max softmax probability, all queries pooled; "
             f"ece_after_ci95: percentile bootstrap over episodes, {BOOTSTRAP} resamples",
             "fit": "tau minimising the NLL, every cell weighted equally (fit_temperature)",
@@ -391,7 +407,9 @@ def main() -> None:
         },
         "cells": rows,
         "candidates": candidates,
-        "markdown": "\n\n".join(f"### {m}\n\n{markdown(rows[m], candidates[m])}" for m in METHODS),
+        "markdown": "\n\n".join(
+            f"### {m}\n\n{markdown(rows[m], candidates[m])}" for m in args.methods
+        ),
     }
     write_json(args.output, record)
     print(record["markdown"])

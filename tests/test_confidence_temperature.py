@@ -73,6 +73,43 @@ def test_support_init_confidence_temperature_keeps_the_predictions() -> None:
     )
 
 
+def _more_shots(
+    rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor], shots: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The one-shot episodes ``rows`` with each support row ``shots`` times: the same class
+    means, ``shots`` labelled rows per class."""
+    support, targets, query = rows
+    return support.repeat_interleave(shots, 1), targets.repeat_interleave(shots, 1), query
+
+
+def test_support_init_tau_falls_with_the_shots() -> None:
+    one_shot = nuisance_episodes(3, 5, 5, 6, seed=3)[:3]
+    plain = SupportBasedInit(temperature=0.1).fit_features(*one_shot)
+    assert SUPPORT_INIT.confidence_shots_power < 0
+    for shots in (1, 4):
+        fitted = SUPPORT_INIT.fit_features(*_more_shots(one_shot, shots))
+        tau = SUPPORT_INIT.confidence_temperature * shots**SUPPORT_INIT.confidence_shots_power
+        assert SUPPORT_INIT.confidence_tau(shots) == pytest.approx(tau)
+        # the same class means: the same cosines, divided by a smaller tau at 4 shots
+        torch.testing.assert_close(fitted.query_logits, plain.query_logits / tau)
+
+
+def test_the_guards_answers_carry_support_inits_confidences_at_any_shots() -> None:
+    forced = dataclasses.replace(
+        FORCED,
+        min_agreement=0.5,
+        fallback_temperature=RECOMMENDED.fallback_temperature,
+        fallback_shots_power=RECOMMENDED.fallback_shots_power,
+    )
+    assert RECOMMENDED.fallback_shots_power == SUPPORT_INIT.confidence_shots_power != 0
+    for shots in (1, 3):
+        rows = _more_shots(_mixed_batch(), shots)
+        guarded = forced.fit_features(*rows)
+        assert guarded.fallback is not None and guarded.fallback.tolist() == [False, True, False]
+        alone = SUPPORT_INIT.fit_features(*rows)
+        torch.testing.assert_close(guarded.query_logits[1], alone.query_logits[1])
+
+
 def test_calibrated_support_init_has_a_lower_calibration_error() -> None:
     # one-shot episodes of elongated, shifted classes: at T = 0.1 the cosine logits are too
     # flat (support-init is under-confident, as on mini-ImageNet and Omniglot val)
@@ -112,6 +149,7 @@ def test_the_registry_round_trips_the_temperatures() -> None:
     for method in (RECOMMENDED, SUPPORT_INIT):
         assert method_from_dict(method_to_dict(method)) == method
     assert RECOMMENDED.fallback_temperature == SUPPORT_INIT.confidence_temperature != 1.0
+    assert RECOMMENDED.fallback_shots_power == SUPPORT_INIT.confidence_shots_power != 0.0
 
 
 @pytest.mark.parametrize("value", [0.0, -1.0, float("inf"), float("nan")])
@@ -120,3 +158,11 @@ def test_temperatures_must_be_positive_numbers(value: float) -> None:
         SupportBasedInit(confidence_temperature=value)
     with pytest.raises(ConfigurationError, match="fallback_temperature"):
         TransductiveFineTuning(fallback_temperature=value)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_shots_powers_must_be_finite(value: float) -> None:
+    with pytest.raises(ConfigurationError, match="confidence_shots_power"):
+        SupportBasedInit(confidence_shots_power=value)
+    with pytest.raises(ConfigurationError, match="fallback_shots_power"):
+        TransductiveFineTuning(fallback_shots_power=value)

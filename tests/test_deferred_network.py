@@ -117,8 +117,19 @@ def test_a_damaged_record_counts_as_none(tmp_path: Path, loads: list[str]) -> No
 
 def test_fit_then_save_after_a_cached_fit_writes_the_network(tmp_path: Path) -> None:
     support, query = support_and_query(tmp_path, COLOURS)
-    base = ["--support", str(support), "--backbone", "conv4", "--image-size", str(SIZE),
-            "--quiet", "--method", "support-init", "--cache-dir", str(tmp_path / "cache")]
+    base = [
+        "--support",
+        str(support),
+        "--backbone",
+        "conv4",
+        "--image-size",
+        str(SIZE),
+        "--quiet",
+        "--method",
+        "support-init",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     for name in ("a.pt", "b.pt"):  # the second fit reads every row from the cache
         assert main(["fit", *base, "--output", str(tmp_path / name)]) == 0
     predictions = []

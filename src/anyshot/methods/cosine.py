@@ -31,6 +31,7 @@ __all__ = [
     "cosine_logits",
     "episode_center",
     "rectify",
+    "shots_temperature",
     "support_center",
     "transductive_center",
     "unit_embeddings",
@@ -166,6 +167,14 @@ def check_temperatures(**temperatures: float) -> None:
     for name, value in temperatures.items():
         if not 0 < value < math.inf:
             raise ConfigurationError(f"{name} must be a positive number, got {value}")
+
+
+def shots_temperature(temperature: float, shots_power: float, shots: float) -> float:
+    """``temperature * shots ** shots_power``: a confidence temperature ``tau`` that changes with
+    ``shots``, the labelled images per class (``S / K``, a mean when classes differ). Class means
+    of more images are nearer their queries, so logits grow with the shots and want a softer
+    ``tau`` per unit of logit (a negative power keeps confidences calibrated)."""
+    return temperature * shots**shots_power
 
 
 def cosine_logits(

@@ -33,7 +33,12 @@ from torch import nn
 
 from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError
-from anyshot.methods.cosine import CENTERS, check_temperatures, class_mean_similarity
+from anyshot.methods.cosine import (
+    CENTERS,
+    check_temperatures,
+    class_mean_similarity,
+    shots_temperature,
+)
 from anyshot.methods.features import (
     EpisodeRows,
     FittedHead,
@@ -94,7 +99,10 @@ class FineTuning:
         fallback_temperature: the same for an episode a safeguard answered with support-based
             initialisation (the guard; at scopes ``last`` / ``all`` the gate too; see
             ``min_queries_per_class``), whose logits are those of
-            :class:`~anyshot.methods.SupportBasedInit` and are calibrated as its are.
+            :class:`~anyshot.methods.SupportBasedInit` and are calibrated as its are: ``tau`` is
+            ``fallback_temperature * shots ** fallback_shots_power`` (``shots`` = ``S / K``).
+        fallback_shots_power: see ``fallback_temperature`` (support-init's
+            ``confidence_shots_power``); 0 = the same ``tau`` at any shots.
         confidence_shots_power: ``b`` of the calibration rule: at scope ``head`` a trained
             episode's ``tau`` is ``confidence_temperature * shots ** b * exp(c * s)``, ``shots``
             = labelled images per class (``S / K``) and ``s`` = the mean cosine between the
@@ -250,6 +258,7 @@ class FineTuning:
     temperature: float = 1.0
     confidence_temperature: float = 1.0
     fallback_temperature: float = 1.0
+    fallback_shots_power: float = 0.0
     confidence_shots_power: float = 0.0
     confidence_similarity_slope: float = 0.0
     confidence_query_slope: float = 0.0
@@ -321,6 +330,7 @@ class FineTuning:
         if self.tsallis_confidence_temperature is not None:
             check_temperatures(tsallis_confidence_temperature=self.tsallis_confidence_temperature)
         for name in (
+            "fallback_shots_power",
             "confidence_shots_power",
             "confidence_similarity_slope",
             "confidence_query_slope",
@@ -487,7 +497,13 @@ class FineTuning:
         if self.outlier_rate > 0 and rows.query.shape[1] > 0 and self.confidence_query_slope:
             keep = inlier_queries(rows, self.outlier_rate, self.relu).cpu()
         tau = self.confidence_temperatures(rows, fitted.query_logits, keep)
-        return fitted.calibrated(tau, self.fallback_temperature, self.tsallis_temperature(rows))
+        shots = rows.support.shape[1] / rows.ways
+        return fitted.calibrated(tau, self.fallback_tau(shots), self.tsallis_temperature(rows))
+
+    def fallback_tau(self, shots: float) -> float:
+        """``tau`` of a support-init answer for ``shots`` labelled images per class (see
+        ``fallback_temperature``)."""
+        return shots_temperature(self.fallback_temperature, self.fallback_shots_power, shots)
 
     def tsallis_temperature(self, rows: EpisodeRows) -> float | None:
         """``tau`` of the episodes of ``rows`` the Tsallis head answers:
@@ -496,7 +512,9 @@ class FineTuning:
         if self.tsallis_confidence_temperature is None:
             return None
         shots = rows.support.shape[1] / rows.ways
-        return self.tsallis_confidence_temperature * shots**self.tsallis_confidence_shots_power
+        return shots_temperature(
+            self.tsallis_confidence_temperature, self.tsallis_confidence_shots_power, shots
+        )
 
     def confidence_temperatures(
         self,
@@ -569,7 +587,8 @@ class FineTuning:
         tuned = train_network(settings, network, episode.support_targets.to(device), episode.ways)
         if tuned.network is not None:  # trained channels-last on a CPU; handed back as usual
             tuned.network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-        return tuned.calibrated(self.confidence_temperature, self.fallback_temperature)
+        shots = len(episode.support_targets) / episode.ways
+        return tuned.calibrated(self.confidence_temperature, self.fallback_tau(shots))
 
     def network_training(self) -> NetworkTraining:
         """The settings of the network loop (scopes ``last`` / ``all``)."""
@@ -637,6 +656,7 @@ QUERY_FIELDS = (
 SAFEGUARDED_FIELDS = (
     *QUERY_FIELDS,
     "fallback_temperature",
+    "fallback_shots_power",
     "confidence_temperature",
     "confidence_shots_power",
     "confidence_similarity_slope",

@@ -5,13 +5,15 @@ No training: the support embeddings' normalised class means become the classifie
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from anyshot.episodes import Episode
-from anyshot.methods.cosine import check_temperatures
+from anyshot.errors import ConfigurationError
+from anyshot.methods.cosine import check_temperatures, shots_temperature
 from anyshot.methods.features import FittedHead, RowBatch, episode_rows
 from anyshot.methods.frozen import frozen_forward
 from anyshot.methods.head import support_init_head
@@ -27,6 +29,9 @@ class SupportBasedInit:
         temperature: ``T`` of the cosine logits (1 in the paper).
         confidence_temperature: ``tau``: the logits are divided by it (calibration of the
             confidences; the predictions do not depend on it, nor on ``T``). 1 = none.
+        confidence_shots_power: ``b``: ``tau`` is ``confidence_temperature * shots ** b``,
+            ``shots`` = labelled images per class (``S / K``); 0 = the same ``tau`` at any
+            shots (:func:`~anyshot.methods.cosine.shots_temperature`).
         relu: rectify embeddings before normalising.
         batch_size: images per forward pass.
         device: where to compute; default the backbone's (or the embeddings') device.
@@ -34,6 +39,7 @@ class SupportBasedInit:
 
     temperature: float = 1.0
     confidence_temperature: float = 1.0
+    confidence_shots_power: float = 0.0
     relu: bool = True
     batch_size: int = 128
     device: str | None = None
@@ -42,6 +48,10 @@ class SupportBasedInit:
         check_temperatures(
             temperature=self.temperature, confidence_temperature=self.confidence_temperature
         )
+        if not math.isfinite(self.confidence_shots_power):
+            raise ConfigurationError(
+                f"confidence_shots_power must be a finite number, got {self.confidence_shots_power}"
+            )
 
     def fit_features(
         self,
@@ -70,9 +80,12 @@ class SupportBasedInit:
                 support_init_head(chunk, self.temperature, self.relu)
                 for chunk in rows.split(episodes_per_chunk)
             ]
-        return FittedHead.concatenate(parts).calibrated(
-            self.confidence_temperature, self.confidence_temperature
-        )
+        tau = self.confidence_tau(rows.support.shape[1] / rows.ways)
+        return FittedHead.concatenate(parts).calibrated(tau, tau)
+
+    def confidence_tau(self, shots: float) -> float:
+        """``tau`` for ``shots`` labelled images per class (see ``confidence_shots_power``)."""
+        return shots_temperature(self.confidence_temperature, self.confidence_shots_power, shots)
 
     def __call__(self, backbone: nn.Module, episode: Episode) -> torch.Tensor:
         """Query logits ``[Q, K]`` (CPU, float32), columns in ``episode.classes`` order."""
