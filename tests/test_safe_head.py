@@ -519,7 +519,7 @@ def test_settings_presets_and_command_line() -> None:
         tsallis_confidence_temperature=3.9,
         tsallis_confidence_shots_power=-0.35,
         fallback_temperature=SUPPORT_INIT_CONFIDENCE_TEMPERATURE,
-        fallback_shots_power=-0.32,
+        fallback_shots_power=-0.25,
     )
     assert expected == RECOMMENDED
     assert UNGUARDED.center_on == "episode" and not UNGUARDED.empirical_bayes
