@@ -36,7 +36,7 @@ sets of a few of many classes where the default's Tsallis head answers); ``--spl
 
     CELLS='mini-present-*-k3,mini-present-*-k5,omni-present-*w1s-k3,omni-present-*w1s-k5,omni-present-*w5s-k3,omni-present-*w5s-k5'
     PYTHONPATH=src:benchmarks python benchmarks/calibration.py --split test --episodes 100 \
-        --threads 2 --cells "$CELLS" --output benchmarks/results/calibration-test-present.json
+        --threads 1 --cells "$CELLS" --output benchmarks/results/calibration-test-present.json
     # the default before its Tsallis head: the same command in a worktree of afc7492
     git worktree add W afc7492 && cp benchmarks/calibration.py W/benchmarks/ && cd W && \
         PYTHONPATH=src:benchmarks python benchmarks/calibration.py --split test --episodes 100 \

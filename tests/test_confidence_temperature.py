@@ -14,6 +14,7 @@ import torch
 
 from anyshot.backbones import build_backbone
 from anyshot.calibration import expected_calibration_error
+from anyshot.episodes import Episode
 from anyshot.errors import ConfigurationError
 from anyshot.methods import SupportBasedInit, TransductiveFineTuning
 from anyshot.methods.presets import RECOMMENDED, SUPPORT_INIT
@@ -145,11 +146,36 @@ def test_network_scopes_calibrate_the_trained_and_the_fallen_back_classifier() -
             )
 
 
+def test_network_scopes_give_the_fallen_back_classifier_the_tau_of_its_shots() -> None:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        backbone = build_backbone("conv4", channels=3, image_size=16)
+    method = TransductiveFineTuning(
+        scope="last", epochs=3, lr=0.01, temperature=0.1, augment=False, min_queries_per_class=2.0
+    )
+    calibrated = dataclasses.replace(method, fallback_temperature=0.5, fallback_shots_power=-0.5)
+    one_shot = _image_episode([1, 0, 0])  # one query: the gate hands it to support-init
+    two_shots = Episode(
+        one_shot.support.repeat(2, 1, 1, 1), [0, 1, 2, 0, 1, 2], one_shot.query, [0]
+    )
+    plain, fitted = method.fit(backbone, two_shots), calibrated.fit(backbone, two_shots)
+    assert fitted.fallback is not None
+    torch.testing.assert_close(fitted.query_logits, plain.query_logits / (0.5 * 2**-0.5))
+
+
 def test_the_registry_round_trips_the_temperatures() -> None:
     for method in (RECOMMENDED, SUPPORT_INIT):
         assert method_from_dict(method_to_dict(method)) == method
     assert RECOMMENDED.fallback_temperature == SUPPORT_INIT.confidence_temperature != 1.0
     assert RECOMMENDED.fallback_shots_power == SUPPORT_INIT.confidence_shots_power != 0.0
+    # settings saved before the shots' powers existed: 0, the same tau at any shots (as then)
+    for method, field in (
+        (RECOMMENDED, "fallback_shots_power"),
+        (SUPPORT_INIT, "confidence_shots_power"),
+    ):
+        saved = method_to_dict(method)
+        del saved["settings"][field]
+        assert getattr(method_from_dict(saved), field) == 0.0
 
 
 @pytest.mark.parametrize("value", [0.0, -1.0, float("inf"), float("nan")])

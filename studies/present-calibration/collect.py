@@ -33,10 +33,13 @@ from anyshot.methods.cosine import class_mean_similarity  # noqa: E402
 OUT = os.environ.get("ANYSHOT_STUDY_OUT", "out")
 UNCALIBRATED = dataclasses.replace(
     presets.RECOMMENDED, confidence_temperature=1.0, fallback_temperature=1.0,
-    confidence_shots_power=0.0, confidence_similarity_slope=0.0, confidence_query_slope=0.0,
-    tsallis_confidence_temperature=None, tsallis_confidence_shots_power=0.0,
+    fallback_shots_power=0.0, confidence_shots_power=0.0, confidence_similarity_slope=0.0,
+    confidence_query_slope=0.0, tsallis_confidence_temperature=None,
+    tsallis_confidence_shots_power=0.0,
 )
-SUPPORT_INIT = dataclasses.replace(presets.SUPPORT_INIT, confidence_temperature=1.0)
+SUPPORT_INIT = dataclasses.replace(
+    presets.SUPPORT_INIT, confidence_temperature=1.0, confidence_shots_power=0.0
+)
 
 
 def mask(values: torch.Tensor | None, episodes: int) -> torch.Tensor:
