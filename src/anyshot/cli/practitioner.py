@@ -85,7 +85,10 @@ fine-tunes on the labelled images alone (as --method finetune does).
 CSV columns: path,label,class,confidence then label_2,confidence_2,... (the --top-k most
 probable classes), then outlier_score; one row per readable query image, sorted by path. label
 is class, or unknown for an image flagged as none of the classes; class is always the most
-probable class and confidence its probability.
+probable class and confidence its probability, calibrated on validation classes for support-init
+and for the default when it trains the classifier alone (--scope head), with a temperature that
+follows the labelled images per class (README, "Confidences"); other settings' confidences are
+not calibrated.
 
 """
     + UNKNOWN_EPILOG
