@@ -125,13 +125,20 @@ def test_calibrated_support_init_has_a_lower_calibration_error() -> None:
     assert ece(SUPPORT_INIT) < uncalibrated - 0.1  # 0.36 -> 0.20
 
 
-def test_network_scopes_calibrate_the_trained_and_the_fallen_back_classifier() -> None:
+def _network_setting() -> tuple[torch.nn.Module, TransductiveFineTuning]:
+    """A seeded 16 px conv4 and fine-tuning at scope ``last`` whose gate hands an episode of
+    fewer than 2 queries per class to support-init."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
         backbone = build_backbone("conv4", channels=3, image_size=16)
     method = TransductiveFineTuning(
         scope="last", epochs=3, lr=0.01, temperature=0.1, augment=False, min_queries_per_class=2.0
     )
+    return backbone, method
+
+
+def test_network_scopes_calibrate_the_trained_and_the_fallen_back_classifier() -> None:
+    backbone, method = _network_setting()
     calibrated = dataclasses.replace(method, confidence_temperature=2.0, fallback_temperature=0.5)
     for queries, tau in (([1, 0, 0], 0.5), ([4, 4, 4], 2.0)):  # gated, trained
         episode = _image_episode(queries)
@@ -147,12 +154,7 @@ def test_network_scopes_calibrate_the_trained_and_the_fallen_back_classifier() -
 
 
 def test_network_scopes_give_the_fallen_back_classifier_the_tau_of_its_shots() -> None:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        backbone = build_backbone("conv4", channels=3, image_size=16)
-    method = TransductiveFineTuning(
-        scope="last", epochs=3, lr=0.01, temperature=0.1, augment=False, min_queries_per_class=2.0
-    )
+    backbone, method = _network_setting()
     calibrated = dataclasses.replace(method, fallback_temperature=0.5, fallback_shots_power=-0.5)
     one_shot = _image_episode([1, 0, 0])  # one query: the gate hands it to support-init
     two_shots = Episode(
