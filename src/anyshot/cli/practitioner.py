@@ -86,9 +86,10 @@ CSV columns: path,label,class,confidence then label_2,confidence_2,... (the --to
 probable classes), then outlier_score; one row per readable query image, sorted by path. label
 is class, or unknown for an image flagged as none of the classes; class is always the most
 probable class and confidence its probability, calibrated on validation classes for support-init
-and for the default when it trains the classifier alone (--scope head), with a temperature that
-follows the labelled images per class (README, "Confidences"); other settings' confidences are
-not calibrated.
+(a temperature that follows the labelled images per class) and for the default whenever it
+trains the classifier on frozen embeddings, as --scope auto does unless it trains the network
+(README, "Confidences"); --method finetune's and a trained network's confidences are not
+calibrated.
 
 """
     + UNKNOWN_EPILOG
