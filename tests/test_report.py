@@ -200,6 +200,8 @@ def test_method_labels() -> None:
     assert tim == "tim-like"
     default = {**dataclasses.asdict(RECOMMENDED), "seed": 7}
     assert method_label({"method": "transductive", "method_options": default}) == "recommended"
+    from_file = json.loads(json.dumps(default))  # a results file: its tuples are lists
+    assert method_label({"method": "transductive", "method_options": from_file}) == "recommended"
     assert method_label({"label": "mine", "method": "x"}) == "mine"
 
 

@@ -168,7 +168,8 @@ def test_run_evaluation_sweep_writes_a_file_per_setting_and_reports_each(
     assert messages == [f"episodes written to {tmp_path / f'e-{w}w1s.jsonl'}" for w in (2, 3)]
     saved = json.loads((tmp_path / "r-3w1s.json").read_text())
     assert saved["config"]["feature_cache"] == str(tmp_path / "cache")
-    assert saved["config"]["method_options"] == dataclasses.asdict(method)
+    # the settings as JSON has them (tuples become lists)
+    assert saved["config"]["method_options"] == json.loads(json.dumps(dataclasses.asdict(method)))
 
 
 def test_run_evaluation_rejects_contradictions_before_running(folder: Path) -> None:

@@ -512,6 +512,7 @@ def test_settings_presets_and_command_line() -> None:
         min_agreement=0.5,
         tsallis_head=True,
         tsallis_gated=True,
+        tsallis_band=(0.4, 0.8),
         confidence_temperature=0.175,
         confidence_shots_power=-0.60,
         confidence_similarity_slope=2.86,

@@ -33,6 +33,7 @@ from anyshot.methods.objective import (
 )
 from anyshot.methods.presets import RECOMMENDED
 from anyshot.outliers import covering
+from conftest import clustered_episode
 from test_safe_head import AS_TRAINED, BASE, accuracy, nuisance_episodes
 
 WITHOUT = dataclasses.replace(AS_TRAINED, tsallis_head=False)
@@ -391,3 +392,46 @@ def test_evaluation_records_say_which_head_answered() -> None:
     assert result.summary["answers"] == dict(sorted(counts.items()))
     plain = evaluate(SUPPORT_INIT, flatten, episodes)
     assert "answer" not in plain.records[0] and "answers" not in plain.summary
+
+
+def test_parsimonious_gives_the_band_the_rival_whatever_its_class_count() -> None:
+    ways = 8
+    head = _head([[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 6, 7]], ways)  # every class
+    rival = _head([[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 6, 6]], ways)  # not fewer
+    asked = []
+
+    def train(mask: torch.Tensor) -> FittedHead:
+        asked.append(mask.tolist())
+        return rival.take(mask.nonzero().squeeze(1))
+
+    assert parsimonious(head, train, margin=0.5, share=0.75).tsallis is None  # no candidate
+    chosen = parsimonious(head, train, margin=0.5, share=0.75, band=torch.tensor([False, True]))
+    assert asked == [[False, True]]
+    assert chosen.tsallis is not None and chosen.tsallis.tolist() == [False, True]
+    torch.testing.assert_close(chosen.query_logits[1], rival.query_logits[1])
+    torch.testing.assert_close(chosen.query_logits[0], head.query_logits[0])
+
+
+def test_the_tsallis_band_acts_from_two_labelled_images_per_class() -> None:
+    episodes = [clustered_episode([40, 20, 10, 5, 0], seed=seed) for seed in range(4)]
+    support = torch.stack([e.support.flatten(1) for e in episodes])  # [4, 5, D]: one shot
+    targets = torch.stack([e.support_targets for e in episodes])
+    query = torch.stack([e.query.flatten(1) for e in episodes])  # 3.1 of 5 classes predicted
+    everywhere = dataclasses.replace(AS_TRAINED, tsallis_band=(0.0, 1.0))
+    without = dataclasses.replace(AS_TRAINED, tsallis_band=(0.0, 0.0))
+    one_shot = everywhere.fit_features(support, targets, query)
+    plain = without.fit_features(support, targets, query)
+    torch.testing.assert_close(one_shot.query_logits, plain.query_logits)  # below 2 shots
+    second = support + torch.randn(support.shape, generator=torch.Generator().manual_seed(0))
+    two = (torch.cat([support, second], 1), torch.cat([targets, targets], 1), query)
+    banded, plain = everywhere.fit_features(*two), without.fit_features(*two)
+    assert plain.tsallis is None or not bool(plain.tsallis.any())  # the rule alone: first head
+    assert banded.tsallis is not None and bool(banded.tsallis.all())
+    assert (banded.query_logits - plain.query_logits).abs().amax() > 1e-3
+
+
+def test_the_tsallis_band_must_be_an_interval_of_shares() -> None:
+    for bad in ((0.8, 0.4), (-0.1, 0.5), (0.5, 1.5), (0.5,)):
+        with pytest.raises(ConfigurationError, match="tsallis_band"):
+            FineTuning(scope="head", tsallis_band=bad)  # type: ignore[arg-type]
+    assert FineTuning(scope="head", tsallis_band=[0.4, 0.8]).tsallis_band == (0.4, 0.8)  # type: ignore[arg-type]

@@ -210,6 +210,11 @@ class Report:
     skipped_plots: list[str] = field(default_factory=list)
 
 
+def _as_json(value: Any) -> Any:
+    """``value`` as a results file holds it (a tuple is a list there)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def method_label(config: dict[str, Any]) -> str:
     """A method's name for tables and legends: ``config["label"]`` if set; else the name of the
     preset it equals (:data:`anyshot.methods.presets.PRESETS`, e.g. ``recommended``); else
@@ -230,7 +235,7 @@ def method_label(config: dict[str, Any]) -> str:
     for preset_name, preset in PRESETS.items():
         settings = dataclasses.asdict(preset)
         if method_name(preset) == name and all(
-            options.get(key, defaults.get(key)) == value
+            _as_json(options.get(key, defaults.get(key))) == _as_json(value)
             for key, value in settings.items()
             if key not in _LABEL_SKIP
         ):

@@ -259,7 +259,9 @@ def default_method_words() -> str:
         f"{head.tsallis_share:.0%} of the classes and it finds more than "
         f"{head.tsallis_margin:g} fewer still (also against the answer below, where the two "
         f"agree on at least {head.min_agreement:.0%} of the images and support-init spreads "
-        f"them over fewer than {COVERING_SHARE:.0%} of the classes). It fine-tunes on the "
+        f"them over fewer than {COVERING_SHARE:.0%} of the classes), and from 2 labelled images "
+        f"per class wherever the first finds them to hold {head.tsallis_band[0]:.0%} up to "
+        f"{head.tsallis_band[1]:.0%} of the classes. It fine-tunes on the "
         "labelled images alone (no "
         "query term, no centring) when there are fewer than "
         f"{head.min_queries_per_class:g} query images per class (plus "
@@ -518,6 +520,16 @@ def _add_tsallis_options(group: argparse._ArgumentGroup) -> None:
         help="with --tsallis-head: the share of the classes below which the first head's "
         "count of the classes the query images hold must lie (default: "
         f"{by_scope('tsallis_share')})",
+    )
+    group.add_argument(
+        "--tsallis-band",
+        type=fraction,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="with --tsallis-head, scope head: from 2 labelled images per class, answer with the "
+        "second head whatever its count where the first finds the query images hold a share of "
+        "the classes from LOW up to (not including) HIGH (imbalanced query folders); 0 0 = "
+        f"never (default: {by_scope('tsallis_band')})",
     )
     group.add_argument(
         "--tsallis-gated",

@@ -208,6 +208,10 @@ class FineTuning:
             head fine-tuning on the frozen embeddings); it needs a query term.
         tsallis_margin: see ``tsallis_head`` (classes).
         tsallis_share: see ``tsallis_head`` (a fraction of ``K``).
+        tsallis_band: ``(low, high)``: with ``tsallis_head``, an episode of at least 2 labelled
+            images per class where this head predicts a share of the classes in
+            ``[low, high)`` takes the Tsallis head's answer whatever its class count
+            (``studies/five-shot-tsallis/``); ``(0, 0)`` = none.
         tsallis_gated: with ``tsallis_head`` (no effect without), scope ``head``: an
             episode the gate answers (``min_queries_per_class``) is given the Tsallis head's
             answer instead where the gate's answer predicts fewer than ``tsallis_share`` of
@@ -281,6 +285,7 @@ class FineTuning:
     tsallis_head: bool = False
     tsallis_margin: float = 0.5
     tsallis_share: float = 0.75
+    tsallis_band: tuple[float, float] = (0.0, 0.0)
     tsallis_gated: bool = False
     tsallis_confidence_temperature: float | None = None
     tsallis_confidence_shots_power: float = 0.0
@@ -380,6 +385,8 @@ class FineTuning:
             raise ConfigurationError(
                 f"tsallis_margin must be a finite number >= 0, got {self.tsallis_margin}"
             )
+        # a list from a settings file becomes a tuple
+        object.__setattr__(self, "tsallis_band", share_band(self.tsallis_band))
         if not 0 <= self.tsallis_share <= 1:
             raise ConfigurationError(
                 f"tsallis_share must be a fraction in [0, 1], got {self.tsallis_share}"
@@ -440,6 +447,7 @@ class FineTuning:
             tsallis_head=self.tsallis_head,
             tsallis_margin=self.tsallis_margin,
             tsallis_share=self.tsallis_share,
+            tsallis_band=self.tsallis_band,
             tsallis_gated=self.tsallis_gated,
         )
 
@@ -646,6 +654,7 @@ QUERY_FIELDS = (
     "tsallis_head",
     "tsallis_margin",
     "tsallis_share",
+    "tsallis_band",
     "tsallis_gated",
     "gate_prior_share",
 )
@@ -664,6 +673,23 @@ SAFEGUARDED_FIELDS = (
     "tsallis_confidence_temperature",
     "tsallis_confidence_shots_power",
 )
+
+
+def share_band(band: Any) -> tuple[float, float]:
+    """``tsallis_band`` as a ``(low, high)`` tuple of floats.
+
+    Raises:
+        ConfigurationError: not two numbers with ``0 <= low <= high <= 1``.
+    """
+    try:
+        low, high = (float(x) for x in band)
+    except (TypeError, ValueError):
+        low, high = 1.0, 0.0  # rejected below
+    if not 0 <= low <= high <= 1:
+        raise ConfigurationError(
+            f"tsallis_band must be (low, high) with 0 <= low <= high <= 1, got {band}"
+        )
+    return low, high
 
 
 def field_default(cls: type, name: str) -> Any:

@@ -117,6 +117,10 @@ class HeadTraining:
             the queries and it more than ``tsallis_margin`` fewer still (:func:`parsimonious`).
         tsallis_margin: see ``tsallis_head``.
         tsallis_share: see ``tsallis_head``.
+        tsallis_band: with ``tsallis_head``, an episode of at least 2 labelled images per
+            class where this head predicts a share of the classes in ``[low, high)`` (the
+            effective number over ``K``) takes the Tsallis head's answer whatever its class
+            count; ``(0, 0)`` = none.
         tsallis_gated: with ``tsallis_head``, the Tsallis head also challenges the gate's
             answer, by the same rule (:func:`parsimonious` against the gate's answer), where
             the gate opens on its class count, it agrees with the gate's answer on at least
@@ -147,6 +151,7 @@ class HeadTraining:
     tsallis_head: bool = False
     tsallis_margin: float = 0.5
     tsallis_share: float = 0.75
+    tsallis_band: tuple[float, float] = (0.0, 0.0)
     tsallis_gated: bool = False
     gate_prior_share: float = 0.0
 
@@ -201,6 +206,7 @@ def parsimonious(
     margin: float,
     share: float,
     accept: Callable[[torch.Tensor, FittedHead], torch.Tensor] | None = None,
+    band: torch.Tensor | None = None,
 ) -> FittedHead:
     """``head``, with a rival's answer in the episodes where ``head`` predicts fewer than
     ``share`` of the ``K`` classes for the queries and the rival more than ``margin`` fewer
@@ -212,16 +218,21 @@ def parsimonious(
     many ways) it can merge classes, which ``share`` rules out. The result's ``tsallis`` mask
     holds the episodes given the rival's answer (``None`` when no episode was a candidate).
     ``accept(candidates [E] bool, rival's head of them) -> [E'] bool``, when given, must also
-    hold for an episode to take the rival's answer."""
+    hold for an episode to take the rival's answer. ``band`` (``[E]`` bool), when given: these
+    episodes take the rival's answer whatever its class count."""
     own = predicted_classes(head.query_logits)  # [E]
     # at least one class is always predicted: the rival cannot win with 1 + margin or fewer
     candidates = (own < share * head.query_logits.shape[-1]) & (own > 1 + margin)
+    if band is not None:
+        candidates = candidates | band
     if not bool(candidates.any()):
         return head
     other = rival(candidates)
     fewer = predicted_classes(other.query_logits) < own[candidates] - margin  # [E']
     if accept is not None:
         fewer = fewer & accept(candidates, other)
+    if band is not None:
+        fewer = fewer | band[candidates]
     chosen = candidates.clone()
     chosen[candidates] = fewer
     merged = head.with_episodes_of(other.take(fewer.nonzero().squeeze(1)), chosen)
@@ -562,12 +573,19 @@ def _fit_either(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     fitted = _fit(training, rows)
     if not training.tsallis_head or rows.query.shape[1] == 0:
         return fitted
-    tsallis = training.tsallis(rows.support.shape[1] / rows.ways)
+    shots = rows.support.shape[1] / rows.ways
+    tsallis = training.tsallis(shots)
+    low, high = training.tsallis_band
+    band = None
+    if shots >= 2 and high > low:
+        share = predicted_classes(fitted.query_logits) / rows.ways  # [E]
+        band = (share >= low) & (share < high)
     return parsimonious(
         fitted,
         lambda mask: _fit(tsallis, _episodes(rows, mask)),
         training.tsallis_margin,
         training.tsallis_share,
+        band=band,
     )
 
 

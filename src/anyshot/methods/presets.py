@@ -120,7 +120,10 @@ SUPPORT_INIT_CONFIDENCE_SHOTS_POWER = -0.25
 #: they hold fewer than half of the classes), support-init's answer below 50% agreement with it
 #: where its predictions cover the classes;
 #: the Tsallis head's answer where it explains the queries with clearly fewer of the classes
-#: (``tsallis_head``), than the gate's answer too (``tsallis_gated``). A trained head's logits
+#: (``tsallis_head``), than the gate's answer too (``tsallis_gated``), and from 2 labelled
+#: images per class where the first head predicts 40-80% of the classes (``tsallis_band``:
+#: imbalanced queries; val: +0.2 to +0.8 in 6 of 43 cells, none lower,
+#: ``studies/five-shot-tsallis/``). A trained head's logits
 #: (the inductive head's too) are divided by ``tau = 0.175 * shots ** -0.60 * exp(2.86 s + 1.07
 #: h)``, ``s`` the mean cosine between the support's class means
 #: (:func:`anyshot.methods.cosine.class_mean_similarity`), ``h`` the head's mean uncalibrated
@@ -144,6 +147,7 @@ RECOMMENDED = dataclasses.replace(
     min_agreement=0.5,
     tsallis_head=True,
     tsallis_gated=True,
+    tsallis_band=(0.4, 0.8),
     confidence_temperature=0.175,
     confidence_shots_power=-0.60,
     confidence_similarity_slope=2.86,
