@@ -405,7 +405,7 @@ def safeguarded(
     gated = gate_closes(m, s, counted, shots, torch.ones(episodes))  # even one class: too few
     probe = None  # head fine-tuning of the rows: the gate's class count, or the answer
     if not bool(gated.all()) and (m > 0 or s > 0 or train is None):
-        probe = _fit_either(training, rows)
+        probe = _fit_either(training, rows)  # the Tsallis head's where it answers (band too)
         classes = predicted_classes(probe.query_logits, keep)
         gated = gate_closes(m, s, counted, shots, classes)
     answer = base

@@ -122,7 +122,7 @@ SUPPORT_INIT_CONFIDENCE_SHOTS_POWER = -0.25
 #: the Tsallis head's answer where it explains the queries with clearly fewer of the classes
 #: (``tsallis_head``), than the gate's answer too (``tsallis_gated``), and from 2 labelled
 #: images per class where the first head predicts 40-80% of the classes (``tsallis_band``:
-#: imbalanced queries; val: +0.2 to +0.8 in 6 of 43 cells, none lower,
+#: imbalanced queries; val: +0.2 to +0.8 in 6 of 41 cells of 2+ shots, none lower,
 #: ``studies/five-shot-tsallis/``). A trained head's logits
 #: (the inductive head's too) are divided by ``tau = 0.175 * shots ** -0.60 * exp(2.86 s + 1.07
 #: h)``, ``s`` the mean cosine between the support's class means
