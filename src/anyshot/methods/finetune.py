@@ -541,12 +541,9 @@ class FineTuning:
         logit); :data:`QUERYLESS_CONFIDENCE` for an episode without (kept) queries or when
         ``query_logits`` is ``None``)."""
         episodes = rows.support.shape[0]
-        log_tau = torch.full(
-            (episodes,), math.log(self.confidence_temperature), dtype=torch.float64
-        )
-        if self.confidence_shots_power != 0:
-            shots = rows.support.shape[1] / rows.ways
-            log_tau += self.confidence_shots_power * math.log(shots)
+        shots = rows.support.shape[1] / rows.ways
+        base = shots_temperature(self.confidence_temperature, self.confidence_shots_power, shots)
+        log_tau = torch.full((episodes,), math.log(base), dtype=torch.float64)
         if self.confidence_similarity_slope != 0:
             similarity = class_mean_similarity(
                 rows.support, rows.targets, rows.ways, relu=self.relu
