@@ -56,9 +56,12 @@ def flag_of(action: argparse.Action) -> str:
 
 
 def words(value: Any) -> str:
-    """A default as the help writes it: yes/no for flags, else ``str``."""
+    """A default as the help writes it: yes/no for flags, a pair as the two values the option
+    takes (``0.4 0.8``), else ``str``."""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return " ".join(f"{part:g}" for part in value)
     return str(value)
 
 

@@ -529,7 +529,7 @@ def _add_tsallis_options(group: argparse._ArgumentGroup) -> None:
         help="with --tsallis-head, scope head: from 2 labelled images per class, answer with the "
         "second head whatever its count where the first finds the query images hold a share of "
         "the classes from LOW up to (not including) HIGH (imbalanced query folders); 0 0 = "
-        f"never (default: {by_scope('tsallis_band')})",
+        f"never (default: {by_scope('tsallis_band', lambda band: f'{band[0]:g} {band[1]:g}')})",
     )
     group.add_argument(
         "--tsallis-gated",
