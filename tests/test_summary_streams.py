@@ -105,3 +105,36 @@ def test_fit_reports_the_method_that_gave_the_answer(
         "fitted 2 classes (FineTuning, scope head: trained on the labelled images alone; the 4 "
         "query/unlabelled images were not used in the fit)" in capsys.readouterr().err
     )
+
+
+def test_an_output_that_is_a_file_the_command_reads_is_refused_and_left_alone(
+    photos: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo that names an input image (any spelling of its path), a skipped file of the
+    scanned folders or the model file as ``--output`` stops the command; the file keeps its
+    bytes."""
+    support, query = photos
+    image = sorted(query.iterdir())[0]
+    model = tmp_path / "model.pt"
+    assert main(["fit", "--support", str(support), "--output", str(model), *SMALL]) == 0
+    alias = query / ".." / query.name / image.name  # the same file, spelt another way
+    runs = [
+        (["classify", "--support", str(support), "--query", str(query), *SMALL], alias),
+        (
+            ["classify", "--support", str(support), "--query", str(query), *SMALL],
+            support / "red" / "notes.txt",
+        ),
+        (["fit", "--support", str(support), *SMALL], sorted((support / "blue").iterdir())[0]),
+        (["predict", "--model", str(model), str(query)], image),
+        (["predict", "--model", str(model), str(query)], model),
+        (["suggest", "--model", str(model), "--unlabeled", str(query)], image),
+    ]
+    capsys.readouterr()
+    for argv, target in runs:
+        before = target.read_bytes()
+        assert main([*argv, "--output", str(target)]) != 0, argv
+        err = " ".join(capsys.readouterr().err.split())
+        assert "a file this command reads" in err and "name another output file" in err, argv
+        assert target.read_bytes() == before, argv
+    elsewhere = tmp_path / "p.csv"  # a new file is still fine
+    assert main([*runs[0][0], "--output", str(elsewhere)]) == 0 and elsewhere.exists()

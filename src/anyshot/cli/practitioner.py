@@ -388,6 +388,30 @@ def _write(path: Path | None, text: str) -> None:
         raise AnyshotError(f"cannot write {str(path)!r}: {error.strerror or error}") from error
 
 
+def _check_output(output: Path | None, *scans: Any, model: Path | None = None) -> None:
+    """Refuse an ``--output`` that is a file the command reads: an image or other file of the
+    scanned folders (``LabelledFiles`` / ``ImageFiles``, their skipped files included) or the
+    ``--model`` file. Writing there would replace the user's file (a typo away).
+
+    Raises:
+        ConfigurationError: ``output`` exists and is one of those files.
+    """
+    if output is None or not output.is_file():
+        return
+    target = output.stat()
+    read = [p for scan in scans for p in (*scan.paths, *(s.path for s in scan.report.skipped))]
+    for path in [*read, *([model] if model is not None else [])]:
+        try:
+            found = Path(path).stat()
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+            raise ConfigurationError(
+                f"--output {str(output)!r} is {str(path)!r}, a file this command reads; "
+                "writing there would replace it: name another output file"
+            )
+
+
 def _say(args: argparse.Namespace, lines: Sequence[str]) -> None:
     """Print the summary ``lines`` to stderr (never stdout: that is for data), unless
     ``--quiet``."""
@@ -457,6 +481,7 @@ def _run_classify(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     support = scan_support(args.support, strict=args.strict)
     query = scan_images([args.query], strict=args.strict)
+    _check_output(args.output, support, query)
     report_shared_files(support, query)
     model = _classifier(args)
     where = dict(zip(support.paths, ((support.report, c) for c in support.labels), strict=True))
@@ -504,6 +529,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     support = scan_support(args.support, strict=args.strict)
     unlabeled = scan_images([args.unlabeled], strict=args.strict) if args.unlabeled else None
+    _check_output(args.output, support, *([unlabeled] if unlabeled is not None else []))
     if unlabeled is not None:
         report_shared_files(support, unlabeled)
     model = _classifier(args)
@@ -569,6 +595,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = _load(args)
     images = scan_images(args.images, strict=args.strict)
+    _check_output(args.output, images, model=args.model)
     reporter = _Reporter({p: (images.report, "") for p in images.paths})
     probabilities, scores = model.predict_proba_and_outlier_score(
         images.paths, on_unreadable=None if args.strict else reporter
@@ -624,6 +651,7 @@ def _run_suggest(args: argparse.Namespace) -> int:
         )
     model = _load(args)
     images = scan_images([args.unlabeled], strict=args.strict)
+    _check_output(args.output, images, model=args.model)
     reporter = _Reporter({p: (images.report, "") for p in images.paths})
     probabilities = model.predict_proba(
         images.paths, on_unreadable=None if args.strict else reporter
