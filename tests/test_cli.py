@@ -61,6 +61,18 @@ def test_bad_shots_argument_is_explained(capsys: pytest.CaptureFixture[str]) -> 
     assert "comma-separated list of integers" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("ways", ["1", "5,1"])
+def test_one_way_is_refused_when_the_arguments_are_read(
+    ways: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One class leaves nothing to classify: refused before any data is read (the data root
+    does not exist), not by an unrelated message from deep in the method."""
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--dataset", "folder", "--data-root", "missing", "--ways", ways])
+    assert stop.value.code == 2
+    assert "every way count must be >= 2" in capsys.readouterr().err
+
+
 def test_python_dash_m_runs() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "anyshot", "--version"], capture_output=True, text=True, check=True

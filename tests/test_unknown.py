@@ -138,6 +138,26 @@ def test_one_image_per_class_uses_the_distances_between_classes() -> None:
     assert float(mean_distance(means, far[None])[0, 0]) > threshold
 
 
+def test_two_images_one_per_class_say_the_rate_cannot_move_the_threshold() -> None:
+    """Two classes of one image: one distance between them, the same threshold at any rate;
+    the summary says so (and says nothing of it with three classes, whose rate moves it)."""
+    from types import SimpleNamespace
+
+    from anyshot.cli.unknown import threshold_words
+
+    for ways in (2, 3):
+        support, targets, _, _ = clusters([1] * ways, 0, seed=2)
+        reference = unknown_reference(support, targets, ways)
+        moves = reference.threshold(0.5) != reference.threshold(0.01)
+        assert moves == (ways == 3)
+        model = SimpleNamespace(
+            false_alarm_rate=0.05, unknown_reference_=reference, outlier_centre_=None,
+            unknown_threshold_=reference.threshold(0.05),
+        )  # fmt: skip
+        said = "their one distance sets it whatever the rate" in threshold_words(model)
+        assert said == (ways == 2)
+
+
 def shared_direction_episode(
     seed: int, dim: int = 64
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -426,3 +446,20 @@ def test_classify_centres_the_scores_on_its_images_and_the_file_keeps_the_centre
     few.classify(images, labels, [*characters["c0"][10:20], grey()])  # 10 of one class
     assert few.outlier_centre_ is None
     np.testing.assert_allclose(few.outlier_score(query), plain.outlier_score(query), atol=1e-5)
+
+
+@pytest.mark.parametrize("command", ["classify", "fit", "predict"])
+def test_an_empty_unknown_label_is_refused_when_the_arguments_are_read(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty label would read as a missing value in the CSV's label column."""
+    heads = {
+        "classify": ["classify", "--support", "missing", "--query", "missing"],
+        "fit": ["fit", "--support", "missing", "--output", "m.pt"],
+        "predict": ["predict", "--model", "missing.pt", "missing"],
+    }
+    for label in ("", "  "):
+        with pytest.raises(SystemExit) as stop:
+            main([*heads[command], "--unknown-label", label])
+        assert stop.value.code == 2
+        assert "needs a name with a visible character" in capsys.readouterr().err

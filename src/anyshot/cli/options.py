@@ -203,8 +203,10 @@ def ways_list(text: str) -> list[int | None]:
             raise argparse.ArgumentTypeError(
                 f"--ways takes integers or 'all', comma-separated, got {text!r}"
             ) from None
-        if number < 1:
-            raise argparse.ArgumentTypeError(f"every way count must be >= 1, got {text!r}")
+        if number < 2:
+            raise argparse.ArgumentTypeError(
+                f"every way count must be >= 2 (one class leaves nothing to classify), got {text!r}"
+            )
         values.append(number)
     if not values:
         raise argparse.ArgumentTypeError(f"--ways needs at least one value, got {text!r}")

@@ -54,6 +54,7 @@ def add_unknown_options(parser: argparse.ArgumentParser, *, saved: bool) -> None
     )
     group.add_argument(
         "--unknown-label",
+        type=label_name,
         default=None if saved else "unknown",
         metavar="NAME",
         help="the label of such images (default "
@@ -67,6 +68,16 @@ def add_unknown_options(parser: argparse.ArgumentParser, *, saved: bool) -> None
         help="target share of images of the classes labelled unknown (default "
         + ("the model's: 0.05 unless fit said otherwise)" if saved else "0.05)"),
     )
+
+
+def label_name(text: str) -> str:
+    """``--unknown-label``: a name with a visible character (an empty label would read as a
+    missing value in the CSV)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"--unknown-label needs a name with a visible character, got {text!r}"
+        )
+    return text
 
 
 def unknown_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,6 +102,11 @@ def threshold_words(model: Any) -> str:
         how += (
             f" (but so few labelled images set no rate below about {100 * lowest:.1f}%: label "
             f"more images, in every class, for {100 * model.false_alarm_rate:g}%)"
+        )
+    elif not reference.conformal and len(reference.distances) < 2:
+        how += (
+            " (two classes of one image each: their one distance sets it whatever the rate; "
+            "label a second image of a class to set a rate)"
         )
     centred = getattr(model, "outlier_centre_", None) is not None
     where = "; embeddings centred on the images' mean" if centred else ""
