@@ -25,6 +25,10 @@ Cells (name ``<domain>-<kind>-<ways>w<shots>s[-k<present>|-q<queries>]``):
   back to 15 each, i.e. balanced). 1 and 5 shots.
 * ``manyway``: balanced queries with many ways: omni 20, 50, 160 ways, 5 queries per class;
   mini every class of the split (16 val, 20 test), 15 per class. 1 and 5 shots.
+* ``unbalanced``: labelled images per class unequal (``-5w1-20x4s``: one class of 1 image,
+  four of 20), balanced queries (mini 15 per class, omni 10: all a 10-shot Omniglot class has
+  left). 5 ways: mini 1-20x4, 1x2-5x3, 1-2-5-10-20; omni 1-10x4, 1x2-5x3, 1-2-3-5-10; many
+  ways, half the classes 1 image and half 5: mini every class of the split, omni 20.
 * ``tiny``: 1, 5, 20 and 40 query images (``-q1`` ... ``-q40``), each of a class drawn
   uniformly with replacement from the K support classes (:class:`IidQuerySampler`), at 5 and
   20 ways (mini val has 16 classes: 16 ways there). 1 and 5 shots.
@@ -226,6 +230,7 @@ class Cell:
     total_queries: int | None = None
     queries_per_class: int | None = None
     alpha: float | None = None
+    shot_list: tuple[int, ...] | None = None  # unbalanced supports: way j gets shot_list[j]
     note: str = ""
 
     def seed(self, base: int) -> int:
@@ -250,12 +255,13 @@ class Cell:
             "balanced": "fixed",
             "dirichlet": "imbalanced",
             "manyway": "many-way",
+            "unbalanced": "fixed",
         }[self.kind]
         return build_sampler(
             protocol,
             labels,
             ways=self.ways,
-            shots=self.shots,
+            shots=list(self.shot_list) if self.shot_list else self.shots,
             queries=self.queries_per_class or 15,
             total_queries=self.total_queries or 75,
             dirichlet_alpha=self.alpha or 2.0,
@@ -275,13 +281,25 @@ def default_episodes(kind: str, ways: int) -> int:
     return 60 if ways <= 50 else 40 if ways <= 100 else 20
 
 
+def shots_words(shot_list: Sequence[int]) -> str:
+    """Sorted shots run-length encoded for a cell name: (1, 20, 20, 20, 20) -> ``1-20x4``."""
+    runs: list[list[int]] = []
+    for shots in shot_list:
+        if runs and runs[-1][0] == shots:
+            runs[-1][1] += 1
+        else:
+            runs.append([shots, 1])
+    return "-".join(f"{s}x{n}" if n > 1 else str(s) for s, n in runs)
+
+
 def grid(all_ways: dict[str, int], episodes: int | None) -> list[Cell]:
     """Every cell of the grid; ``all_ways``: the split's class count per domain."""
     cells: list[Cell] = []
 
     def add(domain: str, kind: str, ways: int, shots: int, tail: str = "", **options: Any) -> None:
         label = kind if options.get("alpha") is None else f"{kind}{options['alpha']:g}"
-        name = f"{domain}-{label}-{ways}w{shots}s{tail}"
+        counts = shots_words(options["shot_list"]) if options.get("shot_list") else shots
+        name = f"{domain}-{label}-{ways}w{counts}s{tail}"
         count = episodes if episodes is not None else default_episodes(kind, ways)
         cells.append(Cell(name, domain, kind, ways, shots, count, **options))
 
@@ -303,6 +321,20 @@ def grid(all_ways: dict[str, int], episodes: int | None) -> list[Cell]:
         add("mini", "manyway", mini, shots, queries_per_class=15, note=every)
         for ways in (20, 50, 160):
             add("omni", "manyway", ways, shots, queries_per_class=5)
+    unbalanced = {
+        "mini": [(1, 20, 20, 20, 20), (1, 1, 5, 5, 5), (1, 2, 5, 10, 20), (1, 5) * (mini // 2)],
+        "omni": [(1, 10, 10, 10, 10), (1, 1, 5, 5, 5), (1, 2, 3, 5, 10), (1, 5) * 10],
+    }
+    for domain, shot_lists in unbalanced.items():
+        for shot_list in shot_lists:
+            add(
+                domain,
+                "unbalanced",
+                len(shot_list),
+                max(shot_list),
+                queries_per_class=15 if domain == "mini" else 10,
+                shot_list=tuple(sorted(shot_list)),
+            )
     for domain in ("mini", "omni"):
         large = min(20, all_ways[domain])
         note = "" if large == 20 else f"the split has {large} classes: {large} ways, not 20"

@@ -78,7 +78,16 @@ __all__ = [
 DATASET_CHOICES = available_datasets()
 
 #: Method options that only fine-tuning uses (support-init does no training).
-TRAINING_FIELDS = ("scope", "epochs", "lr", "network_lr", "augment", "flip", *QUERY_FIELDS)
+TRAINING_FIELDS = (
+    "scope",
+    "epochs",
+    "lr",
+    "network_lr",
+    "balanced_support",
+    "augment",
+    "flip",
+    *QUERY_FIELDS,
+)
 
 
 # --- argument types ---------------------------------------------------------------------------
@@ -249,10 +258,14 @@ def default_method_words() -> str:
         if head.adaptive_balance
         else f"TIM's class-balance term (weight {head.balance_weight:g})"
     )
+    weighing = " (each class weighing the same, however many images it has)"
+    weighing = weighing if head.balanced_support else ""
     return (
         "a cosine classifier on the frozen backbone's embeddings, initialised from the labelled "
         f"images' class means and trained for {head.epochs} epochs (Adam {head.lr:g}, T = "
-        f"{head.temperature:g}) on their cross-entropy plus, on the query (or unlabelled) "
+        f"{head.temperature:g}) on their cross-entropy"
+        f"{weighing}"
+        " plus, on the query (or unlabelled) "
         "images, their log-likelihood under a mixture of the classes (weight "
         f"{head.likelihood_weight:g}) with class proportions fitted by empirical Bayes and "
         f"{balance}; embeddings centred on the mean of the class means (on all images' mean in "
@@ -347,6 +360,15 @@ def add_method_options(parser: argparse.ArgumentParser, *, auto: bool = False) -
         help="cosine-logit temperature T; lower = more confident (default: "
         f"{by_scope('temperature')}; {SUPPORT_INIT.temperature} for support-init, where T only "
         "scales the confidences, never the predictions)",
+    )
+    group.add_argument(
+        "--balanced-support",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every class weighs the same in the labelled images' loss, however many images it "
+        "has (a class of 1 image among classes of 20 is not learnt as 20 times rarer); no "
+        "change when every class has as many images (default: "
+        f"{by_scope('balanced_support', _yes)})",
     )
     _add_query_options(group)
     group.add_argument(

@@ -183,6 +183,11 @@ class FineTuning:
             class directions, the queries' prior. Queries of a few of many classes then leave
             the absent classes little weight without enough of them to train on. Scope
             ``head`` only (at ``last`` / ``all`` the gate answers as support-init does). 0 = off.
+        balanced_support: every class weighs the same in the support cross-entropy whatever
+            its number of labelled images (:func:`anyshot.methods.objective.
+            class_balanced_weights`): a class of one image among classes of twenty is not
+            learnt as twenty times rarer. No change where the classes have equally many. Kept
+            by :meth:`inductive` (it is about the labelled images).
         outlier_rate: the query terms (and the gate's count) leave out the queries the unknown
             rule flags at this false-alarm rate: farther from every support class mean than
             :func:`anyshot.outliers.unknown_threshold` sets from the support (images of none of
@@ -280,6 +285,7 @@ class FineTuning:
     min_agreement: float = 0.0
     gate_outlier_rate: float = 0.0
     gate_prior_share: float = 0.0
+    balanced_support: bool = False
     outlier_rate: float = 0.0
     outlier_alarm: float = 0.0
     tsallis_head: bool = False
@@ -442,6 +448,7 @@ class FineTuning:
             min_agreement=self.min_agreement,
             gate_outlier_rate=self.gate_outlier_rate,
             gate_prior_share=self.gate_prior_share,
+            balanced_support=self.balanced_support,
             outlier_rate=self.outlier_rate,
             outlier_alarm=self.outlier_alarm,
             tsallis_head=self.tsallis_head,

@@ -51,6 +51,7 @@ from anyshot.methods.cosine import (
 from anyshot.methods.features import EpisodeRows, FittedHead
 from anyshot.methods.objective import (
     QueryWeights,
+    class_balanced_weights,
     estimated_log_prior,
     query_loss,
     support_loss,
@@ -130,6 +131,9 @@ class HeadTraining:
             proportions its queries' predictions imply where they hold fewer than this share
             of the classes (:func:`with_query_prior`; 0 = off): its class directions stay
             those of the support, only their prior moves.
+        balanced_support: every class weighs the same in the support cross-entropy whatever
+            its number of labelled images (:func:`~anyshot.methods.objective.
+            class_balanced_weights`; no change where the classes have equally many).
     """
 
     temperature: float
@@ -154,6 +158,7 @@ class HeadTraining:
     tsallis_band: tuple[float, float] = (0.0, 0.0)
     tsallis_gated: bool = False
     gate_prior_share: float = 0.0
+    balanced_support: bool = False
 
     def inductive(self) -> HeadTraining:
         """The same loop without anything that reads the queries: no query term, no centring,
@@ -665,13 +670,16 @@ def _train(
     bias = torch.zeros(episodes, ways, device=weight.device, requires_grad=not likelihood)
     optimizer = Adam([weight] if likelihood else [weight, bias], lr=training.lr)
     log_prior = uniform_log_prior((episodes,), ways, weight.device)
+    class_weights = (
+        class_balanced_weights(units.targets, ways) if training.balanced_support else None
+    )
 
     def logits_of(rows: torch.Tensor) -> torch.Tensor:
         return cosine_logits(rows, weight, bias, training.temperature, normalize_weight=likelihood)
 
     for _ in range(training.epochs):
         optimizer.zero_grad()
-        support_loss(logits_of(units.support), units.targets, n_support).backward()
+        support_loss(logits_of(units.support), units.targets, n_support, class_weights).backward()
         optimizer.step()
         if weights.any and n_query > 0:
             optimizer.zero_grad()

@@ -48,6 +48,7 @@ from anyshot.methods.frozen import evaluation_mode, frozen_forward, working_copy
 from anyshot.methods.head import HeadTraining, safeguarded
 from anyshot.methods.objective import (
     QueryWeights,
+    class_balanced_weights,
     estimated_log_prior,
     marginal_entropy_gradient,
     query_loss,
@@ -538,11 +539,14 @@ class _Run:
     def _support_step(self, classifier: CosineClassifier) -> None:
         """Accumulate the support cross-entropy's gradient over chunks."""
         net = self.network
+        weights = None
+        if self.settings.head.balanced_support:
+            weights = class_balanced_weights(self.targets, classifier.weight.shape[0])
         parts = self._order(len(net.support))
         for positions, batch in zip(parts, self._batches(net.support, parts), strict=True):
             logits = classifier(net.encode(batch, True))
             target = self.targets[positions.to(net.device)]
-            support_loss(logits, target, len(net.support)).backward()
+            support_loss(logits, target, len(net.support), weights).backward()
 
     def _query_step(
         self, classifier: CosineClassifier, weights: QueryWeights, log_prior: torch.Tensor

@@ -1,7 +1,8 @@
 """The terms fine-tuning minimises, written once for every scope.
 
-Support: the cross-entropy of the labelled rows. Queries (transductive), weighted by a
-:class:`QueryWeights`:
+Support: the cross-entropy of the labelled rows; optionally each class weighs the same in it
+whatever its number of images (:func:`class_balanced_weights`). Queries (transductive), weighted
+by a :class:`QueryWeights`:
 
 * ``entropy``: the paper's mean prediction entropy ``mean_x H(softmax(l(x)))``;
 * ``balance``: TIM's class-balance term, the entropy of the mean query prediction, *subtracted*
@@ -32,6 +33,7 @@ from anyshot.methods.balance import dirichlet_concentration
 __all__ = [
     "MIN_PROPORTION",
     "QueryWeights",
+    "class_balanced_weights",
     "estimated_log_prior",
     "marginal_entropy",
     "marginal_entropy_gradient",
@@ -131,12 +133,48 @@ def estimated_log_prior(
     return torch.log(pi / pi.sum(-1, keepdim=True))
 
 
-def support_loss(logits: torch.Tensor, targets: torch.Tensor, n_support: int) -> torch.Tensor:
+def class_balanced_weights(targets: torch.Tensor, ways: int) -> torch.Tensor | None:
+    """Class weights that give every class the same share of the support cross-entropy.
+
+    A class of ``n_k`` of the ``S`` labelled images weighs ``S / (K n_k)``: its images' losses
+    sum to the same total as any other class's, and the weights average 1 over the images.
+    Without them a class with one image among classes of twenty counts twenty times less, and
+    training (the bias above all) learns the support's class sizes as a prior the queries need
+    not share.
+
+    Args:
+        targets: ``[..., S]`` class indices ``0..K-1`` of an episode's (or a batch's) support.
+        ways: ``K``.
+
+    Returns:
+        ``[..., K]`` weights, or ``None`` where every episode's classes have equally many images
+        (all weights 1: the plain mean, left exactly as it was).
+    """
+    counts = F.one_hot(targets.long(), ways).sum(-2).to(torch.float32)  # [..., K]
+    if bool((counts == counts[..., :1]).all()):
+        return None
+    return targets.shape[-1] / (ways * counts.clamp_min(1.0))
+
+
+def support_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    n_support: int,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Summed cross-entropy of ``[..., B, K]`` logits against ``[..., B]`` targets, divided by
-    the support size (a chunk's share of the mean; chunks' losses add up to it)."""
+    the support size (a chunk's share of the mean; chunks' losses add up to it). With
+    ``class_weights`` (``[..., K]``, :func:`class_balanced_weights` of the whole support) each
+    image's loss is multiplied by its class's weight."""
     ways = logits.shape[-1]
-    loss = F.cross_entropy(logits.reshape(-1, ways), targets.reshape(-1), reduction="sum")
-    return loss / n_support
+    if class_weights is None:
+        loss = F.cross_entropy(logits.reshape(-1, ways), targets.reshape(-1), reduction="sum")
+        return loss / n_support
+    losses = F.cross_entropy(logits.reshape(-1, ways), targets.reshape(-1), reduction="none").view(
+        targets.shape
+    )  # [..., B]
+    weights = class_weights.to(losses.dtype).gather(-1, targets.long())  # [..., B]
+    return (losses * weights).sum() / n_support
 
 
 def query_loss(
