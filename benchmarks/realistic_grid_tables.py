@@ -41,6 +41,7 @@ GROUPS = {
     "dirichlet2": "5-way Dirichlet(2)",
     "manyway": "many ways, balanced",
     "tiny": "1 to 40 query images",
+    "unbalanced": "unequal labelled images per class",
 }
 DOMAINS = {"mini": "mini-ImageNet", "omni": "Omniglot"}
 

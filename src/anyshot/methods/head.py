@@ -348,10 +348,15 @@ def gate_closes(
     ``min_queries_per_class``, ``s`` = ``queries_per_shot``), or on at most one query, when
     ``m`` or ``s`` is positive.
     """
-    needed = min_queries_per_class + queries_per_shot * shots
-    if needed <= 0:
+    if min_queries_per_class <= 0 and queries_per_shot <= 0:
         return torch.zeros(classes.shape, dtype=torch.bool)
+    needed = min_queries_per_class + queries_per_shot * shots
     return (queries < needed * classes) | (queries <= 1)
+
+
+def gate_shots(rows: EpisodeRows) -> float:
+    """The labelled images per class the gate's per-shot term counts: ``S / K``."""
+    return rows.support.shape[1] / rows.ways
 
 
 def safeguarded(
@@ -400,7 +405,7 @@ def safeguarded(
         none = torch.zeros(episodes, dtype=torch.bool)
         return (_fit_either(training, rows) if train is None else train(rows)), none, none
     base = support_init_head(rows, training.temperature, training.relu)
-    queries, shots = rows.query.shape[1], rows.support.shape[1] / rows.ways
+    queries, shots = rows.query.shape[1], gate_shots(rows)
     m, s = training.min_queries_per_class, training.queries_per_shot
     counted: int | torch.Tensor = queries  # the queries the gate counts
     keep = None  # and which they are: all, or the unflagged
@@ -469,8 +474,8 @@ def tsallis_against_gate(
     val, Omniglot 160-way one-shot (5 queries per class) fell below support-init without it,
     the Tsallis head agreeing on 44-45% of the queries in the two episodes it took there; the
     36 it took on mini-ImageNet 16-way one-shot with 3 or 5 present classes agreed on 52-87%."""
-    shots = rows.support.shape[1] / rows.ways
-    tsallis = training.tsallis(shots)
+    shots = gate_shots(rows)
+    tsallis = training.tsallis(rows.support.shape[1] / rows.ways)
 
     def opens_and_agrees(candidates: torch.Tensor, rival: FittedHead) -> torch.Tensor:
         count = counted if isinstance(counted, int) else counted[candidates]
