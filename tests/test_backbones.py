@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 from efficientnet_lite_pytorch import EfficientNet
+from PIL import Image
 from torch import nn
 
 from anyshot.backbones import (
@@ -402,6 +403,10 @@ def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
     garbage.write_bytes(b"this is not a torch file at all" * 10)
     with pytest.raises(CheckpointError, match=r"garbage\.pt.*not a torch file"):
         load_checkpoint(garbage)
+    photo = tmp_path / "photo.png"  # a file given by mistake: said as such, not as torch's error
+    Image.new("RGB", (8, 8)).save(photo)
+    with pytest.raises(CheckpointError, match=r"photo\.png.*not a torch file at all.*PNG"):
+        load_checkpoint(photo)
 
     good = save_backbone(_trained_conv4(), tmp_path / "good.pt")
     truncated = tmp_path / "truncated.pt"

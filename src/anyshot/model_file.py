@@ -44,7 +44,12 @@ import anyshot
 from anyshot.backbones.architectures import BACKBONES
 from anyshot.backbones.base import Backbone
 from anyshot.backbones.checkpoint import FORMAT as BACKBONE_FORMAT
-from anyshot.backbones.checkpoint import backbone_from_dict, backbone_to_dict, check_plain_data
+from anyshot.backbones.checkpoint import (
+    backbone_from_dict,
+    backbone_to_dict,
+    check_plain_data,
+    foreign_start,
+)
 from anyshot.data.images import Preprocessing
 from anyshot.errors import CheckpointError
 from anyshot.io import atomic_write_bytes
@@ -66,8 +71,6 @@ FORMAT = "anyshot-model"
 FORMAT_VERSION = 2
 #: Label types a model file stores (and restores with the same type).
 LABEL_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
-_ZIP_MAGIC = b"PK"  # torch.save's default (zip) format
-_PICKLE_MAGIC = b"\x80"  # the legacy format: a pickle stream
 REQUIRED_KEYS = ("backbone", "classifier", "classes", "label_types", "method")
 
 
@@ -328,16 +331,15 @@ def _read(name: str) -> Any:
     if not path.is_file():
         raise ModelFileError(f"model path {name!r} is not a file.")
     try:
-        with open(path, "rb") as handle:
-            magic = handle.read(4)
+        start = foreign_start(path)
     except OSError as error:
         raise ModelFileError(
             f"cannot read model file {name!r}: {error.strerror or error}."
         ) from error
-    if magic[:2] != _ZIP_MAGIC and magic[:1] != _PICKLE_MAGIC:
+    if start is not None:
         raise ModelFileError(
             f"{name!r} is not an anyshot model file: it is not a torch file at all (it starts "
-            f"with {magic!r}). Create a model with `anyshot fit` or FewShotClassifier.save()."
+            f"with {start!r}). Create a model with `anyshot fit` or FewShotClassifier.save()."
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -232,6 +232,22 @@ def _rebuild(data: Mapping[str, Any], name: str, overrides: dict[str, Any]) -> B
 
 
 # --- helpers ------------------------------------------------------------------------------
+#: How a torch file starts: ``torch.save``'s zip format, or the legacy format's pickle stream.
+TORCH_FILE_STARTS = (b"PK", b"\x80")
+
+
+def foreign_start(path: Path) -> bytes | None:
+    """The first 4 bytes of ``path`` when they are not how a torch file starts (an image, a
+    text file: say so rather than torch's message), else ``None``.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    return None if start.startswith(TORCH_FILE_STARTS) else start
+
+
 def _read(name: str) -> Any:
     """``torch.load`` with ``weights_only``, errors turned into :class:`CheckpointError`."""
     path = Path(name)
@@ -239,6 +255,18 @@ def _read(name: str) -> Any:
         raise CheckpointError(f"checkpoint file {name!r} does not exist; check the path.")
     if not path.is_file():
         raise CheckpointError(f"checkpoint path {name!r} is not a file.")
+    try:
+        start = foreign_start(path)
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot read checkpoint {name!r}: {error.strerror or error}."
+        ) from error
+    if start is not None:
+        raise CheckpointError(
+            f"{name!r} is not a backbone checkpoint: it is not a torch file at all (it starts "
+            f"with {start!r}). Give a backbone name (anyshot evaluate --help lists them) or a "
+            "file written by anyshot pretrain or save_backbone()."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for bad files
