@@ -48,7 +48,7 @@ from anyshot.backbones.checkpoint import (
     backbone_from_dict,
     backbone_to_dict,
     check_plain_data,
-    foreign_start,
+    torch_file,
 )
 from anyshot.data.images import Preprocessing
 from anyshot.errors import CheckpointError
@@ -325,22 +325,8 @@ def _outliers(data: Any, weight_shape: torch.Size, name: str) -> dict[str, Any]:
 
 # --- helpers ------------------------------------------------------------------------------
 def _read(name: str) -> Any:
-    path = Path(name)
-    if not path.exists():
-        raise ModelFileError(f"model file {name!r} does not exist; check the path.")
-    if not path.is_file():
-        raise ModelFileError(f"model path {name!r} is not a file.")
-    try:
-        start = foreign_start(path)
-    except OSError as error:
-        raise ModelFileError(
-            f"cannot read model file {name!r}: {error.strerror or error}."
-        ) from error
-    if start is not None:
-        raise ModelFileError(
-            f"{name!r} is not an anyshot model file: it is not a torch file at all (it starts "
-            f"with {start!r}). Create a model with `anyshot fit` or FewShotClassifier.save()."
-        )
+    remedy = "Create a model with `anyshot fit` or FewShotClassifier.save()."
+    path = torch_file(name, ModelFileError, "model", "an anyshot model file", remedy)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for bad files

@@ -248,25 +248,35 @@ def foreign_start(path: Path) -> bytes | None:
     return None if start.startswith(TORCH_FILE_STARTS) else start
 
 
-def _read(name: str) -> Any:
-    """``torch.load`` with ``weights_only``, errors turned into :class:`CheckpointError`."""
+def torch_file(name: str, error: type[Exception], noun: str, kind: str, remedy: str) -> Path:
+    """``name`` as a path, after the checks every torch file a user names gets: it exists, is
+    a file, can be read and starts as a torch file. ``noun`` (``"checkpoint"``, ``"model"``)
+    and ``kind`` (``"a backbone checkpoint"``) word the ``error`` raised; ``remedy`` ends the
+    message about a file that is no torch file."""
     path = Path(name)
     if not path.exists():
-        raise CheckpointError(f"checkpoint file {name!r} does not exist; check the path.")
+        raise error(f"{noun} file {name!r} does not exist; check the path.")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint path {name!r} is not a file.")
+        raise error(f"{noun} path {name!r} is not a file.")
     try:
         start = foreign_start(path)
-    except OSError as error:
-        raise CheckpointError(
-            f"cannot read checkpoint {name!r}: {error.strerror or error}."
-        ) from error
+    except OSError as cause:
+        raise error(f"cannot read {noun} file {name!r}: {cause.strerror or cause}.") from cause
     if start is not None:
-        raise CheckpointError(
-            f"{name!r} is not a backbone checkpoint: it is not a torch file at all (it starts "
-            f"with {start!r}). Give a backbone name (anyshot evaluate --help lists them) or a "
-            "file written by anyshot pretrain or save_backbone()."
+        raise error(
+            f"{name!r} is not {kind}: it is not a torch file at all (it starts with {start!r}). "
+            + remedy
         )
+    return path
+
+
+def _read(name: str) -> Any:
+    """``torch.load`` with ``weights_only``, errors turned into :class:`CheckpointError`."""
+    remedy = (
+        "Give a backbone name (--backbone in --help lists them) or a file written by anyshot "
+        "pretrain or save_backbone()."
+    )
+    path = torch_file(name, CheckpointError, "checkpoint", "a backbone checkpoint", remedy)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for bad files
