@@ -84,22 +84,26 @@ def test_the_default_uses_it_and_a_balanced_support_is_trained_exactly_as_before
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("scope", ["last"])
+@pytest.mark.parametrize("scope", ["last", "all"])
 def test_the_network_scopes_weigh_the_classes_too(scope: str) -> None:
-    """At scope last the support step's chunks carry the weights: an unbalanced support trains
-    to other logits with them than without, a balanced one to the same."""
+    """The network scopes' support step carries the weights of the whole support into every
+    chunk: an unbalanced support trains to other logits with them than without, and to the
+    same logits in chunks of 4 as in one chunk (weights per chunk would differ); a balanced
+    support trains to the same logits with or without them."""
     from anyshot.backbones import build_backbone
     from anyshot.episodes import Episode
 
     torch.manual_seed(0)
     backbone = build_backbone("conv4", image_size=16)
     images = torch.rand(14, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    for labels, differ in (([0] + [1] * 5, True), ([0] * 3 + [1] * 3, False)):
+
+    def logits(labels: list[int], balanced: bool, batch_size: int) -> torch.Tensor:
         episode = Episode(images[:6], labels, images[6:], [0] * 4 + [1] * 4)
-        logits = [
-            FineTuning(scope=scope, epochs=2, lr=1e-2, batch_size=4, balanced_support=b)(
-                backbone, episode
-            )
-            for b in (False, True)
-        ]
-        assert (not torch.equal(*logits)) == differ
+        method = FineTuning(scope=scope, epochs=2, lr=1e-2, batch_size=batch_size,
+                            augment=False, balanced_support=balanced)  # fmt: skip
+        return method(backbone, episode)
+
+    unequal, equal = [0] + [1] * 5, [0] * 3 + [1] * 3
+    assert not torch.equal(logits(unequal, False, 4), logits(unequal, True, 4))
+    torch.testing.assert_close(logits(unequal, True, 4), logits(unequal, True, 64))
+    assert torch.equal(logits(equal, False, 4), logits(equal, True, 4))

@@ -110,9 +110,9 @@ def test_fit_reports_the_method_that_gave_the_answer(
 def test_an_output_that_is_a_file_the_command_reads_is_refused_and_left_alone(
     photos: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A typo that names an input image (any spelling of its path), a skipped file of the
-    scanned folders or the model file as ``--output`` stops the command; the file keeps its
-    bytes."""
+    """A typo that names an input image (any spelling of its path) or the model file as
+    ``--output`` stops the command; the file keeps its bytes. An earlier run's output inside
+    a scanned folder (skipped there, not read) may be written again."""
     support, query = photos
     image = sorted(query.iterdir())[0]
     model = tmp_path / "model.pt"
@@ -120,10 +120,6 @@ def test_an_output_that_is_a_file_the_command_reads_is_refused_and_left_alone(
     alias = query / ".." / query.name / image.name  # the same file, spelt another way
     runs = [
         (["classify", "--support", str(support), "--query", str(query), *SMALL], alias),
-        (
-            ["classify", "--support", str(support), "--query", str(query), *SMALL],
-            support / "red" / "notes.txt",
-        ),
         (["fit", "--support", str(support), *SMALL], sorted((support / "blue").iterdir())[0]),
         (["predict", "--model", str(model), str(query)], image),
         (["predict", "--model", str(model), str(query)], model),
@@ -138,3 +134,7 @@ def test_an_output_that_is_a_file_the_command_reads_is_refused_and_left_alone(
         assert target.read_bytes() == before, argv
     elsewhere = tmp_path / "p.csv"  # a new file is still fine
     assert main([*runs[0][0], "--output", str(elsewhere)]) == 0 and elsewhere.exists()
+    inside = query / "predictions.csv"  # the same command twice: skipped, not read, rewritten
+    for _ in range(2):
+        assert main([*runs[0][0], "--output", str(inside)]) == 0
+    assert inside.read_text().startswith("path,")

@@ -389,9 +389,10 @@ def _write(path: Path | None, text: str) -> None:
 
 
 def _check_output(output: Path | None, *scans: Any, model: Path | None = None) -> None:
-    """Refuse an ``--output`` that is a file the command reads: an image or other file of the
-    scanned folders (``LabelledFiles`` / ``ImageFiles``, their skipped files included) or the
-    ``--model`` file. Writing there would replace the user's file (a typo away).
+    """Refuse an ``--output`` that is a file the command reads: an image of the scanned
+    folders (``LabelledFiles`` / ``ImageFiles``) or the ``--model`` file. Writing there would
+    replace the user's file (a typo away). Files the scans skip are not read: an earlier run's
+    output inside a scanned folder may be written again.
 
     Raises:
         ConfigurationError: ``output`` exists and is one of those files.
@@ -399,7 +400,7 @@ def _check_output(output: Path | None, *scans: Any, model: Path | None = None) -
     if output is None or not output.is_file():
         return
     target = output.stat()
-    read = [p for scan in scans for p in (*scan.paths, *(s.path for s in scan.report.skipped))]
+    read = [path for scan in scans for path in scan.paths]
     for path in [*read, *([model] if model is not None else [])]:
         try:
             found = Path(path).stat()
