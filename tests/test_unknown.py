@@ -269,6 +269,9 @@ def fitted(
 ) -> FewShotClassifier:
     images = [img for name in characters for img in characters[name][:shots]]
     labels = [name for name in characters for _ in range(shots)]
+    # the head on frozen embeddings unless told (outlier scores read the frozen network's
+    # embeddings at every scope; method=None, the network scopes: test_predict_embeds_...)
+    params = {"method": RECOMMENDED, **params}
     model = FewShotClassifier(image_size=84, cache_dir=False, **params)  # type: ignore[arg-type]
     return model.fit(images, labels)
 
@@ -324,7 +327,7 @@ def test_classify_and_predict_label_the_grey_image_unknown(
             img.save(tmp_path / "support" / name / f"{i}.png")
         images[10].save(tmp_path / "query" / f"{name}.png")
     grey().save(tmp_path / "query" / "zz-grey.png")
-    common = ["--image-size", "84", "--no-cache", "--quiet", "--format", "json"]
+    common = ["--image-size", "84", "--no-cache", "--quiet", "--format", "json", "--scope", "head"]
     argv = ["classify", "--support", str(tmp_path / "support"), "--query", str(tmp_path / "query")]
     assert main([*argv, *common, "--unknown-label", "none of these"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -334,7 +337,7 @@ def test_classify_and_predict_label_the_grey_image_unknown(
     assert result["summary"]["unknown"]["flagged"] >= 1
     assert isinstance(result["summary"]["unknown"]["centred"], bool)
     fit = ["fit", "--support", str(tmp_path / "support"), "--output", str(tmp_path / "m.pt")]
-    assert main([*fit, "--image-size", "84", "--no-cache", "--quiet"]) == 0
+    assert main([*fit, "--image-size", "84", "--no-cache", "--quiet", "--scope", "head"]) == 0
     predict = ["predict", "--model", str(tmp_path / "m.pt"), str(tmp_path / "query"), "--quiet"]
     assert main([*predict, "--no-cache"]) == 0
     rows = capsys.readouterr().out.splitlines()
