@@ -226,7 +226,10 @@ def test_one_setting_without_hardness_says_which_plots_are_skipped_and_why(
     hardness, ways, shots, reliability = report.skipped_plots
     assert "no reliability diagram" in reliability and "calibration bins" in reliability
     assert "no accuracy-versus-hardness plot" in hardness and "--hardness" in hardness
-    assert "no accuracy-versus-ways plot" in ways and "every setting has ways = 5" in ways
+    assert (
+        "no accuracy-versus-ways plot" in ways
+        and "every fixed or many-way setting has ways = 5" in ways
+    )
     assert "no accuracy-versus-shots plot" in shots and "shots = 1" in shots
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert "Not drawn:" in markdown and ways in markdown
@@ -251,7 +254,10 @@ def test_plots_that_apply_are_drawn_and_only_the_others_noted(
         "ways",
     ]
     (shots,) = partial.skipped_plots
-    assert "no accuracy-versus-shots plot" in shots and "every setting has shots = 1" in shots
+    assert (
+        "no accuracy-versus-shots plot" in shots
+        and "every fixed or many-way setting has shots = 1" in shots
+    )
 
 
 def test_rows_carry_the_pooled_ece_and_the_open_set_metrics(tmp_path: Path) -> None:

@@ -546,8 +546,8 @@ def _curve_plots(
             why = "it needs fixed or many-way settings and there are none"
         elif len(values) < 2:
             why = (
-                f"every setting has {axis} = {values[0]}; it needs two or more (e.g. anyshot "
-                f"evaluate ... {example})"
+                f"every fixed or many-way setting has {axis} = {values[0]} (the plots leave the "
+                f"other protocols out); it needs two or more (e.g. anyshot evaluate ... {example})"
             )
         else:
             why = f"no method has two {axis} counts at the same {other[:-1]} count"
