@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from anyshot.feature_cache import FeatureCache

@@ -485,12 +485,15 @@ class _Run:
         bar = progress_bar(
             total=head.epochs, desc="fine-tuning", unit="epoch", enabled=self.settings.show_progress
         )
+        class_weights = None
+        if head.balanced_support:
+            class_weights = class_balanced_weights(self.targets, classifier.weight.shape[0])
         began = time.monotonic()
         for epoch in range(head.epochs):
             if epoch and not self._time_left(epoch, began):
                 break
             optimizer.zero_grad(set_to_none=True)
-            self._support_step(classifier)
+            self._support_step(classifier, class_weights)
             optimizer.step()
             if weights.any and len(net.query) > 0:
                 optimizer.zero_grad(set_to_none=True)
@@ -536,12 +539,10 @@ class _Run:
         for part in parts:
             yield next(image_batches(inputs, len(part), part)).to(self.network.device)
 
-    def _support_step(self, classifier: CosineClassifier) -> None:
-        """Accumulate the support cross-entropy's gradient over chunks."""
+    def _support_step(self, classifier: CosineClassifier, weights: torch.Tensor | None) -> None:
+        """Accumulate the support cross-entropy's gradient over chunks; ``weights`` ``[K]``:
+        the whole support's class weights (:func:`class_balanced_weights`) or ``None``."""
         net = self.network
-        weights = None
-        if self.settings.head.balanced_support:
-            weights = class_balanced_weights(self.targets, classifier.weight.shape[0])
         parts = self._order(len(net.support))
         for positions, batch in zip(parts, self._batches(net.support, parts), strict=True):
             logits = classifier(net.encode(batch, True))
