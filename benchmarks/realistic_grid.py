@@ -28,7 +28,10 @@ Cells (name ``<domain>-<kind>-<ways>w<shots>s[-k<present>|-q<queries>]``):
 * ``unbalanced``: labelled images per class unequal (``-5w1-20x4s``: one class of 1 image,
   four of 20), balanced queries (mini 15 per class, omni 10: all a 10-shot Omniglot class has
   left). 5 ways: mini 1-20x4, 1x2-5x3, 1-2-5-10-20; omni 1-10x4, 1x2-5x3, 1-2-3-5-10; many
-  ways, half the classes 1 image and half 5: mini every class of the split, omni 20.
+  ways, half the classes 1 image and half 5: mini every class of the split, omni 20. And
+  unequal supports with imbalanced queries: 5 ways at 1x2-5x3 with Dirichlet(0.5) and (2)
+  queries (``-d0.5``, ``-d2``; 75 on mini, 25 on omni), and the many-way 1 / 5 supports with
+  queries of 1 or 3 present classes (``-k1``, ``-k3``; 75 on mini, 15 per class on omni).
 * ``tiny``: 1, 5, 20 and 40 query images (``-q1`` ... ``-q40``), each of a class drawn
   uniformly with replacement from the K support classes (:class:`IidQuerySampler`), at 5 and
   20 ways (mini val has 16 classes: 16 ways there). 1 and 5 shots.
@@ -257,6 +260,10 @@ class Cell:
             "manyway": "many-way",
             "unbalanced": "fixed",
         }[self.kind]
+        if self.kind == "unbalanced" and self.alpha is not None:
+            protocol = "imbalanced"
+        elif self.kind == "unbalanced" and self.present is not None:
+            protocol = "present-classes"
         return build_sampler(
             protocol,
             labels,
@@ -297,7 +304,8 @@ def grid(all_ways: dict[str, int], episodes: int | None) -> list[Cell]:
     cells: list[Cell] = []
 
     def add(domain: str, kind: str, ways: int, shots: int, tail: str = "", **options: Any) -> None:
-        label = kind if options.get("alpha") is None else f"{kind}{options['alpha']:g}"
+        alpha = options.get("alpha")
+        label = f"{kind}{alpha:g}" if kind == "dirichlet" else kind
         counts = shots_words(options["shot_list"]) if options.get("shot_list") else shots
         name = f"{domain}-{label}-{ways}w{counts}s{tail}"
         count = episodes if episodes is not None else default_episodes(kind, ways)
@@ -335,6 +343,19 @@ def grid(all_ways: dict[str, int], episodes: int | None) -> list[Cell]:
                 queries_per_class=15 if domain == "mini" else 10,
                 shot_list=tuple(sorted(shot_list)),
             )
+    # unequal supports with imbalanced queries: Dirichlet(alpha) (-d), or a few present (-k)
+    unequal_queries = {
+        "mini": ((1, 1, 5, 5, 5), 75, (1, 5) * (mini // 2)),
+        "omni": ((1, 1, 5, 5, 5), 25, (1, 5) * 10),
+    }
+    for domain, (few, total, many) in unequal_queries.items():
+        for alpha in (0.5, 2.0):
+            spread = dict(total_queries=total, alpha=alpha, shot_list=few)
+            add(domain, "unbalanced", len(few), 5, f"-d{alpha:g}", **spread)
+        for k in (1, 3):
+            present = dict(present=k, total_queries=75 if domain == "mini" else 15 * k)
+            add(domain, "unbalanced", len(many), 5, f"-k{k}", shot_list=tuple(sorted(many)),
+                **present)  # fmt: skip
     for domain in ("mini", "omni"):
         large = min(20, all_ways[domain])
         note = "" if large == 20 else f"the split has {large} classes: {large} ways, not 20"

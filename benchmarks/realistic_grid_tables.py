@@ -42,6 +42,7 @@ GROUPS = {
     "manyway": "many ways, balanced",
     "tiny": "1 to 40 query images",
     "unbalanced": "unequal labelled images per class",
+    "unbalanced-queries": "unequal labelled images, Dirichlet or present-class queries",
 }
 DOMAINS = {"mini": "mini-ImageNet", "omni": "Omniglot"}
 
@@ -83,6 +84,8 @@ def first_episodes(run: dict[str, Any], count: int) -> dict[str, Any]:
 def group_of(cell: str) -> str:
     """``mini-present-20w1s-k1`` -> ``mini-ImageNet: present classes (...)``."""
     domain, kind = cell.split("-")[:2]
+    if kind == "unbalanced" and cell.rsplit("-", 1)[-1][0] in "dk":  # -d0.5, -k3: the queries
+        kind = "unbalanced-queries"
     return f"{DOMAINS[domain]}: {GROUPS[kind]}"
 
 

@@ -414,6 +414,16 @@ def _add_query_options(group: argparse._ArgumentGroup) -> None:
         "when you know the classes are balanced)",
     )
     group.add_argument(
+        "--unequal-balance-test",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="transductive, with --adaptive-balance and centring: where the classes have "
+        "unequal numbers of labelled images, the balance term also runs when the class means "
+        "of the centred images predict equally frequent classes (a first run leans towards the "
+        "classes of more images); no change when every class has as many (default: "
+        f"{by_scope('unequal_balance_test', _yes)})",
+    )
+    group.add_argument(
         "--likelihood-weight",
         type=non_negative_float,
         help="transductive: weight of the queries' log-likelihood under a mixture of the "

@@ -140,6 +140,12 @@ class FineTuning:
         center: transductive centring: subtract a mean unit embedding of the episode (see
             ``center_on``; computed once before training, eval mode) and renormalise, before
             the cosine classifier.
+        unequal_balance_test: with ``adaptive_balance``, ``center`` and a support whose classes
+            have unequal numbers of labelled images, the balanced second run also starts when
+            the class means of the episode-centred rows predict balanced-looking query classes
+            (:func:`anyshot.methods.head.queries_look_balanced`): a first run centred on the
+            support leans towards the classes of more images and fails the test on balanced
+            queries. No change where the classes have equally many.
         center_on: what the centre is the mean of (only used with ``center``): ``"episode"``
             = the unit embeddings of the support and query images; ``"support"`` = the
             support's unit class means (support-based initialisation's weights), so each class
@@ -286,6 +292,7 @@ class FineTuning:
     gate_outlier_rate: float = 0.0
     gate_prior_share: float = 0.0
     balanced_support: bool = False
+    unequal_balance_test: bool = False
     outlier_rate: float = 0.0
     outlier_alarm: float = 0.0
     tsallis_head: bool = False
@@ -449,6 +456,7 @@ class FineTuning:
             gate_outlier_rate=self.gate_outlier_rate,
             gate_prior_share=self.gate_prior_share,
             balanced_support=self.balanced_support,
+            unequal_balance_test=self.unequal_balance_test,
             outlier_rate=self.outlier_rate,
             outlier_alarm=self.outlier_alarm,
             tsallis_head=self.tsallis_head,
@@ -646,6 +654,7 @@ QUERY_FIELDS = (
     "likelihood_weight",
     "prior_count",
     "adaptive_balance",
+    "unequal_balance_test",
     "center",
     "center_on",
     "empirical_bayes",

@@ -35,7 +35,6 @@ from anyshot.data.augment import Augmentation
 from anyshot.data.images import Preprocessing
 from anyshot.episodes import Episode, Images, image_batches
 from anyshot.errors import ConfigurationError
-from anyshot.methods.balance import looks_balanced
 from anyshot.methods.cosine import (
     CosineClassifier,
     class_means,
@@ -45,7 +44,7 @@ from anyshot.methods.cosine import (
 )
 from anyshot.methods.features import EpisodeRows, FittedHead
 from anyshot.methods.frozen import evaluation_mode, frozen_forward, working_copy
-from anyshot.methods.head import HeadTraining, safeguarded
+from anyshot.methods.head import HeadTraining, queries_look_balanced, safeguarded
 from anyshot.methods.objective import (
     QueryWeights,
     class_balanced_weights,
@@ -401,8 +400,7 @@ def _train_runs(
     if initial_state is not None:
         run = _initial_run(settings, network, frozen, first_on)
         classifier, logits = run(replace(weights, balance=0.0))
-        counts = torch.bincount(logits.argmax(1), minlength=frozen.ways)
-        if not bool(looks_balanced(counts)):
+        if not bool(queries_look_balanced(head, logits[None], frozen)[0]):
             return FineTuned(classifier, network.model, logits)
         network.model.load_state_dict(initial_state)
         classifier, logits = _initial_run(settings, network, frozen, second_on)(weights)

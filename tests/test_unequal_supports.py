@@ -1,0 +1,102 @@
+"""Supports of unequal class sizes: the balance test (``unequal_balance_test``: the class
+means of the episode-centred rows may open the balanced second run that a first run, leaning
+towards the classes of more labelled images, keeps closed; supports of equal classes and
+queries of one class are decided as before), and the Tsallis head's order (from the smallest
+class's labelled images, per episode)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from anyshot.methods import head
+from anyshot.methods.features import EpisodeRows
+from anyshot.methods.head import queries_look_balanced
+from anyshot.methods.presets import RECOMMENDED
+
+
+def rows(shots: list[int], query_classes: list[int], seed: int = 0) -> EpisodeRows:
+    """One episode ``E = 1`` of 5 well-separated classes in 32 dimensions: ``shots[k]``
+    labelled rows of class ``k``, 15 query rows of each class in ``query_classes``."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = 3 * torch.eye(5, 32) + 1.0  # a shared offset, as real embeddings have
+
+    def draw(k: int, n: int) -> torch.Tensor:
+        return centres[k] + 0.3 * torch.randn(n, 32, generator=generator)
+
+    support = torch.cat([draw(k, n) for k, n in enumerate(shots)])[None]
+    targets = torch.tensor([k for k, n in enumerate(shots) for _ in range(n)])[None]
+    query = torch.cat([draw(k, 15) for k in query_classes])[None]
+    return EpisodeRows(support, targets, query, 5)
+
+
+def one_class_logits(queries: int) -> torch.Tensor:
+    """``[1, Q, 5]`` logits of a first run that predicts class 1 for every query."""
+    return F.one_hot(torch.ones(1, queries, dtype=torch.long), 5).float()
+
+
+def test_the_default_turns_it_on_and_the_inductive_head_off() -> None:
+    assert RECOMMENDED.unequal_balance_test and RECOMMENDED.head_training.unequal_balance_test
+    assert not RECOMMENDED.inductive().head_training.unequal_balance_test
+
+
+def test_episode_means_open_the_second_run_only_where_the_support_is_unequal() -> None:
+    training = RECOMMENDED.head_training
+    off = dataclasses.replace(training, unequal_balance_test=False)
+    unequal = rows([1, 20, 20, 20, 20], [0, 1, 2, 3, 4])
+    first = one_class_logits(75)  # the first run's counts fail the test
+    assert bool(queries_look_balanced(training, first, unequal)[0])
+    assert not bool(queries_look_balanced(off, first, unequal)[0])
+    # equal classes: the first run's counts alone decide, as before
+    equal = rows([5, 5, 5, 5, 5], [0, 1, 2, 3, 4])
+    assert not bool(queries_look_balanced(training, first, equal)[0])
+    # queries of one class of an unequal support: the class means do not look balanced
+    present = rows([1, 20, 20, 20, 20], [2] * 5)
+    assert not bool(queries_look_balanced(training, first, present)[0])
+    # a first run that passes is enough with or without it
+    spread = F.one_hot(torch.arange(75)[None] % 5, 5).float()
+    assert bool(queries_look_balanced(off, spread, present)[0])
+
+
+def test_episodes_of_equal_classes_are_trained_exactly_as_before() -> None:
+    episode = rows([5, 5, 5, 5, 5], [0, 1, 2, 3, 4], seed=1)
+    without = dataclasses.replace(RECOMMENDED, unequal_balance_test=False)
+    args = (episode.support, episode.targets, episode.query)
+    a = RECOMMENDED.fit_features(*args, ways=5).query_logits
+    b = without.fit_features(*args, ways=5).query_logits
+    assert torch.equal(a, b)
+
+
+def test_a_batch_decides_per_episode() -> None:
+    """Two episodes of 20 labelled rows in one batch, equal classes then unequal ones, both
+    with a first run that fails the test: only the unequal one opens."""
+    equal, unequal = rows([4, 4, 4, 4, 4], [0, 1, 2, 3, 4]), rows([1, 4, 5, 5, 5], [0, 1, 2, 3, 4])
+    batch = EpisodeRows(
+        torch.cat([equal.support, unequal.support]),
+        torch.cat([equal.targets, unequal.targets]),
+        torch.cat([equal.query, unequal.query]),
+        5,
+    )
+    first = one_class_logits(75).repeat(2, 1, 1)
+    assert queries_look_balanced(RECOMMENDED.head_training, first, batch).tolist() == [False, True]
+
+
+def test_the_tsallis_order_reads_the_smallest_class_per_episode() -> None:
+    """An episode of classes of 1 to 5 images gets order 2 (one image), not 5 (``S / K`` = 4);
+    in a batch with an episode of 4 images per class (order 5) each gets what it gets alone."""
+    training = RECOMMENDED.head_training
+    unequal, equal = rows([1, 4, 5, 5, 5], [0, 1, 2, 3, 4]), rows([4, 4, 4, 4, 4], [0, 1, 2, 3, 4])
+    alone = head._fit_tsallis(training, unequal).query_logits
+    assert torch.equal(alone, head._fit(training.tsallis(1.0), unequal).query_logits)
+    assert not torch.equal(alone, head._fit(training.tsallis(4.0), unequal).query_logits)
+    batch = EpisodeRows(
+        torch.cat([equal.support, unequal.support]),
+        torch.cat([equal.targets, unequal.targets]),
+        torch.cat([equal.query, unequal.query]),
+        5,
+    )
+    together = head._fit_tsallis(training, batch).query_logits
+    torch.testing.assert_close(together[1], alone[0])
+    torch.testing.assert_close(together[0], head._fit_tsallis(training, equal).query_logits[0])
