@@ -41,7 +41,7 @@ GROUPS = {
     "dirichlet2": "5-way Dirichlet(2)",
     "manyway": "many ways, balanced",
     "tiny": "1 to 40 query images",
-    "unbalanced": "unequal labelled images per class",
+    "unbalanced": "unequal labelled images, balanced queries",
     "unbalanced-queries": "unequal labelled images, Dirichlet or present-class queries",
 }
 DOMAINS = {"mini": "mini-ImageNet", "omni": "Omniglot"}

@@ -1,8 +1,8 @@
-"""Supports of unequal class sizes: the balance test (``unequal_balance_test``: the class
-means of the episode-centred rows may open the balanced second run that a first run, leaning
-towards the classes of more labelled images, keeps closed; supports of equal classes and
-queries of one class are decided as before), and the Tsallis head's order (from the smallest
-class's labelled images, per episode)."""
+"""Supports of unequal class sizes: the balance test (``unequal_balance_test``: a run
+centred on the episode may open the balanced second run that a first run centred on the
+support, leaning towards the classes of more labelled images, keeps closed; supports of equal
+classes and queries of one class are decided as before), and the Tsallis head's order (from
+the smallest class's labelled images, per episode)."""
 
 from __future__ import annotations
 
@@ -42,17 +42,20 @@ def test_the_default_turns_it_on_and_the_inductive_head_off() -> None:
     assert not RECOMMENDED.inductive().head_training.unequal_balance_test
 
 
-def test_episode_means_open_the_second_run_only_where_the_support_is_unequal() -> None:
+def test_an_episode_centred_run_opens_the_second_run_only_where_the_support_is_unequal() -> None:
     training = RECOMMENDED.head_training
     off = dataclasses.replace(training, unequal_balance_test=False)
     unequal = rows([1, 20, 20, 20, 20], [0, 1, 2, 3, 4])
     first = one_class_logits(75)  # the first run's counts fail the test
     assert bool(queries_look_balanced(training, first, unequal)[0])
     assert not bool(queries_look_balanced(off, first, unequal)[0])
+    # a first run centred on the episode already: nothing to test again
+    episode = dataclasses.replace(training, center_on="episode")
+    assert not bool(queries_look_balanced(episode, first, unequal)[0])
     # equal classes: the first run's counts alone decide, as before
     equal = rows([5, 5, 5, 5, 5], [0, 1, 2, 3, 4])
     assert not bool(queries_look_balanced(training, first, equal)[0])
-    # queries of one class of an unequal support: the class means do not look balanced
+    # queries of one class of an unequal support: the episode-centred run does not look balanced
     present = rows([1, 20, 20, 20, 20], [2] * 5)
     assert not bool(queries_look_balanced(training, first, present)[0])
     # a first run that passes is enough with or without it
@@ -71,7 +74,7 @@ def test_episodes_of_equal_classes_are_trained_exactly_as_before() -> None:
 
 def test_a_batch_decides_per_episode() -> None:
     """Two episodes of 20 labelled rows in one batch, equal classes then unequal ones, both
-    with a first run that fails the test: only the unequal one opens."""
+    with a first run that fails the test: only the unequal one is tested again, and opens."""
     equal, unequal = rows([4, 4, 4, 4, 4], [0, 1, 2, 3, 4]), rows([1, 4, 5, 5, 5], [0, 1, 2, 3, 4])
     batch = EpisodeRows(
         torch.cat([equal.support, unequal.support]),

@@ -1,9 +1,10 @@
 """``benchmarks/realistic_grid.py`` with another balance test for supports of unequal classes
 (validation classes only). ``--evidence run``: where the first run (centred on the support)
 fails the test in such an episode, a second first run, centred on the episode and without the
-balance term, is trained and its predicted classes are tested instead. The product
-(``unequal_balance_test``) tests the predictions of the episode-centred class means, which
-needs no training. The other arguments are realistic_grid.py's.
+balance term, is trained and its predicted classes are tested instead. Written when the product
+(``unequal_balance_test``, commit 7afc370) tested the predictions of the episode-centred class
+means; the product does this now (``anyshot.methods.head.queries_look_balanced``), so today the
+script reproduces the default. The other arguments are realistic_grid.py's.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src:benchmarks python \\
         studies/unbalanced-support/balance_evidence.py --evidence run --split val \\

@@ -417,10 +417,11 @@ def _add_query_options(group: argparse._ArgumentGroup) -> None:
         "--unequal-balance-test",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="transductive, with --adaptive-balance and centring: where the classes have "
-        "unequal numbers of labelled images, the balance term also runs when the class means "
-        "of the centred images predict equally frequent classes (a first run leans towards the "
-        "classes of more images); no change when every class has as many (default: "
+        help="transductive, with --adaptive-balance and centring on the support's class means: "
+        "where the classes have unequal numbers of labelled images, the balance term also runs "
+        "when a run centred on all the images predicts equally frequent classes (the first run "
+        "leans towards the classes of more images); no change when every class has as many "
+        "(default: "
         f"{by_scope('unequal_balance_test', _yes)})",
     )
     group.add_argument(

@@ -140,9 +140,10 @@ class FineTuning:
         center: transductive centring: subtract a mean unit embedding of the episode (see
             ``center_on``; computed once before training, eval mode) and renormalise, before
             the cosine classifier.
-        unequal_balance_test: with ``adaptive_balance``, ``center`` and a support whose classes
-            have unequal numbers of labelled images, the balanced second run also starts when
-            the class means of the episode-centred rows predict balanced-looking query classes
+        unequal_balance_test: with ``adaptive_balance``, ``center`` (a first run not centred on
+            the episode) and a support whose classes have unequal numbers of labelled images,
+            the balanced second run also starts when a run centred on the episode, without the
+            balance term, predicts balanced-looking query classes
             (:func:`anyshot.methods.head.queries_look_balanced`): a first run centred on the
             support leans towards the classes of more images and fails the test on balanced
             queries. No change where the classes have equally many.

@@ -670,21 +670,23 @@ def queries_look_balanced(
     """``[E]`` bool (CPU): whether the queries of each episode look class-balanced, so the
     balanced second run of ``adaptive_balance`` runs: the first run's predicted classes
     (``first_logits [E, Q, K]``) pass :func:`~anyshot.methods.balance.looks_balanced`, or, with
-    ``unequal_balance_test`` in an episode whose support classes hold unequal numbers of
-    images, the predictions of the class means of its episode-centred rows do (the first
-    run, centred on the support, leans towards the classes of more images)."""
+    ``unequal_balance_test`` in an episode whose classes hold unequal numbers of labelled
+    images and whose first run was not centred on the episode, those of a run centred on the
+    episode (without the balance term) do: centred on the support, the first run leans
+    towards the classes of more images and fails the test on balanced queries."""
     counts = F.one_hot(first_logits.argmax(-1), rows.ways).sum(1)  # [E, K]
     balanced = looks_balanced(counts).cpu()
-    if not (training.unequal_balance_test and training.center):
+    first_on = run_centers(training.center_on)[0]
+    if not (training.unequal_balance_test and training.center and first_on != "episode"):
         return balanced
     shots = F.one_hot(rows.targets, rows.ways).sum(1)  # [E, K]
-    unequal = (shots.amax(-1) != shots.amin(-1)).cpu()
-    if not bool(unequal.any()):
+    retest = (shots.amax(-1) != shots.amin(-1)).cpu() & ~balanced
+    if not bool(retest.any()):
         return balanced
-    _, units, weight = _initial(training, rows, "episode")
-    means = torch.einsum("eqd,ekd->eqk", units.query, weight)  # [E, Q, K]
-    mean_counts = F.one_hot(means.argmax(-1), rows.ways).sum(1)
-    return balanced | (unequal & looks_balanced(mean_counts).cpu())
+    _, units, weight = _initial(training, _episodes(rows, retest), "episode")
+    run = _train(training, replace(training.weights, balance=0.0), units, weight)
+    balanced[retest] = looks_balanced(F.one_hot(run.query_logits.argmax(-1), rows.ways).sum(1))
+    return balanced
 
 
 def _initial(

@@ -59,12 +59,12 @@ class_balanced_weights`): on the val grid's 8 cells of unbalanced supports
 (``realistic_grid.py --split val --cells unbalanced``) +0.18 to +3.83 points, none lower, and
 Omniglot 20-way with 10 classes of one image and 10 of five, where the default had fallen
 below support-init (52.5 against 54.6), 55.8. On such supports the balanced second run
-also starts where the class means of the episode-centred rows predict balanced-looking query
-classes (``unequal_balance_test``, :func:`~anyshot.methods.head.queries_look_balanced`: a first
-run centred on the support leans towards the classes of more images), and the Tsallis head's
+also starts where a run centred on the episode predicts balanced-looking query classes
+(``unequal_balance_test``, :func:`~anyshot.methods.head.queries_look_balanced`: a first run
+centred on the support leans towards the classes of more images), and the Tsallis head's
 order reads the smallest class's labelled images, as alpha-TIM's code does
 (:func:`~anyshot.methods.head.tsallis_order`): on the val grid's 16 cells of unequal supports
-(balanced, Dirichlet and present-class queries) +0.1 to +7.2 points in 13, -0.9, -0.1 and
+(balanced, Dirichlet and present-class queries) +0.1 to +8.4 points in 13, -0.9, -0.04 and
 -1.1 in 3, none below support-init minus its CI (``studies/unbalanced-support/``). Supports of
 equally many images per class are trained exactly as before.
 :data:`UNGUARDED` is the same head without the safeguards (the default until they were added):
