@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -17,14 +18,17 @@ from anyshot.methods.head import queries_look_balanced
 from anyshot.methods.presets import RECOMMENDED
 
 
-def rows(shots: list[int], query_classes: list[int], seed: int = 0) -> EpisodeRows:
-    """One episode ``E = 1`` of 5 well-separated classes in 32 dimensions: ``shots[k]``
-    labelled rows of class ``k``, 15 query rows of each class in ``query_classes``."""
+def rows(
+    shots: list[int], query_classes: list[int], seed: int = 0, spread: float = 0.3
+) -> EpisodeRows:
+    """One episode ``E = 1`` of 5 classes in 32 dimensions (well separated at ``spread`` 0.3,
+    overlapping at 2): ``shots[k]`` labelled rows of class ``k``, 15 query rows of each class
+    in ``query_classes``."""
     generator = torch.Generator().manual_seed(seed)
     centres = 3 * torch.eye(5, 32) + 1.0  # a shared offset, as real embeddings have
 
     def draw(k: int, n: int) -> torch.Tensor:
-        return centres[k] + 0.3 * torch.randn(n, 32, generator=generator)
+        return centres[k] + spread * torch.randn(n, 32, generator=generator)
 
     support = torch.cat([draw(k, n) for k, n in enumerate(shots)])[None]
     targets = torch.tensor([k for k, n in enumerate(shots) for _ in range(n)])[None]
@@ -63,13 +67,72 @@ def test_an_episode_centred_run_opens_the_second_run_only_where_the_support_is_u
     assert bool(queries_look_balanced(off, spread, present)[0])
 
 
-def test_episodes_of_equal_classes_are_trained_exactly_as_before() -> None:
-    episode = rows([5, 5, 5, 5, 5], [0, 1, 2, 3, 4], seed=1)
-    without = dataclasses.replace(RECOMMENDED, unequal_balance_test=False)
+def test_a_class_of_one_image_gets_its_queries_back() -> None:
+    """Overlapping classes, one of 1 labelled image and four of 20, balanced queries: the
+    support-centred first run predicts the rare class for almost none of its queries and fails
+    the balance test; the episode-centred run passes it, and the balanced second run gives the
+    rare class its queries back (4 episodes, one batch)."""
+    episodes = [rows([1, 20, 20, 20, 20], [0, 1, 2, 3, 4], seed=s, spread=2.0) for s in range(4)]
+    support = torch.cat([e.support for e in episodes])
+    targets = torch.cat([e.targets for e in episodes])
+    query = torch.cat([e.query for e in episodes])
+    truth = torch.arange(5).repeat_interleave(15)
+    recall, accuracy = {}, {}
+    for flag in (False, True):
+        method = dataclasses.replace(RECOMMENDED, unequal_balance_test=flag)
+        predicted = method.fit_features(support, targets, query, ways=5).query_logits.argmax(-1)
+        recall[flag] = float((predicted[:, :15] == 0).float().mean())
+        accuracy[flag] = float((predicted == truth).float().mean())
+    assert recall[False] < 0.1 and recall[True] > 0.25, recall
+    assert accuracy[True] > accuracy[False], accuracy
+
+
+def test_equal_classes_train_no_extra_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An equal support whose first run fails the balance test (queries of 2 of the 5
+    classes): the same runs, and the same logits, with or without the setting."""
+    calls: list[int] = []
+    train = head._train
+
+    def counting(*args: object) -> head.FittedHead:
+        calls.append(1)
+        return train(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(head, "_train", counting)
+    episode = rows([5, 5, 5, 5, 5], [0, 1, 0, 1, 0], seed=1)
     args = (episode.support, episode.targets, episode.query)
-    a = RECOMMENDED.fit_features(*args, ways=5).query_logits
-    b = without.fit_features(*args, ways=5).query_logits
-    assert torch.equal(a, b)
+    logits = {}
+    for flag in (False, True):
+        calls.clear()
+        method = dataclasses.replace(RECOMMENDED, unequal_balance_test=flag, tsallis_head=False)
+        logits[flag] = method.fit_features(*args, ways=5).query_logits
+        assert len(calls) == 1, (flag, len(calls))  # the first run only: its test failed
+    assert torch.equal(logits[False], logits[True])
+
+
+def test_the_network_scopes_retest_on_the_frozen_queries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At scope ``last`` the second look reads the frozen network's query embeddings, also
+    when nothing else needs them (centre on the support, no safeguards)."""
+    from anyshot.backbones import build_backbone
+    from anyshot.episodes import Episode
+    from anyshot.methods import FineTuning, network
+
+    seen: list[int] = []
+    look = network.queries_look_balanced
+
+    def recording(training: head.HeadTraining, first: torch.Tensor, frozen: EpisodeRows):
+        seen.append(frozen.query.shape[1])
+        return look(training, first, frozen)
+
+    monkeypatch.setattr(network, "queries_look_balanced", recording)
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4", image_size=16)
+    images = torch.rand(30, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    episode = Episode(images[:10], [0] + [1] * 3 + [2] * 3 + [3] * 3, images[10:], [0, 1, 2, 3] * 5)
+    method = FineTuning(scope="last", epochs=1, lr=1e-2, augment=False, balance_weight=1.0,
+                        likelihood_weight=0.2, adaptive_balance=True, center=True,
+                        center_on="support", unequal_balance_test=True)  # fmt: skip
+    assert torch.isfinite(method(backbone, episode)).all()
+    assert seen == [20]
 
 
 def test_a_batch_decides_per_episode() -> None:

@@ -4,8 +4,11 @@ class" counted another way on supports of unequal classes (validation classes on
 ``--order-shots mean|fewest``: the shots its Tsallis order is chosen from
 (:func:`anyshot.methods.head.tsallis_order`): ``S / K`` or the smallest class's count (what
 alpha-TIM's code takes). ``--band-shots mean|fewest``: the shots the band's "at least 2" reads.
-The product: order ``mean``, band ``fewest``. The cells' episodes share one multiset of class
-counts, so the batch's first episode stands for all. The other arguments are realistic_grid.py's.
+The product when this was written: order ``mean``, band ``mean`` (now: order ``fewest``).
+Only the first head's challenger (``_fit_either``) is patched; the Tsallis challenge of the
+gate's answer (``tsallis_against_gate``) keeps the product's order. The cells' episodes share
+one multiset of class counts, so the batch's first episode stands for all. The other arguments
+are realistic_grid.py's.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src:benchmarks python studies/unbalanced-support/tsallis_shots.py \\
         --order-shots fewest --band-shots mean --split val --cells unbalanced \\

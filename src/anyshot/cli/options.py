@@ -419,7 +419,7 @@ def _add_query_options(group: argparse._ArgumentGroup) -> None:
         default=None,
         help="transductive, with --adaptive-balance and centring on the support's class means: "
         "where the classes have unequal numbers of labelled images, the balance term also runs "
-        "when a run centred on all the images predicts equally frequent classes (the first run "
+        "when a head run centred on all the images passes the balance test (the first run "
         "leans towards the classes of more images); no change when every class has as many "
         "(default: "
         f"{by_scope('unequal_balance_test', _yes)})",

@@ -142,8 +142,9 @@ class FineTuning:
             the cosine classifier.
         unequal_balance_test: with ``adaptive_balance``, ``center`` (a first run not centred on
             the episode) and a support whose classes have unequal numbers of labelled images,
-            the balanced second run also starts when a run centred on the episode, without the
-            balance term, predicts balanced-looking query classes
+            the balanced second run also starts when a head run centred on the episode, without
+            the balance term (at scopes ``last`` / ``all``: on the frozen network's embeddings),
+            predicts balanced-looking query classes
             (:func:`anyshot.methods.head.queries_look_balanced`): a first run centred on the
             support leans towards the classes of more images and fails the test on balanced
             queries. No change where the classes have equally many.

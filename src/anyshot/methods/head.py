@@ -207,7 +207,7 @@ def tsallis_order(shots: float) -> float:
     """alpha-TIM's tuned Tsallis orders (the authors' code, ``use_tuned_alpha_values``): 2 at
     one labelled image per class, 7 from five, 5 between. ``shots`` is the smallest class's
     labelled images, as the authors' code counts (on val supports of unequal classes the mean
-    ``S / K`` lost up to 7.4 points: ``studies/unbalanced-support/``)."""
+    ``S / K`` lost up to 7.2 points: ``studies/unbalanced-support/``)."""
     return 2.0 if shots <= 1 else 7.0 if shots >= 5 else 5.0
 
 
@@ -673,11 +673,13 @@ def queries_look_balanced(
     ``unequal_balance_test`` in an episode whose classes hold unequal numbers of labelled
     images and whose first run was not centred on the episode, those of a run centred on the
     episode (without the balance term) do: centred on the support, the first run leans
-    towards the classes of more images and fails the test on balanced queries."""
+    towards the classes of more images and fails the test on balanced queries. That run is a
+    head run on ``rows`` (at the network scopes: on the frozen network's embeddings)."""
     counts = F.one_hot(first_logits.argmax(-1), rows.ways).sum(1)  # [E, K]
     balanced = looks_balanced(counts).cpu()
     first_on = run_centers(training.center_on)[0]
-    if not (training.unequal_balance_test and training.center and first_on != "episode"):
+    retests = training.unequal_balance_test and training.center and first_on != "episode"
+    if not retests or rows.query.shape[1] == 0:
         return balanced
     shots = F.one_hot(rows.targets, rows.ways).sum(1)  # [E, K]
     retest = (shots.amax(-1) != shots.amin(-1)).cpu() & ~balanced

@@ -379,7 +379,8 @@ def _frozen_rows(
     head = settings.head
     support = _embed(network, network.support, settings.batch_size)
     query = support[:0]
-    wanted = head.safeguards or (head.center and head.center_on != "support")
+    centred = head.center and (head.center_on != "support" or head.unequal_balance_test)
+    wanted = head.safeguards or centred
     if wanted and len(network.query):
         query = _embed(network, network.query, settings.batch_size)
     return EpisodeRows(support[None], targets[None], query[None], ways)
