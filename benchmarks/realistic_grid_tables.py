@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,17 @@ def first_episodes(run: dict[str, Any], count: int) -> dict[str, Any]:
         }
         results[name] = summaries(kept)
     return {**run, "results": results}
+
+
+def compact_json(record: dict[str, Any]) -> str:
+    """``record`` as indented JSON with each list of numbers on one line (the per-episode
+    accuracies would otherwise take a line each)."""
+    text = json.dumps(record, indent=1)
+
+    def one_line(match: re.Match[str]) -> str:
+        return "[" + ", ".join(x.strip() for x in match.group(1).split(",")) + "]"
+
+    return re.sub(r"\[\s+([-0-9.e+,\s]+?)\s+\]", one_line, text) + "\n"
 
 
 def group_of(cell: str) -> str:
@@ -144,7 +156,7 @@ def main() -> None:
         markdown(record),
     ]
     record["markdown"] = "\n".join(text)
-    args.output.write_text(json.dumps(record, indent=1) + "\n")
+    args.output.write_text(compact_json(record))
     args.markdown.write_text(record["markdown"] + "\n")
     print("\n".join(group_table(record["results"], order)))
 
