@@ -603,9 +603,14 @@ def _fit_either(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
     )
 
 
+def class_counts(labels: torch.Tensor, ways: int) -> torch.Tensor:
+    """``[E, N]`` class indices (labels or argmax predictions) -> ``[E, K]`` long counts."""
+    return F.one_hot(labels, ways).sum(1)
+
+
 def fewest_shots(rows: EpisodeRows) -> torch.Tensor:
     """``[E]`` long (CPU): the labelled images of each episode's smallest class."""
-    return F.one_hot(rows.targets, rows.ways).sum(1).amin(-1).cpu()
+    return class_counts(rows.targets, rows.ways).amin(-1).cpu()
 
 
 def _fit_tsallis(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
@@ -675,19 +680,18 @@ def queries_look_balanced(
     episode (without the balance term) do: centred on the support, the first run leans
     towards the classes of more images and fails the test on balanced queries. That run is a
     head run on ``rows`` (at the network scopes: on the frozen network's embeddings)."""
-    counts = F.one_hot(first_logits.argmax(-1), rows.ways).sum(1)  # [E, K]
-    balanced = looks_balanced(counts).cpu()
+    balanced = looks_balanced(class_counts(first_logits.argmax(-1), rows.ways)).cpu()
     first_on = run_centers(training.center_on)[0]
     retests = training.unequal_balance_test and training.center and first_on != "episode"
     if not retests or rows.query.shape[1] == 0:
         return balanced
-    shots = F.one_hot(rows.targets, rows.ways).sum(1)  # [E, K]
+    shots = class_counts(rows.targets, rows.ways)  # [E, K]
     retest = (shots.amax(-1) != shots.amin(-1)).cpu() & ~balanced
     if not bool(retest.any()):
         return balanced
     _, units, weight = _initial(training, _episodes(rows, retest), "episode")
     run = _train(training, replace(training.weights, balance=0.0), units, weight)
-    balanced[retest] = looks_balanced(F.one_hot(run.query_logits.argmax(-1), rows.ways).sum(1))
+    balanced[retest] = looks_balanced(class_counts(run.query_logits.argmax(-1), rows.ways))
     return balanced
 
 
