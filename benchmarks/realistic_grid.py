@@ -165,7 +165,8 @@ class IidQuerySampler:
     with replacement among the K (a small query batch that arrives as it comes: 5 queries at 5
     ways usually repeat a class and miss another). A class drawn more often than it has images
     left gives the excess to the others (:func:`anyshot.protocols.capped`; never with 1 or 5
-    queries). Conventions of :mod:`anyshot.protocols`."""
+    queries). ``shots``: labelled images of every way, or one count per way (way ``j`` gets
+    ``shots[j]``: a support of unequal classes). Conventions of :mod:`anyshot.protocols`."""
 
     protocol = "iid-queries"
 
@@ -174,15 +175,19 @@ class IidQuerySampler:
         labels: Sequence[int] | np.ndarray,
         *,
         ways: int,
-        shots: int,
+        shots: int | Sequence[int],
         total_queries: int,
         seed: int,
     ) -> None:
         label_array = np.asarray(labels, dtype=np.int64)
-        need = shots + min(total_queries, 5)  # 1 or 5 queries: one class may receive them all
+        self.shot_list = [int(shots)] * ways if isinstance(shots, int) else [int(s) for s in shots]
+        if len(self.shot_list) != ways:
+            raise ValueError(f"{len(self.shot_list)} shot counts for {ways} ways")
+        most = max(self.shot_list)
+        need = most + min(total_queries, 5)  # 1 or 5 queries: one class may receive them all
         classes, counts = np.unique(label_array, return_counts=True)
         self._candidates = classes[counts >= need]
-        left = np.sort(counts[counts >= need] - shots)[:ways]  # the fewest images left over
+        left = np.sort(counts[counts >= need] - most)[:ways]  # the fewest images left over
         if len(self._candidates) < ways or left.sum() < total_queries:
             raise DatasetError(
                 f"{ways}-way {shots}-shot episodes with {total_queries} i.i.d. queries need "
@@ -190,7 +195,7 @@ class IidQuerySampler:
                 f"{len(self._candidates)} classes have them"
             )
         self._members = {int(c): np.flatnonzero(label_array == c) for c in self._candidates}
-        self.ways, self.shots, self.total_queries, self.seed = ways, shots, total_queries, seed
+        self.ways, self.total_queries, self.seed = ways, total_queries, seed
 
     def sample(self, index: int) -> EpisodeSpec:
         """The ``index``-th episode of this sampler's stream."""
@@ -199,9 +204,11 @@ class IidQuerySampler:
         counts = np.bincount(
             rng.integers(0, self.ways, size=self.total_queries), minlength=self.ways
         )
-        room = np.array([len(self._members[int(c)]) - self.shots for c in chosen])
+        room = np.array(
+            [len(self._members[int(c)]) - k for c, k in zip(chosen, self.shot_list, strict=True)]
+        )
         counts = capped(counts, room, np.ones(self.ways))
-        return draw_episode(rng, self._members, chosen, [self.shots] * self.ways, counts)
+        return draw_episode(rng, self._members, chosen, self.shot_list, counts)
 
     def take(self, count: int) -> Iterator[EpisodeSpec]:
         """The first ``count`` episodes."""
@@ -213,7 +220,7 @@ class IidQuerySampler:
         return {
             "protocol": self.protocol,
             "ways": self.ways,
-            "shots": [self.shots] * self.ways,
+            "shots": self.shot_list,
             "total_queries": self.total_queries,
             "seed": self.seed,
         }
@@ -242,14 +249,21 @@ class Cell:
         digest = hashlib.sha256(f"{int(base)}/{self.name}".encode()).digest()
         return int.from_bytes(digest[:8], "big") >> 1
 
+    @property
+    def iid_queries(self) -> bool:
+        """Whether the queries are a few drawn class by class at random (:class:`IidQuerySampler`):
+        the ``tiny`` cells, and the unequal supports with ``-q`` query counts."""
+        unequal_few = self.kind == "unbalanced" and self.total_queries is not None
+        return self.kind == "tiny" or (unequal_few and self.alpha is None and self.present is None)
+
     def sampler(self, labels: np.ndarray, seed: int) -> Sampler:
         """The seeded sampler of this cell (raises DatasetError when the split is too small)."""
-        if self.kind == "tiny":
+        if self.iid_queries:
             assert self.total_queries is not None
             return IidQuerySampler(
                 labels,
                 ways=self.ways,
-                shots=self.shots,
+                shots=list(self.shot_list) if self.shot_list else self.shots,
                 total_queries=self.total_queries,
                 seed=seed,
             )
@@ -277,9 +291,10 @@ class Cell:
         )
 
 
-def default_episodes(kind: str, ways: int) -> int:
+def default_episodes(cell: Cell) -> int:
     """Episodes per cell by default (see the module docstring)."""
-    if kind == "tiny":
+    ways = cell.ways
+    if cell.iid_queries:
         return 400
     if ways <= 5:
         return 200
@@ -308,8 +323,9 @@ def grid(all_ways: dict[str, int], episodes: int | None) -> list[Cell]:
         label = f"{kind}{alpha:g}" if kind == "dirichlet" else kind
         counts = shots_words(options["shot_list"]) if options.get("shot_list") else shots
         name = f"{domain}-{label}-{ways}w{counts}s{tail}"
-        count = episodes if episodes is not None else default_episodes(kind, ways)
-        cells.append(Cell(name, domain, kind, ways, shots, count, **options))
+        cell = Cell(name, domain, kind, ways, shots, 0, **options)
+        count = episodes if episodes is not None else default_episodes(cell)
+        cells.append(dataclasses.replace(cell, episodes=count))
 
     mini = all_ways["mini"]
     every = f"every class of the split ({mini})"
@@ -356,6 +372,12 @@ def grid(all_ways: dict[str, int], episodes: int | None) -> list[Cell]:
             present = dict(present=k, total_queries=75 if domain == "mini" else 15 * k)
             add(domain, "unbalanced", len(many), 5, f"-k{k}", shot_list=tuple(sorted(many)),
                 **present)  # fmt: skip
+    # unequal supports with a few i.i.d. queries (-q5, -q20)
+    for domain, shot_lists in unbalanced.items():
+        for shot_list in (shot_lists[0], shot_lists[1], shot_lists[3]):
+            for q in (5, 20):
+                add(domain, "unbalanced", len(shot_list), max(shot_list), f"-q{q}",
+                    total_queries=q, shot_list=tuple(sorted(shot_list)))  # fmt: skip
     for domain in ("mini", "omni"):
         large = min(20, all_ways[domain])
         note = "" if large == 20 else f"the split has {large} classes: {large} ways, not 20"

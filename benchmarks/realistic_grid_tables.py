@@ -44,6 +44,7 @@ GROUPS = {
     "tiny": "1 to 40 query images",
     "unbalanced": "unequal labelled images, balanced queries",
     "unbalanced-queries": "unequal labelled images, Dirichlet or present-class queries",
+    "unbalanced-few": "unequal labelled images, 5 or 20 query images",
 }
 DOMAINS = {"mini": "mini-ImageNet", "omni": "Omniglot"}
 
@@ -96,8 +97,11 @@ def compact_json(record: dict[str, Any]) -> str:
 def group_of(cell: str) -> str:
     """``mini-present-20w1s-k1`` -> ``mini-ImageNet: present classes (...)``."""
     domain, kind = cell.split("-")[:2]
-    if kind == "unbalanced" and cell.rsplit("-", 1)[-1][0] in "dk":  # -d0.5, -k3: the queries
+    tail = cell.rsplit("-", 1)[-1][0]
+    if kind == "unbalanced" and tail in "dk":  # -d0.5, -k3: the queries
         kind = "unbalanced-queries"
+    elif kind == "unbalanced" and tail == "q":  # -q5, -q20: a few queries
+        kind = "unbalanced-few"
     return f"{DOMAINS[domain]}: {GROUPS[kind]}"
 
 
