@@ -57,9 +57,15 @@ def episodes(
 
 
 def test_presets_are_the_settings_the_records_were_made_with() -> None:
-    # balanced_support changes nothing on these supports (equally many images per class)
+    # balanced_support and shared_spread change nothing on these supports (equally many
+    # images per class)
     assert METHODS["inductive"] == FineTuning(
-        scope="head", temperature=0.1, lr=1e-2, epochs=25, balanced_support=True
+        scope="head",
+        temperature=0.1,
+        lr=1e-2,
+        epochs=25,
+        balanced_support=True,
+        shared_spread=True,
     )
     assert (
         TransductiveFineTuning(
@@ -77,16 +83,19 @@ def test_fit_features_reproduces_the_pre_refactor_logits(cell: str, name: str) -
     support, targets, query = episodes(seed, count, ways, shots, queries)
     method = METHODS[name]
     batched = method.fit_features(support, targets, query, ways=ways).query_logits
-    torch.testing.assert_close(batched, expected, atol=2e-6, rtol=0)
+    # 6 decimals stored; float32 sums in another order (another CPU's kernels) move these
+    # logits, up to about 10, by up to 1.5e-4 after 25 epochs (seen on an AMD EPYC); a change
+    # of the algorithm moves them by 1e-2 and more
+    torch.testing.assert_close(batched, expected, atol=5e-4, rtol=0)
     alone = torch.stack(
         [
             method.fit_features(s, t, q, ways=ways).query_logits[0]
             for s, t, q in zip(support, targets, query, strict=True)
         ]
     )
-    torch.testing.assert_close(alone, expected, atol=2e-6, rtol=0)
+    torch.testing.assert_close(alone, expected, atol=5e-4, rtol=0)
     # the fitted classifier recomputes the query logits (as a saved model would)
     fitted = method.fit_features(support[:1], targets[:1], query[:1], ways=ways)
     with torch.no_grad():
         again = fitted.classifier(0)(query[0])
-    torch.testing.assert_close(again, expected[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, expected[0], atol=5e-4, rtol=0)

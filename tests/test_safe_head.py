@@ -449,9 +449,11 @@ def test_network_scopes_fall_back_to_support_init_on_the_frozen_backbone(scope: 
         gated.query_logits, SupportBasedInit(temperature=0.1)(backbone, one), atol=1e-5, rtol=0
     )
     # the guard: a degenerate setting (large steps, a strong balance term on 12 queries of
-    # all three classes) throws the predictions away from support-init's (with this seed's
-    # backbone), while support-init spreads them over the classes
-    episode = _image_episode([6, 3, 3])
+    # all three classes) throws the predictions away from support-init's, while support-init
+    # spreads them over the classes; 4 queries per class, so a collapse onto any one class
+    # agrees with support-init on about a third of them, whichever class the floating-point
+    # sums of a given CPU pick
+    episode = _image_episode([4, 4, 4])
     trained = method.fit(backbone, episode)
     base = SupportBasedInit(temperature=0.1)(backbone, episode)
     agreement = float((trained.query_logits.argmax(1) == base.argmax(1)).float().mean())
@@ -504,6 +506,7 @@ def test_settings_presets_and_command_line() -> None:
         UNGUARDED,
         center_on="adaptive",
         unequal_balance_test=True,
+        shared_spread=True,
         empirical_bayes=True,
         min_queries_per_class=6.0,
         queries_per_shot=0.5,
@@ -525,7 +528,8 @@ def test_settings_presets_and_command_line() -> None:
     assert expected == RECOMMENDED
     assert UNGUARDED.center_on == "episode" and not UNGUARDED.empirical_bayes
     assert UNGUARDED.min_queries_per_class == 0 and UNGUARDED.min_agreement == 0
-    assert RECOMMENDED.inductive() == UNGUARDED.inductive()
+    # the inductive heads differ only in filling up supports of unequal classes
+    assert RECOMMENDED.inductive() == dataclasses.replace(UNGUARDED.inductive(), shared_spread=True)
     for bad in (
         {"center_on": "query"},
         {"min_agreement": 1.5},

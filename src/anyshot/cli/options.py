@@ -30,7 +30,13 @@ from anyshot.backbones.preprocessing import INPUT_SPECS
 from anyshot.data.registry import available_datasets
 from anyshot.errors import ConfigurationError
 from anyshot.methods.cosine import CENTERS
-from anyshot.methods.finetune import QUERY_FIELDS, SCOPES, FineTuning, field_default
+from anyshot.methods.finetune import (
+    HEAD_ONLY_FIELDS,
+    QUERY_FIELDS,
+    SCOPES,
+    FineTuning,
+    field_default,
+)
 from anyshot.methods.presets import (
     NETWORK,
     PAPER,
@@ -86,6 +92,7 @@ TRAINING_FIELDS = (
     "balanced_support",
     "augment",
     "flip",
+    *HEAD_ONLY_FIELDS,
     *QUERY_FIELDS,
 )
 
@@ -369,6 +376,18 @@ def add_method_options(parser: argparse.ArgumentParser, *, auto: bool = False) -
         "has (a class of 1 image among classes of 20 is not learnt as 20 times rarer); no "
         "change when every class has as many images (default: "
         f"{by_scope('balanced_support', _yes)})",
+    )
+    group.add_argument(
+        "--shared-spread",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="scope head: where the classes have unequal numbers of labelled images, fill the "
+        "classes of fewer images up to the largest class's count with the within-class spread "
+        "the classes share (each class's mean plus other images' offsets from their class "
+        "means) before fine-tuning a head on uncentred embeddings (--method finetune, the "
+        "gate's answer, the Tsallis head; --no-center makes the transductive head one); no "
+        "change when every class has as many (default: "
+        f"{by_scope('shared_spread', _yes)})",
     )
     _add_query_options(group)
     group.add_argument(
@@ -787,7 +806,8 @@ def _scope_rule(
                 "--time-budget applies to fine-tuning; support-init trains nothing"
             )
         return head
-    network_given = {k: v for k, v in given.items() if k != "scope" and k not in QUERY_FIELDS}
+    head_only = {"scope", *QUERY_FIELDS, *HEAD_ONLY_FIELDS}
+    network_given = {k: v for k, v in given.items() if k not in head_only}
     temperature = getattr(args, "temperature", None)
     if temperature is not None:
         network_given["temperature"] = temperature

@@ -184,6 +184,15 @@ class FineTuning:
             of none of the classes are no evidence for training on the queries. 0 = every
             query counts. With ``outlier_rate``, it counts the unflagged among the queries that
             rule keeps.
+        shared_spread: where the classes have unequal numbers of labelled images, a head
+            trained on uncentred embeddings (the inductive head, so the gate's answer, and the
+            Tsallis head; not the centred transductive head: :func:`anyshot.methods.head.fills`)
+            trains on a support whose classes of fewer images are filled up to the largest
+            class's count with rows of the within-class spread the classes share
+            (:func:`anyshot.methods.head.with_shared_spread`): fine-tuned on the support as it
+            is, a head widens the classes of many images over the queries of the others, which
+            class means do not. No change where the classes have equally many. Scope ``head``
+            only (the network scopes train on the images).
         gate_prior_share: an episode the gate answers with the inductive head, whose queries
             that head predicts to hold fewer than this share of the classes (the effective
             number of predicted classes), gets the class proportions those predictions imply
@@ -293,6 +302,7 @@ class FineTuning:
     min_agreement: float = 0.0
     gate_outlier_rate: float = 0.0
     gate_prior_share: float = 0.0
+    shared_spread: bool = False
     balanced_support: bool = False
     unequal_balance_test: bool = False
     outlier_rate: float = 0.0
@@ -427,6 +437,11 @@ class FineTuning:
                     f"{name} applies to scope 'head' only (at scopes last / all the gate "
                     f"answers as support-init does), got scope {self.scope!r}"
                 )
+        if self.shared_spread:
+            raise ConfigurationError(
+                "shared_spread applies to scope 'head' only (it fills up rows of embeddings; "
+                f"scopes last / all train on the images), got scope {self.scope!r}"
+            )
 
     @property
     def transductive(self) -> bool:
@@ -457,6 +472,7 @@ class FineTuning:
             min_agreement=self.min_agreement,
             gate_outlier_rate=self.gate_outlier_rate,
             gate_prior_share=self.gate_prior_share,
+            shared_spread=self.shared_spread,
             balanced_support=self.balanced_support,
             unequal_balance_test=self.unequal_balance_test,
             outlier_rate=self.outlier_rate,
@@ -673,6 +689,11 @@ QUERY_FIELDS = (
     "tsallis_gated",
     "gate_prior_share",
 )
+
+
+#: Settings of scope ``head`` alone that read no query image (kept by :meth:`FineTuning.inductive`):
+#: ``--scope auto`` gives them to its head, not to the network it may train instead.
+HEAD_ONLY_FIELDS = ("shared_spread",)
 
 
 #: What :meth:`FineTuning.inductive` resets: the query settings and the calibration (the

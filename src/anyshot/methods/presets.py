@@ -157,6 +157,7 @@ RECOMMENDED = dataclasses.replace(
     UNGUARDED,
     center_on="adaptive",
     unequal_balance_test=True,
+    shared_spread=True,
     empirical_bayes=True,
     min_queries_per_class=6.0,
     queries_per_shot=0.5,
