@@ -30,8 +30,10 @@ Cells (name ``<domain>-<kind>-<ways>w<shots>s[-k<present>|-q<queries>]``):
   left). 5 ways: mini 1-20x4, 1x2-5x3, 1-2-5-10-20; omni 1-10x4, 1x2-5x3, 1-2-3-5-10; many
   ways, half the classes 1 image and half 5: mini every class of the split, omni 20. And
   unequal supports with imbalanced queries: 5 ways at 1x2-5x3 with Dirichlet(0.5) and (2)
-  queries (``-d0.5``, ``-d2``; 75 on mini, 25 on omni), and the many-way 1 / 5 supports with
-  queries of 1 or 3 present classes (``-k1``, ``-k3``; 75 on mini, 15 per class on omni).
+  queries (``-d0.5``, ``-d2``; 75 on mini, 25 on omni), the many-way 1 / 5 supports with
+  queries of 1 or 3 present classes (``-k1``, ``-k3``; 75 on mini, 15 per class on omni), and
+  the 1-20x4 (omni 1-10x4), 1x2-5x3 and many-way supports with 5 or 20 queries drawn as the
+  ``tiny`` cells draw them (``-q5``, ``-q20``).
 * ``tiny``: 1, 5, 20 and 40 query images (``-q1`` ... ``-q40``), each of a class drawn
   uniformly with replacement from the K support classes (:class:`IidQuerySampler`), at 5 and
   20 ways (mini val has 16 classes: 16 ways there). 1 and 5 shots.
@@ -65,14 +67,15 @@ of ``--seed`` and the cell's name, so a cell's episodes do not depend on which o
 (:mod:`anyshot.episode_files`) and re-uses the file when present (extending it when more
 episodes are asked for), so every method and every later run see the same episodes.
 
-Default episodes per cell (``--episodes`` sets one count for all): 400 for the tiny cells
-(a 1-query episode scores 0 or 1), 200 for the other 5-way cells, 150 up to 20 ways, 60 at 50
-ways, 40 at 100 ways, 20 at 160 ways. Measured on a busy 2-core x86 CPU with one
-thread (``--threads 1``, the default: two threads were slower there): on val, recommended takes
-about 12.5 minutes of method time and support-init seconds, so support-init, recommended and the
-``unguarded`` preset of the same cost take about 25 minutes, leaving the rest of an hour to the
-peers (every cell's ms/episode of every method is in the output); test takes about 8% more
-(its mini cells have 20 ways, not 16). The episodes use every image of both splits; images the
+Default episodes per cell (``--episodes`` sets one count for all): 400 for the cells of a few
+i.i.d. queries (``tiny`` and ``-q``: a 1-query episode scores 0 or 1), 200 for the other 5-way
+cells, 150 up to 20 ways, 60 at 50 ways, 40 at 100 ways, 20 at 160 ways. Measured on a busy
+2-core x86 CPU with one thread (``--threads 1``, the default: two threads were slower there),
+before the ``-q`` cells: on val, recommended takes about 12.5 minutes of method time and
+support-init seconds, so support-init, recommended and the ``unguarded`` preset of the same
+cost take about 25 minutes, leaving the rest of an hour to the peers (every cell's ms/episode
+of every method is in the output); test takes about 8% more (its mini cells have 20 ways, not
+16). The episodes use every image of both splits; images the
 feature cache lacks are embedded first, once (about 13 images/s at 224 px and 60 at 84 px:
 mini val 9,600 images about 12 minutes, mini test 12,000 about 15, Omniglot val 13,760 about 4,
 Omniglot test 33,840 about 10).

@@ -1,5 +1,6 @@
-"""Draw SEED: dSEED/support/<class>/ (one class of 1 image, four of 20) and dSEED/query/ (15
-images of each class) as symlinks into the shared mini-ImageNet test images; dSEED/truth.json."""
+"""Draw SEED [KEEP]: dSEED/support/<class>/ (one class of 1 image, four of 20) and dSEED/query/
+(15 images of each class, or KEEP of those 75 drawn at random) as symlinks into the shared
+mini-ImageNet test images; dSEED/truth.json."""
 import csv, os, random, shutil, sys, json
 from pathlib import Path
 
@@ -19,4 +20,7 @@ for i,c in enumerate(classes):
     for f in imgs[:n]: os.symlink(DATA / 'images' / f, f'{root}/support/{c}/{f}')
     for f in imgs[20:35]:
         os.symlink(DATA / 'images' / f, f'{root}/query/{f}'); truth[f]=c
+if len(sys.argv) > 2:  # a few query images: KEEP of the 75, whatever their classes
+    for f in rng.sample(sorted(truth), len(truth) - int(sys.argv[2])):
+        os.remove(f'{root}/query/{f}'); del truth[f]
 json.dump({'truth':truth,'rare':classes[0]}, open(f'{root}/truth.json','w'))
