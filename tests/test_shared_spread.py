@@ -49,7 +49,7 @@ def test_every_class_is_filled_to_the_largest_with_its_mean_plus_others_offsets(
 def test_equal_classes_are_left_as_they_are() -> None:
     equal = rows([4, 4, 4, 4, 4], [0, 1, 2, 3, 4])
     assert head.with_shared_spread(equal) is equal
-    off = RECOMMENDED.head_training
+    off = dataclasses.replace(RECOMMENDED.head_training, shared_spread=False)
     on = dataclasses.replace(off, shared_spread=True)
     for training in (off, off.inductive()):
         again = dataclasses.replace(training, shared_spread=True)
@@ -74,21 +74,31 @@ def test_the_default_fills_the_uncentred_heads_only() -> None:
     assert not torch.equal(
         head._fit(inductive, unequal).query_logits, head._fit(plain, unequal).query_logits
     )
+    # one query image: the gate answers with the filled inductive head
+    one = head.EpisodeRows(unequal.support, unequal.targets, unequal.query[:, :1], 5)
+    gated = head.fit_head(training, one)
+    assert gated.gated is not None and bool(gated.gated[0])
+    torch.testing.assert_close(gated.query_logits, head._fit(inductive, one).query_logits)
 
 
 def test_a_batch_gives_each_episode_what_it_gets_alone() -> None:
     """Episodes of 20 labelled rows whose largest classes differ (8, 5 and 4 images: filled to
-    40, 25 and 20 rows) train apart and come back in order."""
+    40, 25 and 20 rows) train apart and come back in order; two of largest class 5, filled
+    from different counts, train together. ``with_shared_spread`` refuses a batch whose
+    largest classes differ."""
     training = RECOMMENDED.head_training.inductive()
     assert head.fills(training)
     episodes = [
         rows([1, 1, 5, 5, 8], [0, 1, 2, 3, 4], seed=1),
         rows([4, 4, 4, 4, 4], [0, 1, 2, 3, 4], seed=2),
         rows([1, 4, 5, 5, 5], [0, 1, 2, 3, 4], seed=3),
+        rows([2, 3, 5, 5, 5], [0, 1, 2, 3, 4], seed=4),  # filled with the third, differently
     ]
     together = head.fit_head(training, batch(*episodes)).query_logits
     for i, episode in enumerate(episodes):
         torch.testing.assert_close(together[i], head.fit_head(training, episode).query_logits[0])
+    with pytest.raises(ValueError, match="largest"):
+        head.with_shared_spread(batch(*episodes[:2]))
 
 
 def test_the_one_image_class_gets_its_queries_back_from_the_inductive_head() -> None:

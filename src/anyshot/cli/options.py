@@ -383,9 +383,10 @@ def add_method_options(parser: argparse.ArgumentParser, *, auto: bool = False) -
         default=None,
         help="scope head: where the classes have unequal numbers of labelled images, fill the "
         "classes of fewer images up to the largest class's count with the within-class spread "
-        "the classes share (each class's mean plus other images' offsets from their class "
-        "means) before fine-tuning a head on uncentred embeddings (--method finetune, the "
-        "gate's answer, the Tsallis head; --no-center makes the transductive head one); no "
+        "the classes share (each class's mean plus the labelled images' offsets from their "
+        "own class's mean) before fine-tuning a head on uncentred embeddings (--method "
+        "finetune, the gate's answer, the Tsallis head; --no-center makes the transductive head "
+        "one); no "
         "change when every class has as many (default: "
         f"{by_scope('shared_spread', _yes)})",
     )
@@ -737,7 +738,8 @@ AUTO_SCOPE_WORDS = (
     "from 5 labelled images per class; at the images' own size within 64-224 px unless "
     "--image-size is given) when the classes look alike to it (images far from "
     "ImageNet: characters, digits, ...), and the head again when that would not fit "
-    "--time-budget; options given apply to either (the query-term options to the head only); "
+    "--time-budget; options given apply to either (the query-term options and "
+    "--shared-spread to the head only); "
     "the summary says what was chosen and why"
 )
 

@@ -761,13 +761,20 @@ def with_shared_spread(rows: EpisodeRows) -> EpisodeRows:
     support-init to 1.9-6.2 above on mini-ImageNet's unequal supports, and from -0.1..+2.5 to
     +1.7..+3.6 on Omniglot's: ``studies/unbalanced-support/gate_answer.py``).
 
+    The offsets a class receives need not average to zero, so the filled rows' mean (a
+    filled run's starting weight) moves a little from the class mean; balancing them was not
+    tried. The rows are filled before rectification and normalisation (filling the unit rows
+    gained much less on val).
+
     ``rows``: ``E`` episodes whose largest classes have equally many rows (``[E, S, D]``
     support, raw embeddings) -> ``[E, K n_max, D]`` support, the filled rows after the
     labelled ones; an episode whose classes have equally many is returned as it is (then all
-    are)."""
+    are). Raises ``ValueError`` for episodes whose largest classes differ (group them)."""
     ways = rows.ways
     counts = class_counts(rows.targets, ways)  # [E, K]
     largest = int(counts.amax())
+    if bool((counts.amax(-1) != largest).any()):
+        raise ValueError("episodes whose largest classes differ in size are filled apart")
     if bool((counts == largest).all()):
         return rows
     one_hot = F.one_hot(rows.targets, ways).to(rows.support.dtype)  # [E, S, K]
