@@ -368,6 +368,28 @@ def add_method_options(parser: argparse.ArgumentParser, *, auto: bool = False) -
         f"{by_scope('temperature')}; {SUPPORT_INIT.temperature} for support-init, where T only "
         "scales the confidences, never the predictions)",
     )
+    _add_support_options(group)
+    _add_query_options(group)
+    group.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="augment images while fine-tuning (default: on for --scope all only)",
+    )
+    group.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --augment: mirror images left to right at random (default: on); --no-flip "
+        "for characters, digits, text or anything whose mirror image is another class",
+    )
+    group.add_argument(
+        "--no-relu", dest="relu", action="store_false", help="do not rectify embeddings"
+    )
+
+
+def _add_support_options(group: argparse._ArgumentGroup) -> None:
+    """How the labelled images train the head when their classes hold unequal numbers."""
     group.add_argument(
         "--balanced-support",
         action=argparse.BooleanOptionalAction,
@@ -386,26 +408,8 @@ def add_method_options(parser: argparse.ArgumentParser, *, auto: bool = False) -
         "the classes share (each class's mean plus the labelled images' offsets from their "
         "own class's mean) before fine-tuning a head on uncentred embeddings (--method "
         "finetune, the gate's answer, the Tsallis head; --no-center makes the transductive head "
-        "one); no "
-        "change when every class has as many (default: "
+        "one); no change when every class has as many (default: "
         f"{by_scope('shared_spread', _yes)})",
-    )
-    _add_query_options(group)
-    group.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="augment images while fine-tuning (default: on for --scope all only)",
-    )
-    group.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="with --augment: mirror images left to right at random (default: on); --no-flip "
-        "for characters, digits, text or anything whose mirror image is another class",
-    )
-    group.add_argument(
-        "--no-relu", dest="relu", action="store_false", help="do not rectify embeddings"
     )
 
 
