@@ -15,9 +15,10 @@ outlier score:
 
 * ``support-init / MSP``: :data:`anyshot.methods.presets.SUPPORT_INIT`, score 1 - max softmax
   probability (:func:`anyshot.outliers.msp_score`);
-* ``support-init / nearest mean``: its predictions, score one minus the largest cosine to a
-  support class mean (:func:`anyshot.outliers.nearest_mean_distance`), rows centred on the mean
-  of the episode's unit support and query rows where the queries cover the classes
+* ``support-init / nearest mean``: its predictions, score the product's
+  (:func:`anyshot.outliers.outlier_distance`): one minus the largest cosine to a support class
+  mean, averaged with the same distance of rows centred on the mean of the episode's unit
+  support and query rows where the queries cover the classes
   (:func:`anyshot.outliers.covering_centre`, as ``FewShotClassifier.classify`` does; the row's
   ``centred``: the share of episodes centred);
 * ``default / MSP`` and ``default / nearest mean``: :data:`~anyshot.methods.presets.RECOMMENDED`
@@ -82,7 +83,7 @@ from anyshot.outliers import (
     average_precision,
     covering_centre,
     msp_score,
-    nearest_mean_distance,
+    outlier_distance,
     unknown_threshold,
 )
 from anyshot.protocols import OpenSetSampler
@@ -310,7 +311,7 @@ def open_set_rows(batch: EpisodeBatch, shots: int, ostim_episodes: int) -> dict[
     rows: dict[str, Any] = {}
     # what FewShotClassifier.classify uses: centred where the queries cover the classes
     centre, covered = covering_centre(batch.support, batch.targets, batch.query, batch.ways)
-    distance = nearest_mean_distance(
+    distance = outlier_distance(
         batch.support, batch.targets, batch.query, batch.ways, centre=centre
     )
     logits_of: dict[str, Tensor] = {}

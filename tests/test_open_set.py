@@ -20,10 +20,13 @@ from anyshot.methods.presets import RECOMMENDED
 from anyshot.outliers import (
     auroc,
     average_precision,
+    covering_centre,
     episode_outlier_score,
     msp_score,
     nearest_mean_distance,
     outlier_centre,
+    outlier_distance,
+    unknown_threshold,
 )
 from anyshot.protocols import OpenSetSampler, build_sampler
 from conftest import write_colour_folder
@@ -177,11 +180,35 @@ def test_the_episode_outlier_score_centres_only_where_the_queries_cover_the_clas
     for query, centred in ((covering, True), (one_class, False)):
         batch = support[None], targets[None], query[None]
         score = episode_outlier_score(*batch, 4)
-        centre = outlier_centre(support[None], query[None]) if centred else None
-        expected = nearest_mean_distance(*batch, 4, centre=centre)
-        assert torch.allclose(score, expected)
-        assert not torch.allclose(score, nearest_mean_distance(*batch, 4, centre=(
-            None if centred else outlier_centre(support[None], query[None]))))  # fmt: skip
+        raw = nearest_mean_distance(*batch, 4)
+        centre = outlier_centre(support[None], query[None])
+        if centred:  # the mean of the centred and the uncentred distances
+            expected = (nearest_mean_distance(*batch, 4, centre=centre) + raw) / 2
+            assert torch.allclose(score, expected) and not torch.allclose(score, raw)
+        else:
+            assert torch.equal(score, raw)
+            assert not torch.allclose(score, nearest_mean_distance(*batch, 4, centre=centre))
+
+
+def test_a_far_row_scores_far_with_centred_rows() -> None:
+    """A row far from every class (a blank frame's) keeps a high score where the rows are
+    centred: centring alone keeps only the direction of its offset from the centre, and that
+    direction lies nearer some class mean than a class's own images do."""
+    g = torch.Generator().manual_seed(0)
+    means = torch.rand(5, 32, generator=g) + 1.0
+    support = means.repeat_interleave(3, 0) + 0.4 * torch.randn(15, 32, generator=g)
+    targets = torch.arange(5).repeat_interleave(3)
+    query = means.repeat_interleave(4, 0) + 0.4 * torch.randn(20, 32, generator=g)
+    blank = torch.zeros(1, 32)
+    blank[0, 0] = 1.0  # one unit active: nothing like any class
+    rows = torch.cat([query, blank])[None]
+    centre, covered = covering_centre(support[None], targets[None], query[None], 5)
+    assert bool(covered[0])
+    centred = nearest_mean_distance(support[None], targets[None], rows, 5, centre=centre)[0]
+    score = outlier_distance(support[None], targets[None], rows, 5, centre=centre)[0]
+    threshold = unknown_threshold(support, targets, 5, 0.05, centre=centre[0])
+    assert score[-1] > threshold and score[-1] > score[:-1].max()
+    assert centred[-1] < centred[:-1].max()  # centring alone would not single it out
 
 
 # --- the command -------------------------------------------------------------------------------

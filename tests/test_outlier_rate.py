@@ -13,7 +13,7 @@ from anyshot.methods import TransductiveFineTuning
 from anyshot.methods.features import episode_rows
 from anyshot.methods.head import inlier_queries, outlier_alarm
 from anyshot.methods.presets import RECOMMENDED
-from anyshot.outliers import covering_centre, nearest_mean_distance, unknown_threshold
+from anyshot.outliers import covering_centre, outlier_distance, unknown_threshold
 from test_unknown import clusters
 
 #: The default without its gate and without the rule, so that the query terms always train.
@@ -51,7 +51,7 @@ def test_the_flags_are_the_products_and_flagged_outliers_barely_move_the_classif
     support, targets, query = with_outliers(6)
     keep = inlier_queries(episode_rows(support, targets, query), 0.2, relu=True)
     centre, covered = covering_centre(support, targets, query, 5)
-    distance = nearest_mean_distance(support, targets, query, 5, centre=centre)
+    distance = outlier_distance(support, targets, query, 5, centre=centre)
     for e in range(3):
         c = centre[e] if bool(covered[e]) else None
         threshold = unknown_threshold(support[e], targets[e], 5, 0.2, centre=c)
@@ -63,11 +63,21 @@ def test_the_flags_are_the_products_and_flagged_outliers_barely_move_the_classif
     assert bool(same.all())
     torch.testing.assert_close(dirty.logits(query), dirty.query_logits, atol=1e-4, rtol=0)
     # without the rule the outliers move the classifiers (the episode centre, the query terms)
-    # several times more: mean |logit change| of the classes' queries
-    unfiltered = OPEN.fit_features(support, targets, query)
-    alone = OPEN.fit_features(support, targets, query[:, :40])
-    moved = (unfiltered.query_logits[:, :40] - alone.query_logits).abs().mean()
-    assert (dirty.query_logits[:, :40] - clean.query_logits).abs().mean() < moved / 4
+    # several times more: mean |logit change| of the classes' queries, over 12 episodes. With
+    # it, most episodes do not move at all; the others flag a borderline image of a class
+    # differently (the outliers move the centre the flags are scored on).
+    changes, moved = [], []
+    for seed in range(4):
+        support, targets, query = with_outliers(6, seed=seed)
+        clean = method.fit_features(support, targets, query[:, :40]).query_logits
+        dirty = method.fit_features(support, targets, query).query_logits[:, :40]
+        changes.append((dirty - clean).abs().mean((1, 2)))
+        unfiltered = OPEN.fit_features(support, targets, query).query_logits[:, :40]
+        alone = OPEN.fit_features(support, targets, query[:, :40]).query_logits
+        moved.append((unfiltered - alone).abs().mean((1, 2)))
+    change, without = torch.cat(changes), torch.cat(moved)
+    assert int((change == 0).sum()) >= len(change) // 2 and bool((without > 0).all())
+    assert change.mean() < without.mean() / 3
 
 
 def test_the_rule_trains_on_the_kept_queries_per_episode() -> None:

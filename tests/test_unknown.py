@@ -35,6 +35,7 @@ from anyshot.outliers import (
     mean_distance,
     nearest_mean_distance,
     outlier_centre,
+    outlier_distance,
     unknown_reference,
     unknown_threshold,
 )
@@ -63,15 +64,16 @@ def false_alarms(
     counts: list[int], rate: float, episodes: int = 60, *, centred: bool = False
 ) -> float:
     """Mean share of new images of the classes above the threshold, over seeded episodes
-    (``centred``: rows centred on the episode's :func:`outlier_centre`, the queries' too)."""
+    (``centred``: the product's score of rows centred on the episode's :func:`outlier_centre`,
+    the queries' too: the mean of the centred and uncentred distances)."""
     shares = []
     for seed in range(episodes):
         support, targets, query, _ = clusters(counts, 40, seed)
         ways = len(counts)
         centre = outlier_centre(support, query) if centred else None
         batched = None if centre is None else centre[None]
-        means = class_means(support[None], targets[None], ways, centre=batched)
-        scores = mean_distance(means, query[None], centre=batched)[0]
+        scores = outlier_distance(support[None], targets[None], query[None], ways, centre=batched)
+        scores = scores[0]
         threshold = unknown_threshold(support, targets, ways, rate, centre=centre)
         shares.append(float((scores > threshold).float().mean()))
     return float(np.mean(shares))
@@ -466,3 +468,62 @@ def test_an_empty_unknown_label_is_refused_when_the_arguments_are_read(
             main([*heads[command], "--unknown-label", label])
         assert stop.value.code == 2
         assert "needs a name with a visible character" in capsys.readouterr().err
+
+
+def frames() -> list[Image.Image]:
+    """Flat and near-flat frames: black, white, dark grey, grey sensor noise."""
+    noise = np.random.default_rng(0).normal(128, 25, (105, 105)).clip(0, 255).astype(np.uint8)
+    flat = [Image.new("L", (105, 105), v) for v in (0, 255, 64)]
+    return [*flat, Image.fromarray(noise)]
+
+
+def test_blank_frames_are_unknown_with_centred_rows(
+    characters: dict[str, list[Image.Image]], tmp_path: Path
+) -> None:
+    """Centred on the images' mean, a blank frame's row keeps only the direction of its offset
+    from the centre and can read as an unusual image of a class; the score averages in the
+    uncentred distance, which keeps it far. A model file of format 2 (centred means alone)
+    still scores with the centred distance it was fitted with."""
+    images = [img for name in characters for img in characters[name][:2]]
+    labels = [name for name in characters for _ in range(2)]
+    query = [img for name in characters for img in characters[name][10:16]]
+    model = FewShotClassifier(image_size=84, cache_dir=False, method=RECOMMENDED)
+    model.classify(images, labels, query)
+    assert model.outlier_centre_ is not None and model.raw_class_means_ is not None
+    assert model.predict(frames()) == ["unknown"] * 4
+    rows, _ = model._embeddings(frames(), None)
+    centre, means = model.outlier_centre_[None], model.class_means_[None]
+    centred_alone = mean_distance(means, rows[None], centre=centre)[0].numpy()
+    model.save(tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    del payload["outliers"]["raw_class_means"]
+    payload["format_version"] = 2
+    torch.save(payload, tmp_path / "v2.pt")
+    old = FewShotClassifier.load(tmp_path / "v2.pt")
+    assert old.raw_class_means_ is None
+    np.testing.assert_allclose(old.outlier_score(frames()), centred_alone, atol=1e-5)
+
+
+MINI_IMAGENET = Path(__file__).parents[1].parent / "shared" / "data" / "mini-imagenet"
+
+
+def test_blank_frames_are_unknown_among_photos_with_centred_rows() -> None:
+    """mini-ImageNet val photos (5 classes, 5 labelled + 10 query images each, 224 px), the rows
+    centred: flat frames of six colours are all unknown (with the centred distance alone a white
+    frame was labelled a class here, and on val 14-65% of such frames were flagged,
+    ``studies/blank-frames``), and few of the queries are."""
+    if not (MINI_IMAGENET / "val.csv").is_file():
+        pytest.skip(f"real mini-ImageNet data not found at {MINI_IMAGENET}")
+    data = load_dataset("mini-imagenet", MINI_IMAGENET, "val")
+    by_class = data.indices_by_class()
+    photos = {k: [data.image(int(i)) for i in by_class[k][:15]] for k in (0, 3, 6, 9, 12)}
+    support = [img for k in photos for img in photos[k][:5]]
+    labels = [k for k in photos for _ in range(5)]
+    query = [img for k in photos for img in photos[k][5:]]
+    model = FewShotClassifier(cache_dir=False, method=RECOMMENDED)
+    model.classify(support, labels, query)
+    assert model.outlier_centre_ is not None
+    colours = [(0, 0, 0), (255, 255, 255), (64, 64, 64), (200, 30, 30), (220, 200, 160), (128,) * 3]
+    blank = [Image.new("RGB", (224, 224), colour) for colour in colours]
+    assert model.predict(blank) == ["unknown"] * len(blank)
+    assert np.mean(model.unknown_mask(model.outlier_score(query))) < 0.1

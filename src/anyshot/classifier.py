@@ -23,10 +23,11 @@ are read back instead of embedded again, from this process's memory and from the
 has other weights, hence other keys: its features never come from the frozen network's rows.
 
 "None of these": :meth:`FewShotClassifier.outlier_score` is an image's cosine distance to the
-nearest class mean of the labelled images (:func:`anyshot.outliers.nearest_mean_distance`),
-every row centred on the mean of the images given to the fit (labelled, query and
-unlabelled: :func:`anyshot.outliers.covering_centre`) when the query / unlabelled ones cover
-the classes, not centred otherwise; with ``unknown="auto"``
+nearest class mean of the labelled images (:func:`anyshot.outliers.outlier_distance`): when the
+query / unlabelled images cover the classes, the mean of that distance with every row centred
+on the mean of the images given to the fit (labelled, query and unlabelled:
+:func:`anyshot.outliers.covering_centre`) and without; not centred otherwise. With
+``unknown="auto"``
 :meth:`~FewShotClassifier.predict` answers ``unknown_label`` above the threshold that
 :func:`anyshot.outliers.unknown_threshold` sets from the labelled images alone (left-out
 images, no outlier examples) for the target ``false_alarm_rate``.
@@ -251,6 +252,9 @@ class FewShotClassifier:
             images appear to hold a few of the classes; see ``FineTuning.tsallis_head``).
         class_means_: ``[K, D]`` unit class means of the labelled images' embeddings (centred
             on ``outlier_centre_``).
+        raw_class_means_: ``[K, D]`` the same, uncentred, where ``outlier_centre_`` is set
+            (:meth:`outlier_score` averages the distances to both), else ``None`` (also for a
+            centred model file written before them: the centred distance alone).
         outlier_centre_: ``[D]`` the mean of the unit embeddings of the images given to the fit
             (:func:`anyshot.outliers.outlier_centre`), or ``None``: rows are centred on it
             before the cosines of :meth:`outlier_score` only where the query / unlabelled
@@ -513,6 +517,8 @@ class FewShotClassifier:
         batched = None if centre is None else centre[None]
         means = class_means(rows[None], targets[None], ways, centre=batched)[0]
         self.class_means_: torch.Tensor | None = means
+        raw = None if centre is None else class_means(rows[None], targets[None], ways)[0]
+        self.raw_class_means_: torch.Tensor | None = raw
         self.unknown_reference_: UnknownReference | None = unknown_reference(
             rows, targets, ways, centre=centre
         )
@@ -781,10 +787,13 @@ class FewShotClassifier:
         if len(embeddings) == 0:
             return np.empty(0)
         centre = getattr(self, "outlier_centre_", None)  # absent: pickled before the centre
-        batched = None if centre is None else centre[None]
+        raw_means = getattr(self, "raw_class_means_", None)  # absent: pickled before them
+        rows, batched = embeddings.float().cpu()[None], None if centre is None else centre[None]
         with torch.inference_mode():
-            scores = mean_distance(means[None], embeddings.float().cpu()[None], centre=batched)[0]
-        return scores.double().numpy()
+            scores = mean_distance(means[None], rows, centre=batched)
+            if centre is not None and raw_means is not None:
+                scores = (scores + mean_distance(raw_means[None], rows)) / 2
+        return scores[0].double().numpy()
 
     def outlier_score(
         self, images: Any, *, on_unreadable: OnUnreadable | None = None
@@ -792,9 +801,10 @@ class FewShotClassifier:
         """How unlike every class each image is: ``[N]`` float64 in ``[0, 2]``.
 
         The cosine distance from the image's embedding to the nearest class mean of the
-        labelled images (:func:`anyshot.outliers.nearest_mean_distance`), rows centred on
-        :attr:`outlier_centre_` when it is set (fixed at fit: an image's score does not depend
-        on the other images of the call); higher = more likely none of the classes. When the
+        labelled images (:func:`anyshot.outliers.outlier_distance`); when
+        :attr:`outlier_centre_` is set (fixed at fit: an image's score does not depend on the
+        other images of the call), the mean of that distance with the rows centred on it and
+        without; higher = more likely none of the classes. When the
         network was fine-tuned (scopes last / all) the embeddings
         are the untrained network's: the fine-tuned one fits the labelled images too closely for
         their distances to set a threshold. ``on_unreadable`` as for :meth:`predict_proba`.
@@ -910,6 +920,7 @@ class FewShotClassifier:
                 class_means=self.class_means_,
                 unknown_reference=self.unknown_reference_,
                 outlier_centre=getattr(self, "outlier_centre_", None),
+                raw_class_means=getattr(self, "raw_class_means_", None),
                 outlier_network=_saved_outlier_network(self._outlier_network),
             ),
             path,
@@ -946,6 +957,7 @@ class FewShotClassifier:
         model.class_means_ = saved.class_means
         model.unknown_reference_ = saved.unknown_reference
         model.outlier_centre_ = saved.outlier_centre
+        model.raw_class_means_ = saved.raw_class_means
         model._outlier_network = None
         named = saved.outlier_network
         if isinstance(named, RegistryNetwork):  # rebuilt from its name on first need

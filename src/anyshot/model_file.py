@@ -4,9 +4,10 @@ It holds everything a fitted classifier needs, except the untrained EfficientNet
 network fitted at scopes ``last`` / ``all``, which is named (and rebuilt from the installed
 package, its digest checked) rather than stored a second time.
 
-Format (``format_version`` 2; 1 had no ``"registry"`` form of ``"outlier_backbone"``)::
+Format (``format_version`` 3; 2 had no ``"raw_class_means"``, so its centred scores read the
+centred distance alone; 1 had no ``"registry"`` form of ``"outlier_backbone"``)::
 
-    {"format": "anyshot-model", "format_version": 2, "anyshot_version": "0.1.0",
+    {"format": "anyshot-model", "format_version": 3, "anyshot_version": "0.1.0",
      "backbone": {...an anyshot backbone checkpoint payload: arch, config, preprocessing,
                   embedding, state_dict (the fine-tuned weights for scopes last / all)...},
      "classifier": {"weight": tensor [K, D], "bias": tensor [K], "temperature": float,
@@ -16,8 +17,11 @@ Format (``format_version`` 2; 1 had no ``"registry"`` form of ``"outlier_backbon
      "options": {"batch_size": int, "seed": int, ...}, "info": {...fit summary...},
      "outliers": {"class_means": tensor [K, D], "distances": tensor [M], "weights": tensor [M],
                   "conformal": bool, "one_shot_quantile": float,
-                  "centre": tensor [D] or None} (absent in files written before outlier
-                  scores; the last two absent in files written before the centre: 0.3, None),
+                  "centre": tensor [D] or None, "raw_class_means": tensor [K, D] or None}
+                  (absent in files written before outlier scores; "one_shot_quantile" and
+                  "centre" absent in files written before the centre: 0.3, None;
+                  "raw_class_means": the uncentred means where "centre" is set, absent before
+                  format 3),
      "outlier_backbone": {...a backbone payload: the untrained network whose embeddings the
                           outlier scores use...}, or, for a network of the backbone registry,
                          {"registry": {"name": str, "image_size": int or None, "seed": int,
@@ -68,7 +72,7 @@ __all__ = [
 ]
 
 FORMAT = "anyshot-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Label types a model file stores (and restores with the same type).
 LABEL_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 REQUIRED_KEYS = ("backbone", "classifier", "classes", "label_types", "method")
@@ -119,6 +123,10 @@ class SavedModel:
         outlier_centre: ``[D]`` the centre of the rows behind ``class_means``
             (:func:`anyshot.outliers.outlier_centre`), or ``None`` (rows not centred, or a file
             written before it).
+        raw_class_means: ``[K, D]`` the uncentred unit class means where ``outlier_centre`` is
+            set (the score averages the centred and uncentred distances,
+            :func:`anyshot.outliers.outlier_distance`), else ``None`` (also in a centred file of
+            format 2, whose score and threshold are the centred distance's alone).
         anyshot_version: the version that wrote the file (on load).
     """
 
@@ -133,6 +141,7 @@ class SavedModel:
     unknown_reference: UnknownReference | None = None
     outlier_network: Backbone | RegistryNetwork | None = None
     outlier_centre: torch.Tensor | None = None
+    raw_class_means: torch.Tensor | None = None
     anyshot_version: str = anyshot.__version__
 
 
@@ -202,6 +211,9 @@ def save_model_file(model: SavedModel, path: str | os.PathLike[str]) -> Path:
             "centre": None
             if model.outlier_centre is None
             else model.outlier_centre.detach().cpu().float().clone(),
+            "raw_class_means": None
+            if model.raw_class_means is None
+            else model.raw_class_means.detach().cpu().float().clone(),
         }
     if outlier_backbone is not None:
         payload["outlier_backbone"] = outlier_backbone
@@ -286,15 +298,17 @@ def _outlier_network(data: Any, name: str) -> Backbone | RegistryNetwork | None:
 
 
 def _outliers(data: Any, weight_shape: torch.Size, name: str) -> dict[str, Any]:
-    """``class_means``, ``unknown_reference`` and ``outlier_centre`` of a file's ``"outliers"``
-    entry (``None``s when the file has none)."""
+    """``class_means``, ``unknown_reference``, ``outlier_centre`` and ``raw_class_means`` of a
+    file's ``"outliers"`` entry (``None``s when the file has none)."""
     if data is None:
-        return {"class_means": None, "unknown_reference": None, "outlier_centre": None}
+        return dict.fromkeys(
+            ("class_means", "unknown_reference", "outlier_centre", "raw_class_means")
+        )
     try:
         means, distances, weights = data["class_means"], data["distances"], data["weights"]
         conformal = data["conformal"]
         level = data.get("one_shot_quantile", ONE_SHOT_QUANTILE)  # absent: written before
-        centre = data.get("centre")
+        centre, raw = data.get("centre"), data.get("raw_class_means")
         valid = (
             all(isinstance(t, torch.Tensor) for t in (means, distances, weights))
             and means.shape == weight_shape
@@ -302,6 +316,7 @@ def _outliers(data: Any, weight_shape: torch.Size, name: str) -> dict[str, Any]:
                 centre is None
                 or (isinstance(centre, torch.Tensor) and centre.shape == means.shape[1:])
             )
+            and (raw is None or (isinstance(raw, torch.Tensor) and raw.shape == means.shape))
             and isinstance(level, float)
             and 0.0 < level <= 1.0
             and distances.dim() == 1
@@ -320,6 +335,7 @@ def _outliers(data: Any, weight_shape: torch.Size, name: str) -> dict[str, Any]:
         "class_means": means.float(),
         "unknown_reference": UnknownReference(distances.float(), weights.float(), conformal, level),
         "outlier_centre": None if centre is None else centre.float(),
+        "raw_class_means": None if raw is None or centre is None else raw.float(),
     }
 
 

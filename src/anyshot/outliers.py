@@ -4,8 +4,8 @@ An outlier score is one number per query, higher = more likely an image of none 
 episode's classes (:data:`anyshot.episodes.OUTLIER`). The product's (``FewShotClassifier.
 outlier_score``, the ``outlier_score`` column of ``classify`` / ``predict``, and the one
 ``anyshot evaluate --protocol open-set`` scores) is :func:`episode_outlier_score`: the
-:func:`nearest_mean_distance`, centred by :func:`covering_centre`, with the threshold of
-:func:`unknown_threshold`.
+:func:`outlier_distance` (the cosine distance to the nearest class mean, centred and not, where
+:func:`covering_centre` centres), with the threshold of :func:`unknown_threshold`.
 
 * :func:`msp_score` -- one minus the maximum softmax probability of the query logits (MSP,
   Hendrycks & Gimpel, ICLR 2017), from any method's logits;
@@ -15,6 +15,11 @@ outlier_score``, the ``outlier_score`` column of ``classify`` / ``predict``, and
   row is centred on it and normalised again before the cosines. The product centres only
   where the unlabelled rows cover the classes (:func:`covers_classes`): a centre leaning
   towards the few classes a query folder holds would push their own images away;
+* :func:`outlier_distance` -- the product's score: with a centre, the mean of the centred and
+  the uncentred :func:`nearest_mean_distance`. Centring separates images of other classes
+  better, but it keeps only the direction of a row's offset from the centre: a blank or
+  near-blank frame, far from every class, then looks like an unusual image of one of them
+  (``studies/blank-frames/``); the uncentred distance keeps it far;
 * :func:`unknown_threshold` -- the score above which an image is called "none of these", set
   from the labelled images alone for a target false-alarm rate (no outlier examples);
 * :func:`auroc` and :func:`average_precision` -- the area under the ROC curve and the average
@@ -49,6 +54,7 @@ __all__ = [
     "nearest_mean_distance",
     "other_class_distances",
     "outlier_centre",
+    "outlier_distance",
     "unknown_reference",
     "unknown_threshold",
 ]
@@ -61,11 +67,12 @@ __all__ = [
 #: false-alarm rate is approximated, not controlled.
 ONE_SHOT_QUANTILE = 0.3
 
-#: :data:`ONE_SHOT_QUANTILE` for rows centred on the episode's images (a ``centre``): their
-#: between-class distances are larger relative to the clean ones. On validation classes
-#: (``studies/open-set-score``, 5 ways, 15 clean + 15 outlier queries) quantile 0.2 gave 3.8%
-#: (mini-ImageNet) and 7.5% (Omniglot) false alarms at a 5% target, 0.25: 2.7 / 5.0%.
-CENTRED_ONE_SHOT_QUANTILE = 0.22
+#: :data:`ONE_SHOT_QUANTILE` for the score of centred rows (:func:`outlier_distance`: the mean
+#: of the centred and uncentred distances), whose between-class distances are spread wider
+#: relative to the clean ones. On validation classes (``studies/blank-frames``, 5 ways, 15 / 25
+#: / 5 clean queries among 30, 300 episodes a cell) quantile 0.25 gave 3.9-4.9% false alarms
+#: (mini-ImageNet) and 4.9-5.7% (Omniglot) at a 5% target; 0.22: 4.3-6.4%, 0.3: 3.0-4.8%.
+CENTRED_ONE_SHOT_QUANTILE = 0.25
 
 
 def msp_score(logits: torch.Tensor) -> torch.Tensor:
@@ -273,6 +280,41 @@ def nearest_mean_distance(
     return mean_distance(means, query, relu=relu, centre=centre)
 
 
+def outlier_distance(
+    support: torch.Tensor,
+    targets: torch.Tensor,
+    query: torch.Tensor,
+    ways: int,
+    *,
+    relu: bool = True,
+    centre: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The product's outlier score: with a ``centre``, the mean of the centred and the uncentred
+    :func:`nearest_mean_distance`; without, the uncentred one alone. An episode whose centre row
+    is zero (:func:`covering_centre` where the queries do not cover the classes) gets its
+    uncentred distance (the two are the same rows).
+
+    Why both: centred on the episode's mean, images of other classes lie farther from the
+    class means (val AUROC +2 to +6, ``studies/open-set-score``), but the second normalisation
+    keeps only the direction of a row's offset from the centre. A blank frame, far from every
+    class, then reads as an unusual image of one of them: on val, 14-65% of flat and near-flat
+    frames were flagged on mini-ImageNet with centred rows, 77-96% with the mean of both
+    distances (``studies/blank-frames/``).
+
+    Args: as :func:`nearest_mean_distance` (``[E, S, D]``, ``[E, S]``, ``[E, Q, D]``,
+        ``centre`` ``[E, D]`` or ``None``).
+
+    Returns:
+        ``[E, Q]`` scores in ``[0, 2]``, higher = more likely none of the classes.
+    """
+    raw = nearest_mean_distance(support, targets, query, ways, relu=relu)
+    if centre is None:
+        return raw
+    centred = nearest_mean_distance(support, targets, query, ways, relu=relu, centre=centre)
+    covered = centre.abs().amax(-1, keepdim=True) > 0  # [E, 1]
+    return torch.where(covered.to(raw.device), (centred + raw) / 2, raw)
+
+
 def episode_outlier_score(
     support: torch.Tensor,
     targets: torch.Tensor,
@@ -282,9 +324,8 @@ def episode_outlier_score(
     relu: bool = True,
 ) -> torch.Tensor:
     """The product's outlier score of an episode's queries, as ``FewShotClassifier.classify``
-    gives it when the queries are its unlabelled images: :func:`nearest_mean_distance`, rows
-    centred on :func:`outlier_centre` where the queries cover the classes
-    (:func:`covering_centre`), not centred elsewhere.
+    gives it when the queries are its unlabelled images: :func:`outlier_distance`, centred on
+    :func:`outlier_centre` where the queries cover the classes (:func:`covering_centre`).
 
     Args: as :func:`nearest_mean_distance` (``[E, S, D]``, ``[E, S]``, ``[E, Q, D]``).
 
@@ -292,7 +333,7 @@ def episode_outlier_score(
         ``[E, Q]`` scores in ``[0, 2]``, higher = more likely none of the classes.
     """
     centre, _ = covering_centre(support, targets, query, ways, relu=relu)
-    return nearest_mean_distance(support, targets, query, ways, relu=relu, centre=centre)
+    return outlier_distance(support, targets, query, ways, relu=relu, centre=centre)
 
 
 def leave_one_out_distances(
@@ -366,7 +407,8 @@ class UnknownReference:
     """What the labelled images say about the distances of new images of their classes.
 
     Attributes:
-        distances: ``[M]`` distances to the nearest class mean (:func:`mean_distance`).
+        distances: ``[M]`` distances to the nearest class mean, as the score measures them
+            (:func:`outlier_distance`: centred and uncentred averaged where centred).
         weights: ``[M]`` their weights (``conformal``) or ones.
         conformal: ``True``: ``distances`` are left-out distances
             (:func:`leave_one_out_distances`); ``False``: every class had a single image and
@@ -431,7 +473,9 @@ def unknown_reference(
     relu: bool = True,
     centre: torch.Tensor | None = None,
 ) -> UnknownReference:
-    """The :class:`UnknownReference` of one episode's labelled images.
+    """The :class:`UnknownReference` of one episode's labelled images, for the distance
+    :func:`outlier_distance` gives with the same ``centre``: with a centre, each left-out (or
+    between-class) distance is the mean of the centred and the uncentred one, row by row.
 
     Args:
         support: ``[S, D]`` labelled embeddings; ``targets``: ``[S]`` class indices.
@@ -443,12 +487,18 @@ def unknown_reference(
     """
     if ways < 2:
         raise ValueError(f"an unknown threshold needs at least 2 classes, got {ways}")
-    distances, weights = leave_one_out_distances(support, targets, ways, relu=relu, centre=centre)
+    centres = [None] if centre is None else [None, centre]
+    left_out = [
+        leave_one_out_distances(support, targets, ways, relu=relu, centre=c) for c in centres
+    ]
+    distances = torch.stack([d for d, _ in left_out]).mean(0)  # the same rows in each space
     level = ONE_SHOT_QUANTILE if centre is None else CENTRED_ONE_SHOT_QUANTILE
     if len(distances):
-        return UnknownReference(distances.float(), weights.float(), True, level)
-    between = other_class_distances(support, targets, relu=relu, centre=centre).float()
-    return UnknownReference(between, torch.ones_like(between), False, level)
+        return UnknownReference(distances.float(), left_out[0][1].float(), True, level)
+    between = torch.stack(
+        [other_class_distances(support, targets, relu=relu, centre=c) for c in centres]
+    ).mean(0)
+    return UnknownReference(between.float(), torch.ones_like(between).float(), False, level)
 
 
 def unknown_threshold(
@@ -460,7 +510,7 @@ def unknown_threshold(
     relu: bool = True,
     centre: torch.Tensor | None = None,
 ) -> float:
-    """The :func:`nearest_mean_distance` (same ``centre``) above which an image is none of
+    """The :func:`outlier_distance` (same ``centre``) above which an image is none of
     the ``ways`` classes,
     set from the labelled images alone (no outlier examples) for a target rate of false
     alarms: :meth:`UnknownReference.threshold` of :func:`unknown_reference`.

@@ -98,9 +98,10 @@ protocols (--protocol):
                --outlier-queries outliers: images of --outlier-classes other classes of the
                split (never a support class; the method gets them as queries, not their
                label). Records add AUROC and AUPR of classify's outlier_score (cosine
-               distance to the nearest class mean of the frozen embeddings, centred where the
-               queries cover the classes: the same for every --method; one more forward pass
-               of each episode's images unless its features are cached) and the AUROC of the
+               distance to the nearest class mean of the frozen embeddings, averaged with the
+               centred one where the queries cover the classes: the same for every --method;
+               one more forward pass of each episode's images unless its features are
+               cached) and the AUROC of the
                method's 1 - max softmax probability (outliers as positives); accuracy is the
                inlier queries' accuracy
 

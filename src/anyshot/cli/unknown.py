@@ -27,10 +27,11 @@ __all__ = [
 UNKNOWN_EPILOG = """\
 Images of none of the classes: each image gets an outlier_score, its cosine distance to the
 nearest class mean of the labelled images (0 = on a class mean; higher = more likely none of
-the classes). When the query / unlabelled images spread over at least 3/4 of the classes, every
-embedding is first centred on the mean of all the images the fit saw (it separates other
-things better); a folder of a few of the classes is not centred (its own images would look
-far from their class). With --unknown auto (the default) an image above a threshold is labelled
+the classes). When the query / unlabelled images spread over at least 3/4 of the classes, the
+score is the mean of that distance and the distance with every embedding centred on the mean of
+all the images the fit saw (centring separates other things better; the uncentred distance
+keeps blank frames far); a folder of a few of the classes is not centred (its own images would
+look far from their class). With --unknown auto (the default) an image above a threshold is labelled
 `unknown` (--unknown-label). The threshold is set from the labelled images alone, for
 --false-alarm-rate (default 0.05: about 5% of images of the classes flagged): each labelled
 image is left out of its class mean and scored as a new image would be. With one image per
@@ -109,7 +110,7 @@ def threshold_words(model: Any) -> str:
             "label a second image of a class to set a rate)"
         )
     centred = getattr(model, "outlier_centre_", None) is not None
-    where = "; embeddings centred on the images' mean" if centred else ""
+    where = "; with the distance of embeddings centred on the images' mean" if centred else ""
     return f"outlier score above {model.unknown_threshold_:.3f}: {how}{where}"
 
 

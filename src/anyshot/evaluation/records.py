@@ -52,7 +52,8 @@ __all__ = [
 #: ``outlier_score``), and what each is.
 OUTLIER_SCORES = {
     "nearest-mean": "cosine distance to the nearest support class mean of the frozen "
-    "embeddings, centred where the queries cover the classes (the product's outlier_score)",
+    "embeddings, averaged with the centred one where the queries cover the classes (the "
+    "product's outlier_score)",
     "msp": "1 - max softmax probability of the method's query logits",
 }
 

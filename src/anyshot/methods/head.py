@@ -61,7 +61,7 @@ from anyshot.outliers import (
     covering,
     covering_centre,
     effective_classes,
-    nearest_mean_distance,
+    outlier_distance,
     unknown_threshold,
 )
 
@@ -275,10 +275,11 @@ def fit_head(training: HeadTraining, rows: EpisodeRows) -> FittedHead:
 def inlier_queries(rows: EpisodeRows, rate: float, relu: bool) -> torch.Tensor:
     """``[E, Q]`` bool: the queries at or below the unknown threshold of their episode's
     support (:func:`anyshot.outliers.unknown_threshold` at false-alarm rate ``rate``, on the
-    cosine distance to the nearest class mean, rows centred where the queries cover the classes:
-    :func:`anyshot.outliers.covering_centre`): those the product would not call unknown."""
+    product's score, :func:`anyshot.outliers.outlier_distance`, centred where the queries cover
+    the classes: :func:`anyshot.outliers.covering_centre`): those the product would not call
+    unknown."""
     centre, covered = covering_centre(rows.support, rows.targets, rows.query, rows.ways, relu=relu)
-    distance = nearest_mean_distance(
+    distance = outlier_distance(
         rows.support, rows.targets, rows.query, rows.ways, relu=relu, centre=centre
     )
     thresholds = [
