@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from anyshot.embedding import as_images, embed_images
 from anyshot.feature_cache import FeatureCache
@@ -49,6 +48,7 @@ from anyshot.outliers import (
 )
 from anyshot.protocols import build_sampler
 from harness.cli import DATA_ROOT, FEATURE_CACHE
+from blank_frames import blank_frames  # benchmarks/blank_frames.py: the same twelve frames
 from harness.episodes import EpisodeBatch, dataset_split, embed_episodes
 from open_set import sampled
 from realistic_grid import DOMAINS
@@ -59,30 +59,6 @@ CENTRED_ALONE_QUANTILE = 0.22
 WEIGHTS = (0.5, 1.0, 2.0)
 #: inlier and outlier queries of the open-set cells (those of studies/open-set-score)
 FORMS = ((15, 15), (5, 25), (25, 5))
-
-
-def blank_frames(side: int) -> dict[str, Image.Image]:
-    """Flat and near-flat RGB frames of ``side`` pixels."""
-    rng = np.random.default_rng(0)
-    flat = {
-        "black": (0, 0, 0),
-        "white": (255, 255, 255),
-        "grey": (128, 128, 128),
-        "dark-grey": (64, 64, 64),
-        "light-grey": (192, 192, 192),
-        "red": (200, 30, 30),
-        "green": (30, 160, 60),
-        "blue": (30, 60, 200),
-        "beige": (220, 200, 160),
-    }
-    frames = {name: Image.new("RGB", (side, side), colour) for name, colour in flat.items()}
-    ramp = np.tile(np.linspace(0, 255, side, dtype=np.float32), (side, 1))
-    frames["gradient"] = Image.fromarray(np.stack([ramp] * 3, -1).astype(np.uint8))
-    noise = np.clip(128 + 25 * rng.standard_normal((side, side, 3)), 0, 255)
-    frames["grey-noise"] = Image.fromarray(noise.astype(np.uint8))
-    dark = np.clip(20 + 8 * rng.standard_normal((side, side, 3)), 0, 255)
-    frames["dark-noise"] = Image.fromarray(dark.astype(np.uint8))
-    return frames
 
 
 def reference(
