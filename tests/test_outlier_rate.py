@@ -65,7 +65,8 @@ def test_the_flags_are_the_products_and_flagged_outliers_barely_move_the_classif
     # without the rule the outliers move the classifiers (the episode centre, the query terms)
     # several times more: mean |logit change| of the classes' queries, over 12 episodes. With
     # it, most episodes do not move at all; the others flag a borderline image of a class
-    # differently (the outliers move the centre the flags are scored on).
+    # differently (the outliers move the centre the flags are scored on). Measured: 0.25 of the
+    # change without the rule (0.06 with the centred score alone, before 2026-12-02).
     changes, moved = [], []
     for seed in range(4):
         support, targets, query = with_outliers(6, seed=seed)

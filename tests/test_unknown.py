@@ -22,6 +22,7 @@ from anyshot.data import load_dataset
 from anyshot.data.omniglot import sample_root
 from anyshot.errors import CheckpointError, ConfigurationError
 from anyshot.methods.presets import NETWORK, RECOMMENDED
+from anyshot.model_file import ModelFileError
 from anyshot.outliers import (
     CENTRED_ONE_SHOT_QUANTILE,
     COVERING_SHARE,
@@ -496,12 +497,24 @@ def test_blank_frames_are_unknown_with_centred_rows(
     centred_alone = mean_distance(means, rows[None], centre=centre)[0].numpy()
     model.save(tmp_path / "m.pt")
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    # a format-2 file as that version wrote it: centred means, centred left-out distances
+    support, _ = model._embeddings(images, None)
+    targets = torch.tensor([model.classes_.index(label) for label in labels])
+    centred, weights = leave_one_out_distances(support, targets, 5, centre=model.outlier_centre_)
     del payload["outliers"]["raw_class_means"]
+    payload["outliers"].update(distances=centred, weights=weights, one_shot_quantile=0.22)
     payload["format_version"] = 2
     torch.save(payload, tmp_path / "v2.pt")
     old = FewShotClassifier.load(tmp_path / "v2.pt")
     assert old.raw_class_means_ is None
     np.testing.assert_allclose(old.outlier_score(frames()), centred_alone, atol=1e-5)
+    assert old.unknown_threshold_ > model.unknown_threshold_  # centred distances are longer
+    # the new key is checked like the others
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["outliers"]["raw_class_means"] = torch.zeros(3, 7)
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(ModelFileError, match="inconsistent outlier entry"):
+        FewShotClassifier.load(tmp_path / "bad.pt")
 
 
 MINI_IMAGENET = Path(__file__).parents[1].parent / "shared" / "data" / "mini-imagenet"

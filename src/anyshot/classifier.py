@@ -256,9 +256,9 @@ class FewShotClassifier:
             (:meth:`outlier_score` averages the distances to both), else ``None`` (also for a
             centred model file written before them: the centred distance alone).
         outlier_centre_: ``[D]`` the mean of the unit embeddings of the images given to the fit
-            (:func:`anyshot.outliers.outlier_centre`), or ``None``: rows are centred on it
-            before the cosines of :meth:`outlier_score` only where the query / unlabelled
-            images covered the classes (:func:`anyshot.outliers.covers_classes`; not with
+            (:func:`anyshot.outliers.outlier_centre`), or ``None``: half of
+            :meth:`outlier_score` is the distance of rows centred on it, only where the query /
+            unlabelled images covered the classes (:func:`anyshot.outliers.covers_classes`; not with
             labelled images alone, a folder of a few of the classes, or a model file written
             before it). Outlier scores of a fine-tuned network's fit use the untrained
             network's embeddings, the centre too.

@@ -480,13 +480,16 @@ def unknown_reference(
     Args:
         support: ``[S, D]`` labelled embeddings; ``targets``: ``[S]`` class indices.
         ways: ``K`` (at least 2).
-        centre: ``[D]`` the episode's :func:`outlier_centre`, or ``None`` (rows not centred).
+        centre: ``[D]`` the episode's :func:`outlier_centre`, or ``None`` or zeros (rows not
+            centred).
 
     Raises:
         ValueError: fewer than 2 classes.
     """
     if ways < 2:
         raise ValueError(f"an unknown threshold needs at least 2 classes, got {ways}")
+    if centre is not None and not bool(centre.abs().amax() > 0):
+        centre = None  # a zero centre: not centred, as :func:`outlier_distance` reads it
     centres = [None] if centre is None else [None, centre]
     left_out = [
         leave_one_out_distances(support, targets, ways, relu=relu, centre=c) for c in centres

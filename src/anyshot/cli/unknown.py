@@ -109,8 +109,14 @@ def threshold_words(model: Any) -> str:
             " (two classes of one image each: their one distance sets it whatever the rate; "
             "label a second image of a class to set a rate)"
         )
-    centred = getattr(model, "outlier_centre_", None) is not None
-    where = "; with the distance of embeddings centred on the images' mean" if centred else ""
+    where = ""
+    if getattr(model, "outlier_centre_", None) is not None:
+        both = getattr(model, "raw_class_means_", None) is not None  # None: a format-2 file
+        where = (
+            "; averaged with the distance of embeddings centred on the images' mean"
+            if both
+            else "; embeddings centred on the images' mean"
+        )
     return f"outlier score above {model.unknown_threshold_:.3f}: {how}{where}"
 
 
