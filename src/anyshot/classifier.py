@@ -81,7 +81,7 @@ from anyshot.outliers import (
     UnknownReference,
     class_means,
     covering_centre,
-    mean_distance,
+    mean_outlier_distance,
     unknown_reference,
 )
 from anyshot.threads import torch_threads
@@ -788,11 +788,13 @@ class FewShotClassifier:
             return np.empty(0)
         centre = getattr(self, "outlier_centre_", None)  # absent: pickled before the centre
         raw_means = getattr(self, "raw_class_means_", None)  # absent: pickled before them
-        rows, batched = embeddings.float().cpu()[None], None if centre is None else centre[None]
         with torch.inference_mode():
-            scores = mean_distance(means[None], rows, centre=batched)
-            if centre is not None and raw_means is not None:
-                scores = (scores + mean_distance(raw_means[None], rows)) / 2
+            scores = mean_outlier_distance(
+                means[None],
+                embeddings.float().cpu()[None],
+                centre=None if centre is None else centre[None],
+                raw_means=None if raw_means is None else raw_means[None],
+            )
         return scores[0].double().numpy()
 
     def outlier_score(

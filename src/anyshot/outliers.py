@@ -50,6 +50,7 @@ __all__ = [
     "episode_outlier_score",
     "leave_one_out_distances",
     "mean_distance",
+    "mean_outlier_distance",
     "msp_score",
     "nearest_mean_distance",
     "other_class_distances",
@@ -307,12 +308,32 @@ def outlier_distance(
     Returns:
         ``[E, Q]`` scores in ``[0, 2]``, higher = more likely none of the classes.
     """
-    raw = nearest_mean_distance(support, targets, query, ways, relu=relu)
+    raw_means = class_means(support, targets, ways, relu=relu)
     if centre is None:
-        return raw
-    centred = nearest_mean_distance(support, targets, query, ways, relu=relu, centre=centre)
+        return mean_distance(raw_means, query, relu=relu)
+    means = class_means(support, targets, ways, relu=relu, centre=centre)
+    return mean_outlier_distance(means, query, relu=relu, centre=centre, raw_means=raw_means)
+
+
+def mean_outlier_distance(
+    means: torch.Tensor,
+    query: torch.Tensor,
+    *,
+    relu: bool = True,
+    centre: torch.Tensor | None = None,
+    raw_means: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`outlier_distance` from class means already made: ``[E, K, D]`` ``means``
+    (centred on ``centre`` ``[E, D]``, or uncentred when ``centre`` is ``None``), ``[E, Q, D]``
+    queries and the uncentred ``raw_means`` ``[E, K, D]`` -> ``[E, Q]``. Without a centre, or
+    without ``raw_means`` (a model file written before them), the distance to ``means`` alone;
+    an episode whose centre row is zero gets its uncentred distance."""
+    distance = mean_distance(means, query, relu=relu, centre=centre)
+    if centre is None or raw_means is None:
+        return distance
+    raw = mean_distance(raw_means, query, relu=relu)
     covered = centre.abs().amax(-1, keepdim=True) > 0  # [E, 1]
-    return torch.where(covered.to(raw.device), (centred + raw) / 2, raw)
+    return torch.where(covered.to(raw.device), (distance + raw) / 2, raw)
 
 
 def episode_outlier_score(
