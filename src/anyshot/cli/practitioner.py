@@ -86,10 +86,10 @@ CSV columns: path,label,class,confidence then label_2,confidence_2,... (the --to
 probable classes), then outlier_score; one row per readable query image, sorted by path. label
 is class, or unknown for an image flagged as none of the classes; class is always the most
 probable class and confidence its probability, calibrated on validation classes for support-init
-(a temperature that follows the labelled images per class) and for the default whenever it
-trains the classifier on frozen embeddings, as --scope auto does unless it trains the network
-(README, "Confidences"); --method finetune's and a trained network's confidences are not
-calibrated.
+(a temperature that follows the labelled images per class), for the default whenever it
+trains the classifier on frozen embeddings, and for the network --scope auto trains when the
+classes look alike to the frozen backbone (one temperature, 1.35; README, "Confidences");
+--method finetune's and --scope last / all's (the paper's settings) are not calibrated.
 
 """
     + UNKNOWN_EPILOG
