@@ -209,6 +209,8 @@ def test_a_far_row_scores_far_with_centred_rows() -> None:
     threshold = unknown_threshold(support, targets, 5, 0.05, centre=centre[0])
     assert score[-1] > threshold and score[-1] > score[:-1].max()
     assert centred[-1] < centred[:-1].max()  # centring alone would not single it out
+    with pytest.raises(ValueError, match=r"need query \[E, Q, D\]"):
+        outlier_distance(support[None], targets[None], query, 5, centre=centre)
 
 
 # --- the command -------------------------------------------------------------------------------

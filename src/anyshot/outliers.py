@@ -248,7 +248,13 @@ def mean_distance(
     """``1 - max_k cos(query, means_k)``: ``[E, K, D]`` unit means (:func:`class_means`, with
     the same ``centre``), ``[E, Q, D]`` queries and ``centre`` ``[E, D]`` or ``None`` ->
     ``[E, Q]`` cosine distances to the nearest mean, in ``[0, 2]``. Each query's distance
-    depends on that query, the means and the centre alone."""
+    depends on that query, the means and the centre alone.
+
+    Raises:
+        ValueError: ``query`` is not ``[E, Q, D]``.
+    """
+    if query.dim() != 3:
+        raise ValueError(f"need query [E, Q, D], got {tuple(query.shape)}")
     unit = _unit(query, relu, centre)
     return 1.0 - (unit @ means.float().transpose(1, 2)).amax(dim=-1)
 
@@ -275,8 +281,6 @@ def nearest_mean_distance(
     Returns:
         ``[E, Q]`` scores in ``[0, 2]``, higher = farther from every class mean.
     """
-    if query.dim() != 3:
-        raise ValueError(f"need query [E, Q, D], got {tuple(query.shape)}")
     means = class_means(support, targets, ways, relu=relu, centre=centre)
     return mean_distance(means, query, relu=relu, centre=centre)
 

@@ -36,26 +36,21 @@ import torch
 from anyshot.embedding import as_images, embed_images
 from anyshot.feature_cache import FeatureCache
 from anyshot.outliers import (
-    ONE_SHOT_QUANTILE,
     UnknownReference,
     auroc,
     covering_centre,
-    leave_one_out_distances,
     nearest_mean_distance,
-    other_class_distances,
     outlier_distance,
     unknown_reference,
 )
 from anyshot.protocols import build_sampler
 from harness.cli import DATA_ROOT, FEATURE_CACHE
-from blank_frames import blank_frames  # benchmarks/blank_frames.py: the same twelve frames
+from blank_frames import blank_frames, centred_alone  # benchmarks/blank_frames.py
 from harness.episodes import EpisodeBatch, dataset_split, embed_episodes
 from open_set import sampled
 from realistic_grid import DOMAINS
 
 RATE = 0.05
-#: the one-shot quantile of the centred distance alone (the product's before this study)
-CENTRED_ALONE_QUANTILE = 0.22
 WEIGHTS = (0.5, 1.0, 2.0)
 #: inlier and outlier queries of the open-set cells (those of studies/open-set-score)
 FORMS = ((15, 15), (5, 25), (25, 5))
@@ -64,13 +59,12 @@ FORMS = ((15, 15), (5, 25), (25, 5))
 def reference(
     support: torch.Tensor, targets: torch.Tensor, ways: int, centre: torch.Tensor | None
 ) -> UnknownReference:
-    """As :func:`anyshot.outliers.unknown_reference` (one episode)."""
-    d, w = leave_one_out_distances(support, targets, ways, centre=centre)
-    level = ONE_SHOT_QUANTILE if centre is None else CENTRED_ALONE_QUANTILE
-    if len(d):
-        return UnknownReference(d.float(), w.float(), True, level)
-    between = other_class_distances(support, targets, centre=centre).float()
-    return UnknownReference(between, torch.ones_like(between), False, level)
+    """One space's reference (one episode): the uncentred one is the product's
+    (:func:`anyshot.outliers.unknown_reference` without a centre), the centred one the
+    product's before this study (``benchmarks/blank_frames.py``'s ``centred_alone``)."""
+    if centre is None:
+        return unknown_reference(support, targets, ways)
+    return centred_alone(support, targets, ways, centre)
 
 
 def summed(
