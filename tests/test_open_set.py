@@ -289,3 +289,57 @@ def test_transductive_methods_get_the_outliers_as_queries_but_not_their_labels(
         )
     )
     assert [(r["queries"], r["outliers"]) for r in result.records] == [(4, 2), (4, 2)]
+
+
+class _CountingBackbone(torch.nn.Module):
+    """A backbone that counts the images it embeds."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += len(x)
+        return self.network(x)
+
+
+@pytest.mark.parametrize("method", ["support-init", "recommended"])
+def test_open_set_episodes_are_embedded_once_with_the_methods_own_answer(
+    folder: Path, method: str
+) -> None:
+    from anyshot.backbones import build_backbone
+    from anyshot.data import load_dataset
+    from anyshot.episodes import make_episode
+    from anyshot.evaluation import evaluate
+    from anyshot.methods.frozen import frozen_forward
+    from anyshot.methods.presets import SUPPORT_INIT
+
+    trained = dataclasses.replace(RECOMMENDED, epochs=2)
+    chosen = SUPPORT_INIT if method == "support-init" else trained
+    dataset = load_dataset("folder", folder, "test")
+    spec = OpenSetSampler(
+        dataset.labels, ways=2, shots=2, inlier_queries=4, outlier_queries=4, outlier_classes=2
+    ).sample(0)
+    built = build_backbone("conv4", image_size=16)
+    episode = make_episode(dataset, spec, built.preprocessing)
+    backbone = _CountingBackbone(built)
+    record = evaluate(chosen, backbone, [episode], targets=lambda _i, _e: spec_query_targets(spec))
+    assert backbone.images == len(episode.support) + len(episode.query)  # once, not twice
+    # the same answer and scores as the method called on its own and the score on its rows
+    (row,) = record.records
+    truth = spec_query_targets(spec)
+    outlier = truth < 0
+    logits = chosen(backbone, episode)
+    assert row["accuracy"] == float((logits.argmax(-1) == truth)[~outlier].float().mean())
+    assert row["msp_auroc"] == pytest.approx(auroc(msp_score(logits), outlier))
+    log_p = logits.float().log_softmax(-1)
+    assert row["entropy"] == pytest.approx(float(-(log_p.exp() * log_p).sum(-1).mean()), abs=1e-5)
+    support = frozen_forward(backbone, episode.support, batch_size=64).flatten(1)
+    query = frozen_forward(backbone, episode.query, batch_size=64).flatten(1)
+    expected = episode_outlier_score(
+        support[None], episode.support_targets[None], query[None], episode.ways
+    )[0]
+    assert row["outlier_score"] == "nearest-mean"
+    assert row["auroc"] == pytest.approx(auroc(expected, outlier))
+    assert row["aupr"] == pytest.approx(average_precision(expected, outlier))

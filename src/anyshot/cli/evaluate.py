@@ -100,10 +100,10 @@ protocols (--protocol):
                label). Records add AUROC and AUPR of classify's outlier_score (cosine
                distance to the nearest class mean of the frozen embeddings, averaged with the
                centred one where the queries cover the classes: the same for every --method;
-               one more forward pass of each episode's images unless its features are
-               cached) and the AUROC of the
-               method's 1 - max softmax probability (outliers as positives); accuracy is the
-               inlier queries' accuracy
+               from the embeddings the method uses, or, at --scope last / all, from one more
+               forward pass of each episode's images) and the AUROC of the method's
+               1 - max softmax probability (outliers as positives); accuracy is the inlier
+               queries' accuracy
 
   anyshot evaluate ... --protocol present-classes --ways 20 --present-classes 3 \\
       --total-queries 75 --output pc.json

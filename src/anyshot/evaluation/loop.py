@@ -1,12 +1,16 @@
 """Run a method over a stream of episodes, one record per episode (:mod:`.records`).
 
 An open-set episode's outliers are scored by the product's outlier score
-(:func:`anyshot.outliers.episode_outlier_score`) on the backbone's frozen embeddings: one more
-forward pass of the episode's images, outside the method's timing.
+(:func:`anyshot.outliers.episode_outlier_score`) on the backbone's frozen embeddings. A method
+that runs on frozen embeddings alone (support-init, ``scope="head"``:
+:func:`~anyshot.evaluation.cached.supports_cached`) embeds the episode once and both use the
+rows; any other method trains the network, and the score takes one more forward pass of the
+episode's images, outside the method's timing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -15,13 +19,15 @@ import torch
 from torch import nn
 
 from anyshot.episodes import Episode
+from anyshot.evaluation.cached import supports_cached
 from anyshot.evaluation.records import (
     EvaluationResult,
     environment_info,
     episode_record,
     running_accuracy,
 )
-from anyshot.methods.frozen import frozen_forward
+from anyshot.methods.features import answer_of
+from anyshot.methods.frozen import frozen_forward, resolve_device
 from anyshot.outliers import episode_outlier_score
 from anyshot.progress import progress_bar
 
@@ -66,12 +72,10 @@ def evaluate(
     bar = progress_bar(total=total, desc=progress_desc, enabled=show_progress, unit="episode")
     try:
         for index, episode in enumerate(_checked(episodes, labelled=targets is None)):
-            start = time.perf_counter()
-            logits, answer = _run(method, backbone, episode)
-            seconds = time.perf_counter() - start
             truth = episode.query_targets if targets is None else targets(index, episode)
             assert truth is not None
             open_set = bool((truth < 0).any())
+            logits, answer, seconds, rows = _timed(method, backbone, episode, open_set)
             record = episode_record(
                 index,
                 logits,
@@ -81,7 +85,7 @@ def evaluate(
                 seconds=seconds,
                 hardness=None if hardness is None else hardness(index, episode),
                 answer=answer,
-                outlier_scores=_outlier_scores(method, backbone, episode) if open_set else None,
+                outlier_scores=None if rows is None else _outlier_scores(episode, *rows),
             )
             result.records.append(record)
             if on_record is not None:
@@ -107,14 +111,54 @@ def _run(
     return fitted.query_logits, getattr(fitted, "answer", None)
 
 
-def _outlier_scores(method: object, backbone: nn.Module, episode: Episode) -> torch.Tensor:
-    """``[Q]`` the product's outlier scores of the episode's queries, from the frozen
-    ``backbone``'s embeddings (the method's ``batch_size`` and ``device`` when it has them)."""
+def _timed(
+    method: Callable[[nn.Module, Episode], torch.Tensor],
+    backbone: nn.Module,
+    episode: Episode,
+    open_set: bool,
+) -> tuple[torch.Tensor, str | None, float, tuple[torch.Tensor, torch.Tensor] | None]:
+    """``(query logits [Q, K], which head answered, the method's seconds, frozen rows)``;
+    the rows (support ``[S, D]``, query ``[Q, D]``) only for an open-set episode: those the
+    method embedded when it runs on frozen embeddings, else a forward pass outside the timing."""
+    start = time.perf_counter()
+    if open_set and supports_cached(method):
+        logits, answer, rows = _run_embedded(method, backbone, episode)
+        return logits, answer, time.perf_counter() - start, rows
+    logits, answer = _run(method, backbone, episode)
+    seconds = time.perf_counter() - start
+    return logits, answer, seconds, _frozen_rows(method, backbone, episode) if open_set else None
+
+
+def _run_embedded(
+    method: Any, backbone: nn.Module, episode: Episode
+) -> tuple[torch.Tensor, str | None, tuple[torch.Tensor, torch.Tensor]]:
+    """``(query logits [Q, K], which head answered, (support [S, D], query [Q, D]) rows)`` of
+    a method that runs on frozen embeddings (:func:`~anyshot.evaluation.cached.
+    supports_cached`): the episode embedded once, as the method embeds it, then its
+    ``fit_features`` (the computation of calling the method)."""
+    device = resolve_device(backbone, method.device)
+    support, query = _frozen_rows(method, backbone, episode, device)
+    fitted = dataclasses.replace(method, device=str(device)).fit_features(
+        support, episode.support_targets, query, ways=episode.ways
+    )
+    return fitted.query_logits[0], answer_of(fitted), (support, query)
+
+
+def _frozen_rows(
+    method: object, backbone: nn.Module, episode: Episode, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(support [S, D], query [Q, D])`` frozen embeddings of the episode's images (the
+    method's ``batch_size`` and ``device`` when it has them)."""
     batch_size: int = getattr(method, "batch_size", 128)
-    device: str | None = getattr(method, "device", None)
+    device = device if device is not None else getattr(method, "device", None)
     support = frozen_forward(backbone, episode.support, batch_size=batch_size, device=device)
     query = frozen_forward(backbone, episode.query, batch_size=batch_size, device=device)
-    support, query = support.flatten(1), query.flatten(1)
+    return support.flatten(1), query.flatten(1)
+
+
+def _outlier_scores(episode: Episode, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """``[Q]`` the product's outlier scores of the episode's queries from its frozen
+    ``support [S, D]`` and ``query [Q, D]`` rows."""
     targets = episode.support_targets[None]
     return episode_outlier_score(support[None], targets, query[None], episode.ways)[0]
 
