@@ -12,7 +12,7 @@ import torch
 
 from anyshot.calibration import calibration_bins, expected_calibration_error
 from anyshot.cli import main
-from anyshot.episodes import OUTLIER, spec_query_targets
+from anyshot.episodes import OUTLIER, Episode, EpisodeSpec, spec_query_targets
 from anyshot.errors import DatasetError
 from anyshot.evaluation import EvaluationResult, episode_record
 from anyshot.evaluation.run import EvaluationConfig, run_evaluation
@@ -260,16 +260,7 @@ def test_evaluate_protocol_open_set_end_to_end(
 def test_transductive_methods_get_the_outliers_as_queries_but_not_their_labels(
     folder: Path,
 ) -> None:
-    from anyshot.backbones import build_backbone
-    from anyshot.data import load_dataset
-    from anyshot.episodes import make_episode
-
-    dataset = load_dataset("folder", folder, "test")
-    spec = OpenSetSampler(
-        dataset.labels, ways=2, shots=1, inlier_queries=2, outlier_queries=2, outlier_classes=1
-    ).sample(0)
-    backbone = build_backbone("conv4", image_size=16)
-    episode = make_episode(dataset, spec, backbone.preprocessing)
+    _, episode, _ = _conv4_open_set_episode(folder, shots=1, each=2, outlier_classes=1)
     assert len(episode.query) == 4 and episode.query_labels is None
     # the plain (image) path: the default transductive method runs on all 4 queries
     (result,) = run_evaluation(
@@ -291,6 +282,28 @@ def test_transductive_methods_get_the_outliers_as_queries_but_not_their_labels(
     assert [(r["queries"], r["outliers"]) for r in result.records] == [(4, 2), (4, 2)]
 
 
+def _conv4_open_set_episode(
+    folder: Path, *, shots: int, each: int, outlier_classes: int
+) -> tuple[EpisodeSpec, Episode, torch.nn.Module]:
+    """A 2-way open-set episode of ``folder`` (``each`` inlier and outlier queries), its spec
+    and the 16 px ``conv4`` backbone it was made for."""
+    from anyshot.backbones import build_backbone
+    from anyshot.data import load_dataset
+    from anyshot.episodes import make_episode
+
+    dataset = load_dataset("folder", folder, "test")
+    spec = OpenSetSampler(
+        dataset.labels,
+        ways=2,
+        shots=shots,
+        inlier_queries=each,
+        outlier_queries=each,
+        outlier_classes=outlier_classes,
+    ).sample(0)
+    backbone = build_backbone("conv4", image_size=16)
+    return spec, make_episode(dataset, spec, backbone.preprocessing), backbone
+
+
 class _CountingBackbone(torch.nn.Module):
     """A backbone that counts the images it embeds."""
 
@@ -308,21 +321,13 @@ class _CountingBackbone(torch.nn.Module):
 def test_open_set_episodes_are_embedded_once_with_the_methods_own_answer(
     folder: Path, method: str
 ) -> None:
-    from anyshot.backbones import build_backbone
-    from anyshot.data import load_dataset
-    from anyshot.episodes import make_episode
     from anyshot.evaluation import evaluate
     from anyshot.methods.frozen import frozen_forward
     from anyshot.methods.presets import SUPPORT_INIT
 
     trained = dataclasses.replace(RECOMMENDED, epochs=2)
     chosen = SUPPORT_INIT if method == "support-init" else trained
-    dataset = load_dataset("folder", folder, "test")
-    spec = OpenSetSampler(
-        dataset.labels, ways=2, shots=2, inlier_queries=4, outlier_queries=4, outlier_classes=2
-    ).sample(0)
-    built = build_backbone("conv4", image_size=16)
-    episode = make_episode(dataset, spec, built.preprocessing)
+    spec, episode, built = _conv4_open_set_episode(folder, shots=2, each=4, outlier_classes=2)
     backbone = _CountingBackbone(built)
     record = evaluate(chosen, backbone, [episode], targets=lambda _i, _e: spec_query_targets(spec))
     assert backbone.images == len(episode.support) + len(episode.query)  # once, not twice
