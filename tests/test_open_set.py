@@ -336,6 +336,8 @@ def test_open_set_episodes_are_embedded_once_with_the_methods_own_answer(
     truth = spec_query_targets(spec)
     outlier = truth < 0
     logits = chosen(backbone, episode)
+    answer = chosen.fit(backbone, episode).answer if method == "recommended" else None
+    assert row.get("answer") == answer and (answer is None) == (method == "support-init")
     assert row["accuracy"] == float((logits.argmax(-1) == truth)[~outlier].float().mean())
     assert row["msp_auroc"] == pytest.approx(auroc(msp_score(logits), outlier))
     log_p = logits.float().log_softmax(-1)

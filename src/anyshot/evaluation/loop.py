@@ -27,6 +27,7 @@ from anyshot.evaluation.records import (
     running_accuracy,
 )
 from anyshot.methods.features import answer_of
+from anyshot.methods.finetune import FineTuning
 from anyshot.methods.frozen import frozen_forward, resolve_device
 from anyshot.outliers import episode_outlier_score
 from anyshot.progress import progress_bar
@@ -117,9 +118,9 @@ def _timed(
     episode: Episode,
     open_set: bool,
 ) -> tuple[torch.Tensor, str | None, float, tuple[torch.Tensor, torch.Tensor] | None]:
-    """``(query logits [Q, K], which head answered, the method's seconds, frozen rows)``;
-    the rows (support ``[S, D]``, query ``[Q, D]``) only for an open-set episode: those the
-    method embedded when it runs on frozen embeddings, else a forward pass outside the timing."""
+    """``(query logits [Q, K], which head answered, the method's seconds, frozen embeddings)``;
+    the embeddings (support, query) only for an open-set episode: those the method embedded
+    when it runs on frozen embeddings, else a forward pass outside the timing."""
     start = time.perf_counter()
     if open_set and supports_cached(method):
         logits, answer, rows = _run_embedded(method, backbone, episode)
@@ -132,35 +133,36 @@ def _timed(
 def _run_embedded(
     method: Any, backbone: nn.Module, episode: Episode
 ) -> tuple[torch.Tensor, str | None, tuple[torch.Tensor, torch.Tensor]]:
-    """``(query logits [Q, K], which head answered, (support [S, D], query [Q, D]) rows)`` of
-    a method that runs on frozen embeddings (:func:`~anyshot.evaluation.cached.
-    supports_cached`): the episode embedded once, as the method embeds it, then its
-    ``fit_features`` (the computation of calling the method)."""
-    device = resolve_device(backbone, method.device)
-    support, query = _frozen_rows(method, backbone, episode, device)
-    fitted = dataclasses.replace(method, device=str(device)).fit_features(
-        support, episode.support_targets, query, ways=episode.ways
-    )
+    """``(query logits [Q, K], which head answered, (support, query) frozen rows)`` of a method
+    that runs on frozen embeddings (:func:`~anyshot.evaluation.cached.supports_cached`): the
+    episode embedded once, as calling the method embeds it, then the method's
+    ``fit_features`` on the rows (head fine-tuning on the backbone's device, as
+    :meth:`~anyshot.methods.FineTuning.fit`; support-init on its own ``device``, as its call)."""
+    if isinstance(method, FineTuning):
+        method = dataclasses.replace(method, device=str(resolve_device(backbone, method.device)))
+    support, query = _frozen_rows(method, backbone, episode)
+    fitted = method.fit_features(support, episode.support_targets, query, ways=episode.ways)
     return fitted.query_logits[0], answer_of(fitted), (support, query)
 
 
 def _frozen_rows(
-    method: object, backbone: nn.Module, episode: Episode, device: torch.device | None = None
+    method: object, backbone: nn.Module, episode: Episode
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(support [S, D], query [Q, D])`` frozen embeddings of the episode's images (the
-    method's ``batch_size`` and ``device`` when it has them)."""
+    """``(support, query)`` frozen embeddings of the episode's images, as the backbone gives
+    them (the method's ``batch_size`` and ``device`` when it has them)."""
     batch_size: int = getattr(method, "batch_size", 128)
-    device = device if device is not None else getattr(method, "device", None)
+    device = getattr(method, "device", None)
     support = frozen_forward(backbone, episode.support, batch_size=batch_size, device=device)
     query = frozen_forward(backbone, episode.query, batch_size=batch_size, device=device)
-    return support.flatten(1), query.flatten(1)
+    return support, query
 
 
 def _outlier_scores(episode: Episode, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """``[Q]`` the product's outlier scores of the episode's queries from its frozen
-    ``support [S, D]`` and ``query [Q, D]`` rows."""
+    """``[Q]`` the product's outlier scores of the episode's queries from its frozen support
+    and query embeddings (flattened to ``[S, D]`` and ``[Q, D]`` rows)."""
     targets = episode.support_targets[None]
-    return episode_outlier_score(support[None], targets, query[None], episode.ways)[0]
+    rows = support.flatten(1)[None], query.flatten(1)[None]
+    return episode_outlier_score(rows[0], targets, rows[1], episode.ways)[0]
 
 
 def _checked(episodes: Iterable[Episode], *, labelled: bool = True) -> Iterator[Episode]:
