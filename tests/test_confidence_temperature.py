@@ -165,6 +165,18 @@ def test_network_scopes_give_the_fallen_back_classifier_the_tau_of_its_shots() -
     torch.testing.assert_close(fitted.query_logits, plain.query_logits / (0.5 * 2**-0.5))
 
 
+def test_network_scopes_give_the_trained_classifier_the_tau_of_its_shots() -> None:
+    backbone, method = _network_setting()
+    calibrated = dataclasses.replace(method, confidence_temperature=1.5, confidence_shots_power=0.5)
+    episode = _image_episode([4, 4, 4])  # enough queries: the network trains
+    two_shots = Episode(
+        episode.support.repeat(2, 1, 1, 1), [0, 1, 2, 0, 1, 2], episode.query, episode.query_labels
+    )
+    plain, fitted = method.fit(backbone, two_shots), calibrated.fit(backbone, two_shots)
+    assert fitted.fallback is None
+    torch.testing.assert_close(fitted.query_logits, plain.query_logits / (1.5 * 2**0.5))
+
+
 def test_the_registry_round_trips_the_temperatures() -> None:
     for method in (RECOMMENDED, SUPPORT_INIT):
         assert method_from_dict(method_to_dict(method)) == method

@@ -88,7 +88,7 @@ is class, or unknown for an image flagged as none of the classes; class is alway
 probable class and confidence its probability, calibrated on validation classes for support-init
 (a temperature that follows the labelled images per class), for the default whenever it
 trains the classifier on frozen embeddings, and for the network --scope auto trains when the
-classes look alike to the frozen backbone (one temperature, 1.35; README, "Confidences");
+classes look alike to the frozen backbone (1.38 x shots^0.07; README, "Confidences");
 --method finetune's and --scope last / all's (the paper's settings) are not calibrated.
 
 """

@@ -115,7 +115,7 @@ class FineTuning:
             ``exp(d * h)``, ``h`` = the trained head's mean largest softmax probability over
             the episode's queries before calibration (:data:`QUERYLESS_CONFIDENCE` without
             queries). 0 = no dependence. Scopes ``last`` / ``all`` use
-            ``confidence_temperature`` alone.
+            ``confidence_temperature * shots ** confidence_shots_power`` (no ``s``, no ``h``).
         relu: rectify embeddings before normalising.
         entropy_weight: ``lambda``, weight of the query-entropy step; 0 = inductive.
         balance_weight: weight of a class-balance term subtracted in the query step: the
@@ -626,7 +626,8 @@ class FineTuning:
         if tuned.network is not None:  # trained channels-last on a CPU; handed back as usual
             tuned.network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         shots = len(episode.support_targets) / episode.ways
-        return tuned.calibrated(self.confidence_temperature, self.fallback_tau(shots))
+        tau = shots_temperature(self.confidence_temperature, self.confidence_shots_power, shots)
+        return tuned.calibrated(tau, self.fallback_tau(shots))
 
     def network_training(self) -> NetworkTraining:
         """The settings of the network loop (scopes ``last`` / ``all``)."""
