@@ -160,9 +160,8 @@ def _frozen_rows(
 def _outlier_scores(episode: Episode, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """``[Q]`` the product's outlier scores of the episode's queries from its frozen support
     and query embeddings (flattened to ``[S, D]`` and ``[Q, D]`` rows)."""
-    targets = episode.support_targets[None]
-    rows = support.flatten(1)[None], query.flatten(1)[None]
-    return episode_outlier_score(rows[0], targets, rows[1], episode.ways)[0]
+    support, query = support.flatten(1)[None], query.flatten(1)[None]
+    return episode_outlier_score(support, episode.support_targets[None], query, episode.ways)[0]
 
 
 def _checked(episodes: Iterable[Episode], *, labelled: bool = True) -> Iterator[Episode]:
