@@ -2,7 +2,10 @@
 of the first run (its logits times scale as vMF log-densities, EM proportions) against the
 second (uniform proportions), the first penalised by pen * (K - 1) / 2 * log Q (BIC at pen 1);
 and the first run alone, uniform against EM proportions (a likelihood-ratio test)."""
-import math, torch
+import math
+
+import torch
+
 r = torch.load('/tmp/balance-runs.pt')
 def em(logp, steps=50):
     E, Q, K = logp.shape

@@ -12,14 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from cells import val_batches
 
 import anyshot.methods.head as head
-from anyshot.feature_cache import FeatureCache
 from anyshot.methods.features import EpisodeRows
 from anyshot.methods.presets import RECOMMENDED
-from harness.cli import DATA_ROOT, FEATURE_CACHE
-from harness.episodes import EpisodeBatch, dataset_split, embed_episodes
-from realistic_grid import DOMAINS, cell_episodes, grid, select
+from harness.episodes import EpisodeBatch
 
 
 def both_runs(b: EpisodeBatch) -> dict[str, torch.Tensor]:
@@ -54,27 +52,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     record = {}
-    for domain_name, domain in DOMAINS.items():
-        data = dataset_split(DATA_ROOT, domain.dataset, "val")
-        ways = {"mini": 16, "omni": len(set(data.labels))}
-        cells = [c for c in select(grid(ways, None), args.cells) if c.domain == domain_name]
-        if not cells:
-            continue
-        cache = FeatureCache(FEATURE_CACHE, channels_last=domain.channels_last)
-        specs = {c.name: cell_episodes(c, data, 0, args.episodes_dir, "val")[0] for c in cells}
-        every = [s for ss in specs.values() for s in ss]
-        features = embed_episodes(cache, domain.network(), data, every).features
-        for name, ss in specs.items():
-            r = both_runs(EpisodeBatch.of(features, ss))
-            record[name] = r
-            chosen = torch.where(r["test"] > 0, r["acc_second"], r["acc_first"])
-            print(
-                f"{name:26s} first {100 * r['acc_first'].mean():5.1f} second "
-                f"{100 * r['acc_second'].mean():5.1f} today {100 * chosen.mean():5.1f} "
-                f"pass {100 * r['test'].mean():5.1f}% agree {r['agreement'].mean():.3f} "
-                f"conf {r['conf_first'].mean():.3f}->{r['conf_second'].mean():.3f}",
-                flush=True,
-            )
+    for name, b in val_batches(args.cells, args.episodes_dir):
+        r = both_runs(b)
+        record[name] = r
+        chosen = torch.where(r["test"] > 0, r["acc_second"], r["acc_first"])
+        print(
+            f"{name:26s} first {100 * r['acc_first'].mean():5.1f} second "
+            f"{100 * r['acc_second'].mean():5.1f} today {100 * chosen.mean():5.1f} "
+            f"pass {100 * r['test'].mean():5.1f}% agree {r['agreement'].mean():.3f} "
+            f"conf {r['conf_first'].mean():.3f}->{r['conf_second'].mean():.3f}",
+            flush=True,
+        )
     torch.save(record, args.out)
 
 

@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cells import val_batches
 
-from anyshot.feature_cache import FeatureCache
 from anyshot.methods.balance import looks_balanced
-from harness.cli import DATA_ROOT, FEATURE_CACHE
-from harness.episodes import EpisodeBatch, dataset_split, embed_episodes
-from realistic_grid import DOMAINS, cell_episodes, grid, select
 
 
 def main() -> None:
@@ -29,33 +26,22 @@ def main() -> None:
     parser.add_argument("--episodes-dir", type=Path, default=Path("/tmp/grid-episodes"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for domain_name, domain in DOMAINS.items():
-        data = dataset_split(DATA_ROOT, domain.dataset, "val")
-        ways = {"mini": 16, "omni": len(set(data.labels))}
-        cells = [c for c in select(grid(ways, None), args.cells) if c.domain == domain_name]
-        if not cells:
-            continue
-        cache = FeatureCache(FEATURE_CACHE, channels_last=domain.channels_last)
-        specs = {c.name: cell_episodes(c, data, 0, args.episodes_dir, "val")[0] for c in cells}
-        every = [s for ss in specs.values() for s in ss]
-        features = embed_episodes(cache, domain.network(), data, every).features
-        for name, ss in specs.items():
-            b = EpisodeBatch.of(features, ss)
-            k = b.ways
-            s = F.normalize(b.support.float().clamp_min(0), dim=-1)
-            q = F.normalize(b.query.float().clamp_min(0), dim=-1)
-            one_hot = F.one_hot(b.targets.long(), k).float()
-            means = F.normalize(one_hot.transpose(1, 2) @ s, dim=-1)
-            pred = (q @ means.transpose(1, 2)).argmax(-1)
-            counts = F.one_hot(pred, k).sum(1).float()
-            truth = F.one_hot(b.query_targets.long(), k).sum(1).float()
-            acc = float((pred == b.query_targets).float().mean())
-            print(
-                f"{name:28s} support-init acc {100 * acc:5.1f}  balanced: predicted "
-                f"{100 * float(looks_balanced(counts).float().mean()):5.1f}%  true "
-                f"{100 * float(looks_balanced(truth).float().mean()):5.1f}%",
-                flush=True,
-            )
+    for name, b in val_batches(args.cells, args.episodes_dir):
+        k = b.ways
+        s = F.normalize(b.support.float().clamp_min(0), dim=-1)
+        q = F.normalize(b.query.float().clamp_min(0), dim=-1)
+        one_hot = F.one_hot(b.targets.long(), k).float()
+        means = F.normalize(one_hot.transpose(1, 2) @ s, dim=-1)
+        pred = (q @ means.transpose(1, 2)).argmax(-1)
+        counts = F.one_hot(pred, k).sum(1).float()
+        truth = F.one_hot(b.query_targets.long(), k).sum(1).float()
+        acc = float((pred == b.query_targets).float().mean())
+        print(
+            f"{name:28s} support-init acc {100 * acc:5.1f}  balanced: predicted "
+            f"{100 * float(looks_balanced(counts).float().mean()):5.1f}%  true "
+            f"{100 * float(looks_balanced(truth).float().mean()):5.1f}%",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
